@@ -1,0 +1,256 @@
+// bindings.cpp: the only file that includes pybind11. It converts arrays to raw
+// pointers after checking them against the problem, releases the GIL and calls
+// the registry. No algorithm logic lives here.
+#include <omp.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <atomic>
+
+#include "cpu/gemm.h"
+#include "cpu_features.h"
+#include "registry.h"
+
+namespace py = pybind11;
+using namespace fastconv;
+
+namespace {
+
+#ifndef FASTCONV_VERSION
+#define FASTCONV_VERSION "0.0.0"
+#endif
+
+std::atomic<int> g_num_threads{0};  // 0: not yet read from OpenMP
+
+int num_threads() {
+  int n = g_num_threads.load();
+  return n > 0 ? n : omp_get_max_threads();
+}
+
+// OpenMP's thread count is a per-thread setting; apply ours in whichever Python
+// thread calls a kernel.
+void apply_num_threads() { omp_set_num_threads(num_threads()); }
+
+DType dtype_of(const py::array& a, const char* name) {
+  if (a.dtype().is(py::dtype::of<float>())) return DType::f32;
+  if (a.dtype().is(py::dtype::of<double>())) return DType::f64;
+  throw py::type_error(str_cat("fastconv: ", name, " has dtype ", std::string(py::str(a.dtype())),
+                               "; supported: float32, float64"));
+}
+
+DType dtype_from_name(const std::string& s) {
+  if (s == "float32") return DType::f32;
+  if (s == "float64") return DType::f64;
+  throw py::type_error("fastconv: dtype '" + s + "' is not supported; supported: float32, float64");
+}
+
+// Checks a C-contiguous array of the given dtype and shape; returns its data pointer.
+void* checked_data(const py::array& a, const char* name, py::dtype dtype,
+                   std::initializer_list<index_t> shape, bool writable) {
+  FC_CHECK(a.dtype().is(dtype), name, " has dtype ", std::string(py::str(a.dtype())),
+           ", expected ", std::string(py::str(dtype)));
+  FC_CHECK(a.flags() & py::array::c_style, name, " must be C-contiguous");
+  FC_CHECK(!writable || a.writeable(), name, " must be writable");
+  FC_CHECK(index_t(a.ndim()) == index_t(shape.size()), name, " must have ", shape.size(),
+           " dimensions, got ", a.ndim());
+  int i = 0;
+  for (index_t d : shape) {
+    FC_CHECK(a.shape(i) == d, name, " dimension ", i, " is ", a.shape(i), ", expected ", d);
+    ++i;
+  }
+  return const_cast<void*>(a.data());
+}
+
+py::dtype np_dtype(DType t) { return t == DType::f32 ? py::dtype::of<float>() : py::dtype::of<double>(); }
+
+void* checked_workspace(const std::optional<py::array>& ws, index_t need) {
+  if (need == 0) return nullptr;
+  FC_CHECK(ws.has_value(), "this kernel needs a workspace of ", need, " bytes");
+  FC_CHECK(ws->flags() & py::array::c_style, "workspace must be C-contiguous");
+  FC_CHECK(index_t(ws->nbytes()) >= need, "workspace has ", ws->nbytes(), " bytes, needs ", need);
+  return const_cast<void*>(ws->data());
+}
+
+void conv2d_forward(const std::string& algorithm, const ConvParams& p, const py::array& x,
+                    const py::array& w, const std::optional<py::array>& bias, py::array& y,
+                    const std::optional<py::array>& workspace) {
+  check_conv_params(p);
+  Problem pr;
+  pr.op = Op::conv2d_forward;
+  pr.conv = p;
+  pr.dtype = dtype_of(x, "x");
+  const Kernel& k = find_kernel(pr.op, algorithm);
+  std::string why = k.supports(pr);
+  FC_CHECK(why.empty(), "algorithm '", algorithm, "' cannot run this problem: ", why);
+  py::dtype dt = np_dtype(pr.dtype);
+  Tensors t;
+  t.x = checked_data(x, "x", dt, {p.N, p.C, p.H, p.W}, false);
+  t.w = checked_data(w, "weight", dt, {p.K, p.C_per_group(), p.R, p.S}, false);
+  if (bias) t.bias = checked_data(*bias, "bias", dt, {p.K}, false);
+  t.y = checked_data(y, "y", dt, {p.N, p.K, p.P, p.Q}, true);
+  t.workspace = checked_workspace(workspace, k.workspace_bytes(pr));
+  if (p.N == 0) return;
+  py::gil_scoped_release nogil;
+  apply_num_threads();
+  k.run(pr, t);
+}
+
+void pool2d_forward(Op op, const PoolParams& p, const py::array& x, py::array& y,
+                    const std::optional<py::array>& indices) {
+  check_pool_params(p);
+  Problem pr;
+  pr.op = op;
+  pr.pool = p;
+  pr.dtype = dtype_of(x, "x");
+  const Kernel& k = find_kernel(op, "direct");
+  py::dtype dt = np_dtype(pr.dtype);
+  Tensors t;
+  t.x = checked_data(x, "x", dt, {p.N, p.C, p.H, p.W}, false);
+  t.y = checked_data(y, "y", dt, {p.N, p.C, p.P, p.Q}, true);
+  if (indices) {
+    FC_CHECK(op == Op::max_pool2d_forward, "indices are only returned by max pooling");
+    t.indices = static_cast<std::int64_t*>(
+        checked_data(*indices, "indices", py::dtype::of<std::int64_t>(), {p.N, p.C, p.P, p.Q}, true));
+  }
+  if (p.N == 0) return;
+  py::gil_scoped_release nogil;
+  apply_num_threads();
+  k.run(pr, t);
+}
+
+template <class T>
+void gemm_typed(bool ta, bool tb, double alpha, const py::array& A, const py::array& B,
+                double beta, py::array& C, const std::optional<py::array>& bias) {
+  FC_CHECK(A.ndim() == 2 && B.ndim() == 2 && C.ndim() == 2, "gemm takes 2-D arrays");
+  const index_t M = C.shape(0), N = C.shape(1);
+  const index_t K = ta ? A.shape(0) : A.shape(1);
+  py::dtype dt = py::dtype::of<T>();
+  auto a = static_cast<const T*>(checked_data(A, "A", dt, {ta ? K : M, ta ? M : K}, false));
+  auto b = static_cast<const T*>(checked_data(B, "B", dt, {tb ? N : K, tb ? K : N}, false));
+  auto c = static_cast<T*>(checked_data(C, "C", dt, {M, N}, true));
+  const T* bm = bias ? static_cast<const T*>(checked_data(*bias, "bias", dt, {M}, false)) : nullptr;
+  py::gil_scoped_release nogil;
+  apply_num_threads();
+  cpu::gemm<T>(ta, tb, M, N, K, T(alpha), a, A.shape(1), b, B.shape(1), T(beta), c, N, bm);
+}
+
+void gemm(bool ta, bool tb, double alpha, const py::array& A, const py::array& B, double beta,
+          py::array& C, const std::optional<py::array>& bias) {
+  if (dtype_of(C, "C") == DType::f32)
+    gemm_typed<float>(ta, tb, alpha, A, B, beta, C, bias);
+  else
+    gemm_typed<double>(ta, tb, alpha, A, B, beta, C, bias);
+}
+
+std::string isa_mask_names(unsigned mask) {
+  std::string s;
+  for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512})
+    if (mask & (1u << int(i))) s += (s.empty() ? "" : ",") + std::string(isa_name(i));
+  return s;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastconv core: convolution and pooling kernels (see fastconv for the Python API)";
+
+  py::class_<ConvParams>(m, "ConvParams")
+      .def(py::init<>())
+      .def_readwrite("N", &ConvParams::N).def_readwrite("C", &ConvParams::C)
+      .def_readwrite("H", &ConvParams::H).def_readwrite("W", &ConvParams::W)
+      .def_readwrite("K", &ConvParams::K).def_readwrite("R", &ConvParams::R)
+      .def_readwrite("S", &ConvParams::S).def_readwrite("P", &ConvParams::P)
+      .def_readwrite("Q", &ConvParams::Q)
+      .def_readwrite("pad_h", &ConvParams::pad_h).def_readwrite("pad_w", &ConvParams::pad_w)
+      .def_readwrite("stride_h", &ConvParams::stride_h).def_readwrite("stride_w", &ConvParams::stride_w)
+      .def_readwrite("dil_h", &ConvParams::dil_h).def_readwrite("dil_w", &ConvParams::dil_w)
+      .def_readwrite("groups", &ConvParams::groups)
+      .def("flops", &ConvParams::flops);
+
+  py::class_<PoolParams>(m, "PoolParams")
+      .def(py::init<>())
+      .def_readwrite("N", &PoolParams::N).def_readwrite("C", &PoolParams::C)
+      .def_readwrite("H", &PoolParams::H).def_readwrite("W", &PoolParams::W)
+      .def_readwrite("P", &PoolParams::P).def_readwrite("Q", &PoolParams::Q)
+      .def_readwrite("R", &PoolParams::R).def_readwrite("S", &PoolParams::S)
+      .def_readwrite("pad_h", &PoolParams::pad_h).def_readwrite("pad_w", &PoolParams::pad_w)
+      .def_readwrite("stride_h", &PoolParams::stride_h).def_readwrite("stride_w", &PoolParams::stride_w)
+      .def_readwrite("dil_h", &PoolParams::dil_h).def_readwrite("dil_w", &PoolParams::dil_w)
+      .def_readwrite("adaptive", &PoolParams::adaptive)
+      .def_readwrite("count_include_pad", &PoolParams::count_include_pad)
+      .def_readwrite("norm_type", &PoolParams::norm_type);
+
+  m.def("kernels", [] {
+    py::list rows;
+    for (const Kernel& k : kernel_table()) {
+      py::dict d;
+      d["algorithm"] = k.algorithm;
+      d["op"] = op_name(k.op);
+      d["device"] = k.device;
+      d["isas"] = isa_mask_names(k.isas);
+      rows.append(d);
+    }
+    return rows;
+  }, "The kernel table: one dict per (algorithm, op, device).");
+
+  m.def("supports", [](const std::string& algorithm, const ConvParams& p, const std::string& dtype) {
+    Problem pr;
+    pr.conv = p;
+    pr.dtype = dtype_from_name(dtype);
+    return find_kernel(Op::conv2d_forward, algorithm).supports(pr);
+  }, py::arg("algorithm"), py::arg("params"), py::arg("dtype"),
+     "'' when the algorithm can run this convolution, else the reason it cannot.");
+
+  m.def("workspace_bytes", [](const std::string& algorithm, const ConvParams& p, const std::string& dtype) {
+    check_conv_params(p);
+    Problem pr;
+    pr.conv = p;
+    pr.dtype = dtype_from_name(dtype);
+    return find_kernel(Op::conv2d_forward, algorithm).workspace_bytes(pr);
+  }, py::arg("algorithm"), py::arg("params"), py::arg("dtype"),
+     "Workspace bytes the algorithm needs for this convolution at the current thread count.");
+
+  m.def("conv2d_forward", &conv2d_forward, py::arg("algorithm"), py::arg("params"), py::arg("x"),
+        py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("workspace") = py::none());
+
+  m.def("max_pool2d_forward", [](const PoolParams& p, const py::array& x, py::array& y,
+                                 const std::optional<py::array>& indices) {
+    pool2d_forward(Op::max_pool2d_forward, p, x, y, indices);
+  }, py::arg("params"), py::arg("x"), py::arg("y"), py::arg("indices") = py::none());
+  m.def("avg_pool2d_forward", [](const PoolParams& p, const py::array& x, py::array& y) {
+    pool2d_forward(Op::avg_pool2d_forward, p, x, y, std::nullopt);
+  }, py::arg("params"), py::arg("x"), py::arg("y"));
+  m.def("lp_pool2d_forward", [](const PoolParams& p, const py::array& x, py::array& y) {
+    pool2d_forward(Op::lp_pool2d_forward, p, x, y, std::nullopt);
+  }, py::arg("params"), py::arg("x"), py::arg("y"));
+
+  m.def("gemm", &gemm, py::arg("trans_a"), py::arg("trans_b"), py::arg("alpha"), py::arg("A"),
+        py::arg("B"), py::arg("beta"), py::arg("C"), py::arg("bias") = py::none(),
+        "C = alpha * op(A) @ op(B) + beta * C + bias[:, None] with the project's packed GEMM.");
+
+  m.def("set_isa", [](const std::string& name) { set_isa(isa_from_name(name)); }, py::arg("name"),
+        "Lower (never raise) the instruction set the CPU kernels use.");
+  m.def("get_isa", [] { return std::string(isa_name(active_isa())); });
+  m.def("detected_isa", [] { return std::string(isa_name(detected_isa())); });
+  m.def("set_num_threads", [](int n) {
+    FC_CHECK(n > 0, "number of threads must be positive (got ", n, ")");
+    g_num_threads = n;
+  }, py::arg("n"));
+  m.def("get_num_threads", &num_threads);
+  m.def("build_info", [] {
+    py::dict d;
+    d["version"] = FASTCONV_VERSION;
+#if defined(FASTCONV_WITH_CUDA)
+    d["cuda_compiled"] = true;
+#else
+    d["cuda_compiled"] = false;
+#endif
+    d["openmp"] = _OPENMP;
+#if defined(__VERSION__)
+    d["compiler"] = __VERSION__;
+#endif
+    d["ops"] = py::make_tuple("conv2d_forward", "max_pool2d_forward", "avg_pool2d_forward", "lp_pool2d_forward");
+    return d;
+  });
+}

@@ -1,0 +1,45 @@
+// kernels.h: entry points of the CPU kernels that are compiled once per ISA
+// (conv2d_direct.cpp, pool2d.cpp). CMake builds each of those files three times,
+// with -DFC_ISA=scalar|avx2|avx512 and that ISA's flags; each copy lives in
+// namespace fastconv::cpu::<isa>. registry.cpp picks one at run time.
+#pragma once
+#include "params.h"
+
+#define FC_PER_ISA_DECLARATIONS                                                          \
+  /* conv2d_direct.cpp: x (N,C,H,W), w (K,C/groups,R,S), bias (K) or null, y (N,K,P,Q) */ \
+  index_t conv2d_direct_workspace_bytes(const ConvParams& p, DType dtype);                \
+  template <class T>                                                                     \
+  void conv2d_direct(const ConvParams& p, const T* x, const T* w, const T* bias, T* y,   \
+                     void* workspace);                                                   \
+  /* pool2d.cpp: x (N,C,H,W), y (N,C,P,Q); indices (N,C,P,Q) int64 into H*W, or null */  \
+  template <class T>                                                                     \
+  void max_pool2d(const PoolParams& p, const T* x, T* y, std::int64_t* indices);         \
+  template <class T>                                                                     \
+  void avg_pool2d(const PoolParams& p, const T* x, T* y);                                \
+  template <class T>                                                                     \
+  void lp_pool2d(const PoolParams& p, const T* x, T* y);
+
+namespace fastconv::cpu {
+namespace scalar { FC_PER_ISA_DECLARATIONS }
+#if defined(FC_X86)
+namespace avx2 { FC_PER_ISA_DECLARATIONS }
+namespace avx512 { FC_PER_ISA_DECLARATIONS }
+#endif
+}  // namespace fastconv::cpu
+
+// Picks fastconv::cpu::<active isa>::fn (a function pointer of the given type).
+#if defined(FC_X86)
+#define FC_PICK_ISA(fn) \
+  ::fastconv::pick_isa(&::fastconv::cpu::scalar::fn, &::fastconv::cpu::avx2::fn, &::fastconv::cpu::avx512::fn)
+#else
+#define FC_PICK_ISA(fn) (&::fastconv::cpu::scalar::fn)
+#endif
+
+// Kernels compiled once (their ISA-specific work happens inside the GEMM).
+namespace fastconv::cpu {
+// conv2d_im2col.cpp: x (N,C,H,W), w (K,C/groups,R,S), bias (K) or null, y (N,K,P,Q)
+index_t conv2d_im2col_workspace_bytes(const ConvParams& p, DType dtype);
+template <class T>
+void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* bias, T* y,
+                   void* workspace);
+}  // namespace fastconv::cpu

@@ -1,0 +1,163 @@
+// registry.cpp: the kernel table, and the checks every problem passes before a
+// kernel sees it (Python validates first; this is the second line of defence).
+#include "registry.h"
+
+#include <limits>
+
+#include "cpu/kernels.h"
+#include "cpu_features.h"
+
+namespace fastconv {
+
+const char* op_name(Op op) {
+  switch (op) {
+    case Op::conv2d_forward: return "conv2d_forward";
+    case Op::max_pool2d_forward: return "max_pool2d_forward";
+    case Op::avg_pool2d_forward: return "avg_pool2d_forward";
+    case Op::lp_pool2d_forward: return "lp_pool2d_forward";
+  }
+  return "?";
+}
+
+namespace {
+
+bool mul_overflows(index_t a, index_t b) {
+  return a != 0 && b > std::numeric_limits<index_t>::max() / a;
+}
+
+index_t checked_count(std::initializer_list<index_t> dims, const char* what) {
+  index_t n = 1;
+  for (index_t d : dims) {
+    FC_CHECK(!mul_overflows(n, d), what, " has more elements than int64 can index");
+    n *= d;
+  }
+  return n;
+}
+
+}  // namespace
+
+void check_conv_params(const ConvParams& p) {
+  FC_CHECK(p.N >= 0 && p.C > 0 && p.H > 0 && p.W > 0, "input shape (", p.N, ", ", p.C, ", ",
+           p.H, ", ", p.W, ") must have N >= 0 and C, H, W > 0");
+  FC_CHECK(p.K > 0 && p.R > 0 && p.S > 0, "weight shape needs K, R, S > 0 (got K=", p.K,
+           ", R=", p.R, ", S=", p.S, ")");
+  FC_CHECK(p.groups > 0 && p.C % p.groups == 0 && p.K % p.groups == 0, "groups=", p.groups,
+           " must divide C=", p.C, " and K=", p.K);
+  FC_CHECK(p.stride_h > 0 && p.stride_w > 0, "stride must be positive (got ", p.stride_h, ", ",
+           p.stride_w, ")");
+  FC_CHECK(p.dil_h > 0 && p.dil_w > 0, "dilation must be positive (got ", p.dil_h, ", ",
+           p.dil_w, ")");
+  FC_CHECK(p.pad_h >= 0 && p.pad_w >= 0, "padding must be non-negative (got ", p.pad_h, ", ",
+           p.pad_w, ")");
+  FC_CHECK(p.P > 0 && p.Q > 0, "output size must be positive (got P=", p.P, ", Q=", p.Q, ")");
+  // The last window must start inside the padded input: P, Q are consistent with some
+  // non-negative bottom/right padding.
+  FC_CHECK((p.P - 1) * p.stride_h - p.pad_h < p.H && (p.Q - 1) * p.stride_w - p.pad_w < p.W,
+           "output size (", p.P, ", ", p.Q, ") reaches past the padded input");
+  checked_count({p.N, p.C, p.H, p.W}, "input");
+  checked_count({p.N, p.K, p.P, p.Q}, "output");
+  checked_count({p.K, p.C_per_group(), p.R, p.S}, "weight");
+  checked_count({p.N, p.C, p.R, p.S, p.P, p.Q}, "unrolled input");
+}
+
+void check_pool_params(const PoolParams& p) {
+  FC_CHECK(p.N >= 0 && p.C > 0 && p.H > 0 && p.W > 0, "input shape (", p.N, ", ", p.C, ", ",
+           p.H, ", ", p.W, ") must have N >= 0 and C, H, W > 0");
+  FC_CHECK(p.P > 0 && p.Q > 0, "output size must be positive (got P=", p.P, ", Q=", p.Q, ")");
+  if (!p.adaptive) {
+    FC_CHECK(p.R > 0 && p.S > 0, "kernel_size must be positive (got ", p.R, ", ", p.S, ")");
+    FC_CHECK(p.stride_h > 0 && p.stride_w > 0, "stride must be positive (got ", p.stride_h,
+             ", ", p.stride_w, ")");
+    FC_CHECK(p.dil_h > 0 && p.dil_w > 0, "dilation must be positive (got ", p.dil_h, ", ",
+             p.dil_w, ")");
+    const index_t eff_r = p.dil_h * (p.R - 1) + 1, eff_s = p.dil_w * (p.S - 1) + 1;
+    FC_CHECK(p.pad_h >= 0 && p.pad_w >= 0 && 2 * p.pad_h <= eff_r && 2 * p.pad_w <= eff_s,
+             "padding (", p.pad_h, ", ", p.pad_w,
+             ") must be >= 0 and at most half the effective kernel (", eff_r, ", ", eff_s, ")");
+    FC_CHECK((p.P - 1) * p.stride_h - p.pad_h < p.H && (p.Q - 1) * p.stride_w - p.pad_w < p.W,
+             "output size (", p.P, ", ", p.Q, ") has windows starting past the input");
+  }
+  FC_CHECK(p.norm_type > 0, "norm_type must be positive (got ", p.norm_type, ")");
+  checked_count({p.N, p.C, p.H, p.W}, "input");
+  checked_count({p.N, p.C, p.P, p.Q}, "output");
+}
+
+namespace {
+
+constexpr unsigned kAllIsas = (1u << int(Isa::scalar)) | (1u << int(Isa::avx2)) | (1u << int(Isa::avx512));
+
+template <class T>
+const T* cp(const void* p) { return static_cast<const T*>(p); }
+template <class T>
+T* mp(void* p) { return static_cast<T*>(p); }
+
+std::string any_conv(const Problem& pr) {
+  return pr.op == Op::conv2d_forward ? "" : "not a convolution";
+}
+
+// ---- direct -------------------------------------------------------------------
+index_t direct_ws(const Problem& pr) { return FC_PICK_ISA(conv2d_direct_workspace_bytes)(pr.conv, pr.dtype); }
+void direct_run(const Problem& pr, const Tensors& t) {
+  if (pr.dtype == DType::f32)
+    FC_PICK_ISA(conv2d_direct<float>)(pr.conv, cp<float>(t.x), cp<float>(t.w), cp<float>(t.bias), mp<float>(t.y), t.workspace);
+  else
+    FC_PICK_ISA(conv2d_direct<double>)(pr.conv, cp<double>(t.x), cp<double>(t.w), cp<double>(t.bias), mp<double>(t.y), t.workspace);
+}
+
+// ---- im2col + GEMM --------------------------------------------------------------
+index_t im2col_ws(const Problem& pr) { return cpu::conv2d_im2col_workspace_bytes(pr.conv, pr.dtype); }
+void im2col_run(const Problem& pr, const Tensors& t) {
+  if (pr.dtype == DType::f32)
+    cpu::conv2d_im2col<float>(pr.conv, cp<float>(t.x), cp<float>(t.w), cp<float>(t.bias), mp<float>(t.y), t.workspace);
+  else
+    cpu::conv2d_im2col<double>(pr.conv, cp<double>(t.x), cp<double>(t.w), cp<double>(t.bias), mp<double>(t.y), t.workspace);
+}
+
+// ---- pooling --------------------------------------------------------------------
+std::string pool_supports(const Problem&) { return ""; }
+index_t no_ws(const Problem&) { return 0; }
+void max_pool_run(const Problem& pr, const Tensors& t) {
+  if (pr.dtype == DType::f32)
+    FC_PICK_ISA(max_pool2d<float>)(pr.pool, cp<float>(t.x), mp<float>(t.y), t.indices);
+  else
+    FC_PICK_ISA(max_pool2d<double>)(pr.pool, cp<double>(t.x), mp<double>(t.y), t.indices);
+}
+void avg_pool_run(const Problem& pr, const Tensors& t) {
+  if (pr.dtype == DType::f32)
+    FC_PICK_ISA(avg_pool2d<float>)(pr.pool, cp<float>(t.x), mp<float>(t.y));
+  else
+    FC_PICK_ISA(avg_pool2d<double>)(pr.pool, cp<double>(t.x), mp<double>(t.y));
+}
+void lp_pool_run(const Problem& pr, const Tensors& t) {
+  if (pr.dtype == DType::f32)
+    FC_PICK_ISA(lp_pool2d<float>)(pr.pool, cp<float>(t.x), mp<float>(t.y));
+  else
+    FC_PICK_ISA(lp_pool2d<double>)(pr.pool, cp<double>(t.x), mp<double>(t.y));
+}
+
+}  // namespace
+
+const std::vector<Kernel>& kernel_table() {
+  static const std::vector<Kernel> table = {
+      // algorithm  op                      device isas      supports       workspace   run
+      {"direct", Op::conv2d_forward, "cpu", kAllIsas, any_conv, direct_ws, direct_run},
+      {"im2col", Op::conv2d_forward, "cpu", kAllIsas, any_conv, im2col_ws, im2col_run},
+      {"direct", Op::max_pool2d_forward, "cpu", kAllIsas, pool_supports, no_ws, max_pool_run},
+      {"direct", Op::avg_pool2d_forward, "cpu", kAllIsas, pool_supports, no_ws, avg_pool_run},
+      {"direct", Op::lp_pool2d_forward, "cpu", kAllIsas, pool_supports, no_ws, lp_pool_run},
+  };
+  return table;
+}
+
+const Kernel& find_kernel(Op op, const std::string& algorithm, const std::string& device) {
+  std::string known;
+  for (const Kernel& k : kernel_table()) {
+    if (k.op != op || device != k.device) continue;
+    if (algorithm == k.algorithm) return k;
+    known += (known.empty() ? "" : ", ") + std::string(k.algorithm);
+  }
+  FC_CHECK(false, "no ", device, " kernel '", algorithm, "' for ", op_name(op), " (have: ", known, ")");
+  return kernel_table().front();
+}
+
+}  // namespace fastconv

@@ -1,0 +1,43 @@
+// registry.h: THE table of kernels. One row per (algorithm, op, device); dispatch,
+// explain(), the tests and the benchmarks all read it through fastconv._C.kernels().
+#pragma once
+#include <string>
+#include <vector>
+
+#include "params.h"
+
+namespace fastconv {
+
+enum class Op : int { conv2d_forward, max_pool2d_forward, avg_pool2d_forward, lp_pool2d_forward };
+const char* op_name(Op op);
+
+struct Problem {
+  Op op = Op::conv2d_forward;
+  DType dtype = DType::f32;
+  ConvParams conv;  // for conv ops
+  PoolParams pool;  // for pooling ops
+};
+
+struct Tensors {  // raw, contiguous, already checked against the Problem
+  const void* x = nullptr;
+  const void* w = nullptr;
+  const void* bias = nullptr;
+  void* y = nullptr;
+  std::int64_t* indices = nullptr;
+  void* workspace = nullptr;
+};
+
+struct Kernel {
+  const char* algorithm;  // "direct", "im2col", ...
+  Op op;
+  const char* device;  // "cpu" (and "cuda" later)
+  unsigned isas;       // bit i set: has code of its own for Isa(i)
+  std::string (*supports)(const Problem&);  // "" when it can run the problem, else why not
+  index_t (*workspace_bytes)(const Problem&);
+  void (*run)(const Problem&, const Tensors&);
+};
+
+const std::vector<Kernel>& kernel_table();
+const Kernel& find_kernel(Op op, const std::string& algorithm, const std::string& device = "cpu");
+
+}  // namespace fastconv

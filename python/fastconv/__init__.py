@@ -1,0 +1,16 @@
+"""fastconv: convolution and pooling by direct, im2col+GEMM (and, to come, FFT and
+Winograd) algorithms, with the call signatures of torch.nn.functional.
+
+    import fastconv as fc
+    y = fc.conv2d(x, w, bias, stride=1, padding="same", algorithm="auto")
+"""
+from . import _C
+from .functional import (conv1d, conv2d, conv2d_output_shape, explain, get_num_threads, info,
+                         set_num_threads)
+
+__version__ = _C.build_info()["version"]
+
+__all__ = [
+    "conv1d", "conv2d", "conv2d_output_shape", "explain", "info",
+    "set_num_threads", "get_num_threads", "__version__",
+]
