@@ -154,6 +154,7 @@ std::string isa_mask_names(unsigned mask) {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastconv core: convolution and pooling kernels (see fastconv for the Python API)";
+  active_isa();  // reads FASTCONV_ISA now, so a bad value fails the import, not a later call
 
   py::class_<ConvParams>(m, "ConvParams")
       .def(py::init<>())

@@ -50,10 +50,8 @@ void check_conv_params(const ConvParams& p) {
   FC_CHECK(p.pad_h >= 0 && p.pad_w >= 0, "padding must be non-negative (got ", p.pad_h, ", ",
            p.pad_w, ")");
   FC_CHECK(p.P > 0 && p.Q > 0, "output size must be positive (got P=", p.P, ", Q=", p.Q, ")");
-  // The last window must start inside the padded input: P, Q are consistent with some
-  // non-negative bottom/right padding.
-  FC_CHECK((p.P - 1) * p.stride_h - p.pad_h < p.H && (p.Q - 1) * p.stride_w - p.pad_w < p.W,
-           "output size (", p.P, ", ", p.Q, ") reaches past the padded input");
+  // Any P, Q >= 1 is a computable problem: rows and columns past the input read the
+  // implied bottom/right padding (zeros), as with torch.nn.functional.pad + conv2d.
   checked_count({p.N, p.C, p.H, p.W}, "input");
   checked_count({p.N, p.K, p.P, p.Q}, "output");
   checked_count({p.K, p.C_per_group(), p.R, p.S}, "weight");

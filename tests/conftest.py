@@ -1,0 +1,51 @@
+"""Shared fixtures: the instruction sets to test, the conv kernels of the registry,
+NaN-filled outputs and per-algorithm tolerances."""
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _C
+
+ISA_ORDER = ["scalar", "avx2", "avx512"]
+AVAILABLE_ISAS = ISA_ORDER[: ISA_ORDER.index(_C.detected_isa()) + 1]
+
+# Every conv2d CPU algorithm in the kernel table (tests pick up new rows by themselves).
+CONV_ALGORITHMS = sorted({k["algorithm"] for k in _C.kernels() if k["op"] == "conv2d_forward" and k["device"] == "cpu"})
+
+# Error allowed relative to max |y|, per algorithm and dtype, for a reduction of length 1;
+# scaled by sqrt(reduction length) (random-walk growth of rounding error).
+TOLERANCE = {
+    "direct": {np.float32: 2e-6, np.float64: 1e-14},
+    "im2col": {np.float32: 2e-6, np.float64: 1e-14},
+}
+
+
+def tolerance(algorithm, dtype, reduction):
+    return TOLERANCE[algorithm][np.dtype(dtype).type] * max(1.0, np.sqrt(reduction)) * 4
+
+
+@pytest.fixture(params=AVAILABLE_ISAS)
+def isa(request):
+    """Run the test once per instruction set this CPU has, restoring the best afterwards."""
+    before = _C.get_isa()
+    _C.set_isa(request.param)
+    yield request.param
+    _C.set_isa(before)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261125)
+
+
+def nan_out(shape, dtype):
+    """An output array full of NaN, so an element a kernel forgets to write shows up."""
+    return np.full(shape, np.nan, dtype)
+
+
+def assert_close(got, want, tol, what=""):
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    assert np.all(np.isfinite(got)), f"{what}: non-finite values in output"
+    scale = max(float(np.max(np.abs(want))) if want.size else 0.0, 1e-30)
+    err = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))) if want.size else 0.0
+    assert err <= tol * scale, f"{what}: max error {err:.3e} > {tol:.1e} x max|y| {scale:.3e}"

@@ -1,0 +1,142 @@
+"""Every conv2d algorithm of the kernel table x dtype x ISA against reference.py,
+over a generated table of problems, with outputs pre-filled with NaN."""
+import numpy as np
+import pytest
+
+import fastconv
+from conftest import CONV_ALGORITHMS, assert_close, nan_out, tolerance
+
+# (x shape, w shape, stride, padding, dilation, groups, flip)
+CASES = [
+    ((1, 1, 5, 5), (1, 1, 3, 3), 1, 0, 1, 1, False),
+    ((2, 3, 7, 11), (5, 3, 3, 3), 1, 1, 1, 1, False),
+    ((1, 3, 13, 17), (7, 3, 5, 5), 2, 2, 1, 1, False),
+    ((3, 5, 11, 7), (4, 5, 3, 2), (3, 2), (1, 0), 1, 1, False),
+    ((1, 4, 17, 19), (6, 4, 3, 3), 1, 2, 2, 1, False),                 # dilation 2
+    ((2, 6, 13, 13), (9, 2, 3, 3), 1, 1, 1, 3, False),                 # groups 3
+    ((1, 8, 15, 15), (8, 1, 3, 3), 1, 1, 1, 8, False),                 # depthwise
+    ((2, 7, 16, 13), (7, 1, 3, 3), 2, 1, 1, 7, False),                 # depthwise stride 2
+    ((1, 5, 9, 9), (10, 1, 3, 3), 1, 1, 1, 5, False),                  # channel multiplier 2
+    ((1, 16, 10, 10), (8, 16, 1, 1), 1, 0, 1, 1, False),               # 1x1
+    ((2, 13, 11, 9), (17, 13, 1, 1), 2, 0, 1, 1, False),               # 1x1 stride 2
+    ((1, 3, 8, 23), (4, 3, 1, 7), 1, (0, 3), 1, 1, False),             # 1xN
+    ((1, 3, 23, 8), (4, 3, 7, 1), 1, (3, 0), 1, 1, False),             # Nx1
+    ((1, 2, 10, 12), (3, 2, 3, 4), 1, ((0, 2), (3, 1)), 1, 1, False),  # asymmetric pads
+    ((2, 3, 9, 10), (4, 3, 3, 3), 1, "valid", 1, 1, False),
+    ((2, 3, 9, 10), (4, 3, 3, 4), 1, "same", 1, 1, False),
+    ((1, 3, 11, 10), (4, 3, 3, 3), 2, "same", 1, 1, False),            # same, stride 2
+    ((1, 3, 13, 10), (4, 3, 5, 4), 3, "same", (2, 1), 1, False),       # same, stride 3, dilated
+    ((1, 2, 6, 7), (3, 2, 3, 2), 1, "full", 1, 1, False),
+    ((1, 2, 6, 7), (3, 2, 3, 3), 1, "full", 2, 1, False),
+    ((2, 3, 8, 9), (4, 3, 3, 2), 1, 1, 1, 1, True),                    # true convolution
+    ((1, 4, 9, 9), (4, 1, 3, 3), 2, "same", 1, 4, True),
+    ((0, 3, 8, 8), (4, 3, 3, 3), 1, 1, 1, 1, False),                   # empty batch
+    ((1, 3, 3, 3), (2, 3, 3, 3), 1, 0, 1, 1, False),                   # kernel covers the image
+    ((1, 1, 1, 1), (1, 1, 1, 1), 1, 0, 1, 1, False),
+    ((1, 1, 2, 2), (2, 1, 3, 3), 1, 1, 1, 1, False),                   # image smaller than kernel
+    ((1, 3, 31, 37), (11, 3, 7, 7), 2, 3, 1, 1, False),                # ResNet stem-like, primes
+    ((1, 29, 7, 7), (31, 29, 3, 3), 1, 1, 1, 1, False),                # prime channels
+    ((1, 64, 9, 9), (33, 64, 3, 3), 1, 1, 1, 1, False),                # deeper reduction
+    ((2, 12, 10, 11), (12, 3, 3, 3), (1, 2), (2, 1), (2, 1), 4, False),
+]
+
+
+def _ids(case):
+    x, w, stride, padding, dilation, groups, flip = case
+    return f"x{x}-w{w}-s{stride}-p{padding}-d{dilation}-g{groups}{'-flip' if flip else ''}".replace(" ", "")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("algorithm", CONV_ALGORITHMS)
+def test_conv2d_matches_reference(algorithm, dtype, case, isa, rng):
+    xs, ws, stride, padding, dilation, groups, flip = case
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, flip=flip)
+    want = fastconv.conv2d(x, w, b, algorithm="reference", **kw)
+    out = nan_out(want.shape, dtype)
+    got = fastconv.conv2d(x, w, b, algorithm=algorithm, out=out, **kw)
+    assert got is out
+    assert_close(got, want, tolerance(algorithm, dtype, ws[1] * ws[2] * ws[3]), f"{algorithm}/{isa}")
+
+
+@pytest.mark.parametrize("case", CASES[:22], ids=[_ids(c) for c in CASES[:22]])
+@pytest.mark.parametrize("algorithm", CONV_ALGORITHMS)
+def test_conv2d_exact_on_small_integers(algorithm, case, rng):
+    """Small integers make every partial sum exact, whatever the summation order."""
+    xs, ws, stride, padding, dilation, groups, flip = case
+    x = rng.integers(-4, 5, xs).astype(np.float32)
+    w = rng.integers(-4, 5, ws).astype(np.float32)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, flip=flip)
+    want = fastconv.conv2d(x, w, None, algorithm="reference", **kw)
+    got = fastconv.conv2d(x, w, None, algorithm=algorithm, out=nan_out(want.shape, np.float32), **kw)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("algorithm", CONV_ALGORITHMS + ["auto"])
+def test_conv1d_matches_reference(algorithm, dtype, rng):
+    for xs, ws, stride, padding, dilation, groups in [
+        ((2, 3, 50), (4, 3, 5), 1, 2, 1, 1),
+        ((1, 4, 37), (8, 2, 3), 2, (0, 3), 2, 2),
+        ((3, 6, 29), (6, 1, 7), 1, "same", 1, 6),
+        ((1, 2, 17), (3, 2, 4), 3, "same", 1, 1),
+        ((1, 2, 11), (3, 2, 4), 1, "full", 2, 1),
+    ]:
+        x = rng.standard_normal(xs).astype(dtype)
+        w = rng.standard_normal(ws).astype(dtype)
+        b = rng.standard_normal(ws[0]).astype(dtype)
+        kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+        want = fastconv.conv1d(x, w, b, algorithm="reference", **kw)
+        got = fastconv.conv1d(x, w, b, algorithm=algorithm, out=nan_out(want.shape, dtype), **kw)
+        assert got.ndim == 3
+        tol_algo = "im2col" if algorithm == "auto" else algorithm
+        assert_close(got, want, tolerance(tol_algo, dtype, ws[1] * ws[2]), f"conv1d {algorithm} {xs}")
+
+
+def test_conv1d_is_conv2d_with_unit_height(rng):
+    x = rng.standard_normal((2, 3, 40)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 4)).astype(np.float32)
+    y1 = fastconv.conv1d(x, w, stride=2, padding=(1, 2), dilation=3)
+    y2 = fastconv.conv2d(x[:, :, None], w[:, :, None], stride=(1, 2), padding=((0, 0), (1, 2)), dilation=(1, 3))
+    np.testing.assert_array_equal(y1, y2[:, :, 0])
+
+
+@pytest.mark.parametrize("algorithm", CONV_ALGORITHMS + ["auto"])
+def test_larger_layers(algorithm, rng):
+    """Shapes big enough to cross every blocking boundary of the kernels."""
+    for xs, ws, stride, padding, groups in [
+        ((1, 64, 28, 28), (96, 64, 3, 3), 1, 1, 1),
+        ((2, 48, 23, 29), (40, 48, 1, 1), 1, 0, 1),
+        ((1, 3, 57, 61), (24, 3, 7, 7), 2, 3, 1),
+        ((1, 96, 30, 31), (96, 1, 3, 3), 2, 1, 96),
+    ]:
+        x = rng.standard_normal(xs).astype(np.float32)
+        w = rng.standard_normal(ws).astype(np.float32)
+        b = rng.standard_normal(ws[0]).astype(np.float32)
+        want = fastconv.conv2d(x, w, b, stride, padding, groups=groups, algorithm="reference")
+        got = fastconv.conv2d(x, w, b, stride, padding, groups=groups, algorithm=algorithm,
+                              out=nan_out(want.shape, np.float32))
+        tol_algo = "im2col" if algorithm == "auto" else algorithm
+        assert_close(got, want, tolerance(tol_algo, np.float32, ws[1] * ws[2] * ws[3]), f"{algorithm} {xs} {ws}")
+
+
+def test_threads_give_same_answer(rng):
+    x = rng.standard_normal((3, 16, 20, 20)).astype(np.float32)
+    w = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    before = fastconv.get_num_threads()
+    try:
+        results = {}
+        for n in (1, 2, 3):
+            fastconv.set_num_threads(n)
+            assert fastconv.get_num_threads() == n
+            for algorithm in CONV_ALGORITHMS:
+                results.setdefault(algorithm, []).append(fastconv.conv2d(x, w, padding=1, algorithm=algorithm))
+    finally:
+        fastconv.set_num_threads(before)
+    want = fastconv.conv2d(x, w, padding=1, algorithm="reference")
+    for algorithm, ys in results.items():
+        for y in ys:
+            assert_close(y, want, tolerance(algorithm, np.float32, 144), algorithm)

@@ -1,0 +1,113 @@
+"""Every bad input of DESIGN.md's list raises ValueError/TypeError naming the
+argument and its values, before C++ runs; the C++ layer re-checks on its own."""
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _C
+
+X = np.zeros((2, 4, 8, 8), np.float32)
+W = np.zeros((6, 4, 3, 3), np.float32)
+
+
+@pytest.mark.parametrize("kwargs, exc, words", [
+    (dict(x=np.zeros((4, 8, 8), np.float32)), ValueError, ["input", "4-D"]),
+    (dict(w=np.zeros((6, 4, 3), np.float32)), ValueError, ["weight", "4-D"]),
+    (dict(w=np.zeros((6, 3, 3, 3), np.float32)), ValueError, ["C=4", "groups"]),
+    (dict(w=np.zeros((6, 2, 3, 3), np.float32), groups=4), ValueError, ["C=4"]),
+    (dict(w=np.zeros((6, 1, 3, 3), np.float32), groups=4), ValueError, ["K=6", "groups=4"]),
+    (dict(groups=0), ValueError, ["groups"]),
+    (dict(stride=0), ValueError, ["stride", "0"]),
+    (dict(stride=(1, -2)), ValueError, ["stride"]),
+    (dict(dilation=0), ValueError, ["dilation"]),
+    (dict(padding=-1), ValueError, ["padding"]),
+    (dict(padding=((0, -1), (0, 0))), ValueError, ["padding"]),
+    (dict(padding="middle"), ValueError, ["padding", "middle"]),
+    (dict(padding=(1, 2, 3)), ValueError, ["padding"]),
+    (dict(w=np.zeros((6, 4, 9, 3), np.float32)), ValueError, ["kernel height 9", "padded input"]),
+    (dict(w=np.zeros((6, 4, 3, 3), np.float32), dilation=5), ValueError, ["dilated to 11"]),
+    (dict(x=X.astype(np.int32), w=W.astype(np.int32)), TypeError, ["int32", "float32, float64"]),
+    (dict(x=X.astype(np.float16), w=W.astype(np.float16)), TypeError, ["float16"]),
+    (dict(w=W.astype(np.float64)), TypeError, ["input=float32", "weight=float64"]),
+    (dict(bias=np.zeros(6, np.float64)), TypeError, ["bias=float64"]),
+    (dict(bias=np.zeros(5, np.float32)), ValueError, ["bias", "(6,)"]),
+    (dict(x=[[1.0]]), TypeError, ["numpy.ndarray", "list"]),
+    (dict(stride=1.5), TypeError, ["stride"]),
+    (dict(stride=True), TypeError, ["stride"]),
+    (dict(algorithm="bogus"), ValueError, ["bogus", "direct", "im2col"]),
+    (dict(algorithm="winograd"), ValueError, ["winograd", "not in this version"]),
+    (dict(algorithm=3), TypeError, ["algorithm"]),
+    (dict(flip="yes"), TypeError, ["flip"]),
+    (dict(out=np.zeros((2, 6, 6, 5), np.float32)), ValueError, ["out", "(2, 6, 6, 6)"]),
+    (dict(out=np.zeros((2, 6, 6, 6), np.float64)), ValueError, ["out", "float64"]),
+    (dict(out=np.zeros((2, 6, 6, 12), np.float32)[..., ::2]), ValueError, ["contiguous"]),
+])
+def test_conv2d_rejects(kwargs, exc, words):
+    args = dict(x=X, w=W, bias=None, stride=1, padding=0, dilation=1, groups=1)
+    args.update(kwargs)
+    x, w = args.pop("x"), args.pop("w")
+    with pytest.raises(exc) as info:
+        fastconv.conv2d(x, w, **args)
+    for word in words:
+        assert word in str(info.value), f"{word!r} not in {str(info.value)!r}"
+
+
+def test_int64_overflow_is_rejected():
+    with pytest.raises(ValueError, match="int64"):
+        fastconv.explain((2**40, 2**20, 2**10, 2**10), (1, 2**20, 1, 1))
+
+
+def test_conv1d_rejects_wrong_rank():
+    with pytest.raises(ValueError, match="3-D"):
+        fastconv.conv1d(X, W)
+
+
+def test_cpp_rechecks_params():
+    """A problem that bypasses Python's checks is refused by C++ with ValueError."""
+    p = _C.ConvParams()
+    p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.P, p.Q = 1, 4, 8, 8, 6, 3, 3, 6, 6
+    y = np.empty((1, 6, 6, 6), np.float32)
+    x = np.zeros((1, 4, 8, 8), np.float32)
+    w = np.zeros((6, 4, 3, 3), np.float32)
+    _C.conv2d_forward("direct", p, x, w, None, y)  # consistent: runs
+    bad = [("stride_h", 0, "stride"), ("groups", 3, "groups"), ("P", 0, "output size"),
+           ("pad_w", -1, "padding"), ("dil_h", 0, "dilation")]
+    for field, value, word in bad:
+        q = _C.ConvParams()
+        for f in ("N", "C", "H", "W", "K", "R", "S", "P", "Q"):
+            setattr(q, f, getattr(p, f))
+        setattr(q, field, value)
+        with pytest.raises(ValueError, match=word):
+            _C.conv2d_forward("direct", q, x, w, None, y)
+    with pytest.raises(ValueError, match="dimension 3"):
+        _C.conv2d_forward("im2col", p, x, w, None, np.empty((1, 6, 6, 5), np.float32))
+    with pytest.raises(ValueError, match="dtype"):
+        _C.conv2d_forward("im2col", p, x, w.astype(np.float64), None, y)
+    with pytest.raises(ValueError, match="contiguous"):
+        _C.conv2d_forward("im2col", p, np.zeros((1, 4, 8, 16), np.float32)[..., ::2], w, None, y)
+    with pytest.raises(ValueError, match="no cpu kernel 'nope'"):
+        _C.conv2d_forward("nope", p, x, w, None, y)
+    with pytest.raises(TypeError, match="int32"):
+        _C.conv2d_forward("direct", p, x.astype(np.int32), w, None, y)
+
+
+def test_isa_cannot_be_raised_or_misnamed():
+    with pytest.raises(ValueError, match="unknown ISA"):
+        _C.set_isa("sse9")
+    if _C.detected_isa() != "avx512":
+        with pytest.raises(ValueError, match="not supported"):
+            _C.set_isa("avx512")
+
+
+def test_threads_must_be_positive():
+    with pytest.raises(ValueError, match="positive"):
+        fastconv.set_num_threads(0)
+    with pytest.raises(TypeError):
+        fastconv.set_num_threads("2")
+
+
+def test_cuda_arrays_are_refused_clearly():
+    torch = pytest.importorskip("torch")
+    meta = torch.zeros((1, 1, 3, 3), device="meta")
+    with pytest.raises(TypeError, match="CPU only"):
+        fastconv.conv2d(meta, meta)
