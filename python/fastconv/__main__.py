@@ -1,0 +1,101 @@
+"""Command line: ``python -m fastconv info | explain | demo``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+import fastconv
+
+
+def _shape(text):
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _padding(text):
+    if text in ("valid", "same", "full"):
+        return text
+    v = _shape(text)
+    return v[0] if len(v) == 1 else v
+
+
+def cmd_info(args):
+    print(json.dumps(fastconv.info(), indent=2))
+
+
+def cmd_explain(args):
+    print(fastconv.explain(args.input_shape, args.weight_shape, stride=args.stride, padding=args.padding,
+                           dilation=args.dilation, groups=args.groups, dtype=args.dtype))
+
+
+def _best_ms(fn, repeats=20):
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def cmd_demo(args):
+    """The lecture's edge detector: each pixel minus its left neighbour, on a 320x280 image."""
+    h, w = 280, 320
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = ((xx - 160) ** 2 + (yy - 140) ** 2 < 90 ** 2).astype(np.float32)  # a disc
+    image += 0.5 * ((xx // 40 + yy // 40) % 2)                                 # on a checkerboard
+    kernel = np.array([[[[-1.0, 1.0]]]], np.float32)
+    x = image[None, None]
+    edges = fastconv.conv2d(x, kernel)[0, 0]
+    flops = edges.size * 3  # two multiplies and one add per output pixel
+    dense = 2 * (h * w) * edges.size
+    print(f"fastconv {fastconv.__version__}  isa={fastconv.info()['isa']}  threads={fastconv.get_num_threads()}")
+    print(f"input {w}x{h} image, kernel [-1, 1] -> output {edges.shape[1]}x{edges.shape[0]}")
+    print(f"convolution: {flops:,} FLOPs; the same map as a dense matrix product: {dense:,} FLOPs "
+          f"({dense / flops:,.0f}x more)")
+    print(f"edge pixels found: {int(np.count_nonzero(np.abs(edges) > 0.25)):,}")
+    for algorithm in fastconv.info()["algorithms"][1:]:
+        ms = _best_ms(lambda: fastconv.conv2d(x, kernel, algorithm=algorithm))
+        print(f"  {algorithm:<10} {ms:8.3f} ms")
+    if args.save:
+        np.save(args.save, edges)
+        print(f"saved the edge map to {args.save}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m fastconv", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="version, instruction set, threads, CUDA").set_defaults(fn=cmd_info)
+    ex = sub.add_parser("explain", help="what each algorithm would do with one convolution")
+    ex.add_argument("input_shape", type=_shape, help="N,C,H,W")
+    ex.add_argument("weight_shape", type=_shape, help="K,C/groups,R,S")
+    ex.add_argument("--stride", type=_shape, default=(1,))
+    ex.add_argument("--padding", type=_padding, default=0, help="int, ph,pw, valid, same or full")
+    ex.add_argument("--dilation", type=_shape, default=(1,))
+    ex.add_argument("--groups", type=int, default=1)
+    ex.add_argument("--dtype", default="float32")
+    ex.set_defaults(fn=cmd_explain)
+    demo = sub.add_parser("demo", help="the lecture's edge detector, timed per algorithm")
+    demo.add_argument("--save", help="write the edge map to this .npy file")
+    demo.set_defaults(fn=cmd_demo)
+    args = parser.parse_args(argv)
+    for name in ("stride", "dilation"):
+        if hasattr(args, name):
+            v = getattr(args, name)
+            setattr(args, name, v[0] if len(v) == 1 else v)
+    try:
+        args.fn(args)
+    except (ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
