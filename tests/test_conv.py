@@ -38,6 +38,9 @@ CASES = [
     ((1, 29, 7, 7), (31, 29, 3, 3), 1, 1, 1, 1, False),                # prime channels
     ((1, 64, 9, 9), (33, 64, 3, 3), 1, 1, 1, 1, False),                # deeper reduction
     ((2, 12, 10, 11), (12, 3, 3, 3), (1, 2), (2, 1), (2, 1), 4, False),
+    ((1, 1, 1, 1), (1, 1, 1, 1), 1, ((0, 0), (0, 1)), 1, 1, False),    # a column of pure padding
+    ((1, 2, 3, 4), (3, 2, 2, 2), 1, 4, 1, 1, False),                   # pad > kernel: bias-only border
+    ((1, 4, 5, 6), (4, 1, 2, 3), 2, 3, 1, 4, False),                   # same, depthwise strided
 ]
 
 
