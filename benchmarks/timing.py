@@ -1,0 +1,162 @@
+# timing.py: the one timing method of the benchmark suite: warm up, then interleave the
+# contenders round-robin in one process and quote medians (plus ratio / GFLOP/s helpers).
+"""Interleaved timing.
+
+The machine is small and noisy (2 cores, shared). Timing contender A for a while and
+then contender B lets drift (frequency, neighbours, page cache) land on one of them.
+``compare`` instead
+
+1. warms every callable up (``warmup`` calls each, at least one; the first call
+   also pays for lazy allocation, thread-pool start-up, page faults);
+2. runs *rounds*: each round calls every callable once, in an order rotated by one
+   each round (so no contender always runs right after the same neighbour);
+3. stops once at least ``repeats`` rounds are done and ``min_time`` seconds have
+   passed, or when ``max_time`` seconds have passed (after at least ``min_rounds``);
+4. returns every sample and the per-name medians.
+
+Ratios are ``peer / ours`` of medians: > 1 means ours is faster.
+
+Thread pools. fastconv and torch run OpenMP pools, NumPy runs OpenBLAS's. After a call,
+OpenBLAS's idle workers busy-wait for 2^28 cycles (~0.1 s) by default; on 2 cores that
+starves whichever OpenMP pool runs next in the round (measured here: a 0.4 ms fastconv
+call took 6.5 ms right after np.matmul). ``blas_environment`` therefore sets
+``OPENBLAS_THREAD_TIMEOUT=4`` (idle BLAS threads sleep at once; BLAS kernels unchanged,
+np.matmul alone is as fast) and removes ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` so
+OpenBLAS picks its own kernels. OpenBLAS reads these when it loads, so they must be in
+place before NumPy is imported (report.py re-executes itself; conftest.py sets them).
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+import statistics
+import time
+
+DEFAULT_THREADS = 2
+BLAS_UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+BLAS_SET = {"OPENBLAS_THREAD_TIMEOUT": "4"}
+
+
+def blas_environment(environ):
+    """A copy of `environ` as the benchmarks want it for NumPy's OpenBLAS (see above)."""
+    env = {k: v for k, v in environ.items() if k not in BLAS_UNSET}
+    for k, v in BLAS_SET.items():
+        env.setdefault(k, v)
+    return env
+
+
+def blas_environment_ok(environ):
+    return all(k not in environ for k in BLAS_UNSET) and all(k in environ for k in BLAS_SET)
+
+
+@dataclasses.dataclass
+class Comparison:
+    samples: dict     # name -> list of seconds, one per round
+    medians: dict     # name -> median seconds
+    rounds: int
+    elapsed: float    # seconds spent in the timed rounds
+
+    def ratio(self, peer, ours):
+        """median[peer] / median[ours]: > 1 means `ours` is faster."""
+        return ratio(self.medians[peer], self.medians[ours])
+
+    def ms(self, name):
+        return self.medians[name] * 1e3
+
+    def spread(self, name):
+        """(q1, q3) / median - 1 of a name's samples: a rough noise band."""
+        xs = sorted(self.samples[name])
+        med = self.medians[name]
+        if len(xs) < 4 or med <= 0:
+            return (0.0, 0.0)
+        q = statistics.quantiles(xs, n=4)
+        return (q[0] / med - 1.0, q[2] / med - 1.0)
+
+
+def compare(fns, warmup=2, repeats=10, min_time=0.5, max_time=30.0, min_rounds=3, timer=time.perf_counter):
+    """Time zero-argument callables interleaved round-robin; see the module docstring.
+
+    fns: dict name -> callable. Returns a Comparison. The garbage collector is off
+    during the timed rounds (and back on between rounds).
+    """
+    if not fns:
+        raise ValueError("compare() needs at least one callable")
+    names = list(fns)
+    for name in names:                      # warm-up, each in turn
+        for _ in range(max(1, warmup)):
+            fns[name]()
+    samples = {name: [] for name in names}
+    start = timer()
+    rounds = 0
+    gc_was_enabled = gc.isenabled()
+    try:
+        while True:
+            elapsed = timer() - start
+            if rounds >= max(repeats, 1) and elapsed >= min_time:
+                break
+            if rounds >= min(min_rounds, max(repeats, 1)) and elapsed >= max_time:
+                break
+            order = names[rounds % len(names):] + names[:rounds % len(names)]
+            gc.disable()
+            for name in order:
+                fn = fns[name]
+                t0 = timer()
+                fn()
+                samples[name].append(timer() - t0)
+            if gc_was_enabled:
+                gc.enable()
+            rounds += 1
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    medians = {name: statistics.median(xs) for name, xs in samples.items()}
+    return Comparison(samples=samples, medians=medians, rounds=rounds, elapsed=timer() - start)
+
+
+def ratio(peer_seconds, our_seconds):
+    """peer / ours; > 1 means ours is faster. NaN when either is missing or zero."""
+    if not peer_seconds or not our_seconds:
+        return math.nan
+    return peer_seconds / our_seconds
+
+
+def gflops(flops, seconds):
+    """GFLOP/s of `flops` floating-point operations done in `seconds`."""
+    return flops / seconds / 1e9 if seconds else math.nan
+
+
+def gbytes(nbytes, seconds):
+    """GB/s (1e9 bytes) of `nbytes` moved in `seconds`."""
+    return nbytes / seconds / 1e9 if seconds else math.nan
+
+
+def geomean(values):
+    """Geometric mean of the finite positive values (NaN if there are none)."""
+    xs = [v for v in values if v and v > 0 and math.isfinite(v)]
+    return math.exp(sum(math.log(v) for v in xs) / len(xs)) if xs else math.nan
+
+
+def set_threads(n=DEFAULT_THREADS):
+    """Give fastconv, torch (if importable) and NumPy's BLAS (if threadpoolctl is
+    installed) the same thread count. Returns what was applied, for the report."""
+    import fastconv
+    applied = {"fastconv": n}
+    fastconv.set_num_threads(n)
+    try:
+        import torch
+        torch.set_num_threads(n)
+        applied["torch"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    try:
+        import threadpoolctl
+        global _BLAS_LIMITS
+        _BLAS_LIMITS = threadpoolctl.threadpool_limits(limits=n, user_api="blas")
+        applied["blas"] = n
+    except ImportError:
+        pass
+    return applied
+
+
+_BLAS_LIMITS = None  # keeps threadpoolctl's limit object alive
