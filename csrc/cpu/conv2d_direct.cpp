@@ -1,38 +1,410 @@
-// conv2d_direct.cpp: TEMPORARY plain direct convolution (correct, not vectorised)
-// until the vectorised one lands. Compiled once per ISA (see kernels.h).
+// conv2d_direct.cpp: direct convolution (cross-correlation), vectorised, compiled once
+// per ISA into fastconv::cpu::<isa> (see kernels.h).
+//
+// Computes, for every problem a ConvParams can describe (params.h), float and double:
+//   y[n,k,p,q] = bias[k] + sum_{c,r,s} x[n, g*Cg+c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k,c,r,s]
+//   x (N, C, H, W), w (K, Cg = C/groups, R, S), bias (K) or null, y (N, K, P, Q).
+//
+// Idea: the input rows that a band of output rows reads are copied once into a small
+// per-thread buffer, zero-padded on every side and with each row split into its
+// stride_w column phases (stride 2: even columns, then odd columns). In that buffer
+// every tap (r, s) of every output row is a contiguous run at a fixed offset, so one
+// branch-free loop serves every stride, dilation and padding (asymmetric included):
+// y_row += w[k,c,r,s] * x_run, vectorised along the output row (Q) with GCC vector
+// extensions (64/32/16-byte vectors for avx512/avx2/scalar builds; the compiler emits
+// FMA where the ISA has it), register-blocked over KB output channels x NQ vectors.
+//   depthwise (Cg == 1, any channel multiplier K/groups): the band kernel, 3x3 unrolled.
+//   pointwise (1x1, no top/left pad): y_g (Kg x PQ) = W_g (Kg x Cg) * x_g (Cg x PQ) + bias,
+//     one gemm() per image and group; strided or cropped outputs subsample x first.
+//   general: the band kernel with Cg input channels inside the tap loop.
+// Limits: vectorised along Q only, so outputs much narrower than a vector (Q = 7 on
+//   AVX-512) waste lanes; the general path is not meant to beat im2col + a packed GEMM
+//   on many channels; 1x1 speed is the speed of gemm(). Scratch memory is thread_local
+//   and bounded (~256 KiB a thread, channels are chunked beyond that) rather than the
+//   caller's workspace, because the workspace size is queried before the kernel's
+//   thread count is applied and could be too small for the team that runs.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "cpu/gemm.h"
 #include "cpu/kernels.h"
 
 namespace fastconv::cpu::FC_ISA {
+namespace {  // everything here differs per ISA: internal linkage keeps the 3 copies apart
+
+// ============================== helpers ==============================================
+
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+constexpr int kGeneralKB = 8;  // output channels per register tile: 8 x 2 accumulators of 32
+#elif defined(__AVX2__)
+constexpr int kVecBytes = 32;
+constexpr int kGeneralKB = 4;  // 4 x 2 accumulators + loads fit the 16 ymm registers
+#else
+constexpr int kVecBytes = 16;  // SSE2 on x86-64, NEON on aarch64
+constexpr int kGeneralKB = 4;
+#endif
+
+template <class T>
+struct VecOf;
+template <>
+struct VecOf<float> { typedef float type __attribute__((vector_size(kVecBytes))); };
+template <>
+struct VecOf<double> { typedef double type __attribute__((vector_size(kVecBytes))); };
+template <class T>
+using Vec = typename VecOf<T>::type;
+template <class T>
+constexpr index_t kLanes = kVecBytes / index_t(sizeof(T));
+
+constexpr index_t kBandBytes = 256 * 1024;  // target size of one thread's band buffer (L2)
+
+inline index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
+inline index_t round_up(index_t a, index_t b) { return ceil_div(a, b) * b; }
+
+// memcpy is how portable code says "unaligned load/store"; it compiles to one vmovups.
+template <class T>
+inline Vec<T> loadu(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class T>
+inline Vec<T> splat(T a) {
+  Vec<T> v;
+  for (index_t i = 0; i < kLanes<T>; ++i) v[i] = a;
+  return v;
+}
+// Loads n (<= lanes) values, zeros in the rest; stores the first n lanes.
+template <class T>
+inline Vec<T> load_n(const T* p, index_t n) {
+  if (n >= kLanes<T>) return loadu(p);
+  Vec<T> v = splat(T(0));
+  std::memcpy(&v, p, size_t(std::max<index_t>(0, n)) * sizeof(T));
+  return v;
+}
+template <class T>
+inline void store_n(T* p, const Vec<T>& v, index_t n) {
+  std::memcpy(p, &v, size_t(std::max<index_t>(0, std::min(n, kLanes<T>))) * sizeof(T));
+}
+
+// Per-thread scratch reused across calls (OpenMP keeps its threads); requests larger
+// than kKeepBytes get a private vector instead, so no thread holds on to a huge block.
+template <class T>
+class Scratch {
+ public:
+  T* get(index_t n) {
+    constexpr index_t kKeepBytes = 8 * 1024 * 1024;
+    std::vector<T>& v = n * index_t(sizeof(T)) <= kKeepBytes ? kept() : own_;
+    if (index_t(v.size()) < n) v.resize(size_t(n));
+    return v.data();
+  }
+
+ private:
+  static std::vector<T>& kept() {
+    static thread_local std::vector<T> v;
+    return v;
+  }
+  std::vector<T> own_;
+};
+
+// One padded input row, phase-split: dst is (sw, Wph); dst[ph][j] = x[j*sw + ph - pad_w]
+// (zero outside 0..W-1). src is the input row, or null for a row of padding.
+template <class T>
+void fill_row(T* dst, const T* src, index_t W, index_t pad_w, index_t sw, index_t Wph) {
+  for (index_t ph = 0; ph < sw; ++ph) {
+    T* d = dst + ph * Wph;
+    if (!src) {
+      std::fill(d, d + Wph, T(0));
+      continue;
+    }
+    // j is inside the image when 0 <= j*sw + ph - pad_w < W.
+    const index_t lo = std::min(Wph, pad_w > ph ? ceil_div(pad_w - ph, sw) : index_t(0));
+    const index_t hi = std::max(lo, std::min(Wph, ceil_div(W + pad_w - ph, sw)));
+    std::fill(d, d + lo, T(0));
+    const T* s = src + lo * sw + ph - pad_w;
+    if (sw == 1) {
+      std::memcpy(d + lo, s, size_t(hi - lo) * sizeof(T));
+    } else if (sw == 2) {  // constant stride: the compiler turns this into loads + permutes
+      for (index_t j = 0; j < hi - lo; ++j) d[lo + j] = s[2 * j];
+    } else {
+      for (index_t j = 0; j < hi - lo; ++j) d[lo + j] = s[j * sw];
+    }
+    std::fill(d + hi, d + Wph, T(0));
+  }
+}
+
+// ============================== band kernel (depthwise and general) =================
+//
+// A band is output rows [p0, p0 + prows) of one image n and one group g. Its buffer
+// holds, for cc input channels, the rows padded rows p0*sh .. p0*sh + rows - 1 as
+// (cc, rows, sw, Wph). Output row p, column q, tap (r, s) of channel c reads
+// buf[c][(p - p0)*sh + r*dh][(s*dw) % sw][q + (s*dw) / sw]: a fixed offset per tap.
+
+template <class T>
+struct Band {
+  const T* buf;        // (cc, rows, sw, Wph)
+  index_t cstride;     // rows * sw * Wph: between channels in buf
+  index_t cc;          // input channels in buf
+  const index_t* off;  // RS tap offsets into one channel of buf
+  index_t RS;
+  index_t row_step;    // sh * sw * Wph: between consecutive output rows in buf
+  const T* w;          // weight of the group's first output channel, first channel of buf
+  index_t wk;          // Cg * R * S: between output channels in w
+  const T* bias;       // bias of the group's first output channel, or null
+  bool accumulate;     // add to y (a later channel chunk) instead of starting from bias
+  T* y;                // y[n, group's first k, p0, 0]
+  index_t Kg, PQ, Q, prows;
+};
+
+// KB output channels x NQ vectors of one output row: acc = bias (or y) + sum over
+// channels and taps of w * x_run. xb points at the row's first column in channel 0.
+template <class T, int KB, int NQ, int RSc, int CGc>
+inline void tile(const Band<T>& b, const T* xb, const T* w, const T* bias, T* y,
+                 index_t nvalid) {
+  constexpr index_t L = kLanes<T>;
+  const index_t cc = CGc ? CGc : b.cc;
+  const index_t RS = RSc ? RSc : b.RS;
+  Vec<T> acc[KB][NQ];
+  for (int kb = 0; kb < KB; ++kb)
+    for (int j = 0; j < NQ; ++j)
+      acc[kb][j] = b.accumulate ? load_n(y + kb * b.PQ + j * L, nvalid - j * L)
+                                : splat(bias ? bias[kb] : T(0));
+  for (index_t c = 0; c < cc; ++c) {
+    const T* xc = xb + c * b.cstride;
+    const T* wc = w + c * RS;
+    for (index_t t = 0; t < RS; ++t) {
+      const T* xt = xc + b.off[t];
+      Vec<T> xv[NQ];
+      for (int j = 0; j < NQ; ++j) xv[j] = loadu(xt + j * L);
+      for (int kb = 0; kb < KB; ++kb) {
+        const T wv = wc[kb * b.wk + t];
+        for (int j = 0; j < NQ; ++j) acc[kb][j] += xv[j] * wv;
+      }
+    }
+  }
+  for (int kb = 0; kb < KB; ++kb)
+    for (int j = 0; j < NQ; ++j) store_n(y + kb * b.PQ + j * L, acc[kb][j], nvalid - j * L);
+}
+
+// Output channels [k, k + KB) of the band, every row, every column: NQ vectors at a
+// time, then single vectors, the last one partial (the buffer has room to read it).
+template <class T, int KB, int NQ, int RSc, int CGc>
+void band_rows(const Band<T>& b, index_t k) {
+  constexpr index_t L = kLanes<T>;
+  const T* w = b.w + k * b.wk;
+  const T* bias = b.bias ? b.bias + k : nullptr;
+  for (index_t pr = 0; pr < b.prows; ++pr) {
+    const T* xrow = b.buf + pr * b.row_step;
+    T* yrow = b.y + k * b.PQ + pr * b.Q;
+    index_t q = 0;
+    for (; q + NQ * L <= b.Q; q += NQ * L)
+      tile<T, KB, NQ, RSc, CGc>(b, xrow + q, w, bias, yrow + q, NQ * L);
+    for (; q < b.Q; q += L) tile<T, KB, 1, RSc, CGc>(b, xrow + q, w, bias, yrow + q, b.Q - q);
+  }
+}
+
+// All Kg output channels of the band, in register blocks of KBMAX, then halves.
+template <class T, int KBMAX, int NQ, int RSc, int CGc>
+void band_all_k(const Band<T>& b) {
+  index_t k = 0;
+  for (; k + KBMAX <= b.Kg; k += KBMAX) band_rows<T, KBMAX, NQ, RSc, CGc>(b, k);
+  if constexpr (KBMAX > 1) {
+    if (k < b.Kg) {
+      Band<T> rest = b;  // the remainder is < KBMAX channels: shift the origin and recurse
+      rest.w = b.w + k * b.wk;
+      rest.bias = b.bias ? b.bias + k : nullptr;
+      rest.y = b.y + k * b.PQ;
+      rest.Kg = b.Kg - k;
+      band_all_k<T, KBMAX / 2, NQ, RSc, CGc>(rest);
+    }
+  }
+}
+
+// Driver: tasks are (image, group, band of output rows); each task fills its band
+// buffer once per chunk of input channels and runs every output channel of the group.
+template <class T, int KBMAX, int NQ, int RSc, int CGc>
+void conv_banded(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
+  constexpr index_t L = kLanes<T>;
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), RS = p.R * p.S;
+  const index_t sw = p.stride_w, sh = p.stride_h;
+  const index_t Wph = round_up(round_up(p.Q, L) + (p.S - 1) * p.dil_w / sw, L);
+  const index_t row_elems = sw * Wph;
+  const index_t span_r = (p.R - 1) * p.dil_h + 1;  // padded rows one output row reads
+  const index_t row_bytes = row_elems * index_t(sizeof(T));
+
+  // Channel chunk and band height: the buffer stays near kBandBytes; at least one row
+  // of one channel. Bands also shrink so that small batches still give every thread work.
+  index_t cc = Cg, PB = 1;
+  if (Cg * span_r * row_bytes > kBandBytes) {
+    cc = std::max<index_t>(1, kBandBytes / (span_r * row_bytes));
+  } else {
+    const index_t rows_max = kBandBytes / (Cg * row_bytes);
+    PB = std::max<index_t>(1, (rows_max - span_r) / sh + 1);
+    const index_t threads = omp_get_max_threads();
+    const index_t want_bands = ceil_div(4 * threads, p.N * p.groups);
+    PB = std::max<index_t>(1, std::min(PB, ceil_div(p.P, want_bands)));
+  }
+  const index_t nbands = ceil_div(p.P, PB);
+  const index_t tasks = p.N * p.groups * nbands;
+  const index_t max_rows = (PB - 1) * sh + span_r;
+
+  std::vector<index_t> off(static_cast<size_t>(RS));  // tap offsets inside one channel of the buffer
+  for (index_t r = 0; r < p.R; ++r)
+    for (index_t s = 0; s < p.S; ++s)
+      off[size_t(r * p.S + s)] =
+          (r * p.dil_h * sw + (s * p.dil_w) % sw) * Wph + (s * p.dil_w) / sw;
+
+#pragma omp parallel
+  {
+    Scratch<T> scratch;
+    T* buf = scratch.get(cc * max_rows * row_elems);
+#pragma omp for schedule(dynamic, 1)
+    for (index_t t = 0; t < tasks; ++t) {
+      const index_t band = t % nbands, ng = t / nbands;
+      const index_t g = ng % p.groups, n = ng / p.groups;
+      const index_t p0 = band * PB, prows = std::min(PB, p.P - p0);
+      const index_t rows = (prows - 1) * sh + span_r;
+      for (index_t c0 = 0; c0 < Cg; c0 += cc) {
+        const index_t ncc = std::min(cc, Cg - c0);
+        for (index_t c = 0; c < ncc; ++c) {
+          const T* xc = x + ((n * p.C + g * Cg + c0 + c) * p.H) * p.W;
+          for (index_t i = 0; i < rows; ++i) {
+            const index_t ih = p0 * sh + i - p.pad_h;
+            fill_row(buf + (c * rows + i) * row_elems,
+                     ih >= 0 && ih < p.H ? xc + ih * p.W : nullptr, p.W, p.pad_w, sw, Wph);
+          }
+        }
+        Band<T> b;
+        b.buf = buf;
+        b.cstride = rows * row_elems;
+        b.cc = ncc;
+        b.off = off.data();
+        b.RS = RS;
+        b.row_step = sh * row_elems;
+        b.w = w + (g * Kg * Cg + c0) * RS;
+        b.wk = Cg * RS;
+        b.bias = bias ? bias + g * Kg : nullptr;
+        b.accumulate = c0 > 0;
+        b.y = y + ((n * p.K + g * Kg) * p.P + p0) * p.Q;
+        b.Kg = Kg;
+        b.PQ = p.P * p.Q;
+        b.Q = p.Q;
+        b.prows = prows;
+        band_all_k<T, KBMAX, NQ, RSc, CGc>(b);
+      }
+    }
+  }
+}
+
+// ============================== depthwise ===========================================
+// x (N, C, H, W), w (K, 1, R, S), K = m*C (channel multiplier m >= 1), y (N, K, P, Q).
+// Memory bound: one pass over x and y; the band buffer of one plane stays in L2.
+// NQ = 4 vectors per tile: each broadcast weight feeds 4 FMAs, 4 independent chains.
+template <class T>
+void conv_depthwise(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
+  if (p.R == 3 && p.S == 3)
+    conv_banded<T, 2, 4, 9, 1>(p, x, w, bias, y);
+  else
+    conv_banded<T, 2, 4, 0, 1>(p, x, w, bias, y);
+}
+
+// ============================== pointwise (1x1) =====================================
+// x (N, C, H, W), w (K, Cg, 1, 1), y (N, K, P, Q), no top/left padding, so output pixel
+// (p, q) reads input (p*sh, q*sw), always inside the image (check_conv_params).
+// Per image and group: y_g (Kg x PQ) = W_g (Kg x Cg) * x_g (Cg x PQ) + bias_g (gemm's bias_m).
+template <class T>
+void conv_pointwise(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group();
+  const index_t HW = p.H * p.W, PQ = p.P * p.Q, jobs = p.N * p.groups;
+  // Stride 1 along W with full rows, and consecutive rows: x_g is already Cg x PQ.
+  const bool contiguous = p.stride_w == 1 && p.Q == p.W && (p.stride_h == 1 || p.P == 1);
+
+  auto gather = [&](index_t n, index_t g, T* dst, bool parallel) {  // dst (Cg, P, Q)
+#pragma omp parallel for if (parallel)
+    for (index_t c = 0; c < Cg; ++c) {
+      const T* xc = x + (n * p.C + g * Cg + c) * HW;
+      T* d = dst + c * PQ;
+      for (index_t i = 0; i < p.P; ++i) {
+        const T* src = xc + i * p.stride_h * p.W;
+        for (index_t j = 0; j < p.Q; ++j) d[i * p.Q + j] = src[j * p.stride_w];
+      }
+    }
+  };
+  auto job = [&](index_t n, index_t g, const T* B, index_t ldb) {
+    gemm<T>(false, false, Kg, PQ, Cg, T(1), w + g * Kg * Cg, Cg, B, ldb, T(0),
+            y + (n * p.K + g * Kg) * PQ, PQ, bias ? bias + g * Kg : nullptr);
+  };
+
+  const index_t threads = omp_get_max_threads();
+  if (threads > 1 && (jobs >= 4 * threads || (jobs >= threads && jobs % threads == 0))) {
+    // Many images/groups: one gemm per thread at a time (gemm runs single-threaded
+    // inside a parallel region).
+#pragma omp parallel
+    {
+      Scratch<T> scratch;
+      T* buf = contiguous ? nullptr : scratch.get(Cg * PQ);
+#pragma omp for schedule(dynamic, 1)
+      for (index_t t = 0; t < jobs; ++t) {
+        const index_t n = t / p.groups, g = t % p.groups;
+        if (contiguous) {
+          job(n, g, x + (n * p.C + g * Cg) * HW, HW);
+        } else {
+          gather(n, g, buf, false);
+          job(n, g, buf, PQ);
+        }
+      }
+    }
+  } else {
+    // Few images: gemm uses the whole team on each.
+    Scratch<T> scratch;
+    T* buf = contiguous ? nullptr : scratch.get(Cg * PQ);
+    for (index_t t = 0; t < jobs; ++t) {
+      const index_t n = t / p.groups, g = t % p.groups;
+      if (contiguous) {
+        job(n, g, x + (n * p.C + g * Cg) * HW, HW);
+      } else {
+        gather(n, g, buf, true);
+        job(n, g, buf, PQ);
+      }
+    }
+  }
+}
+
+// ============================== general =============================================
+// x (N, C, H, W), w (K, Cg, R, S), y (N, K, P, Q): any groups, kernel, stride, dilation,
+// padding. KB output channels x 2 vectors of Q per register tile, 3x3 taps unrolled.
+template <class T>
+void conv_general(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
+  if (p.R == 3 && p.S == 3)
+    conv_banded<T, kGeneralKB, 2, 9, 0>(p, x, w, bias, y);
+  else
+    conv_banded<T, kGeneralKB, 2, 0, 0>(p, x, w, bias, y);
+}
+
+}  // namespace
+
+// ============================== entry point =========================================
 
 index_t conv2d_direct_workspace_bytes(const ConvParams&, DType) { return 0; }
 
 template <class T>
 void conv2d_direct(const ConvParams& p, const T* x, const T* w, const T* bias, T* y, void*) {
-  const index_t Cg = p.C_per_group(), Kg = p.K_per_group();
-#pragma omp parallel for collapse(2)
-  for (index_t n = 0; n < p.N; ++n)
-    for (index_t k = 0; k < p.K; ++k) {
-      const index_t g = k / Kg;
-      for (index_t op = 0; op < p.P; ++op)
-        for (index_t oq = 0; oq < p.Q; ++oq) {
-          T acc = bias ? bias[k] : T(0);
-          for (index_t c = 0; c < Cg; ++c)
-            for (index_t r = 0; r < p.R; ++r) {
-              index_t ih = op * p.stride_h - p.pad_h + r * p.dil_h;
-              if (ih < 0 || ih >= p.H) continue;
-              for (index_t s = 0; s < p.S; ++s) {
-                index_t iw = oq * p.stride_w - p.pad_w + s * p.dil_w;
-                if (iw < 0 || iw >= p.W) continue;
-                acc += x[((n * p.C + g * Cg + c) * p.H + ih) * p.W + iw] *
-                       w[((k * Cg + c) * p.R + r) * p.S + s];
-              }
-            }
-          y[((n * p.K + k) * p.P + op) * p.Q + oq] = acc;
-        }
-    }
+  check_conv_params(p);
+  if (p.N == 0) return;
+  if (p.C_per_group() == 1)
+    conv_depthwise(p, x, w, bias, y);
+  else if (p.is_pointwise())
+    conv_pointwise(p, x, w, bias, y);
+  else
+    conv_general(p, x, w, bias, y);
 }
 
-template void conv2d_direct<float>(const ConvParams&, const float*, const float*, const float*, float*, void*);
-template void conv2d_direct<double>(const ConvParams&, const double*, const double*, const double*, double*, void*);
+template void conv2d_direct<float>(const ConvParams&, const float*, const float*, const float*,
+                                   float*, void*);
+template void conv2d_direct<double>(const ConvParams&, const double*, const double*,
+                                    const double*, double*, void*);
 
 }  // namespace fastconv::cpu::FC_ISA
