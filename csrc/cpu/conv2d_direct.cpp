@@ -24,6 +24,9 @@
 //   caller's workspace, because the workspace size is queried before the kernel's
 //   thread count is applied and could be too small for the team that runs.
 #include <omp.h>
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cstring>
@@ -39,13 +42,16 @@ namespace {  // everything here differs per ISA: internal linkage keeps the 3 co
 
 #if defined(__AVX512F__)
 constexpr int kVecBytes = 64;
-constexpr int kGeneralKB = 8;  // output channels per register tile: 8 x 2 accumulators of 32
+constexpr int kGeneralKB = 8;    // output channels per register tile: 8 x 2 accumulators of 32
+constexpr int kDepthwiseNQ = 8;  // output vectors per depthwise tile (x 2 for a multiplier)
 #elif defined(__AVX2__)
 constexpr int kVecBytes = 32;
 constexpr int kGeneralKB = 4;  // 4 x 2 accumulators + loads fit the 16 ymm registers
+constexpr int kDepthwiseNQ = 4;
 #else
 constexpr int kVecBytes = 16;  // SSE2 on x86-64, NEON on aarch64
 constexpr int kGeneralKB = 4;
+constexpr int kDepthwiseNQ = 4;
 #endif
 
 template <class T>
@@ -77,17 +83,44 @@ inline Vec<T> splat(T a) {
   for (index_t i = 0; i < kLanes<T>; ++i) v[i] = a;
   return v;
 }
-// Loads n (<= lanes) values, zeros in the rest; stores the first n lanes.
+// Loads n (0 < n <= lanes) values, zeros in the rest; stores the first n lanes. Masked
+// instructions where the ISA has them (a tail of an output row is common: Q = 7, 14, 28).
 template <class T>
 inline Vec<T> load_n(const T* p, index_t n) {
   if (n >= kLanes<T>) return loadu(p);
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4)
+    return (Vec<T>)_mm512_maskz_loadu_ps(__mmask16((1u << n) - 1), p);
+  else
+    return (Vec<T>)_mm512_maskz_loadu_pd(__mmask8((1u << n) - 1), p);
+#else
   Vec<T> v = splat(T(0));
-  std::memcpy(&v, p, size_t(std::max<index_t>(0, n)) * sizeof(T));
+  std::memcpy(&v, p, size_t(n) * sizeof(T));
   return v;
+#endif
 }
 template <class T>
 inline void store_n(T* p, const Vec<T>& v, index_t n) {
-  std::memcpy(p, &v, size_t(std::max<index_t>(0, std::min(n, kLanes<T>))) * sizeof(T));
+  if (n >= kLanes<T>) {
+    std::memcpy(p, &v, sizeof v);
+    return;
+  }
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4)
+    _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1), (__m512)v);
+  else
+    _mm512_mask_storeu_pd(p, __mmask8((1u << n) - 1), (__m512d)v);
+#elif defined(__AVX2__)
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  if constexpr (sizeof(T) == 4) {
+    _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), lane), (__m256)v);
+  } else {  // lane i of a double is int32 lanes 2i, 2i+1
+    const __m256i lane2 = _mm256_srli_epi32(lane, 1);
+    _mm256_maskstore_pd(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), lane2), (__m256d)v);
+  }
+#else
+  std::memcpy(p, &v, size_t(n) * sizeof(T));
+#endif
 }
 
 // Per-thread scratch reused across calls (OpenMP keeps its threads); requests larger
@@ -110,29 +143,45 @@ class Scratch {
   std::vector<T> own_;
 };
 
-// One padded input row, phase-split: dst is (sw, Wph); dst[ph][j] = x[j*sw + ph - pad_w]
-// (zero outside 0..W-1). src is the input row, or null for a row of padding.
+// Copies n elements (vectors, then one masked vector).
 template <class T>
-void fill_row(T* dst, const T* src, index_t W, index_t pad_w, index_t sw, index_t Wph) {
+inline void copy_run(T* d, const T* s, index_t n) {
+  constexpr index_t L = kLanes<T>;
+  index_t j = 0;
+  for (; j + L <= n; j += L) std::memcpy(d + j, s + j, sizeof(Vec<T>));
+  if (j < n) store_n(d + j, load_n(s + j, n - j), n - j);
+}
+
+// Band rows of one channel, padded and phase-split: dst is (rows, sw, Wph) with
+// dst[i][ph][j] = x[ih0 + i][j*sw + ph - pad_w], zero outside the image. The column
+// range inside the image is the same for every row, so it is computed once.
+template <class T>
+void fill_band(T* dst, const T* xplane, index_t H, index_t W, index_t ih0, index_t rows,
+               index_t pad_w, index_t sw, index_t Wph) {
+  const Vec<T> zero = splat(T(0));
+  const index_t row_elems = sw * Wph;  // a multiple of the vector width
+  for (index_t i = 0; i < rows; ++i) {
+    T* d = dst + i * row_elems;
+    for (index_t j = 0; j < row_elems; j += kLanes<T>) std::memcpy(d + j, &zero, sizeof zero);
+  }
+  const index_t i_lo = std::clamp<index_t>(-ih0, 0, rows), i_hi = std::clamp<index_t>(H - ih0, i_lo, rows);
   for (index_t ph = 0; ph < sw; ++ph) {
-    T* d = dst + ph * Wph;
-    if (!src) {
-      std::fill(d, d + Wph, T(0));
-      continue;
-    }
     // j is inside the image when 0 <= j*sw + ph - pad_w < W.
     const index_t lo = std::min(Wph, pad_w > ph ? ceil_div(pad_w - ph, sw) : index_t(0));
     const index_t hi = std::max(lo, std::min(Wph, ceil_div(W + pad_w - ph, sw)));
-    std::fill(d, d + lo, T(0));
-    const T* s = src + lo * sw + ph - pad_w;
-    if (sw == 1) {
-      std::memcpy(d + lo, s, size_t(hi - lo) * sizeof(T));
-    } else if (sw == 2) {  // constant stride: the compiler turns this into loads + permutes
-      for (index_t j = 0; j < hi - lo; ++j) d[lo + j] = s[2 * j];
-    } else {
-      for (index_t j = 0; j < hi - lo; ++j) d[lo + j] = s[j * sw];
+    const index_t n = hi - lo;
+    if (n == 0) continue;
+    for (index_t i = i_lo; i < i_hi; ++i) {
+      T* d = dst + i * row_elems + ph * Wph + lo;
+      const T* s = xplane + (ih0 + i) * W + lo * sw + ph - pad_w;
+      if (sw == 1) {
+        copy_run(d, s, n);
+      } else if (sw == 2) {  // constant stride: the compiler turns this into loads + permutes
+        for (index_t j = 0; j < n; ++j) d[j] = s[2 * j];
+      } else {
+        for (index_t j = 0; j < n; ++j) d[j] = s[j * sw];
+      }
     }
-    std::fill(d + hi, d + Wph, T(0));
   }
 }
 
@@ -159,26 +208,27 @@ struct Band {
   index_t Kg, PQ, Q, prows;
 };
 
-// KB output channels x NQ vectors of one output row: acc = bias (or y) + sum over
-// channels and taps of w * x_run. xb points at the row's first column in channel 0.
+// KB output channels x NQ output vectors: acc = bias (or y) + sum over channels and taps
+// of w * x_run. Vector j starts at xp[j] in channel 0 of the buffer and at yp[j] in y
+// (output channel 0 of the block) and holds nv[j] valid columns. The NQ vectors are
+// independent accumulation chains, enough to hide the FMA latency.
 template <class T, int KB, int NQ, int RSc, int CGc>
-inline void tile(const Band<T>& b, const T* xb, const T* w, const T* bias, T* y,
-                 index_t nvalid) {
-  constexpr index_t L = kLanes<T>;
+inline void tile(const Band<T>& b, const T* w, const T* bias, const T* const* xp,
+                 T* const* yp, const index_t* nv) {
   const index_t cc = CGc ? CGc : b.cc;
   const index_t RS = RSc ? RSc : b.RS;
   Vec<T> acc[KB][NQ];
   for (int kb = 0; kb < KB; ++kb)
     for (int j = 0; j < NQ; ++j)
-      acc[kb][j] = b.accumulate ? load_n(y + kb * b.PQ + j * L, nvalid - j * L)
+      acc[kb][j] = b.accumulate ? load_n(yp[j] + kb * b.PQ, nv[j])
                                 : splat(bias ? bias[kb] : T(0));
   for (index_t c = 0; c < cc; ++c) {
-    const T* xc = xb + c * b.cstride;
+    const index_t xc = c * b.cstride;
     const T* wc = w + c * RS;
     for (index_t t = 0; t < RS; ++t) {
-      const T* xt = xc + b.off[t];
+      const index_t o = xc + b.off[t];
       Vec<T> xv[NQ];
-      for (int j = 0; j < NQ; ++j) xv[j] = loadu(xt + j * L);
+      for (int j = 0; j < NQ; ++j) xv[j] = loadu(xp[j] + o);
       for (int kb = 0; kb < KB; ++kb) {
         const T wv = wc[kb * b.wk + t];
         for (int j = 0; j < NQ; ++j) acc[kb][j] += xv[j] * wv;
@@ -186,24 +236,38 @@ inline void tile(const Band<T>& b, const T* xb, const T* w, const T* bias, T* y,
     }
   }
   for (int kb = 0; kb < KB; ++kb)
-    for (int j = 0; j < NQ; ++j) store_n(y + kb * b.PQ + j * L, acc[kb][j], nvalid - j * L);
+    for (int j = 0; j < NQ; ++j) store_n(yp[j] + kb * b.PQ, acc[kb][j], nv[j]);
 }
 
-// Output channels [k, k + KB) of the band, every row, every column: NQ vectors at a
-// time, then single vectors, the last one partial (the buffer has room to read it).
+// Output channels [k, k + KB) of the band. The output vectors of the band, row by row
+// (a row of Q columns is ceil(Q / lanes) vectors, the last one partial: the buffer has
+// room to read it), are taken NQ at a time across row ends, so narrow rows (Q = 7)
+// still fill every tile; the last few go through halving tiles.
+template <class T, int KB, int NQ, int RSc, int CGc>
+void band_vectors(const Band<T>& b, const T* w, const T* bias, T* y, index_t& pr, index_t& qv,
+                  index_t& left) {
+  constexpr index_t L = kLanes<T>;
+  const index_t nq = ceil_div(b.Q, L);
+  for (; left >= NQ; left -= NQ) {
+    const T* xp[NQ];
+    T* yp[NQ];
+    index_t nv[NQ];
+    for (int j = 0; j < NQ; ++j) {
+      xp[j] = b.buf + pr * b.row_step + qv * L;
+      yp[j] = y + pr * b.Q + qv * L;
+      nv[j] = std::min(L, b.Q - qv * L);
+      if (++qv == nq) qv = 0, ++pr;
+    }
+    tile<T, KB, NQ, RSc, CGc>(b, w, bias, xp, yp, nv);
+  }
+  if constexpr (NQ > 1) band_vectors<T, KB, NQ / 2, RSc, CGc>(b, w, bias, y, pr, qv, left);
+}
+
 template <class T, int KB, int NQ, int RSc, int CGc>
 void band_rows(const Band<T>& b, index_t k) {
-  constexpr index_t L = kLanes<T>;
-  const T* w = b.w + k * b.wk;
-  const T* bias = b.bias ? b.bias + k : nullptr;
-  for (index_t pr = 0; pr < b.prows; ++pr) {
-    const T* xrow = b.buf + pr * b.row_step;
-    T* yrow = b.y + k * b.PQ + pr * b.Q;
-    index_t q = 0;
-    for (; q + NQ * L <= b.Q; q += NQ * L)
-      tile<T, KB, NQ, RSc, CGc>(b, xrow + q, w, bias, yrow + q, NQ * L);
-    for (; q < b.Q; q += L) tile<T, KB, 1, RSc, CGc>(b, xrow + q, w, bias, yrow + q, b.Q - q);
-  }
+  index_t pr = 0, qv = 0, left = b.prows * ceil_div(b.Q, kLanes<T>);
+  band_vectors<T, KB, NQ, RSc, CGc>(b, b.w + k * b.wk, b.bias ? b.bias + k : nullptr,
+                                     b.y + k * b.PQ, pr, qv, left);
 }
 
 // All Kg output channels of the band, in register blocks of KBMAX, then halves.
@@ -257,11 +321,14 @@ void conv_banded(const ConvParams& p, const T* x, const T* w, const T* bias, T* 
       off[size_t(r * p.S + s)] =
           (r * p.dil_h * sw + (s * p.dil_w) % sw) * Wph + (s * p.dil_w) / sw;
 
+  // Dynamic (other processes share the cores) but in chunks: 1024 tiny depthwise planes
+  // must not pay one atomic each.
+  const index_t chunk = std::max<index_t>(1, tasks / (8 * omp_get_max_threads()));
 #pragma omp parallel
   {
     Scratch<T> scratch;
     T* buf = scratch.get(cc * max_rows * row_elems);
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, chunk)
     for (index_t t = 0; t < tasks; ++t) {
       const index_t band = t % nbands, ng = t / nbands;
       const index_t g = ng % p.groups, n = ng / p.groups;
@@ -269,14 +336,9 @@ void conv_banded(const ConvParams& p, const T* x, const T* w, const T* bias, T* 
       const index_t rows = (prows - 1) * sh + span_r;
       for (index_t c0 = 0; c0 < Cg; c0 += cc) {
         const index_t ncc = std::min(cc, Cg - c0);
-        for (index_t c = 0; c < ncc; ++c) {
-          const T* xc = x + ((n * p.C + g * Cg + c0 + c) * p.H) * p.W;
-          for (index_t i = 0; i < rows; ++i) {
-            const index_t ih = p0 * sh + i - p.pad_h;
-            fill_row(buf + (c * rows + i) * row_elems,
-                     ih >= 0 && ih < p.H ? xc + ih * p.W : nullptr, p.W, p.pad_w, sw, Wph);
-          }
-        }
+        for (index_t c = 0; c < ncc; ++c)
+          fill_band(buf + c * rows * row_elems, x + (n * p.C + g * Cg + c0 + c) * p.H * p.W,
+                    p.H, p.W, p0 * sh - p.pad_h, rows, p.pad_w, sw, Wph);
         Band<T> b;
         b.buf = buf;
         b.cstride = rows * row_elems;
@@ -302,13 +364,13 @@ void conv_banded(const ConvParams& p, const T* x, const T* w, const T* bias, T* 
 // ============================== depthwise ===========================================
 // x (N, C, H, W), w (K, 1, R, S), K = m*C (channel multiplier m >= 1), y (N, K, P, Q).
 // Memory bound: one pass over x and y; the band buffer of one plane stays in L2.
-// NQ = 4 vectors per tile: each broadcast weight feeds 4 FMAs, 4 independent chains.
+// kDepthwiseNQ vectors per tile: each broadcast weight feeds that many independent FMA chains.
 template <class T>
 void conv_depthwise(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
   if (p.R == 3 && p.S == 3)
-    conv_banded<T, 2, 4, 9, 1>(p, x, w, bias, y);
+    conv_banded<T, 2, kDepthwiseNQ, 9, 1>(p, x, w, bias, y);
   else
-    conv_banded<T, 2, 4, 0, 1>(p, x, w, bias, y);
+    conv_banded<T, 2, kDepthwiseNQ, 0, 1>(p, x, w, bias, y);
 }
 
 // ============================== pointwise (1x1) =====================================
