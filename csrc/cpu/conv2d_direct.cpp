@@ -152,35 +152,80 @@ inline void copy_run(T* d, const T* s, index_t n) {
   if (j < n) store_n(d + j, load_n(s + j, n - j), n - j);
 }
 
+#if defined(__AVX512F__)
+// x[i0 .. i0 + lanes) of a row of W values, zero outside [0, W): one masked load (lanes
+// outside the row are neither read nor faulted on), so padding costs no extra pass.
+template <class T>
+inline Vec<T> load_clipped(const T* row, index_t i0, index_t W) {
+  constexpr index_t L = kLanes<T>;
+  const index_t lo = std::clamp<index_t>(-i0, 0, L), hi = std::clamp<index_t>(W - i0, 0, L);
+  if (lo >= hi) return splat(T(0));
+  const unsigned m = ((1u << hi) - 1) & ~((1u << lo) - 1);
+  if constexpr (sizeof(T) == 4)
+    return (Vec<T>)_mm512_maskz_loadu_ps(__mmask16(m), row + i0);
+  else
+    return (Vec<T>)_mm512_maskz_loadu_pd(__mmask8(m), row + i0);
+}
+
+// Even and odd lanes of the 2*lanes values a:b (stride-2 column phases).
+inline void split2(const Vec<float>& a, const Vec<float>& b, float* d0, float* d1) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  _mm512_storeu_ps(d0, _mm512_permutex2var_ps((__m512)a, even, (__m512)b));
+  _mm512_storeu_ps(d1, _mm512_permutex2var_ps((__m512)a, odd, (__m512)b));
+}
+inline void split2(const Vec<double>& a, const Vec<double>& b, double* d0, double* d1) {
+  const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+  const __m512i odd = _mm512_add_epi64(even, _mm512_set1_epi64(1));
+  _mm512_storeu_pd(d0, _mm512_permutex2var_pd((__m512d)a, even, (__m512d)b));
+  _mm512_storeu_pd(d1, _mm512_permutex2var_pd((__m512d)a, odd, (__m512d)b));
+}
+#endif
+
 // Band rows of one channel, padded and phase-split: dst is (rows, sw, Wph) with
-// dst[i][ph][j] = x[ih0 + i][j*sw + ph - pad_w], zero outside the image. The column
-// range inside the image is the same for every row, so it is computed once.
+// dst[i][ph][j] = x[ih0 + i][j*sw + ph - pad_w], zero outside the image.
 template <class T>
 void fill_band(T* dst, const T* xplane, index_t H, index_t W, index_t ih0, index_t rows,
                index_t pad_w, index_t sw, index_t Wph) {
+  constexpr index_t L = kLanes<T>;
   const Vec<T> zero = splat(T(0));
-  const index_t row_elems = sw * Wph;  // a multiple of the vector width
+  const index_t row_elems = sw * Wph;  // Wph is a multiple of the vector width
   for (index_t i = 0; i < rows; ++i) {
     T* d = dst + i * row_elems;
-    for (index_t j = 0; j < row_elems; j += kLanes<T>) std::memcpy(d + j, &zero, sizeof zero);
-  }
-  const index_t i_lo = std::clamp<index_t>(-ih0, 0, rows), i_hi = std::clamp<index_t>(H - ih0, i_lo, rows);
-  for (index_t ph = 0; ph < sw; ++ph) {
-    // j is inside the image when 0 <= j*sw + ph - pad_w < W.
-    const index_t lo = std::min(Wph, pad_w > ph ? ceil_div(pad_w - ph, sw) : index_t(0));
-    const index_t hi = std::max(lo, std::min(Wph, ceil_div(W + pad_w - ph, sw)));
-    const index_t n = hi - lo;
-    if (n == 0) continue;
-    for (index_t i = i_lo; i < i_hi; ++i) {
-      T* d = dst + i * row_elems + ph * Wph + lo;
-      const T* s = xplane + (ih0 + i) * W + lo * sw + ph - pad_w;
-      if (sw == 1) {
-        copy_run(d, s, n);
-      } else if (sw == 2) {  // constant stride: the compiler turns this into loads + permutes
-        for (index_t j = 0; j < n; ++j) d[j] = s[2 * j];
-      } else {
-        for (index_t j = 0; j < n; ++j) d[j] = s[j * sw];
+    const index_t ih = ih0 + i;
+    if (ih < 0 || ih >= H) {
+      for (index_t j = 0; j < row_elems; j += L) std::memcpy(d + j, &zero, sizeof zero);
+      continue;
+    }
+    const T* src = xplane + ih * W;
+#if defined(__AVX512F__)
+    if (sw == 1) {  // straight copy shifted by pad_w, padding from the masks
+      for (index_t j = 0; j < Wph; j += L) {
+        const Vec<T> v = load_clipped(src, j - pad_w, W);
+        std::memcpy(d + j, &v, sizeof v);
       }
+      continue;
+    }
+    if (sw == 2) {  // two masked loads, two cross-lane permutes per pair of output vectors
+      for (index_t j = 0; j < Wph; j += L)
+        split2(load_clipped(src, 2 * j - pad_w, W), load_clipped(src, 2 * j + L - pad_w, W),
+               d + j, d + Wph + j);
+      continue;
+    }
+#endif
+    for (index_t j = 0; j < row_elems; j += L) std::memcpy(d + j, &zero, sizeof zero);
+    for (index_t ph = 0; ph < sw; ++ph) {
+      // j is inside the image when 0 <= j*sw + ph - pad_w < W.
+      const index_t lo = std::min(Wph, pad_w > ph ? ceil_div(pad_w - ph, sw) : index_t(0));
+      const index_t hi = std::max(lo, std::min(Wph, ceil_div(W + pad_w - ph, sw)));
+      const T* s = src + lo * sw + ph - pad_w;
+      T* dp = d + ph * Wph + lo;
+      if (sw == 1)
+        copy_run(dp, s, hi - lo);
+      else if (sw == 2)  // constant stride: the compiler vectorises with shuffles
+        for (index_t j = 0; j < hi - lo; ++j) dp[j] = s[2 * j];
+      else
+        for (index_t j = 0; j < hi - lo; ++j) dp[j] = s[j * sw];
     }
   }
 }
