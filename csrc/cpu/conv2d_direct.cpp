@@ -10,19 +10,24 @@
 // stride_w column phases (stride 2: even columns, then odd columns). In that buffer
 // every tap (r, s) of every output row is a contiguous run at a fixed offset, so one
 // branch-free loop serves every stride, dilation and padding (asymmetric included):
-// y_row += w[k,c,r,s] * x_run, vectorised along the output row (Q) with GCC vector
-// extensions (64/32/16-byte vectors for avx512/avx2/scalar builds; the compiler emits
-// FMA where the ISA has it), register-blocked over KB output channels x NQ vectors.
-//   depthwise (Cg == 1, any channel multiplier K/groups): the band kernel, 3x3 unrolled.
+// y_vec += w[k,c,r,s] * x_run, vectorised along the output row (Q) with GCC vector
+// extensions (64/32/16-byte vectors in the avx512/avx2/scalar builds; FMA where the ISA
+// has it), masked tails, register-blocked over KB output channels x NQ output vectors
+// (taken across row ends, so a 7-wide output still fills a tile). Borders cost nothing
+// in the inner loop: they are the zeros of the buffer (on AVX-512 the fill itself is
+// masked loads, and stride-2 phases come from two permutes per vector pair).
+//   depthwise (Cg == 1, any channel multiplier K/groups): 3x3 with vertical stride 1 uses
+//     row tiles (up to 8 output rows of one column vector share their input rows:
+//     (NR+2)*3 loads per 9*NR FMAs); other shapes use the general tile with Cg = 1.
 //   pointwise (1x1, no top/left pad): y_g (Kg x PQ) = W_g (Kg x Cg) * x_g (Cg x PQ) + bias,
 //     one gemm() per image and group; strided or cropped outputs subsample x first.
 //   general: the band kernel with Cg input channels inside the tap loop.
-// Limits: vectorised along Q only, so outputs much narrower than a vector (Q = 7 on
-//   AVX-512) waste lanes; the general path is not meant to beat im2col + a packed GEMM
-//   on many channels; 1x1 speed is the speed of gemm(). Scratch memory is thread_local
-//   and bounded (~256 KiB a thread, channels are chunked beyond that) rather than the
-//   caller's workspace, because the workspace size is queried before the kernel's
-//   thread count is applied and could be too small for the team that runs.
+// Limits: vectorised along Q only, so outputs narrower than a vector waste lanes (Q = 7
+//   uses 7 of 16 on AVX-512); the general path does not try to beat im2col + a packed
+//   GEMM on many channels; 1x1 speed is the speed of gemm(). Scratch memory is
+//   thread_local and bounded (~256 KiB a thread, input channels are chunked beyond that)
+//   rather than the caller's workspace, because the workspace is sized before the
+//   kernel's thread count is applied and could be too small for the team that runs.
 #include <omp.h>
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
@@ -338,13 +343,27 @@ inline void tile_rows3(const Band<T>& b, const T* xb, const T* w9, T bias, T* yb
   for (int j = 0; j < NR; ++j) store_n(yb + j * b.Q, acc[j], nv);
 }
 
-template <class T, int NR>
-void rows3_strip(const Band<T>& b, const T* w9, T bias, T* y, index_t qv, index_t& pr) {
+// One column strip of the band: tiles of kDepthwiseNQ rows, then one tile of exactly the
+// rows left (7 rows of a 7x7 plane are one tile of 7 independent chains, not 4 + 2 + 1).
+template <class T>
+void rows3_strip(const Band<T>& b, const T* w9, T bias, T* y, index_t qv) {
   constexpr index_t L = kLanes<T>;
+  constexpr int NR = kDepthwiseNQ;
   const index_t nv = std::min(L, b.Q - qv * L);
-  for (; pr + NR <= b.prows; pr += NR)
-    tile_rows3<T, NR>(b, b.buf + pr * b.row_step + qv * L, w9, bias, y + pr * b.Q + qv * L, nv);
-  if constexpr (NR > 1) rows3_strip<T, NR / 2>(b, w9, bias, y, qv, pr);
+  index_t pr = 0;
+  auto at = [&](index_t r) { return b.buf + r * b.row_step + qv * L; };
+  auto yt = [&](index_t r) { return y + r * b.Q + qv * L; };
+  for (; pr + NR <= b.prows; pr += NR) tile_rows3<T, NR>(b, at(pr), w9, bias, yt(pr), nv);
+  switch (b.prows - pr) {  // 0 .. NR-1 rows left
+    case 7: if constexpr (NR > 7) tile_rows3<T, 7>(b, at(pr), w9, bias, yt(pr), nv); break;
+    case 6: if constexpr (NR > 6) tile_rows3<T, 6>(b, at(pr), w9, bias, yt(pr), nv); break;
+    case 5: if constexpr (NR > 5) tile_rows3<T, 5>(b, at(pr), w9, bias, yt(pr), nv); break;
+    case 4: if constexpr (NR > 4) tile_rows3<T, 4>(b, at(pr), w9, bias, yt(pr), nv); break;
+    case 3: tile_rows3<T, 3>(b, at(pr), w9, bias, yt(pr), nv); break;
+    case 2: tile_rows3<T, 2>(b, at(pr), w9, bias, yt(pr), nv); break;
+    case 1: tile_rows3<T, 1>(b, at(pr), w9, bias, yt(pr), nv); break;
+    default: break;
+  }
 }
 
 // Every output channel of a depthwise 3x3 band (stride_h = dil_h = 1), column strip by
@@ -353,11 +372,8 @@ template <class T>
 void band_rows3(const Band<T>& b) {
   const index_t nq = ceil_div(b.Q, kLanes<T>);
   for (index_t k = 0; k < b.Kg; ++k)
-    for (index_t qv = 0; qv < nq; ++qv) {
-      index_t pr = 0;
-      rows3_strip<T, kDepthwiseNQ>(b, b.w + k * b.wk, b.bias ? b.bias[k] : T(0), b.y + k * b.PQ,
-                                   qv, pr);
-    }
+    for (index_t qv = 0; qv < nq; ++qv)
+      rows3_strip(b, b.w + k * b.wk, b.bias ? b.bias[k] : T(0), b.y + k * b.PQ, qv);
 }
 
 // All Kg output channels of the band, in register blocks of KBMAX, then halves.
