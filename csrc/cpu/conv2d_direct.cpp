@@ -569,8 +569,9 @@ void conv2d_direct(const ConvParams& p, const T* x, const T* w, const T* bias, T
   if (p.N == 0) return;
   if (p.C_per_group() == 1)
     conv_depthwise(p, x, w, bias, y);
-  else if (p.is_pointwise())
-    conv_pointwise(p, x, w, bias, y);
+  else if (p.is_pointwise() && (p.P - 1) * p.stride_h < p.H && (p.Q - 1) * p.stride_w < p.W)
+    conv_pointwise(p, x, w, bias, y);  // (the second test holds today by check_conv_params;
+                                       // it keeps bottom/right padding rows off this path)
   else
     conv_general(p, x, w, bias, y);
 }
