@@ -205,6 +205,7 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("workspace_bytes", [](const std::string& algorithm, const ConvParams& p, const std::string& dtype) {
     check_conv_params(p);
+    apply_num_threads();  // workspaces are sized for the team that will run the kernel
     Problem pr;
     pr.conv = p;
     pr.dtype = dtype_from_name(dtype);
