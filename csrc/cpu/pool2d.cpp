@@ -26,6 +26,10 @@
 #include <limits>
 #include <vector>
 
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include "cpu/kernels.h"
 
 // Helpers live in an anonymous namespace inside the per-ISA namespace: each ISA's copy is
@@ -245,18 +249,71 @@ void for_each_row(const PoolParams& p, Fn fn) {
   }
 }
 
+// Sum of n contiguous values: the global-average reduction. GCC's own `omp simd reduction`
+// code spends most of its time in the loop epilogue for the short planes of CNNs (7x7), so
+// AVX-512 uses masked loads for the tail, AVX2 fixed-width lanes with a select for the tail,
+// and the fallback the plain reduction (which SSE2 handles better than the fixed lanes).
+#if defined(__AVX512F__)
+// Horizontal sums with zero-masked extracts: GCC 12's unmasked ones (and _mm512_reduce_add_*)
+// start from an "undefined" register and trip -Wmaybe-uninitialized.
+inline float hsum(__m512 v) {
+  const __m256 h = _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xFF, v, 0), _mm512_maskz_extractf32x8_ps(0xFF, v, 1));
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+}
+inline double hsum(__m512d v) {
+  const __m256d h = _mm256_add_pd(_mm512_maskz_extractf64x4_pd(0xF, v, 0), _mm512_maskz_extractf64x4_pd(0xF, v, 1));
+  const __m128d q = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));
+}
+inline float plane_sum(const float* p, index_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  index_t i = 0;
+  for (; i + 16 <= n; i += 16) acc = _mm512_add_ps(acc, _mm512_loadu_ps(p + i));
+  if (i < n) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(__mmask16((1u << (n - i)) - 1), p + i));
+  return hsum(acc);
+}
+inline double plane_sum(const double* p, index_t n) {
+  __m512d acc = _mm512_setzero_pd();
+  index_t i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm512_add_pd(acc, _mm512_loadu_pd(p + i));
+  if (i < n) acc = _mm512_add_pd(acc, _mm512_maskz_loadu_pd(__mmask8((1u << (n - i)) - 1), p + i));
+  return hsum(acc);
+}
+#elif defined(__AVX2__)
+template <class T>
+inline T plane_sum(const T* p, index_t n) {
+  constexpr int L = 32 / sizeof(T);  // one AVX2 register
+  T acc[L] = {};
+  index_t i = 0;
+  for (; i + L <= n; i += L)
+#pragma omp simd
+    for (int l = 0; l < L; ++l) acc[l] += p[i + l];
+  const index_t rest = n - i;
+#pragma omp simd
+  for (int l = 0; l < L; ++l) acc[l] += l < rest ? p[i + l] : T(0);
+  for (int w = L / 2; w > 0; w /= 2)  // pairwise halving, kept in registers
+#pragma omp simd
+    for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
+  return acc[0];
+}
+#else
+template <class T>
+inline T plane_sum(const T* p, index_t n) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (index_t i = 0; i < n; ++i) s += p[i];
+  return s;
+}
+#endif
+
 // Adaptive average to 1x1: the mean of each contiguous plane.
 template <class T>
 void global_avg(const PoolParams& p, const T* x, T* y) {
   const index_t planes = p.N * p.C, hw = p.H * p.W;
 #pragma omp parallel for schedule(static) if (planes * hw > 32768)
-  for (index_t plane = 0; plane < planes; ++plane) {
-    const T* xp = x + plane * hw;
-    T s = 0;
-#pragma omp simd reduction(+ : s)
-    for (index_t i = 0; i < hw; ++i) s += xp[i];
-    y[plane] = s / T(hw);
-  }
+  for (index_t plane = 0; plane < planes; ++plane) y[plane] = plane_sum(x + plane * hw, hw) / T(hw);
 }
 
 // Divisor of the columns (times the row's, below) for average pooling.
