@@ -251,8 +251,8 @@ void for_each_row(const PoolParams& p, Fn fn) {
 
 // Sum of n contiguous values: the global-average reduction. GCC's own `omp simd reduction`
 // code spends most of its time in the loop epilogue for the short planes of CNNs (7x7), so
-// AVX-512 uses masked loads for the tail, AVX2 fixed-width lanes with a select for the tail,
-// and the fallback the plain reduction (which SSE2 handles better than the fixed lanes).
+// AVX-512 and AVX2 use one accumulator register and a masked load for the tail; the
+// fallback is the plain reduction.
 #if defined(__AVX512F__)
 // Horizontal sums with zero-masked extracts: GCC 12's unmasked ones (and _mm512_reduce_add_*)
 // start from an "undefined" register and trip -Wmaybe-uninitialized.
@@ -282,21 +282,29 @@ inline double plane_sum(const double* p, index_t n) {
   return hsum(acc);
 }
 #elif defined(__AVX2__)
-template <class T>
-inline T plane_sum(const T* p, index_t n) {
-  constexpr int L = 32 / sizeof(T);  // one AVX2 register
-  T acc[L] = {};
+// Lane mask of the first n (< lanes) lanes for maskload: -1 where the lane is loaded.
+inline __m256i first_lanes(index_t n, int lane_bytes) {
+  alignas(32) static const std::int32_t ramp[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+  const __m256i lane = _mm256_load_si256(reinterpret_cast<const __m256i*>(ramp));
+  const __m256i limit = _mm256_set1_epi32(std::int32_t(lane_bytes == 4 ? n : 2 * n));
+  return _mm256_cmpgt_epi32(limit, lane);  // a double's lane is two 32-bit mask lanes
+}
+inline float plane_sum(const float* p, index_t n) {
+  __m256 acc = _mm256_setzero_ps();
   index_t i = 0;
-  for (; i + L <= n; i += L)
-#pragma omp simd
-    for (int l = 0; l < L; ++l) acc[l] += p[i + l];
-  const index_t rest = n - i;
-#pragma omp simd
-  for (int l = 0; l < L; ++l) acc[l] += l < rest ? p[i + l] : T(0);
-  for (int w = L / 2; w > 0; w /= 2)  // pairwise halving, kept in registers
-#pragma omp simd
-    for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
-  return acc[0];
+  for (; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, _mm256_loadu_ps(p + i));
+  if (i < n) acc = _mm256_add_ps(acc, _mm256_maskload_ps(p + i, first_lanes(n - i, 4)));
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+}
+inline double plane_sum(const double* p, index_t n) {
+  __m256d acc = _mm256_setzero_pd();
+  index_t i = 0;
+  for (; i + 4 <= n; i += 4) acc = _mm256_add_pd(acc, _mm256_loadu_pd(p + i));
+  if (i < n) acc = _mm256_add_pd(acc, _mm256_maskload_pd(p + i, first_lanes(n - i, 8)));
+  const __m128d q = _mm_add_pd(_mm256_castpd256_pd128(acc), _mm256_extractf128_pd(acc, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));
 }
 #else
 template <class T>
