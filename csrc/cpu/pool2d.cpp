@@ -227,6 +227,30 @@ void max_row_indices(const Axis& ah, const Axis& aw, index_t op, const T* xp, in
     y[q] = ninf;
     ind[q] = h0 * W + q * sw - pw;
   }
+  if (aw.k == 3 && sw == 2 && dw == 1 && nh == 3) {
+    // 3x3/2 (stem), all three rows inside: the running max and index stay in registers
+    // across the 9 taps (fixed trip counts, so the q loop vectorises).
+    const T* r0 = xp + h0 * W;
+    const index_t rs = dh * W;
+#pragma omp simd
+    for (index_t q = lo; q < hi; ++q) {
+      const index_t c0 = 2 * q - pw;
+      T m = ninf;
+      index_t arg = h0 * W + c0;
+      for (index_t j = 0; j < 3; ++j) {
+        const index_t at = h0 * W + j * rs + c0;
+        for (index_t s = 0; s < 3; ++s) {
+          const T v = r0[j * rs + c0 + s];
+          const bool take = v > m || v != v;
+          m = take ? v : m;
+          arg = take ? at + s : arg;
+        }
+      }
+      y[q] = m;
+      ind[q] = arg;
+    }
+    return;
+  }
   for (index_t j = 0; j < nh; ++j) {
     const index_t ih = h0 + j * dh;
     const T* r = xp + ih * W;
