@@ -1,7 +1,8 @@
 // pool2d.cpp: max / average / Lp / adaptive pooling of NCHW planes with the semantics of
 // torch.nn.functional's CPU kernels. Compiled once per ISA (see kernels.h): the code is
 // portable C++ vectorised along the output row (`#pragma omp simd`, stride-1/stride-2
-// loads), which each ISA's flags turn into SSE2, AVX2 or AVX-512 code.
+// loads), which each ISA's flags turn into SSE2, AVX2 or AVX-512 code; only the
+// global-average reduction uses intrinsics (guarded, with a portable fallback).
 //
 //   x is (N, C, H, W); y and indices are (N, C, P, Q); indices are flat into each H*W plane.
 //   max: NaN wins (a NaN in the window gives NaN and, as torch, the index of the window's
@@ -19,7 +20,8 @@
 // paths for 3-wide stride 2 (even/odd columns), 2-wide stride 2 and stride 1; the few
 // border columns run scalar. Max with indices is not separable (ties must pick the first
 // tap in row-major order), so it scans the taps in row-major order, vectorised over the
-// output row. Global average pooling (adaptive 1x1) is a plain reduction per plane.
+// output row (3x3/2 keeps its running max and index in registers). Global average pooling
+// (adaptive 1x1) is a plain reduction per plane.
 // Limits: Lp calls std::pow per element unless p is 1, 2 or +-inf.
 #include <algorithm>
 #include <cmath>
