@@ -180,7 +180,8 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("dil_h", &PoolParams::dil_h).def_readwrite("dil_w", &PoolParams::dil_w)
       .def_readwrite("adaptive", &PoolParams::adaptive)
       .def_readwrite("count_include_pad", &PoolParams::count_include_pad)
-      .def_readwrite("norm_type", &PoolParams::norm_type);
+      .def_readwrite("norm_type", &PoolParams::norm_type)
+      .def_readwrite("divisor_override", &PoolParams::divisor_override);
 
   m.def("kernels", [] {
     py::list rows;

@@ -50,6 +50,7 @@ struct PoolParams {
   bool adaptive = false;          // windows [floor(p*H/P), ceil((p+1)*H/P)), as torch
   bool count_include_pad = true;  // avg pooling divisor
   double norm_type = 2.0;         // Lp pooling
+  index_t divisor_override = 0;   // avg pooling: divide by this instead of the count (0 = none)
 };
 
 // Checks that a ConvParams is self-consistent; throws std::invalid_argument.

@@ -75,7 +75,8 @@ void check_pool_params(const PoolParams& p) {
     FC_CHECK((p.P - 1) * p.stride_h - p.pad_h < p.H && (p.Q - 1) * p.stride_w - p.pad_w < p.W,
              "output size (", p.P, ", ", p.Q, ") has windows starting past the input");
   }
-  FC_CHECK(p.norm_type > 0, "norm_type must be positive (got ", p.norm_type, ")");
+  // torch accepts any non-zero norm_type (negative, +-inf); only 0 divides by zero.
+  FC_CHECK(p.norm_type != 0, "norm_type must be non-zero (got ", p.norm_type, ")");
   checked_count({p.N, p.C, p.H, p.W}, "input");
   checked_count({p.N, p.C, p.P, p.Q}, "output");
 }

@@ -1,109 +1,461 @@
-// pool2d.cpp: TEMPORARY plain pooling (correct, not vectorised) until the
-// vectorised one lands. Compiled once per ISA (see kernels.h). Semantics are
-// torch.nn.functional's: max (NaN wins, first maximum's index), avg (window
-// clipped to the padded input; count_include_pad), Lp (torch's formula), adaptive.
+// pool2d.cpp: max / average / Lp / adaptive pooling of NCHW planes with the semantics of
+// torch.nn.functional's CPU kernels. Compiled once per ISA (see kernels.h): the code is
+// portable C++ vectorised along the output row (`#pragma omp simd`, stride-1/stride-2
+// loads), which each ISA's flags turn into SSE2, AVX2 or AVX-512 code; only the
+// global-average reduction uses intrinsics (guarded, with a portable fallback).
+//
+//   x is (N, C, H, W); y and indices are (N, C, P, Q); indices are flat into each H*W plane.
+//   max: NaN wins (a NaN in the window gives NaN and, as torch, the index of the window's
+//        LAST NaN in row-major order), else the first maximum; a dilated window with no
+//        tap inside the input gives -inf and the index of its first tap past the padding.
+//   avg: divisor = divisor_override if non-zero, else the window clipped to the padded
+//        input (count_include_pad), else the number of taps inside the input.
+//   Lp:  (avg(x^p) * R*S)^(1/p) (torch's formula; its sign(out)*relu(|out|) is the
+//        identity); p = +inf is the max of |x|, p = -inf the min of |x|.
+//   adaptive: window o is [floor(o*in/out), ceil((o+1)*in/out)), as torch.
+//
+// How: a work item is one output row of one plane (OpenMP over all of them). Max and sum
+// are separable, so the window's rows are first combined into a row buffer, then a
+// horizontal pass over the interior columns (every tap inside the input) runs with fast
+// paths for 3-wide stride 2 (even/odd columns), 2-wide stride 2 and stride 1; the few
+// border columns run scalar. Max with indices is not separable (ties must pick the first
+// tap in row-major order), so it scans the taps in row-major order, vectorised over the
+// output row (3x3/2 keeps its running max and index in registers). Global average pooling
+// (adaptive 1x1) is a plain reduction per plane.
+// Limits: Lp calls std::pow per element unless p is 1, 2 or +-inf.
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "cpu/kernels.h"
 
+#if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
+// Output rows of CNN pooling are short (7..112): 16-lane vectors leave most of a row to the
+// epilogue, and stride-2 deinterleaves cost more in 512 bits. 256-bit vectors with the
+// AVX-512 instruction set (masks, more registers) measured faster on every layer.
+#pragma GCC target("prefer-vector-width=256")
+#endif
+
+// Helpers live in an anonymous namespace inside the per-ISA namespace: each ISA's copy is
+// private to its object file (no ODR clash between copies compiled with different flags).
 namespace fastconv::cpu::FC_ISA {
 namespace {
 
-struct Window {
-  index_t h0, h1, w0, w1;  // taps h0, h0+dh, ... < h1 (already clipped to the input)
-  index_t count;           // divisor for average pooling
+// ---- geometry of one spatial axis ----------------------------------------------------
+// For output o the taps inside the input are first[o] + j*dil, j < count[o]; padded[o] is
+// the window clipped to the padded input (the count_include_pad divisor). Outputs in
+// [lo, hi) have every tap inside the input and regular windows (k, stride, pad, dil).
+struct Axis {
+  index_t k = 1, stride = 1, pad = 0, dil = 1;
+  index_t lo = 0, hi = 0;
+  std::vector<index_t> first, count, padded;
 };
 
-inline index_t first_inside(index_t start, index_t dil) {
-  while (start < 0) start += dil;
-  return start;
+Axis make_axis(index_t in, index_t out, index_t k, index_t stride, index_t pad, index_t dil,
+               bool adaptive) {
+  Axis a;
+  a.first.resize(out);
+  a.count.resize(out);
+  a.padded.resize(out);
+  if (adaptive && in % out == 0) {  // torch's adaptive windows are then regular ones
+    adaptive = false;
+    k = stride = in / out;
+    pad = 0;
+    dil = 1;
+  }
+  if (adaptive) {  // windows of varying size: no interior, all "border" (scalar)
+    for (index_t o = 0; o < out; ++o) {
+      const index_t s = o * in / out, e = ((o + 1) * in + out - 1) / out;
+      a.first[o] = s;
+      a.count[o] = a.padded[o] = e - s;
+    }
+    return a;
+  }
+  a.k = k, a.stride = stride, a.pad = pad, a.dil = dil;
+  const index_t span = (k - 1) * dil + 1;
+  for (index_t o = 0; o < out; ++o) {
+    const index_t s = o * stride - pad;
+    const index_t f = s >= 0 ? s : s + (-s + dil - 1) / dil * dil;  // first tap >= 0 (torch's loop)
+    const index_t end = std::min(s + span, in);
+    a.first[o] = f;
+    a.count[o] = f < end ? (end - 1 - f) / dil + 1 : 0;
+    a.padded[o] = std::min(s + span, in + pad) - s;
+  }
+  const index_t lo = (pad + stride - 1) / stride;                     // o*stride - pad >= 0
+  const index_t hi = in - span + pad >= 0 ? (in - span + pad) / stride + 1 : 0;  // ... + span <= in
+  a.lo = std::min(lo, out);
+  a.hi = std::max(a.lo, std::min(hi, out));
+  return a;
 }
 
-Window window(const PoolParams& p, index_t op, index_t oq) {
-  Window win;
-  if (p.adaptive) {
-    win.h0 = op * p.H / p.P;
-    win.h1 = ((op + 1) * p.H + p.P - 1) / p.P;
-    win.w0 = oq * p.W / p.Q;
-    win.w1 = ((oq + 1) * p.W + p.Q - 1) / p.Q;
-    win.count = (win.h1 - win.h0) * (win.w1 - win.w0);
-    return win;
+// ---- reductions -----------------------------------------------------------------------
+// NaN-sticky max: once the running value is NaN it stays NaN (v > NaN is false).
+template <class T>
+inline T max_nan(T m, T v) { return (v > m || v != v) ? v : m; }
+
+struct MaxOp {
+  template <class T> static T init() { return -std::numeric_limits<T>::infinity(); }
+  template <class T> static T apply(T a, T b) { return max_nan(a, b); }
+};
+struct SumOp {
+  template <class T> static T init() { return T(0); }
+  template <class T> static T apply(T a, T b) { return a + b; }
+};
+
+// t[w] = Op over the rows h0 + j*dh (j < n, n >= 2) of the plane xp, for all W columns.
+template <class Op, class T>
+void combine_rows(const T* xp, index_t W, index_t h0, index_t dh, index_t n, T* t) {
+  const T* r0 = xp + h0 * W;
+  const T* r1 = r0 + dh * W;
+  index_t j = 2;
+  if (n >= 3) {  // three rows in one pass: the 3x3 case never re-reads t
+    const T* r2 = r1 + dh * W;
+#pragma omp simd
+    for (index_t w = 0; w < W; ++w) t[w] = Op::apply(Op::apply(r0[w], r1[w]), r2[w]);
+    j = 3;
+  } else {
+#pragma omp simd
+    for (index_t w = 0; w < W; ++w) t[w] = Op::apply(r0[w], r1[w]);
   }
-  index_t hs = op * p.stride_h - p.pad_h, ws = oq * p.stride_w - p.pad_w;
-  index_t he = std::min(hs + (p.R - 1) * p.dil_h + 1, p.H + p.pad_h);
-  index_t we = std::min(ws + (p.S - 1) * p.dil_w + 1, p.W + p.pad_w);
-  index_t padded = (he - hs) * (we - ws);
-  win.h0 = first_inside(hs, p.dil_h);
-  win.w0 = first_inside(ws, p.dil_w);
-  win.h1 = std::min(he, p.H);
-  win.w1 = std::min(we, p.W);
-  win.count = p.count_include_pad ? padded : (win.h1 - win.h0) * (win.w1 - win.w0);
-  return win;
+  for (; j < n; ++j) {
+    const T* r = xp + (h0 + j * dh) * W;
+#pragma omp simd
+    for (index_t w = 0; w < W; ++w) t[w] = Op::apply(t[w], r[w]);
+  }
+}
+
+// y[q] = Op over the taps of column window q of the row t, for interior q in [lo, hi).
+template <class Op, class T>
+void horizontal_interior(const Axis& a, const T* t, T* y) {
+  const index_t lo = a.lo, hi = a.hi, S = a.k, sw = a.stride, pw = a.pad, dw = a.dil;
+  if (lo >= hi) return;
+  if (S == 3 && sw == 2 && dw == 1) {  // 3x3/2 (ResNet stem): even/odd column deinterleave
+#pragma omp simd
+    for (index_t q = lo; q < hi; ++q) {
+      const index_t b = 2 * q - pw;
+      y[q] = Op::apply(Op::apply(t[b], t[b + 1]), t[b + 2]);
+    }
+  } else if (S == 2 && sw == 2 && dw == 1) {  // 2x2/2: pairs of columns
+#pragma omp simd
+    for (index_t q = lo; q < hi; ++q) {
+      const index_t b = 2 * q - pw;
+      y[q] = Op::apply(t[b], t[b + 1]);
+    }
+  } else if (sw == 1) {  // stride 1: S contiguous passes over the output row (in L1)
+    const T* b = t + (lo - pw);
+    T* o = y + lo;
+    const index_t n = hi - lo;
+#pragma omp simd
+    for (index_t i = 0; i < n; ++i) o[i] = b[i];
+    for (index_t s = 1; s < S; ++s) {
+      const T* bs = b + s * dw;
+#pragma omp simd
+      for (index_t i = 0; i < n; ++i) o[i] = Op::apply(o[i], bs[i]);
+    }
+  } else {  // any stride/dilation: strided loads
+#pragma omp simd
+    for (index_t q = lo; q < hi; ++q) y[q] = t[q * sw - pw];
+    for (index_t s = 1; s < S; ++s) {
+      const index_t c = s * dw - pw;
+#pragma omp simd
+      for (index_t q = lo; q < hi; ++q) y[q] = Op::apply(y[q], t[q * sw + c]);
+    }
+  }
+}
+
+// Border (or adaptive) columns q in [q0, q1): scalar over the taps inside the input.
+template <class Op, class T>
+void horizontal_scalar(const Axis& a, index_t q0, index_t q1, const T* t, T* y) {
+  for (index_t q = q0; q < q1; ++q) {
+    T m = Op::template init<T>();
+    const T* tq = t + a.first[q];
+    for (index_t j = 0; j < a.count[q]; ++j) m = Op::apply(m, tq[j * a.dil]);
+    y[q] = m;
+  }
+}
+
+// One output row y (Q values) of plane xp: Op over each window (no division yet).
+// t is a scratch row of W values.
+template <class Op, class T>
+void pool_row(const Axis& ah, const Axis& aw, index_t op, const T* xp, index_t W, index_t Q,
+              T* t, T* y) {
+  const index_t n = ah.count[op], h0 = ah.first[op];
+  if (n == 0) {  // dilated window entirely in the padding (max only): torch's -inf
+    std::fill(y, y + Q, Op::template init<T>());
+    return;
+  }
+  const T* row = xp + h0 * W;
+  if (n > 1) {
+    combine_rows<Op>(xp, W, h0, ah.dil, n, t);
+    row = t;
+  }
+  horizontal_scalar<Op>(aw, 0, aw.lo, row, y);
+  horizontal_interior<Op>(aw, row, y);
+  horizontal_scalar<Op>(aw, aw.hi, Q, row, y);
+}
+
+// One output row of max pooling with indices: taps in row-major order, torch's update rule
+// (v > m || isnan(v)), so ties keep the first maximum and the last NaN wins.
+template <class T>
+void max_row_indices(const Axis& ah, const Axis& aw, index_t op, const T* xp, index_t W,
+                     index_t Q, T* y, std::int64_t* ind) {
+  const index_t nh = ah.count[op], h0 = ah.first[op], dh = ah.dil;
+  const T ninf = -std::numeric_limits<T>::infinity();
+  auto one = [&](index_t q) {
+    T m = ninf;
+    index_t arg = h0 * W + aw.first[q];
+    for (index_t j = 0; j < nh; ++j) {
+      const index_t ih = h0 + j * dh;
+      for (index_t i = 0; i < aw.count[q]; ++i) {
+        const index_t at = ih * W + aw.first[q] + i * aw.dil;
+        const T v = xp[at];
+        if (v > m || v != v) m = v, arg = at;
+      }
+    }
+    y[q] = m;
+    ind[q] = arg;
+  };
+  for (index_t q = 0; q < aw.lo; ++q) one(q);
+  for (index_t q = aw.hi; q < Q; ++q) one(q);
+  const index_t lo = aw.lo, hi = aw.hi, sw = aw.stride, pw = aw.pad, dw = aw.dil;
+  if (lo >= hi) return;
+#pragma omp simd
+  for (index_t q = lo; q < hi; ++q) {
+    y[q] = ninf;
+    ind[q] = h0 * W + q * sw - pw;
+  }
+  if (aw.k == 3 && sw == 2 && dw == 1 && nh == 3) {
+    // 3x3/2 (stem), all three rows inside: the running max and index stay in registers
+    // across the 9 taps (fixed trip counts, so the q loop vectorises).
+    const T* r0 = xp + h0 * W;
+    const index_t rs = dh * W;
+#pragma omp simd
+    for (index_t q = lo; q < hi; ++q) {
+      const index_t c0 = 2 * q - pw;
+      T m = ninf;
+      index_t arg = h0 * W + c0;
+      for (index_t j = 0; j < 3; ++j) {
+        const index_t at = h0 * W + j * rs + c0;
+        for (index_t s = 0; s < 3; ++s) {
+          const T v = r0[j * rs + c0 + s];
+          const bool take = v > m || v != v;
+          m = take ? v : m;
+          arg = take ? at + s : arg;
+        }
+      }
+      y[q] = m;
+      ind[q] = arg;
+    }
+    return;
+  }
+  for (index_t j = 0; j < nh; ++j) {
+    const index_t ih = h0 + j * dh;
+    const T* r = xp + ih * W;
+    for (index_t s = 0; s < aw.k; ++s) {
+      const index_t c = s * dw - pw, base = ih * W + c;
+#pragma omp simd
+      for (index_t q = lo; q < hi; ++q) {
+        const T v = r[q * sw + c];
+        const bool take = v > y[q] || v != v;
+        y[q] = take ? v : y[q];
+        ind[q] = take ? base + q * sw : ind[q];
+      }
+    }
+  }
+}
+
+// Runs fn(plane, output row, scratch row of W) over every output row of every plane.
+template <class T, class Fn>
+void for_each_row(const PoolParams& p, Fn fn) {
+  const index_t items = p.N * p.C * p.P;
+  const bool big = items * p.Q * p.R * p.S > 32768;  // below this, threads cost more than they save
+#pragma omp parallel if (big)
+  {
+    std::vector<T> t(static_cast<std::size_t>(p.W));
+#pragma omp for schedule(static)
+    for (index_t item = 0; item < items; ++item) fn(item / p.P, item % p.P, t.data());
+  }
+}
+
+// Sum of n contiguous values: the global-average reduction. GCC's own `omp simd reduction`
+// code spends most of its time in the loop epilogue for the short planes of CNNs (7x7), so
+// AVX-512 and AVX2 use one accumulator register and a masked load for the tail; the
+// fallback is the plain reduction.
+#if defined(__AVX512F__)
+// Horizontal sums with zero-masked extracts: GCC 12's unmasked ones (and _mm512_reduce_add_*)
+// start from an "undefined" register and trip -Wmaybe-uninitialized.
+inline float hsum(__m512 v) {
+  const __m256 h = _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xFF, v, 0), _mm512_maskz_extractf32x8_ps(0xFF, v, 1));
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+}
+inline double hsum(__m512d v) {
+  const __m256d h = _mm256_add_pd(_mm512_maskz_extractf64x4_pd(0xF, v, 0), _mm512_maskz_extractf64x4_pd(0xF, v, 1));
+  const __m128d q = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));
+}
+inline float plane_sum(const float* p, index_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  index_t i = 0;
+  for (; i + 16 <= n; i += 16) acc = _mm512_add_ps(acc, _mm512_loadu_ps(p + i));
+  if (i < n) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(__mmask16((1u << (n - i)) - 1), p + i));
+  return hsum(acc);
+}
+inline double plane_sum(const double* p, index_t n) {
+  __m512d acc = _mm512_setzero_pd();
+  index_t i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm512_add_pd(acc, _mm512_loadu_pd(p + i));
+  if (i < n) acc = _mm512_add_pd(acc, _mm512_maskz_loadu_pd(__mmask8((1u << (n - i)) - 1), p + i));
+  return hsum(acc);
+}
+#elif defined(__AVX2__)
+// Lane mask of the first n (< lanes) lanes for maskload: -1 where the lane is loaded.
+inline __m256i first_lanes(index_t n, int lane_bytes) {
+  alignas(32) static const std::int32_t ramp[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+  const __m256i lane = _mm256_load_si256(reinterpret_cast<const __m256i*>(ramp));
+  const __m256i limit = _mm256_set1_epi32(std::int32_t(lane_bytes == 4 ? n : 2 * n));
+  return _mm256_cmpgt_epi32(limit, lane);  // a double's lane is two 32-bit mask lanes
+}
+inline float plane_sum(const float* p, index_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  index_t i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, _mm256_loadu_ps(p + i));
+  if (i < n) acc = _mm256_add_ps(acc, _mm256_maskload_ps(p + i, first_lanes(n - i, 4)));
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+}
+inline double plane_sum(const double* p, index_t n) {
+  __m256d acc = _mm256_setzero_pd();
+  index_t i = 0;
+  for (; i + 4 <= n; i += 4) acc = _mm256_add_pd(acc, _mm256_loadu_pd(p + i));
+  if (i < n) acc = _mm256_add_pd(acc, _mm256_maskload_pd(p + i, first_lanes(n - i, 8)));
+  const __m128d q = _mm_add_pd(_mm256_castpd256_pd128(acc), _mm256_extractf128_pd(acc, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));
+}
+#else
+template <class T>
+inline T plane_sum(const T* p, index_t n) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (index_t i = 0; i < n; ++i) s += p[i];
+  return s;
+}
+#endif
+
+// Adaptive average to 1x1: the mean of each contiguous plane.
+template <class T>
+void global_avg(const PoolParams& p, const T* x, T* y) {
+  const index_t planes = p.N * p.C, hw = p.H * p.W;
+#pragma omp parallel for schedule(static) if (planes * hw > 32768)
+  for (index_t plane = 0; plane < planes; ++plane) y[plane] = plane_sum(x + plane * hw, hw) / T(hw);
+}
+
+// Divisor of the columns (times the row's, below) for average pooling.
+template <class T>
+std::vector<T> column_divisors(const PoolParams& p, const Axis& aw) {
+  std::vector<T> d(static_cast<std::size_t>(p.Q), T(1));
+  if (p.divisor_override == 0)
+    for (index_t q = 0; q < p.Q; ++q) d[q] = T(p.count_include_pad ? aw.padded[q] : aw.count[q]);
+  return d;
+}
+
+template <class T>
+T row_divisor(const PoolParams& p, const Axis& ah, index_t op) {
+  if (p.divisor_override != 0) return T(p.divisor_override);
+  return T(p.count_include_pad ? ah.padded[op] : ah.count[op]);
 }
 
 }  // namespace
 
+// ---- entry points ---------------------------------------------------------------------
+
 template <class T>
 void max_pool2d(const PoolParams& p, const T* x, T* y, std::int64_t* indices) {
-  const index_t dh = p.adaptive ? 1 : p.dil_h, dw = p.adaptive ? 1 : p.dil_w;
-#pragma omp parallel for
-  for (index_t plane = 0; plane < p.N * p.C; ++plane) {
-    const T* xp = x + plane * p.H * p.W;
-    for (index_t op = 0; op < p.P; ++op)
-      for (index_t oq = 0; oq < p.Q; ++oq) {
-        Window win = window(p, op, oq);
-        T best = -std::numeric_limits<T>::infinity();
-        index_t arg = win.h0 * p.W + win.w0;
-        for (index_t ih = win.h0; ih < win.h1; ih += dh)
-          for (index_t iw = win.w0; iw < win.w1; iw += dw) {
-            T v = xp[ih * p.W + iw];
-            if (v > best || std::isnan(v)) {
-              best = v;
-              arg = ih * p.W + iw;
-              if (std::isnan(v)) goto done;
-            }
-          }
-      done:
-        const index_t o = (plane * p.P + op) * p.Q + oq;
-        y[o] = best;
-        if (indices) indices[o] = arg;
-      }
+  const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, p.dil_h, p.adaptive);
+  const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, p.dil_w, p.adaptive);
+  const index_t HW = p.H * p.W, PQ = p.P * p.Q;
+  if (indices) {
+    for_each_row<T>(p, [&](index_t plane, index_t op, T*) {
+      const index_t o = plane * PQ + op * p.Q;
+      max_row_indices(ah, aw, op, x + plane * HW, p.W, p.Q, y + o, indices + o);
+    });
+  } else {
+    for_each_row<T>(p, [&](index_t plane, index_t op, T* t) {
+      pool_row<MaxOp>(ah, aw, op, x + plane * HW, p.W, p.Q, t, y + plane * PQ + op * p.Q);
+    });
   }
 }
 
 template <class T>
 void avg_pool2d(const PoolParams& p, const T* x, T* y) {
-#pragma omp parallel for
-  for (index_t plane = 0; plane < p.N * p.C; ++plane) {
-    const T* xp = x + plane * p.H * p.W;
-    for (index_t op = 0; op < p.P; ++op)
-      for (index_t oq = 0; oq < p.Q; ++oq) {
-        Window win = window(p, op, oq);
-        T sum = 0;
-        for (index_t ih = win.h0; ih < win.h1; ++ih)
-          for (index_t iw = win.w0; iw < win.w1; ++iw) sum += xp[ih * p.W + iw];
-        y[(plane * p.P + op) * p.Q + oq] = sum / T(win.count);
-      }
-  }
+  if (p.adaptive && p.P == 1 && p.Q == 1) return global_avg(p, x, y);
+  // Average pooling has no dilation (torch's avg_pool2d takes none).
+  const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, p.adaptive);
+  const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, p.adaptive);
+  const std::vector<T> cdiv = column_divisors<T>(p, aw);
+  const index_t HW = p.H * p.W, PQ = p.P * p.Q;
+  for_each_row<T>(p, [&](index_t plane, index_t op, T* t) {
+    T* yr = y + plane * PQ + op * p.Q;
+    pool_row<SumOp>(ah, aw, op, x + plane * HW, p.W, p.Q, t, yr);
+    const T dh = row_divisor<T>(p, ah, op);
+    const T* cd = cdiv.data();
+#pragma omp simd
+    for (index_t q = 0; q < p.Q; ++q) yr[q] = yr[q] / (dh * cd[q]);  // division, as torch
+  });
 }
 
 template <class T>
 void lp_pool2d(const PoolParams& p, const T* x, T* y) {
-  // torch: (avg_pool2d(x^p, count_include_pad) * R*S)^(1/p); padding is always 0.
-  const T pw = T(p.norm_type), inv = T(1) / pw, full = T(p.R * p.S);
-#pragma omp parallel for
-  for (index_t plane = 0; plane < p.N * p.C; ++plane) {
-    const T* xp = x + plane * p.H * p.W;
-    for (index_t op = 0; op < p.P; ++op)
-      for (index_t oq = 0; oq < p.Q; ++oq) {
-        Window win = window(p, op, oq);
-        T sum = 0;
-        for (index_t ih = win.h0; ih < win.h1; ++ih)
-          for (index_t iw = win.w0; iw < win.w1; ++iw) sum += std::pow(xp[ih * p.W + iw], pw);
-        y[(plane * p.P + op) * p.Q + oq] = std::pow(sum / T(win.count) * full, inv);
+  const double np = p.norm_type;
+  const bool to_inf = std::isinf(np), neg = np < 0;
+  const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, p.adaptive);
+  const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, p.adaptive);
+  const std::vector<T> cdiv = column_divisors<T>(p, aw);
+  const T pw = T(np), inv = T(1.0 / np), full = T(p.R * p.S);
+  const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
+  // x^p is computed once per plane (windows overlap) into a per-thread buffer.
+#pragma omp parallel if (planes * HW > 32768)
+  {
+    std::vector<T> xq(static_cast<std::size_t>(HW)), t(static_cast<std::size_t>(p.W));
+#pragma omp for schedule(static)
+    for (index_t plane = 0; plane < planes; ++plane) {
+      const T* xp = x + plane * HW;
+      T* b = xq.data();
+      if (to_inf) {  // torch: max_pool(|x|), or -max_pool(-|x|) for -inf
+        const T sign = neg ? T(-1) : T(1);
+#pragma omp simd
+        for (index_t i = 0; i < HW; ++i) b[i] = sign * std::fabs(xp[i]);
+      } else if (np == 1) {
+        std::copy(xp, xp + HW, b);
+      } else if (np == 2) {
+#pragma omp simd
+        for (index_t i = 0; i < HW; ++i) b[i] = xp[i] * xp[i];
+      } else {
+        for (index_t i = 0; i < HW; ++i) b[i] = std::pow(xp[i], pw);
       }
+      for (index_t op = 0; op < p.P; ++op) {
+        T* yr = y + plane * PQ + op * p.Q;
+        if (to_inf) {
+          pool_row<MaxOp>(ah, aw, op, b, p.W, p.Q, t.data(), yr);
+          if (neg)
+            for (index_t q = 0; q < p.Q; ++q) yr[q] = -yr[q];
+          continue;
+        }
+        pool_row<SumOp>(ah, aw, op, b, p.W, p.Q, t.data(), yr);
+        const T dh = row_divisor<T>(p, ah, op);
+        for (index_t q = 0; q < p.Q; ++q) {
+          const T v = yr[q] / (dh * cdiv[q]) * full;
+          yr[q] = np == 2 ? std::sqrt(v) : np == 1 ? v : std::pow(v, inv);
+        }
+      }
+    }
   }
 }
 

@@ -7,10 +7,14 @@ Winograd) algorithms, with the call signatures of torch.nn.functional.
 from . import _C
 from .functional import (conv1d, conv2d, conv2d_output_shape, explain, get_num_threads, info,
                          set_num_threads)
+from .pooling import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_max_pool1d, adaptive_max_pool2d,
+                      avg_pool1d, avg_pool2d, lp_pool1d, lp_pool2d, max_pool1d, max_pool2d)
 
 __version__ = _C.build_info()["version"]
 
 __all__ = [
     "conv1d", "conv2d", "conv2d_output_shape", "explain", "info",
     "set_num_threads", "get_num_threads", "__version__",
+    "max_pool2d", "avg_pool2d", "lp_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
+    "max_pool1d", "avg_pool1d", "lp_pool1d", "adaptive_avg_pool1d", "adaptive_max_pool1d",
 ]

@@ -33,3 +33,139 @@ def conv2d(x, w, bias=None, stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1
     if bias is not None:
         y += np.asarray(bias, np.float64)[None, :, None, None]
     return y.astype(x.dtype)
+
+
+# ---- pooling -------------------------------------------------------------------------------
+# Plain loops over output positions, vectorised over (N, C) only; float64 accumulation.
+# x is (N, C, H, W); per-axis arguments are pairs (h, w); pads are symmetric (top, left).
+# Semantics are torch.nn.functional's CPU ones, spelled out here independently of the
+# kernels: max takes the first maximum in row-major order, or the LAST NaN if the window
+# has one; avg divides by the window clipped to the padded input (count_include_pad) or by
+# the number of elements inside the input; adaptive windows are [floor(i*n/m), ceil((i+1)*n/m)).
+
+def pool_output_size(size, kernel, stride, pad, dilation=1, ceil_mode=False):
+    """torch's rule: (size + 2*pad - span) / stride + 1, rounded down (up with ceil_mode,
+    where the last window must still start inside the input or the left padding)."""
+    span = dilation * (kernel - 1) + 1
+    num = size + 2 * pad - span
+    out = (-(-num // stride) if ceil_mode else num // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _pool_taps(o, size, kernel, stride, pad, dilation):
+    """Input positions of the taps of window o that fall inside [0, size)."""
+    start = o * stride - pad
+    return [start + j * dilation for j in range(kernel) if 0 <= start + j * dilation < size]
+
+
+def _adaptive_taps(o, size, out):
+    return list(range(o * size // out, -(-(o + 1) * size // out)))
+
+
+def _max_select(x, taps):
+    """Max over the window taps [(row, col), ...] of x (N, C, H, W): (values, flat indices)."""
+    n, c, h, w = x.shape
+    pos = np.array([r * w + s for r, s in taps], np.int64)
+    v = x.reshape(n, c, h * w)[:, :, pos]
+    nan = np.isnan(v)
+    first_max = np.argmax(np.where(nan, -np.inf, v), axis=-1)
+    last_nan = v.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
+    sel = np.where(nan.any(axis=-1), last_nan, first_max)
+    return np.take_along_axis(v, sel[..., None], -1)[..., 0], pos[sel]
+
+
+def max_pool2d(x, kernel, stride, pads=(0, 0), dilation=(1, 1), ceil_mode=False):
+    """Max pooling; returns (y (N, C, P, Q), indices int64 into each H*W plane)."""
+    x = np.asarray(x)
+    n, c, h, w = x.shape
+    P = pool_output_size(h, kernel[0], stride[0], pads[0], dilation[0], ceil_mode)
+    Q = pool_output_size(w, kernel[1], stride[1], pads[1], dilation[1], ceil_mode)
+    y = np.empty((n, c, P, Q), x.dtype)
+    idx = np.empty((n, c, P, Q), np.int64)
+    for i in range(P):
+        rows = _pool_taps(i, h, kernel[0], stride[0], pads[0], dilation[0])
+        for j in range(Q):
+            cols = _pool_taps(j, w, kernel[1], stride[1], pads[1], dilation[1])
+            if not rows or not cols:  # dilated window all in the padding: torch gives -inf and
+                # the index of the first tap past the top/left padding
+                r0, c0 = i * stride[0] - pads[0], j * stride[1] - pads[1]
+                while r0 < 0:
+                    r0 += dilation[0]
+                while c0 < 0:
+                    c0 += dilation[1]
+                y[:, :, i, j] = -np.inf
+                idx[:, :, i, j] = r0 * w + c0
+                continue
+            y[:, :, i, j], idx[:, :, i, j] = _max_select(x, [(r, s) for r in rows for s in cols])
+    return y, idx
+
+
+def avg_pool2d(x, kernel, stride, pads=(0, 0), ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """Average pooling (y is (N, C, P, Q)), divisor as torch's."""
+    x = np.asarray(x)
+    n, c, h, w = x.shape
+    P = pool_output_size(h, kernel[0], stride[0], pads[0], 1, ceil_mode)
+    Q = pool_output_size(w, kernel[1], stride[1], pads[1], 1, ceil_mode)
+    xd = x.astype(np.float64)
+    y = np.empty((n, c, P, Q), np.float64)
+    for i in range(P):
+        rows = _pool_taps(i, h, kernel[0], stride[0], pads[0], 1)
+        r0 = i * stride[0] - pads[0]
+        for j in range(Q):
+            cols = _pool_taps(j, w, kernel[1], stride[1], pads[1], 1)
+            s0 = j * stride[1] - pads[1]
+            total = xd[:, :, rows][:, :, :, cols].sum(axis=(2, 3))
+            if divisor_override:
+                div = divisor_override
+            elif count_include_pad:  # the window clipped to the padded input
+                div = (min(r0 + kernel[0], h + pads[0]) - r0) * (min(s0 + kernel[1], w + pads[1]) - s0)
+            else:
+                div = len(rows) * len(cols)
+            y[:, :, i, j] = total / div
+    return y.astype(x.dtype)
+
+
+def lp_pool2d(x, norm_type, kernel, stride, ceil_mode=False):
+    """torch's Lp pooling: (avg_pool2d(x^p) * kh*kw)^(1/p); +-inf: max (min) of |x|."""
+    x = np.asarray(x)
+    if np.isinf(norm_type):
+        sign = 1.0 if norm_type > 0 else -1.0
+        y, _ = max_pool2d(sign * np.abs(x), kernel, stride, (0, 0), (1, 1), ceil_mode)
+        return (sign * y).astype(x.dtype)
+    with np.errstate(all="ignore"):
+        a = avg_pool2d(x.astype(np.float64) ** norm_type, kernel, stride, (0, 0), ceil_mode, True)
+        y = (a * (kernel[0] * kernel[1])) ** (1.0 / norm_type)
+    return y.astype(x.dtype)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Adaptive average pooling to output_size (P, Q)."""
+    x = np.asarray(x)
+    n, c, h, w = x.shape
+    P, Q = output_size
+    xd = x.astype(np.float64)
+    y = np.empty((n, c, P, Q), np.float64)
+    for i in range(P):
+        rows = _adaptive_taps(i, h, P)
+        for j in range(Q):
+            cols = _adaptive_taps(j, w, Q)
+            y[:, :, i, j] = xd[:, :, rows][:, :, :, cols].mean(axis=(2, 3))
+    return y.astype(x.dtype)
+
+
+def adaptive_max_pool2d(x, output_size):
+    """Adaptive max pooling to output_size (P, Q); returns (y, indices)."""
+    x = np.asarray(x)
+    n, c, h, w = x.shape
+    P, Q = output_size
+    y = np.empty((n, c, P, Q), x.dtype)
+    idx = np.empty((n, c, P, Q), np.int64)
+    for i in range(P):
+        rows = _adaptive_taps(i, h, P)
+        for j in range(Q):
+            cols = _adaptive_taps(j, w, Q)
+            y[:, :, i, j], idx[:, :, i, j] = _max_select(x, [(r, s) for r in rows for s in cols])
+    return y, idx

@@ -1,0 +1,294 @@
+"""Pooling with the signatures of torch.nn.functional: max, average, Lp and adaptive
+pooling in 2-D (N, C, H, W) and 1-D (N, C, L), forward only, on the CPU.
+
+Every call is validated here with torch's rules (kernel/stride/dilation positive,
+padding at most half the kernel, output size >= 1, torch's ceil_mode rule) and raises
+``ValueError``/``TypeError`` naming the argument before C++ runs; the C++ checks again.
+1-D problems run as 2-D ones with H = 1. Unbatched inputs ((C, H, W), or (C, L) in 1-D)
+are accepted as torch does. NumPy in -> NumPy out; CPU torch tensors in -> torch tensors
+out (sharing the NumPy result's memory). float32 and float64. Indices (max pooling) are
+int64 flat indices into each H*W (or L) plane, as torch's.
+
+Every function takes a keyword-only ``out=``: a C-contiguous NumPy array of the output's
+shape and dtype to write into; with ``return_indices=True`` it may be a pair
+``(values, indices)``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from . import _C
+from .functional import as_int, as_tuple, check_element_count, check_out, host_array, positive, wrap_like
+
+__all__ = [
+    "max_pool2d", "avg_pool2d", "lp_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
+    "max_pool1d", "avg_pool1d", "lp_pool1d", "adaptive_avg_pool1d", "adaptive_max_pool1d",
+    "pool_output_size",
+]
+
+
+# ---- shapes ------------------------------------------------------------------------------
+
+def pool_output_size(size, kernel, stride, pad, dilation=1, ceil_mode=False):
+    """torch's pooling output size along one axis (before the >= 1 check).
+
+    floor((size + 2*pad - dilation*(kernel-1) - 1 [+ stride-1 with ceil_mode]) / stride) + 1;
+    with ceil_mode the last window must start inside the input or the left padding.
+    """
+    span = dilation * (kernel - 1) + 1
+    out = (size + 2 * pad - span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _input(x, nd, op):
+    """(x as a contiguous (N, C, H, W) array, kind, user rank) for an nd-D pooling op."""
+    arr, kind = host_array(x, "input")
+    rank = arr.ndim
+    if rank == nd + 1:  # unbatched, as torch: (C, H, W) or (C, L)
+        arr = arr[None]
+    elif rank != nd + 2:
+        want = "(N, C, H, W) or (C, H, W)" if nd == 2 else "(N, C, L) or (C, L)"
+        raise ValueError(f"{op}: input must be {nd + 2}-D or {nd + 1}-D {want}, got shape {tuple(arr.shape)}")
+    if nd == 1:
+        arr = arr[:, :, None, :]
+    if any(d == 0 for d in arr.shape[1:]):
+        raise ValueError(f"{op}: input of shape {tuple(x.shape)} has an empty channel or spatial dimension "
+                         "(only the batch dimension may be 0)")
+    check_element_count(arr.shape, "input")
+    return arr, kind, rank
+
+
+def _user_shape(n, c, out, rank, nd):
+    """The output shape the caller sees: (N, C, *out), without N for an unbatched input."""
+    shape = (n, c) + tuple(out)
+    return shape[1:] if rank == nd + 1 else shape
+
+
+def _as_bool(v, name, op):
+    if not isinstance(v, (bool, np.bool_, numbers.Integral)):
+        raise TypeError(f"{op}: {name} must be a bool, got {v!r}")
+    return bool(v)
+
+
+def _window(op, nd, sizes, kernel_size, stride, padding, dilation, ceil_mode):
+    """Validate window arguments with torch's rules; per-axis tuples (k, s, p, d, out)."""
+    k = positive(as_tuple(kernel_size, nd, "kernel_size"), "kernel_size")
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        s = k  # torch: the default stride is the kernel size
+    else:
+        s = positive(as_tuple(stride, nd, "stride"), "stride")
+    p = as_tuple(padding, nd, "padding")
+    d = positive(as_tuple(dilation, nd, "dilation"), "dilation")
+    if any(v < 0 for v in p):
+        raise ValueError(f"{op}: padding must be non-negative, got {padding!r}")
+    if any(pi > ki // 2 for pi, ki in zip(p, k)):
+        raise ValueError(f"{op}: padding {p if nd > 1 else p[0]} must be at most half of "
+                         f"kernel_size {k if nd > 1 else k[0]}")
+    out = tuple(pool_output_size(sizes[i], k[i], s[i], p[i], d[i], ceil_mode) for i in range(nd))
+    if any(o < 1 for o in out):
+        raise ValueError(f"{op}: output size {out} is too small (must be >= 1) for input size {tuple(sizes)} "
+                         f"with kernel_size={k}, stride={s}, padding={p}, dilation={d}, ceil_mode={ceil_mode}")
+    return k, s, p, d, out
+
+
+def _params(arr, out2, k2=(1, 1), s2=(1, 1), p2=(0, 0), d2=(1, 1), adaptive=False):
+    n, c, h, w = arr.shape
+    prm = _C.PoolParams()
+    prm.N, prm.C, prm.H, prm.W = n, c, h, w
+    prm.P, prm.Q = out2
+    prm.R, prm.S = k2
+    prm.stride_h, prm.stride_w = s2
+    prm.pad_h, prm.pad_w = p2
+    prm.dil_h, prm.dil_w = d2
+    prm.adaptive = adaptive
+    return prm
+
+
+def _lift(nd, t, fill):
+    """A per-axis tuple of a 1-D problem as its 2-D (H = 1) counterpart."""
+    return (fill,) + tuple(t) if nd == 1 else tuple(t)
+
+
+def _outputs(out, shape4, user_shape, dtype, with_indices):
+    """Allocate (or check the caller's) output and indices; return 4-D views and user views."""
+    y_out, i_out = out, None
+    if with_indices and isinstance(out, (tuple, list)):
+        if len(out) != 2:
+            raise ValueError(f"out must be an array or a pair (values, indices), got {len(out)} items")
+        y_out, i_out = out
+    y = check_out(y_out, user_shape, dtype) if y_out is not None else np.empty(user_shape, dtype)
+    idx = None
+    if with_indices:
+        idx = (check_out(i_out, user_shape, np.dtype(np.int64), "out[1] (indices)") if i_out is not None
+               else np.empty(user_shape, np.int64))
+    return y, y.reshape(shape4), idx, (idx.reshape(shape4) if idx is not None else None)
+
+
+def _finish(kind, y, idx, return_indices):
+    if return_indices:
+        return wrap_like(kind, y), wrap_like(kind, idx)
+    return wrap_like(kind, y)
+
+
+# ---- max ---------------------------------------------------------------------------------
+
+def _max_pool(op, nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, out):
+    arr, kind, rank = _input(x, nd, op)
+    ceil_mode = _as_bool(ceil_mode, "ceil_mode", op)
+    return_indices = _as_bool(return_indices, "return_indices", op)
+    k, s, p, d, o = _window(op, nd, arr.shape[4 - nd:], kernel_size, stride, padding, dilation, ceil_mode)
+    prm = _params(arr, _lift(nd, o, 1), _lift(nd, k, 1), _lift(nd, s, 1), _lift(nd, p, 0), _lift(nd, d, 1))
+    n, c = arr.shape[:2]
+    y, y4, idx, i4 = _outputs(out, (n, c, prm.P, prm.Q), _user_shape(n, c, o, rank, nd), arr.dtype,
+                              return_indices)
+    _C.max_pool2d_forward(prm, arr, y4, i4)
+    return _finish(kind, y, idx, return_indices)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False, *, out=None):
+    """2-D max pooling, as torch.nn.functional.max_pool2d. x is (N, C, H, W) or (C, H, W).
+
+    NaN propagates (the index is that of the window's last NaN, as torch's CPU kernel).
+    With ``return_indices`` returns (values, int64 indices into each H*W plane).
+    """
+    return _max_pool("max_pool2d", 2, x, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices, out)
+
+
+def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False, *, out=None):
+    """1-D max pooling, as torch.nn.functional.max_pool1d. x is (N, C, L) or (C, L)."""
+    return _max_pool("max_pool1d", 1, x, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices, out)
+
+
+# ---- average -----------------------------------------------------------------------------
+
+def _avg_pool(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, out):
+    arr, kind, rank = _input(x, nd, op)
+    ceil_mode = _as_bool(ceil_mode, "ceil_mode", op)
+    count_include_pad = _as_bool(count_include_pad, "count_include_pad", op)
+    k, s, p, _, o = _window(op, nd, arr.shape[4 - nd:], kernel_size, stride, padding, 1, ceil_mode)
+    prm = _params(arr, _lift(nd, o, 1), _lift(nd, k, 1), _lift(nd, s, 1), _lift(nd, p, 0))
+    prm.count_include_pad = count_include_pad
+    if divisor_override is not None:
+        dv = as_int(divisor_override, "divisor_override")
+        if dv == 0:
+            raise ValueError(f"{op}: divisor_override must be non-zero, got {divisor_override!r}")
+        prm.divisor_override = dv
+    n, c = arr.shape[:2]
+    y, y4, _, _ = _outputs(out, (n, c, prm.P, prm.Q), _user_shape(n, c, o, rank, nd), arr.dtype, False)
+    _C.avg_pool2d_forward(prm, arr, y4)
+    return wrap_like(kind, y)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None, *, out=None):
+    """2-D average pooling, as torch.nn.functional.avg_pool2d. x is (N, C, H, W) or (C, H, W).
+
+    Divisor: ``divisor_override`` if given, else the window clipped to the padded input
+    (``count_include_pad``), else the number of elements inside the input.
+    """
+    return _avg_pool("avg_pool2d", 2, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override, out)
+
+
+def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               *, out=None):
+    """1-D average pooling, as torch.nn.functional.avg_pool1d. x is (N, C, L) or (C, L)."""
+    return _avg_pool("avg_pool1d", 1, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     None, out)
+
+
+# ---- Lp ----------------------------------------------------------------------------------
+
+def _lp_pool(op, nd, x, norm_type, kernel_size, stride, ceil_mode, out):
+    arr, kind, rank = _input(x, nd, op)
+    if isinstance(norm_type, (bool, np.bool_)) or not isinstance(norm_type, numbers.Real):
+        raise TypeError(f"{op}: norm_type must be a real number, got {norm_type!r}")
+    norm_type = float(norm_type)
+    if norm_type == 0 or math.isnan(norm_type):
+        raise ValueError(f"{op}: norm_type must be non-zero and not NaN, got {norm_type!r}")
+    ceil_mode = _as_bool(ceil_mode, "ceil_mode", op)
+    k, s, _, _, o = _window(op, nd, arr.shape[4 - nd:], kernel_size, stride, 0, 1, ceil_mode)
+    prm = _params(arr, _lift(nd, o, 1), _lift(nd, k, 1), _lift(nd, s, 1))
+    prm.norm_type = norm_type
+    n, c = arr.shape[:2]
+    y, y4, _, _ = _outputs(out, (n, c, prm.P, prm.Q), _user_shape(n, c, o, rank, nd), arr.dtype, False)
+    _C.lp_pool2d_forward(prm, arr, y4)
+    return wrap_like(kind, y)
+
+
+def lp_pool2d(x, norm_type, kernel_size, stride=None, ceil_mode=False, *, out=None):
+    """2-D power-average pooling, as torch.nn.functional.lp_pool2d:
+    (sum over the window of x^p)^(1/p), computed as torch does, (avg_pool2d(x^p) * kH*kW)^(1/p)
+    (with ceil_mode a clipped window is rescaled to the full kernel area, as in torch).
+    norm_type = inf gives the max of |x|, -inf the min of |x|."""
+    return _lp_pool("lp_pool2d", 2, x, norm_type, kernel_size, stride, ceil_mode, out)
+
+
+def lp_pool1d(x, norm_type, kernel_size, stride=None, ceil_mode=False, *, out=None):
+    """1-D power-average pooling, as torch.nn.functional.lp_pool1d. x is (N, C, L) or (C, L)."""
+    return _lp_pool("lp_pool1d", 1, x, norm_type, kernel_size, stride, ceil_mode, out)
+
+
+# ---- adaptive ----------------------------------------------------------------------------
+
+def _adaptive_size(op, nd, output_size, sizes):
+    """torch's output_size: an int, or nd entries each an int or None (= the input's size)."""
+    if isinstance(output_size, (tuple, list)):
+        if len(output_size) != nd:
+            raise ValueError(f"{op}: output_size must be an int or {nd} ints (or None), got {output_size!r}")
+        out = tuple(sizes[i] if v is None else as_int(v, "output_size") for i, v in enumerate(output_size))
+    elif output_size is None:
+        if nd != 2:
+            raise TypeError(f"{op}: output_size must be an int, got None")
+        out = tuple(sizes)
+    else:
+        out = (as_int(output_size, "output_size"),) * nd
+    if any(v < 0 for v in out):
+        raise ValueError(f"{op}: output_size must be non-negative, got {output_size!r}")
+    return out
+
+
+def _adaptive(op, nd, x, output_size, is_max, return_indices, out):
+    arr, kind, rank = _input(x, nd, op)
+    return_indices = _as_bool(return_indices, "return_indices", op)
+    o = _adaptive_size(op, nd, output_size, arr.shape[4 - nd:])
+    prm = _params(arr, _lift(nd, o, 1), adaptive=True)
+    n, c = arr.shape[:2]
+    y, y4, idx, i4 = _outputs(out, (n, c, prm.P, prm.Q), _user_shape(n, c, o, rank, nd), arr.dtype,
+                              return_indices)
+    if prm.P > 0 and prm.Q > 0:  # torch allows output size 0: an empty result
+        if is_max:
+            _C.max_pool2d_forward(prm, arr, y4, i4)
+        else:
+            _C.avg_pool2d_forward(prm, arr, y4)
+    return _finish(kind, y, idx, return_indices)
+
+
+def adaptive_avg_pool2d(x, output_size, *, out=None):
+    """2-D adaptive average pooling, as torch: output (P, Q), window i along an axis of size n
+    is [floor(i*n/P), ceil((i+1)*n/P)). ``output_size``: int or pair; None keeps that size."""
+    return _adaptive("adaptive_avg_pool2d", 2, x, output_size, False, False, out)
+
+
+def adaptive_max_pool2d(x, output_size, return_indices=False, *, out=None):
+    """2-D adaptive max pooling, as torch.nn.functional.adaptive_max_pool2d."""
+    return _adaptive("adaptive_max_pool2d", 2, x, output_size, True, return_indices, out)
+
+
+def adaptive_avg_pool1d(x, output_size, *, out=None):
+    """1-D adaptive average pooling, as torch.nn.functional.adaptive_avg_pool1d."""
+    return _adaptive("adaptive_avg_pool1d", 1, x, output_size, False, False, out)
+
+
+def adaptive_max_pool1d(x, output_size, return_indices=False, *, out=None):
+    """1-D adaptive max pooling, as torch.nn.functional.adaptive_max_pool1d."""
+    return _adaptive("adaptive_max_pool1d", 1, x, output_size, True, return_indices, out)
