@@ -5,12 +5,15 @@ measurements behind them.
 """
 from __future__ import annotations
 
+import functools
+
 from . import _C
 
 # Algorithms the design names that this build does not provide yet.
 _NOT_YET = ("winograd", "fft")
 
 
+@functools.lru_cache(maxsize=None)
 def available():
     """Names accepted by ``algorithm=`` for conv2d on the CPU, 'auto' first."""
     rows = [k["algorithm"] for k in _C.kernels() if k["op"] == "conv2d_forward" and k["device"] == "cpu"]

@@ -7,6 +7,7 @@ input raises ``ValueError``/``TypeError`` naming the argument before C++ runs.
 """
 from __future__ import annotations
 
+import functools
 import operator
 import sys
 
@@ -16,6 +17,7 @@ from . import _C, algorithms, reference
 
 INT64_MAX = 2**63 - 1
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+DTYPE_NAMES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
 _DTYPE_NAMES = "float32, float64"
 
 
@@ -181,6 +183,21 @@ def conv_params(x_shape, w_shape, stride, padding, dilation, groups, op="conv2d"
     return p, pads
 
 
+@functools.lru_cache(maxsize=512)
+def _cached_conv_params(x_shape, w_shape, stride, padding, dilation, groups, op):
+    return conv_params(x_shape, w_shape, stride, padding, dilation, groups, op)
+
+
+def conv_problem(x_shape, w_shape, stride, padding, dilation, groups, op="conv2d"):
+    """conv_params, memoised for hashable arguments: layers repeat the same problem."""
+    key = (tuple(x_shape), tuple(w_shape), stride, padding, dilation, groups, op)
+    try:
+        hash(key)
+    except TypeError:  # lists among the arguments
+        return conv_params(*key)
+    return _cached_conv_params(*key)
+
+
 def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=None):
     """(N, K, P, Q) of conv2d: P = (H + pad_top + pad_bottom - dilation*(R-1) - 1) // stride + 1.
 
@@ -203,7 +220,7 @@ def _run_conv(x_arr, w_arr, b_arr, params, pads, algorithm, out):
         y[...] = reference.conv2d(x_arr, w_arr, b_arr, stride=(params.stride_h, params.stride_w),
                                   pads=pads, dilation=(params.dil_h, params.dil_w), groups=params.groups)
         return y
-    ws_bytes = _C.workspace_bytes(algorithm, params, dtype.name)
+    ws_bytes = _C.workspace_bytes(algorithm, params, DTYPE_NAMES[dtype])
     ws = np.empty(ws_bytes, np.uint8) if ws_bytes else None
     _C.conv2d_forward(algorithm, params, x_arr, w_arr, b_arr, y, ws)
     return y
@@ -224,7 +241,7 @@ def _conv_nd(op, x, weight, bias, stride, padding, dilation, groups, flip, algor
         dilation = (1, as_tuple(dilation, 1, "dilation")[0])
         if not isinstance(padding, str):
             padding = ((0, 0),) + normalize_padding(padding, (x_arr.shape[3],), (w_arr.shape[3],), (1,), (1,))
-    params, pads = conv_params(x_arr.shape, w_arr.shape, stride, padding, dilation, groups, op)
+    params, pads = conv_problem(x_arr.shape, w_arr.shape, stride, padding, dilation, groups, op)
     if b_arr is not None and b_arr.shape != (params.K,):
         raise ValueError(f"{op}: bias must have shape ({params.K},), got {b_arr.shape}")
     if not isinstance(flip, (bool, np.bool_)):
