@@ -191,11 +191,16 @@ def _cached_conv_params(x_shape, w_shape, stride, padding, dilation, groups, op)
 def conv_problem(x_shape, w_shape, stride, padding, dilation, groups, op="conv2d"):
     """conv_params, memoised for hashable arguments: layers repeat the same problem."""
     key = (tuple(x_shape), tuple(w_shape), stride, padding, dilation, groups, op)
-    try:
-        hash(key)
-    except TypeError:  # lists among the arguments
+    if not _plain(key):  # lists, bools (True == 1 would share 1's entry), NumPy scalars
         return conv_params(*key)
     return _cached_conv_params(*key)
+
+
+def _plain(v):
+    """True for ints, strings and nested tuples of them: safe and exact as a cache key."""
+    if type(v) is tuple:
+        return all(_plain(e) for e in v)
+    return type(v) is int or type(v) is str
 
 
 def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=None):
