@@ -19,22 +19,6 @@ import pytest
 import fastconv
 from fastconv import _C
 
-ISAS = ["scalar", "avx2", "avx512"]
-
-
-def _available_isas():
-    top = _C.detected_isa()
-    return ISAS[: ISAS.index(top) + 1] if top in ISAS else ["scalar"]
-
-
-@pytest.fixture(params=_available_isas())
-def isa(request):
-    before = _C.get_isa()
-    _C.set_isa(request.param)
-    yield request.param
-    _C.set_isa(before)
-
-
 DTYPES = [np.float32, np.float64]
 
 

@@ -19,7 +19,6 @@ import fastconv as fc
 from fastconv import _C
 from fastconv import reference as ref
 
-ISAS = ["scalar", "avx2", "avx512"]
 DTYPES = [np.float32, np.float64]
 # Tolerance per op family and dtype (rtol, atol): max is exact; sums are reordered and
 # float32 accumulates in float32; Lp adds a pow and a root.
@@ -30,18 +29,7 @@ TOL = {
 }
 
 
-# ---- fixtures ------------------------------------------------------------------------------
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    """Runs the test once per instruction set up to the detected one; restores the ISA."""
-    name = request.param
-    if ISAS.index(name) > ISAS.index(_C.detected_isa()):
-        pytest.skip(f"CPU has no {name}")
-    before = _C.get_isa()
-    _C.set_isa(name)
-    yield name
-    _C.set_isa(before)
+# The `isa` fixture (every instruction set this CPU has) comes from conftest.py.
 
 
 # ---- the case table ------------------------------------------------------------------------
