@@ -512,6 +512,16 @@ void conv_pointwise(const ConvParams& p, const T* x, const T* w, const T* bias, 
   };
 
   const index_t threads = omp_get_max_threads();
+  // One (image, group) job; `threaded` lets the gather use the team when the gemm does.
+  auto run = [&](index_t t, T* buf, bool threaded) {
+    const index_t n = t / p.groups, g = t % p.groups;
+    if (contiguous) {
+      job(n, g, x + (n * p.C + g * Cg) * HW, HW);
+    } else {
+      gather(n, g, buf, threaded);
+      job(n, g, buf, PQ);
+    }
+  };
   if (threads > 1 && (jobs >= 4 * threads || (jobs >= threads && jobs % threads == 0))) {
     // Many images/groups: one gemm per thread at a time (gemm runs single-threaded
     // inside a parallel region).
@@ -520,29 +530,13 @@ void conv_pointwise(const ConvParams& p, const T* x, const T* w, const T* bias, 
       Scratch<T> scratch;
       T* buf = contiguous ? nullptr : scratch.get(Cg * PQ);
 #pragma omp for schedule(dynamic, 1)
-      for (index_t t = 0; t < jobs; ++t) {
-        const index_t n = t / p.groups, g = t % p.groups;
-        if (contiguous) {
-          job(n, g, x + (n * p.C + g * Cg) * HW, HW);
-        } else {
-          gather(n, g, buf, false);
-          job(n, g, buf, PQ);
-        }
-      }
+      for (index_t t = 0; t < jobs; ++t) run(t, buf, false);
     }
   } else {
     // Few images: gemm uses the whole team on each.
     Scratch<T> scratch;
     T* buf = contiguous ? nullptr : scratch.get(Cg * PQ);
-    for (index_t t = 0; t < jobs; ++t) {
-      const index_t n = t / p.groups, g = t % p.groups;
-      if (contiguous) {
-        job(n, g, x + (n * p.C + g * Cg) * HW, HW);
-      } else {
-        gather(n, g, buf, true);
-        job(n, g, buf, PQ);
-      }
-    }
+    for (index_t t = 0; t < jobs; ++t) run(t, buf, true);
   }
 }
 
