@@ -1,24 +1,281 @@
-// gemm.cpp: TEMPORARY plain GEMM (correct, unblocked) until the packed one lands.
+// gemm.cpp: the project's packed GEMM, C = alpha * op(A) op(B) + beta * C + bias_m[m]
+// (row-major; interface in gemm.h), float and double.
+// Idea: Goto & van de Geijn, "Anatomy of high-performance matrix multiplication" (2008),
+// in the five-loop form of BLIS (Van Zee & van de Geijn 2015):
+//   jc: N in nc columns   -> pack op(B)[pc:pc+kc, jc:jc+nc] into nr-column micro-panels (L3)
+//   pc: K in kc depths
+//   ic: M in mc rows      -> pack op(A)[ic:ic+mc, pc:pc+kc] into mr-row micro-panels (L2)
+//   jr: nc in nr columns  (the B micro-panel stays in L1)
+//   ir: mc in mr rows     -> micro-kernel: an mr x nr tile of C in registers
+// Transposes are absorbed by the packing; alpha, beta and the per-row bias are fused
+// into the micro-kernel's store (beta == 0 never reads C). This file holds the driver,
+// the scalar micro-kernel (compiled without ISA flags, so it runs on any x86-64), and
+// the run-time choice of ISA; gemm_avx2.cpp / gemm_avx512.cpp hold the vector kernels.
+// Threads: one OpenMP team splits C into a tm x tn grid of blocks (rows by whole mr
+// panels, columns by whole nr panels) and packs each shared B panel together.
+// Limits: no complex types, no strided (non-unit) element access.
 #include "cpu/gemm.h"
 
 #include <omp.h>
 
+#include <cstdlib>
+#include <new>
+
+#include "cpu/gemm_kernels.h"
+#include "cpu_features.h"
+
 namespace fastconv::cpu {
+namespace gemm_detail {
+namespace {
+
+// ---- helpers ----------------------------------------------------------------------------
+
+index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
+index_t round_up(index_t a, index_t b) { return ceil_div(a, b) * b; }
+
+// A 64-byte aligned scratch buffer that only grows; one per calling thread, so repeated
+// calls (and the small products of batched callers) never reach malloc.
+class Scratch {
+ public:
+  ~Scratch() { std::free(p_); }
+  void* get(std::size_t bytes) {
+    if (bytes > cap_) {
+      std::free(p_);
+      p_ = nullptr;
+      cap_ = 0;
+      const std::size_t want = std::size_t(round_up(index_t(bytes + bytes / 4), 4096));
+      p_ = std::aligned_alloc(64, want);
+      if (!p_) throw std::bad_alloc();
+      cap_ = want;
+    }
+    return p_;
+  }
+
+ private:
+  void* p_ = nullptr;
+  std::size_t cap_ = 0;
+};
+
+thread_local Scratch tl_scratch;
+
+// Scalar "vector" traits: one lane. The scalar kernel is the same template as the
+// vector ones, so all three paths share the packing and epilogue logic.
+template <class Tp>
+struct VecScalar {
+  using T = Tp;
+  using reg = Tp;
+  static constexpr int L = 1;
+  static reg zero() { return T(0); }
+  static reg load(const T* p) { return *p; }
+  static reg loadu(const T* p) { return *p; }
+  static reg bcast(const T* p) { return *p; }
+  static reg set1(T x) { return x; }
+  static reg fma(reg a, reg b, reg c) { return a * b + c; }
+  static reg mul(reg a, reg b) { return a * b; }
+  static reg add(reg a, reg b) { return a + b; }
+  static reg load_n(const T* p, int) { return *p; }
+  static void store(T* p, reg r) { *p = r; }
+  static void store_n(T* p, reg r, int) { *p = r; }
+};
+
+// C = beta * C + bias (the K == 0 product).
+template <class T>
+void scale_rows(index_t M, index_t N, T beta, T* C, index_t ldc, const T* bias) {
+  for (index_t m = 0; m < M; ++m) {
+    T* c = C + m * ldc;
+    const T b = bias ? bias[m] : T(0);
+    if (beta == T(0))
+      for (index_t n = 0; n < N; ++n) c[n] = b;
+    else
+      for (index_t n = 0; n < N; ++n) c[n] = beta * c[n] + b;
+  }
+}
+
+// ---- kernel choice ------------------------------------------------------------------------
+
+template <class T>
+const GemmKernel<T>& select_kernel();
+template <>
+const GemmKernel<float>& select_kernel<float>() {
+#if defined(FC_X86)
+  return *pick_isa(&kernel_scalar_f32(), &kernel_avx2_f32(), &kernel_avx512_f32());
+#else
+  return kernel_scalar_f32();
+#endif
+}
+template <>
+const GemmKernel<double>& select_kernel<double>() {
+#if defined(FC_X86)
+  return *pick_isa(&kernel_scalar_f64(), &kernel_avx2_f64(), &kernel_avx512_f64());
+#else
+  return kernel_scalar_f64();
+#endif
+}
+
+// ---- driver ----------------------------------------------------------------------------------
+
+// Below this many multiply-adds per thread a second thread costs more (fork/join and
+// barriers, a few microseconds) than it saves.
+constexpr double kMinFmaPerThread = 1 << 18;
+
+struct Plan {
+  int nt = 1, tm = 1, tn = 1;        // threads, as a tm x tn grid over C
+  index_t kc = 0, nc = 0, mc_max = 0;  // block sizes actually used
+  index_t a_stride = 0;              // elements between the threads' A buffers
+};
+
+// Chooses the thread grid: the one whose busiest thread has the least work, counting
+// its (padded) multiply-adds and the A rows it must pack; B packing is shared by all.
+void choose_grid(Plan& p, index_t M, index_t N, index_t K, int mr, int nr) {
+  const index_t mp = ceil_div(M, mr), np = ceil_div(N, nr);
+  double best = 0;
+  for (int tm = 1; tm <= p.nt; ++tm) {
+    if (p.nt % tm) continue;
+    const int tn = p.nt / tm;
+    if (tm > mp || tn > np) continue;
+    const double rows = double(std::min(M, ceil_div(mp, tm) * mr));
+    const double cols = double(std::min(round_up(N, 16), ceil_div(np, tn) * nr));
+    const double fma_cycles = rows * cols * double(K) / 16.0;  // ~16 FMA lanes per cycle
+    const double pack_cycles = rows * double(K) * double(ceil_div(N, p.nc));
+    const double cost = fma_cycles + pack_cycles;
+    if (best == 0 || cost < best) {
+      best = cost;
+      p.tm = tm;
+      p.tn = tn;
+    }
+  }
+}
+
+template <class T>
+void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, bool ta, bool tb, index_t M,
+                index_t N, index_t K, T alpha, const T* A, index_t lda, const T* B, index_t ldb,
+                T beta, T* C, index_t ldc, const T* bias, T* bbuf, T* abuf) {
+  const int nt = pl.nt, ti = tid / pl.tn, tj = tid % pl.tn, mr = kr.mr, nr = kr.nr;
+  // This thread's rows: a balanced share of whole mr panels.
+  const index_t mp = ceil_div(M, mr);
+  const index_t m_begin = std::min(M, mp * ti / pl.tm * mr);
+  const index_t m_end = std::min(M, mp * (ti + 1) / pl.tm * mr);
+  const index_t mrows = m_end - m_begin;
+  const index_t mc = mrows > 0 ? round_up(ceil_div(mrows, ceil_div(mrows, kr.mc)), mr) : 0;
+
+  for (index_t jc = 0; jc < N; jc += pl.nc) {
+    const index_t nc = std::min(pl.nc, N - jc), npb = ceil_div(nc, nr);
+    for (index_t pc = 0; pc < K; pc += pl.kc) {
+      const index_t kc = std::min(pl.kc, K - pc);
+      if (nt > 1 && (jc > 0 || pc > 0)) {
+#pragma omp barrier  // everyone is done with the previous B panel
+      }
+      // Pack this thread's share of the B panel.
+      const index_t q0 = npb * tid / nt, q1 = npb * (tid + 1) / nt;
+      if (q1 > q0) {
+        const index_t c0 = jc + q0 * nr, cols = std::min(nc, q1 * nr) - q0 * nr;
+        kr.pack_b(tb, kc, cols, tb ? B + c0 * ldb + pc : B + pc * ldb + c0, ldb, bbuf + q0 * nr * kc);
+      }
+      if (nt > 1) {
+#pragma omp barrier  // the whole B panel is packed
+      }
+      // The first K block applies the caller's beta and the bias; later ones accumulate.
+      const T beta_k = pc == 0 ? beta : T(1);
+      const T* bias_k = pc == 0 ? bias : nullptr;
+      const index_t j0 = npb * tj / pl.tn, j1 = npb * (tj + 1) / pl.tn;
+      if (j1 <= j0) continue;
+      for (index_t ic = m_begin; ic < m_end; ic += mc) {
+        const index_t mcur = std::min(mc, m_end - ic);
+        kr.pack_a(ta, mcur, kc, ta ? A + pc * lda + ic : A + ic * lda + pc, lda, abuf);
+        for (index_t jr = j0; jr < j1; ++jr) {
+          const int n = int(std::min<index_t>(nr, nc - jr * nr));
+          const T* bp = bbuf + jr * nr * kc;
+          T* cj = C + jc + jr * nr;
+          for (index_t ir = 0; ir < mcur; ir += mr) {
+            const int m = int(std::min<index_t>(mr, mcur - ir));
+            kr.micro(kc, abuf + ir * kc, bp, cj + (ic + ir) * ldc, ldc, m, n, alpha, beta_k,
+                     bias_k ? bias_k + ic + ir : nullptr);
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void gemm_packed(const GemmKernel<T>& kr, bool ta, bool tb, index_t M, index_t N, index_t K,
+                 T alpha, const T* A, index_t lda, const T* B, index_t ldb, T beta, T* C,
+                 index_t ldc, const T* bias) {
+  const int mr = kr.mr, nr = kr.nr;
+  Plan pl;
+  // Balanced blocks: K = 576 with kc 256 runs as 3 x 192, not 256 + 256 + 64.
+  pl.kc = ceil_div(K, ceil_div(K, kr.kc));
+  pl.nc = round_up(ceil_div(N, ceil_div(N, kr.nc)), nr);
+  pl.mc_max = round_up(kr.mc, mr);
+
+  // Threads: the caller's team, unless nested in a parallel region or the product is small.
+  int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const double fmas = double(M) * double(N) * double(K);
+  nt = int(std::max<double>(1, std::min<double>(nt, fmas / kMinFmaPerThread)));
+  pl.nt = nt;
+  if (nt > 1) choose_grid(pl, M, N, K, mr, nr);
+  if (pl.tm * pl.tn != nt) pl.nt = nt = 1, pl.tm = pl.tn = 1;  // too few panels to split
+
+  // One allocation from the caller's scratch: the shared B panel, then nt A blocks
+  // (each starting on a 64-byte boundary).
+  const index_t b_elems = round_up(pl.kc * round_up(pl.nc, nr), 64);
+  pl.a_stride = round_up(pl.mc_max * pl.kc, 64);
+  T* bbuf = static_cast<T*>(tl_scratch.get(sizeof(T) * std::size_t(b_elems + nt * pl.a_stride)));
+  T* abase = bbuf + b_elems;
+
+  if (nt == 1) {
+    run_thread<T>(kr, pl, 0, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, bbuf, abase);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  {
+    const int tid = omp_get_thread_num();
+    run_thread<T>(kr, pl, tid, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, bbuf,
+                  abase + tid * pl.a_stride);
+  }
+}
+
+// ---- scalar micro-kernel: 4 x 4, portable -------------------------------------------------
+constexpr int kMrS = 4, kNrS = 4;
+
+}  // namespace
+
+const GemmKernel<float>& kernel_scalar_f32() {
+  static const GemmKernel<float> k{"scalar", kMrS, kNrS, 128, 256, 2048,
+                                   &pack_a<float, kMrS>, &pack_b<float, kNrS>,
+                                   &MicroTable<VecScalar<float>, kMrS, kNrS>::dispatch};
+  return k;
+}
+
+const GemmKernel<double>& kernel_scalar_f64() {
+  static const GemmKernel<double> k{"scalar", kMrS, kNrS, 128, 256, 2048,
+                                    &pack_a<double, kMrS>, &pack_b<double, kNrS>,
+                                    &MicroTable<VecScalar<double>, kMrS, kNrS>::dispatch};
+  return k;
+}
+
+}  // namespace gemm_detail
+
+// ---- entry point ------------------------------------------------------------------------------
 
 template <class T>
 void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, const T* A,
           index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc, const T* bias_m) {
-#pragma omp parallel for if (!omp_in_parallel())
-  for (index_t m = 0; m < M; ++m) {
-    T* c = C + m * ldc;
-    for (index_t n = 0; n < N; ++n) c[n] = beta == T(0) ? T(0) : beta * c[n];
-    for (index_t k = 0; k < K; ++k) {
-      T a = alpha * (trans_a ? A[k * lda + m] : A[m * lda + k]);
-      for (index_t n = 0; n < N; ++n) c[n] += a * (trans_b ? B[n * ldb + k] : B[k * ldb + n]);
-    }
-    if (bias_m)
-      for (index_t n = 0; n < N; ++n) c[n] += bias_m[m];
+  FC_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm: negative size (M=", M, ", N=", N, ", K=", K, ")");
+  if (M == 0 || N == 0) return;
+  FC_CHECK(ldc >= N, "gemm: ldc=", ldc, " < N=", N);
+  FC_CHECK(C != nullptr, "gemm: C is null");
+  if (K == 0) {
+    gemm_detail::scale_rows(M, N, beta, C, ldc, bias_m);
+    return;
   }
+  FC_CHECK(lda >= (trans_a ? M : K), "gemm: lda=", lda, " too small (trans_a=", trans_a, ", M=", M,
+           ", K=", K, ")");
+  FC_CHECK(ldb >= (trans_b ? K : N), "gemm: ldb=", ldb, " too small (trans_b=", trans_b, ", K=", K,
+           ", N=", N, ")");
+  FC_CHECK(A != nullptr && B != nullptr, "gemm: A or B is null");
+  gemm_detail::gemm_packed<T>(gemm_detail::select_kernel<T>(), trans_a, trans_b, M, N, K, alpha, A,
+                              lda, B, ldb, beta, C, ldc, bias_m);
 }
 
 template void gemm<float>(bool, bool, index_t, index_t, index_t, float, const float*, index_t,
