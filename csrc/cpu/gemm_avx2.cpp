@@ -66,14 +66,14 @@ constexpr int kMrD = 6, kNrD = 8;
 
 const GemmKernel<float>& kernel_avx2_f32() {
   static const GemmKernel<float> k{"avx2", kMrF, kNrF, 144, 256, 4096,
-                                   &pack_a<float, kMrF>, &pack_b<float, kNrF>,
+                                   &pack_a<TransposeAvx<float>, float, kMrF>, &pack_b<TransposeAvx<float>, float, kNrF>,
                                    &MicroTable<VecF, kMrF, kNrF>::dispatch};
   return k;
 }
 
 const GemmKernel<double>& kernel_avx2_f64() {
   static const GemmKernel<double> k{"avx2", kMrD, kNrD, 144, 256, 2048,
-                                    &pack_a<double, kMrD>, &pack_b<double, kNrD>,
+                                    &pack_a<TransposeAvx<double>, double, kMrD>, &pack_b<TransposeAvx<double>, double, kNrD>,
                                     &MicroTable<VecD, kMrD, kNrD>::dispatch};
   return k;
 }

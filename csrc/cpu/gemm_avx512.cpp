@@ -63,14 +63,14 @@ constexpr int kMrD = 12, kNrD = 16;
 
 const GemmKernel<float>& kernel_avx512_f32() {
   static const GemmKernel<float> k{"avx512", kMrF, kNrF, 192, 256, 4096,
-                                   &pack_a<float, kMrF>, &pack_b<float, kNrF>,
+                                   &pack_a<TransposeAvx<float>, float, kMrF>, &pack_b<TransposeAvx<float>, float, kNrF>,
                                    &MicroTable<VecF, kMrF, kNrF>::dispatch};
   return k;
 }
 
 const GemmKernel<double>& kernel_avx512_f64() {
   static const GemmKernel<double> k{"avx512", kMrD, kNrD, 192, 256, 2048,
-                                    &pack_a<double, kMrD>, &pack_b<double, kNrD>,
+                                    &pack_a<TransposeAvx<double>, double, kMrD>, &pack_b<TransposeAvx<double>, double, kNrD>,
                                     &MicroTable<VecD, kMrD, kNrD>::dispatch};
   return k;
 }
