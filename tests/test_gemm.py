@@ -84,8 +84,8 @@ def test_transposes_and_edges(isa, dtype, ta, tb):
 
 # Just below / above the cache blocks: mc (128, 144, 192), kc (256), nc (2048 for f64 on
 # avx512, 4096 for f32) and the register blocks of every ISA.
-BLOCK_SHAPES = [(127, 33, 255), (145, 17, 257), (193, 31, 129), (385, 5, 513), (47, 2049, 3),
-                (3, 4097, 2), (24, 64, 256), (37, 97, 600)]
+BLOCK_SHAPES = [(127, 33, 255), (145, 17, 257), (193, 31, 129), (385, 5, 513), (47, 2401, 3),
+                (3, 4801, 2), (3, 4097, 2), (24, 64, 256), (37, 97, 600), (9, 49, 50)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])

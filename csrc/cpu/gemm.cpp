@@ -11,13 +11,14 @@
 // into the micro-kernel's store (beta == 0 never reads C). This file holds the driver,
 // the scalar micro-kernel (compiled without ISA flags, so it runs on any x86-64), and
 // the run-time choice of ISA; gemm_avx2.cpp / gemm_avx512.cpp hold the vector kernels.
-// Threads: one OpenMP team splits C into a tm x tn grid of blocks (rows by whole mr
-// panels, columns by whole nr panels) and packs each shared B panel together.
+// Threads: one OpenMP team packs each B panel together, then shares out (row block,
+// column run) tiles of C dynamically (see the driver section).
 // Limits: no complex types, no strided (non-unit) element access.
 #include "cpu/gemm.h"
 
 #include <omp.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <new>
 
@@ -113,57 +114,54 @@ const GemmKernel<double>& select_kernel<double>() {
 }
 
 // ---- driver ----------------------------------------------------------------------------------
+//
+// Threads. All threads of the team pack each kc x nc panel of B together (a share of
+// its nr panels each), meet at a barrier, then take work items from a shared counter:
+// an item is an (mc-row block, run of nr panels) tile of C, for which the taker packs
+// its own A block. Dynamic rather than a fixed split because this machine is shared:
+// when one core is also running something else, the other thread takes more items
+// instead of waiting at the next barrier. Items are sized so there are >= 4 per thread:
+// rows are cut first (M = 2048, N = 49: 12 row blocks), columns as well when M is
+// short (M = 64, N = 3136: 2 row blocks x 4 column runs; a thread that takes the next
+// run of the same row block keeps its packed A). Every C tile sees the same K blocks
+// in the same order whoever computes it, so results do not depend on the thread count.
 
 // Below this many multiply-adds per thread a second thread costs more (fork/join and
 // barriers, a few microseconds) than it saves.
 constexpr double kMinFmaPerThread = 1 << 18;
+constexpr int kItemsPerThread = 4;
 
 struct Plan {
-  int nt = 1, tm = 1, tn = 1;        // threads, as a tm x tn grid over C
-  index_t kc = 0, nc = 0, mc_max = 0;  // block sizes actually used
-  index_t a_stride = 0;              // elements between the threads' A buffers
+  int nt = 1;                  // threads
+  index_t kc = 0, nc = 0;      // K and N blocks actually used
+  index_t mp = 0, mblocks = 0; // mr panels of M, and the row blocks they are cut into
+  index_t mc_max = 0;          // most rows in a row block
+  index_t a_stride = 0;        // elements between the threads' A buffers
+  std::atomic<index_t>* counters = nullptr;  // two, used alternately (see run_thread)
 };
 
-// Chooses the thread grid: the one whose busiest thread has the least work, counting
-// its (padded) multiply-adds and the A rows it must pack; B packing is shared by all.
-void choose_grid(Plan& p, index_t M, index_t N, index_t K, int mr, int nr) {
-  const index_t mp = ceil_div(M, mr), np = ceil_div(N, nr);
-  double best = 0;
-  for (int tm = 1; tm <= p.nt; ++tm) {
-    if (p.nt % tm) continue;
-    const int tn = p.nt / tm;
-    if (tm > mp || tn > np) continue;
-    const double rows = double(std::min(M, ceil_div(mp, tm) * mr));
-    const double cols = double(std::min(round_up(N, 16), ceil_div(np, tn) * nr));
-    const double fma_cycles = rows * cols * double(K) / 16.0;  // ~16 FMA lanes per cycle
-    const double pack_cycles = rows * double(K) * double(ceil_div(N, p.nc));
-    const double cost = fma_cycles + pack_cycles;
-    if (best == 0 || cost < best) {
-      best = cost;
-      p.tm = tm;
-      p.tn = tn;
-    }
-  }
+// Column runs per row block for a B panel of npb nr-panels: enough items for the
+// team, but each run at least 2 panels wide, so A packing stays a small overhead.
+index_t column_runs(const Plan& pl, index_t npb) {
+  if (pl.nt == 1) return 1;
+  const index_t want = ceil_div(index_t(kItemsPerThread) * pl.nt, pl.mblocks);
+  return std::max<index_t>(1, std::min(want, npb / 2));
 }
 
 template <class T>
 void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, bool ta, bool tb, index_t M,
                 index_t N, index_t K, T alpha, const T* A, index_t lda, const T* B, index_t ldb,
                 T beta, T* C, index_t ldc, const T* bias, T* bbuf, T* abuf) {
-  const int nt = pl.nt, ti = tid / pl.tn, tj = tid % pl.tn, mr = kr.mr, nr = kr.nr;
-  // This thread's rows: a balanced share of whole mr panels.
-  const index_t mp = ceil_div(M, mr);
-  const index_t m_begin = std::min(M, mp * ti / pl.tm * mr);
-  const index_t m_end = std::min(M, mp * (ti + 1) / pl.tm * mr);
-  const index_t mrows = m_end - m_begin;
-  const index_t mc = mrows > 0 ? round_up(ceil_div(mrows, ceil_div(mrows, kr.mc)), mr) : 0;
-
+  const int nt = pl.nt, mr = kr.mr, nr = kr.nr;
+  index_t iter = 0;
   for (index_t jc = 0; jc < N; jc += pl.nc) {
     const index_t nc = std::min(pl.nc, N - jc), npb = ceil_div(nc, nr);
-    for (index_t pc = 0; pc < K; pc += pl.kc) {
+    const index_t runs = column_runs(pl, npb), items = pl.mblocks * runs;
+    for (index_t pc = 0; pc < K; pc += pl.kc, ++iter) {
       const index_t kc = std::min(pl.kc, K - pc);
-      if (nt > 1 && (jc > 0 || pc > 0)) {
-#pragma omp barrier  // everyone is done with the previous B panel
+      std::atomic<index_t>& counter = pl.counters[iter % 2];
+      if (nt > 1 && iter > 0) {
+#pragma omp barrier  // everyone is done with the previous B panel (and counter)
       }
       // Pack this thread's share of the B panel.
       const index_t q0 = npb * tid / nt, q1 = npb * (tid + 1) / nt;
@@ -171,17 +169,27 @@ void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, bool ta, bool 
         const index_t c0 = jc + q0 * nr, cols = std::min(nc, q1 * nr) - q0 * nr;
         kr.pack_b(tb, kc, cols, tb ? B + c0 * ldb + pc : B + pc * ldb + c0, ldb, bbuf + q0 * nr * kc);
       }
+      // The other counter was last used two panels ago; nobody touches it before the
+      // next panel's second barrier, so it can be rearmed now.
+      if (tid == 0 && nt > 1) pl.counters[(iter + 1) % 2].store(0, std::memory_order_relaxed);
       if (nt > 1) {
 #pragma omp barrier  // the whole B panel is packed
       }
       // The first K block applies the caller's beta and the bias; later ones accumulate.
       const T beta_k = pc == 0 ? beta : T(1);
       const T* bias_k = pc == 0 ? bias : nullptr;
-      const index_t j0 = npb * tj / pl.tn, j1 = npb * (tj + 1) / pl.tn;
-      if (j1 <= j0) continue;
-      for (index_t ic = m_begin; ic < m_end; ic += mc) {
-        const index_t mcur = std::min(mc, m_end - ic);
-        kr.pack_a(ta, mcur, kc, ta ? A + pc * lda + ic : A + ic * lda + pc, lda, abuf);
+      index_t packed_block = -1;  // the row block whose A is in abuf for this K block
+      for (index_t serial = 0;; ++serial) {
+        const index_t item = nt > 1 ? counter.fetch_add(1, std::memory_order_relaxed) : serial;
+        if (item >= items) break;
+        const index_t b = item / runs, run = item % runs;
+        const index_t ic = std::min(M, pl.mp * b / pl.mblocks * mr);
+        const index_t mcur = std::min(M, pl.mp * (b + 1) / pl.mblocks * mr) - ic;
+        if (b != packed_block) {
+          kr.pack_a(ta, mcur, kc, ta ? A + pc * lda + ic : A + ic * lda + pc, lda, abuf);
+          packed_block = b;
+        }
+        const index_t j0 = npb * run / runs, j1 = npb * (run + 1) / runs;
         for (index_t jr = j0; jr < j1; ++jr) {
           const int n = int(std::min<index_t>(nr, nc - jr * nr));
           const T* bp = bbuf + jr * nr * kc;
@@ -206,15 +214,23 @@ void gemm_packed(const GemmKernel<T>& kr, bool ta, bool tb, index_t M, index_t N
   // Balanced blocks: K = 576 with kc 256 runs as 3 x 192, not 256 + 256 + 64.
   pl.kc = ceil_div(K, ceil_div(K, kr.kc));
   pl.nc = round_up(ceil_div(N, ceil_div(N, kr.nc)), nr);
-  pl.mc_max = round_up(kr.mc, mr);
 
   // Threads: the caller's team, unless nested in a parallel region or the product is small.
   int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
   const double fmas = double(M) * double(N) * double(K);
   nt = int(std::max<double>(1, std::min<double>(nt, fmas / kMinFmaPerThread)));
   pl.nt = nt;
-  if (nt > 1) choose_grid(pl, M, N, K, mr, nr);
-  if (pl.tm * pl.tn != nt) pl.nt = nt = 1, pl.tm = pl.tn = 1;  // too few panels to split
+
+  // Row blocks: at most mc rows; with threads, enough of them (a multiple of the team,
+  // at least kItemsPerThread each while blocks keep >= 4 mr panels) to share out.
+  pl.mp = ceil_div(M, mr);
+  index_t mblocks = ceil_div(M, kr.mc);
+  if (nt > 1) {
+    mblocks = std::max(mblocks, std::min(ceil_div(pl.mp, 4), index_t(kItemsPerThread) * nt));
+    if (mblocks > nt) mblocks = std::min(pl.mp, round_up(mblocks, nt));
+  }
+  pl.mblocks = std::max<index_t>(1, std::min(mblocks, pl.mp));
+  pl.mc_max = ceil_div(pl.mp, pl.mblocks) * mr;
 
   // One allocation from the caller's scratch: the shared B panel, then nt A blocks
   // (each starting on a 64-byte boundary).
@@ -227,6 +243,10 @@ void gemm_packed(const GemmKernel<T>& kr, bool ta, bool tb, index_t M, index_t N
     run_thread<T>(kr, pl, 0, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, bbuf, abase);
     return;
   }
+  std::atomic<index_t> counters[2];
+  counters[0].store(0);
+  counters[1].store(0);
+  pl.counters = counters;
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num();
