@@ -1,11 +1,11 @@
 // gemm.cpp: the project's packed GEMM, C = alpha * op(A) op(B) + beta * C + bias_m[m]
 // (row-major; interface in gemm.h), float and double.
 // Idea: Goto & van de Geijn, "Anatomy of high-performance matrix multiplication" (2008),
-// in the five-loop form of BLIS (Van Zee & van de Geijn 2015):
-//   jc: N in nc columns   -> pack op(B)[pc:pc+kc, jc:jc+nc] into nr-column micro-panels (L3)
-//   pc: K in kc depths
-//   ic: M in mc rows      -> pack op(A)[ic:ic+mc, pc:pc+kc] into mr-row micro-panels (L2)
-//   jr: nc in nr columns  (the B micro-panel stays in L1)
+// in the five-loop form of BLIS (Van Zee & van de Geijn 2015), with ic outside pc:
+//   jc: N in nc columns   -> pack op(B)[:, jc:jc+nc] into kc x nr micro-panels (L3)
+//   ic: M in mc rows      (work items shared out among threads)
+//   pc: K in kc depths    -> pack op(A)[ic:ic+mc, pc:pc+kc] into mr x kc micro-panels (L2)
+//   jr: nc in nr columns  (the B micro-panel, from L2/L1)
 //   ir: mc in mr rows     -> micro-kernel: an mr x nr tile of C in registers
 // Transposes are absorbed by the packing; alpha, beta and the per-row bias are fused
 // into the micro-kernel's store (beta == 0 never reads C). This file holds the driver,
@@ -115,21 +115,28 @@ const GemmKernel<double>& select_kernel<double>() {
 
 // ---- driver ----------------------------------------------------------------------------------
 //
-// Threads. All threads of the team pack each kc x nc panel of B together (a share of
-// its nr panels each), meet at a barrier, then take work items from a shared counter:
-// an item is an (mc-row block, run of nr panels) tile of C, for which the taker packs
-// its own A block. Dynamic rather than a fixed split because this machine is shared:
-// when one core is also running something else, the other thread takes more items
-// instead of waiting at the next barrier. Items are sized so there are >= 4 per thread:
-// rows are cut first (M = 2048, N = 49: 12 row blocks), columns as well when M is
-// short (M = 64, N = 3136: 2 row blocks x 4 column runs; a thread that takes the next
-// run of the same row block keeps its packed A). Every C tile sees the same K blocks
-// in the same order whoever computes it, so results do not depend on the thread count.
+// Loop order: jc (nc columns) -> pack op(B)[:, jc:jc+nc] for ALL K blocks (kc x nr
+// micro-panels, the whole K x nc panel in L3) -> work items (mc-row block, run of nr
+// panels) -> pc (kc) -> pack the A block (L2) -> jr -> ir -> micro-kernel. Packing the
+// B panel for the whole depth at once (nc is capped so it stays ~8 MiB) costs no
+// more B traffic than kc-deep panels, and lets each item run its own K loop, so the
+// team meets at a barrier only once per nc columns (once per call for N <= nc).
+//
+// Threads. All threads of the team pack their share of the B panel, meet at a
+// barrier, then take work items from a shared counter. Dynamic rather than a fixed
+// split, and few barriers, because this machine is shared: when one core is also busy
+// with something else, the other thread takes more items instead of waiting at
+// barriers that each cost a scheduler time slice. Items are sized so there are >= 4
+// per thread: rows are cut first (M = 2048, N = 49: 12 row blocks), columns as well
+// when M is short (M = 64, N = 3136: 2 row blocks x 4 column runs). Every C element
+// sees the same K blocks in the same order whoever computes it, so results do not
+// depend on the thread count.
 
 // Below this many multiply-adds per thread a second thread costs more (fork/join and
 // barriers, a few microseconds) than it saves.
 constexpr double kMinFmaPerThread = 1 << 18;
 constexpr int kItemsPerThread = 4;
+constexpr index_t kBPanelBytes = index_t(8) << 20;  // K x nc packed B: within the L3
 
 struct Plan {
   int nt = 1;                  // threads
@@ -141,7 +148,7 @@ struct Plan {
 };
 
 // Column runs per row block for a B panel of npb nr-panels: enough items for the
-// team, but each run at least 2 panels wide, so A packing stays a small overhead.
+// team, but each run at least 2 panels wide.
 index_t column_runs(const Plan& pl, index_t npb) {
   if (pl.nt == 1) return 1;
   const index_t want = ceil_div(index_t(kItemsPerThread) * pl.nt, pl.mblocks);
@@ -154,45 +161,47 @@ void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, bool ta, bool 
                 T beta, T* C, index_t ldc, const T* bias, T* bbuf, T* abuf) {
   const int nt = pl.nt, mr = kr.mr, nr = kr.nr;
   index_t iter = 0;
-  for (index_t jc = 0; jc < N; jc += pl.nc) {
+  for (index_t jc = 0; jc < N; jc += pl.nc, ++iter) {
     const index_t nc = std::min(pl.nc, N - jc), npb = ceil_div(nc, nr);
     const index_t runs = column_runs(pl, npb), items = pl.mblocks * runs;
-    for (index_t pc = 0; pc < K; pc += pl.kc, ++iter) {
-      const index_t kc = std::min(pl.kc, K - pc);
-      std::atomic<index_t>& counter = pl.counters[iter % 2];
-      if (nt > 1 && iter > 0) {
+    std::atomic<index_t>& counter = pl.counters[iter % 2];
+    if (nt > 1 && iter > 0) {
 #pragma omp barrier  // everyone is done with the previous B panel (and counter)
+    }
+    // Pack this thread's share of the B panel, every K block: the block starting at
+    // depth pc holds kc x (npb*nr) values at bbuf + pc*npb*nr.
+    const index_t q0 = npb * tid / nt, q1 = npb * (tid + 1) / nt;
+    if (q1 > q0) {
+      const index_t c0 = jc + q0 * nr, cols = std::min(nc, q1 * nr) - q0 * nr;
+      for (index_t pc = 0; pc < K; pc += pl.kc) {
+        const index_t kc = std::min(pl.kc, K - pc);
+        kr.pack_b(tb, kc, cols, tb ? B + c0 * ldb + pc : B + pc * ldb + c0, ldb,
+                  bbuf + pc * npb * nr + q0 * nr * kc);
       }
-      // Pack this thread's share of the B panel.
-      const index_t q0 = npb * tid / nt, q1 = npb * (tid + 1) / nt;
-      if (q1 > q0) {
-        const index_t c0 = jc + q0 * nr, cols = std::min(nc, q1 * nr) - q0 * nr;
-        kr.pack_b(tb, kc, cols, tb ? B + c0 * ldb + pc : B + pc * ldb + c0, ldb, bbuf + q0 * nr * kc);
-      }
-      // The other counter was last used two panels ago; nobody touches it before the
-      // next panel's second barrier, so it can be rearmed now.
-      if (tid == 0 && nt > 1) pl.counters[(iter + 1) % 2].store(0, std::memory_order_relaxed);
-      if (nt > 1) {
+    }
+    // The other counter was last used two panels ago and nobody touches it before the
+    // next panel's second barrier, so it can be rearmed now.
+    if (tid == 0 && nt > 1) pl.counters[(iter + 1) % 2].store(0, std::memory_order_relaxed);
+    if (nt > 1) {
 #pragma omp barrier  // the whole B panel is packed
-      }
-      // The first K block applies the caller's beta and the bias; later ones accumulate.
-      const T beta_k = pc == 0 ? beta : T(1);
-      const T* bias_k = pc == 0 ? bias : nullptr;
-      index_t packed_block = -1;  // the row block whose A is in abuf for this K block
-      for (index_t serial = 0;; ++serial) {
-        const index_t item = nt > 1 ? counter.fetch_add(1, std::memory_order_relaxed) : serial;
-        if (item >= items) break;
-        const index_t b = item / runs, run = item % runs;
-        const index_t ic = std::min(M, pl.mp * b / pl.mblocks * mr);
-        const index_t mcur = std::min(M, pl.mp * (b + 1) / pl.mblocks * mr) - ic;
-        if (b != packed_block) {
-          kr.pack_a(ta, mcur, kc, ta ? A + pc * lda + ic : A + ic * lda + pc, lda, abuf);
-          packed_block = b;
-        }
-        const index_t j0 = npb * run / runs, j1 = npb * (run + 1) / runs;
+    }
+    for (index_t serial = 0;; ++serial) {
+      const index_t item = nt > 1 ? counter.fetch_add(1, std::memory_order_relaxed) : serial;
+      if (item >= items) break;
+      const index_t blk = item / runs, run = item % runs;
+      const index_t ic = std::min(M, pl.mp * blk / pl.mblocks * mr);
+      const index_t mcur = std::min(M, pl.mp * (blk + 1) / pl.mblocks * mr) - ic;
+      const index_t j0 = npb * run / runs, j1 = npb * (run + 1) / runs;
+      for (index_t pc = 0; pc < K; pc += pl.kc) {
+        const index_t kc = std::min(pl.kc, K - pc);
+        kr.pack_a(ta, mcur, kc, ta ? A + pc * lda + ic : A + ic * lda + pc, lda, abuf);
+        // The first K block applies the caller's beta and the bias; later ones accumulate.
+        const T beta_k = pc == 0 ? beta : T(1);
+        const T* bias_k = pc == 0 ? bias : nullptr;
+        const T* bpc = bbuf + pc * npb * nr;
         for (index_t jr = j0; jr < j1; ++jr) {
           const int n = int(std::min<index_t>(nr, nc - jr * nr));
-          const T* bp = bbuf + jr * nr * kc;
+          const T* bp = bpc + jr * nr * kc;
           T* cj = C + jc + jr * nr;
           for (index_t ir = 0; ir < mcur; ir += mr) {
             const int m = int(std::min<index_t>(mr, mcur - ir));
@@ -213,7 +222,10 @@ void gemm_packed(const GemmKernel<T>& kr, bool ta, bool tb, index_t M, index_t N
   Plan pl;
   // Balanced blocks: K = 576 with kc 256 runs as 3 x 192, not 256 + 256 + 64.
   pl.kc = ceil_div(K, ceil_div(K, kr.kc));
-  pl.nc = round_up(ceil_div(N, ceil_div(N, kr.nc)), nr);
+  // nc: at most kr.nc, and the K x nc packed panel within kBPanelBytes; balanced.
+  const index_t nc_cap = std::max<index_t>(
+      nr, std::min<index_t>(kr.nc, kBPanelBytes / index_t(sizeof(T)) / K / nr * nr));
+  pl.nc = round_up(ceil_div(N, ceil_div(N, nc_cap)), nr);
 
   // Threads: the caller's team, unless nested in a parallel region or the product is small.
   int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
@@ -234,7 +246,7 @@ void gemm_packed(const GemmKernel<T>& kr, bool ta, bool tb, index_t M, index_t N
 
   // One allocation from the caller's scratch: the shared B panel, then nt A blocks
   // (each starting on a 64-byte boundary).
-  const index_t b_elems = round_up(pl.kc * round_up(pl.nc, nr), 64);
+  const index_t b_elems = round_up(K * round_up(pl.nc, nr), 64);
   pl.a_stride = round_up(pl.mc_max * pl.kc, 64);
   T* bbuf = static_cast<T*>(tl_scratch.get(sizeof(T) * std::size_t(b_elems + nt * pl.a_stride)));
   T* abase = bbuf + b_elems;
