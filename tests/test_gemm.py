@@ -2,9 +2,10 @@
 #   C = alpha * op(A) @ op(B) + beta * C + bias[:, None],
 # against NumPy in float64, on every instruction set this CPU has (scalar, avx2,
 # avx512), both dtypes, all four transpose combinations, and sizes that straddle the
-# register and cache blocks of every ISA (mr 4/6/12, nr 4/8/16/32, mc 128..192,
-# kc 256, nc 2048/4096). Limits: the binding passes contiguous arrays, so leading
-# dimensions other than the row length are exercised only by the C++ callers.
+# register and cache blocks of every ISA (mr 4/8, nr 4/12/24/48, mc 128/192, kc 256,
+# nc 2048/2400/4800, the 8 MiB packed B panel) and the narrow-N column kernels.
+# Limits: the binding passes contiguous arrays, so leading dimensions other than the
+# row length are exercised only by the C++ callers (im2col's chunks use ldc > N).
 import numpy as np
 import pytest
 
@@ -82,10 +83,11 @@ def test_transposes_and_edges(isa, dtype, ta, tb):
             assert_close(C, reference(ta, tb, alpha, A, B, beta, C0, bm), K)
 
 
-# Just below / above the cache blocks: mc (128, 144, 192), kc (256), nc (2048 for f64 on
-# avx512, 4096 for f32) and the register blocks of every ISA.
+# Just below / above the cache blocks: mc (128, 192), kc (256), nc (2048 scalar, 2400 f64,
+# 4800 f32) and the register blocks of every ISA.
 BLOCK_SHAPES = [(127, 33, 255), (145, 17, 257), (193, 31, 129), (385, 5, 513), (47, 2401, 3),
-                (3, 4801, 2), (3, 4097, 2), (24, 64, 256), (37, 97, 600), (9, 49, 50)]
+                (3, 4801, 2), (3, 4097, 2), (24, 64, 256), (37, 97, 600), (9, 49, 50),
+                (5, 2048, 1100)]  # the last: K x N over the 8 MiB B panel, packed in rounds
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -139,8 +141,9 @@ def test_nan_in_inputs_propagates(isa):
     assert np.isfinite(np.delete(np.delete(C, 3, 0), 33, 1)).all()
 
 
-# Shapes that make two threads split M (tall) or N (wide), and a 2x2 grid with 4.
-THREAD_SHAPES = [(500, 40, 100), (64, 1000, 64), (150, 150, 300), (2048, 49, 64)]
+# Tall (row blocks), wide (column runs), and deep (B panel in rounds) products.
+THREAD_SHAPES = [(500, 40, 100), (64, 1000, 64), (150, 150, 300), (2048, 49, 64),
+                 (40, 2048, 1100)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -167,3 +170,19 @@ def test_bad_shapes_raise():
         _C.gemm(False, False, 1.0, A, B, 0.0, C)
     with pytest.raises((ValueError, TypeError)):
         _C.gemm(False, False, 1.0, A, np.zeros((5, 3), np.float64), 0.0, C)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_leading_dimension_through_im2col(isa, dtype):
+    # im2col unrolls a large image in column chunks and writes each chunk's product
+    # into y with ldc = P*Q > N: the one caller that reaches ldc != N (and the bias).
+    import fastconv as fc
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 64, 40, 40)).astype(dtype)   # col: 576 rows x 1600 columns
+    w = rng.standard_normal((13, 64, 3, 3)).astype(dtype)
+    b = rng.standard_normal(13).astype(dtype)
+    y = fc.conv2d(x, w, b, padding=1, algorithm="im2col")
+    ref = fc.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), padding=1,
+                    algorithm="reference")
+    assert_close(y, np.asarray(ref, np.float64), 576)

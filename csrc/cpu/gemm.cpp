@@ -93,24 +93,26 @@ void scale_rows(index_t M, index_t N, T beta, T* C, index_t ldc, const T* bias) 
 }
 
 // ---- kernel choice ------------------------------------------------------------------------
+// Only the active ISA's accessor is called, so no code of a higher ISA ever runs.
 
-template <class T>
-const GemmKernel<T>& select_kernel();
-template <>
-const GemmKernel<float>& select_kernel<float>() {
+const GemmKernel<float>& kernel_for(Isa isa, float /*tag*/) {
+  switch (isa) {
 #if defined(FC_X86)
-  return *pick_isa(&kernel_scalar_f32(), &kernel_avx2_f32(), &kernel_avx512_f32());
-#else
-  return kernel_scalar_f32();
+    case Isa::avx512: return kernel_avx512_f32();
+    case Isa::avx2: return kernel_avx2_f32();
 #endif
+    default: return kernel_scalar_f32();
+  }
 }
-template <>
-const GemmKernel<double>& select_kernel<double>() {
+
+const GemmKernel<double>& kernel_for(Isa isa, double /*tag*/) {
+  switch (isa) {
 #if defined(FC_X86)
-  return *pick_isa(&kernel_scalar_f64(), &kernel_avx2_f64(), &kernel_avx512_f64());
-#else
-  return kernel_scalar_f64();
+    case Isa::avx512: return kernel_avx512_f64();
+    case Isa::avx2: return kernel_avx2_f64();
 #endif
+    default: return kernel_scalar_f64();
+  }
 }
 
 // ---- driver ----------------------------------------------------------------------------------
@@ -118,9 +120,10 @@ const GemmKernel<double>& select_kernel<double>() {
 // Loop order: jc (nc columns) -> pack op(B)[:, jc:jc+nc] for ALL K blocks (kc x nr
 // micro-panels, the whole K x nc panel in L3) -> work items (mc-row block, run of nr
 // panels) -> pc (kc) -> pack the A block (L2) -> jr -> ir -> micro-kernel. Packing the
-// B panel for the whole depth at once (nc is capped so it stays ~8 MiB) costs no
-// more B traffic than kc-deep panels, and lets each item run its own K loop, so the
-// team meets at a barrier only once per nc columns (once per call for N <= nc).
+// B panel for the whole depth at once (up to ~8 MiB; deeper products take it in
+// several rounds of whole kc blocks) costs no more B traffic than kc-deep panels, and
+// lets each item run its own K loop, so the team meets at a barrier only once per
+// panel (once per call for N <= nc and K x nc small enough: all the conv shapes).
 //
 // Threads. All threads of the team pack their share of the B panel, meet at a
 // barrier, then take work items from a shared counter. Dynamic rather than a fixed
@@ -136,11 +139,12 @@ const GemmKernel<double>& select_kernel<double>() {
 // barriers, a few microseconds) than it saves.
 constexpr double kMinFmaPerThread = 1 << 18;
 constexpr int kItemsPerThread = 4;
-constexpr index_t kBPanelBytes = index_t(8) << 20;  // K x nc packed B: within the L3
+constexpr index_t kBPanelBytes = index_t(8) << 20;  // packed B panel: a share of the L3
 
 struct Plan {
   int nt = 1;                  // threads
   index_t kc = 0, nc = 0;      // K and N blocks actually used
+  index_t kb = 0;              // depth of one packed B panel: a multiple of kc (usually K)
   index_t mp = 0, mblocks = 0; // mr panels of M, and the row blocks they are cut into
   index_t mc_max = 0;          // most rows in a row block
   index_t a_stride = 0;        // elements between the threads' A buffers
@@ -161,52 +165,55 @@ void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, bool ta, bool 
                 T beta, T* C, index_t ldc, const T* bias, T* bbuf, T* abuf) {
   const int nt = pl.nt, mr = kr.mr, nr = kr.nr;
   index_t iter = 0;
-  for (index_t jc = 0; jc < N; jc += pl.nc, ++iter) {
+  for (index_t jc = 0; jc < N; jc += pl.nc) {
     const index_t nc = std::min(pl.nc, N - jc), npb = ceil_div(nc, nr);
     const index_t runs = column_runs(pl, npb), items = pl.mblocks * runs;
-    std::atomic<index_t>& counter = pl.counters[iter % 2];
-    if (nt > 1 && iter > 0) {
+    for (index_t p0 = 0; p0 < K; p0 += pl.kb, ++iter) {
+      const index_t p1 = std::min(K, p0 + pl.kb);
+      std::atomic<index_t>& counter = pl.counters[iter % 2];
+      if (nt > 1 && iter > 0) {
 #pragma omp barrier  // everyone is done with the previous B panel (and counter)
-    }
-    // Pack this thread's share of the B panel, every K block: the block starting at
-    // depth pc holds kc x (npb*nr) values at bbuf + pc*npb*nr.
-    const index_t q0 = npb * tid / nt, q1 = npb * (tid + 1) / nt;
-    if (q1 > q0) {
-      const index_t c0 = jc + q0 * nr, cols = std::min(nc, q1 * nr) - q0 * nr;
-      for (index_t pc = 0; pc < K; pc += pl.kc) {
-        const index_t kc = std::min(pl.kc, K - pc);
-        kr.pack_b(tb, kc, cols, tb ? B + c0 * ldb + pc : B + pc * ldb + c0, ldb,
-                  bbuf + pc * npb * nr + q0 * nr * kc);
       }
-    }
-    // The other counter was last used two panels ago and nobody touches it before the
-    // next panel's second barrier, so it can be rearmed now.
-    if (tid == 0 && nt > 1) pl.counters[(iter + 1) % 2].store(0, std::memory_order_relaxed);
-    if (nt > 1) {
+      // Pack this thread's share of the B panel, every kc block of [p0, p1): the block
+      // starting at depth pc holds kc x (npb*nr) values at bbuf + (pc-p0)*npb*nr.
+      const index_t q0 = npb * tid / nt, q1 = npb * (tid + 1) / nt;
+      if (q1 > q0) {
+        const index_t c0 = jc + q0 * nr, cols = std::min(nc, q1 * nr) - q0 * nr;
+        for (index_t pc = p0; pc < p1; pc += pl.kc) {
+          const index_t kc = std::min(pl.kc, p1 - pc);
+          kr.pack_b(tb, kc, cols, tb ? B + c0 * ldb + pc : B + pc * ldb + c0, ldb,
+                    bbuf + (pc - p0) * npb * nr + q0 * nr * kc);
+        }
+      }
+      // The other counter was last used two panels ago and nobody touches it before
+      // the next panel's second barrier, so it can be rearmed now.
+      if (tid == 0 && nt > 1) pl.counters[(iter + 1) % 2].store(0, std::memory_order_relaxed);
+      if (nt > 1) {
 #pragma omp barrier  // the whole B panel is packed
-    }
-    for (index_t serial = 0;; ++serial) {
-      const index_t item = nt > 1 ? counter.fetch_add(1, std::memory_order_relaxed) : serial;
-      if (item >= items) break;
-      const index_t blk = item / runs, run = item % runs;
-      const index_t ic = std::min(M, pl.mp * blk / pl.mblocks * mr);
-      const index_t mcur = std::min(M, pl.mp * (blk + 1) / pl.mblocks * mr) - ic;
-      const index_t j0 = npb * run / runs, j1 = npb * (run + 1) / runs;
-      for (index_t pc = 0; pc < K; pc += pl.kc) {
-        const index_t kc = std::min(pl.kc, K - pc);
-        kr.pack_a(ta, mcur, kc, ta ? A + pc * lda + ic : A + ic * lda + pc, lda, abuf);
-        // The first K block applies the caller's beta and the bias; later ones accumulate.
-        const T beta_k = pc == 0 ? beta : T(1);
-        const T* bias_k = pc == 0 ? bias : nullptr;
-        const T* bpc = bbuf + pc * npb * nr;
-        for (index_t jr = j0; jr < j1; ++jr) {
-          const int n = int(std::min<index_t>(nr, nc - jr * nr));
-          const T* bp = bpc + jr * nr * kc;
-          T* cj = C + jc + jr * nr;
-          for (index_t ir = 0; ir < mcur; ir += mr) {
-            const int m = int(std::min<index_t>(mr, mcur - ir));
-            kr.micro(kc, abuf + ir * kc, bp, cj + (ic + ir) * ldc, ldc, m, n, alpha, beta_k,
-                     bias_k ? bias_k + ic + ir : nullptr);
+      }
+      for (index_t serial = 0;; ++serial) {
+        const index_t item = nt > 1 ? counter.fetch_add(1, std::memory_order_relaxed) : serial;
+        if (item >= items) break;
+        const index_t blk = item / runs, run = item % runs;
+        const index_t ic = std::min(M, pl.mp * blk / pl.mblocks * mr);
+        const index_t mcur = std::min(M, pl.mp * (blk + 1) / pl.mblocks * mr) - ic;
+        const index_t j0 = npb * run / runs, j1 = npb * (run + 1) / runs;
+        for (index_t pc = p0; pc < p1; pc += pl.kc) {
+          const index_t kc = std::min(pl.kc, p1 - pc);
+          kr.pack_a(ta, mcur, kc, ta ? A + pc * lda + ic : A + ic * lda + pc, lda, abuf);
+          // The first K block applies the caller's beta and the bias; later ones add.
+          const T beta_k = pc == 0 ? beta : T(1);
+          const T* bias_k = pc == 0 ? bias : nullptr;
+          const T* bpc = bbuf + (pc - p0) * npb * nr;
+          for (index_t jr = j0; jr < j1; ++jr) {
+            const int n = int(std::min<index_t>(nr, nc - jr * nr));
+            const T* bp = bpc + jr * nr * kc;
+            T* cj = C + jc + jr * nr;
+            for (index_t ir = 0; ir < mcur; ir += mr) {
+              const int m = int(std::min<index_t>(mr, mcur - ir));
+              kr.micro(kc, abuf + ir * kc, bp, cj + (ic + ir) * ldc, ldc, m, n, alpha, beta_k,
+                       bias_k ? bias_k + ic + ir : nullptr);
+            }
           }
         }
       }
@@ -222,10 +229,11 @@ void gemm_packed(const GemmKernel<T>& kr, bool ta, bool tb, index_t M, index_t N
   Plan pl;
   // Balanced blocks: K = 576 with kc 256 runs as 3 x 192, not 256 + 256 + 64.
   pl.kc = ceil_div(K, ceil_div(K, kr.kc));
-  // nc: at most kr.nc, and the K x nc packed panel within kBPanelBytes; balanced.
-  const index_t nc_cap = std::max<index_t>(
-      nr, std::min<index_t>(kr.nc, kBPanelBytes / index_t(sizeof(T)) / K / nr * nr));
-  pl.nc = round_up(ceil_div(N, ceil_div(N, nc_cap)), nr);
+  pl.nc = round_up(ceil_div(N, ceil_div(N, kr.nc)), nr);
+  // The packed B panel spans the whole depth unless that exceeds kBPanelBytes (then
+  // whole kc blocks of it, at least one).
+  const index_t panel_kcs = kBPanelBytes / (index_t(sizeof(T)) * pl.nc * pl.kc);
+  pl.kb = std::min(K, std::max<index_t>(1, panel_kcs) * pl.kc);
 
   // Threads: the caller's team, unless nested in a parallel region or the product is small.
   int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
@@ -246,7 +254,7 @@ void gemm_packed(const GemmKernel<T>& kr, bool ta, bool tb, index_t M, index_t N
 
   // One allocation from the caller's scratch: the shared B panel, then nt A blocks
   // (each starting on a 64-byte boundary).
-  const index_t b_elems = round_up(K * round_up(pl.nc, nr), 64);
+  const index_t b_elems = round_up(pl.kb * pl.nc, 64);
   pl.a_stride = round_up(pl.mc_max * pl.kc, 64);
   T* bbuf = static_cast<T*>(tl_scratch.get(sizeof(T) * std::size_t(b_elems + nt * pl.a_stride)));
   T* abase = bbuf + b_elems;
@@ -261,8 +269,12 @@ void gemm_packed(const GemmKernel<T>& kr, bool ta, bool tb, index_t M, index_t N
   pl.counters = counters;
 #pragma omp parallel num_threads(nt)
   {
+    // The runtime may give fewer threads than asked (OMP_THREAD_LIMIT, OMP_DYNAMIC):
+    // share the B packing among the threads that actually came.
+    Plan mine = pl;
+    mine.nt = omp_get_num_threads();
     const int tid = omp_get_thread_num();
-    run_thread<T>(kr, pl, tid, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, bbuf,
+    run_thread<T>(kr, mine, tid, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, bbuf,
                   abase + tid * pl.a_stride);
   }
 }
@@ -306,8 +318,9 @@ void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, 
   FC_CHECK(ldb >= (trans_b ? K : N), "gemm: ldb=", ldb, " too small (trans_b=", trans_b, ", K=", K,
            ", N=", N, ")");
   FC_CHECK(A != nullptr && B != nullptr, "gemm: A or B is null");
-  gemm_detail::gemm_packed<T>(gemm_detail::select_kernel<T>(), trans_a, trans_b, M, N, K, alpha, A,
-                              lda, B, ldb, beta, C, ldc, bias_m);
+  const auto& kernel = gemm_detail::kernel_for(active_isa(), T(0));
+  gemm_detail::gemm_packed<T>(kernel, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C,
+                              ldc, bias_m);
 }
 
 template void gemm<float>(bool, bool, index_t, index_t, index_t, float, const float*, index_t,
