@@ -285,16 +285,16 @@ constexpr int kMrS = 4, kNrS = 4;
 }  // namespace
 
 const GemmKernel<float>& kernel_scalar_f32() {
-  static const GemmKernel<float> k{"scalar", kMrS, kNrS, 128, 256, 2048,
-                                   &pack_a<TransposeScalar<float>, float, kMrS>, &pack_b<TransposeScalar<float>, float, kNrS>,
-                                   &MicroTable<VecScalar<float>, kMrS, kNrS>::dispatch};
+  static const GemmKernel<float> k{"scalar", kMrS, kNrS, /*mc*/ 128, /*kc*/ 256, /*nc*/ 2048,
+      &pack_a<TransposeScalar<float>, float, kMrS>, &pack_b<TransposeScalar<float>, float, kNrS>,
+      &MicroTable<VecScalar<float>, kMrS, kNrS>::dispatch};
   return k;
 }
 
 const GemmKernel<double>& kernel_scalar_f64() {
-  static const GemmKernel<double> k{"scalar", kMrS, kNrS, 128, 256, 2048,
-                                    &pack_a<TransposeScalar<double>, double, kMrS>, &pack_b<TransposeScalar<double>, double, kNrS>,
-                                    &MicroTable<VecScalar<double>, kMrS, kNrS>::dispatch};
+  static const GemmKernel<double> k{"scalar", kMrS, kNrS, /*mc*/ 128, /*kc*/ 256, /*nc*/ 2048,
+      &pack_a<TransposeScalar<double>, double, kMrS>, &pack_b<TransposeScalar<double>, double, kNrS>,
+      &MicroTable<VecScalar<double>, kMrS, kNrS>::dispatch};
   return k;
 }
 

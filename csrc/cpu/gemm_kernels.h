@@ -12,11 +12,11 @@
 // translation unit instantiates them with its own traits and compile flags. They sit
 // in an anonymous namespace on purpose: every TU then owns a private copy, so the
 // linker can never merge an AVX-512 instantiation into the scalar path (ODR).
-// Limits: row-major only; the micro-kernel's C tile is stored with vector lanes
-// along N, so a narrow N (e.g. 49) wastes the lanes of its last vector.
+// Limits: row-major only. The C tile's vector lanes run along N: a leftover of up to
+// 8 columns goes to a column kernel (vectors along M), wider leftovers use masked
+// lanes, so N just above a multiple of 16 (float) wastes part of one vector.
 #pragma once
 #include <algorithm>
-#include <cstring>
 #include <utility>
 
 #if defined(__AVX__)
@@ -32,7 +32,7 @@ template <class T>
 struct GemmKernel {
   const char* name;
   int mr, nr;          // register block: micro-tile rows (broadcast) and columns (vector lanes)
-  index_t mc, kc, nc;  // cache blocks: A block mc x kc (L2), B panel kc x nc (L3)
+  index_t mc, kc, nc;  // cache blocks: A block mc x kc (L2), B panel (K or kc's) x nc (L3)
   // Packs op(A)[0:m, 0:k] (A already offset) into ceil(m/mr) micro-panels of mr x k,
   // k-major (dst[p*mr*k + kk*mr + i]), zero-padded to mr rows.
   void (*pack_a)(bool trans, index_t m, index_t k, const T* A, index_t lda, T* dst);
