@@ -186,3 +186,20 @@ def test_leading_dimension_through_im2col(isa, dtype):
     ref = fc.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), padding=1,
                     algorithm="reference")
     assert_close(y, np.asarray(ref, np.float64), 576)
+
+
+def test_called_inside_parallel_region(threads):
+    # A batch of small images makes im2col parallelise over images and call the GEMM
+    # from inside its parallel region: each call must run serially on its thread, with
+    # that thread's own packing buffers.
+    import fastconv as fc
+
+    threads(2)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((8, 6, 11, 11)).astype(np.float32)
+    w = rng.standard_normal((7, 6, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
+    y = fc.conv2d(x, w, b, stride=2, algorithm="im2col")
+    ref = fc.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), stride=2,
+                    algorithm="reference")
+    assert_close(y, np.asarray(ref, np.float64), 54)
