@@ -1,24 +1,326 @@
-// gemm.cpp: TEMPORARY plain GEMM (correct, unblocked) until the packed one lands.
+// gemm.cpp: the project's packed GEMM, C = alpha * op(A) op(B) + beta * C + bias_m[m]
+// (row-major; interface in gemm.h), float and double.
+// Idea: Goto & van de Geijn, "Anatomy of high-performance matrix multiplication" (2008),
+// in the five-loop form of BLIS (Van Zee & van de Geijn 2015), with ic outside pc:
+//   jc: N in nc columns   -> pack op(B)[:, jc:jc+nc] into kc x nr micro-panels (L3)
+//   ic: M in mc rows      (work items shared out among threads)
+//   pc: K in kc depths    -> pack op(A)[ic:ic+mc, pc:pc+kc] into mr x kc micro-panels (L2)
+//   jr: nc in nr columns  (the B micro-panel, from L2/L1)
+//   ir: mc in mr rows     -> micro-kernel: an mr x nr tile of C in registers
+// Transposes are absorbed by the packing; alpha, beta and the per-row bias are fused
+// into the micro-kernel's store (beta == 0 never reads C). This file holds the driver,
+// the scalar micro-kernel (compiled without ISA flags, so it runs on any x86-64), and
+// the run-time choice of ISA; gemm_avx2.cpp / gemm_avx512.cpp hold the vector kernels.
+// Threads: one OpenMP team packs each B panel together, then shares out (row block,
+// column run) tiles of C dynamically (see the driver section).
+// Limits: no complex types, no strided (non-unit) element access.
 #include "cpu/gemm.h"
 
 #include <omp.h>
 
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#include "cpu/gemm_kernels.h"
+#include "cpu_features.h"
+
 namespace fastconv::cpu {
+namespace gemm_detail {
+namespace {
+
+// ---- helpers ----------------------------------------------------------------------------
+
+index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
+index_t round_up(index_t a, index_t b) { return ceil_div(a, b) * b; }
+
+// A 64-byte aligned scratch buffer that only grows; one per calling thread, so repeated
+// calls (and the small products of batched callers) never reach malloc.
+class Scratch {
+ public:
+  ~Scratch() { std::free(p_); }
+  void* get(std::size_t bytes) {
+    if (bytes > cap_) {
+      std::free(p_);
+      p_ = nullptr;
+      cap_ = 0;
+      const std::size_t want = std::size_t(round_up(index_t(bytes + bytes / 4), 4096));
+      p_ = std::aligned_alloc(64, want);
+      if (!p_) throw std::bad_alloc();
+      cap_ = want;
+    }
+    return p_;
+  }
+
+ private:
+  void* p_ = nullptr;
+  std::size_t cap_ = 0;
+};
+
+thread_local Scratch tl_scratch;
+
+// Scalar "vector" traits: one lane. The scalar kernel is the same template as the
+// vector ones, so all three paths share the packing and epilogue logic.
+template <class Tp>
+struct VecScalar {
+  using T = Tp;
+  using reg = Tp;
+  static constexpr int L = 1;
+  static reg zero() { return T(0); }
+  static reg load(const T* p) { return *p; }
+  static reg loadu(const T* p) { return *p; }
+  static reg bcast(const T* p) { return *p; }
+  static reg set1(T x) { return x; }
+  static reg fma(reg a, reg b, reg c) { return a * b + c; }
+  static reg mul(reg a, reg b) { return a * b; }
+  static reg add(reg a, reg b) { return a + b; }
+  static reg load_n(const T* p, int) { return *p; }
+  static void store(T* p, reg r) { *p = r; }
+  static void store_n(T* p, reg r, int) { *p = r; }
+};
+
+// C = beta * C + bias (the K == 0 product).
+template <class T>
+void scale_rows(index_t M, index_t N, T beta, T* C, index_t ldc, const T* bias) {
+  for (index_t m = 0; m < M; ++m) {
+    T* c = C + m * ldc;
+    const T b = bias ? bias[m] : T(0);
+    if (beta == T(0))
+      for (index_t n = 0; n < N; ++n) c[n] = b;
+    else
+      for (index_t n = 0; n < N; ++n) c[n] = beta * c[n] + b;
+  }
+}
+
+// ---- kernel choice ------------------------------------------------------------------------
+// Only the active ISA's accessor is called, so no code of a higher ISA ever runs.
+
+const GemmKernel<float>& kernel_for(Isa isa, float /*tag*/) {
+  switch (isa) {
+#if defined(FC_X86)
+    case Isa::avx512: return kernel_avx512_f32();
+    case Isa::avx2: return kernel_avx2_f32();
+#endif
+    default: return kernel_scalar_f32();
+  }
+}
+
+const GemmKernel<double>& kernel_for(Isa isa, double /*tag*/) {
+  switch (isa) {
+#if defined(FC_X86)
+    case Isa::avx512: return kernel_avx512_f64();
+    case Isa::avx2: return kernel_avx2_f64();
+#endif
+    default: return kernel_scalar_f64();
+  }
+}
+
+// ---- driver ----------------------------------------------------------------------------------
+//
+// Loop order: jc (nc columns) -> pack op(B)[:, jc:jc+nc] for ALL K blocks (kc x nr
+// micro-panels, the whole K x nc panel in L3) -> work items (mc-row block, run of nr
+// panels) -> pc (kc) -> pack the A block (L2) -> jr -> ir -> micro-kernel. Packing the
+// B panel for the whole depth at once (up to ~8 MiB; deeper products take it in
+// several rounds of whole kc blocks) costs no more B traffic than kc-deep panels, and
+// lets each item run its own K loop, so the team meets at a barrier only once per
+// panel (once per call for N <= nc and K x nc small enough: all the conv shapes).
+//
+// Threads. All threads of the team pack their share of the B panel, meet at a
+// barrier, then take work items from a shared counter. Dynamic rather than a fixed
+// split, and few barriers, because this machine is shared: when one core is also busy
+// with something else, the other thread takes more items instead of waiting at
+// barriers that each cost a scheduler time slice. Items are sized so there are >= 4
+// per thread: rows are cut first (M = 2048, N = 49: 12 row blocks), columns as well
+// when M is short (M = 64, N = 3136: 2 row blocks x 4 column runs). Every C element
+// sees the same K blocks in the same order whoever computes it, so results do not
+// depend on the thread count.
+
+// Below this many multiply-adds per thread a second thread costs more (fork/join and
+// barriers, a few microseconds) than it saves.
+constexpr double kMinFmaPerThread = 1 << 18;
+constexpr int kItemsPerThread = 4;
+constexpr index_t kBPanelBytes = index_t(8) << 20;  // packed B panel: a share of the L3
+
+struct Plan {
+  int nt = 1;                  // threads
+  index_t kc = 0, nc = 0;      // K and N blocks actually used
+  index_t kb = 0;              // depth of one packed B panel: a multiple of kc (usually K)
+  index_t mp = 0, mblocks = 0; // mr panels of M, and the row blocks they are cut into
+  index_t mc_max = 0;          // most rows in a row block
+  index_t a_stride = 0;        // elements between the threads' A buffers
+  std::atomic<index_t>* counters = nullptr;  // two, used alternately (see run_thread)
+};
+
+// Column runs per row block for a B panel of npb nr-panels: enough items for the
+// team, but each run at least 2 panels wide.
+index_t column_runs(const Plan& pl, index_t npb) {
+  if (pl.nt == 1) return 1;
+  const index_t want = ceil_div(index_t(kItemsPerThread) * pl.nt, pl.mblocks);
+  return std::max<index_t>(1, std::min(want, npb / 2));
+}
+
+template <class T>
+void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, bool ta, bool tb, index_t M,
+                index_t N, index_t K, T alpha, const T* A, index_t lda, const T* B, index_t ldb,
+                T beta, T* C, index_t ldc, const T* bias, T* bbuf, T* abuf) {
+  const int nt = pl.nt, mr = kr.mr, nr = kr.nr;
+  index_t iter = 0;
+  for (index_t jc = 0; jc < N; jc += pl.nc) {
+    const index_t nc = std::min(pl.nc, N - jc), npb = ceil_div(nc, nr);
+    const index_t runs = column_runs(pl, npb), items = pl.mblocks * runs;
+    for (index_t p0 = 0; p0 < K; p0 += pl.kb, ++iter) {
+      const index_t p1 = std::min(K, p0 + pl.kb);
+      std::atomic<index_t>& counter = pl.counters[iter % 2];
+      if (nt > 1 && iter > 0) {
+#pragma omp barrier  // everyone is done with the previous B panel (and counter)
+      }
+      // Pack this thread's share of the B panel, every kc block of [p0, p1): the block
+      // starting at depth pc holds kc x (npb*nr) values at bbuf + (pc-p0)*npb*nr.
+      const index_t q0 = npb * tid / nt, q1 = npb * (tid + 1) / nt;
+      if (q1 > q0) {
+        const index_t c0 = jc + q0 * nr, cols = std::min(nc, q1 * nr) - q0 * nr;
+        for (index_t pc = p0; pc < p1; pc += pl.kc) {
+          const index_t kc = std::min(pl.kc, p1 - pc);
+          kr.pack_b(tb, kc, cols, tb ? B + c0 * ldb + pc : B + pc * ldb + c0, ldb,
+                    bbuf + (pc - p0) * npb * nr + q0 * nr * kc);
+        }
+      }
+      // The other counter was last used two panels ago and nobody touches it before
+      // the next panel's second barrier, so it can be rearmed now.
+      if (tid == 0 && nt > 1) pl.counters[(iter + 1) % 2].store(0, std::memory_order_relaxed);
+      if (nt > 1) {
+#pragma omp barrier  // the whole B panel is packed
+      }
+      for (index_t serial = 0;; ++serial) {
+        const index_t item = nt > 1 ? counter.fetch_add(1, std::memory_order_relaxed) : serial;
+        if (item >= items) break;
+        const index_t blk = item / runs, run = item % runs;
+        const index_t ic = std::min(M, pl.mp * blk / pl.mblocks * mr);
+        const index_t mcur = std::min(M, pl.mp * (blk + 1) / pl.mblocks * mr) - ic;
+        const index_t j0 = npb * run / runs, j1 = npb * (run + 1) / runs;
+        for (index_t pc = p0; pc < p1; pc += pl.kc) {
+          const index_t kc = std::min(pl.kc, p1 - pc);
+          kr.pack_a(ta, mcur, kc, ta ? A + pc * lda + ic : A + ic * lda + pc, lda, abuf);
+          // The first K block applies the caller's beta and the bias; later ones add.
+          const T beta_k = pc == 0 ? beta : T(1);
+          const T* bias_k = pc == 0 ? bias : nullptr;
+          const T* bpc = bbuf + (pc - p0) * npb * nr;
+          for (index_t jr = j0; jr < j1; ++jr) {
+            const int n = int(std::min<index_t>(nr, nc - jr * nr));
+            const T* bp = bpc + jr * nr * kc;
+            T* cj = C + jc + jr * nr;
+            for (index_t ir = 0; ir < mcur; ir += mr) {
+              const int m = int(std::min<index_t>(mr, mcur - ir));
+              kr.micro(kc, abuf + ir * kc, bp, cj + (ic + ir) * ldc, ldc, m, n, alpha, beta_k,
+                       bias_k ? bias_k + ic + ir : nullptr);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void gemm_packed(const GemmKernel<T>& kr, bool ta, bool tb, index_t M, index_t N, index_t K,
+                 T alpha, const T* A, index_t lda, const T* B, index_t ldb, T beta, T* C,
+                 index_t ldc, const T* bias) {
+  const int mr = kr.mr, nr = kr.nr;
+  Plan pl;
+  // Balanced blocks: K = 576 with kc 256 runs as 3 x 192, not 256 + 256 + 64.
+  pl.kc = ceil_div(K, ceil_div(K, kr.kc));
+  pl.nc = round_up(ceil_div(N, ceil_div(N, kr.nc)), nr);
+  // The packed B panel spans the whole depth unless that exceeds kBPanelBytes (then
+  // whole kc blocks of it, at least one).
+  const index_t panel_kcs = kBPanelBytes / (index_t(sizeof(T)) * pl.nc * pl.kc);
+  pl.kb = std::min(K, std::max<index_t>(1, panel_kcs) * pl.kc);
+
+  // Threads: the caller's team, unless nested in a parallel region or the product is small.
+  int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const double fmas = double(M) * double(N) * double(K);
+  nt = int(std::max<double>(1, std::min<double>(nt, fmas / kMinFmaPerThread)));
+  pl.nt = nt;
+
+  // Row blocks: at most mc rows; with threads, enough of them (a multiple of the team,
+  // at least kItemsPerThread each while blocks keep >= 4 mr panels) to share out.
+  pl.mp = ceil_div(M, mr);
+  index_t mblocks = ceil_div(M, kr.mc);
+  if (nt > 1) {
+    mblocks = std::max(mblocks, std::min(ceil_div(pl.mp, 4), index_t(kItemsPerThread) * nt));
+    if (mblocks > nt) mblocks = std::min(pl.mp, round_up(mblocks, nt));
+  }
+  pl.mblocks = std::max<index_t>(1, std::min(mblocks, pl.mp));
+  pl.mc_max = ceil_div(pl.mp, pl.mblocks) * mr;
+
+  // One allocation from the caller's scratch: the shared B panel, then nt A blocks
+  // (each starting on a 64-byte boundary).
+  const index_t b_elems = round_up(pl.kb * pl.nc, 64);
+  pl.a_stride = round_up(pl.mc_max * pl.kc, 64);
+  T* bbuf = static_cast<T*>(tl_scratch.get(sizeof(T) * std::size_t(b_elems + nt * pl.a_stride)));
+  T* abase = bbuf + b_elems;
+
+  if (nt == 1) {
+    run_thread<T>(kr, pl, 0, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, bbuf, abase);
+    return;
+  }
+  std::atomic<index_t> counters[2];
+  counters[0].store(0);
+  counters[1].store(0);
+  pl.counters = counters;
+#pragma omp parallel num_threads(nt)
+  {
+    // The runtime may give fewer threads than asked (OMP_THREAD_LIMIT, OMP_DYNAMIC):
+    // share the B packing among the threads that actually came.
+    Plan mine = pl;
+    mine.nt = omp_get_num_threads();
+    const int tid = omp_get_thread_num();
+    run_thread<T>(kr, mine, tid, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, bbuf,
+                  abase + tid * pl.a_stride);
+  }
+}
+
+// ---- scalar micro-kernel: 4 x 4, portable -------------------------------------------------
+constexpr int kMrS = 4, kNrS = 4;
+
+}  // namespace
+
+const GemmKernel<float>& kernel_scalar_f32() {
+  static const GemmKernel<float> k{"scalar", kMrS, kNrS, /*mc*/ 128, /*kc*/ 256, /*nc*/ 2048,
+      &pack_a<TransposeScalar<float>, float, kMrS>, &pack_b<TransposeScalar<float>, float, kNrS>,
+      &MicroTable<VecScalar<float>, kMrS, kNrS>::dispatch};
+  return k;
+}
+
+const GemmKernel<double>& kernel_scalar_f64() {
+  static const GemmKernel<double> k{"scalar", kMrS, kNrS, /*mc*/ 128, /*kc*/ 256, /*nc*/ 2048,
+      &pack_a<TransposeScalar<double>, double, kMrS>, &pack_b<TransposeScalar<double>, double, kNrS>,
+      &MicroTable<VecScalar<double>, kMrS, kNrS>::dispatch};
+  return k;
+}
+
+}  // namespace gemm_detail
+
+// ---- entry point ------------------------------------------------------------------------------
 
 template <class T>
 void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, const T* A,
           index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc, const T* bias_m) {
-#pragma omp parallel for if (!omp_in_parallel())
-  for (index_t m = 0; m < M; ++m) {
-    T* c = C + m * ldc;
-    for (index_t n = 0; n < N; ++n) c[n] = beta == T(0) ? T(0) : beta * c[n];
-    for (index_t k = 0; k < K; ++k) {
-      T a = alpha * (trans_a ? A[k * lda + m] : A[m * lda + k]);
-      for (index_t n = 0; n < N; ++n) c[n] += a * (trans_b ? B[n * ldb + k] : B[k * ldb + n]);
-    }
-    if (bias_m)
-      for (index_t n = 0; n < N; ++n) c[n] += bias_m[m];
+  FC_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm: negative size (M=", M, ", N=", N, ", K=", K, ")");
+  if (M == 0 || N == 0) return;
+  FC_CHECK(ldc >= N, "gemm: ldc=", ldc, " < N=", N);
+  FC_CHECK(C != nullptr, "gemm: C is null");
+  if (K == 0) {
+    gemm_detail::scale_rows(M, N, beta, C, ldc, bias_m);
+    return;
   }
+  FC_CHECK(lda >= (trans_a ? M : K), "gemm: lda=", lda, " too small (trans_a=", trans_a, ", M=", M,
+           ", K=", K, ")");
+  FC_CHECK(ldb >= (trans_b ? K : N), "gemm: ldb=", ldb, " too small (trans_b=", trans_b, ", K=", K,
+           ", N=", N, ")");
+  FC_CHECK(A != nullptr && B != nullptr, "gemm: A or B is null");
+  const auto& kernel = gemm_detail::kernel_for(active_isa(), T(0));
+  gemm_detail::gemm_packed<T>(kernel, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C,
+                              ldc, bias_m);
 }
 
 template void gemm<float>(bool, bool, index_t, index_t, index_t, float, const float*, index_t,

@@ -1,0 +1,205 @@
+# test_gemm.py: the project's packed GEMM (csrc/cpu/gemm*.cpp) through _C.gemm,
+#   C = alpha * op(A) @ op(B) + beta * C + bias[:, None],
+# against NumPy in float64, on every instruction set this CPU has (scalar, avx2,
+# avx512), both dtypes, all four transpose combinations, and sizes that straddle the
+# register and cache blocks of every ISA (mr 4/8, nr 4/12/24/48, mc 128/192, kc 256,
+# nc 2048/2400/4800, the 8 MiB packed B panel) and the narrow-N column kernels.
+# Limits: the binding passes contiguous arrays, so leading dimensions other than the
+# row length are exercised only by the C++ callers (im2col's chunks use ldc > N).
+import numpy as np
+import pytest
+
+from fastconv import _C
+
+ISAS = ["scalar", "avx2", "avx512"]
+AVAILABLE = ISAS[: ISAS.index(_C.detected_isa()) + 1]
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture(params=AVAILABLE)
+def isa(request):
+    before = _C.get_isa()
+    _C.set_isa(request.param)
+    yield request.param
+    _C.set_isa(before)
+
+
+@pytest.fixture
+def threads():
+    before = _C.get_num_threads()
+    yield _C.set_num_threads
+    _C.set_num_threads(before)
+
+
+def make(rng, dtype, ta, tb, M, N, K, bias):
+    A = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
+    B = rng.standard_normal((N, K) if tb else (K, N)).astype(dtype)
+    C0 = rng.standard_normal((M, N)).astype(dtype)
+    bm = rng.standard_normal(M).astype(dtype) if bias else None
+    return A, B, C0, bm
+
+
+def reference(ta, tb, alpha, A, B, beta, C0, bm):
+    a = A.astype(np.float64)
+    b = B.astype(np.float64)
+    ref = alpha * ((a.T if ta else a) @ (b.T if tb else b))
+    if beta != 0:
+        ref = ref + beta * C0.astype(np.float64)
+    if bm is not None:
+        ref = ref + bm.astype(np.float64)[:, None]
+    return ref
+
+
+def run_gemm(ta, tb, alpha, A, B, beta, C0, bm):
+    # beta == 0 must not read C: hand it NaN, which any read would propagate.
+    C = np.full(C0.shape, np.nan, C0.dtype) if beta == 0 else C0.copy()
+    _C.gemm(ta, tb, alpha, A, B, beta, C, bm)
+    return C
+
+
+def assert_close(C, ref, K):
+    assert not np.isnan(C).any()
+    scale = max(1.0, float(np.abs(ref).max()))
+    tol = (1e-5 * np.sqrt(K) if C.dtype == np.float32 else 1e-12) * scale
+    err = float(np.abs(C.astype(np.float64) - ref).max())
+    assert err <= tol, f"max error {err:.3g} > tolerance {tol:.3g}"
+
+
+# Odd, prime and edge sizes; (alpha, beta, bias) cycle through the interesting cases.
+SHAPES = [(1, 1, 1), (2, 2, 2), (1, 97, 13), (97, 1, 13), (7, 13, 31), (13, 31, 7),
+          (31, 7, 97), (12, 32, 8), (11, 33, 17), (25, 65, 3), (6, 16, 1), (5, 17, 2)]
+SCALARS = [(1.0, 0.0, False), (1.0, 0.0, True), (-0.5, 1.0, False), (2.0, 0.3, True)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)],
+                         ids=["NN", "NT", "TN", "TT"])
+def test_transposes_and_edges(isa, dtype, ta, tb):
+    rng = np.random.default_rng(1)
+    for i, (M, N, K) in enumerate(SHAPES):
+        for alpha, beta, bias in (SCALARS[i % 4], SCALARS[(i + 1) % 4]):
+            A, B, C0, bm = make(rng, dtype, ta, tb, M, N, K, bias)
+            C = run_gemm(ta, tb, alpha, A, B, beta, C0, bm)
+            assert_close(C, reference(ta, tb, alpha, A, B, beta, C0, bm), K)
+
+
+# Just below / above the cache blocks: mc (128, 192), kc (256), nc (2048 scalar, 2400 f64,
+# 4800 f32) and the register blocks of every ISA.
+BLOCK_SHAPES = [(127, 33, 255), (145, 17, 257), (193, 31, 129), (385, 5, 513), (47, 2401, 3),
+                (3, 4801, 2), (3, 4097, 2), (24, 64, 256), (37, 97, 600), (9, 49, 50),
+                (5, 2048, 1100)]  # the last: K x N over the 8 MiB B panel, packed in rounds
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, True)], ids=["NN", "TT"])
+def test_block_boundaries(isa, dtype, ta, tb):
+    rng = np.random.default_rng(2)
+    for i, (M, N, K) in enumerate(BLOCK_SHAPES):
+        alpha, beta, bias = SCALARS[(i + 1) % 4]
+        A, B, C0, bm = make(rng, dtype, ta, tb, M, N, K, bias)
+        C = run_gemm(ta, tb, alpha, A, B, beta, C0, bm)
+        assert_close(C, reference(ta, tb, alpha, A, B, beta, C0, bm), K)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_small_integers_exact(isa, dtype):
+    # Integer inputs with sums below 2^24: every path must give the exact result.
+    rng = np.random.default_rng(3)
+    for M, N, K in [(13, 37, 29), (64, 50, 300), (5, 3, 1)]:
+        A = rng.integers(-3, 4, (M, K)).astype(dtype)
+        B = rng.integers(-3, 4, (K, N)).astype(dtype)
+        C = rng.integers(-9, 10, (M, N)).astype(dtype)
+        bm = rng.integers(-9, 10, M).astype(dtype)
+        want = 2 * (A.astype(np.int64) @ B.astype(np.int64)) - C.astype(np.int64) + bm[:, None]
+        _C.gemm(False, False, 2.0, A, B, -1.0, C, bm)
+        np.testing.assert_array_equal(C, want.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_k_zero(isa, dtype):
+    # K == 0: C = beta * C + bias (and beta == 0 ignores the NaN in C).
+    A = np.zeros((5, 0), dtype)
+    B = np.zeros((0, 7), dtype)
+    bm = np.arange(5, dtype=dtype)
+    C = np.full((5, 7), np.nan, dtype)
+    _C.gemm(False, False, 1.0, A, B, 0.0, C, bm)
+    np.testing.assert_array_equal(C, np.repeat(bm[:, None], 7, axis=1))
+    C2 = np.ones((5, 7), dtype)
+    _C.gemm(False, False, 1.0, A, B, 3.0, C2, None)
+    np.testing.assert_array_equal(C2, np.full((5, 7), 3.0, dtype))
+
+
+def test_nan_in_inputs_propagates(isa):
+    A = np.ones((20, 9), np.float32)
+    B = np.ones((9, 40), np.float32)
+    A[3, 4] = np.nan
+    B[2, 33] = np.inf
+    C = np.zeros((20, 40), np.float32)
+    _C.gemm(False, False, 1.0, A, B, 0.0, C)
+    assert np.isnan(C[3]).all()
+    assert np.isinf(C[np.arange(20) != 3, 33]).all()
+    assert np.isfinite(np.delete(np.delete(C, 3, 0), 33, 1)).all()
+
+
+# Tall (row blocks), wide (column runs), and deep (B panel in rounds) products.
+THREAD_SHAPES = [(500, 40, 100), (64, 1000, 64), (150, 150, 300), (2048, 49, 64),
+                 (40, 2048, 1100)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_threads_agree(threads, dtype):
+    # The summation order depends only on the blocking, never on the thread count,
+    # so the results must be bitwise identical.
+    rng = np.random.default_rng(4)
+    for M, N, K in THREAD_SHAPES:
+        A, B, C0, bm = make(rng, dtype, False, True, M, N, K, True)
+        results = []
+        for n in (1, 2, 4):
+            threads(n)
+            results.append(run_gemm(False, True, 0.5, A, B, 0.0, C0, bm))
+        for r in results[1:]:
+            np.testing.assert_array_equal(r, results[0])
+        assert_close(results[0], reference(False, True, 0.5, A, B, 0.0, C0, bm), K)
+
+
+def test_bad_shapes_raise():
+    A = np.zeros((4, 5), np.float32)
+    B = np.zeros((6, 3), np.float32)
+    C = np.zeros((4, 3), np.float32)
+    with pytest.raises((ValueError, TypeError)):
+        _C.gemm(False, False, 1.0, A, B, 0.0, C)
+    with pytest.raises((ValueError, TypeError)):
+        _C.gemm(False, False, 1.0, A, np.zeros((5, 3), np.float64), 0.0, C)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_leading_dimension_through_im2col(isa, dtype):
+    # im2col unrolls a large image in column chunks and writes each chunk's product
+    # into y with ldc = P*Q > N: the one caller that reaches ldc != N (and the bias).
+    import fastconv as fc
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 64, 40, 40)).astype(dtype)   # col: 576 rows x 1600 columns
+    w = rng.standard_normal((13, 64, 3, 3)).astype(dtype)
+    b = rng.standard_normal(13).astype(dtype)
+    y = fc.conv2d(x, w, b, padding=1, algorithm="im2col")
+    ref = fc.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), padding=1,
+                    algorithm="reference")
+    assert_close(y, np.asarray(ref, np.float64), 576)
+
+
+def test_called_inside_parallel_region(threads):
+    # A batch of small images makes im2col parallelise over images and call the GEMM
+    # from inside its parallel region: each call must run serially on its thread, with
+    # that thread's own packing buffers.
+    import fastconv as fc
+
+    threads(2)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((8, 6, 11, 11)).astype(np.float32)
+    w = rng.standard_normal((7, 6, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
+    y = fc.conv2d(x, w, b, stride=2, algorithm="im2col")
+    ref = fc.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), stride=2,
+                    algorithm="reference")
+    assert_close(y, np.asarray(ref, np.float64), 54)
