@@ -21,9 +21,21 @@ def available():
 
 
 def choose(params, dtype):
-    """``auto``: direct for depthwise and small-channel work, im2col+GEMM otherwise."""
-    depthwise_like = params.groups > 1 and params.C // params.groups <= 4
-    if depthwise_like:
+    """``auto``'s rules, from the batch-1 tables in benchmarks/RESULTS.md (2-core Zen 4):
+
+    - depthwise-like (<= 4 input channels per group): direct, 1.3-1.6x torch where
+      im2col's unrolled GEMM has a reduction of only 9;
+    - spatial kernels with 16-64 input channels per group on maps of >= 56x56 (or up to
+      128 channels on >= 112x112): direct, 5-20% ahead of im2col, whose unrolled matrix
+      (C*R*S x P*Q) no longer fits in cache;
+    - everything else, 1x1 included: im2col (a 1x1 layer is one GEMM, no unroll).
+    """
+    cg = params.C // params.groups
+    if params.groups > 1 and cg <= 4:
+        return "direct"
+    pixels = params.P * params.Q
+    spatial = params.R * params.S > 1
+    if spatial and cg >= 16 and ((cg <= 64 and pixels >= 56 * 56) or (cg <= 128 and pixels >= 112 * 112)):
         return "direct"
     return "im2col"
 
