@@ -115,6 +115,8 @@ def test_larger_layers(algorithm, rng):
         ((2, 48, 23, 29), (40, 48, 1, 1), 1, 0, 1),
         ((1, 3, 57, 61), (24, 3, 7, 7), 2, 3, 1),
         ((1, 96, 30, 31), (96, 1, 3, 3), 2, 1, 96),
+        ((40, 64, 7, 7), (32, 64, 3, 3), 1, 1, 1),  # many small images: several per GEMM, in chunks
+        ((19, 200, 5, 5), (24, 200, 1, 1), 1, 0, 1),
     ]:
         x = rng.standard_normal(xs).astype(np.float32)
         w = rng.standard_normal(ws).astype(np.float32)

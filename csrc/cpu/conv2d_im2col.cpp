@@ -5,6 +5,9 @@
 // The columns are unrolled in chunks of at most kChunkBytes, so the workspace stays
 // bounded and the chunk stays in cache between the unroll and the GEMM's packing.
 // 1x1 unpadded stride-1 convolutions skip the unroll: x itself is the col matrix.
+// Small images in a batch share one GEMM: the columns of several whole images sit side
+// by side, so the weights are packed once per chunk instead of once per image, and the
+// result is scattered back into y.
 // Limits: none (any stride, dilation, padding, groups); the GEMM does the work.
 #include <omp.h>
 
@@ -28,10 +31,15 @@ bool is_plain_gemm(const ConvParams& p) {
 index_t col_rows(const ConvParams& p) { return p.C_per_group() * p.R * p.S; }
 
 // Columns per chunk: a multiple of 16 (the GEMM's widest register block) when possible.
-index_t chunk_cols(const ConvParams& p, int elem) {
-  index_t cols = kChunkBytes / (col_rows(p) * elem);
-  cols = std::max<index_t>(cols / 16 * 16, 16);
-  return std::min(cols, p.P * p.Q);
+index_t chunk_capacity(const ConvParams& p, int elem) {
+  const index_t cols = kChunkBytes / (col_rows(p) * elem);
+  return std::max<index_t>(cols / 16 * 16, 16);
+}
+index_t chunk_cols(const ConvParams& p, int elem) { return std::min(chunk_capacity(p, elem), p.P * p.Q); }
+
+// Whole images per GEMM in the batched mode (1: one image at a time).
+index_t images_per_gemm(const ConvParams& p, int elem) {
+  return std::min(p.N, std::max<index_t>(chunk_capacity(p, elem) / (p.P * p.Q), 1));
 }
 
 // Parallelise over (image, group) pairs, one serial GEMM each, when there are enough
@@ -42,15 +50,16 @@ bool outer_parallel(const ConvParams& p, int threads) {
   return threads > 1 && pairs >= 2 * threads && flops_per_pair < 2e7;
 }
 
-// Unroll columns [j0, j1) of image x_g (C/g, H, W) into col (rows, j1 - j0).
+// Unroll columns [j0, j1) of image x_g (C/g, H, W) into col (rows, ld): row i of the
+// result starts at col + i*ld.
 template <class T>
-void unroll(const ConvParams& p, const T* x_g, index_t j0, index_t j1, T* col, bool parallel) {
-  const index_t cols = j1 - j0, rows = col_rows(p);
+void unroll(const ConvParams& p, const T* x_g, index_t j0, index_t j1, T* col, index_t ld, bool parallel) {
+  const index_t rows = col_rows(p);
 #pragma omp parallel for schedule(static) if (parallel)
   for (index_t row = 0; row < rows; ++row) {
     const index_t c = row / (p.R * p.S), r = (row / p.S) % p.R, s = row % p.S;
     const T* xc = x_g + c * p.H * p.W;
-    T* out = col + row * cols;
+    T* out = col + row * ld;
     index_t j = j0;
     while (j < j1) {
       const index_t op = j / p.Q, oq0 = j % p.Q;
@@ -92,18 +101,37 @@ void conv_one(const ConvParams& p, const T* x_g, const T* w_g, const T* bias_g, 
   const index_t step = chunk_cols(p, sizeof(T));
   for (index_t j0 = 0; j0 < PQ; j0 += step) {
     const index_t j1 = std::min(PQ, j0 + step);
-    unroll(p, x_g, j0, j1, col, threaded);
+    unroll(p, x_g, j0, j1, col, j1 - j0, threaded);
     gemm<T>(false, false, Kg, j1 - j0, rows, T(1), w_g, rows, col, j1 - j0, T(0), y_g + j0, PQ, bias_g);
   }
+}
+
+// Images [n0, n1) of group g in one GEMM: col (rows, m*PQ) holds their unrolled patches
+// side by side, out (K/g, m*PQ) the products, scattered into y afterwards.
+template <class T>
+void conv_images(const ConvParams& p, const T* x, const T* w, const T* bias, T* y, index_t g,
+                 index_t n0, index_t n1, T* col, T* out) {
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), rows = col_rows(p), PQ = p.P * p.Q;
+  const index_t cols = (n1 - n0) * PQ;
+  for (index_t n = n0; n < n1; ++n)
+    unroll(p, x + (n * p.groups + g) * Cg * p.H * p.W, 0, PQ, col + (n - n0) * PQ, cols, true);
+  gemm<T>(false, false, Kg, cols, rows, T(1), w + g * Kg * rows, rows, col, cols, T(0), out, cols,
+          bias ? bias + g * Kg : nullptr);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (index_t n = n0; n < n1; ++n)
+    for (index_t k = 0; k < Kg; ++k)
+      std::memcpy(y + ((n * p.groups + g) * Kg + k) * PQ, out + k * cols + (n - n0) * PQ, sizeof(T) * PQ);
 }
 
 }  // namespace
 
 index_t conv2d_im2col_workspace_bytes(const ConvParams& p, DType dtype) {
-  if (is_plain_gemm(p)) return 0;
   const int elem = dtype_size(dtype), threads = omp_get_max_threads();
-  const index_t one = col_rows(p) * chunk_cols(p, elem) * elem;
-  return outer_parallel(p, threads) ? one * threads : one;
+  if (outer_parallel(p, threads))
+    return is_plain_gemm(p) ? 0 : col_rows(p) * chunk_cols(p, elem) * elem * threads;
+  const index_t m = images_per_gemm(p, elem);
+  if (m > 1) return (col_rows(p) + p.K_per_group()) * m * p.P * p.Q * elem;
+  return is_plain_gemm(p) ? 0 : col_rows(p) * chunk_cols(p, elem) * elem;
 }
 
 template <class T>
@@ -125,9 +153,16 @@ void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* bias, T
 #pragma omp for schedule(dynamic)
       for (index_t i = 0; i < p.N * G; ++i) pair(i, col, false);
     }
-  } else {
-    for (index_t i = 0; i < p.N * G; ++i) pair(i, ws, true);
+    return;
   }
+  const index_t m = images_per_gemm(p, sizeof(T));
+  if (m > 1) {
+    T* out = ws + col_rows(p) * m * p.P * p.Q;
+    for (index_t g = 0; g < G; ++g)
+      for (index_t n0 = 0; n0 < p.N; n0 += m) conv_images<T>(p, x, w, bias, y, g, n0, std::min(p.N, n0 + m), ws, out);
+    return;
+  }
+  for (index_t i = 0; i < p.N * G; ++i) pair(i, ws, true);
 }
 
 template void conv2d_im2col<float>(const ConvParams&, const float*, const float*, const float*, float*, void*);
