@@ -50,6 +50,10 @@ def fmt_rate(value, peak=None):
     return s + (f", {100 * value / peak:.0f}%" if peak else "")
 
 
+def _num(v, spec):
+    return "—" if v is None or not math.isfinite(v) else format(v, spec)
+
+
 def contender_names(records):
     """Every timed name, fastconv algorithms first (in record order), then peers."""
     names = []
@@ -107,8 +111,8 @@ def header_lines(result):
              f"{m['threads']} threads for every contender | device {m['device']}"
              + (f" ({m['peers'].get('gpu')})" if m["device"] == "cuda" and m["peers"].get("gpu") else "")]
     if pk:
-        lines.append(f"machine peak: {pk['gflops']:.0f} GFLOP/s fp32 FMA, {pk['copy_gbs']:.1f} GB/s memory copy "
-                     f"({pk.get('source', 'measured')}); % below = GFLOP/s / peak")
+        lines.append(f"machine peak: {_num(pk.get('gflops'), '.0f')} GFLOP/s fp32 FMA, {_num(pk.get('copy_gbs'), '.1f')} "
+                     f"GB/s memory copy ({pk.get('source', 'measured')}); % below = GFLOP/s / peak")
     o = result["options"]["timing"]
     lines.append(f"timing: warm-up {o['warmup']}, then >= {o['repeats']} interleaved rounds and >= {o['min_time']:g} s "
                  f"(at most {o['max_time']:g} s) per layer; medians. Ratios: torch_ms / ms (> 1: faster than torch)")
@@ -179,7 +183,7 @@ def md_header(result, blas=False):
              f"(detected `{m['isa_detected']}`), {m['threads']} threads for every contender"
              + (f", GPU {pv.get('gpu')}" if pv.get("gpu") else "") + "."]
     if pk:
-        parts.append(f"**Peak:** {pk['gflops']:.0f} GFLOP/s fp32 FMA, {pk['copy_gbs']:.1f} GB/s copy "
+        parts.append(f"**Peak:** {_num(pk.get('gflops'), '.0f')} GFLOP/s fp32 FMA, {_num(pk.get('copy_gbs'), '.1f')} GB/s copy "
                      f"({pk.get('source', 'measured')}, `python -m fastconv bench --peak`).")
     parts.append(f"**Versions:** fastconv {m['fastconv']}, numpy {m['numpy']}, torch {pv.get('torch') or 'not installed'}"
                  + (f", cuDNN {pv['cudnn']}" if pv.get("cudnn") else "") + f", Python {m['python']}.")
