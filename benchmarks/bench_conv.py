@@ -34,10 +34,7 @@ from fastconv.bench import networks, peers, runner, timing  # noqa: E402
 DEFAULT_NETWORKS = ("resnet50", "vgg16", "mobilenet")
 BATCHES = (1, 8)
 SMOKE_BATCH8_MAX_FLOPS = 2e9   # the quick subset runs batch 8 only where it is cheap
-# Smoke mode (benchmarks disabled, as in CI's `python -m pytest`) keeps the run short: these
-# layers of the quick subset only, batch 1.
-SMOKE = {"resnet50": ("conv1", "res3a_branch1", "res5a_branch2b"), "vgg16": ("conv5_1",),
-         "mobilenet": ("conv4_1/dw",)}
+# Smoke mode (benchmarks disabled, as in CI's `python -m pytest`): the quick subset at batch 1.
 
 
 def peer_names():
@@ -61,8 +58,6 @@ def selected_cases(config):
     cases = []
     for net in nets:
         layers = networks.load(net) if full else networks.load_quick(net)
-        if smoke:
-            layers = [l for l in layers if l.name in SMOKE.get(net, ())] or layers[:1]
         for layer in layers:
             for batch in ((1,) if smoke else BATCHES):
                 if not full and batch > 1 and layer.flops(batch) > SMOKE_BATCH8_MAX_FLOPS:

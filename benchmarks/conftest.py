@@ -4,9 +4,9 @@
 - ``bench_*.py`` files are collected by the project's pytest settings (``testpaths`` has
   ``benchmarks``, ``python_files`` matches ``bench_*.py``), so ``python -m pytest`` runs them in
   smoke mode (``--benchmark-disable`` in addopts: each case once, checked against torch).
-- Smoke mode: a few layers at batch 1 (``bench_conv.SMOKE``). With ``--benchmark-enable``: the
-  quick subset (``fastconv.bench.networks.QUICK``); ``--bench-full`` or
-  ``FASTCONV_BENCH_FULL=1``: every layer and batch.
+- Smoke mode: the quick subset (``fastconv.bench.networks.QUICK``) at batch 1. With
+  ``--benchmark-enable``: the quick subset at batch 1 and, where cheap, 8; ``--bench-full`` or
+  ``FASTCONV_BENCH_FULL=1``: every layer at batches 1 and 8.
 - Threads: fastconv, torch and NumPy's BLAS all get ``FASTCONV_BENCH_THREADS`` (2).
 - Timing: pytest-benchmark's table is fed with the samples of ``fastconv.bench.timing.compare``
   (interleaved with the peers in this process, the CLI's method), see ``record_samples``.

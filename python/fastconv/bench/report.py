@@ -137,7 +137,8 @@ def console_conv(result):
                     cells.append("n/a")
                     continue
                 gf = timing.gflops(r["flops"], t[n])
-                c = f"{fmt_ms(t[n])} ({gf:.0f}" + (f", {100 * gf / peak:.0f}%)" if peak else ")")
+                c = f"{fmt_ms(t[n])} ({gf:.2g}" if gf < 10 else f"{fmt_ms(t[n])} ({gf:.0f}"
+                c += f", {100 * gf / peak:.0f}%)" if peak else ")"
                 cells.append(c + (" WRONG" if n in r["wrong"] else ""))
             win = r.get("winner")
             rows.append([r["layer"], r["shape"], f"{r['flops'] / 1e9:.3g}"] + cells
