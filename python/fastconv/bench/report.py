@@ -208,8 +208,9 @@ def md_conv(result):
            "Cells are `median ms (GFLOP/s, % of peak)`. *best* is the fastest fastconv algorithm, *winner* the "
            "fastest of all; ratios are torch_ms / ms (> 1: faster than torch). Per network: geo, the geometric "
            "mean of the per-layer ratios, and Σ, the ratio of the summed times with every layer weighted by its "
-           "count in the network. ✗ marks an output that did not match torch's; n/a: the contender cannot run "
-           "the layer (see the notes under the table).\n"]
+           "count in the network. GFLOP counts the direct algorithm's multiply-adds, so a contender that does "
+           "fewer (Winograd, FFT: NNPACK's 3×3 path) can exceed 100 % of peak. ✗ marks an output that did not "
+           "match torch's; n/a: the contender cannot run the layer (see the notes under the table).\n"]
     summary_rows, sections = [], []
     for net, batch, recs in groups(records):
         timed = [n for n in names if any(n in r["times"] for r in recs)]
@@ -355,6 +356,7 @@ def plot(result, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
 
     panels = groups(result["conv"])
     if not panels:
@@ -370,14 +372,16 @@ def plot(result, path):
         for i, n in enumerate(shown):
             xs = [j + (i - (len(shown) - 1) / 2) * width for j in range(len(recs))]
             ys = [r["ratios"].get(n, math.nan) if n in r["times"] else math.nan for r in recs]
-            ys = [y if y is not None and math.isfinite(y) else 0.0 for y in ys]
+            ys = [y if y is not None and math.isfinite(y) and y > 0 else math.nan for y in ys]
             ax.bar(xs, ys, width, label=n, color=colors[i % len(colors)])
         ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_yscale("log")   # ratios: 2x faster and 2x slower are the same distance from 1
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
         ax.set_xticks(range(len(recs)))
         ax.set_xticklabels([f"{r['layer']}\n{r['shape']}" for r in recs], fontsize=7, rotation=20, ha="right")
         ax.set_ylabel(f"speedup over {base or 'torch'}")
         ax.set_title(f"{net}, batch {batch}  (> 1: faster than {base or 'torch'})", fontsize=10)
-        ax.legend(fontsize=7, ncol=min(6, len(shown)), loc="upper right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.grid(axis="y", alpha=0.3)
     m = result["machine"]
     fig.suptitle(f"fastconv {m['fastconv']} — {m['cpu']}, {m['threads']} threads, {result['date']}", fontsize=10)
