@@ -176,12 +176,19 @@ class Progress:
             except ImportError:
                 pass
 
-    def __call__(self, label):
-        self.n += 1
+    def start(self, label):
+        """Show what is being measured now."""
         if self.bar is not None:
             self.bar.set_description_str(label[:40])
-            self.bar.update(1)
         elif self.enabled:
+            print(f"[{self.n + 1}/{self.total}] {label}", file=sys.stderr, flush=True)
+
+    def __call__(self, label=""):
+        """One step done."""
+        self.n += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        elif self.enabled and label:
             print(f"[{self.n}/{self.total}] {label}", file=sys.stderr, flush=True)
 
     def close(self):
@@ -276,8 +283,9 @@ def run(args, argv=None, allow_reexec=False):
     try:
         if "conv" in sections:
             for layer, batch in work:
+                progress.start(f"{layer.network} {layer.name} b{batch}")
                 result["conv"].append(runner.measure_conv(layer, batch, algos, peer_names, opts, device))
-                progress(f"{layer.network} {layer.name} b{batch}")
+                progress()
         if "gemm" in sections:
             result["gemm"] = runner.measure_gemm(opts, progress=progress)
         if "pool" in sections:
