@@ -159,7 +159,17 @@ def summary_lines(result):
     for net, batch, recs in groups(records):
         s = summarize(recs, names)
         if not s["baseline"]:
-            lines.append(f"  {net} batch {batch}: no baseline (torch) timed")
+            peak = (result.get("peak") or {}).get("gflops")
+            parts = []
+            for n in ["best", "auto"]:
+                ts = [r["times"].get(r["best"] if n == "best" else n) for r in recs]
+                if all(ts):
+                    secs = sum(r["count"] * t for r, t in zip(recs, ts))
+                    gf = timing.gflops(s["gflop"] * 1e9, secs)
+                    parts.append(f"{'fastconv best' if n == 'best' else n} {fmt_ms(secs)} ms, {gf:.3g} GFLOP/s"
+                                 + (f" ({100 * gf / peak:.0f}% of peak)" if peak else ""))
+            lines.append(f"  {net} batch {batch} ({s['layers']} layers, {s['gflop']:.3g} GFLOP, Σ count × ms): "
+                         + "; ".join(parts) + " — no torch baseline timed (pip install torch to compare)")
             continue
         parts = [f"{n} {fmt_x(v)}" for n, v in s["geo"].items()]
         sums = f"; Σ(count×ms): best {fmt_x(s['sum']['best'])}" if "best" in s["sum"] else ""
