@@ -15,12 +15,15 @@ with a reason. Nothing here raises for a missing library: it is reported and ski
   ``torch.jit.freeze`` + ``optimize_for_inference`` and IPEX do), ``conv2d_run`` runs on a
   channels_last (NHWC) input. The input is converted to channels_last once, outside the
   timed call: in a channels_last network activations stay NHWC from layer to layer, so no
-  per-call reorder happens there (the output also comes back channels_last). Chosen after
-  comparing, on this machine, F.conv2d with channels_last tensors (slow for 1x1 layers:
-  3.4 vs 0.56 ms on 256->1024 14x14), ``torch.utils.mkldnn.to_mkldnn`` modules on
-  ``to_mkldnn()`` tensors (same kernels plus a to_dense step) and frozen TorchScript
-  modules (slow for depthwise layers); prepack was as fast or faster on every layer
-  kind and equals F.conv2d's output.
+  per-call reorder happens there (the output also comes back channels_last). Compared on
+  this machine (1 thread, interleaved, medians, 2026-11-25; the 2-thread runs were swamped
+  by a parallel build) with F.conv2d on channels_last tensors (oneDNN, but the weights are
+  reordered on every call), ``torch.utils.mkldnn.to_mkldnn`` modules on ``to_mkldnn()``
+  tensors, and frozen TorchScript (``optimize_for_inference``): prepack was within 5 % of
+  the fastest on 1x1 and dense 3x3 layers and the fastest on 512-channel 3x3 7x7 (2.9 vs
+  3.8 ms for channels_last F.conv2d), which was ahead on depthwise (0.13 vs 0.15 ms) and
+  the 7x7 stem (2.2 vs 2.3 ms); to_mkldnn modules were 5-50 % slower than both. Outputs
+  equal F.conv2d's.
 - ``nnpack``: ``torch._nnpack_spatial_convolution(x, w, bias, padding, stride)``, when
   ``torch.backends.nnpack.is_available()``; no groups, no dilation, symmetric padding only.
 - ``cudnn``: ``F.conv2d`` on CUDA tensors with ``torch.backends.cudnn.benchmark = True`` and
