@@ -19,7 +19,8 @@ with a reason. Nothing here raises for a missing library: it is reported and ski
   this machine (1 thread, interleaved, medians, 2026-11-25; the 2-thread runs were swamped
   by a parallel build) with F.conv2d on channels_last tensors (oneDNN, but the weights are
   reordered on every call), ``torch.utils.mkldnn.to_mkldnn`` modules on ``to_mkldnn()``
-  tensors, and frozen TorchScript (``optimize_for_inference``): prepack was within 5 % of
+  tensors (and, in a first noisy 2-thread probe, frozen TorchScript with
+  ``optimize_for_inference``, 100x slower on depthwise layers): prepack was within 5 % of
   the fastest on 1x1 and dense 3x3 layers and the fastest on 512-channel 3x3 7x7 (2.9 vs
   3.8 ms for channels_last F.conv2d), which was ahead on depthwise (0.13 vs 0.15 ms) and
   the 7x7 stem (2.2 vs 2.3 ms); to_mkldnn modules were 5-50 % slower than both. Outputs
