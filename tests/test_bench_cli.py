@@ -93,6 +93,7 @@ def test_tiny_run_json_plot_markdown(tmp_path, capsys):
     assert data["schema"] == report.JSON_SCHEMA
     m = data["machine"]
     assert m["cpu"] and m["isa"] in ("scalar", "avx2", "avx512") and m["threads"] >= 1 and "gpu" in m["peers"]
+    assert main(["bench", "--load", str(tmp_path / "missing.json")]) == 1
     (rec,) = data["conv"]
     assert rec["params"]["C"] == 8 and rec["batch"] == 1 and rec["flops"] == 2 * 8 * 12 * 12 * 8 * 9
     for name in ("direct", "im2col", "auto"):

@@ -7,8 +7,8 @@
 With no options: a quick run on the CPU (a few representative layers of ResNet-50, VGG-16,
 MobileNet and LeNet-5, batch 1, short timing; about a minute on 2 cores), printing per layer
 every fastconv algorithm and every available peer (torch F.conv2d, torch prepacked oneDNN,
-NNPACK) with its time, GFLOP/s and %% of the machine's peak (measured at the start of every
-run, or --peak-gflops), the winner and its ratio to torch, then one summary line per network.
+NNPACK) with its time, GFLOP/s and % of the machine's peak (measured briefly at the start of
+every run, or --peak-gflops), the winner and its ratio to torch, then one summary line per network.
 
 Modes: with --network and no --quick, every layer of the named networks with the longer
 timing (--full does that for all networks); --quick forces the short subset.
@@ -120,7 +120,7 @@ def add_parser(sub):
                    help="conv (default), gemm (fastconv's GEMM vs numpy.matmul), pool (vs torch)")
     p.add_argument("--peak", action="store_true",
                    help="measure the machine's fp32 FMA peak and memory copy bandwidth for 1 s each and print "
-                        "them; alone, that is all it does (every run otherwise measures it for 0.3 s)")
+                        "them; alone, that is all it does (every run otherwise measures it briefly, 2 x 0.15 s, at the start)")
     p.add_argument("--peak-gflops", type=_positive_float, default=None, metavar="GFLOPS",
                    help="use this fp32 peak for the %% columns instead of measuring it")
     p.add_argument("--json", metavar="PATH", help="write every raw sample and the machine info as JSON")
@@ -222,7 +222,11 @@ def run(args, argv=None, allow_reexec=False):
 
     sections = args.sections or ["conv"]
     if args.load:
-        result = report.read_json(args.load)
+        try:
+            result = report.read_json(args.load)
+        except OSError as e:
+            print(f"error: cannot read {args.load}: {e}", file=sys.stderr)
+            return 1
         return _emit(result, args)
     only_peak = args.peak and args.network is None and args.sections is None and not (
         args.json or args.plot or args.markdown or args.full or args.quick)

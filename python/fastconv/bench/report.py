@@ -381,16 +381,21 @@ def plot(result, path):
         width = 0.8 / max(1, len(shown))
         for i, n in enumerate(shown):
             xs = [j + (i - (len(shown) - 1) / 2) * width for j in range(len(recs))]
-            ys = [r["ratios"].get(n, math.nan) if n in r["times"] else math.nan for r in recs]
+            if base:
+                ys = [r["ratios"].get(n, math.nan) if n in r["times"] else math.nan for r in recs]
+            else:   # no torch to compare with: plot GFLOP/s instead
+                ys = [timing.gflops(r["flops"], r["times"][n]) if n in r["times"] else math.nan for r in recs]
             ys = [y if y is not None and math.isfinite(y) and y > 0 else math.nan for y in ys]
             ax.bar(xs, ys, width, label=n, color=colors[i % len(colors)])
-        ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_yscale("log")   # ratios: 2x faster and 2x slower are the same distance from 1
-        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
+        if base:
+            ax.axhline(1.0, color="black", linewidth=0.8)
+            ax.set_yscale("log")   # ratios: 2x faster and 2x slower are the same distance from 1
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
         ax.set_xticks(range(len(recs)))
         ax.set_xticklabels([f"{r['layer']}\n{r['shape']}" for r in recs], fontsize=7, rotation=20, ha="right")
-        ax.set_ylabel(f"speedup over {base or 'torch'}")
-        ax.set_title(f"{net}, batch {batch}  (> 1: faster than {base or 'torch'})", fontsize=10)
+        ax.set_ylabel(f"speedup over {base}" if base else "GFLOP/s")
+        ax.set_title(f"{net}, batch {batch}  " + (f"(> 1: faster than {base})" if base else "(no torch timed)"),
+                     fontsize=10)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.grid(axis="y", alpha=0.3)
     m = result["machine"]
