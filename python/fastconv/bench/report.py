@@ -390,7 +390,11 @@ def plot(result, path):
         if base:
             ax.axhline(1.0, color="black", linewidth=0.8)
             ax.set_yscale("log")   # ratios: 2x faster and 2x slower are the same distance from 1
-            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
+            fmt = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.2g}×")
+            ax.yaxis.set_major_formatter(fmt)
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(   # label 2x, 5x, 0.2x, 0.5x only
+                lambda v, _: f"{v:.2g}×" if f"{v:.1e}"[0] in "25" else ""))
+            ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.set_xticks(range(len(recs)))
         ax.set_xticklabels([f"{r['layer']}\n{r['shape']}" for r in recs], fontsize=7, rotation=20, ha="right")
         ax.set_ylabel(f"speedup over {base}" if base else "GFLOP/s")
