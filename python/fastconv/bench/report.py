@@ -220,7 +220,7 @@ def md_conv(result):
            "mean of the per-layer ratios, and Σ, the ratio of the summed times with every layer weighted by its "
            "count in the network. GFLOP counts the direct algorithm's multiply-adds, so a contender that does "
            "fewer (Winograd, FFT: NNPACK's 3×3 path) can exceed 100 % of peak. ✗ marks an output that did not "
-           "match torch's; n/a: the contender cannot run the layer (see the notes under the table).\n"]
+           "match torch's (max error > max(1e-3, 2e-4·sqrt(C·R·S)) of max |y|); n/a: the contender cannot run the layer (see the notes under the table).\n"]
     summary_rows, sections = [], []
     for net, batch, recs in groups(records):
         timed = [n for n in names if any(n in r["times"] for r in recs)]

@@ -25,13 +25,21 @@ def conv_algorithms():
     return list(dict.fromkeys(rows))
 
 
-def close(y, ref):
-    """Same shape and within 1e-3 relative / 1e-4 of max|ref| absolute."""
+def close(y, ref, reduction=1):
+    """Same shape and max |y - ref| <= max(1e-3, 2e-4 * sqrt(reduction)) * max |ref|.
+
+    A check for wrong outputs, not an accuracy test (tests/ does that per algorithm): loose
+    enough for Winograd F(6x6, 3x3) in float32 over 512 channels, far below the O(max |ref|)
+    error of a wrong index. `reduction` is the length of each output's dot product (C/g*R*S).
+    """
     y, ref = np.asarray(y), np.asarray(ref)
     if y.shape != ref.shape:
         return False
-    scale = float(np.abs(ref).max()) if ref.size else 1.0
-    return bool(np.allclose(y, ref, rtol=1e-3, atol=1e-4 * (scale or 1.0)))
+    if not ref.size:
+        return True
+    scale = float(np.abs(ref).max()) or 1.0
+    tol = max(1e-3, 2e-4 * math.sqrt(reduction)) * scale
+    return bool(np.all(np.abs(y.astype(np.float64) - ref) <= tol))
 
 
 def make_arrays(layer, batch, seed=0):
@@ -91,7 +99,8 @@ def measure_conv(layer, batch, algos, peer_names, options, device="cpu"):
     wrong = []
     if ref_name is not None:
         ref = peers.to_numpy(fns[ref_name]())
-        wrong = [n for n, fn in fns.items() if n != ref_name and not close(peers.to_numpy(fn()), ref)]
+        reduction = (layer.C // layer.groups) * layer.R * layer.S
+        wrong = [n for n, fn in fns.items() if n != ref_name and not close(peers.to_numpy(fn()), ref, reduction)]
     cmp_ = timing.compare(fns, cuda=(device == "cuda"), **options) if fns else None
     flops = layer.flops(batch)
     rec = {
