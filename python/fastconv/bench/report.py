@@ -73,6 +73,20 @@ def groups(records):
     return [(net, b, recs) for (net, b), recs in out.items()]
 
 
+def skipped_notes(recs):
+    """One note per contender that some layers could not run: how many, and why (the kernel's
+    reason without its per-layer '(got ...)' details)."""
+    reasons = {}
+    for r in recs:
+        for n, why in r["skipped"].items():
+            reasons.setdefault(n, []).append(why.split(" (got ")[0])
+    notes = []
+    for n, whys in reasons.items():
+        count = f"{len(whys)} of {len(recs)} layers" if len(whys) < len(recs) else "all layers"
+        notes.append(f"{n} on {count}: {' / '.join(dict.fromkeys(whys))}")
+    return notes
+
+
 def summarize(recs, names):
     """Per contender (and 'best', the fastest fastconv algorithm per layer): geo and Σ ratios."""
     base = recs[0].get("baseline") if recs else None
@@ -144,9 +158,9 @@ def console_conv(result):
             rows.append([r["layer"], r["shape"], f"{r['flops'] / 1e9:.3g}"] + cells
                         + [win or "—", fmt_x(r["ratios"].get(win)) if win else "—"])
         out.append(f"\n{net}, batch {batch}: cells are median ms (GFLOP/s, % of peak)\n" + text_table(header, rows))
-        notes = sorted({f"{n}: {why}" for r in recs for n, why in r["skipped"].items()})
+        notes = skipped_notes(recs)
         if notes:
-            out.append("skipped: " + "; ".join(notes))
+            out.append("not timed: " + "; ".join(notes))
     out.append("\n" + "\n".join(summary_lines(result)))
     return "\n".join(out)
 
@@ -255,7 +269,7 @@ def md_conv(result):
                              fmt_x(s["geo"].get("best")), fmt_x(s["geo"].get("auto")),
                              fmt_x(s["sum"].get("best")), fmt_x(s["sum"].get("auto"))]
                             + [fmt_x(s["geo"].get(p)) for p in peer_cols])
-        notes = sorted({f"{n}: {why}" for r in recs for n, why in r["skipped"].items()})
+        notes = skipped_notes(recs)
         quick = " (quick subset)" if result["options"].get("quick") else ""
         sections.append(f"### {net}, batch {batch}{quick}\n\n" + md_table(header, rows)
                         + ("\nNot timed — " + "; ".join(notes) + ".\n" if notes else ""))
