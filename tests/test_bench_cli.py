@@ -122,7 +122,8 @@ def test_gemm_and_pool_sections(capsys):
     assert "## GEMM" in out and "1024×1024×1024" in out and "## Pooling" in out and "max 3×3 s2 p1" in out
 
 
-def test_peak_is_plausible(capsys):
+def test_peak_is_plausible(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path))
     assert main(["bench", "--peak", "--no-progress"]) == 0
     out = capsys.readouterr().out
     m = re.search(r"peak: ([\d.]+) GFLOP/s fp32 FMA, ([\d.]+) GB/s memory copy", out)
@@ -131,6 +132,14 @@ def test_peak_is_plausible(capsys):
     assert 1 < gflops < 1e5 and 0.5 < gbs < 1e4
     r = runner.measure_peak(0.02, 1)
     assert r["gflops"] > 0 and r["copy_gbs"] > 0 and r["threads"] >= 1 and math.isfinite(r["gflops"])
+    # the cache keeps the best value for this CPU/ISA/threads
+    cache = json.loads((tmp_path / "peak.json").read_text())
+    (entry,) = cache.values()
+    assert entry["gflops"] == pytest.approx(gflops, rel=1e-3)
+    low = dict(r, gflops=1.0, copy_gbs=0.5)
+    merged = runner.peak_with_cache(low)
+    assert merged["gflops"] == pytest.approx(gflops, rel=1e-3) and merged["this_run"]["gflops"] == 1.0
+    assert "best measured" in merged["source"]
 
 
 def test_missing_peers_are_skipped_with_a_note(monkeypatch, capsys):

@@ -5,8 +5,10 @@
 """Measurement of convolution layers, GEMM and pooling."""
 from __future__ import annotations
 
+import json
 import math
 import os
+import pathlib
 import platform
 import sys
 
@@ -235,6 +237,41 @@ def measure_peak(seconds=0.15, tries=2):
             best["copy_gbs"] = max(best["copy_gbs"], r["copy_gbs"])
     best["tries"] = tries
     return best
+
+
+def peak_cache_path():
+    """$FASTCONV_CACHE_DIR/peak.json, else $XDG_CACHE_HOME (~/.cache)/fastconv/peak.json."""
+    base = os.environ.get("FASTCONV_CACHE_DIR")
+    if not base:
+        base = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fastconv")
+    return pathlib.Path(base) / "peak.json"
+
+
+def peak_with_cache(measured):
+    """The machine's peak as the best ever measured here (other processes only ever lower a
+    measurement): `measured` merged with the cache for this CPU, ISA and thread count, and
+    the cache updated. Unreadable or unwritable caches are ignored."""
+    path = peak_cache_path()
+    key = f"{cpu_model()} | {measured['isa']} | {measured['threads']} threads"
+    try:
+        cache = json.loads(path.read_text())
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    prev = cache.get(key) or {}
+    best = {k: max(float(prev.get(k) or 0.0), float(measured[k])) for k in ("gflops", "copy_gbs")}
+    out = dict(measured, **best, this_run={k: measured[k] for k in ("gflops", "copy_gbs")}, cache=str(path))
+    out["source"] = ("best measured on this machine (cache; this run: "
+                     f"{measured['gflops']:.0f} GFLOP/s, {measured['copy_gbs']:.1f} GB/s)"
+                     if best != {k: measured[k] for k in best} else "measured in this run")
+    cache[key] = best
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(cache, indent=1) + "\n")
+    except OSError:
+        pass
+    return out
 
 
 def finite(v):
