@@ -54,12 +54,14 @@ def _torch():
 
 def why_unavailable(name, device="cpu"):
     """'' when the peer can run on `device`, else a short reason (for the skipped note)."""
+    if name not in PEERS:
+        return f"unknown peer {name!r}; known: {', '.join(PEERS)}"
+    if name == "cudnn" and device != "cuda":
+        return "cuDNN runs on the GPU only (use --device cuda)"
     torch = _torch()
     if torch is None:
         return "torch is not installed (pip install torch)"
     if name == "cudnn":
-        if device != "cuda":
-            return "cuDNN runs on the GPU only (use --device cuda)"
         if not torch.cuda.is_available():
             return "no CUDA device"
         if not torch.backends.cudnn.is_available():
@@ -80,8 +82,7 @@ def why_unavailable(name, device="cpu"):
     if name == "nnpack":
         if not torch.backends.nnpack.is_available():
             return "torch.backends.nnpack.is_available() is False on this machine/build"
-        return ""
-    return f"unknown peer {name!r}; known: {', '.join(PEERS)}"
+    return ""
 
 
 def prepare(name, layer, batch, x, w, device="cpu"):
@@ -131,7 +132,7 @@ def versions():
     """Versions of the peer libraries, for the machine header and JSON."""
     torch = _torch()
     if torch is None:
-        return {"torch": None}
+        return {"torch": None, "mkldnn": False, "nnpack": False, "cuda": None, "cudnn": None, "gpu": None}
     v = {"torch": torch.__version__, "mkldnn": bool(torch.backends.mkldnn.is_available()),
          "nnpack": bool(torch.backends.nnpack.is_available()), "cuda": torch.version.cuda,
          "cudnn": None, "gpu": None}
