@@ -47,7 +47,7 @@ def test_every_option_parses():
 
 def test_plan_modes():
     work, opts, quick = cli.plan(parse())
-    assert quick and opts["repeats"] == 7
+    assert quick and opts["min_time"] == 2.0
     assert {l.network for l, _ in work} == {"resnet50", "vgg16", "mobilenet", "lenet5"}
     assert len(work) == sum(len(v) for v in networks.QUICK.values())
     work, opts, quick = cli.plan(parse("--network", "resnet50", "--batch", "1", "8"))

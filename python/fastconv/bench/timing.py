@@ -85,7 +85,7 @@ class Comparison:
 
 # Timing presets: the quick default of the CLI / the smoke-to-measure pytest mode, and the
 # longer one RESULTS.md is made with.
-QUICK = dict(warmup=1, repeats=7, min_time=0.6, max_time=4.0)
+QUICK = dict(warmup=1, repeats=11, min_time=2.0, max_time=6.0)
 FULL = dict(warmup=2, repeats=11, min_time=1.0, max_time=20.0)
 
 
