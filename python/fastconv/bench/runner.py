@@ -262,8 +262,8 @@ def peak_with_cache(measured):
     prev = cache.get(key) or {}
     best = {k: max(float(prev.get(k) or 0.0), float(measured[k])) for k in ("gflops", "copy_gbs")}
     out = dict(measured, **best, this_run={k: measured[k] for k in ("gflops", "copy_gbs")}, cache=str(path))
-    out["source"] = ("best measured on this machine (cache; this run: "
-                     f"{measured['gflops']:.0f} GFLOP/s, {measured['copy_gbs']:.1f} GB/s)"
+    out["source"] = ("best measured on this machine, cached; this run: "
+                     f"{measured['gflops']:.0f} GFLOP/s, {measured['copy_gbs']:.1f} GB/s"
                      if best != {k: measured[k] for k in best} else "measured in this run")
     cache[key] = best
     try:
