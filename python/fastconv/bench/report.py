@@ -418,6 +418,6 @@ def plot(result, path):
         ax.grid(axis="y", alpha=0.3)
     m = result["machine"]
     fig.suptitle(f"fastconv {m['fastconv']} — {m['cpu']}, {m['threads']} threads, {result['date']}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (3.6 * len(panels))))   # room for the suptitle
     fig.savefig(path, dpi=110)
     plt.close(fig)
