@@ -341,20 +341,21 @@ def write_markdown(path, body):
 
 # ---- JSON -----------------------------------------------------------------------------------------
 
-def _clean(v):
-    """NaN/inf -> None, tuples -> lists: strict JSON that loads back to the same values."""
+def _clean(v, ns=False):
+    """NaN/inf -> None, tuples -> lists: strict JSON that loads back to the same values.
+    Raw samples (under a 'samples' key) are kept to the nanosecond, the clock's resolution."""
     if isinstance(v, float):
-        return v if math.isfinite(v) else None
+        return (round(v, 9) if ns else v) if math.isfinite(v) else None
     if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
+        return {str(k): _clean(x, ns or k == "samples") for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
+        return [_clean(x, ns) for x in v]
     return v
 
 
 def write_json(path, result):
     result = _clean(result)
-    pathlib.Path(path).write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+    pathlib.Path(path).write_text(json.dumps(result, separators=(",", ":"), allow_nan=False) + "\n")  # samples: MBs
     return result
 
 
