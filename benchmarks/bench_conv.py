@@ -1,21 +1,23 @@
-# bench_conv.py: pytest-benchmark suite of fastconv.conv2d (every CPU algorithm + auto) vs
-# torch.nn.functional.conv2d over the layers of ResNet-50, VGG-16 and MobileNet (float32).
+# bench_conv.py: pytest-benchmark suite of fastconv.conv2d (every CPU algorithm + auto) vs its
+# peers (torch F.conv2d, torch prepacked oneDNN, NNPACK) over the layers of ResNet-50, VGG-16
+# and MobileNet (float32), with the shapes, contenders and timing of `python -m fastconv bench`.
 """Convolution benchmarks over real network layers.
 
-Parametrised over network layer x batch x contender, where the contenders are every
-``conv2d_forward`` CPU algorithm in ``fastconv._C.kernels()`` that supports the layer,
-``auto``, and the ``torch`` peer (NCHW, skipped when torch is not installed).
+Parametrised over network layer x batch x contender. Layers come from
+``fastconv.bench.networks`` (the package's networks.txt), contenders and their callables from
+``fastconv.bench.runner.contenders`` (every ``conv2d_forward`` CPU kernel of
+``fastconv._C.kernels()`` that supports the layer, ``auto``, and each available peer), and the
+timing from ``fastconv.bench.timing.compare`` -- exactly what the CLI uses.
 
-    python -m pytest benchmarks/bench_conv.py --benchmark-disable -q       # smoke: run once, check vs torch
+    python -m pytest benchmarks/bench_conv.py -q                           # smoke: run once, check vs torch
     python -m pytest benchmarks/bench_conv.py --benchmark-enable           # measure the subset
     FASTCONV_BENCH_FULL=1 python -m pytest benchmarks/bench_conv.py --benchmark-enable   # every layer, b 1 and 8
 
-Measurement: the first test of a (layer, batch) group times all of the group's
-contenders together with ``timing.compare`` (warm-up, then interleaved round-robin,
-medians); each test then reports its own samples to pytest-benchmark, with the
-median ratio to torch in ``extra_info`` (``torch_ms / ours_ms``: > 1 means fastconv
-is faster). Networks: ``FASTCONV_BENCH_NETWORKS`` (comma-separated, default
-resnet50,vgg16,mobilenet_dw).
+Measurement: the first test of a (layer, batch) group times all of the group's contenders
+together with ``timing.compare`` (warm-up, then interleaved round-robin, medians); each test
+then reports its own samples to pytest-benchmark, with the median ratio to torch in
+``extra_info`` (``torch_ms / ours_ms``: > 1 means faster than torch). Networks:
+``FASTCONV_BENCH_NETWORKS`` (comma-separated, default resnet50,vgg16,mobilenet).
 """
 from __future__ import annotations
 
@@ -24,46 +26,43 @@ import os
 import numpy as np
 import pytest
 
-import shapes
-import timing
 from suite import full_mode, record_samples
 
 fc = pytest.importorskip("fastconv")
+from fastconv.bench import networks, peers, runner, timing  # noqa: E402
 
-DEFAULT_NETWORKS = ("resnet50", "vgg16", "mobilenet_dw")
+DEFAULT_NETWORKS = ("resnet50", "vgg16", "mobilenet")
 BATCHES = (1, 8)
-SMOKE_BATCH8_MAX_FLOPS = 2e9   # smoke mode runs batch 8 only where it is cheap
+SMOKE_BATCH8_MAX_FLOPS = 2e9   # the quick subset runs batch 8 only where it is cheap
+# Smoke mode (benchmarks disabled, as in CI's `python -m pytest`): the quick subset at batch 1.
 
 
-def conv_algorithms():
-    """conv2d CPU algorithms of the kernel table, in table order."""
-    rows = [k["algorithm"] for k in fc._C.kernels() if k["op"] == "conv2d_forward" and k["device"] == "cpu"]
-    return list(dict.fromkeys(rows))
+def peer_names():
+    return [p for p in peers.CPU_DEFAULT if not peers.why_unavailable(p, "cpu")]
 
 
-def supported(layer, batch, algorithm, dtype="float32"):
-    """'' when `algorithm` can run the layer, else the kernel's reason."""
-    params, _ = fc.functional.conv_params(layer.input_shape(batch), layer.weight_shape(), layer.stride,
-                                          layer.pad, layer.dilation, layer.groups)
-    return fc._C.supports(algorithm, params, dtype)
-
-
-def contenders(layer, batch):
-    """Names timed for one layer: supported algorithms, 'auto', and 'torch'."""
-    return [a for a in conv_algorithms() if not supported(layer, batch, a)] + ["auto", "torch"]
+def contender_names(layer, batch):
+    """Names timed for one layer: supported algorithms, 'auto', and the available peers."""
+    params = runner.params_of(layer, batch)
+    algos = [a for a in runner.conv_algorithms() if not fc._C.supports(a, params, "float32")] + ["auto"]
+    names = algos + [p for p in peer_names() if p == "torch"
+                     or (p != "nnpack" or (layer.groups == 1 and layer.dilation == (1, 1)))]
+    return names
 
 
 def selected_cases(config):
     nets = os.environ.get("FASTCONV_BENCH_NETWORKS", "")
     nets = [n.strip() for n in nets.split(",") if n.strip()] or list(DEFAULT_NETWORKS)
     full = full_mode(config)
+    smoke = config.getoption("benchmark_disable", default=False) and not full
     cases = []
     for net in nets:
-        for layer in (shapes.load(net) if full else shapes.load_quick(net)):
-            for batch in BATCHES:
+        layers = networks.load(net) if full else networks.load_quick(net)
+        for layer in layers:
+            for batch in ((1,) if smoke else BATCHES):
                 if not full and batch > 1 and layer.flops(batch) > SMOKE_BATCH8_MAX_FLOPS:
                     continue
-                for name in contenders(layer, batch):
+                for name in contender_names(layer, batch):
                     cases.append(pytest.param(layer, batch, name, id=f"{net}-{layer.name}-b{batch}-{name}"))
     return cases
 
@@ -71,48 +70,6 @@ def selected_cases(config):
 def pytest_generate_tests(metafunc):
     if {"layer", "batch", "contender"} <= set(metafunc.fixturenames):
         metafunc.parametrize(("layer", "batch", "contender"), selected_cases(metafunc.config))
-
-
-# ---- problems and callables -----------------------------------------------------------
-
-def make_arrays(layer, batch, seed=0):
-    """x (N, C, H, W) and weight (K, C/groups, R, S), float32, unit-variance outputs."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(layer.input_shape(batch), dtype=np.float32)
-    fan_in = (layer.C // layer.groups) * layer.R * layer.S
-    w = rng.standard_normal(layer.weight_shape(), dtype=np.float32) / np.float32(np.sqrt(fan_in))
-    return x, w
-
-
-def fastconv_fn(layer, x, w, algorithm):
-    kw = layer.conv_kwargs()
-    return lambda: fc.conv2d(x, w, None, algorithm=algorithm, **kw)
-
-
-def torch_fn(layer, x, w):
-    """torch.nn.functional.conv2d on the same memory (NCHW); explicit F.pad first if the
-    layer's padding is asymmetric (none of the shipped files needs it)."""
-    import torch
-    import torch.nn.functional as F
-    xt, wt = torch.from_numpy(x), torch.from_numpy(w)
-    sym = layer.symmetric_pad
-    if sym is not None:
-        return lambda: F.conv2d(xt, wt, None, layer.stride, sym, layer.dilation, layer.groups)
-    (t, b), (l, r) = layer.pad
-    return lambda: F.conv2d(F.pad(xt, (l, r, t, b)), wt, None, layer.stride, 0, layer.dilation, layer.groups)
-
-
-def group_fns(layer, batch, x, w):
-    fns = {}
-    for name in contenders(layer, batch):
-        if name == "torch":
-            try:
-                fns[name] = torch_fn(layer, x, w)
-            except ImportError:
-                pass
-        else:
-            fns[name] = fastconv_fn(layer, x, w, name)
-    return fns
 
 
 _GROUPS = {}  # (network, layer name, batch) -> (timing.Comparison, auto's algorithm)
@@ -123,48 +80,46 @@ def measured(layer, batch, options):
     key = (layer.network, layer.name, batch)
     if key not in _GROUPS:
         _GROUPS.clear()   # one group at a time: tests of a group are adjacent
-        x, w = make_arrays(layer, batch)
-        comparison = timing.compare(group_fns(layer, batch, x, w), **options)
-        params, _ = fc.functional.conv_params(x.shape, w.shape, layer.stride, layer.pad, layer.dilation, layer.groups)
-        _GROUPS[key] = (comparison, fc.algorithms.choose(params, x.dtype))
+        fns, _, _, _ = runner.contenders(layer, batch, runner.conv_algorithms() + ["auto"], peer_names())
+        comparison = timing.compare(fns, **options)
+        params = runner.params_of(layer, batch)
+        _GROUPS[key] = (comparison, fc.algorithms.choose(params, np.dtype(np.float32)))
     return _GROUPS[key]
 
 
-# ---- the benchmark -----------------------------------------------------------------------
-
 def test_conv2d(benchmark, layer, batch, contender, timing_options):
-    if contender == "torch":
-        pytest.importorskip("torch")
     benchmark.group = f"{layer.network}:{layer.name} b{batch}"
     flops = layer.flops(batch)
     extra = {"network": layer.network, "layer": layer.name, "shape": layer.describe(), "batch": batch,
              "count": layer.count, "flops": flops, "contender": contender}
 
     if benchmark.disabled:
-        # Smoke: one call, output checked against torch (or just its shape without torch).
-        x, w = make_arrays(layer, batch)
-        fn = torch_fn(layer, x, w) if contender == "torch" else fastconv_fn(layer, x, w, contender)
-        y = np.asarray(benchmark(fn))   # disabled fixture: calls fn once
+        # Smoke: one call, output checked against torch's F.conv2d.
+        names = [contender] + (["torch"] if contender != "torch" and "torch" in peer_names() else [])
+        fns, skipped, _, _ = runner.contenders(layer, batch, [n for n in names if n not in peers.PEERS],
+                                               [n for n in names if n in peers.PEERS])
+        if contender not in fns:
+            pytest.skip(skipped.get(contender, "not available"))
+        y = peers.to_numpy(benchmark(fns[contender]))   # disabled fixture: calls it once
         assert y.shape == layer.output_shape(batch)
         assert np.isfinite(y).all()
-        if contender != "torch":
-            try:
-                expected = torch_fn(layer, x, w)().numpy()
-            except ImportError:
-                return
-            scale = float(np.abs(expected).max()) or 1.0
-            np.testing.assert_allclose(y, expected, rtol=1e-3, atol=1e-4 * scale)
+        if "torch" in fns and contender != "torch":
+            expected = peers.to_numpy(fns["torch"]())
+            reduction = (layer.C // layer.groups) * layer.R * layer.S
+            assert runner.close(y, expected, reduction), \
+                f"{contender}: max error {np.abs(y - expected).max():.3g}, max |y| {np.abs(expected).max():.3g}"
         return
 
     comparison, auto_picks = measured(layer, batch, timing_options)
-    ms = comparison.ms(contender)
-    extra.update(median_ms=ms, gflops=timing.gflops(flops, comparison.medians[contender]),
+    if contender not in comparison.medians:
+        pytest.skip(f"{contender} was not timed")
+    extra.update(median_ms=comparison.ms(contender), gflops=timing.gflops(flops, comparison.medians[contender]),
                  rounds=comparison.rounds)
     if contender == "auto":
         extra["auto_picks"] = auto_picks
     if "torch" in comparison.medians and contender != "torch":
         extra["ratio_vs_torch"] = comparison.ratio("torch", contender)
     if not record_samples(benchmark, comparison.samples[contender], extra):
-        x, w = make_arrays(layer, batch)
-        fn = torch_fn(layer, x, w) if contender == "torch" else fastconv_fn(layer, x, w, contender)
-        benchmark.pedantic(fn, rounds=timing_options["repeats"], warmup_rounds=timing_options["warmup"])
+        fns, _, _, _ = runner.contenders(layer, batch, [contender] if contender not in peers.PEERS else [],
+                                         [contender] if contender in peers.PEERS else [])
+        benchmark.pedantic(fns[contender], rounds=timing_options["repeats"], warmup_rounds=timing_options["warmup"])

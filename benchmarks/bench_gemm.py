@@ -9,23 +9,22 @@
         python -m pytest benchmarks/bench_gemm.py --benchmark-enable      # measure
 
 Each test is one (shape, dtype, contender). With benchmarks enabled, the first
-contender of a (shape, dtype) group also times both contenders interleaved in this
-process (warm-up, then alternating rounds, medians: the fair comparison on a noisy
-machine) and every test reports ``gflops`` and ``ratio_to_numpy`` (> 1: fastconv is
-faster) in ``extra_info``. Threads: ``FASTCONV_BENCH_THREADS`` (default: fastconv's
+contender of a (shape, dtype) group also times both contenders with
+fastconv.bench.timing.compare (warm-up, then interleaved rounds, medians: the CLI's
+method) and every test reports ``gflops`` and ``ratio_to_numpy`` (> 1: fastconv is faster)
+in ``extra_info``. Threads: ``FASTCONV_BENCH_THREADS`` (default: fastconv's
 current count), applied to both fastconv and, through threadpoolctl when installed,
 NumPy's BLAS.
 """
 from __future__ import annotations
 
 import os
-import statistics
-import time
 
 import numpy as np
 import pytest
 
 fc = pytest.importorskip("fastconv")
+from fastconv.bench import timing  # noqa: E402
 _C = fc._C
 
 # (M, N, K); the conv products are (output channels, output pixels, C*R*S).
@@ -67,21 +66,9 @@ def _runner(name, A, B, C):
     return lambda: np.matmul(A, B, out=C)
 
 
-def _interleaved(fns, min_time=0.4, rounds=15):
-    """Median seconds per call of each function, timed alternately (one process)."""
-    for f in fns.values():
-        f()
-    t0 = time.perf_counter()
-    next(iter(fns.values()))()
-    inner = max(1, int(min_time / rounds / max(time.perf_counter() - t0, 1e-7)))
-    samples = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, f in fns.items():
-            t = time.perf_counter()
-            for _ in range(inner):
-                f()
-            samples[k].append((time.perf_counter() - t) / inner)
-    return {k: statistics.median(v) for k, v in samples.items()}
+def _interleaved(fns):
+    """Median seconds per call of each function: fastconv.bench.timing.compare (the CLI's method)."""
+    return timing.compare(fns, **timing.QUICK).medians
 
 
 @pytest.mark.parametrize("contender", CONTENDERS)

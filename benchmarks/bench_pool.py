@@ -6,18 +6,17 @@ layers of ResNet-50 / VGG-style networks, float32, batch 1.
     python benchmarks/bench_pool.py [reps]               # interleaved table: medians, ratio, GB/s
 
 Both libraries run with FASTCONV_BENCH_THREADS threads (default 2). The table mode times
-fastconv and torch alternately in one process, so both see the same machine noise; GB/s
+fastconv and torch with fastconv.bench.timing.compare (the CLI's method: interleaved in one process), so both see the same machine noise; GB/s
 counts the input read and the output (and indices) written once.
 """
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 import pytest
 
 import fastconv as fc
+from fastconv.bench import timing
 
 THREADS = int(os.environ.get("FASTCONV_BENCH_THREADS", "2"))
 
@@ -79,10 +78,6 @@ def test_torch(benchmark, layer):
 
 # ---- interleaved table -----------------------------------------------------------------------
 
-def _median_ms(samples):
-    return statistics.median(samples) * 1e3
-
-
 def table(reps=50):
     import torch
     import torch.nn.functional as F
@@ -97,16 +92,8 @@ def table(reps=50):
         f = lambda: getattr(fc, fn)(x, *args, **kw)  # noqa: E731
         g = lambda: getattr(F, fn)(t, *args, **kw)  # noqa: E731
         r = f()
-        g()
-        ta, tb = [], []
-        for _ in range(reps):
-            s = time.perf_counter()
-            f()
-            ta.append(time.perf_counter() - s)
-            s = time.perf_counter()
-            g()
-            tb.append(time.perf_counter() - s)
-        ma, mb = _median_ms(ta), _median_ms(tb)
+        cmp_ = timing.compare({"fastconv": f, "torch": g}, warmup=1, repeats=reps, min_time=0.0)
+        ma, mb = cmp_.ms("fastconv"), cmp_.ms("torch")
         print(f"| {name:<20} | {'x'.join(map(str, shape)):<18} | {ma:11.3f} | {mb:9.3f} | {mb / ma:6.2f} | "
               f"{_nbytes(x, r) / ma / 1e6:6.1f} |")
 

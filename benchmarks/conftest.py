@@ -1,13 +1,15 @@
 # conftest.py: shared pytest fixtures and options of the benchmark suite (benchmarks/bench_*.py).
 """Fixtures and options shared by ``benchmarks/bench_*.py``.
 
-- ``bench_*.py`` files are collected when pytest is pointed at ``benchmarks/``
-  (the project's ``python_files`` only matches ``test_*.py``).
-- Smoke mode vs full mode: ``--bench-full`` or ``FASTCONV_BENCH_FULL=1`` selects every
-  layer and batch; otherwise a representative subset runs (``shapes.QUICK``).
+- ``bench_*.py`` files are collected by the project's pytest settings (``testpaths`` has
+  ``benchmarks``, ``python_files`` matches ``bench_*.py``), so ``python -m pytest`` runs them in
+  smoke mode (``--benchmark-disable`` in addopts: each case once, checked against torch).
+- Smoke mode: the quick subset (``fastconv.bench.networks.QUICK``) at batch 1. With
+  ``--benchmark-enable``: the quick subset at batch 1 and, where cheap, 8; ``--bench-full`` or
+  ``FASTCONV_BENCH_FULL=1``: every layer at batches 1 and 8.
 - Threads: fastconv, torch and NumPy's BLAS all get ``FASTCONV_BENCH_THREADS`` (2).
-- Timing: pytest-benchmark's table is fed with the samples of ``timing.compare``
-  (interleaved with the peer in this process), see ``record_samples``.
+- Timing: pytest-benchmark's table is fed with the samples of ``fastconv.bench.timing.compare``
+  (interleaved with the peers in this process, the CLI's method), see ``record_samples``.
 """
 from __future__ import annotations
 
@@ -21,7 +23,15 @@ HERE = pathlib.Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import timing  # noqa: E402
+try:   # fastconv.bench.timing imports neither NumPy nor torch; fastconv itself imports NumPy,
+    # so load the timing module by path to set OpenBLAS's environment before NumPy loads.
+    import importlib.util
+    _spec = importlib.util.spec_from_file_location(
+        "_fastconv_bench_timing", HERE.parent / "python" / "fastconv" / "bench" / "timing.py")
+    timing = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(timing)
+except (OSError, ImportError, AttributeError):   # an installed fastconv without the source tree
+    from fastconv.bench import timing  # noqa: E402
 
 # NumPy's OpenBLAS reads its environment when it loads: fix it now if NumPy is not loaded
 # yet (see timing.py: idle BLAS threads must not spin on the cores of the next contender).
@@ -41,13 +51,6 @@ def pytest_addoption(parser):
                          "default is a representative subset")
 
 
-def pytest_collect_file(file_path, parent):
-    if (file_path.suffix == ".py" and file_path.name.startswith("bench_")
-            and file_path.parent == HERE and not parent.session.isinitpath(file_path)):
-        return pytest.Module.from_parent(parent, path=file_path)
-    return None
-
-
 @pytest.fixture(scope="session", autouse=True)
 def threads():
     """Same thread count for fastconv, torch and NumPy's BLAS for the whole session."""
@@ -63,6 +66,5 @@ def bench_full(request):
 @pytest.fixture(scope="session")
 def timing_options(bench_full):
     """Arguments of timing.compare for this mode."""
-    if bench_full:
-        return dict(warmup=2, repeats=15, min_time=1.0, max_time=30.0)
-    return dict(warmup=1, repeats=5, min_time=0.2, max_time=5.0)
+    from fastconv.bench import timing as t
+    return dict(t.FULL if bench_full else t.QUICK)

@@ -1,5 +1,6 @@
 # shapes.py: parser for oneDNN benchdnn convolution descriptors (benchmarks/shapes/*.txt)
-# into one `Layer` per line, and loaders for the networks the benchmark suite runs.
+# into one `Layer` per line. The benchmarks take their shapes from fastconv.bench.networks
+# (the package's networks.txt); tests/test_bench_networks.py checks those against these files.
 """Convolution layers of real networks, from benchdnn's descriptor files.
 
 A descriptor line such as ``mb50ic64ih56oc64oh56kh3ph1n"resnet_50:res2a_branch2b*3"``
@@ -214,20 +215,3 @@ def load(name):
 def networks():
     """Names load() accepts."""
     return tuple(NETWORK_FILES)
-
-
-# Representative subset for smoke runs and `report.py --quick`: one of each kind of
-# layer (7x7 s2 stem, 1x1, 1x1 s2, 3x3 at several sizes, depthwise s1/s2, dilated).
-QUICK = {
-    "resnet50": ("conv1", "res2a_branch2b", "res3a_branch1", "res4a_branch2c", "res5a_branch2b"),
-    "vgg16": ("conv1_1", "conv4_2", "conv5_1"),
-    "vgg19": ("conv1_1", "conv5_1"),
-    "vgg16_ssd300": ("fc6", "conv6_2", "conv8_2"),
-    "mobilenet_dw": ("conv2_2/dw", "conv4_1/dw", "conv6/dw"),
-}
-
-
-def load_quick(name):
-    """The QUICK subset of a network, in file order."""
-    keep = QUICK.get(name, ())
-    return [l for l in load(name) if l.name in keep]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-import timing
+from fastconv.bench import timing
 
 
 def full_mode(config=None):

@@ -9,6 +9,7 @@
 #include <atomic>
 
 #include "cpu/gemm.h"
+#include "cpu/kernels.h"
 #include "cpu_features.h"
 #include "registry.h"
 
@@ -231,6 +232,28 @@ PYBIND11_MODULE(_C, m) {
   m.def("gemm", &gemm, py::arg("trans_a"), py::arg("trans_b"), py::arg("alpha"), py::arg("A"),
         py::arg("B"), py::arg("beta"), py::arg("C"), py::arg("bias") = py::none(),
         "C = alpha * op(A) @ op(B) + beta * C + bias[:, None] with the project's packed GEMM.");
+
+  m.def("measure_peak", [](double seconds, std::int64_t copy_bytes) {
+    FC_CHECK(seconds > 0.0 && seconds <= 60.0, "seconds must be in (0, 60] (got ", seconds, ")");
+    FC_CHECK(copy_bytes >= (1 << 20), "copy_bytes must be at least 1 MiB (got ", copy_bytes, ")");
+    double gflops = 0.0, gbs = 0.0;
+    {
+      py::gil_scoped_release nogil;
+      apply_num_threads();
+      gflops = FC_PICK_ISA(peak_fma_gflops)(seconds);
+      gbs = FC_PICK_ISA(peak_copy_gbs)(seconds, copy_bytes);
+    }
+    py::dict d;
+    d["gflops"] = gflops;
+    d["copy_gbs"] = gbs;
+    d["isa"] = std::string(isa_name(active_isa()));
+    d["threads"] = num_threads();
+    d["seconds"] = seconds;
+    d["copy_bytes"] = copy_bytes;
+    return d;
+  }, py::arg("seconds") = 0.2, py::arg("copy_bytes") = std::int64_t(256) << 20,
+     "Machine peak (csrc/cpu/peak.cpp): fp32 FMA GFLOP/s on every thread for `seconds`, then memory "
+     "copy GB/s (read + write, best repetition) over two buffers of `copy_bytes` for `seconds`.");
 
   m.def("set_isa", [](const std::string& name) { set_isa(isa_from_name(name)); }, py::arg("name"),
         "Lower (never raise) the instruction set the CPU kernels use.");

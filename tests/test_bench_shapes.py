@@ -105,9 +105,3 @@ def test_every_line_parses_with_benchdnn_output_size(path):
             assert out[2] == int(oh.group(1)), line
         if ow or oh:
             assert out[3] == int((ow or oh).group(1)), line
-
-
-def test_quick_subsets_exist():
-    for net, names in shapes.QUICK.items():
-        assert [l.name for l in shapes.load_quick(net)] == [l.name for l in shapes.load(net) if l.name in names]
-        assert len(shapes.load_quick(net)) == len(names), net

@@ -1,5 +1,5 @@
 // kernels.h: entry points of the CPU kernels that are compiled once per ISA
-// (conv2d_direct.cpp, pool2d.cpp). CMake builds each of those files three times,
+// (conv2d_direct.cpp, pool2d.cpp, peak.cpp). CMake builds each of those files three times,
 // with -DFC_ISA=scalar|avx2|avx512 and that ISA's flags; each copy lives in
 // namespace fastconv::cpu::<isa>. registry.cpp picks one at run time.
 #pragma once
@@ -17,7 +17,10 @@
   template <class T>                                                                     \
   void avg_pool2d(const PoolParams& p, const T* x, T* y);                                \
   template <class T>                                                                     \
-  void lp_pool2d(const PoolParams& p, const T* x, T* y);
+  void lp_pool2d(const PoolParams& p, const T* x, T* y);                                 \
+  /* peak.cpp: fp32 FMA GFLOP/s on every OpenMP thread; copy GB/s (read + write) */      \
+  double peak_fma_gflops(double seconds);                                                \
+  double peak_copy_gbs(double seconds, index_t bytes);
 
 namespace fastconv::cpu {
 namespace scalar { FC_PER_ISA_DECLARATIONS }

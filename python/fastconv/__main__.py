@@ -1,4 +1,4 @@
-"""Command line: ``python -m fastconv info | explain | demo``."""
+"""Command line: ``python -m fastconv info | explain | demo | bench`` (bench: see fastconv/bench/cli.py)."""
 from __future__ import annotations
 
 import argparse
@@ -84,12 +84,17 @@ def main(argv=None):
     demo = sub.add_parser("demo", help="the lecture's edge detector, timed per algorithm")
     demo.add_argument("--save", help="write the edge map to this .npy file")
     demo.set_defaults(fn=cmd_demo)
+    from .bench import cli as bench_cli
+    bench_cli.add_parser(sub)
     args = parser.parse_args(argv)
     for name in ("stride", "dilation"):
         if hasattr(args, name):
             v = getattr(args, name)
             setattr(args, name, v[0] if len(v) == 1 else v)
     try:
+        if args.command == "bench":
+            # Re-executing itself (for NumPy's BLAS environment) only as a real command, never in-process.
+            return args.fn(args, argv=sys.argv[1:] if argv is None else argv, allow_reexec=argv is None)
         args.fn(args)
     except (ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,5 +1,6 @@
-# timing.py: the one timing method of the benchmark suite: warm up, then interleave the
-# contenders round-robin in one process and quote medians (plus ratio / GFLOP/s helpers).
+# timing.py: the one timing method of `python -m fastconv bench` and of the pytest-benchmark
+# suite in benchmarks/: warm up, then interleave the contenders round-robin in one process and
+# quote medians (plus ratio / GFLOP/s helpers). CPU: perf_counter; CUDA: CUDA events.
 """Interleaved timing.
 
 The machine is small and noisy (2 cores, shared). Timing contender A for a while and
@@ -14,6 +15,11 @@ then contender B lets drift (frequency, neighbours, page cache) land on one of t
    passed, or when ``max_time`` seconds have passed (after at least ``min_rounds``);
 4. returns every sample and the per-name medians.
 
+On the GPU (``compare(..., cuda=True)``) each sample is the time between two CUDA events
+recorded on the current stream around the call (``end.synchronize()`` before reading it),
+so it is GPU time, not launch time; the callers set ``torch.backends.cudnn.benchmark = True``
+and disable TF32 (``cuda_setup``) for a like-for-like fp32 comparison.
+
 Ratios are ``peer / ours`` of medians: > 1 means ours is faster.
 
 Thread pools. fastconv and torch run OpenMP pools, NumPy runs OpenBLAS's. After a call,
@@ -23,7 +29,10 @@ call took 6.5 ms right after np.matmul). ``blas_environment`` therefore sets
 ``OPENBLAS_THREAD_TIMEOUT=4`` (idle BLAS threads sleep at once; BLAS kernels unchanged,
 np.matmul alone is as fast) and removes ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` so
 OpenBLAS picks its own kernels. OpenBLAS reads these when it loads, so they must be in
-place before NumPy is imported (report.py re-executes itself; conftest.py sets them).
+place before NumPy is imported: ``python -m fastconv bench --sections gemm`` re-executes
+itself with them; benchmarks/conftest.py sets them before NumPy loads.
+
+This module imports neither NumPy nor torch at import time.
 """
 from __future__ import annotations
 
@@ -74,15 +83,49 @@ class Comparison:
         return (q[0] / med - 1.0, q[2] / med - 1.0)
 
 
-def compare(fns, warmup=2, repeats=10, min_time=0.5, max_time=30.0, min_rounds=3, timer=time.perf_counter):
+# Timing presets: the quick default of the CLI / the smoke-to-measure pytest mode, and the
+# longer one RESULTS.md is made with.
+QUICK = dict(warmup=1, repeats=11, min_time=2.0, max_time=6.0)
+FULL = dict(warmup=2, repeats=11, min_time=1.0, max_time=20.0)
+
+
+def cuda_setup():
+    """Like-for-like fp32 on the GPU: cuDNN autotuning on, TF32 off (matmul and cuDNN)."""
+    import torch
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def _cuda_timed(fn):
+    """fn wrapped to return its GPU time in seconds, measured with CUDA events."""
+    import torch
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def timed():
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    return timed
+
+
+def compare(fns, warmup=2, repeats=10, min_time=0.5, max_time=30.0, min_rounds=3, timer=time.perf_counter,
+            cuda=False):
     """Time zero-argument callables interleaved round-robin; see the module docstring.
 
     fns: dict name -> callable. Returns a Comparison. The garbage collector is off
-    during the timed rounds (and back on between rounds).
+    during the timed rounds (and back on between rounds). ``cuda=True``: samples are
+    CUDA-event times of the calls (the round-robin, warm-up and stopping rules are the same).
     """
     if not fns:
         raise ValueError("compare() needs at least one callable")
     names = list(fns)
+    if cuda:
+        import torch
+        torch.cuda.synchronize()
+        events = {name: _cuda_timed(fns[name]) for name in names}
     for name in names:                      # warm-up, each in turn
         for _ in range(max(1, warmup)):
             fns[name]()
@@ -101,6 +144,9 @@ def compare(fns, warmup=2, repeats=10, min_time=0.5, max_time=30.0, min_rounds=3
             gc.disable()
             for name in order:
                 fn = fns[name]
+                if cuda:
+                    samples[name].append(events[name]())
+                    continue
                 t0 = timer()
                 fn()
                 samples[name].append(timer() - t0)
@@ -137,18 +183,19 @@ def geomean(values):
     return math.exp(sum(math.log(v) for v in xs) / len(xs)) if xs else math.nan
 
 
-def set_threads(n=DEFAULT_THREADS):
-    """Give fastconv, torch (if importable) and NumPy's BLAS (if threadpoolctl is
-    installed) the same thread count. Returns what was applied, for the report."""
+def set_threads(n=DEFAULT_THREADS, torch_too=True):
+    """Give fastconv, torch (if importable and `torch_too`) and NumPy's BLAS (if
+    threadpoolctl is installed) the same thread count. Returns what was applied."""
     import fastconv
     applied = {"fastconv": n}
     fastconv.set_num_threads(n)
-    try:
-        import torch
-        torch.set_num_threads(n)
-        applied["torch"] = torch.get_num_threads()
-    except ImportError:
-        pass
+    if torch_too:
+        try:
+            import torch
+            torch.set_num_threads(n)
+            applied["torch"] = torch.get_num_threads()
+        except ImportError:
+            pass
     try:
         import threadpoolctl
         global _BLAS_LIMITS

@@ -1,0 +1,12 @@
+"""fastconv.bench: the benchmark behind ``python -m fastconv bench``.
+
+- ``timing``: the one timing method (warm-up, interleaved rounds, medians; CUDA events on the GPU),
+  shared with the pytest-benchmark suite in ``benchmarks/``;
+- ``networks``: layer shapes of ResNet-50, VGG-16, MobileNet and LeNet-5 (``networks.txt``);
+- ``peers``: torch, torch prepacked (oneDNN), NNPACK, cuDNN, each skipped with a note when missing;
+- ``runner``: measures layers (and GEMM, pooling) into plain records;
+- ``report``: console table and summary, Markdown for RESULTS.md, JSON, PNG plot;
+- ``cli``: the options.
+
+torch, tqdm and matplotlib are optional and imported only where they are used.
+"""

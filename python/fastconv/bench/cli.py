@@ -1,0 +1,338 @@
+# cli.py: `python -m fastconv bench`: options, what runs in which mode, progress, and the
+# outputs (console table and summary, --json, --plot, --markdown). Exit codes: 0 done (also
+# `--device cuda` without a GPU: it prints "skipped: no CUDA device" and measures nothing),
+# 2 bad arguments, 1 an output file could not be written.
+"""python -m fastconv bench: which algorithm wins for each layer of a real network, and by how much.
+
+With no options: a quick run on the CPU (a few representative layers of ResNet-50, VGG-16,
+MobileNet and LeNet-5, batch 1, short timing; about a minute on 2 cores), printing per layer
+every fastconv algorithm and every available peer (torch F.conv2d, torch prepacked oneDNN,
+NNPACK) with its time, GFLOP/s and % of the machine's peak (measured briefly at the start of
+every run, or --peak-gflops), the winner and its ratio to torch, then one summary line per network.
+
+Modes: with --network and no --quick, every layer of the named networks with the longer
+timing (--full does that for all networks); --quick forces the short subset.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+from . import networks, peers, report, runner, timing
+
+NETWORK_NAMES = ("resnet50", "vgg16", "mobilenet", "lenet5")
+SECTIONS = ("conv", "gemm", "pool")
+
+
+def _network(text):
+    if text == "all" or text in networks.networks():
+        return text
+    if "," in text:
+        try:
+            return networks.parse_layer(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    raise argparse.ArgumentTypeError(
+        f"unknown network {text!r}: use one of {', '.join(networks.networks())}, all, "
+        "or a layer N,C,H,W,K,R,S,stride,pad[,groups[,dilation]]")
+
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _nonneg_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return v
+
+
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def _algorithm(text):
+    known = runner.conv_algorithms() + ["auto"]
+    if text not in known:
+        raise argparse.ArgumentTypeError(f"unknown algorithm {text!r}; this build has: {', '.join(known)}")
+    return text
+
+
+def _peer(text):
+    if text not in peers.PEERS:
+        raise argparse.ArgumentTypeError(f"unknown peer {text!r}; known: {', '.join(peers.PEERS)}")
+    return text
+
+
+def _png(text):
+    if not text.lower().endswith(".png"):
+        raise argparse.ArgumentTypeError(f"--plot writes a PNG: the path must end in .png, got {text!r}")
+    return text
+
+
+def add_parser(sub):
+    """Register the `bench` subcommand on an argparse subparsers object."""
+    p = sub.add_parser("bench", help="benchmark fastconv against torch, NNPACK and cuDNN on real network layers",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cpu (default) or cuda: cuda times cuDNN with CUDA events (fastconv has no CUDA kernels "
+                        "yet); without a GPU it prints 'skipped: no CUDA device' and exits with 0")
+    p.add_argument("--network", "-n", nargs="+", type=_network, default=None, metavar="NET",
+                   help="resnet50, vgg16, mobilenet, lenet5, all, or a single layer N,C,H,W,K,R,S,stride,pad"
+                        "[,groups[,dilation]] (its N is the batch unless --batch is given); default: all, quick subset")
+    p.add_argument("--batch", "-b", nargs="+", type=_positive_int, default=None, metavar="N",
+                   help="batch sizes (default 1)")
+    p.add_argument("--algorithms", nargs="+", type=_algorithm, default=None, metavar="ALGO",
+                   help="fastconv algorithms to time (default: every conv2d CPU kernel of this build, and auto)")
+    p.add_argument("--peers", nargs="*", type=_peer, default=None, metavar="PEER",
+                   help="torch, torch-prepacked, nnpack, cudnn (default on cpu: the first three; on cuda: cudnn); "
+                        "peers that are not installed are skipped with a note; --peers alone: none")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="threads for fastconv, torch and NumPy's BLAS alike (default: fastconv's, i.e. all cores)")
+    p.add_argument("--repeats", type=_positive_int, default=None, help="minimum interleaved rounds per layer")
+    p.add_argument("--warmup", type=_nonneg_int, default=None, help="warm-up calls per contender")
+    p.add_argument("--min-time", type=_positive_float, default=None, help="minimum seconds per layer")
+    p.add_argument("--max-time", type=_positive_float, default=None, help="stop a layer's rounds after this long")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="representative layers only, short timing")
+    mode.add_argument("--full", action="store_true",
+                      help="every layer of every network (or of --network), longer timing (RESULTS.md)")
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=None,
+                   help="conv (default), gemm (fastconv's GEMM vs numpy.matmul), pool (vs torch)")
+    p.add_argument("--peak", action="store_true",
+                   help="measure the machine's fp32 FMA peak and memory copy bandwidth for 1 s each and print "
+                        "them; alone, that is all it does. Every run otherwise measures them briefly (2 x 0.15 s) "
+                        "at the start; %% of peak uses the best value ever measured on this machine "
+                        "(cached in ~/.cache/fastconv/peak.json, or $FASTCONV_CACHE_DIR)")
+    p.add_argument("--peak-gflops", type=_positive_float, default=None, metavar="GFLOPS",
+                   help="use this fp32 peak for the %% columns instead of measuring it")
+    p.add_argument("--json", metavar="PATH", help="write every raw sample and the machine info as JSON")
+    p.add_argument("--plot", metavar="PATH.png", type=_png,
+                   help="write a PNG: per-layer speedup over torch for each contender, one panel per network")
+    p.add_argument("--markdown", metavar="PATH",
+                   help="write the tables between <!-- report:begin/end --> markers of PATH (e.g. "
+                        "benchmarks/RESULTS.md); text outside the markers is kept")
+    p.add_argument("--load", metavar="JSON", help="re-render tables/--plot/--markdown from a --json file, measuring nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(fn=run)
+    return p
+
+
+# ---- what to run -----------------------------------------------------------------------------------
+
+def plan(args):
+    """[(layer, batch)] to measure, the timing options and whether this is the quick subset."""
+    explicit = args.network is not None
+    quick = args.quick or (not explicit and not args.full)
+    wanted = args.network or ["all"]
+    layers = []
+    for item in wanted:
+        if isinstance(item, networks.Layer):
+            layers.append(item)
+            continue
+        for net in (NETWORK_NAMES if item == "all" else (item,)):
+            layers.extend(networks.load_quick(net) if quick else networks.load(net))
+    seen, work = set(), []
+    for layer in layers:
+        for b in (args.batch or ([layer.batch] if layer.batch else [1])):
+            key = (layer.network, layer.name, b)
+            if key not in seen:
+                seen.add(key)
+                work.append((layer, b))
+    opts = dict(timing.QUICK if quick else timing.FULL)
+    for k in ("warmup", "repeats", "min_time", "max_time"):
+        if getattr(args, k) is not None:
+            opts[k] = getattr(args, k)
+    return work, opts, quick
+
+
+class Progress:
+    """tqdm on stderr when installed and wanted; else one plain line per step."""
+
+    def __init__(self, total, enabled=True):
+        self.bar = None
+        self.total, self.n, self.enabled = total, 0, enabled
+        if enabled:
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=total, file=sys.stderr, unit="layer", leave=False, dynamic_ncols=True)
+            except ImportError:
+                pass
+
+    def start(self, label):
+        """Show what is being measured now."""
+        if self.bar is not None:
+            self.bar.set_description_str(label[:40])
+        elif self.enabled:
+            print(f"[{self.n + 1}/{self.total}] {label}", file=sys.stderr, flush=True)
+
+    def __call__(self, label=""):
+        """One step done."""
+        self.n += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        elif self.enabled and label:
+            print(f"[{self.n}/{self.total}] {label}", file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _reexec_for_blas(argv):
+    """NumPy's OpenBLAS must load without OPENBLAS_CORETYPE/L2_SIZE and with THREAD_TIMEOUT=4
+    when it is timed (see timing.py); re-execute this command once with that environment."""
+    env = timing.blas_environment(os.environ)
+    env["FASTCONV_BENCH_REEXEC"] = "1"
+    print("note: re-executing with NumPy's OpenBLAS environment for the GEMM section "
+          "(OPENBLAS_THREAD_TIMEOUT=4, no OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE)", file=sys.stderr, flush=True)
+    os.execve(sys.executable, [sys.executable, "-m", "fastconv"] + list(argv), env)
+
+
+def _cuda_unavailable():
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return "torch.cuda.is_available() is False"
+    return ""
+
+
+def run(args, argv=None, allow_reexec=False):
+    """Run `bench` with parsed args; returns the exit code."""
+    import fastconv
+
+    sections = args.sections or ["conv"]
+    if args.load:
+        try:
+            result = report.read_json(args.load)
+        except OSError as e:
+            print(f"error: cannot read {args.load}: {e}", file=sys.stderr)
+            return 1
+        return _emit(result, args)
+    only_peak = args.peak and args.network is None and args.sections is None and not (
+        args.json or args.plot or args.markdown or args.full or args.quick)
+    if args.device == "cuda" and not only_peak:
+        why = _cuda_unavailable()
+        if why:
+            print(f"skipped: no CUDA device ({why}); nothing was measured. "
+                  "Run on a machine with a GPU and a CUDA build of torch.")
+            return 0
+        if any(s != "conv" for s in sections):
+            print("note: the gemm and pool sections run on the CPU only; skipped on --device cuda")
+            sections = ["conv"]
+    if "gemm" in sections and allow_reexec and not timing.blas_environment_ok(os.environ) \
+            and not os.environ.get("FASTCONV_BENCH_REEXEC"):
+        _reexec_for_blas(argv if argv is not None else sys.argv[2:])
+
+    threads = args.threads or fastconv.get_num_threads()
+    applied = timing.set_threads(threads)
+
+    if args.peak_gflops:
+        peak = {"gflops": args.peak_gflops, "copy_gbs": math.nan, "source": "--peak-gflops"}
+    else:
+        secs, tries = (1.0, 1) if args.peak else (0.15, 2)
+        peak = runner.peak_with_cache(runner.measure_peak(secs, tries))
+    if args.peak:
+        now = peak.get("this_run", peak)
+        print(f"peak: {now['gflops']:.1f} GFLOP/s fp32 FMA, {now['copy_gbs']:.1f} GB/s memory copy "
+              f"(read + write; ISA {fastconv.info()['isa']}, {threads} threads)")
+        if peak.get("this_run") and peak["source"] != "measured in this run":
+            print(f"best measured on this machine: {peak['gflops']:.1f} GFLOP/s, {peak['copy_gbs']:.1f} GB/s "
+                  f"(used for % of peak; cache {peak['cache']})")
+        if only_peak:
+            return 0
+
+    work, opts, quick = plan(args)
+    device = args.device
+    algos = (args.algorithms or (runner.conv_algorithms() + ["auto"]))
+    peer_names = list(args.peers) if args.peers is not None else list(
+        peers.CUDA_DEFAULT if device == "cuda" else peers.CPU_DEFAULT)
+    notes = []
+    if device == "cuda":
+        timing.cuda_setup()
+        notes.append("fastconv has no CUDA kernels yet: on --device cuda only the peers are timed")
+    for p in peer_names:
+        why = peers.why_unavailable(p, device)
+        if why:
+            notes.append(f"{p} skipped: {why}")
+    result = {
+        "schema": report.JSON_SCHEMA, "date": report.now(),
+        "machine": runner.machine_info(threads, device), "peak": peak,
+        "options": {"device": device, "quick": quick, "sections": sections, "algorithms": algos,
+                    "peers": peer_names, "threads": threads, "threads_applied": applied, "timing": opts,
+                    "batches": sorted({b for _, b in work})},
+        "conv": [], "gemm": [], "pool": [], "notes": notes,
+    }
+    for n in notes:
+        print(f"note: {n}")
+    start = time.perf_counter()
+    total = (len(work) if "conv" in sections else 0) + (len(runner.GEMM_SIZES) if "gemm" in sections else 0) \
+        + (len(runner.pool_cases()) if "pool" in sections else 0)
+    progress = Progress(total, enabled=not args.no_progress)
+    try:
+        if "conv" in sections:
+            for layer, batch in work:
+                progress.start(f"{layer.network} {layer.name} b{batch}")
+                result["conv"].append(runner.measure_conv(layer, batch, algos, peer_names, opts, device))
+                progress()
+        if "gemm" in sections:
+            result["gemm"] = runner.measure_gemm(opts, progress=progress)
+        if "pool" in sections:
+            result["pool"] = runner.measure_pool(opts, progress=progress)
+    finally:
+        progress.close()
+    result["elapsed_s"] = time.perf_counter() - start
+    return _emit(result, args)
+
+
+def _emit(result, args):
+    """Print the tables and summary; write --json, --markdown, --plot."""
+    print("\n".join(report.header_lines(result)))
+    if result.get("conv"):
+        print(report.console_conv(result))
+    if result.get("gemm"):
+        print("\n" + report.md_gemm(result))
+    if result.get("pool"):
+        print("\n" + report.md_pool(result))
+    if "elapsed_s" in result:
+        print(f"\nmeasured in {result['elapsed_s']:.0f} s")
+    try:
+        if args.json and not args.load:
+            report.write_json(args.json, result)
+            print(f"wrote {args.json}")
+        if args.markdown:
+            report.write_markdown(args.markdown, report.markdown(result))
+            print(f"wrote {args.markdown}")
+        if args.plot:
+            try:
+                report.plot(result, args.plot)
+                print(f"wrote {args.plot}")
+            except ImportError:
+                print("note: --plot needs matplotlib (pip install 'fastconv[bench]'); no plot written")
+            except ValueError as e:
+                print(f"note: no plot written: {e}")
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
