@@ -269,7 +269,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
 
     x is (N, C, H, W), weight (K, C/groups, R, S), bias (K,) or None; returns (N, K, P, Q).
     ``padding``: int, (ph, pw), ((top, bottom), (left, right)), 'valid', 'same' (any stride;
-    output ceil(H/stride)) or 'full'. ``algorithm``: 'auto', 'direct', 'im2col', 'reference'.
+    output ceil(H/stride)) or 'full'. ``algorithm``: 'auto', 'direct', 'im2col', 'winograd'
+    (3x3 stride 1, float32; 'winograd:2|4|6' force the tile), 'reference'.
     ``out``: optional NumPy array to write the result into.
     """
     return _conv_nd("conv2d", x, weight, bias, stride, padding, dilation, groups, flip, algorithm, out, False)
@@ -319,6 +320,8 @@ def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
     params, pads = conv_params(tuple(input_shape), tuple(weight_shape), stride, padding, dilation, groups, "explain")
     rows = []
     for name in algorithms.available()[1:]:
+        if name in algorithms.ALIASES:  # 'winograd': its rows 'winograd:m' are listed
+            continue
         if name == "reference":
             why, ws = "", 0
         else:

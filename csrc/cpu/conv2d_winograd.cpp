@@ -1,0 +1,262 @@
+// conv2d_winograd.cpp: 3x3 stride-1 convolution by Winograd's minimal filtering
+// F(m x m, 3 x 3), m = 2, 4, 6 (Lavin & Gray 2015); the matrices are in math/winograd.h.
+//   x is (N, C, H, W), w is (K, C/groups, 3, 3), bias is (K,) or null, y is (N, K, P, Q).
+// The output is cut into tiles of m x m (edge tiles clipped); tile t reads the n x n
+// (n = m + 2) input window at (t_h * m - pad_h, t_w * m - pad_w), zeros outside the image.
+//   1. kernel transform  U[g][xi][k][c] = (G w[g*K/g+k][c] G^T)[xi]        once per call
+//   2. input transform   V[xi][c][t]    = (B^T d(c, t) B)[xi]              per tile block
+//   3. n*n GEMMs         M[xi] (K/g x T) = U[g][xi] (K/g x C/g) . V[xi] (C/g x T)
+//   4. output transform  y tile (k, t)   = A^T M(k, t) A + bias[k]
+// Tiles are processed in blocks of T so that V and M of a block stay in L2. Work is split
+// over (image, group, tile block) with one block per thread and serial GEMMs when there
+// are enough blocks, and otherwise block by block with each phase split over the threads
+// (channels, the n*n products, output channels). Transforms run on 16 lanes (16 tiles,
+// or 16 input channels for the kernel) side by side, so they vectorise.
+// Compiled once per ISA (FC_PER_ISA_SOURCES); float32 only.
+// NaN/Inf: an input NaN or Inf reaches every element of B^T d B, so it turns every output
+// of each tile whose n x n window covers it (all output channels of the group) into NaN;
+// the reference spreads it only to the outputs whose 3x3 window covers it.
+// Limits: R = S = 3, stride 1, dilation 1; any padding, groups, sizes.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "cpu/gemm.h"
+#include "cpu/kernels.h"
+#include "math/winograd.h"
+
+namespace fastconv::cpu::FC_ISA {
+namespace {
+
+using winograd::WinogradMatrices;
+
+constexpr int kL = 16;                             // lanes of the transforms
+constexpr index_t kBlockBytes = index_t(768) << 10;  // V + M of one tile block, per thread
+
+index_t round_up(index_t a, index_t b) { return (a + b - 1) / b * b; }
+index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
+
+// How the work is cut: tile grid, tiles per block, parallel scheme, workspace layout.
+struct Plan {
+  int m = 0, n = 0;
+  index_t tiles_h = 0, tiles_w = 0, tiles = 0;
+  index_t nblocks = 0, T = 0, ldt = 0;  // blocks per (image, group), tiles per block, V/M row stride
+  bool outer = false;                   // one block per thread (else phases split over threads)
+  index_t workers = 1;                  // V/M buffers
+  index_t u_floats = 0, v_floats = 0, m_floats = 0;
+};
+
+Plan make_plan(const ConvParams& p, int m, int threads) {
+  Plan pl;
+  pl.m = m;
+  pl.n = m + 2;
+  pl.tiles_h = ceil_div(p.P, m);
+  pl.tiles_w = ceil_div(p.Q, m);
+  pl.tiles = pl.tiles_h * pl.tiles_w;
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), nn = index_t(pl.n) * pl.n;
+  const index_t per_tile = nn * (Cg + Kg) * index_t(sizeof(float));
+  const index_t tmax = std::max<index_t>(kL, kBlockBytes / per_tile / kL * kL);
+  index_t nb = ceil_div(pl.tiles, tmax);
+  const index_t pairs = std::max<index_t>(p.N * p.groups, 1);
+  // Balance the threads: more, smaller blocks when that makes the item count a multiple.
+  if (threads > 1 && (pairs * nb) % threads != 0 && pairs * nb < 8 * threads) {
+    for (index_t nb2 = nb + 1; ceil_div(pl.tiles, nb2) >= 8; ++nb2)
+      if ((pairs * nb2) % threads == 0) {
+        nb = nb2;
+        break;
+      }
+  }
+  pl.nblocks = nb;
+  pl.T = ceil_div(pl.tiles, nb);
+  pl.ldt = round_up(pl.T, kL);
+  const index_t items = pairs * nb;
+  pl.outer = threads == 1 || (items >= threads && (items % threads == 0 || items >= 8 * threads));
+  pl.workers = pl.outer ? threads : 1;
+  pl.u_floats = round_up(p.groups * nn * Kg * Cg, 16);
+  pl.v_floats = nn * Cg * pl.ldt;
+  pl.m_floats = nn * Kg * pl.ldt;
+  return pl;
+}
+
+// ---- 1. kernel transform: U[g][xi][k][c], 16 input channels at a time ----------------
+template <int M>
+void transform_kernels(const ConvParams& p, const float* w, float* U, bool parallel) {
+  constexpr int n = M + 2, nn = n * n;
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group();
+#pragma omp parallel for schedule(static) if (parallel)
+  for (index_t gk = 0; gk < p.K; ++gk) {
+    const index_t g = gk / Kg, k = gk % Kg;
+    float* Ug = U + g * nn * Kg * Cg;
+    alignas(64) float gt[9 * kL];
+    alignas(64) float ut[nn * kL];
+    for (index_t c0 = 0; c0 < Cg; c0 += kL) {
+      const int lanes = int(std::min<index_t>(kL, Cg - c0));
+      for (int l = 0; l < kL; ++l)
+        for (int e = 0; e < 9; ++e) gt[e * kL + l] = l < lanes ? w[(gk * Cg + c0 + l) * 9 + e] : 0.f;
+      winograd::kernel_transform<M, kL>(gt, ut);
+      for (int xi = 0; xi < nn; ++xi)
+        std::memcpy(Ug + (xi * Kg + k) * Cg + c0, ut + xi * kL, sizeof(float) * lanes);
+    }
+  }
+}
+
+// ---- 2. input transform of one block: V[xi][c][t - t0] ------------------------------------
+// x_g is (C/g, H, W) of one image and group.
+template <int M>
+void transform_inputs(const ConvParams& p, const Plan& pl, const float* x_g, index_t t0,
+                      index_t T, float* V, bool parallel) {
+  constexpr int n = M + 2, nn = n * n;
+  const index_t Cg = p.C_per_group(), H = p.H, W = p.W, ldt = pl.ldt;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (index_t c = 0; c < Cg; ++c) {
+    const float* xc = x_g + c * H * W;
+    alignas(64) float dt[nn * kL];
+    alignas(64) float vt[nn * kL];
+    for (index_t tb = 0; tb < ldt; tb += kL) {
+      for (int l = 0; l < kL; ++l) {
+        const index_t t = t0 + tb + l;
+        if (tb + l >= T) {
+          for (int e = 0; e < nn; ++e) dt[e * kL + l] = 0.f;
+          continue;
+        }
+        const index_t ih0 = (t / pl.tiles_w) * M - p.pad_h, iw0 = (t % pl.tiles_w) * M - p.pad_w;
+        if (ih0 >= 0 && iw0 >= 0 && ih0 + n <= H && iw0 + n <= W) {  // interior tile
+          const float* src = xc + ih0 * W + iw0;
+          for (int i = 0; i < n; ++i)
+            for (int j = 0; j < n; ++j) dt[(i * n + j) * kL + l] = src[i * W + j];
+        } else {
+          for (int i = 0; i < n; ++i) {
+            const index_t ih = ih0 + i;
+            const bool row_in = ih >= 0 && ih < H;
+            for (int j = 0; j < n; ++j) {
+              const index_t iw = iw0 + j;
+              dt[(i * n + j) * kL + l] = (row_in && iw >= 0 && iw < W) ? xc[ih * W + iw] : 0.f;
+            }
+          }
+        }
+      }
+      winograd::input_transform<M, kL>(dt, vt);
+      for (int xi = 0; xi < nn; ++xi)
+        std::memcpy(V + (xi * Cg + c) * ldt + tb, vt + xi * kL, sizeof(float) * kL);
+    }
+  }
+}
+
+// ---- 3. the n*n products: M[xi] (K/g x T) = U_g[xi] (K/g x C/g) . V[xi] (C/g x T) -------------
+void multiply(const ConvParams& p, const Plan& pl, const float* Ug, const float* V, index_t T,
+              float* Mb, bool parallel) {
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), nn = index_t(pl.n) * pl.n;
+#pragma omp parallel for schedule(dynamic) if (parallel)
+  for (index_t xi = 0; xi < nn; ++xi)
+    gemm<float>(false, false, Kg, T, Cg, 1.f, Ug + xi * Kg * Cg, Cg, V + xi * Cg * pl.ldt, pl.ldt,
+                0.f, Mb + xi * Kg * pl.ldt, pl.ldt);
+}
+
+// ---- 4. output transform of one block into y_g (K/g, P, Q), + bias ------------------------
+template <int M>
+void transform_outputs(const ConvParams& p, const Plan& pl, const float* Mb, index_t t0,
+                       index_t T, const float* bias_g, float* y_g, bool parallel) {
+  constexpr int n = M + 2, nn = n * n;
+  const index_t Kg = p.K_per_group(), P = p.P, Q = p.Q, ldt = pl.ldt;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (index_t k = 0; k < Kg; ++k) {
+    const float b = bias_g ? bias_g[k] : 0.f;
+    float* yk = y_g + k * P * Q;
+    alignas(64) float mt[nn * kL];
+    alignas(64) float yt[M * M * kL];
+    for (index_t tb = 0; tb < T; tb += kL) {
+      for (int xi = 0; xi < nn; ++xi)
+        std::memcpy(mt + xi * kL, Mb + (xi * Kg + k) * ldt + tb, sizeof(float) * kL);
+      winograd::output_transform<M, kL>(mt, yt);
+      const int lanes = int(std::min<index_t>(kL, T - tb));
+      for (int l = 0; l < lanes; ++l) {
+        const index_t t = t0 + tb + l;
+        const index_t p0 = (t / pl.tiles_w) * M, q0 = (t % pl.tiles_w) * M;
+        const int rows = int(std::min<index_t>(M, P - p0)), cols = int(std::min<index_t>(M, Q - q0));
+        for (int i = 0; i < rows; ++i)
+          for (int j = 0; j < cols; ++j) yk[(p0 + i) * Q + q0 + j] = yt[(i * M + j) * kL + l] + b;
+      }
+    }
+  }
+}
+
+template <int M>
+void run(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
+         void* workspace) {
+  if (p.N == 0) return;
+  const int threads = omp_get_max_threads();
+  const Plan pl = make_plan(p, M, threads);
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), G = p.groups, nn = index_t(pl.n) * pl.n;
+  float* U = static_cast<float*>(workspace);
+  float* bufs = U + pl.u_floats;
+  const index_t per_worker = pl.v_floats + pl.m_floats;
+  transform_kernels<M>(p, w, U, threads > 1);
+
+  // One (image, group, block) item: all four phases, split over threads when `parallel`.
+  auto item = [&](index_t it, float* V, float* Mb, bool parallel) {
+    const index_t blk = it % pl.nblocks, ng = it / pl.nblocks, g = ng % G;
+    const index_t t0 = blk * pl.T, T = std::min(pl.T, pl.tiles - t0);
+    if (T <= 0) return;
+    const float* x_g = x + ng * Cg * p.H * p.W;
+    float* y_g = y + ng * Kg * p.P * p.Q;
+    transform_inputs<M>(p, pl, x_g, t0, T, V, parallel);
+    multiply(p, pl, U + g * nn * Kg * Cg, V, T, Mb, parallel);
+    transform_outputs<M>(p, pl, Mb, t0, T, bias ? bias + g * Kg : nullptr, y_g, parallel);
+  };
+  const index_t items = p.N * G * pl.nblocks;
+  if (pl.outer) {
+#pragma omp parallel
+    {
+      float* V = bufs + omp_get_thread_num() * per_worker;
+#pragma omp for schedule(dynamic)
+      for (index_t it = 0; it < items; ++it) item(it, V, V + pl.v_floats, false);
+    }
+  } else {
+    for (index_t it = 0; it < items; ++it) item(it, bufs, bufs + pl.v_floats, threads > 1);
+  }
+}
+
+}  // namespace
+
+index_t conv2d_winograd_workspace_bytes(const ConvParams& p, int m) {
+  const Plan pl = make_plan(p, m, omp_get_max_threads());
+  return (pl.u_floats + pl.workers * (pl.v_floats + pl.m_floats)) * index_t(sizeof(float));
+}
+
+void conv2d_winograd(const ConvParams& p, int m, const float* x, const float* w, const float* bias,
+                     float* y, void* workspace) {
+  switch (m) {
+    case 2: run<2>(p, x, w, bias, y, workspace); break;
+    case 4: run<4>(p, x, w, bias, y, workspace); break;
+    case 6: run<6>(p, x, w, bias, y, workspace); break;
+    default: FC_CHECK(false, "winograd tile size must be 2, 4 or 6 (got ", m, ")");
+  }
+}
+
+// One tile through the kernel's own transforms, for the tests: `which` 0 = input
+// (n x n -> n x n), 1 = kernel (3 x 3 -> n x n), 2 = output (n x n -> m x m).
+template <int M>
+void one_tile(int which, const float* in, float* out) {
+  constexpr int n = M + 2;
+  alignas(64) float a[n * n * kL] = {};
+  alignas(64) float b[n * n * kL] = {};
+  const int in_len = which == 1 ? 9 : n * n, out_len = which == 2 ? M * M : n * n;
+  for (int e = 0; e < in_len; ++e) a[e * kL] = in[e];
+  if (which == 0) winograd::input_transform<M, kL>(a, b);
+  if (which == 1) winograd::kernel_transform<M, kL>(a, b);
+  if (which == 2) winograd::output_transform<M, kL>(a, b);
+  for (int e = 0; e < out_len; ++e) out[e] = b[e * kL];
+}
+
+void winograd_tile_transform(int m, int which, const float* in, float* out) {
+  FC_CHECK(which >= 0 && which <= 2, "transform must be input, kernel or output");
+  switch (m) {
+    case 2: one_tile<2>(which, in, out); break;
+    case 4: one_tile<4>(which, in, out); break;
+    case 6: one_tile<6>(which, in, out); break;
+    default: FC_CHECK(false, "winograd tile size must be 2, 4 or 6 (got ", m, ")");
+  }
+}
+
+}  // namespace fastconv::cpu::FC_ISA
