@@ -13,9 +13,10 @@
 // (channels, the n*n products, output channels). Transforms run on 16 lanes (16 tiles,
 // or 16 input channels for the kernel) side by side, so they vectorise.
 // Compiled once per ISA (FC_PER_ISA_SOURCES); float32 only.
-// NaN/Inf: an input NaN or Inf reaches every element of B^T d B, so it turns every output
-// of each tile whose n x n window covers it (all output channels of the group) into NaN;
-// the reference spreads it only to the outputs whose 3x3 window covers it.
+// NaN/Inf: every output the reference makes non-finite is non-finite here too, but an
+// input NaN or Inf also reaches, through the transforms' non-zero entries, other outputs
+// of each tile whose n x n window covers it (in every output channel of the group): those
+// may become NaN where the reference is finite. Outputs of other tiles are unaffected.
 // Limits: R = S = 3, stride 1, dilation 1; any padding, groups, sizes.
 #include <omp.h>
 
@@ -33,6 +34,8 @@ using winograd::WinogradMatrices;
 
 constexpr int kL = 16;                             // lanes of the transforms
 constexpr index_t kBlockBytes = index_t(768) << 10;  // V + M of one tile block, per thread
+constexpr index_t kMinBlockTiles = 64;               // fewer tiles make the GEMMs inefficient
+constexpr index_t kChannelBlock = 32;                // output channels per task when weight-bound
 
 index_t round_up(index_t a, index_t b) { return (a + b - 1) / b * b; }
 index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
@@ -45,6 +48,16 @@ struct Plan {
   bool outer = false;                   // one block per thread (else phases split over threads)
   index_t workers = 1;                  // V/M buffers
   index_t u_floats = 0, v_floats = 0, m_floats = 0;
+  // Weight-bound problems (K/g >= all tiles: deep layers on small images): V of every
+  // tile once, then blocks of kb output channels per thread, each transforming its own
+  // rows of U into a private buffer (ub_floats) while they are hot, so the transformed
+  // kernel (n*n*K*C/g floats) never travels through memory.
+  bool kblocked = false;
+  index_t kb = 0, ub_floats = 0;
+  index_t floats() const {
+    return kblocked ? round_up(v_floats, 16) + workers * (ub_floats + m_floats)
+                    : u_floats + workers * (v_floats + m_floats);
+  }
 };
 
 Plan make_plan(const ConvParams& p, int m, int threads) {
@@ -56,19 +69,20 @@ Plan make_plan(const ConvParams& p, int m, int threads) {
   pl.tiles = pl.tiles_h * pl.tiles_w;
   const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), nn = index_t(pl.n) * pl.n;
   const index_t per_tile = nn * (Cg + Kg) * index_t(sizeof(float));
-  const index_t tmax = std::max<index_t>(kL, kBlockBytes / per_tile / kL * kL);
-  index_t nb = ceil_div(pl.tiles, tmax);
-  const index_t pairs = std::max<index_t>(p.N * p.groups, 1);
+  const index_t tmax = std::max<index_t>(kMinBlockTiles, kBlockBytes / per_tile / kL * kL);
+  const index_t all = std::max<index_t>(1, p.N * pl.tiles);  // tiles of every image of one group
+  index_t nb = ceil_div(all, tmax);
+  const index_t pairs = std::max<index_t>(p.groups, 1);
   // Balance the threads: more, smaller blocks when that makes the item count a multiple.
   if (threads > 1 && (pairs * nb) % threads != 0 && pairs * nb < 8 * threads) {
-    for (index_t nb2 = nb + 1; ceil_div(pl.tiles, nb2) >= 8; ++nb2)
+    for (index_t nb2 = nb + 1; ceil_div(all, nb2) >= 16; ++nb2)
       if ((pairs * nb2) % threads == 0) {
         nb = nb2;
         break;
       }
   }
   pl.nblocks = nb;
-  pl.T = ceil_div(pl.tiles, nb);
+  pl.T = ceil_div(all, nb);
   pl.ldt = round_up(pl.T, kL);
   const index_t items = pairs * nb;
   pl.outer = threads == 1 || (items >= threads && (items % threads == 0 || items >= 8 * threads));
@@ -76,18 +90,27 @@ Plan make_plan(const ConvParams& p, int m, int threads) {
   pl.u_floats = round_up(p.groups * nn * Kg * Cg, 16);
   pl.v_floats = nn * Cg * pl.ldt;
   pl.m_floats = nn * Kg * pl.ldt;
+  if (Kg >= all && nn * Cg * round_up(all, kL) * index_t(sizeof(float)) <= (index_t(16) << 20)) {
+    pl.kblocked = true;
+    pl.nblocks = 1;
+    pl.T = all;
+    pl.ldt = round_up(all, kL);
+    pl.kb = std::min(Kg, kChannelBlock);
+    pl.workers = threads;
+    pl.v_floats = nn * Cg * pl.ldt;
+    pl.ub_floats = round_up(nn * pl.kb * Cg, 16);
+    pl.m_floats = nn * pl.kb * pl.ldt;
+  }
   return pl;
 }
 
 // ---- 1. kernel transform: U[g][xi][k][c], 16 input channels at a time ----------------
+// Output channel gk (of all K) into row `row` of Ug[xi] (rows x C/g).
 template <int M>
-void transform_kernels(const ConvParams& p, const float* w, float* U, bool parallel) {
+void kernel_row(const ConvParams& p, const float* w, index_t gk, float* Ug, index_t row, index_t rows) {
   constexpr int n = M + 2, nn = n * n;
-  const index_t Cg = p.C_per_group(), Kg = p.K_per_group();
-#pragma omp parallel for schedule(static) if (parallel)
-  for (index_t gk = 0; gk < p.K; ++gk) {
-    const index_t g = gk / Kg, k = gk % Kg;
-    float* Ug = U + g * nn * Kg * Cg;
+  const index_t Cg = p.C_per_group();
+  {
     alignas(64) float gt[9 * kL];
     alignas(64) float ut[nn * kL];
     for (index_t c0 = 0; c0 < Cg; c0 += kL) {
@@ -96,31 +119,59 @@ void transform_kernels(const ConvParams& p, const float* w, float* U, bool paral
         for (int e = 0; e < 9; ++e) gt[e * kL + l] = l < lanes ? w[(gk * Cg + c0 + l) * 9 + e] : 0.f;
       winograd::kernel_transform<M, kL>(gt, ut);
       for (int xi = 0; xi < nn; ++xi)
-        std::memcpy(Ug + (xi * Kg + k) * Cg + c0, ut + xi * kL, sizeof(float) * lanes);
+        std::memcpy(Ug + (xi * rows + row) * Cg + c0, ut + xi * kL, sizeof(float) * lanes);
     }
   }
 }
 
-// ---- 2. input transform of one block: V[xi][c][t - t0] ------------------------------------
-// x_g is (C/g, H, W) of one image and group.
 template <int M>
-void transform_inputs(const ConvParams& p, const Plan& pl, const float* x_g, index_t t0,
+void transform_kernels(const ConvParams& p, const float* w, float* U, bool parallel) {
+  constexpr int nn = (M + 2) * (M + 2);
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group();
+#pragma omp parallel for schedule(static) if (parallel)
+  for (index_t gk = 0; gk < p.K; ++gk)
+    kernel_row<M>(p, w, gk, U + (gk / Kg) * nn * Kg * Cg, gk % Kg, Kg);
+}
+
+// ---- 2. input transform of one block: V[xi][c][t - t0] ------------------------------------
+// Tile t (of every image of group g): image t / tiles, tile t % tiles of that image.
+template <int M>
+void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, index_t g, index_t t0,
                       index_t T, float* V, bool parallel) {
   constexpr int n = M + 2, nn = n * n;
   const index_t Cg = p.C_per_group(), H = p.H, W = p.W, ldt = pl.ldt;
 #pragma omp parallel for schedule(static) if (parallel)
   for (index_t c = 0; c < Cg; ++c) {
-    const float* xc = x_g + c * H * W;
     alignas(64) float dt[nn * kL];
     alignas(64) float vt[nn * kL];
     for (index_t tb = 0; tb < ldt; tb += kL) {
+      // Fast path: 16 interior tiles side by side in one row of tiles of one image, so
+      // lane l reads src[i * W + j + M * l] (a constant stride the compiler vectorises).
+      const index_t ta = t0 + tb, tz = ta + kL - 1;
+      if (tb + kL <= T && ta / pl.tiles_w == tz / pl.tiles_w) {
+        const index_t img = ta / pl.tiles, lt = ta % pl.tiles;
+        const index_t ih0 = (lt / pl.tiles_w) * M - p.pad_h, iw0 = (lt % pl.tiles_w) * M - p.pad_w;
+        if (ih0 >= 0 && iw0 >= 0 && ih0 + n <= H && iw0 + M * (kL - 1) + n <= W) {
+          const float* src = x + ((img * p.groups + g) * Cg + c) * H * W + ih0 * W + iw0;
+          for (int i = 0; i < n; ++i)
+            for (int j = 0; j < n; ++j)
+#pragma GCC unroll 16
+              for (int l = 0; l < kL; ++l) dt[(i * n + j) * kL + l] = src[i * W + j + M * l];
+          winograd::input_transform<M, kL>(dt, vt);
+          for (int xi = 0; xi < nn; ++xi)
+            std::memcpy(V + (xi * Cg + c) * ldt + tb, vt + xi * kL, sizeof(float) * kL);
+          continue;
+        }
+      }
       for (int l = 0; l < kL; ++l) {
         const index_t t = t0 + tb + l;
         if (tb + l >= T) {
           for (int e = 0; e < nn; ++e) dt[e * kL + l] = 0.f;
           continue;
         }
-        const index_t ih0 = (t / pl.tiles_w) * M - p.pad_h, iw0 = (t % pl.tiles_w) * M - p.pad_w;
+        const index_t img = t / pl.tiles, lt = t % pl.tiles;
+        const float* xc = x + ((img * p.groups + g) * Cg + c) * H * W;
+        const index_t ih0 = (lt / pl.tiles_w) * M - p.pad_h, iw0 = (lt % pl.tiles_w) * M - p.pad_w;
         if (ih0 >= 0 && iw0 >= 0 && ih0 + n <= H && iw0 + n <= W) {  // interior tile
           const float* src = xc + ih0 * W + iw0;
           for (int i = 0; i < n; ++i)
@@ -153,29 +204,59 @@ void multiply(const ConvParams& p, const Plan& pl, const float* Ug, const float*
                 0.f, Mb + xi * Kg * pl.ldt, pl.ldt);
 }
 
-// ---- 4. output transform of one block into y_g (K/g, P, Q), + bias ------------------------
+// ---- 4. output transform of one block into y (N, K, P, Q), group g, + bias ------------------
+// Mb holds rows k0 .. k1-1 of the group's output channels: Mb[xi] is (k1 - k0) x ldt.
 template <int M>
 void transform_outputs(const ConvParams& p, const Plan& pl, const float* Mb, index_t t0,
-                       index_t T, const float* bias_g, float* y_g, bool parallel) {
+                       index_t T, index_t g, index_t k0, index_t k1, const float* bias_g,
+                       float* y, bool parallel) {
   constexpr int n = M + 2, nn = n * n;
-  const index_t Kg = p.K_per_group(), P = p.P, Q = p.Q, ldt = pl.ldt;
+  const index_t Kg = p.K_per_group(), P = p.P, Q = p.Q, ldt = pl.ldt, Kb = k1 - k0;
 #pragma omp parallel for schedule(static) if (parallel)
-  for (index_t k = 0; k < Kg; ++k) {
+  for (index_t k = k0; k < k1; ++k) {
     const float b = bias_g ? bias_g[k] : 0.f;
-    float* yk = y_g + k * P * Q;
     alignas(64) float mt[nn * kL];
     alignas(64) float yt[M * M * kL];
     for (index_t tb = 0; tb < T; tb += kL) {
       for (int xi = 0; xi < nn; ++xi)
-        std::memcpy(mt + xi * kL, Mb + (xi * Kg + k) * ldt + tb, sizeof(float) * kL);
+        std::memcpy(mt + xi * kL, Mb + (xi * Kb + k - k0) * ldt + tb, sizeof(float) * kL);
       winograd::output_transform<M, kL>(mt, yt);
       const int lanes = int(std::min<index_t>(kL, T - tb));
       for (int l = 0; l < lanes; ++l) {
         const index_t t = t0 + tb + l;
-        const index_t p0 = (t / pl.tiles_w) * M, q0 = (t % pl.tiles_w) * M;
+        const index_t img = t / pl.tiles, lt = t % pl.tiles;
+        float* yk = y + ((img * p.groups + g) * Kg + k) * P * Q;
+        const index_t p0 = (lt / pl.tiles_w) * M, q0 = (lt % pl.tiles_w) * M;
         const int rows = int(std::min<index_t>(M, P - p0)), cols = int(std::min<index_t>(M, Q - q0));
         for (int i = 0; i < rows; ++i)
           for (int j = 0; j < cols; ++j) yk[(p0 + i) * Q + q0 + j] = yt[(i * M + j) * kL + l] + b;
+      }
+    }
+  }
+}
+
+template <int M>
+void run_kblocked(const ConvParams& p, const Plan& pl, const float* x, const float* w,
+                  const float* bias, float* y, float* ws) {
+  const int threads = omp_get_max_threads();
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), nn = index_t(pl.n) * pl.n;
+  const index_t T = pl.T, ldt = pl.ldt, nkb = ceil_div(Kg, pl.kb);
+  float* V = ws;
+  float* bufs = ws + round_up(pl.v_floats, 16);
+  for (index_t g = 0; g < p.groups; ++g) {
+    transform_inputs<M>(p, pl, x, g, 0, T, V, threads > 1);
+#pragma omp parallel
+    {
+      float* Ut = bufs + omp_get_thread_num() * (pl.ub_floats + pl.m_floats);
+      float* Mt = Ut + pl.ub_floats;
+#pragma omp for schedule(dynamic)
+      for (index_t kbi = 0; kbi < nkb; ++kbi) {
+        const index_t k0 = kbi * pl.kb, k1 = std::min(Kg, k0 + pl.kb), rows = k1 - k0;
+        for (index_t k = k0; k < k1; ++k) kernel_row<M>(p, w, g * Kg + k, Ut, k - k0, rows);
+        for (index_t xi = 0; xi < nn; ++xi)
+          gemm<float>(false, false, rows, T, Cg, 1.f, Ut + xi * rows * Cg, Cg, V + xi * Cg * ldt,
+                      ldt, 0.f, Mt + xi * rows * ldt, ldt);
+        transform_outputs<M>(p, pl, Mt, 0, T, g, k0, k1, bias ? bias + g * Kg : nullptr, y, false);
       }
     }
   }
@@ -188,6 +269,10 @@ void run(const ConvParams& p, const float* x, const float* w, const float* bias,
   const int threads = omp_get_max_threads();
   const Plan pl = make_plan(p, M, threads);
   const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), G = p.groups, nn = index_t(pl.n) * pl.n;
+  if (pl.kblocked) {
+    run_kblocked<M>(p, pl, x, w, bias, y, static_cast<float*>(workspace));
+    return;
+  }
   float* U = static_cast<float*>(workspace);
   float* bufs = U + pl.u_floats;
   const index_t per_worker = pl.v_floats + pl.m_floats;
@@ -195,16 +280,14 @@ void run(const ConvParams& p, const float* x, const float* w, const float* bias,
 
   // One (image, group, block) item: all four phases, split over threads when `parallel`.
   auto item = [&](index_t it, float* V, float* Mb, bool parallel) {
-    const index_t blk = it % pl.nblocks, ng = it / pl.nblocks, g = ng % G;
-    const index_t t0 = blk * pl.T, T = std::min(pl.T, pl.tiles - t0);
+    const index_t blk = it % pl.nblocks, g = it / pl.nblocks;
+    const index_t t0 = blk * pl.T, T = std::min(pl.T, p.N * pl.tiles - t0);
     if (T <= 0) return;
-    const float* x_g = x + ng * Cg * p.H * p.W;
-    float* y_g = y + ng * Kg * p.P * p.Q;
-    transform_inputs<M>(p, pl, x_g, t0, T, V, parallel);
+    transform_inputs<M>(p, pl, x, g, t0, T, V, parallel);
     multiply(p, pl, U + g * nn * Kg * Cg, V, T, Mb, parallel);
-    transform_outputs<M>(p, pl, Mb, t0, T, bias ? bias + g * Kg : nullptr, y_g, parallel);
+    transform_outputs<M>(p, pl, Mb, t0, T, g, 0, Kg, bias ? bias + g * Kg : nullptr, y, parallel);
   };
-  const index_t items = p.N * G * pl.nblocks;
+  const index_t items = G * pl.nblocks;
   if (pl.outer) {
 #pragma omp parallel
     {
@@ -220,8 +303,7 @@ void run(const ConvParams& p, const float* x, const float* w, const float* bias,
 }  // namespace
 
 index_t conv2d_winograd_workspace_bytes(const ConvParams& p, int m) {
-  const Plan pl = make_plan(p, m, omp_get_max_threads());
-  return (pl.u_floats + pl.workers * (pl.v_floats + pl.m_floats)) * index_t(sizeof(float));
+  return make_plan(p, m, omp_get_max_threads()).floats() * index_t(sizeof(float));
 }
 
 void conv2d_winograd(const ConvParams& p, int m, const float* x, const float* w, const float* bias,

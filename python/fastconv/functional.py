@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import operator
 import sys
+import threading
 
 import numpy as np
 
@@ -216,6 +217,19 @@ def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation
 
 # ---- convolution -----------------------------------------------------------------
 
+_workspaces = threading.local()
+
+
+def _workspace(nbytes):
+    """A workspace of at least ``nbytes``, kept per Python thread and reused: a fresh
+    buffer of tens of MiB (Winograd's transformed kernel) costs more in page faults
+    than the kernel takes to fill it. Holds the largest workspace seen, per thread."""
+    buf = getattr(_workspaces, "buf", None)
+    if buf is None or buf.nbytes < nbytes:
+        buf = _workspaces.buf = np.empty(nbytes, np.uint8)
+    return buf
+
+
 def _run_conv(x_arr, w_arr, b_arr, params, pads, algorithm, out):
     """Run one algorithm (already validated) on normalised host arrays; returns y."""
     dtype = x_arr.dtype
@@ -226,7 +240,7 @@ def _run_conv(x_arr, w_arr, b_arr, params, pads, algorithm, out):
                                   pads=pads, dilation=(params.dil_h, params.dil_w), groups=params.groups)
         return y
     ws_bytes = _C.workspace_bytes(algorithm, params, DTYPE_NAMES[dtype])
-    ws = np.empty(ws_bytes, np.uint8) if ws_bytes else None
+    ws = _workspace(ws_bytes) if ws_bytes else None
     _C.conv2d_forward(algorithm, params, x_arr, w_arr, b_arr, y, ws)
     return y
 
