@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "cpu/gemm.h"
 #include "cpu/kernels.h"
@@ -34,7 +35,7 @@ using winograd::WinogradMatrices;
 
 constexpr int kL = 16;                             // lanes of the transforms
 constexpr index_t kBlockBytes = index_t(768) << 10;  // V + M of one tile block, per thread
-constexpr index_t kMinBlockTiles = 64;               // fewer tiles make the GEMMs inefficient
+constexpr index_t kMinBlockTiles = 256;              // fewer tiles make the GEMMs inefficient
 constexpr index_t kChannelBlock = 32;                // output channels per task when weight-bound
 
 index_t round_up(index_t a, index_t b) { return (a + b - 1) / b * b; }
@@ -133,10 +134,45 @@ void transform_kernels(const ConvParams& p, const float* w, float* U, bool paral
     kernel_row<M>(p, w, gk, U + (gk / Kg) * nn * Kg * Cg, gk % Kg, Kg);
 }
 
+// ---- tile geometry of a block, computed once per block (not per channel) -----------------
+struct TileGeo {
+  index_t x_off;   // offset of the tile's window origin in its image-and-group's channel 0
+  index_t y_off;   // offset of the tile's first output in its image-and-group's channel 0
+  int ih0, iw0;    // window origin (may be negative: padding)
+  int rows, cols;  // outputs of the tile inside P x Q
+  bool interior;   // window entirely inside the image
+  bool run;        // lanes l .. l+15 are 16 full interior tiles side by side (first lane only)
+};
+
+template <int M>
+void tile_geometry(const ConvParams& p, const Plan& pl, index_t g, index_t t0, index_t T,
+                   TileGeo* geo) {
+  constexpr int n = M + 2;
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group();
+  for (index_t i = 0; i < T; ++i) {
+    const index_t t = t0 + i, img = t / pl.tiles, lt = t % pl.tiles;
+    const index_t th = lt / pl.tiles_w, tw = lt % pl.tiles_w;
+    TileGeo& e = geo[i];
+    e.ih0 = int(th * M - p.pad_h);
+    e.iw0 = int(tw * M - p.pad_w);
+    e.x_off = (img * p.groups + g) * Cg * p.H * p.W + index_t(e.ih0) * p.W + e.iw0;
+    e.y_off = (img * p.groups + g) * Kg * p.P * p.Q + th * M * p.Q + tw * M;
+    e.rows = int(std::min<index_t>(M, p.P - th * M));
+    e.cols = int(std::min<index_t>(M, p.Q - tw * M));
+    e.interior = e.ih0 >= 0 && e.iw0 >= 0 && e.ih0 + n <= p.H && e.iw0 + n <= p.W;
+    e.run = false;
+  }
+  for (index_t i = 0; i + kL <= T; i += kL) {  // 16 interior, full tiles in one row of tiles
+    const TileGeo &a = geo[i], &z = geo[i + kL - 1];
+    geo[i].run = a.interior && z.interior && a.rows == M && z.cols == M &&
+                 z.x_off - a.x_off == (kL - 1) * M && z.y_off - a.y_off == (kL - 1) * M;
+  }
+}
+
 // ---- 2. input transform of one block: V[xi][c][t - t0] ------------------------------------
 // Tile t (of every image of group g): image t / tiles, tile t % tiles of that image.
 template <int M>
-void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, index_t g, index_t t0,
+void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const TileGeo* geo,
                       index_t T, float* V, bool parallel) {
   constexpr int n = M + 2, nn = n * n;
   const index_t Cg = p.C_per_group(), H = p.H, W = p.W, ldt = pl.ldt;
@@ -144,45 +180,33 @@ void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, index
   for (index_t c = 0; c < Cg; ++c) {
     alignas(64) float dt[nn * kL];
     alignas(64) float vt[nn * kL];
+    const float* xc = x + c * H * W;
     for (index_t tb = 0; tb < ldt; tb += kL) {
-      // Fast path: 16 interior tiles side by side in one row of tiles of one image, so
-      // lane l reads src[i * W + j + M * l] (a constant stride the compiler vectorises).
-      const index_t ta = t0 + tb, tz = ta + kL - 1;
-      if (tb + kL <= T && ta / pl.tiles_w == tz / pl.tiles_w) {
-        const index_t img = ta / pl.tiles, lt = ta % pl.tiles;
-        const index_t ih0 = (lt / pl.tiles_w) * M - p.pad_h, iw0 = (lt % pl.tiles_w) * M - p.pad_w;
-        if (ih0 >= 0 && iw0 >= 0 && ih0 + n <= H && iw0 + M * (kL - 1) + n <= W) {
-          const float* src = x + ((img * p.groups + g) * Cg + c) * H * W + ih0 * W + iw0;
-          for (int i = 0; i < n; ++i)
-            for (int j = 0; j < n; ++j)
+      if (tb + kL <= T && geo[tb].run) {
+        // 16 interior tiles side by side: lane l reads src[i * W + j + M * l].
+        const float* src = xc + geo[tb].x_off;
+        for (int i = 0; i < n; ++i)
+          for (int j = 0; j < n; ++j)
 #pragma GCC unroll 16
-              for (int l = 0; l < kL; ++l) dt[(i * n + j) * kL + l] = src[i * W + j + M * l];
-          winograd::input_transform<M, kL>(dt, vt);
-          for (int xi = 0; xi < nn; ++xi)
-            std::memcpy(V + (xi * Cg + c) * ldt + tb, vt + xi * kL, sizeof(float) * kL);
-          continue;
-        }
-      }
-      for (int l = 0; l < kL; ++l) {
-        const index_t t = t0 + tb + l;
-        if (tb + l >= T) {
-          for (int e = 0; e < nn; ++e) dt[e * kL + l] = 0.f;
-          continue;
-        }
-        const index_t img = t / pl.tiles, lt = t % pl.tiles;
-        const float* xc = x + ((img * p.groups + g) * Cg + c) * H * W;
-        const index_t ih0 = (lt / pl.tiles_w) * M - p.pad_h, iw0 = (lt % pl.tiles_w) * M - p.pad_w;
-        if (ih0 >= 0 && iw0 >= 0 && ih0 + n <= H && iw0 + n <= W) {  // interior tile
-          const float* src = xc + ih0 * W + iw0;
-          for (int i = 0; i < n; ++i)
-            for (int j = 0; j < n; ++j) dt[(i * n + j) * kL + l] = src[i * W + j];
-        } else {
-          for (int i = 0; i < n; ++i) {
-            const index_t ih = ih0 + i;
-            const bool row_in = ih >= 0 && ih < H;
-            for (int j = 0; j < n; ++j) {
-              const index_t iw = iw0 + j;
-              dt[(i * n + j) * kL + l] = (row_in && iw >= 0 && iw < W) ? xc[ih * W + iw] : 0.f;
+            for (int l = 0; l < kL; ++l) dt[(i * n + j) * kL + l] = src[i * W + j + M * l];
+      } else {
+        for (int l = 0; l < kL; ++l) {
+          if (tb + l >= T) {
+            for (int e = 0; e < nn; ++e) dt[e * kL + l] = 0.f;
+            continue;
+          }
+          const TileGeo& e = geo[tb + l];
+          const float* src = xc + e.x_off;
+          if (e.interior) {
+            for (int i = 0; i < n; ++i)
+              for (int j = 0; j < n; ++j) dt[(i * n + j) * kL + l] = src[i * W + j];
+          } else {
+            for (int i = 0; i < n; ++i) {
+              const bool row_in = e.ih0 + i >= 0 && e.ih0 + i < H;
+              for (int j = 0; j < n; ++j) {
+                const bool in = row_in && e.iw0 + j >= 0 && e.iw0 + j < W;
+                dt[(i * n + j) * kL + l] = in ? src[i * W + j] : 0.f;
+              }
             }
           }
         }
@@ -207,29 +231,35 @@ void multiply(const ConvParams& p, const Plan& pl, const float* Ug, const float*
 // ---- 4. output transform of one block into y (N, K, P, Q), group g, + bias ------------------
 // Mb holds rows k0 .. k1-1 of the group's output channels: Mb[xi] is (k1 - k0) x ldt.
 template <int M>
-void transform_outputs(const ConvParams& p, const Plan& pl, const float* Mb, index_t t0,
-                       index_t T, index_t g, index_t k0, index_t k1, const float* bias_g,
-                       float* y, bool parallel) {
+void transform_outputs(const ConvParams& p, const Plan& pl, const float* Mb, const TileGeo* geo,
+                       index_t T, index_t k0, index_t k1, const float* bias_g, float* y,
+                       bool parallel) {
   constexpr int n = M + 2, nn = n * n;
-  const index_t Kg = p.K_per_group(), P = p.P, Q = p.Q, ldt = pl.ldt, Kb = k1 - k0;
+  const index_t P = p.P, Q = p.Q, ldt = pl.ldt, Kb = k1 - k0;
 #pragma omp parallel for schedule(static) if (parallel)
   for (index_t k = k0; k < k1; ++k) {
     const float b = bias_g ? bias_g[k] : 0.f;
+    float* yk = y + k * P * Q;
     alignas(64) float mt[nn * kL];
     alignas(64) float yt[M * M * kL];
     for (index_t tb = 0; tb < T; tb += kL) {
       for (int xi = 0; xi < nn; ++xi)
         std::memcpy(mt + xi * kL, Mb + (xi * Kb + k - k0) * ldt + tb, sizeof(float) * kL);
       winograd::output_transform<M, kL>(mt, yt);
+      if (tb + kL <= T && geo[tb].run) {  // 16 full tiles side by side
+        float* dst = yk + geo[tb].y_off;
+        for (int i = 0; i < M; ++i)
+          for (int j = 0; j < M; ++j)
+#pragma GCC unroll 16
+            for (int l = 0; l < kL; ++l) dst[i * Q + j + M * l] = yt[(i * M + j) * kL + l] + b;
+        continue;
+      }
       const int lanes = int(std::min<index_t>(kL, T - tb));
       for (int l = 0; l < lanes; ++l) {
-        const index_t t = t0 + tb + l;
-        const index_t img = t / pl.tiles, lt = t % pl.tiles;
-        float* yk = y + ((img * p.groups + g) * Kg + k) * P * Q;
-        const index_t p0 = (lt / pl.tiles_w) * M, q0 = (lt % pl.tiles_w) * M;
-        const int rows = int(std::min<index_t>(M, P - p0)), cols = int(std::min<index_t>(M, Q - q0));
-        for (int i = 0; i < rows; ++i)
-          for (int j = 0; j < cols; ++j) yk[(p0 + i) * Q + q0 + j] = yt[(i * M + j) * kL + l] + b;
+        const TileGeo& e = geo[tb + l];
+        float* dst = yk + e.y_off;
+        for (int i = 0; i < e.rows; ++i)
+          for (int j = 0; j < e.cols; ++j) dst[i * Q + j] = yt[(i * M + j) * kL + l] + b;
       }
     }
   }
@@ -243,8 +273,10 @@ void run_kblocked(const ConvParams& p, const Plan& pl, const float* x, const flo
   const index_t T = pl.T, ldt = pl.ldt, nkb = ceil_div(Kg, pl.kb);
   float* V = ws;
   float* bufs = ws + round_up(pl.v_floats, 16);
+  std::vector<TileGeo> geo(T);
   for (index_t g = 0; g < p.groups; ++g) {
-    transform_inputs<M>(p, pl, x, g, 0, T, V, threads > 1);
+    tile_geometry<M>(p, pl, g, 0, T, geo.data());
+    transform_inputs<M>(p, pl, x, geo.data(), T, V, threads > 1);
 #pragma omp parallel
     {
       float* Ut = bufs + omp_get_thread_num() * (pl.ub_floats + pl.m_floats);
@@ -256,7 +288,7 @@ void run_kblocked(const ConvParams& p, const Plan& pl, const float* x, const flo
         for (index_t xi = 0; xi < nn; ++xi)
           gemm<float>(false, false, rows, T, Cg, 1.f, Ut + xi * rows * Cg, Cg, V + xi * Cg * ldt,
                       ldt, 0.f, Mt + xi * rows * ldt, ldt);
-        transform_outputs<M>(p, pl, Mt, 0, T, g, k0, k1, bias ? bias + g * Kg : nullptr, y, false);
+        transform_outputs<M>(p, pl, Mt, geo.data(), T, k0, k1, bias ? bias + g * Kg : nullptr, y, false);
       }
     }
   }
@@ -283,9 +315,11 @@ void run(const ConvParams& p, const float* x, const float* w, const float* bias,
     const index_t blk = it % pl.nblocks, g = it / pl.nblocks;
     const index_t t0 = blk * pl.T, T = std::min(pl.T, p.N * pl.tiles - t0);
     if (T <= 0) return;
-    transform_inputs<M>(p, pl, x, g, t0, T, V, parallel);
+    std::vector<TileGeo> geo(T);
+    tile_geometry<M>(p, pl, g, t0, T, geo.data());
+    transform_inputs<M>(p, pl, x, geo.data(), T, V, parallel);
     multiply(p, pl, U + g * nn * Kg * Cg, V, T, Mb, parallel);
-    transform_outputs<M>(p, pl, Mb, t0, T, g, 0, Kg, bias ? bias + g * Kg : nullptr, y, parallel);
+    transform_outputs<M>(p, pl, Mb, geo.data(), T, 0, Kg, bias ? bias + g * Kg : nullptr, y, parallel);
   };
   const index_t items = G * pl.nblocks;
   if (pl.outer) {
