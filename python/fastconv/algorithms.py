@@ -26,13 +26,16 @@ def available():
 
 
 def winograd_tile(params):
-    """``algorithm="winograd"``'s tile size m of F(m x m, 3 x 3), from the output size:
-    larger tiles need fewer multiplications per output (2.25x, 4x, 5.06x fewer than direct
-    for m = 2, 4, 6) but waste more of the edge tiles and cost a larger transformed kernel
-    (16, 36, 64 x K x C/groups floats) that small images cannot amortise.
+    """``algorithm="winograd"``'s tile size m of F(m x m, 3 x 3). Larger tiles need fewer
+    multiplications per output (2.25x, 4x, 5.06x fewer than direct for m = 2, 4, 6) but
+    waste more of the edge tiles, cost more per transform and need a transformed kernel
+    of 16, 36, 64 x K x C/groups floats that few tiles cannot amortise. Measured on VGG-16
+    and ResNet-50 3x3 layers (2-core Zen 4, benchmarks/RESULTS.md): m = 6 wins on maps of
+    112 and more, m = 4 from about 400 output pixels per call (batch included), m = 2 below.
     """
-    side = min(params.P, params.Q)
-    if side >= 24:
+    if min(params.P, params.Q) >= 96:
+        return 6
+    if params.N * params.P * params.Q >= 384:
         return 4
     return 2
 
