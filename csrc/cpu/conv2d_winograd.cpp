@@ -35,7 +35,7 @@ using winograd::WinogradMatrices;
 
 constexpr int kL = 16;                             // lanes of the transforms
 constexpr index_t kBlockBytes = index_t(768) << 10;  // V + M of one tile block, per thread
-constexpr index_t kMinBlockTiles = 32;               // fewer tiles make the GEMMs inefficient
+constexpr index_t kMinBlockTiles = 128;              // fewer: U is re-packed by more, smaller GEMMs
 constexpr index_t kChannelBlock = 32;                // output channels per task when weight-bound
 
 index_t round_up(index_t a, index_t b) { return (a + b - 1) / b * b; }
