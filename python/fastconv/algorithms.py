@@ -30,11 +30,10 @@ def winograd_tile(params):
     multiplications per output (2.25x, 4x, 5.06x fewer than direct for m = 2, 4, 6) but
     waste more of the edge tiles, cost more per transform and need a transformed kernel
     of 16, 36, 64 x K x C/groups floats that few tiles cannot amortise. Measured on VGG-16
-    and ResNet-50 3x3 layers (2-core Zen 4, benchmarks/RESULTS.md): m = 6 wins on maps of
-    112 and more, m = 4 from about 400 output pixels per call (batch included), m = 2 below.
+    and ResNet-50 3x3 layers (2-core Zen 4, interleaved with torch): m = 4 is best or
+    within noise of the best from about 400 output pixels per call (batch included);
+    m = 6 only ties it on maps of 112 and more, with 4x the error; m = 2 wins below.
     """
-    if min(params.P, params.Q) >= 96:
-        return 6
     if params.N * params.P * params.Q >= 384:
         return 4
     return 2
