@@ -116,8 +116,15 @@ void kernel_row(const ConvParams& p, const float* w, index_t gk, float* Ug, inde
     alignas(64) float ut[nn * kL];
     for (index_t c0 = 0; c0 < Cg; c0 += kL) {
       const int lanes = int(std::min<index_t>(kL, Cg - c0));
-      for (int l = 0; l < kL; ++l)
-        for (int e = 0; e < 9; ++e) gt[e * kL + l] = l < lanes ? w[(gk * Cg + c0 + l) * 9 + e] : 0.f;
+      const float* src = w + (gk * Cg + c0) * 9;  // 16 kernels of 9: a constant stride
+      if (lanes == kL) {
+        for (int e = 0; e < 9; ++e)
+#pragma GCC unroll 16
+          for (int l = 0; l < kL; ++l) gt[e * kL + l] = src[l * 9 + e];
+      } else {
+        for (int l = 0; l < kL; ++l)
+          for (int e = 0; e < 9; ++e) gt[e * kL + l] = l < lanes ? src[l * 9 + e] : 0.f;
+      }
       winograd::kernel_transform<M, kL>(gt, ut);
       for (int xi = 0; xi < nn; ++xi)
         std::memcpy(Ug + (xi * rows + row) * Cg + c0, ut + xi * kL, sizeof(float) * lanes);
