@@ -11,6 +11,7 @@
 #include "cpu/gemm.h"
 #include "cpu/kernels.h"
 #include "cpu_features.h"
+#include "math/winograd.h"
 #include "registry.h"
 
 namespace py = pybind11;
@@ -151,11 +152,57 @@ std::string isa_mask_names(unsigned mask) {
   return s;
 }
 
+// ---- Winograd: the matrices of math/winograd.h and one-tile transforms, for the tests ----
+template <int Rows, int Cols>
+py::array_t<double> matrix_array(const double (&a)[Rows][Cols]) {
+  py::array_t<double> out({Rows, Cols});
+  for (int i = 0; i < Rows; ++i)
+    for (int j = 0; j < Cols; ++j) out.mutable_at(i, j) = a[i][j];
+  return out;
+}
+
+template <int M>
+py::tuple winograd_matrices_m() {
+  using W = winograd::WinogradMatrices<M>;
+  return py::make_tuple(matrix_array(W::AT), matrix_array(W::G), matrix_array(W::BT));
+}
+
+py::tuple winograd_matrices(int m) {
+  if (m == 2) return winograd_matrices_m<2>();
+  if (m == 4) return winograd_matrices_m<4>();
+  if (m == 6) return winograd_matrices_m<6>();
+  FC_CHECK(false, "winograd tile size must be 2, 4 or 6 (got ", m, ")");
+  return py::tuple();
+}
+
+// which: 0 input (n x n -> n x n), 1 kernel (3 x 3 -> n x n), 2 output (n x n -> m x m).
+py::array_t<float> winograd_transform(int m, int which, const py::array& tile) {
+  FC_CHECK(m == 2 || m == 4 || m == 6, "winograd tile size must be 2, 4 or 6 (got ", m, ")");
+  const index_t n = m + 2, in = which == 1 ? 3 : n, out = which == 2 ? m : n;
+  auto t = py::array_t<float, py::array::c_style | py::array::forcecast>(tile);
+  FC_CHECK(t.ndim() == 2 && t.shape(0) == in && t.shape(1) == in, "tile must be ", in, "x", in);
+  py::array_t<float> y({out, out});
+  FC_PICK_ISA(winograd_tile_transform)(m, which, t.data(), y.mutable_data());
+  return y;
+}
+
+void bind_winograd(py::module_& m) {
+  m.def("winograd_matrices", &winograd_matrices, py::arg("m"),
+        "(AT, G, BT) of F(m x m, 3 x 3) as float64 arrays, as csrc/math/winograd.h holds them.");
+  m.def("winograd_transform_input", [](int mm, const py::array& d) { return winograd_transform(mm, 0, d); },
+        py::arg("m"), py::arg("d"), "B^T d B of one (m+2)x(m+2) float32 tile, by the kernel's code.");
+  m.def("winograd_transform_kernel", [](int mm, const py::array& g) { return winograd_transform(mm, 1, g); },
+        py::arg("m"), py::arg("g"), "G g G^T of one 3x3 float32 kernel, by the kernel's code.");
+  m.def("winograd_transform_output", [](int mm, const py::array& t) { return winograd_transform(mm, 2, t); },
+        py::arg("m"), py::arg("t"), "A^T t A of one (m+2)x(m+2) float32 tile, by the kernel's code.");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastconv core: convolution and pooling kernels (see fastconv for the Python API)";
   active_isa();  // reads FASTCONV_ISA now, so a bad value fails the import, not a later call
+  bind_winograd(m);
 
   py::class_<ConvParams>(m, "ConvParams")
       .def(py::init<>())

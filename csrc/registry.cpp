@@ -112,6 +112,26 @@ void im2col_run(const Problem& pr, const Tensors& t) {
     cpu::conv2d_im2col<double>(pr.conv, cp<double>(t.x), cp<double>(t.w), cp<double>(t.bias), mp<double>(t.y), t.workspace);
 }
 
+// ---- Winograd F(m x m, 3 x 3) --------------------------------------------------------
+std::string winograd_supports(const Problem& pr) {
+  if (pr.op != Op::conv2d_forward) return "not a convolution";
+  const ConvParams& p = pr.conv;
+  if (p.R != 3 || p.S != 3 || p.stride_h != 1 || p.stride_w != 1 || p.dil_h != 1 || p.dil_w != 1)
+    return str_cat("winograd supports only 3x3 kernels with stride 1 and dilation 1 (got kernel ",
+                   p.R, "x", p.S, ", stride (", p.stride_h, ", ", p.stride_w, "), dilation (",
+                   p.dil_h, ", ", p.dil_w, "))");
+  if (pr.dtype != DType::f32)
+    return str_cat("winograd supports only float32 (got ", dtype_name(pr.dtype),
+                   "; float64 runs with direct, im2col or reference)");
+  return "";
+}
+template <int M>
+index_t winograd_ws(const Problem& pr) { return FC_PICK_ISA(conv2d_winograd_workspace_bytes)(pr.conv, M); }
+template <int M>
+void winograd_run(const Problem& pr, const Tensors& t) {
+  FC_PICK_ISA(conv2d_winograd)(pr.conv, M, cp<float>(t.x), cp<float>(t.w), cp<float>(t.bias), mp<float>(t.y), t.workspace);
+}
+
 // ---- pooling --------------------------------------------------------------------
 std::string pool_supports(const Problem&) { return ""; }
 index_t no_ws(const Problem&) { return 0; }
@@ -141,6 +161,9 @@ const std::vector<Kernel>& kernel_table() {
       // algorithm  op                      device isas      supports       workspace   run
       {"direct", Op::conv2d_forward, "cpu", kAllIsas, any_conv, direct_ws, direct_run},
       {"im2col", Op::conv2d_forward, "cpu", kAllIsas, any_conv, im2col_ws, im2col_run},
+      {"winograd:2", Op::conv2d_forward, "cpu", kAllIsas, winograd_supports, winograd_ws<2>, winograd_run<2>},
+      {"winograd:4", Op::conv2d_forward, "cpu", kAllIsas, winograd_supports, winograd_ws<4>, winograd_run<4>},
+      {"winograd:6", Op::conv2d_forward, "cpu", kAllIsas, winograd_supports, winograd_ws<6>, winograd_run<6>},
       {"direct", Op::max_pool2d_forward, "cpu", kAllIsas, pool_supports, no_ws, max_pool_run},
       {"direct", Op::avg_pool2d_forward, "cpu", kAllIsas, pool_supports, no_ws, avg_pool_run},
       {"direct", Op::lp_pool2d_forward, "cpu", kAllIsas, pool_supports, no_ws, lp_pool_run},

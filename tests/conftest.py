@@ -5,6 +5,7 @@ import pytest
 
 import fastconv
 from fastconv import _C
+from fastconv.functional import conv_params
 
 ISA_ORDER = ["scalar", "avx2", "avx512"]
 AVAILABLE_ISAS = ISA_ORDER[: ISA_ORDER.index(_C.detected_isa()) + 1]
@@ -17,7 +18,26 @@ CONV_ALGORITHMS = sorted({k["algorithm"] for k in _C.kernels() if k["op"] == "co
 TOLERANCE = {
     "direct": {np.float32: 2e-6, np.float64: 1e-14},
     "im2col": {np.float32: 2e-6, np.float64: 1e-14},
+    # Winograd (float32 only): the transforms' rounding grows with the tile (see
+    # test_winograd.py for the contract on max error / max |y| at up to 512 channels).
+    "winograd:2": {np.float32: 4e-6},
+    "winograd:4": {np.float32: 2e-5},
+    "winograd:6": {np.float32: 4e-5},
 }
+
+# Algorithms that are exact whenever every partial sum is (small integers): plain sums
+# of products. Winograd's transforms have fractional entries, so it is not.
+EXACT_ALGORITHMS = [a for a in CONV_ALGORITHMS if a in ("direct", "im2col")]
+
+
+def conv_supported(algorithm, x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1,
+                   dtype=np.float32):
+    """Whether ``algorithm`` serves this conv2d problem (asked of the kernel table), so the
+    test lists hold only the (algorithm, problem) pairs that run, never skips."""
+    if algorithm in ("auto", "reference"):
+        return True
+    params, _ = conv_params(tuple(x_shape), tuple(w_shape), stride, padding, dilation, groups, "test")
+    return _C.supports(algorithm, params, np.dtype(dtype).name) == ""
 
 
 def tolerance(algorithm, dtype, reduction):

@@ -46,3 +46,20 @@ template <class T>
 void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* bias, T* y,
                    void* workspace);
 }  // namespace fastconv::cpu
+
+// conv2d_winograd.cpp, compiled once per ISA: F(m x m, 3 x 3), m = 2, 4, 6; float32.
+// x (N,C,H,W), w (K,C/groups,3,3), bias (K) or null, y (N,K,P,Q); stride 1, dilation 1.
+#define FC_WINOGRAD_DECLARATIONS                                                          \
+  index_t conv2d_winograd_workspace_bytes(const ConvParams& p, int m);                    \
+  void conv2d_winograd(const ConvParams& p, int m, const float* x, const float* w,        \
+                       const float* bias, float* y, void* workspace);                     \
+  /* one tile through the transforms: which 0 = input, 1 = kernel, 2 = output (tests) */ \
+  void winograd_tile_transform(int m, int which, const float* in, float* out);
+
+namespace fastconv::cpu {
+namespace scalar { FC_WINOGRAD_DECLARATIONS }
+#if defined(FC_X86)
+namespace avx2 { FC_WINOGRAD_DECLARATIONS }
+namespace avx512 { FC_WINOGRAD_DECLARATIONS }
+#endif
+}  // namespace fastconv::cpu

@@ -60,7 +60,7 @@ def cmd_demo(args):
     print(f"convolution: {flops:,} FLOPs; the same map as a dense matrix product: {dense:,} FLOPs "
           f"({dense / flops:,.0f}x more)")
     print(f"edge pixels found: {int(np.count_nonzero(np.abs(edges) > 0.25)):,}")
-    for algorithm in fastconv.info()["algorithms"][1:]:
+    for algorithm in [r["algorithm"] for r in fastconv.explain(x.shape, kernel.shape).algorithms if r["supported"]]:
         ms = _best_ms(lambda: fastconv.conv2d(x, kernel, algorithm=algorithm))
         print(f"  {algorithm:<10} {ms:8.3f} ms")
     if args.save:

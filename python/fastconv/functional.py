@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import operator
 import sys
+import threading
 
 import numpy as np
 
@@ -216,6 +217,19 @@ def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation
 
 # ---- convolution -----------------------------------------------------------------
 
+_workspaces = threading.local()
+
+
+def _workspace(nbytes):
+    """A workspace of at least ``nbytes``, kept per Python thread and reused: a fresh
+    buffer of tens of MiB (Winograd's transformed kernel) costs more in page faults
+    than the kernel takes to fill it. Holds the largest workspace seen, per thread."""
+    buf = getattr(_workspaces, "buf", None)
+    if buf is None or buf.nbytes < nbytes:
+        buf = _workspaces.buf = np.empty(nbytes, np.uint8)
+    return buf
+
+
 def _run_conv(x_arr, w_arr, b_arr, params, pads, algorithm, out):
     """Run one algorithm (already validated) on normalised host arrays; returns y."""
     dtype = x_arr.dtype
@@ -226,7 +240,7 @@ def _run_conv(x_arr, w_arr, b_arr, params, pads, algorithm, out):
                                   pads=pads, dilation=(params.dil_h, params.dil_w), groups=params.groups)
         return y
     ws_bytes = _C.workspace_bytes(algorithm, params, DTYPE_NAMES[dtype])
-    ws = np.empty(ws_bytes, np.uint8) if ws_bytes else None
+    ws = _workspace(ws_bytes) if ws_bytes else None
     _C.conv2d_forward(algorithm, params, x_arr, w_arr, b_arr, y, ws)
     return y
 
@@ -269,7 +283,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
 
     x is (N, C, H, W), weight (K, C/groups, R, S), bias (K,) or None; returns (N, K, P, Q).
     ``padding``: int, (ph, pw), ((top, bottom), (left, right)), 'valid', 'same' (any stride;
-    output ceil(H/stride)) or 'full'. ``algorithm``: 'auto', 'direct', 'im2col', 'reference'.
+    output ceil(H/stride)) or 'full'. ``algorithm``: 'auto', 'direct', 'im2col', 'winograd'
+    (3x3 stride 1, float32; 'winograd:2|4|6' force the tile), 'reference'.
     ``out``: optional NumPy array to write the result into.
     """
     return _conv_nd("conv2d", x, weight, bias, stride, padding, dilation, groups, flip, algorithm, out, False)
@@ -319,6 +334,8 @@ def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
     params, pads = conv_params(tuple(input_shape), tuple(weight_shape), stride, padding, dilation, groups, "explain")
     rows = []
     for name in algorithms.available()[1:]:
+        if name in algorithms.ALIASES:  # 'winograd': its rows 'winograd:m' are listed
+            continue
         if name == "reference":
             why, ws = "", 0
         else:

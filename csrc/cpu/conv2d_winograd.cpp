@@ -1,0 +1,385 @@
+// conv2d_winograd.cpp: 3x3 stride-1 convolution by Winograd's minimal filtering
+// F(m x m, 3 x 3), m = 2, 4, 6 (Lavin & Gray 2015); the matrices are in math/winograd.h.
+//   x is (N, C, H, W), w is (K, C/groups, 3, 3), bias is (K,) or null, y is (N, K, P, Q).
+// The output is cut into tiles of m x m (edge tiles clipped); tile t reads the n x n
+// (n = m + 2) input window at (t_h * m - pad_h, t_w * m - pad_w), zeros outside the image.
+//   1. kernel transform  U[g][xi][k][c] = (G w[g*K/g+k][c] G^T)[xi]        once per call
+//   2. input transform   V[xi][c][t]    = (B^T d(c, t) B)[xi]              per tile block
+//   3. n*n GEMMs         M[xi] (K/g x T) = U[g][xi] (K/g x C/g) . V[xi] (C/g x T)
+//   4. output transform  y tile (k, t)   = A^T M(k, t) A + bias[k]
+// Tiles are processed in blocks of T so that V and M of a block stay in L2. Work is split
+// over (image, group, tile block) with one block per thread and serial GEMMs when there
+// are enough blocks, and otherwise block by block with each phase split over the threads
+// (channels, the n*n products, output channels). Transforms run on 16 lanes (16 tiles,
+// or 16 input channels for the kernel) side by side, so they vectorise.
+// Compiled once per ISA (FC_PER_ISA_SOURCES); float32 only.
+// NaN/Inf: every output the reference makes non-finite is non-finite here too, but an
+// input NaN or Inf also reaches, through the transforms' non-zero entries, other outputs
+// of each tile whose n x n window covers it (in every output channel of the group): those
+// may become NaN where the reference is finite. Outputs of other tiles are unaffected.
+// Limits: R = S = 3, stride 1, dilation 1; any padding, groups, sizes.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "cpu/gemm.h"
+#include "cpu/kernels.h"
+#include "math/winograd.h"
+
+namespace fastconv::cpu::FC_ISA {
+namespace {
+
+using winograd::WinogradMatrices;
+
+constexpr int kL = 16;                             // lanes of the transforms
+constexpr index_t kBlockBytes = index_t(768) << 10;  // V + M of one tile block, per thread
+constexpr index_t kMinBlockTiles = 128;              // fewer: U is re-packed by more, smaller GEMMs
+constexpr index_t kChannelBlock = 32;                // output channels per task when weight-bound
+
+index_t round_up(index_t a, index_t b) { return (a + b - 1) / b * b; }
+index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
+
+// How the work is cut: tile grid, tiles per block, parallel scheme, workspace layout.
+struct Plan {
+  int m = 0, n = 0;
+  index_t tiles_h = 0, tiles_w = 0, tiles = 0;
+  index_t nblocks = 0, T = 0, ldt = 0;  // blocks per (image, group), tiles per block, V/M row stride
+  bool outer = false;                   // one block per thread (else phases split over threads)
+  index_t workers = 1;                  // V/M buffers
+  index_t u_floats = 0, v_floats = 0, m_floats = 0;
+  // Weight-bound problems (K/g >= all tiles: deep layers on small images): V of every
+  // tile once, then blocks of kb output channels per thread, each transforming its own
+  // rows of U into a private buffer (ub_floats) while they are hot, so the transformed
+  // kernel (n*n*K*C/g floats) never travels through memory.
+  bool kblocked = false;
+  index_t kb = 0, ub_floats = 0;
+  index_t floats() const {
+    return kblocked ? round_up(v_floats, 16) + workers * (ub_floats + m_floats)
+                    : u_floats + workers * (v_floats + m_floats);
+  }
+};
+
+Plan make_plan(const ConvParams& p, int m, int threads) {
+  Plan pl;
+  pl.m = m;
+  pl.n = m + 2;
+  pl.tiles_h = ceil_div(p.P, m);
+  pl.tiles_w = ceil_div(p.Q, m);
+  pl.tiles = pl.tiles_h * pl.tiles_w;
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), nn = index_t(pl.n) * pl.n;
+  const index_t per_tile = nn * (Cg + Kg) * index_t(sizeof(float));
+  const index_t tmax = std::max<index_t>(kMinBlockTiles, kBlockBytes / per_tile / kL * kL);
+  const index_t all = std::max<index_t>(1, p.N * pl.tiles);  // tiles of every image of one group
+  index_t nb = ceil_div(all, tmax);
+  const index_t pairs = std::max<index_t>(p.groups, 1);
+  // Balance the threads: more, smaller blocks when that makes the item count a multiple.
+  if (threads > 1 && (pairs * nb) % threads != 0 && pairs * nb < 8 * threads) {
+    for (index_t nb2 = nb + 1; ceil_div(all, nb2) >= 16; ++nb2)
+      if ((pairs * nb2) % threads == 0) {
+        nb = nb2;
+        break;
+      }
+  }
+  pl.nblocks = nb;
+  pl.T = ceil_div(all, nb);
+  pl.ldt = round_up(pl.T, kL);
+  const index_t items = pairs * nb;
+  pl.outer = threads == 1 || (items >= threads && (items % threads == 0 || items >= 8 * threads));
+  pl.workers = pl.outer ? threads : 1;
+  pl.u_floats = round_up(p.groups * nn * Kg * Cg, 16);
+  pl.v_floats = nn * Cg * pl.ldt;
+  pl.m_floats = nn * Kg * pl.ldt;
+  if (Kg >= all && nn * Cg * round_up(all, kL) * index_t(sizeof(float)) <= (index_t(16) << 20)) {
+    pl.kblocked = true;
+    pl.nblocks = 1;
+    pl.T = all;
+    pl.ldt = round_up(all, kL);
+    pl.kb = std::min(Kg, kChannelBlock);
+    pl.workers = threads;
+    pl.v_floats = nn * Cg * pl.ldt;
+    pl.ub_floats = round_up(nn * pl.kb * Cg, 16);
+    pl.m_floats = nn * pl.kb * pl.ldt;
+  }
+  return pl;
+}
+
+// ---- 1. kernel transform: U[g][xi][k][c], 16 input channels at a time ----------------
+// Output channel gk (of all K) into row `row` of Ug[xi] (rows x C/g).
+template <int M>
+void kernel_row(const ConvParams& p, const float* w, index_t gk, float* Ug, index_t row, index_t rows) {
+  constexpr int n = M + 2, nn = n * n;
+  const index_t Cg = p.C_per_group();
+  {
+    alignas(64) float gt[9 * kL];
+    alignas(64) float ut[nn * kL];
+    for (index_t c0 = 0; c0 < Cg; c0 += kL) {
+      const int lanes = int(std::min<index_t>(kL, Cg - c0));
+      const float* src = w + (gk * Cg + c0) * 9;  // 16 kernels of 9: a constant stride
+      if (lanes == kL) {
+        for (int e = 0; e < 9; ++e)
+#pragma GCC unroll 16
+          for (int l = 0; l < kL; ++l) gt[e * kL + l] = src[l * 9 + e];
+      } else {
+        for (int l = 0; l < kL; ++l)
+          for (int e = 0; e < 9; ++e) gt[e * kL + l] = l < lanes ? src[l * 9 + e] : 0.f;
+      }
+      winograd::kernel_transform<M, kL>(gt, ut);
+      for (int xi = 0; xi < nn; ++xi)
+        std::memcpy(Ug + (xi * rows + row) * Cg + c0, ut + xi * kL, sizeof(float) * lanes);
+    }
+  }
+}
+
+template <int M>
+void transform_kernels(const ConvParams& p, const float* w, float* U, bool parallel) {
+  constexpr int nn = (M + 2) * (M + 2);
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group();
+#pragma omp parallel for schedule(static) if (parallel)
+  for (index_t gk = 0; gk < p.K; ++gk)
+    kernel_row<M>(p, w, gk, U + (gk / Kg) * nn * Kg * Cg, gk % Kg, Kg);
+}
+
+// ---- tile geometry of a block, computed once per block (not per channel) -----------------
+struct TileGeo {
+  index_t x_off;   // offset of the tile's window origin in its image-and-group's channel 0
+  index_t y_off;   // offset of the tile's first output in its image-and-group's channel 0
+  int ih0, iw0;    // window origin (may be negative: padding)
+  int rows, cols;  // outputs of the tile inside P x Q
+  bool interior;   // window entirely inside the image
+  bool run;        // lanes l .. l+15 are 16 full interior tiles side by side (first lane only)
+};
+
+template <int M>
+void tile_geometry(const ConvParams& p, const Plan& pl, index_t g, index_t t0, index_t T,
+                   TileGeo* geo) {
+  constexpr int n = M + 2;
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group();
+  for (index_t i = 0; i < T; ++i) {
+    const index_t t = t0 + i, img = t / pl.tiles, lt = t % pl.tiles;
+    const index_t th = lt / pl.tiles_w, tw = lt % pl.tiles_w;
+    TileGeo& e = geo[i];
+    e.ih0 = int(th * M - p.pad_h);
+    e.iw0 = int(tw * M - p.pad_w);
+    e.x_off = (img * p.groups + g) * Cg * p.H * p.W + index_t(e.ih0) * p.W + e.iw0;
+    e.y_off = (img * p.groups + g) * Kg * p.P * p.Q + th * M * p.Q + tw * M;
+    e.rows = int(std::min<index_t>(M, p.P - th * M));
+    e.cols = int(std::min<index_t>(M, p.Q - tw * M));
+    e.interior = e.ih0 >= 0 && e.iw0 >= 0 && e.ih0 + n <= p.H && e.iw0 + n <= p.W;
+    e.run = false;
+  }
+  for (index_t i = 0; i + kL <= T; i += kL) {  // 16 interior, full tiles in one row of tiles
+    const TileGeo &a = geo[i], &z = geo[i + kL - 1];
+    geo[i].run = a.interior && z.interior && a.rows == M && z.cols == M &&
+                 z.x_off - a.x_off == (kL - 1) * M && z.y_off - a.y_off == (kL - 1) * M;
+  }
+}
+
+// ---- 2. input transform of one block: V[xi][c][t - t0] ------------------------------------
+// Tile t (of every image of group g): image t / tiles, tile t % tiles of that image.
+template <int M>
+void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const TileGeo* geo,
+                      index_t T, float* V, bool parallel) {
+  constexpr int n = M + 2, nn = n * n;
+  const index_t Cg = p.C_per_group(), H = p.H, W = p.W, ldt = pl.ldt;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (index_t c = 0; c < Cg; ++c) {
+    alignas(64) float dt[nn * kL];
+    alignas(64) float vt[nn * kL];
+    const float* xc = x + c * H * W;
+    for (index_t tb = 0; tb < ldt; tb += kL) {
+      if (tb + kL <= T && geo[tb].run) {
+        // 16 interior tiles side by side: lane l reads src[i * W + j + M * l].
+        const float* src = xc + geo[tb].x_off;
+        for (int i = 0; i < n; ++i)
+          for (int j = 0; j < n; ++j)
+#pragma GCC unroll 16
+            for (int l = 0; l < kL; ++l) dt[(i * n + j) * kL + l] = src[i * W + j + M * l];
+      } else {
+        for (int l = 0; l < kL; ++l) {
+          if (tb + l >= T) {
+            for (int e = 0; e < nn; ++e) dt[e * kL + l] = 0.f;
+            continue;
+          }
+          const TileGeo& e = geo[tb + l];
+          const float* src = xc + e.x_off;
+          if (e.interior) {
+            for (int i = 0; i < n; ++i)
+              for (int j = 0; j < n; ++j) dt[(i * n + j) * kL + l] = src[i * W + j];
+          } else {
+            for (int i = 0; i < n; ++i) {
+              const bool row_in = e.ih0 + i >= 0 && e.ih0 + i < H;
+              for (int j = 0; j < n; ++j) {
+                const bool in = row_in && e.iw0 + j >= 0 && e.iw0 + j < W;
+                dt[(i * n + j) * kL + l] = in ? src[i * W + j] : 0.f;
+              }
+            }
+          }
+        }
+      }
+      winograd::input_transform<M, kL>(dt, vt);
+      for (int xi = 0; xi < nn; ++xi)
+        std::memcpy(V + (xi * Cg + c) * ldt + tb, vt + xi * kL, sizeof(float) * kL);
+    }
+  }
+}
+
+// ---- 3. the n*n products: M[xi] (K/g x T) = U_g[xi] (K/g x C/g) . V[xi] (C/g x T) -------------
+void multiply(const ConvParams& p, const Plan& pl, const float* Ug, const float* V, index_t T,
+              float* Mb, bool parallel) {
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), nn = index_t(pl.n) * pl.n;
+#pragma omp parallel for schedule(dynamic) if (parallel)
+  for (index_t xi = 0; xi < nn; ++xi)
+    gemm<float>(false, false, Kg, T, Cg, 1.f, Ug + xi * Kg * Cg, Cg, V + xi * Cg * pl.ldt, pl.ldt,
+                0.f, Mb + xi * Kg * pl.ldt, pl.ldt);
+}
+
+// ---- 4. output transform of one block into y (N, K, P, Q), group g, + bias ------------------
+// Mb holds rows k0 .. k1-1 of the group's output channels: Mb[xi] is (k1 - k0) x ldt.
+template <int M>
+void transform_outputs(const ConvParams& p, const Plan& pl, const float* Mb, const TileGeo* geo,
+                       index_t T, index_t k0, index_t k1, const float* bias_g, float* y,
+                       bool parallel) {
+  constexpr int n = M + 2, nn = n * n;
+  const index_t P = p.P, Q = p.Q, ldt = pl.ldt, Kb = k1 - k0;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (index_t k = k0; k < k1; ++k) {
+    const float b = bias_g ? bias_g[k] : 0.f;
+    float* yk = y + k * P * Q;
+    alignas(64) float mt[nn * kL];
+    alignas(64) float yt[M * M * kL];
+    for (index_t tb = 0; tb < T; tb += kL) {
+      for (int xi = 0; xi < nn; ++xi)
+        std::memcpy(mt + xi * kL, Mb + (xi * Kb + k - k0) * ldt + tb, sizeof(float) * kL);
+      winograd::output_transform<M, kL>(mt, yt);
+      if (tb + kL <= T && geo[tb].run) {  // 16 full tiles side by side
+        float* dst = yk + geo[tb].y_off;
+        for (int i = 0; i < M; ++i)
+          for (int j = 0; j < M; ++j)
+#pragma GCC unroll 16
+            for (int l = 0; l < kL; ++l) dst[i * Q + j + M * l] = yt[(i * M + j) * kL + l] + b;
+        continue;
+      }
+      const int lanes = int(std::min<index_t>(kL, T - tb));
+      for (int l = 0; l < lanes; ++l) {
+        const TileGeo& e = geo[tb + l];
+        float* dst = yk + e.y_off;
+        for (int i = 0; i < e.rows; ++i)
+          for (int j = 0; j < e.cols; ++j) dst[i * Q + j] = yt[(i * M + j) * kL + l] + b;
+      }
+    }
+  }
+}
+
+template <int M>
+void run_kblocked(const ConvParams& p, const Plan& pl, const float* x, const float* w,
+                  const float* bias, float* y, float* ws) {
+  const int threads = omp_get_max_threads();
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), nn = index_t(pl.n) * pl.n;
+  const index_t T = pl.T, ldt = pl.ldt, nkb = ceil_div(Kg, pl.kb);
+  float* V = ws;
+  float* bufs = ws + round_up(pl.v_floats, 16);
+  std::vector<TileGeo> geo(T);
+  for (index_t g = 0; g < p.groups; ++g) {
+    tile_geometry<M>(p, pl, g, 0, T, geo.data());
+    transform_inputs<M>(p, pl, x, geo.data(), T, V, threads > 1);
+#pragma omp parallel
+    {
+      float* Ut = bufs + omp_get_thread_num() * (pl.ub_floats + pl.m_floats);
+      float* Mt = Ut + pl.ub_floats;
+#pragma omp for schedule(dynamic)
+      for (index_t kbi = 0; kbi < nkb; ++kbi) {
+        const index_t k0 = kbi * pl.kb, k1 = std::min(Kg, k0 + pl.kb), rows = k1 - k0;
+        for (index_t k = k0; k < k1; ++k) kernel_row<M>(p, w, g * Kg + k, Ut, k - k0, rows);
+        for (index_t xi = 0; xi < nn; ++xi)
+          gemm<float>(false, false, rows, T, Cg, 1.f, Ut + xi * rows * Cg, Cg, V + xi * Cg * ldt,
+                      ldt, 0.f, Mt + xi * rows * ldt, ldt);
+        transform_outputs<M>(p, pl, Mt, geo.data(), T, k0, k1, bias ? bias + g * Kg : nullptr, y, false);
+      }
+    }
+  }
+}
+
+template <int M>
+void run(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
+         void* workspace) {
+  if (p.N == 0) return;
+  const int threads = omp_get_max_threads();
+  const Plan pl = make_plan(p, M, threads);
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), G = p.groups, nn = index_t(pl.n) * pl.n;
+  if (pl.kblocked) {
+    run_kblocked<M>(p, pl, x, w, bias, y, static_cast<float*>(workspace));
+    return;
+  }
+  float* U = static_cast<float*>(workspace);
+  float* bufs = U + pl.u_floats;
+  const index_t per_worker = pl.v_floats + pl.m_floats;
+  transform_kernels<M>(p, w, U, threads > 1);
+
+  // One (image, group, block) item: all four phases, split over threads when `parallel`.
+  auto item = [&](index_t it, float* V, float* Mb, bool parallel) {
+    const index_t blk = it % pl.nblocks, g = it / pl.nblocks;
+    const index_t t0 = blk * pl.T, T = std::min(pl.T, p.N * pl.tiles - t0);
+    if (T <= 0) return;
+    std::vector<TileGeo> geo(T);
+    tile_geometry<M>(p, pl, g, t0, T, geo.data());
+    transform_inputs<M>(p, pl, x, geo.data(), T, V, parallel);
+    multiply(p, pl, U + g * nn * Kg * Cg, V, T, Mb, parallel);
+    transform_outputs<M>(p, pl, Mb, geo.data(), T, 0, Kg, bias ? bias + g * Kg : nullptr, y, parallel);
+  };
+  const index_t items = G * pl.nblocks;
+  if (pl.outer) {
+#pragma omp parallel
+    {
+      float* V = bufs + omp_get_thread_num() * per_worker;
+#pragma omp for schedule(dynamic)
+      for (index_t it = 0; it < items; ++it) item(it, V, V + pl.v_floats, false);
+    }
+  } else {
+    for (index_t it = 0; it < items; ++it) item(it, bufs, bufs + pl.v_floats, threads > 1);
+  }
+}
+
+}  // namespace
+
+index_t conv2d_winograd_workspace_bytes(const ConvParams& p, int m) {
+  return make_plan(p, m, omp_get_max_threads()).floats() * index_t(sizeof(float));
+}
+
+void conv2d_winograd(const ConvParams& p, int m, const float* x, const float* w, const float* bias,
+                     float* y, void* workspace) {
+  switch (m) {
+    case 2: run<2>(p, x, w, bias, y, workspace); break;
+    case 4: run<4>(p, x, w, bias, y, workspace); break;
+    case 6: run<6>(p, x, w, bias, y, workspace); break;
+    default: FC_CHECK(false, "winograd tile size must be 2, 4 or 6 (got ", m, ")");
+  }
+}
+
+// One tile through the kernel's own transforms, for the tests: `which` 0 = input
+// (n x n -> n x n), 1 = kernel (3 x 3 -> n x n), 2 = output (n x n -> m x m).
+template <int M>
+void one_tile(int which, const float* in, float* out) {
+  constexpr int n = M + 2;
+  alignas(64) float a[n * n * kL] = {};
+  alignas(64) float b[n * n * kL] = {};
+  const int in_len = which == 1 ? 9 : n * n, out_len = which == 2 ? M * M : n * n;
+  for (int e = 0; e < in_len; ++e) a[e * kL] = in[e];
+  if (which == 0) winograd::input_transform<M, kL>(a, b);
+  if (which == 1) winograd::kernel_transform<M, kL>(a, b);
+  if (which == 2) winograd::output_transform<M, kL>(a, b);
+  for (int e = 0; e < out_len; ++e) out[e] = b[e * kL];
+}
+
+void winograd_tile_transform(int m, int which, const float* in, float* out) {
+  FC_CHECK(which >= 0 && which <= 2, "transform must be input, kernel or output");
+  switch (m) {
+    case 2: one_tile<2>(which, in, out); break;
+    case 4: one_tile<4>(which, in, out); break;
+    case 6: one_tile<6>(which, in, out); break;
+    default: FC_CHECK(false, "winograd tile size must be 2, 4 or 6 (got ", m, ")");
+  }
+}
+
+}  // namespace fastconv::cpu::FC_ISA
