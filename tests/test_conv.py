@@ -150,7 +150,7 @@ def test_larger_layers(algorithm, case, rng):
         want = fastconv.conv2d(x, w, b, stride, padding, groups=groups, algorithm="reference")
         got = fastconv.conv2d(x, w, b, stride, padding, groups=groups, algorithm=algorithm,
                               out=nan_out(want.shape, np.float32))
-        tol_algo = "im2col" if algorithm == "auto" else algorithm
+        tol_algo = fastconv.explain(xs, ws, stride, padding, groups=groups).auto if algorithm == "auto" else algorithm
         assert_close(got, want, tolerance(tol_algo, np.float32, ws[1] * ws[2] * ws[3]), f"{algorithm} {xs} {ws}")
 
 
@@ -171,3 +171,26 @@ def test_threads_give_same_answer(rng):
     for algorithm, ys in results.items():
         for y in ys:
             assert_close(y, want, tolerance(algorithm, np.float32, 144), algorithm)
+
+
+def test_auto_uses_winograd_only_on_finite_inputs(rng):
+    """auto picks Winograd where it wins, but NaN/Inf must stay where the reference puts
+    them: a Winograd tile would spread one over its whole tile, so auto falls back."""
+    x = rng.standard_normal((1, 32, 30, 30)).astype(np.float32)
+    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    assert fastconv.explain(x.shape, w.shape, padding=1).auto == "winograd:4"
+    assert fastconv.explain(x.shape, w.shape, padding=1, dtype="float64").auto != "winograd:4"
+    y = fastconv.conv2d(x, w, padding=1)
+    assert_close(y, fastconv.conv2d(x, w, padding=1, algorithm="reference"), tolerance("winograd:4", np.float32, 288))
+    for bad in (np.nan, np.inf):
+        xb = x.copy()
+        xb[0, 3, 10, 10] = bad
+        want = fastconv.conv2d(xb, w, padding=1, algorithm="reference")
+        got = fastconv.conv2d(xb, w, padding=1)
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+        finite = np.isfinite(want)
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-4)
+    wb = w.copy()
+    wb[1, 2, 0, 0] = np.nan
+    got = fastconv.conv2d(x, wb, padding=1)
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(fastconv.conv2d(x, wb, padding=1, algorithm="reference")))

@@ -245,6 +245,12 @@ def _run_conv(x_arr, w_arr, b_arr, params, pads, algorithm, out):
     return y
 
 
+def _all_finite(a):
+    """False when a holds NaN or Inf (one vectorised sum; a finite sum that overflows
+    also says False, which only costs auto its fastest choice)."""
+    return bool(np.isfinite(np.add.reduce(a, axis=None)))
+
+
 def _conv_nd(op, x, weight, bias, stride, padding, dilation, groups, flip, algorithm, out, one_d):
     x_arr, kind = host_array(x, "input")
     w_arr, _ = host_array(weight, "weight")
@@ -268,6 +274,8 @@ def _conv_nd(op, x, weight, bias, stride, padding, dilation, groups, flip, algor
     if flip:
         w_arr = np.ascontiguousarray(w_arr[:, :, ::-1, ::-1])
     algo = algorithms.resolve(algorithm, params, x_arr.dtype)
+    if algorithm == "auto" and algo.startswith("winograd") and not (_all_finite(x_arr) and _all_finite(w_arr)):
+        algo = algorithms.choose(params, x_arr.dtype, inputs_finite=False)
     y_shape = (params.N, params.K, params.Q) if one_d else None
     if out is not None and one_d:
         out = check_out(out, y_shape, x_arr.dtype).reshape(params.N, params.K, 1, params.Q)
