@@ -37,6 +37,8 @@ import dataclasses
 import pathlib
 import re
 
+from fastconv.bench import networks
+
 SHAPES_DIR = pathlib.Path(__file__).resolve().parent / "shapes"
 
 NETWORK_FILES = {
@@ -56,67 +58,10 @@ _NAME = re.compile(r'n"([^"]*)"')
 
 
 @dataclasses.dataclass(frozen=True)
-class Layer:
-    """One convolution: x is (N, C, H, W), weight (K, C/groups, R, S), y (N, K, P, Q)."""
-    name: str
-    count: int
-    groups: int
-    C: int
-    H: int
-    W: int
-    K: int
-    R: int
-    S: int
-    stride: tuple        # (sh, sw)
-    pad: tuple           # ((top, bottom), (left, right))
-    dilation: tuple      # (dh, dw), PyTorch's convention (benchdnn's dh + 1)
-    network: str = ""
+class Layer(networks.Layer):
+    """A benchdnn layer: the package's Layer plus the descriptor it came from."""
     line: str = ""       # the descriptor as written
     mb: int = 2          # benchdnn's own batch (unused by the suite)
-
-    @property
-    def P(self):
-        (t, b), d, s = self.pad[0], self.dilation[0], self.stride[0]
-        return (self.H + t + b - d * (self.R - 1) - 1) // s + 1
-
-    @property
-    def Q(self):
-        (l, r), d, s = self.pad[1], self.dilation[1], self.stride[1]
-        return (self.W + l + r - d * (self.S - 1) - 1) // s + 1
-
-    def flops(self, batch):
-        """2 x multiply-adds of one call at this batch (not multiplied by count)."""
-        return 2 * batch * self.K * self.P * self.Q * (self.C // self.groups) * self.R * self.S
-
-    def input_shape(self, batch):
-        return (batch, self.C, self.H, self.W)
-
-    def weight_shape(self):
-        return (self.K, self.C // self.groups, self.R, self.S)
-
-    def output_shape(self, batch):
-        return (batch, self.K, self.P, self.Q)
-
-    @property
-    def symmetric_pad(self):
-        """(ph, pw) when top == bottom and left == right (what torch's conv2d takes), else None."""
-        (t, b), (l, r) = self.pad
-        return (t, l) if (t == b and l == r) else None
-
-    def conv_kwargs(self):
-        """Keyword arguments of fastconv.conv2d (after x and weight) for this layer."""
-        return dict(stride=self.stride, padding=self.pad, dilation=self.dilation, groups=self.groups)
-
-    def describe(self):
-        """Short human-readable shape, e.g. '64->256 1x1 s2 56x56->28x28'."""
-        s = f"{self.C}->{self.K} {self.R}x{self.S}"
-        if self.stride != (1, 1):
-            s += f" s{self.stride[0]}" if self.stride[0] == self.stride[1] else f" s{self.stride}"
-        if self.dilation != (1, 1):
-            s += f" d{self.dilation[0]}" if self.dilation[0] == self.dilation[1] else f" d{self.dilation}"
-        if self.groups != 1:
-            s += " dw" if self.groups == self.C == self.K else f" g{self.groups}"
-        return s + f" {self.H}x{self.W}->{self.P}x{self.Q}"
 
 
 def _out_size(size, k, stride, lo, hi, dil):
