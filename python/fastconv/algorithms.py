@@ -44,7 +44,7 @@ def winograd_tile(params):
 def choose(params, dtype, inputs_finite=True):
     """``auto``'s rules, from the tables in benchmarks/RESULTS.md (2-core Zen 4):
 
-    - 3x3 stride 1, float32, >= 16 input channels per group and >= 700 output pixels per
+    - 3x3 stride 1, float32, >= 16 input channels per group and >= 384 output pixels per
       call (batch included): Winograd F(4x4), 1.3-1.7x torch on VGG-16 and ResNet-50's
       larger maps, where it does 4x fewer multiplications. Not when the inputs hold NaN
       or Inf (``inputs_finite=False``): a Winograd tile would spread them over the tile;
@@ -58,7 +58,7 @@ def choose(params, dtype, inputs_finite=True):
     cg = params.C // params.groups
     if params.groups > 1 and cg <= 4:
         return "direct"
-    if (inputs_finite and cg >= 16 and params.N * params.P * params.Q >= 700
+    if (inputs_finite and cg >= 16 and params.N * params.P * params.Q >= 384
             and not _C.supports("winograd:4", params, np.dtype(dtype).name)):
         return "winograd:4"
     pixels = params.P * params.Q
