@@ -6,8 +6,8 @@
 
 With no options: a quick run on the CPU (a few representative layers of ResNet-50, VGG-16,
 MobileNet and LeNet-5, batch 1, short timing; about a minute on 2 cores), printing per layer
-every fastconv algorithm and every available peer (torch F.conv2d, torch prepacked oneDNN,
-NNPACK) with its time, GFLOP/s and % of the machine's peak (measured briefly at the start of
+every fastconv algorithm and every available peer (torch F.conv2d and NNPACK by default;
+torch prepacked oneDNN with --peers) with its time, GFLOP/s and % of the machine's peak (measured briefly at the start of
 every run, or --peak-gflops), the winner and its ratio to torch, then one summary line per network.
 
 Modes: with --network and no --quick, every layer of the named networks with the longer
@@ -104,8 +104,10 @@ def add_parser(sub):
     p.add_argument("--algorithms", nargs="+", type=_algorithm, default=None, metavar="ALGO",
                    help="fastconv algorithms to time (default: every conv2d CPU kernel of this build, and auto)")
     p.add_argument("--peers", nargs="*", type=_peer, default=None, metavar="PEER",
-                   help="torch, torch-prepacked, nnpack, cudnn (default on cpu: the first three; on cuda: cudnn); "
-                        "peers that are not installed are skipped with a note; --peers alone: none")
+                   help="torch, torch-prepacked, nnpack, cudnn (default on cpu: torch and nnpack; on cuda: cudnn); "
+                        "torch-prepacked is opt-in: torch's threads keep spinning after it and slow the next "
+                        "contender in the interleaved rounds; peers that are not installed are skipped with a "
+                        "note; --peers alone: none")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="threads for fastconv, torch and NumPy's BLAS alike (default: fastconv's, i.e. all cores)")
     p.add_argument("--repeats", type=_positive_int, default=None, help="minimum interleaved rounds per layer")
