@@ -11,17 +11,8 @@ import pytest
 
 from fastconv import _C
 
-ISAS = ["scalar", "avx2", "avx512"]
-AVAILABLE = ISAS[: ISAS.index(_C.detected_isa()) + 1]
 DTYPES = [np.float32, np.float64]
-
-
-@pytest.fixture(params=AVAILABLE)
-def isa(request):
-    before = _C.get_isa()
-    _C.set_isa(request.param)
-    yield request.param
-    _C.set_isa(before)
+# The `isa` fixture (every instruction set this CPU has) comes from conftest.py.
 
 
 @pytest.fixture
