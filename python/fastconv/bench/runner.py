@@ -5,16 +5,14 @@
 """Measurement of convolution layers, GEMM and pooling."""
 from __future__ import annotations
 
-import json
 import math
 import os
-import pathlib
 import platform
 import sys
 
 import numpy as np
 
-from .. import _C, algorithms, functional
+from .. import _C, _cache, algorithms, functional
 from . import peers, timing
 
 GEMM_SIZES = ((1024, 1024, 1024), (256, 3136, 64), (64, 3136, 256), (128, 784, 512), (512, 784, 128),
@@ -241,10 +239,7 @@ def measure_peak(seconds=0.15, tries=2):
 
 def peak_cache_path():
     """$FASTCONV_CACHE_DIR/peak.json, else $XDG_CACHE_HOME (~/.cache)/fastconv/peak.json."""
-    base = os.environ.get("FASTCONV_CACHE_DIR")
-    if not base:
-        base = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fastconv")
-    return pathlib.Path(base) / "peak.json"
+    return _cache.cache_dir() / "peak.json"
 
 
 def peak_with_cache(measured):
@@ -253,24 +248,15 @@ def peak_with_cache(measured):
     the cache updated. Unreadable or unwritable caches are ignored."""
     path = peak_cache_path()
     key = f"{cpu_model()} | {measured['isa']} | {measured['threads']} threads"
-    try:
-        cache = json.loads(path.read_text())
-        if not isinstance(cache, dict):
-            cache = {}
-    except (OSError, ValueError):
-        cache = {}
-    prev = cache.get(key) or {}
+    prev = _cache.read(path).get(key) or {}
+    if not isinstance(prev, dict):
+        prev = {}
     best = {k: max(float(prev.get(k) or 0.0), float(measured[k])) for k in ("gflops", "copy_gbs")}
     out = dict(measured, **best, this_run={k: measured[k] for k in ("gflops", "copy_gbs")}, cache=str(path))
     out["source"] = ("best measured on this machine, cached; this run: "
                      f"{measured['gflops']:.0f} GFLOP/s, {measured['copy_gbs']:.1f} GB/s"
                      if best != {k: measured[k] for k in best} else "measured in this run")
-    cache[key] = best
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(cache, indent=1) + "\n")
-    except OSError:
-        pass
+    _cache.update(path, {key: best})
     return out
 
 
