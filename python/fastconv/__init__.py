@@ -1,10 +1,11 @@
-"""fastconv: convolution and pooling by direct, im2col+GEMM (and, to come, FFT and
-Winograd) algorithms, with the call signatures of torch.nn.functional.
+"""fastconv: convolution and pooling by direct, im2col+GEMM and Winograd (FFT to come)
+algorithms, with the call signatures of torch.nn.functional.
 
     import fastconv as fc
     y = fc.conv2d(x, w, bias, stride=1, padding="same", algorithm="auto")
 """
 from . import _C
+from .algorithms import get_autotune, set_autotune
 from .functional import (conv1d, conv2d, conv2d_output_shape, explain, get_num_threads, info,
                          set_num_threads)
 from .pooling import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_max_pool1d, adaptive_max_pool2d,
@@ -14,7 +15,7 @@ __version__ = _C.build_info()["version"]
 
 __all__ = [
     "conv1d", "conv2d", "conv2d_output_shape", "explain", "info",
-    "set_num_threads", "get_num_threads", "__version__",
+    "set_num_threads", "get_num_threads", "set_autotune", "get_autotune", "__version__",
     "max_pool2d", "avg_pool2d", "lp_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
     "max_pool1d", "avg_pool1d", "lp_pool1d", "adaptive_avg_pool1d", "adaptive_max_pool1d",
 ]

@@ -6,10 +6,11 @@ measurements behind them.
 from __future__ import annotations
 
 import functools
+import time
 
 import numpy as np
 
-from . import _C
+from . import _C, _cache
 
 # Algorithms the design names that this build does not provide yet.
 _NOT_YET = ("fft",)
@@ -18,13 +19,23 @@ _NOT_YET = ("fft",)
 ALIASES = ("winograd",)
 
 
+# Names that choose an algorithm rather than name one.
+POLICIES = ("auto", "autotune")
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_names():
+    """The conv2d CPU kernels of the table, in table order."""
+    rows = [k["algorithm"] for k in _C.kernels() if k["op"] == "conv2d_forward" and k["device"] == "cpu"]
+    return tuple(dict.fromkeys(rows))
+
+
 @functools.lru_cache(maxsize=None)
 def available():
-    """Names accepted by ``algorithm=`` for conv2d on the CPU, 'auto' first."""
-    rows = [k["algorithm"] for k in _C.kernels() if k["op"] == "conv2d_forward" and k["device"] == "cpu"]
-    names = tuple(dict.fromkeys(rows))
+    """Names accepted by ``algorithm=`` for conv2d on the CPU: policies, aliases, kernels, reference."""
+    names = kernel_names()
     aliases = tuple(a for a in ALIASES if any(r.startswith(a + ":") for r in names))
-    return ("auto",) + aliases + names + ("reference",)
+    return POLICIES + aliases + names + ("reference",)
 
 
 def winograd_tile(params):
@@ -68,13 +79,83 @@ def choose(params, dtype, inputs_finite=True):
     return "im2col"
 
 
+# ---- autotuning ------------------------------------------------------------------------
+# Opt-in (set_autotune(True) makes "auto" tune; algorithm="autotune" tunes one call): the
+# first call of a problem times every kernel that supports it on the caller's data and
+# keeps the winner, in this process and in autotune.json under the user cache directory
+# ($FASTCONV_CACHE_DIR overrides), keyed by version, ISA, threads, dtype and problem, so
+# the next process starts tuned.
+
+_autotune = False
+_tuned = {}  # key -> winner, this process
+
+
+def set_autotune(enabled=True):
+    """Make ``algorithm="auto"`` time the candidates once per problem and keep the winner."""
+    global _autotune
+    _autotune = bool(enabled)
+
+
+def get_autotune():
+    return _autotune
+
+
+def autotune_cache_path():
+    return _cache.cache_dir() / "autotune.json"
+
+
+def autotune_key(params, dtype):
+    p = params
+    return (f"{_C.build_info()['version']}|{_C.get_isa()}|{_C.get_num_threads()}t|{np.dtype(dtype).name}|"
+            f"N{p.N} C{p.C} H{p.H} W{p.W} K{p.K} R{p.R} S{p.S} P{p.P} Q{p.Q} pad{p.pad_h},{p.pad_w} "
+            f"s{p.stride_h},{p.stride_w} d{p.dil_h},{p.dil_w} g{p.groups}")
+
+
+def candidates(params, dtype):
+    """Every kernel of the table that can run this problem."""
+    name = np.dtype(dtype).name
+    return [k for k in kernel_names() if not _C.supports(k, params, name)]
+
+
+def tuned(params, dtype, run, repeats=3):
+    """The fastest candidate for this problem: from this process, the cache file, or by
+    timing ``run(name)`` (one warm-up, best of ``repeats``) for each candidate."""
+    key = autotune_key(params, dtype)
+    options = candidates(params, dtype)
+    winner = _tuned.get(key)
+    if winner not in options:
+        winner = _cache.read(autotune_cache_path()).get(key)
+    if winner not in options:  # not tuned yet, or the cache is stale or corrupt
+        best = None
+        for name in options:
+            run(name)
+            t = min(_timed(run, name) for _ in range(repeats))
+            if best is None or t < best[0]:
+                best = (t, name)
+        winner = best[1]
+        _cache.update(autotune_cache_path(), {key: winner})
+    _tuned[key] = winner
+    return winner
+
+
+def _timed(run, name):
+    t0 = time.perf_counter()
+    run(name)
+    return time.perf_counter() - t0
+
+
+def is_exact_on_nonfinite(name):
+    """False for algorithms that may spread a NaN/Inf input over a tile (Winograd)."""
+    return not name.startswith("winograd")
+
+
 def resolve(algorithm, params, dtype):
     """Validate an ``algorithm=`` value for this problem; return the kernel name to run."""
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm must be a string, got {algorithm!r}")
     names = available()
-    if algorithm == "auto":
-        return choose(params, dtype)
+    if algorithm in POLICIES:  # functional.py turns these into a kernel (it has the data)
+        return algorithm
     if algorithm == "winograd":
         why = _C.supports("winograd:2", params, dtype.name)
         if why:

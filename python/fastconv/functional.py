@@ -251,6 +251,22 @@ def _all_finite(a):
     return bool(np.isfinite(np.add.reduce(a, axis=None)))
 
 
+def _choose(policy, x_arr, w_arr, b_arr, params, pads, out):
+    """'auto' or 'autotune' -> a kernel. Both give the reference's NaN/Inf pattern: when
+    x or w is not all finite, an algorithm that could spread it over a tile is replaced."""
+    dtype = x_arr.dtype
+    if policy == "autotune" or algorithms.get_autotune():
+        if params.N == 0:
+            return algorithms.choose(params, dtype)
+        scratch = out if out is not None else np.empty((params.N, params.K, params.P, params.Q), dtype)
+        algo = algorithms.tuned(params, dtype, lambda name: _run_conv(x_arr, w_arr, b_arr, params, pads, name, scratch))
+    else:
+        algo = algorithms.choose(params, dtype)
+    if not algorithms.is_exact_on_nonfinite(algo) and not (_all_finite(x_arr) and _all_finite(w_arr)):
+        algo = algorithms.choose(params, dtype, inputs_finite=False)
+    return algo
+
+
 def _conv_nd(op, x, weight, bias, stride, padding, dilation, groups, flip, algorithm, out, one_d):
     x_arr, kind = host_array(x, "input")
     w_arr, _ = host_array(weight, "weight")
@@ -274,11 +290,11 @@ def _conv_nd(op, x, weight, bias, stride, padding, dilation, groups, flip, algor
     if flip:
         w_arr = np.ascontiguousarray(w_arr[:, :, ::-1, ::-1])
     algo = algorithms.resolve(algorithm, params, x_arr.dtype)
-    if algorithm == "auto" and algo.startswith("winograd") and not (_all_finite(x_arr) and _all_finite(w_arr)):
-        algo = algorithms.choose(params, x_arr.dtype, inputs_finite=False)
     y_shape = (params.N, params.K, params.Q) if one_d else None
     if out is not None and one_d:
         out = check_out(out, y_shape, x_arr.dtype).reshape(params.N, params.K, 1, params.Q)
+    if algo in algorithms.POLICIES:
+        algo = _choose(algo, x_arr, w_arr, b_arr, params, pads, out)
     y = _run_conv(x_arr, w_arr, b_arr, params, pads, algo, out)
     if one_d:
         y = y.reshape(y_shape)
@@ -341,7 +357,7 @@ def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
         raise TypeError(f"dtype {dtype} is not supported; supported dtypes: {_DTYPE_NAMES}")
     params, pads = conv_params(tuple(input_shape), tuple(weight_shape), stride, padding, dilation, groups, "explain")
     rows = []
-    for name in algorithms.available()[1:]:
+    for name in algorithms.available()[len(algorithms.POLICIES):]:
         if name in algorithms.ALIASES:  # 'winograd': its rows 'winograd:m' are listed
             continue
         if name == "reference":
