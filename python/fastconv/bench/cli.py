@@ -40,34 +40,27 @@ def _network(text):
         "or a layer N,C,H,W,K,R,S,stride,pad[,groups[,dilation]]")
 
 
-def _positive_int(text):
+def _number(text, cast, ok, what):
+    """argparse type: text parsed by cast and accepted by ok, else a clear error."""
     try:
-        v = int(text)
+        v = cast(text)
     except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        v = None
+    if v is None or not ok(v):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return v
+
+
+def _positive_int(text):
+    return _number(text, int, lambda v: v >= 1, "a positive integer")
 
 
 def _nonneg_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return v
+    return _number(text, int, lambda v: v >= 0, "a non-negative integer")
 
 
 def _positive_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
+    return _number(text, float, lambda v: v > 0 and math.isfinite(v), "a positive number")
 
 
 def _algorithm(text):
