@@ -74,21 +74,43 @@ void* checked_workspace(const std::optional<py::array>& ws, index_t need) {
   return const_cast<void*>(ws->data());
 }
 
-void conv2d_forward(const std::string& algorithm, const ConvParams& p, const py::array& x,
-                    const py::array& w, const std::optional<py::array>& bias, py::array& y,
-                    const std::optional<py::array>& workspace) {
-  check_conv_params(p);
-  Problem pr;
-  pr.op = Op::conv2d_forward;
-  pr.conv = p;
-  pr.dtype = dtype_of(x, "x");
+// The kernel for a conv2d_forward problem, after checking it can run it (and, for a
+// plan, that it has a prepared form).
+const Kernel& conv_kernel(const std::string& algorithm, const Problem& pr) {
+  check_conv_params(pr.conv);
   const Kernel& k = find_kernel(pr.op, algorithm);
   std::string why = k.supports(pr);
   FC_CHECK(why.empty(), "algorithm '", algorithm, "' cannot run this problem: ", why);
+  FC_CHECK(!pr.prepared || k.prepare, "algorithm '", algorithm, "' has no prepared weights");
+  return k;
+}
+
+Problem conv_problem(const ConvParams& p, DType dtype, bool prepared) {
+  Problem pr;
+  pr.op = Op::conv2d_forward;
+  pr.conv = p;
+  pr.dtype = dtype;
+  pr.prepared = prepared;
+  return pr;
+}
+
+index_t prepared_bytes(const Kernel& k, const Problem& pr) {
+  return k.prepare ? k.prepared_bytes(pr) : 0;
+}
+
+// w is (K, C/groups, R, S), or with `prepared` the 1-D output of prepare_weights.
+void conv2d_forward(const std::string& algorithm, const ConvParams& p, const py::array& x,
+                    const py::array& w, const std::optional<py::array>& bias, py::array& y,
+                    const std::optional<py::array>& workspace, bool prepared) {
+  const Problem pr = conv_problem(p, dtype_of(x, "x"), prepared);
+  const Kernel& k = conv_kernel(algorithm, pr);
   py::dtype dt = np_dtype(pr.dtype);
   Tensors t;
   t.x = checked_data(x, "x", dt, {p.N, p.C, p.H, p.W}, false);
-  t.w = checked_data(w, "weight", dt, {p.K, p.C_per_group(), p.R, p.S}, false);
+  if (prepared)
+    t.w = checked_data(w, "prepared weight", dt, {prepared_bytes(k, pr) / dtype_size(pr.dtype)}, false);
+  else
+    t.w = checked_data(w, "weight", dt, {p.K, p.C_per_group(), p.R, p.S}, false);
   if (bias) t.bias = checked_data(*bias, "bias", dt, {p.K}, false);
   t.y = checked_data(y, "y", dt, {p.N, p.K, p.P, p.Q}, true);
   t.workspace = checked_workspace(workspace, k.workspace_bytes(pr));
@@ -239,6 +261,7 @@ PYBIND11_MODULE(_C, m) {
       d["op"] = op_name(k.op);
       d["device"] = k.device;
       d["isas"] = isa_mask_names(k.isas);
+      d["prepares"] = k.prepare != nullptr;
       rows.append(d);
     }
     return rows;
@@ -252,18 +275,41 @@ PYBIND11_MODULE(_C, m) {
   }, py::arg("algorithm"), py::arg("params"), py::arg("dtype"),
      "'' when the algorithm can run this convolution, else the reason it cannot.");
 
-  m.def("workspace_bytes", [](const std::string& algorithm, const ConvParams& p, const std::string& dtype) {
+  m.def("workspace_bytes", [](const std::string& algorithm, const ConvParams& p, const std::string& dtype,
+                              bool prepared) {
     check_conv_params(p);
     apply_num_threads();  // workspaces are sized for the team that will run the kernel
-    Problem pr;
-    pr.conv = p;
-    pr.dtype = dtype_from_name(dtype);
-    return find_kernel(Op::conv2d_forward, algorithm).workspace_bytes(pr);
+    const Problem pr = conv_problem(p, dtype_from_name(dtype), prepared);
+    const Kernel& k = find_kernel(Op::conv2d_forward, algorithm);
+    FC_CHECK(!prepared || k.prepare, "algorithm '", algorithm, "' has no prepared weights");
+    return k.workspace_bytes(pr);
+  }, py::arg("algorithm"), py::arg("params"), py::arg("dtype"), py::arg("prepared") = false,
+     "Workspace bytes the algorithm needs for this convolution at the current thread count "
+     "(with prepared=True: when its weights come from prepare_weights).");
+
+  m.def("prepared_bytes", [](const std::string& algorithm, const ConvParams& p, const std::string& dtype) {
+    const Problem pr = conv_problem(p, dtype_from_name(dtype), false);
+    return prepared_bytes(conv_kernel(algorithm, pr), pr);
   }, py::arg("algorithm"), py::arg("params"), py::arg("dtype"),
-     "Workspace bytes the algorithm needs for this convolution at the current thread count.");
+     "Bytes of the algorithm's prepared (pre-transformed) weights; 0 when it has none.");
+
+  m.def("prepare_weights", [](const std::string& algorithm, const ConvParams& p, const py::array& w,
+                              py::array& out) {
+    const Problem pr = conv_problem(p, dtype_of(w, "weight"), false);
+    const Kernel& k = conv_kernel(algorithm, pr);
+    FC_CHECK(k.prepare, "algorithm '", algorithm, "' has no prepared weights");
+    py::dtype dt = np_dtype(pr.dtype);
+    const void* wp = checked_data(w, "weight", dt, {p.K, p.C_per_group(), p.R, p.S}, false);
+    void* op = checked_data(out, "out", dt, {k.prepared_bytes(pr) / dtype_size(pr.dtype)}, true);
+    py::gil_scoped_release nogil;
+    apply_num_threads();
+    k.prepare(pr, wp, op);
+  }, py::arg("algorithm"), py::arg("params"), py::arg("w"), py::arg("out"),
+     "Writes the algorithm's prepared weights (1-D, prepared_bytes / itemsize elements) into out.");
 
   m.def("conv2d_forward", &conv2d_forward, py::arg("algorithm"), py::arg("params"), py::arg("x"),
-        py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("workspace") = py::none());
+        py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("workspace") = py::none(),
+        py::arg("prepared") = false);
 
   m.def("max_pool2d_forward", [](const PoolParams& p, const py::array& x, py::array& y,
                                  const std::optional<py::array>& indices) {

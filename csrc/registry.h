@@ -16,6 +16,9 @@ struct Problem {
   DType dtype = DType::f32;
   ConvParams conv;  // for conv ops
   PoolParams pool;  // for pooling ops
+  // Plans: w arrives as the kernel's prepare() output (pre-transformed weights) instead
+  // of (K, C/groups, R, S). Only for kernels with a prepare function.
+  bool prepared = false;
 };
 
 struct Tensors {  // raw, contiguous, already checked against the Problem
@@ -35,6 +38,12 @@ struct Kernel {
   std::string (*supports)(const Problem&);  // "" when it can run the problem, else why not
   index_t (*workspace_bytes)(const Problem&);
   void (*run)(const Problem&, const Tensors&);
+  // Plans (fastconv.plan_conv2d): the weight in the form the kernel computes with
+  // (Winograd/FFT transforms, packed GEMM panels), made once and reused by run() with
+  // Problem::prepared. Null when the kernel has no such form. The bytes may depend on the
+  // ISA (panel shapes) but not on the thread count.
+  index_t (*prepared_bytes)(const Problem&) = nullptr;
+  void (*prepare)(const Problem&, const void* w, void* prepared) = nullptr;
 };
 
 const std::vector<Kernel>& kernel_table();
