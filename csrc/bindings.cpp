@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <vector>
 
 #include "cpu/gemm.h"
 #include "cpu/kernels.h"
@@ -143,28 +144,51 @@ void pool2d_forward(Op op, const PoolParams& p, const py::array& x, py::array& y
   k.run(pr, t);
 }
 
+// pack_a / pack_b: pack that operand first (gemm_pack_a/b) and multiply from the packed
+// form (gemm_ex), as plans and Winograd do; a_row0: with pack_a, op(A) may have more rows
+// than C and the product uses rows [a_row0, a_row0 + M) of its packed form.
 template <class T>
 void gemm_typed(bool ta, bool tb, double alpha, const py::array& A, const py::array& B,
-                double beta, py::array& C, const std::optional<py::array>& bias) {
+                double beta, py::array& C, const std::optional<py::array>& bias, bool pack_a,
+                bool pack_b, index_t a_row0) {
   FC_CHECK(A.ndim() == 2 && B.ndim() == 2 && C.ndim() == 2, "gemm takes 2-D arrays");
   const index_t M = C.shape(0), N = C.shape(1);
   const index_t K = ta ? A.shape(0) : A.shape(1);
+  const index_t MA = pack_a ? (ta ? A.shape(1) : A.shape(0)) : M;  // rows of op(A)
+  FC_CHECK(a_row0 == 0 || pack_a, "a_row0 needs pack_a");
   py::dtype dt = py::dtype::of<T>();
-  auto a = static_cast<const T*>(checked_data(A, "A", dt, {ta ? K : M, ta ? M : K}, false));
+  auto a = static_cast<const T*>(checked_data(A, "A", dt, {ta ? K : MA, ta ? MA : K}, false));
   auto b = static_cast<const T*>(checked_data(B, "B", dt, {tb ? N : K, tb ? K : N}, false));
   auto c = static_cast<T*>(checked_data(C, "C", dt, {M, N}, true));
   const T* bm = bias ? static_cast<const T*>(checked_data(*bias, "bias", dt, {M}, false)) : nullptr;
   py::gil_scoped_release nogil;
   apply_num_threads();
-  cpu::gemm<T>(ta, tb, M, N, K, T(alpha), a, A.shape(1), b, B.shape(1), T(beta), c, N, bm);
+  if (!pack_a && !pack_b) {
+    cpu::gemm<T>(ta, tb, M, N, K, T(alpha), a, A.shape(1), b, B.shape(1), T(beta), c, N, bm);
+    return;
+  }
+  std::vector<T> pa(pack_a ? cpu::gemm_pack_a_elems<T>(MA, K) : 0);
+  std::vector<T> pb(pack_b ? cpu::gemm_pack_b_elems<T>(K, N) : 0);
+  auto opa = cpu::GemmOperand<T>::plain(a, A.shape(1), ta);
+  auto opb = cpu::GemmOperand<T>::plain(b, B.shape(1), tb);
+  if (pack_a) {
+    cpu::gemm_pack_a<T>(ta, MA, K, a, A.shape(1), pa.data());
+    opa = cpu::GemmOperand<T>::prepacked(pa.data(), MA, a_row0);
+  }
+  if (pack_b) {
+    cpu::gemm_pack_b<T>(tb, K, N, b, B.shape(1), pb.data());
+    opb = cpu::GemmOperand<T>::prepacked(pb.data(), N);
+  }
+  cpu::gemm_ex<T>(M, N, K, T(alpha), opa, opb, T(beta), c, N, bm);
 }
 
 void gemm(bool ta, bool tb, double alpha, const py::array& A, const py::array& B, double beta,
-          py::array& C, const std::optional<py::array>& bias) {
+          py::array& C, const std::optional<py::array>& bias, bool pack_a, bool pack_b,
+          index_t a_row0) {
   if (dtype_of(C, "C") == DType::f32)
-    gemm_typed<float>(ta, tb, alpha, A, B, beta, C, bias);
+    gemm_typed<float>(ta, tb, alpha, A, B, beta, C, bias, pack_a, pack_b, a_row0);
   else
-    gemm_typed<double>(ta, tb, alpha, A, B, beta, C, bias);
+    gemm_typed<double>(ta, tb, alpha, A, B, beta, C, bias, pack_a, pack_b, a_row0);
 }
 
 std::string isa_mask_names(unsigned mask) {
@@ -324,7 +348,12 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("gemm", &gemm, py::arg("trans_a"), py::arg("trans_b"), py::arg("alpha"), py::arg("A"),
         py::arg("B"), py::arg("beta"), py::arg("C"), py::arg("bias") = py::none(),
-        "C = alpha * op(A) @ op(B) + beta * C + bias[:, None] with the project's packed GEMM.");
+        py::arg("pack_a") = false, py::arg("pack_b") = false, py::arg("a_row0") = 0,
+        "C = alpha * op(A) @ op(B) + beta * C + bias[:, None] with the project's packed GEMM "
+        "(pack_a/pack_b: from operands packed ahead, as plans use them; a_row0: first packed row of A).");
+  m.def("gemm_pack_a_rows_multiple", [](const std::string& dtype) {
+    return cpu::gemm_pack_a_rows_multiple(dtype_from_name(dtype));
+  }, py::arg("dtype"), "Row granularity of packed A operands at the active ISA (the kernel's mr).");
 
   m.def("measure_peak", [](double seconds, std::int64_t copy_bytes) {
     FC_CHECK(seconds > 0.0 && seconds <= 60.0, "seconds must be in (0, 60] (got ", seconds, ")");

@@ -194,3 +194,44 @@ def test_called_inside_parallel_region(threads):
     ref = fc.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), stride=2,
                     algorithm="reference")
     assert_close(y, np.asarray(ref, np.float64), 54)
+
+
+# ---- operands packed ahead (gemm_pack_a / gemm_pack_b + gemm_ex: plans, Winograd) ----------
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("pack_a,pack_b", [(True, False), (False, True), (True, True)],
+                         ids=["A", "B", "AB"])
+def test_prepacked_operands_match_plain(isa, threads, dtype, pack_a, pack_b):
+    # The packed forms hold exactly the panels the driver would pack itself, so the
+    # products are bitwise those of the plain call, at every block boundary and with
+    # one and two threads.
+    rng = np.random.default_rng(7)
+    for n in (1, 2):
+        threads(n)
+        for i, (M, N, K) in enumerate(SHAPES + BLOCK_SHAPES):
+            ta, tb = bool(i % 2), bool(i % 3 == 0)
+            alpha, beta, bias = SCALARS[i % 4]
+            A, B, C0, bm = make(rng, dtype, ta, tb, M, N, K, bias)
+            want = run_gemm(ta, tb, alpha, A, B, beta, C0, bm)
+            C = np.full(C0.shape, np.nan, dtype) if beta == 0 else C0.copy()
+            _C.gemm(ta, tb, alpha, A, B, beta, C, bm, pack_a=pack_a, pack_b=pack_b)
+            np.testing.assert_array_equal(C, want, err_msg=f"M={M} N={N} K={K} ta={ta} tb={tb}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_prepacked_a_row_range(isa, dtype):
+    # Winograd's blocks of output channels use rows [row0, row0 + M) of one packed A.
+    rng = np.random.default_rng(8)
+    mr = _C.gemm_pack_a_rows_multiple(np.dtype(dtype).name)
+    MA, N, K = 5 * mr + 3, 37, 300
+    A = rng.standard_normal((MA, K)).astype(dtype)
+    B = rng.standard_normal((K, N)).astype(dtype)
+    for row0, rows in [(0, mr), (mr, 2 * mr + 3), (2 * mr, 3 * mr + 3), (4 * mr, mr + 3)]:
+        C = np.full((rows, N), np.nan, dtype)
+        _C.gemm(False, False, 1.0, A, B, 0.0, C, None, pack_a=True, a_row0=row0)
+        assert_close(C, reference(False, False, 1.0, A[row0:row0 + rows], B, 0.0, C, None), K)
+    with pytest.raises(ValueError, match="packed A rows"):
+        _C.gemm(False, False, 1.0, A, B, 0.0, np.zeros((mr, N), dtype), None, pack_a=True, a_row0=1)
+    with pytest.raises(ValueError, match="packed A rows"):
+        _C.gemm(False, False, 1.0, A, B, 0.0, np.zeros((2 * mr, N), dtype), None, pack_a=True,
+                a_row0=4 * mr)

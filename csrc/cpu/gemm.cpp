@@ -159,11 +159,21 @@ index_t column_runs(const Plan& pl, index_t npb) {
   return std::max<index_t>(1, std::min(want, npb / 2));
 }
 
+// A pre-packed operand holds, for each kc block starting at depth pc, all its micro-panels
+// back to back: block pc starts at pc * round_up(outer, panel) (the blocks before it hold
+// pc depth levels in total), and panel j of the block at j * panel * kc.
 template <class T>
-void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, bool ta, bool tb, index_t M,
-                index_t N, index_t K, T alpha, const T* A, index_t lda, const T* B, index_t ldb,
-                T beta, T* C, index_t ldc, const T* bias, T* bbuf, T* abuf) {
+const T* packed_block(const GemmOperand<T>& o, int panel, index_t pc, index_t kc, index_t first) {
+  return o.packed + pc * round_up(o.packed_outer, panel) + first * kc;
+}
+
+template <class T>
+void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, index_t M, index_t N, index_t K,
+                T alpha, const GemmOperand<T>& A, const GemmOperand<T>& B, T beta, T* C,
+                index_t ldc, const T* bias, T* bbuf, T* abuf) {
   const int nt = pl.nt, mr = kr.mr, nr = kr.nr;
+  const bool ta = A.trans, tb = B.trans;
+  const index_t lda = A.ld, ldb = B.ld;
   index_t iter = 0;
   for (index_t jc = 0; jc < N; jc += pl.nc) {
     const index_t nc = std::min(pl.nc, N - jc), npb = ceil_div(nc, nr);
@@ -177,11 +187,11 @@ void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, bool ta, bool 
       // Pack this thread's share of the B panel, every kc block of [p0, p1): the block
       // starting at depth pc holds kc x (npb*nr) values at bbuf + (pc-p0)*npb*nr.
       const index_t q0 = npb * tid / nt, q1 = npb * (tid + 1) / nt;
-      if (q1 > q0) {
+      if (q1 > q0 && !B.packed) {
         const index_t c0 = jc + q0 * nr, cols = std::min(nc, q1 * nr) - q0 * nr;
         for (index_t pc = p0; pc < p1; pc += pl.kc) {
           const index_t kc = std::min(pl.kc, p1 - pc);
-          kr.pack_b(tb, kc, cols, tb ? B + c0 * ldb + pc : B + pc * ldb + c0, ldb,
+          kr.pack_b(tb, kc, cols, tb ? B.data + c0 * ldb + pc : B.data + pc * ldb + c0, ldb,
                     bbuf + (pc - p0) * npb * nr + q0 * nr * kc);
         }
       }
@@ -200,18 +210,22 @@ void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, bool ta, bool 
         const index_t j0 = npb * run / runs, j1 = npb * (run + 1) / runs;
         for (index_t pc = p0; pc < p1; pc += pl.kc) {
           const index_t kc = std::min(pl.kc, p1 - pc);
-          kr.pack_a(ta, mcur, kc, ta ? A + pc * lda + ic : A + ic * lda + pc, lda, abuf);
+          const T* ap = abuf;
+          if (A.packed)
+            ap = packed_block(A, mr, pc, kc, A.offset + ic);
+          else
+            kr.pack_a(ta, mcur, kc, ta ? A.data + pc * lda + ic : A.data + ic * lda + pc, lda, abuf);
           // The first K block applies the caller's beta and the bias; later ones add.
           const T beta_k = pc == 0 ? beta : T(1);
           const T* bias_k = pc == 0 ? bias : nullptr;
-          const T* bpc = bbuf + (pc - p0) * npb * nr;
+          const T* bpc = B.packed ? packed_block(B, nr, pc, kc, jc) : bbuf + (pc - p0) * npb * nr;
           for (index_t jr = j0; jr < j1; ++jr) {
             const int n = int(std::min<index_t>(nr, nc - jr * nr));
             const T* bp = bpc + jr * nr * kc;
             T* cj = C + jc + jr * nr;
             for (index_t ir = 0; ir < mcur; ir += mr) {
               const int m = int(std::min<index_t>(mr, mcur - ir));
-              kr.micro(kc, abuf + ir * kc, bp, cj + (ic + ir) * ldc, ldc, m, n, alpha, beta_k,
+              kr.micro(kc, ap + ir * kc, bp, cj + (ic + ir) * ldc, ldc, m, n, alpha, beta_k,
                        bias_k ? bias_k + ic + ir : nullptr);
             }
           }
@@ -221,14 +235,18 @@ void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, bool ta, bool 
   }
 }
 
+// Balanced K blocks: K = 576 with kc 256 runs as 3 x 192, not 256 + 256 + 64. Depends on
+// K and the kernel only, so operands packed ahead of time share it.
 template <class T>
-void gemm_packed(const GemmKernel<T>& kr, bool ta, bool tb, index_t M, index_t N, index_t K,
-                 T alpha, const T* A, index_t lda, const T* B, index_t ldb, T beta, T* C,
-                 index_t ldc, const T* bias) {
+index_t k_block(const GemmKernel<T>& kr, index_t K) { return ceil_div(K, ceil_div(K, kr.kc)); }
+
+template <class T>
+void gemm_packed(const GemmKernel<T>& kr, index_t M, index_t N, index_t K, T alpha,
+                 const GemmOperand<T>& A, const GemmOperand<T>& B, T beta, T* C, index_t ldc,
+                 const T* bias) {
   const int mr = kr.mr, nr = kr.nr;
   Plan pl;
-  // Balanced blocks: K = 576 with kc 256 runs as 3 x 192, not 256 + 256 + 64.
-  pl.kc = ceil_div(K, ceil_div(K, kr.kc));
+  pl.kc = k_block(kr, K);
   pl.nc = round_up(ceil_div(N, ceil_div(N, kr.nc)), nr);
   // The packed B panel spans the whole depth unless that exceeds kBPanelBytes (then
   // whole kc blocks of it, at least one).
@@ -254,13 +272,14 @@ void gemm_packed(const GemmKernel<T>& kr, bool ta, bool tb, index_t M, index_t N
 
   // One allocation from the caller's scratch: the shared B panel, then nt A blocks
   // (each starting on a 64-byte boundary).
-  const index_t b_elems = round_up(pl.kb * pl.nc, 64);
-  pl.a_stride = round_up(pl.mc_max * pl.kc, 64);
-  T* bbuf = static_cast<T*>(tl_scratch.get(sizeof(T) * std::size_t(b_elems + nt * pl.a_stride)));
-  T* abase = bbuf + b_elems;
+  const index_t b_elems = B.packed ? 0 : round_up(pl.kb * pl.nc, 64);
+  pl.a_stride = A.packed ? 0 : round_up(pl.mc_max * pl.kc, 64);
+  const std::size_t scratch = sizeof(T) * std::size_t(b_elems + nt * pl.a_stride);
+  T* bbuf = scratch ? static_cast<T*>(tl_scratch.get(scratch)) : nullptr;
+  T* abase = bbuf ? bbuf + b_elems : nullptr;
 
   if (nt == 1) {
-    run_thread<T>(kr, pl, 0, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, bbuf, abase);
+    run_thread<T>(kr, pl, 0, M, N, K, alpha, A, B, beta, C, ldc, bias, bbuf, abase);
     return;
   }
   std::atomic<index_t> counters[2];
@@ -274,8 +293,8 @@ void gemm_packed(const GemmKernel<T>& kr, bool ta, bool tb, index_t M, index_t N
     Plan mine = pl;
     mine.nt = omp_get_num_threads();
     const int tid = omp_get_thread_num();
-    run_thread<T>(kr, mine, tid, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, bbuf,
-                  abase + tid * pl.a_stride);
+    run_thread<T>(kr, mine, tid, M, N, K, alpha, A, B, beta, C, ldc, bias, bbuf,
+                  abase ? abase + tid * pl.a_stride : nullptr);
   }
 }
 
@@ -319,9 +338,86 @@ void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, 
            ", N=", N, ")");
   FC_CHECK(A != nullptr && B != nullptr, "gemm: A or B is null");
   const auto& kernel = gemm_detail::kernel_for(active_isa(), T(0));
-  gemm_detail::gemm_packed<T>(kernel, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C,
-                              ldc, bias_m);
+  gemm_detail::gemm_packed<T>(kernel, M, N, K, alpha, GemmOperand<T>::plain(A, lda, trans_a),
+                              GemmOperand<T>::plain(B, ldb, trans_b), beta, C, ldc, bias_m);
 }
+
+// ---- pre-packed operands ------------------------------------------------------------------
+// Layout: for each K block (depth pc, kc deep), round_up(outer, panel) x kc values, panel
+// after panel, exactly as the driver's own pack_a / pack_b write them (see packed_block).
+
+template <class T>
+index_t gemm_pack_a_elems(index_t M, index_t K) {
+  const auto& kr = gemm_detail::kernel_for(active_isa(), T(0));
+  return gemm_detail::round_up(M, kr.mr) * K;
+}
+
+template <class T>
+index_t gemm_pack_b_elems(index_t K, index_t N) {
+  const auto& kr = gemm_detail::kernel_for(active_isa(), T(0));
+  return gemm_detail::round_up(N, kr.nr) * K;
+}
+
+int gemm_pack_a_rows_multiple(DType dtype) {
+  return dtype == DType::f32 ? gemm_detail::kernel_for(active_isa(), float(0)).mr
+                             : gemm_detail::kernel_for(active_isa(), double(0)).mr;
+}
+
+template <class T>
+void gemm_pack_a(bool trans_a, index_t M, index_t K, const T* A, index_t lda, T* packed) {
+  const auto& kr = gemm_detail::kernel_for(active_isa(), T(0));
+  const index_t kc = gemm_detail::k_block(kr, K), mp = gemm_detail::round_up(M, kr.mr);
+  for (index_t pc = 0; pc < K; pc += kc) {
+    const index_t k = std::min(kc, K - pc);
+    kr.pack_a(trans_a, M, k, trans_a ? A + pc * lda : A + pc, lda, packed + pc * mp);
+  }
+}
+
+template <class T>
+void gemm_pack_b(bool trans_b, index_t K, index_t N, const T* B, index_t ldb, T* packed) {
+  const auto& kr = gemm_detail::kernel_for(active_isa(), T(0));
+  const index_t kc = gemm_detail::k_block(kr, K), np = gemm_detail::round_up(N, kr.nr);
+  for (index_t pc = 0; pc < K; pc += kc) {
+    const index_t k = std::min(kc, K - pc);
+    kr.pack_b(trans_b, k, N, trans_b ? B + pc : B + pc * ldb, ldb, packed + pc * np);
+  }
+}
+
+template <class T>
+void gemm_ex(index_t M, index_t N, index_t K, T alpha, const GemmOperand<T>& A,
+             const GemmOperand<T>& B, T beta, T* C, index_t ldc, const T* bias_m) {
+  FC_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm: negative size (M=", M, ", N=", N, ", K=", K, ")");
+  if (M == 0 || N == 0) return;
+  FC_CHECK(ldc >= N && C != nullptr, "gemm: bad C (ldc=", ldc, ", N=", N, ")");
+  if (K == 0) {
+    gemm_detail::scale_rows(M, N, beta, C, ldc, bias_m);
+    return;
+  }
+  const auto& kernel = gemm_detail::kernel_for(active_isa(), T(0));
+  if (A.packed)
+    FC_CHECK(A.offset % kernel.mr == 0 && A.offset + M <= A.packed_outer,
+             "gemm: packed A rows [", A.offset, ", ", A.offset + M, ") do not fit its ", A.packed_outer,
+             " rows in panels of ", kernel.mr);
+  else
+    FC_CHECK(A.data && A.ld >= (A.trans ? M : K), "gemm: bad A (lda=", A.ld, ")");
+  if (B.packed)
+    FC_CHECK(B.offset == 0 && B.packed_outer == N, "gemm: packed B has ", B.packed_outer,
+             " columns, the product ", N);
+  else
+    FC_CHECK(B.data && B.ld >= (B.trans ? K : N), "gemm: bad B (ldb=", B.ld, ")");
+  gemm_detail::gemm_packed<T>(kernel, M, N, K, alpha, A, B, beta, C, ldc, bias_m);
+}
+
+#define FC_GEMM_PACKED_INSTANCES(T)                                                          \
+  template index_t gemm_pack_a_elems<T>(index_t, index_t);                                  \
+  template index_t gemm_pack_b_elems<T>(index_t, index_t);                                  \
+  template void gemm_pack_a<T>(bool, index_t, index_t, const T*, index_t, T*);              \
+  template void gemm_pack_b<T>(bool, index_t, index_t, const T*, index_t, T*);              \
+  template void gemm_ex<T>(index_t, index_t, index_t, T, const GemmOperand<T>&,             \
+                           const GemmOperand<T>&, T, T*, index_t, const T*);
+FC_GEMM_PACKED_INSTANCES(float)
+FC_GEMM_PACKED_INSTANCES(double)
+#undef FC_GEMM_PACKED_INSTANCES
 
 template void gemm<float>(bool, bool, index_t, index_t, index_t, float, const float*, index_t,
                           const float*, index_t, float, float*, index_t, const float*);

@@ -17,4 +17,55 @@ void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, 
           index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc,
           const T* bias_m = nullptr);
 
+// ---- operands packed once, used by many products --------------------------------------
+// A product whose A (weights: Winograd's transformed kernel, a plan's GEMM panels) or B
+// (Winograd's transformed tiles, shared by every block of output channels) is reused
+// can pack it once into the micro-panel layout the driver works from, and skip that
+// packing in every later call. The layout belongs to the active ISA's kernel (panel
+// height/width, K blocking), so a packed operand is valid only for the ISA, sizes and
+// dtype it was packed with; callers re-pack after set_isa.
+//   packed A of op(A) (M x K): gemm_pack_a_elems(M, K) elements
+//   packed B of op(B) (K x N): gemm_pack_b_elems(K, N) elements
+template <class T>
+index_t gemm_pack_a_elems(index_t M, index_t K);
+template <class T>
+void gemm_pack_a(bool trans_a, index_t M, index_t K, const T* A, index_t lda, T* packed);
+template <class T>
+index_t gemm_pack_b_elems(index_t K, index_t N);
+template <class T>
+void gemm_pack_b(bool trans_b, index_t K, index_t N, const T* B, index_t ldb, T* packed);
+// Row granularity of packed A: a product may use rows [row0, row0 + M) of a packed
+// operand when row0 is a multiple of this.
+int gemm_pack_a_rows_multiple(DType dtype);
+
+// A packed operand, or a plain one (packed == nullptr: the driver packs it as gemm does).
+template <class T>
+struct GemmOperand {
+  const T* data = nullptr;  // plain: op() of it is read with ld and trans
+  index_t ld = 0;
+  bool trans = false;
+  const T* packed = nullptr;  // from gemm_pack_a / gemm_pack_b
+  index_t packed_outer = 0;   // the M (A) or N (B) it was packed with
+  index_t offset = 0;         // A: first packed row used (a multiple of the row multiple)
+  static GemmOperand plain(const T* d, index_t ld, bool trans = false) {
+    GemmOperand o;
+    o.data = d;
+    o.ld = ld;
+    o.trans = trans;
+    return o;
+  }
+  static GemmOperand prepacked(const T* p, index_t outer, index_t offset = 0) {
+    GemmOperand o;
+    o.packed = p;
+    o.packed_outer = outer;
+    o.offset = offset;
+    return o;
+  }
+};
+
+// gemm with either operand possibly pre-packed: C = alpha * A B + beta * C + bias_m.
+template <class T>
+void gemm_ex(index_t M, index_t N, index_t K, T alpha, const GemmOperand<T>& A,
+             const GemmOperand<T>& B, T beta, T* C, index_t ldc, const T* bias_m = nullptr);
+
 }  // namespace fastconv::cpu
