@@ -105,11 +105,27 @@ void direct_run(const Problem& pr, const Tensors& t) {
 
 // ---- im2col + GEMM --------------------------------------------------------------
 index_t im2col_ws(const Problem& pr) { return cpu::conv2d_im2col_workspace_bytes(pr.conv, pr.dtype); }
+template <class T>
+void im2col_run_t(const Problem& pr, const Tensors& t) {
+  const T* w = cp<T>(t.w);
+  cpu::conv2d_im2col<T>(pr.conv, cp<T>(t.x), pr.prepared ? nullptr : w, pr.prepared ? w : nullptr,
+                        cp<T>(t.bias), mp<T>(t.y), t.workspace);
+}
 void im2col_run(const Problem& pr, const Tensors& t) {
   if (pr.dtype == DType::f32)
-    cpu::conv2d_im2col<float>(pr.conv, cp<float>(t.x), cp<float>(t.w), cp<float>(t.bias), mp<float>(t.y), t.workspace);
+    im2col_run_t<float>(pr, t);
   else
-    cpu::conv2d_im2col<double>(pr.conv, cp<double>(t.x), cp<double>(t.w), cp<double>(t.bias), mp<double>(t.y), t.workspace);
+    im2col_run_t<double>(pr, t);
+}
+index_t im2col_prepared_bytes(const Problem& pr) {
+  return pr.dtype == DType::f32 ? cpu::conv2d_im2col_prepared_elems<float>(pr.conv) * 4
+                                : cpu::conv2d_im2col_prepared_elems<double>(pr.conv) * 8;
+}
+void im2col_prepare(const Problem& pr, const void* w, void* out) {
+  if (pr.dtype == DType::f32)
+    cpu::conv2d_im2col_prepare<float>(pr.conv, cp<float>(w), mp<float>(out));
+  else
+    cpu::conv2d_im2col_prepare<double>(pr.conv, cp<double>(w), mp<double>(out));
 }
 
 // ---- Winograd F(m x m, 3 x 3) --------------------------------------------------------
@@ -126,10 +142,22 @@ std::string winograd_supports(const Problem& pr) {
   return "";
 }
 template <int M>
-index_t winograd_ws(const Problem& pr) { return FC_PICK_ISA(conv2d_winograd_workspace_bytes)(pr.conv, M); }
+index_t winograd_ws(const Problem& pr) {
+  return FC_PICK_ISA(conv2d_winograd_workspace_bytes)(pr.conv, M, pr.prepared);
+}
 template <int M>
 void winograd_run(const Problem& pr, const Tensors& t) {
-  FC_PICK_ISA(conv2d_winograd)(pr.conv, M, cp<float>(t.x), cp<float>(t.w), cp<float>(t.bias), mp<float>(t.y), t.workspace);
+  const float* w = cp<float>(t.w);
+  FC_PICK_ISA(conv2d_winograd)(pr.conv, M, cp<float>(t.x), pr.prepared ? nullptr : w,
+                               pr.prepared ? w : nullptr, cp<float>(t.bias), mp<float>(t.y), t.workspace);
+}
+template <int M>
+index_t winograd_prepared_bytes(const Problem& pr) {
+  return FC_PICK_ISA(conv2d_winograd_prepared_bytes)(pr.conv, M);
+}
+template <int M>
+void winograd_prepare(const Problem& pr, const void* w, void* out) {
+  FC_PICK_ISA(conv2d_winograd_prepare)(pr.conv, M, cp<float>(w), mp<float>(out));
 }
 
 // ---- pooling --------------------------------------------------------------------
@@ -160,10 +188,14 @@ const std::vector<Kernel>& kernel_table() {
   static const std::vector<Kernel> table = {
       // algorithm  op                      device isas      supports       workspace   run
       {"direct", Op::conv2d_forward, "cpu", kAllIsas, any_conv, direct_ws, direct_run},
-      {"im2col", Op::conv2d_forward, "cpu", kAllIsas, any_conv, im2col_ws, im2col_run},
-      {"winograd:2", Op::conv2d_forward, "cpu", kAllIsas, winograd_supports, winograd_ws<2>, winograd_run<2>},
-      {"winograd:4", Op::conv2d_forward, "cpu", kAllIsas, winograd_supports, winograd_ws<4>, winograd_run<4>},
-      {"winograd:6", Op::conv2d_forward, "cpu", kAllIsas, winograd_supports, winograd_ws<6>, winograd_run<6>},
+      {"im2col", Op::conv2d_forward, "cpu", kAllIsas, any_conv, im2col_ws, im2col_run,
+       im2col_prepared_bytes, im2col_prepare},
+      {"winograd:2", Op::conv2d_forward, "cpu", kAllIsas, winograd_supports, winograd_ws<2>, winograd_run<2>,
+       winograd_prepared_bytes<2>, winograd_prepare<2>},
+      {"winograd:4", Op::conv2d_forward, "cpu", kAllIsas, winograd_supports, winograd_ws<4>, winograd_run<4>,
+       winograd_prepared_bytes<4>, winograd_prepare<4>},
+      {"winograd:6", Op::conv2d_forward, "cpu", kAllIsas, winograd_supports, winograd_ws<6>, winograd_run<6>,
+       winograd_prepared_bytes<6>, winograd_prepare<6>},
       {"direct", Op::max_pool2d_forward, "cpu", kAllIsas, pool_supports, no_ws, max_pool_run},
       {"direct", Op::avg_pool2d_forward, "cpu", kAllIsas, pool_supports, no_ws, avg_pool_run},
       {"direct", Op::lp_pool2d_forward, "cpu", kAllIsas, pool_supports, no_ws, lp_pool_run},

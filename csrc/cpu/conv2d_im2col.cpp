@@ -8,6 +8,9 @@
 // Small images in a batch share one GEMM: the columns of several whole images sit side
 // by side, so the weights are packed once per chunk instead of once per image, and the
 // result is scattered back into y.
+// Plans: the prepared form of the weights is each group's w_g packed into the GEMM's A
+// panels (gemm_pack_a), so repeated calls skip re-packing them (for every chunk and, on
+// small images, most of the work besides the products).
 // Limits: none (any stride, dilation, padding, groups); the GEMM does the work.
 #include <omp.h>
 
@@ -89,34 +92,48 @@ void unroll(const ConvParams& p, const T* x_g, index_t j0, index_t j1, T* col, i
   }
 }
 
+// Elements of one group's packed weights (64-byte multiple).
+template <class T>
+index_t packed_group_elems(const ConvParams& p) {
+  return (gemm_pack_a_elems<T>(p.K_per_group(), col_rows(p)) + 15) / 16 * 16;
+}
+
+// Group g's weights as the GEMM's A: packed (a plan) or plain.
+template <class T>
+GemmOperand<T> weights_of(const ConvParams& p, const T* w, const T* packed, index_t g) {
+  if (packed) return GemmOperand<T>::prepacked(packed + g * packed_group_elems<T>(p), p.K_per_group());
+  return GemmOperand<T>::plain(w + g * p.K_per_group() * col_rows(p), col_rows(p));
+}
+
 // y_g (K/g, P*Q) = w_g @ unroll(x_g) + bias_g, chunk by chunk.
 template <class T>
-void conv_one(const ConvParams& p, const T* x_g, const T* w_g, const T* bias_g, T* y_g, T* col,
-              bool threaded) {
+void conv_one(const ConvParams& p, const T* x_g, const GemmOperand<T>& w_g, const T* bias_g, T* y_g,
+              T* col, bool threaded) {
   const index_t Kg = p.K_per_group(), rows = col_rows(p), PQ = p.P * p.Q;
   if (is_plain_gemm(p)) {
-    gemm<T>(false, false, Kg, PQ, rows, T(1), w_g, rows, x_g, PQ, T(0), y_g, PQ, bias_g);
+    gemm_ex<T>(Kg, PQ, rows, T(1), w_g, GemmOperand<T>::plain(x_g, PQ), T(0), y_g, PQ, bias_g);
     return;
   }
   const index_t step = chunk_cols(p, sizeof(T));
   for (index_t j0 = 0; j0 < PQ; j0 += step) {
     const index_t j1 = std::min(PQ, j0 + step);
     unroll(p, x_g, j0, j1, col, j1 - j0, threaded);
-    gemm<T>(false, false, Kg, j1 - j0, rows, T(1), w_g, rows, col, j1 - j0, T(0), y_g + j0, PQ, bias_g);
+    gemm_ex<T>(Kg, j1 - j0, rows, T(1), w_g, GemmOperand<T>::plain(col, j1 - j0), T(0), y_g + j0, PQ,
+               bias_g);
   }
 }
 
 // Images [n0, n1) of group g in one GEMM: col (rows, m*PQ) holds their unrolled patches
 // side by side, out (K/g, m*PQ) the products, scattered into y afterwards.
 template <class T>
-void conv_images(const ConvParams& p, const T* x, const T* w, const T* bias, T* y, index_t g,
-                 index_t n0, index_t n1, T* col, T* out) {
+void conv_images(const ConvParams& p, const T* x, const GemmOperand<T>& w_g, const T* bias, T* y,
+                 index_t g, index_t n0, index_t n1, T* col, T* out) {
   const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), rows = col_rows(p), PQ = p.P * p.Q;
   const index_t cols = (n1 - n0) * PQ;
   for (index_t n = n0; n < n1; ++n)
     unroll(p, x + (n * p.groups + g) * Cg * p.H * p.W, 0, PQ, col + (n - n0) * PQ, cols, true);
-  gemm<T>(false, false, Kg, cols, rows, T(1), w + g * Kg * rows, rows, col, cols, T(0), out, cols,
-          bias ? bias + g * Kg : nullptr);
+  gemm_ex<T>(Kg, cols, rows, T(1), w_g, GemmOperand<T>::plain(col, cols), T(0), out, cols,
+             bias ? bias + g * Kg : nullptr);
 #pragma omp parallel for collapse(2) schedule(static)
   for (index_t n = n0; n < n1; ++n)
     for (index_t k = 0; k < Kg; ++k)
@@ -135,15 +152,29 @@ index_t conv2d_im2col_workspace_bytes(const ConvParams& p, DType dtype) {
 }
 
 template <class T>
-void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* bias, T* y, void* workspace) {
+index_t conv2d_im2col_prepared_elems(const ConvParams& p) {
+  return p.groups * packed_group_elems<T>(p);
+}
+
+template <class T>
+void conv2d_im2col_prepare(const ConvParams& p, const T* w, T* prepared) {
+  const index_t rows = col_rows(p), Kg = p.K_per_group();
+#pragma omp parallel for schedule(static) if (p.groups > 1)
+  for (index_t g = 0; g < p.groups; ++g)
+    gemm_pack_a<T>(false, Kg, rows, w + g * Kg * rows, rows, prepared + g * packed_group_elems<T>(p));
+}
+
+template <class T>
+void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* prepared, const T* bias,
+                   T* y, void* workspace) {
   const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), G = p.groups;
-  const index_t x_group = Cg * p.H * p.W, y_group = Kg * p.P * p.Q, w_group = Kg * Cg * p.R * p.S;
+  const index_t x_group = Cg * p.H * p.W, y_group = Kg * p.P * p.Q;
   const int threads = omp_get_max_threads();
   T* ws = static_cast<T*>(workspace);
   auto pair = [&](index_t i, T* col, bool threaded) {
     const index_t n = i / G, g = i % G;
-    conv_one<T>(p, x + (n * G + g) * x_group, w + g * w_group, bias ? bias + g * Kg : nullptr,
-                y + (n * G + g) * y_group, col, threaded);
+    conv_one<T>(p, x + (n * G + g) * x_group, weights_of(p, w, prepared, g),
+                bias ? bias + g * Kg : nullptr, y + (n * G + g) * y_group, col, threaded);
   };
   if (outer_parallel(p, threads)) {
     const index_t per_thread = is_plain_gemm(p) ? 0 : col_rows(p) * chunk_cols(p, sizeof(T));
@@ -159,13 +190,20 @@ void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* bias, T
   if (m > 1) {
     T* out = ws + col_rows(p) * m * p.P * p.Q;
     for (index_t g = 0; g < G; ++g)
-      for (index_t n0 = 0; n0 < p.N; n0 += m) conv_images<T>(p, x, w, bias, y, g, n0, std::min(p.N, n0 + m), ws, out);
+      for (index_t n0 = 0; n0 < p.N; n0 += m)
+        conv_images<T>(p, x, weights_of(p, w, prepared, g), bias, y, g, n0, std::min(p.N, n0 + m), ws, out);
     return;
   }
   for (index_t i = 0; i < p.N * G; ++i) pair(i, ws, true);
 }
 
-template void conv2d_im2col<float>(const ConvParams&, const float*, const float*, const float*, float*, void*);
-template void conv2d_im2col<double>(const ConvParams&, const double*, const double*, const double*, double*, void*);
+#define FC_IM2COL_INSTANCES(T)                                                                 \
+  template index_t conv2d_im2col_prepared_elems<T>(const ConvParams&);                          \
+  template void conv2d_im2col_prepare<T>(const ConvParams&, const T*, T*);                      \
+  template void conv2d_im2col<T>(const ConvParams&, const T*, const T*, const T*, const T*, T*, \
+                                 void*);
+FC_IM2COL_INSTANCES(float)
+FC_IM2COL_INSTANCES(double)
+#undef FC_IM2COL_INSTANCES
 
 }  // namespace fastconv::cpu

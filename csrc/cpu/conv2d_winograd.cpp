@@ -3,10 +3,14 @@
 //   x is (N, C, H, W), w is (K, C/groups, 3, 3), bias is (K,) or null, y is (N, K, P, Q).
 // The output is cut into tiles of m x m (edge tiles clipped); tile t reads the n x n
 // (n = m + 2) input window at (t_h * m - pad_h, t_w * m - pad_w), zeros outside the image.
-//   1. kernel transform  U[g][xi][k][c] = (G w[g*K/g+k][c] G^T)[xi]        once per call
-//   2. input transform   V[xi][c][t]    = (B^T d(c, t) B)[xi]              per tile block
+//   1. kernel transform  U[g][xi][k][c] = (G w[g*K/g+k][c] G^T)[xi]   once per call, or
+//                        once per plan (the kernel's prepared form)
+//   2. input transform   V[xi][c][t]    = (B^T d(c, t) B)[xi]         per tile block
 //   3. n*n GEMMs         M[xi] (K/g x T) = U[g][xi] (K/g x C/g) . V[xi] (C/g x T)
 //   4. output transform  y tile (k, t)   = A^T M(k, t) A + bias[k]
+// U and V are written straight into the GEMM's packed panel layouts (gemm.h's
+// PackedLayout), so the products never re-pack them: U is packed once however many
+// tile blocks use it, and V once however many blocks of output channels use it.
 // Tiles are processed in blocks of T so that V and M of a block stay in L2. Work is split
 // over (image, group, tile block) with one block per thread and serial GEMMs when there
 // are enough blocks, and otherwise block by block with each phase split over the threads
@@ -45,23 +49,30 @@ index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 struct Plan {
   int m = 0, n = 0;
   index_t tiles_h = 0, tiles_w = 0, tiles = 0;
-  index_t nblocks = 0, T = 0, ldt = 0;  // blocks per (image, group), tiles per block, V/M row stride
+  index_t nblocks = 0, T = 0, ldt = 0;  // blocks per (image, group), tiles per block, M row stride
   bool outer = false;                   // one block per thread (else phases split over threads)
   index_t workers = 1;                  // V/M buffers
+  bool prepared = false;                // U comes from a plan (not in the workspace)
+  PackedLayout ul, vl;                  // packed U[g][xi] (K/g x C/g) and V[xi] (C/g x T)
+  index_t u_xi = 0, v_xi = 0;           // floats per xi of packed U and V (64-byte multiples)
   index_t u_floats = 0, v_floats = 0, m_floats = 0;
   // Weight-bound problems (K/g >= all tiles: deep layers on small images): V of every
   // tile once, then blocks of kb output channels per thread, each transforming its own
   // rows of U into a private buffer (ub_floats) while they are hot, so the transformed
-  // kernel (n*n*K*C/g floats) never travels through memory.
+  // kernel (n*n*K*C/g floats) never travels through memory. With a plan they read their
+  // rows of the prepared U instead.
   bool kblocked = false;
   index_t kb = 0, ub_floats = 0;
+  PackedLayout ubl;  // a private block of U: kb x C/g
+  index_t ub_xi = 0;
   index_t floats() const {
-    return kblocked ? round_up(v_floats, 16) + workers * (ub_floats + m_floats)
-                    : u_floats + workers * (v_floats + m_floats);
+    const index_t u = prepared ? 0 : u_floats;
+    return kblocked ? round_up(v_floats, 16) + workers * ((prepared ? 0 : ub_floats) + m_floats)
+                    : u + workers * (v_floats + m_floats);
   }
 };
 
-Plan make_plan(const ConvParams& p, int m, int threads) {
+Plan make_plan(const ConvParams& p, int m, int threads, bool prepared) {
   Plan pl;
   pl.m = m;
   pl.n = m + 2;
@@ -88,57 +99,82 @@ Plan make_plan(const ConvParams& p, int m, int threads) {
   const index_t items = pairs * nb;
   pl.outer = threads == 1 || (items >= threads && (items % threads == 0 || items >= 8 * threads));
   pl.workers = pl.outer ? threads : 1;
-  pl.u_floats = round_up(p.groups * nn * Kg * Cg, 16);
-  pl.v_floats = nn * Cg * pl.ldt;
-  pl.m_floats = nn * Kg * pl.ldt;
+  pl.prepared = prepared;
+  pl.ul = gemm_pack_a_layout<float>(Kg, Cg);
+  pl.u_xi = round_up(pl.ul.elems(), 16);
+  pl.u_floats = p.groups * nn * pl.u_xi;
   if (Kg >= all && nn * Cg * round_up(all, kL) * index_t(sizeof(float)) <= (index_t(16) << 20)) {
     pl.kblocked = true;
     pl.nblocks = 1;
     pl.T = all;
     pl.ldt = round_up(all, kL);
-    pl.kb = std::min(Kg, kChannelBlock);
+    pl.kb = std::min(Kg, kChannelBlock);  // a multiple of every ISA's mr: rows of packed U
     pl.workers = threads;
-    pl.v_floats = nn * Cg * pl.ldt;
-    pl.ub_floats = round_up(nn * pl.kb * Cg, 16);
-    pl.m_floats = nn * pl.kb * pl.ldt;
+    pl.ubl = gemm_pack_a_layout<float>(pl.kb, Cg);
+    pl.ub_xi = round_up(pl.ubl.elems(), 16);
+    pl.ub_floats = nn * pl.ub_xi;
   }
+  pl.vl = gemm_pack_b_layout<float>(Cg, pl.T);
+  pl.v_xi = round_up(pl.vl.elems(), 16);
+  pl.v_floats = nn * pl.v_xi;
+  pl.m_floats = nn * (pl.kblocked ? pl.kb : Kg) * pl.ldt;
   return pl;
 }
 
-// ---- 1. kernel transform: U[g][xi][k][c], 16 input channels at a time ----------------
-// Output channel gk (of all K) into row `row` of Ug[xi] (rows x C/g).
-template <int M>
-void kernel_row(const ConvParams& p, const float* w, index_t gk, float* Ug, index_t row, index_t rows) {
-  constexpr int n = M + 2, nn = n * n;
-  const index_t Cg = p.C_per_group();
-  {
-    alignas(64) float gt[9 * kL];
-    alignas(64) float ut[nn * kL];
-    for (index_t c0 = 0; c0 < Cg; c0 += kL) {
-      const int lanes = int(std::min<index_t>(kL, Cg - c0));
-      const float* src = w + (gk * Cg + c0) * 9;  // 16 kernels of 9: a constant stride
-      if (lanes == kL) {
-        for (int e = 0; e < 9; ++e)
-#pragma GCC unroll 16
-          for (int l = 0; l < kL; ++l) gt[e * kL + l] = src[l * 9 + e];
-      } else {
-        for (int l = 0; l < kL; ++l)
-          for (int e = 0; e < 9; ++e) gt[e * kL + l] = l < lanes ? src[l * 9 + e] : 0.f;
-      }
-      winograd::kernel_transform<M, kL>(gt, ut);
-      for (int xi = 0; xi < nn; ++xi)
-        std::memcpy(Ug + (xi * rows + row) * Cg + c0, ut + xi * kL, sizeof(float) * lanes);
-    }
+// Stores `lanes` values that are consecutive in the outer index (i0, i0 + 1, ...) at depth
+// k of a packed operand (only those below outer_limit): one copy per panel they touch.
+void store_packed(const PackedLayout& lay, float* base, index_t i0, index_t k, const float* v,
+                  int lanes, index_t outer_limit) {
+  const index_t end = std::min<index_t>(i0 + lanes, outer_limit);
+  for (index_t i = i0; i < end;) {
+    const index_t run = std::min(end - i, lay.panel - i % lay.panel);
+    std::memcpy(base + lay.offset(i, k), v + (i - i0), sizeof(float) * run);
+    i += run;
   }
 }
 
+// ---- 1. kernel transform: packed U[g][xi] (K/g x C/g), 16 output channels at a time --------
+// Output channels gk0 .. gk0 + lanes - 1 (of all K; one group) into rows row0 .. of the packed
+// operands Ug + xi * xi_stride, laid out by `lay`. Lanes run along output channels because
+// packed A keeps consecutive rows (mr of them) side by side at each depth.
 template <int M>
-void transform_kernels(const ConvParams& p, const float* w, float* U, bool parallel) {
+void kernel_rows(const ConvParams& p, const float* w, index_t gk0, int lanes, float* Ug,
+                 index_t row0, const PackedLayout& lay, index_t xi_stride) {
+  constexpr int n = M + 2, nn = n * n;
+  const index_t Cg = p.C_per_group(), kstride = Cg * 9;
+  alignas(64) float gt[9 * kL] = {};
+  alignas(64) float ut[nn * kL];
+  for (index_t c = 0; c < Cg; ++c) {
+    const float* src = w + gk0 * kstride + c * 9;  // lane l: kernel (gk0 + l, c)
+    for (int e = 0; e < 9; ++e)
+      for (int l = 0; l < lanes; ++l) gt[e * kL + l] = src[l * kstride + e];
+    winograd::kernel_transform<M, kL>(gt, ut);
+    for (int xi = 0; xi < nn; ++xi)
+      store_packed(lay, Ug + xi * xi_stride, row0, c, ut + xi * kL, lanes, lay.outer_padded);
+  }
+}
+
+// Rows k0 .. k1 of one group's U (output channels g*K/g + k), packed by `lay`.
+template <int M>
+void kernel_block(const ConvParams& p, const float* w, index_t g, index_t k0, index_t k1, float* Ug,
+                  index_t row0, const PackedLayout& lay, index_t xi_stride) {
+  const index_t Kg = p.K_per_group();
+  for (index_t k = k0; k < k1; k += kL)
+    kernel_rows<M>(p, w, g * Kg + k, int(std::min<index_t>(kL, k1 - k)), Ug, row0 + k - k0, lay, xi_stride);
+}
+
+// All of U, packed (the kernel's prepared form): U + (g * nn + xi) * u_xi.
+template <int M>
+void transform_kernels(const ConvParams& p, const Plan& pl, const float* w, float* U, bool parallel) {
   constexpr int nn = (M + 2) * (M + 2);
-  const index_t Cg = p.C_per_group(), Kg = p.K_per_group();
+  const index_t Kg = p.K_per_group(), per_group = ceil_div(Kg, kL);
+  // Padding rows of the last panel are multiplied (never stored): keep them zero.
+  if (pl.ul.outer_padded != Kg) std::memset(U, 0, sizeof(float) * pl.u_floats);
 #pragma omp parallel for schedule(static) if (parallel)
-  for (index_t gk = 0; gk < p.K; ++gk)
-    kernel_row<M>(p, w, gk, U + (gk / Kg) * nn * Kg * Cg, gk % Kg, Kg);
+  for (index_t i = 0; i < p.groups * per_group; ++i) {
+    const index_t g = i / per_group, k0 = i % per_group * kL;
+    kernel_block<M>(p, w, g, k0, std::min(Kg, k0 + kL), U + g * nn * pl.u_xi, k0, pl.ul, pl.u_xi);
+  }
 }
 
 // ---- tile geometry of a block, computed once per block (not per channel) -----------------
@@ -176,8 +212,9 @@ void tile_geometry(const ConvParams& p, const Plan& pl, index_t g, index_t t0, i
   }
 }
 
-// ---- 2. input transform of one block: V[xi][c][t - t0] ------------------------------------
-// Tile t (of every image of group g): image t / tiles, tile t % tiles of that image.
+// ---- 2. input transform of one block: packed V[xi] (C/g x T), column t - t0 -------------------
+// Tile t (of every image of group g): image t / tiles, tile t % tiles of that image. Columns
+// T .. of the last panel get the transform of zeros (zero), so the products stay finite.
 template <int M>
 void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const TileGeo* geo,
                       index_t T, float* V, bool parallel) {
@@ -220,19 +257,24 @@ void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const
       }
       winograd::input_transform<M, kL>(dt, vt);
       for (int xi = 0; xi < nn; ++xi)
-        std::memcpy(V + (xi * Cg + c) * ldt + tb, vt + xi * kL, sizeof(float) * kL);
+        store_packed(pl.vl, V + xi * pl.v_xi, tb, c, vt + xi * kL, kL, pl.vl.outer_padded);
     }
   }
 }
 
 // ---- 3. the n*n products: M[xi] (K/g x T) = U_g[xi] (K/g x C/g) . V[xi] (C/g x T) -------------
-void multiply(const ConvParams& p, const Plan& pl, const float* Ug, const float* V, index_t T,
-              float* Mb, bool parallel) {
-  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), nn = index_t(pl.n) * pl.n;
+// Rows k0 .. k0 + rows of U (packed with `outer` rows, u_xi apart per xi) into Mb[xi]
+// (rows x ldt). V was packed for pl.T columns; a shorter last block uses its first T.
+void multiply(const ConvParams& p, const Plan& pl, const float* Ug, index_t u_outer, index_t u_xi,
+              index_t k0, index_t rows, const float* V, index_t T, float* Mb, bool parallel) {
+  const index_t Cg = p.C_per_group(), nn = index_t(pl.n) * pl.n;
 #pragma omp parallel for schedule(dynamic) if (parallel)
-  for (index_t xi = 0; xi < nn; ++xi)
-    gemm<float>(false, false, Kg, T, Cg, 1.f, Ug + xi * Kg * Cg, Cg, V + xi * Cg * pl.ldt, pl.ldt,
-                0.f, Mb + xi * Kg * pl.ldt, pl.ldt);
+  for (index_t xi = 0; xi < nn; ++xi) {
+    const auto a = GemmOperand<float>::prepacked(Ug + xi * u_xi, u_outer, k0);
+    // V is packed for pl.T columns; a shorter last block uses the first T of them.
+    const auto b = GemmOperand<float>::prepacked(V + xi * pl.v_xi, pl.T);
+    gemm_ex<float>(rows, T, Cg, 1.f, a, b, 0.f, Mb + xi * rows * pl.ldt, pl.ldt);
+  }
 }
 
 // ---- 4. output transform of one block into y (N, K, P, Q), group g, + bias ------------------
@@ -274,48 +316,57 @@ void transform_outputs(const ConvParams& p, const Plan& pl, const float* Mb, con
 
 template <int M>
 void run_kblocked(const ConvParams& p, const Plan& pl, const float* x, const float* w,
-                  const float* bias, float* y, float* ws) {
+                  const float* U, const float* bias, float* y, float* ws) {
   const int threads = omp_get_max_threads();
-  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), nn = index_t(pl.n) * pl.n;
-  const index_t T = pl.T, ldt = pl.ldt, nkb = ceil_div(Kg, pl.kb);
+  const index_t Kg = p.K_per_group(), nn = index_t(pl.n) * pl.n;
+  const index_t T = pl.T, nkb = ceil_div(Kg, pl.kb);
   float* V = ws;
   float* bufs = ws + round_up(pl.v_floats, 16);
+  const index_t per_worker = (U ? 0 : pl.ub_floats) + pl.m_floats;
   std::vector<TileGeo> geo(T);
   for (index_t g = 0; g < p.groups; ++g) {
     tile_geometry<M>(p, pl, g, 0, T, geo.data());
     transform_inputs<M>(p, pl, x, geo.data(), T, V, threads > 1);
 #pragma omp parallel
     {
-      float* Ut = bufs + omp_get_thread_num() * (pl.ub_floats + pl.m_floats);
-      float* Mt = Ut + pl.ub_floats;
+      float* Ut = bufs + omp_get_thread_num() * per_worker;
+      float* Mt = U ? Ut : Ut + pl.ub_floats;
 #pragma omp for schedule(dynamic)
       for (index_t kbi = 0; kbi < nkb; ++kbi) {
         const index_t k0 = kbi * pl.kb, k1 = std::min(Kg, k0 + pl.kb), rows = k1 - k0;
-        for (index_t k = k0; k < k1; ++k) kernel_row<M>(p, w, g * Kg + k, Ut, k - k0, rows);
-        for (index_t xi = 0; xi < nn; ++xi)
-          gemm<float>(false, false, rows, T, Cg, 1.f, Ut + xi * rows * Cg, Cg, V + xi * Cg * ldt,
-                      ldt, 0.f, Mt + xi * rows * ldt, ldt);
+        if (U) {  // the plan's rows k0 .. k1 of U
+          multiply(p, pl, U + g * nn * pl.u_xi, Kg, pl.u_xi, k0, rows, V, T, Mt, false);
+        } else {  // transform them now, into a private packed block
+          if (rows % pl.ubl.panel) std::memset(Ut, 0, sizeof(float) * pl.ub_floats);
+          kernel_block<M>(p, w, g, k0, k1, Ut, 0, pl.ubl, pl.ub_xi);
+          multiply(p, pl, Ut, pl.kb, pl.ub_xi, 0, rows, V, T, Mt, false);
+        }
         transform_outputs<M>(p, pl, Mt, geo.data(), T, k0, k1, bias ? bias + g * Kg : nullptr, y, false);
       }
     }
   }
 }
 
+// U: the prepared (packed, transformed) kernel, or null to transform w in this call.
 template <int M>
-void run(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
-         void* workspace) {
+void run(const ConvParams& p, const float* x, const float* w, const float* U, const float* bias,
+         float* y, void* workspace) {
   if (p.N == 0) return;
   const int threads = omp_get_max_threads();
-  const Plan pl = make_plan(p, M, threads);
-  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), G = p.groups, nn = index_t(pl.n) * pl.n;
+  const Plan pl = make_plan(p, M, threads, U != nullptr);
+  const index_t Kg = p.K_per_group(), G = p.groups, nn = index_t(pl.n) * pl.n;
+  float* ws = static_cast<float*>(workspace);
   if (pl.kblocked) {
-    run_kblocked<M>(p, pl, x, w, bias, y, static_cast<float*>(workspace));
+    run_kblocked<M>(p, pl, x, w, U, bias, y, ws);
     return;
   }
-  float* U = static_cast<float*>(workspace);
-  float* bufs = U + pl.u_floats;
+  float* bufs = ws;
+  if (!U) {
+    transform_kernels<M>(p, pl, w, ws, threads > 1);
+    U = ws;
+    bufs = ws + pl.u_floats;
+  }
   const index_t per_worker = pl.v_floats + pl.m_floats;
-  transform_kernels<M>(p, w, U, threads > 1);
 
   // One (image, group, block) item: all four phases, split over threads when `parallel`.
   auto item = [&](index_t it, float* V, float* Mb, bool parallel) {
@@ -325,7 +376,7 @@ void run(const ConvParams& p, const float* x, const float* w, const float* bias,
     std::vector<TileGeo> geo(T);
     tile_geometry<M>(p, pl, g, t0, T, geo.data());
     transform_inputs<M>(p, pl, x, geo.data(), T, V, parallel);
-    multiply(p, pl, U + g * nn * Kg * Cg, V, T, Mb, parallel);
+    multiply(p, pl, U + g * nn * pl.u_xi, Kg, pl.u_xi, 0, Kg, V, T, Mb, parallel);
     transform_outputs<M>(p, pl, Mb, geo.data(), T, 0, Kg, bias ? bias + g * Kg : nullptr, y, parallel);
   };
   const index_t items = G * pl.nblocks;
@@ -341,18 +392,37 @@ void run(const ConvParams& p, const float* x, const float* w, const float* bias,
   }
 }
 
-}  // namespace
-
-index_t conv2d_winograd_workspace_bytes(const ConvParams& p, int m) {
-  return make_plan(p, m, omp_get_max_threads()).floats() * index_t(sizeof(float));
+template <int M>
+void prepare(const ConvParams& p, const float* w, float* U) {
+  const Plan pl = make_plan(p, M, 1, false);
+  transform_kernels<M>(p, pl, w, U, omp_get_max_threads() > 1);
 }
 
-void conv2d_winograd(const ConvParams& p, int m, const float* x, const float* w, const float* bias,
-                     float* y, void* workspace) {
+}  // namespace
+
+index_t conv2d_winograd_workspace_bytes(const ConvParams& p, int m, bool prepared) {
+  return make_plan(p, m, omp_get_max_threads(), prepared).floats() * index_t(sizeof(float));
+}
+
+index_t conv2d_winograd_prepared_bytes(const ConvParams& p, int m) {
+  return make_plan(p, m, 1, false).u_floats * index_t(sizeof(float));
+}
+
+void conv2d_winograd_prepare(const ConvParams& p, int m, const float* w, float* prepared) {
   switch (m) {
-    case 2: run<2>(p, x, w, bias, y, workspace); break;
-    case 4: run<4>(p, x, w, bias, y, workspace); break;
-    case 6: run<6>(p, x, w, bias, y, workspace); break;
+    case 2: prepare<2>(p, w, prepared); break;
+    case 4: prepare<4>(p, w, prepared); break;
+    case 6: prepare<6>(p, w, prepared); break;
+    default: FC_CHECK(false, "winograd tile size must be 2, 4 or 6 (got ", m, ")");
+  }
+}
+
+void conv2d_winograd(const ConvParams& p, int m, const float* x, const float* w,
+                     const float* prepared, const float* bias, float* y, void* workspace) {
+  switch (m) {
+    case 2: run<2>(p, x, w, prepared, bias, y, workspace); break;
+    case 4: run<4>(p, x, w, prepared, bias, y, workspace); break;
+    case 6: run<6>(p, x, w, prepared, bias, y, workspace); break;
     default: FC_CHECK(false, "winograd tile size must be 2, 4 or 6 (got ", m, ")");
   }
 }

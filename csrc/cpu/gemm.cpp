@@ -358,6 +358,18 @@ index_t gemm_pack_b_elems(index_t K, index_t N) {
   return gemm_detail::round_up(N, kr.nr) * K;
 }
 
+template <class T>
+PackedLayout gemm_pack_a_layout(index_t M, index_t K) {
+  const auto& kr = gemm_detail::kernel_for(active_isa(), T(0));
+  return PackedLayout{kr.mr, gemm_detail::k_block(kr, K), K, gemm_detail::round_up(M, kr.mr)};
+}
+
+template <class T>
+PackedLayout gemm_pack_b_layout(index_t K, index_t N) {
+  const auto& kr = gemm_detail::kernel_for(active_isa(), T(0));
+  return PackedLayout{kr.nr, gemm_detail::k_block(kr, K), K, gemm_detail::round_up(N, kr.nr)};
+}
+
 int gemm_pack_a_rows_multiple(DType dtype) {
   return dtype == DType::f32 ? gemm_detail::kernel_for(active_isa(), float(0)).mr
                              : gemm_detail::kernel_for(active_isa(), double(0)).mr;
@@ -401,8 +413,8 @@ void gemm_ex(index_t M, index_t N, index_t K, T alpha, const GemmOperand<T>& A,
   else
     FC_CHECK(A.data && A.ld >= (A.trans ? M : K), "gemm: bad A (lda=", A.ld, ")");
   if (B.packed)
-    FC_CHECK(B.offset == 0 && B.packed_outer == N, "gemm: packed B has ", B.packed_outer,
-             " columns, the product ", N);
+    FC_CHECK(B.offset == 0 && B.packed_outer >= N, "gemm: packed B has ", B.packed_outer,
+             " columns, the product ", N);  // its first N columns: the same panels
   else
     FC_CHECK(B.data && B.ld >= (B.trans ? K : N), "gemm: bad B (ldb=", B.ld, ")");
   gemm_detail::gemm_packed<T>(kernel, M, N, K, alpha, A, B, beta, C, ldc, bias_m);
@@ -411,6 +423,8 @@ void gemm_ex(index_t M, index_t N, index_t K, T alpha, const GemmOperand<T>& A,
 #define FC_GEMM_PACKED_INSTANCES(T)                                                          \
   template index_t gemm_pack_a_elems<T>(index_t, index_t);                                  \
   template index_t gemm_pack_b_elems<T>(index_t, index_t);                                  \
+  template PackedLayout gemm_pack_a_layout<T>(index_t, index_t);                            \
+  template PackedLayout gemm_pack_b_layout<T>(index_t, index_t);                            \
   template void gemm_pack_a<T>(bool, index_t, index_t, const T*, index_t, T*);              \
   template void gemm_pack_b<T>(bool, index_t, index_t, const T*, index_t, T*);              \
   template void gemm_ex<T>(index_t, index_t, index_t, T, const GemmOperand<T>&,             \

@@ -1,6 +1,8 @@
 // gemm.h: the project's own packed GEMM (BLIS-style), used by im2col and, later,
 // by the batched products of Winograd and FFT.
 #pragma once
+#include <algorithm>
+
 #include "common.h"
 
 namespace fastconv::cpu {
@@ -38,6 +40,25 @@ void gemm_pack_b(bool trans_b, index_t K, index_t N, const T* B, index_t ldb, T*
 // operand when row0 is a multiple of this.
 int gemm_pack_a_rows_multiple(DType dtype);
 
+// Where element (i, k) of a packed operand lives, for producers that write the packed
+// form directly (Winograd's transforms): i is the row of op(A) or the column of op(B)
+// (the "outer" index, in panels of `panel`), k the depth. Within one panel and K block,
+// consecutive i are consecutive in memory.
+struct PackedLayout {
+  int panel = 1;      // mr (A) or nr (B)
+  index_t kc = 1;     // K block
+  index_t K = 0, outer_padded = 0;
+  index_t offset(index_t i, index_t k) const {
+    const index_t pc = k / kc * kc, depth = std::min(kc, K - pc);
+    return pc * outer_padded + (i / panel) * panel * depth + (k - pc) * panel + i % panel;
+  }
+  index_t elems() const { return outer_padded * K; }
+};
+template <class T>
+PackedLayout gemm_pack_a_layout(index_t M, index_t K);
+template <class T>
+PackedLayout gemm_pack_b_layout(index_t K, index_t N);
+
 // A packed operand, or a plain one (packed == nullptr: the driver packs it as gemm does).
 template <class T>
 struct GemmOperand {
@@ -45,7 +66,8 @@ struct GemmOperand {
   index_t ld = 0;
   bool trans = false;
   const T* packed = nullptr;  // from gemm_pack_a / gemm_pack_b
-  index_t packed_outer = 0;   // the M (A) or N (B) it was packed with
+  index_t packed_outer = 0;   // the M (A) or N (B) it was packed with (B: the product may
+                              // use its first N <= packed_outer columns)
   index_t offset = 0;         // A: first packed row used (a multiple of the row multiple)
   static GemmOperand plain(const T* d, index_t ld, bool trans = false) {
     GemmOperand o;

@@ -41,18 +41,28 @@ namespace avx512 { FC_PER_ISA_DECLARATIONS }
 // Kernels compiled once (their ISA-specific work happens inside the GEMM).
 namespace fastconv::cpu {
 // conv2d_im2col.cpp: x (N,C,H,W), w (K,C/groups,R,S), bias (K) or null, y (N,K,P,Q)
+// prepared: w's GEMM panels from conv2d_im2col_prepare (then w is unused), or null.
 index_t conv2d_im2col_workspace_bytes(const ConvParams& p, DType dtype);
 template <class T>
-void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* bias, T* y,
-                   void* workspace);
+index_t conv2d_im2col_prepared_elems(const ConvParams& p);
+template <class T>
+void conv2d_im2col_prepare(const ConvParams& p, const T* w, T* prepared);
+template <class T>
+void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* prepared, const T* bias,
+                   T* y, void* workspace);
 }  // namespace fastconv::cpu
 
 // conv2d_winograd.cpp, compiled once per ISA: F(m x m, 3 x 3), m = 2, 4, 6; float32.
 // x (N,C,H,W), w (K,C/groups,3,3), bias (K) or null, y (N,K,P,Q); stride 1, dilation 1.
+// prepared: the packed transformed kernel from conv2d_winograd_prepare (then w is unused),
+// or null to transform w in the call.
 #define FC_WINOGRAD_DECLARATIONS                                                          \
-  index_t conv2d_winograd_workspace_bytes(const ConvParams& p, int m);                    \
+  index_t conv2d_winograd_workspace_bytes(const ConvParams& p, int m, bool prepared);     \
+  index_t conv2d_winograd_prepared_bytes(const ConvParams& p, int m);                     \
+  void conv2d_winograd_prepare(const ConvParams& p, int m, const float* w, float* out);   \
   void conv2d_winograd(const ConvParams& p, int m, const float* x, const float* w,        \
-                       const float* bias, float* y, void* workspace);                     \
+                       const float* prepared, const float* bias, float* y,                \
+                       void* workspace);                                                  \
   /* one tile through the transforms: which 0 = input, 1 = kernel, 2 = output (tests) */ \
   void winograd_tile_transform(int m, int which, const float* in, float* out);
 
