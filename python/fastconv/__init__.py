@@ -5,9 +5,10 @@ algorithms, with the call signatures of torch.nn.functional.
     y = fc.conv2d(x, w, bias, stride=1, padding="same", algorithm="auto")
 """
 from . import _C
-from .algorithms import get_autotune, set_autotune
+from .algorithms import get_autotune, get_workspace_limit, set_autotune, set_workspace_limit
 from .functional import (conv1d, conv2d, conv2d_output_shape, explain, get_num_threads, info,
                          set_num_threads)
+from .plan import ConvPlan, plan_conv2d
 from .pooling import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_max_pool1d, adaptive_max_pool2d,
                       avg_pool1d, avg_pool2d, lp_pool1d, lp_pool2d, max_pool1d, max_pool2d)
 
@@ -16,6 +17,7 @@ __version__ = _C.build_info()["version"]
 __all__ = [
     "conv1d", "conv2d", "conv2d_output_shape", "explain", "info",
     "set_num_threads", "get_num_threads", "set_autotune", "get_autotune", "__version__",
+    "plan_conv2d", "ConvPlan", "set_workspace_limit", "get_workspace_limit",
     "max_pool2d", "avg_pool2d", "lp_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
     "max_pool1d", "avg_pool1d", "lp_pool1d", "adaptive_avg_pool1d", "adaptive_max_pool1d",
 ]

@@ -52,7 +52,61 @@ def winograd_tile(params):
     return 2
 
 
-def choose(params, dtype, inputs_finite=True):
+# ---- workspace cap -------------------------------------------------------------------------
+
+_workspace_limit = None  # bytes, or None: no cap
+
+
+def set_workspace_limit(nbytes):
+    """Cap the scratch memory ``auto`` may choose an algorithm for (bytes; None: no cap).
+    An explicit ``algorithm=`` is not capped; when nothing fits, ``auto`` takes the
+    candidate that needs the least."""
+    global _workspace_limit
+    if nbytes is not None:
+        if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 0:
+            raise ValueError(f"workspace limit must be a non-negative int of bytes or None, got {nbytes!r}")
+        nbytes = int(nbytes)
+    _workspace_limit = nbytes
+
+
+def get_workspace_limit():
+    return _workspace_limit
+
+
+def workspace_bytes(name, params, dtype, prepared=False):
+    """Scratch bytes kernel ``name`` needs for this problem at the current thread count
+    (with ``prepared``: when its weights come from a plan)."""
+    if name == "reference":
+        return 0
+    dname = np.dtype(dtype).name
+    prepared = prepared and prepares(name)
+    return _C.workspace_bytes(name, params, dname, prepared)
+
+
+@functools.lru_cache(maxsize=None)
+def prepares(name):
+    """True when kernel ``name`` has a prepared (pre-transformed) form of the weights."""
+    return any(k["prepares"] for k in _C.kernels() if k["algorithm"] == name and k["op"] == "conv2d_forward")
+
+
+def choose(params, dtype, inputs_finite=True, workspace_limit=None, prepared=False):
+    """``auto``, within a workspace cap (``workspace_limit`` bytes, else the global
+    ``set_workspace_limit``; ``prepared``: sized for a plan's kernels): the rules'
+    choice when it fits, else the first of im2col, direct that fits, else the one
+    that needs the least."""
+    limit = workspace_limit if workspace_limit is not None else _workspace_limit
+    first = _rules(params, dtype, inputs_finite)
+    if limit is None:
+        return first
+    options = [first] + [a for a in ("im2col", "direct") if a != first]
+    need = {a: workspace_bytes(a, params, dtype, prepared) for a in options}
+    for a in options:
+        if need[a] <= limit:
+            return a
+    return min(options, key=lambda a: need[a])
+
+
+def _rules(params, dtype, inputs_finite=True):
     """``auto``'s rules, from the tables in benchmarks/RESULTS.md (2-core Zen 4):
 
     - 3x3 stride 1, float32, >= 16 input channels per group and >= 384 output pixels per
@@ -111,17 +165,23 @@ def autotune_key(params, dtype):
             f"s{p.stride_h},{p.stride_w} d{p.dil_h},{p.dil_w} g{p.groups}")
 
 
-def candidates(params, dtype):
-    """Every kernel of the table that can run this problem."""
+def candidates(params, dtype, prepared=False):
+    """Every kernel of the table that can run this problem (within the workspace cap,
+    when one is set and any fits)."""
     name = np.dtype(dtype).name
-    return [k for k in kernel_names() if not _C.supports(k, params, name)]
+    options = [k for k in kernel_names() if not _C.supports(k, params, name)]
+    if _workspace_limit is not None:
+        fitting = [k for k in options if workspace_bytes(k, params, dtype, prepared) <= _workspace_limit]
+        options = fitting or options
+    return options
 
 
-def tuned(params, dtype, run, repeats=3):
+def tuned(params, dtype, run, repeats=3, prepared=False):
     """The fastest candidate for this problem: from this process, the cache file, or by
-    timing ``run(name)`` (one warm-up, best of ``repeats``) for each candidate."""
-    key = autotune_key(params, dtype)
-    options = candidates(params, dtype)
+    timing ``run(name)`` (one warm-up, best of ``repeats``) for each candidate
+    (``prepared``: as a plan runs them, with the weights prepared ahead)."""
+    key = autotune_key(params, dtype) + ("|plan" if prepared else "")
+    options = candidates(params, dtype, prepared)
     winner = _tuned.get(key)
     if winner not in options:
         winner = _cache.read(autotune_cache_path()).get(key)

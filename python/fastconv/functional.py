@@ -308,7 +308,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     x is (N, C, H, W), weight (K, C/groups, R, S), bias (K,) or None; returns (N, K, P, Q).
     ``padding``: int, (ph, pw), ((top, bottom), (left, right)), 'valid', 'same' (any stride;
     output ceil(H/stride)) or 'full'. ``algorithm``: 'auto', 'direct', 'im2col', 'winograd'
-    (3x3 stride 1, float32; 'winograd:2|4|6' force the tile), 'reference'.
+    (3x3 stride 1, float32; 'winograd:2|4|6' force the tile), 'reference', 'autotune'.
+    Repeated calls with the same weights: ``plan_conv2d`` prepares them once.
     ``out``: optional NumPy array to write the result into.
     """
     return _conv_nd("conv2d", x, weight, bias, stride, padding, dilation, groups, flip, algorithm, out, False)
@@ -342,16 +343,23 @@ class Explanation:
         lines = [f"conv2d x{p['input_shape']} * w{p['weight_shape']} -> y{p['output_shape']}  "
                  f"stride={p['stride']} pads={p['pads']} dilation={p['dilation']} groups={p['groups']} "
                  f"dtype={p['dtype']}",
-                 f"{'algorithm':<10} {'ok':<3} {'GFLOP':>9} {'workspace':>12}  note"]
+                 f"{'algorithm':<10} {'ok':<3} {'GFLOP':>9} {'workspace':>12} {'plan weights':>12} "
+                 f"{'plan wksp':>12}  note"]
         for r in self.algorithms:
             note = ("<- auto" if r["algorithm"] == self.auto else "") if r["supported"] else r["reason"]
             lines.append(f"{r['algorithm']:<10} {'yes' if r['supported'] else 'no':<3} "
-                         f"{r['flops'] / 1e9:>9.4f} {r['workspace_bytes']:>12,}  {note}")
+                         f"{r['flops'] / 1e9:>9.4f} {r['workspace_bytes']:>12,} {r['prepared_bytes']:>12,} "
+                         f"{r['plan_workspace_bytes']:>12,}  {note}")
+        if self.problem.get("workspace_limit") is not None:
+            lines.append(f"auto chose within a workspace limit of {self.problem['workspace_limit']:,} bytes")
         return "\n".join(lines)
 
 
-def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, dtype="float32"):
-    """Per algorithm: supported or why not, FLOPs, workspace bytes; and which one ``auto`` picks."""
+def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, dtype="float32",
+            workspace_limit=None):
+    """Per algorithm: supported or why not, FLOPs, workspace bytes of a call, and of a plan
+    (``plan_conv2d``) its prepared weights and workspace; and which one ``auto`` picks
+    (within ``workspace_limit`` bytes, default the global ``set_workspace_limit``)."""
     dtype = np.dtype(dtype)
     if dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"dtype {dtype} is not supported; supported dtypes: {_DTYPE_NAMES}")
@@ -360,18 +368,21 @@ def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
     for name in algorithms.available()[len(algorithms.POLICIES):]:
         if name in algorithms.ALIASES:  # 'winograd': its rows 'winograd:m' are listed
             continue
-        if name == "reference":
-            why, ws = "", 0
-        else:
-            why = _C.supports(name, params, dtype.name)
-            ws = 0 if why else _C.workspace_bytes(name, params, dtype.name)
+        why = "" if name == "reference" else _C.supports(name, params, dtype.name)
+        ws = prep = plan_ws = 0
+        if not why and name != "reference":
+            ws = algorithms.workspace_bytes(name, params, dtype)
+            plan_ws = algorithms.workspace_bytes(name, params, dtype, prepared=True)
+            prep = _C.prepared_bytes(name, params, dtype.name)
         rows.append({"algorithm": name, "supported": not why, "reason": why,
-                     "flops": params.flops(), "workspace_bytes": ws})
+                     "flops": params.flops(), "workspace_bytes": ws, "prepared_bytes": prep,
+                     "plan_workspace_bytes": plan_ws})
     problem = {"input_shape": tuple(int(v) for v in input_shape), "weight_shape": tuple(int(v) for v in weight_shape),
                "output_shape": (params.N, params.K, params.P, params.Q),
                "stride": (params.stride_h, params.stride_w), "pads": pads,
-               "dilation": (params.dil_h, params.dil_w), "groups": params.groups, "dtype": dtype.name}
-    return Explanation(problem, rows, algorithms.choose(params, dtype))
+               "dilation": (params.dil_h, params.dil_w), "groups": params.groups, "dtype": dtype.name,
+               "workspace_limit": workspace_limit if workspace_limit is not None else algorithms.get_workspace_limit()}
+    return Explanation(problem, rows, algorithms.choose(params, dtype, workspace_limit=workspace_limit))
 
 
 def set_num_threads(n):

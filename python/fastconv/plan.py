@@ -1,0 +1,182 @@
+"""Prepared convolutions: ``plan_conv2d`` does once what every call of a layer with fixed
+weights would otherwise repeat (NNPACK's "precompute", cuDNN's descriptors).
+
+A plan fixes the weights, the problem and the algorithm, and keeps the weights in the
+form that algorithm computes with: Winograd's transformed kernel and im2col's packed GEMM
+panels (``_C.prepare_weights``), laid out for the instruction set in use (a plan
+re-prepares itself after ``_C.set_isa``). It keeps its own workspace, per Python thread.
+
+    plan = fastconv.plan_conv2d(w, (1, 64, 56, 56), padding=1)
+    y = plan(x)            # x of shape (N, 64, 56, 56); any batch size N
+
+``auto`` in a plan picks as ``conv2d`` does, from the weights' finiteness and within the
+workspace cap; a call whose input holds NaN or Inf runs an algorithm that gives the
+reference's answer instead (from the plan's copy of the weights).
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from . import _C, algorithms
+from .functional import (DTYPE_NAMES, _all_finite, _run_conv, as_int, check_out, conv_problem, host_array,
+                         same_dtype, wrap_like)
+
+
+class ConvPlan:
+    """A conv2d with fixed weights, problem and algorithm; call it with the input."""
+
+    def __init__(self, w_arr, b_arr, input_shape, stride, padding, dilation, groups, algorithm,
+                 workspace_limit):
+        self._w, self._b = w_arr, b_arr
+        self._args = (stride, padding, dilation, groups)
+        self.dtype = w_arr.dtype
+        params, pads = conv_problem(input_shape, w_arr.shape, stride, padding, dilation, groups, "plan_conv2d")
+        self.input_shape = tuple(input_shape)
+        self.output_shape = (params.N, params.K, params.P, params.Q)
+        self._weights_finite = _all_finite(w_arr) and (b_arr is None or _all_finite(b_arr))
+        self._local = threading.local()
+        self._prepared = None
+        name = algorithms.resolve(algorithm, params, self.dtype)
+        if name == "autotune" or (name == "auto" and algorithms.get_autotune()):
+            name = self._tune(params, pads, workspace_limit)
+        elif name == "auto":
+            name = algorithms.choose(params, self.dtype, inputs_finite=self._weights_finite,
+                                     workspace_limit=workspace_limit, prepared=True)
+        self.algorithm = name
+        self._prepare(params)
+
+    # ---- weights ---------------------------------------------------------------------
+
+    def _prepare(self, params):
+        """Transform/pack the weights for self.algorithm at the active ISA."""
+        self._isa = _C.get_isa()
+        if not algorithms.prepares(self.algorithm):
+            self._prepared = None
+            return
+        nbytes = _C.prepared_bytes(self.algorithm, params, DTYPE_NAMES[self.dtype])
+        prepared = np.empty(nbytes // self.dtype.itemsize, self.dtype)
+        _C.prepare_weights(self.algorithm, params, self._w, prepared)
+        self._prepared = prepared
+
+    @property
+    def prepared_bytes(self):
+        """Bytes of the weights in the prepared form (0: the kernel uses them as they are)."""
+        return 0 if self._prepared is None else self._prepared.nbytes
+
+    @property
+    def workspace_bytes(self):
+        """Scratch bytes one call at the planned input shape needs (current thread count)."""
+        params, _ = self._problem(self.input_shape)
+        return algorithms.workspace_bytes(self.algorithm, params, self.dtype, prepared=True)
+
+    # ---- calls -----------------------------------------------------------------------
+
+    def _problem(self, x_shape):
+        return conv_problem(tuple(x_shape), self._w.shape, *self._args, "plan_conv2d")
+
+    def _workspace(self, nbytes):
+        buf = getattr(self._local, "buf", None)
+        if buf is None or buf.nbytes < nbytes:
+            buf = self._local.buf = np.empty(nbytes, np.uint8)
+        return buf
+
+    def __call__(self, x, *, out=None):
+        """y = conv2d(x, weight, bias, ...) for x of shape (N, C, H, W) with the planned
+        C, H, W (any N). ``out``: optional NumPy array to write y into."""
+        x_arr, kind = host_array(x, "input")
+        if x_arr.dtype != self.dtype:
+            raise TypeError(f"plan was made for {self.dtype}, got input of dtype {x_arr.dtype}")
+        if x_arr.ndim != 4 or x_arr.shape[1:] != self.input_shape[1:]:
+            raise ValueError(f"plan was made for inputs (N, {', '.join(map(str, self.input_shape[1:]))}), "
+                             f"got shape {x_arr.shape}")
+        params, pads = self._problem(x_arr.shape)
+        if not algorithms.is_exact_on_nonfinite(self.algorithm) and not _all_finite(x_arr):
+            exact = algorithms.choose(params, self.dtype, inputs_finite=False)
+            return wrap_like(kind, _run_conv(x_arr, self._w, self._b, params, pads, exact, out))
+        shape = (params.N, params.K, params.P, params.Q)
+        y = check_out(out, shape, self.dtype) if out is not None else np.empty(shape, self.dtype)
+        if params.N == 0:
+            return wrap_like(kind, y)
+        if self._prepared is None:
+            return wrap_like(kind, _run_conv(x_arr, self._w, self._b, params, pads, self.algorithm, y))
+        if _C.get_isa() != self._isa:  # packed panels are laid out per ISA
+            self._prepare(params)
+        ws_bytes = algorithms.workspace_bytes(self.algorithm, params, self.dtype, prepared=True)
+        ws = self._workspace(ws_bytes) if ws_bytes else None
+        _C.conv2d_forward(self.algorithm, params, x_arr, self._prepared, self._b, y, ws, True)
+        return wrap_like(kind, y)
+
+    def _tune(self, params, pads, workspace_limit):
+        """Time every candidate as a plan runs it, on random input of the planned shape."""
+        x = np.random.default_rng(0).standard_normal(self.input_shape).astype(self.dtype)
+        y = np.empty(self.output_shape, self.dtype)
+        trials = {}
+
+        def run(name):
+            if name not in trials:
+                self.algorithm = name
+                self._prepare(params)
+                trials[name] = self._prepared
+            self.algorithm, self._prepared = name, trials[name]
+            self(x, out=y)
+
+        before = algorithms.get_workspace_limit()
+        if workspace_limit is not None:
+            algorithms.set_workspace_limit(workspace_limit)
+        try:
+            return algorithms.tuned(params, self.dtype, run, prepared=True)
+        finally:
+            algorithms.set_workspace_limit(before)
+
+    # ---- introspection ---------------------------------------------------------------
+
+    def __repr__(self):
+        stride, padding, dilation, groups = self._args
+        return (f"ConvPlan(algorithm={self.algorithm!r}, input_shape={self.input_shape}, "
+                f"weight_shape={self._w.shape}, output_shape={self.output_shape}, stride={stride!r}, "
+                f"padding={padding!r}, dilation={dilation!r}, groups={groups}, dtype={self.dtype}, "
+                f"prepared_bytes={self.prepared_bytes}, workspace_bytes={self.workspace_bytes})")
+
+    def explain(self):
+        """A dict: algorithm, shapes, prepared weight bytes and workspace bytes."""
+        return {"algorithm": self.algorithm, "input_shape": self.input_shape,
+                "weight_shape": tuple(self._w.shape), "output_shape": self.output_shape,
+                "dtype": self.dtype.name, "prepared_bytes": self.prepared_bytes,
+                "workspace_bytes": self.workspace_bytes}
+
+
+def plan_conv2d(weight, input_shape, stride=1, padding=0, dilation=1, groups=1, *, bias=None,
+                flip=False, algorithm="auto", workspace_limit=None):
+    """A prepared conv2d for repeated calls with the same weights (inference).
+
+    ``weight`` (K, C/groups, R, S) and ``bias`` (K,) are copied into the plan; later changes
+    to the caller's arrays do not reach it. ``input_shape`` (N, C, H, W) fixes C, H, W
+    (calls may use any N) and is the shape ``auto`` decides for. Arguments as
+    ``conv2d``; ``workspace_limit`` (bytes) caps the scratch memory ``auto`` may pick an
+    algorithm for (default: ``set_workspace_limit``'s global cap). Returns a ``ConvPlan``:
+    ``plan(x)`` gives y; ``plan.algorithm``, ``plan.prepared_bytes``,
+    ``plan.workspace_bytes`` and ``plan.explain()`` say what it holds.
+    """
+    w_arr, _ = host_array(weight, "weight")
+    b_arr = host_array(bias, "bias")[0] if bias is not None else None
+    same_dtype([("weight", w_arr), ("bias", b_arr)])
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 4:
+        raise ValueError(f"plan_conv2d: input_shape must be (N, C, H, W), got {input_shape!r}")
+    input_shape = tuple(as_int(v, "input_shape") for v in input_shape)
+    if input_shape[0] < 0:
+        raise ValueError(f"plan_conv2d: input_shape has a negative batch size: {input_shape}")
+    if not isinstance(flip, (bool, np.bool_)):
+        raise TypeError(f"plan_conv2d: flip must be a bool, got {flip!r}")
+    if workspace_limit is not None and (isinstance(workspace_limit, bool) or not isinstance(workspace_limit, (int, np.integer))
+                                        or workspace_limit < 0):
+        raise ValueError(f"plan_conv2d: workspace_limit must be a non-negative int of bytes, got {workspace_limit!r}")
+    if w_arr.ndim != 4:
+        raise ValueError(f"plan_conv2d: weight must be 4-D (K, C/groups, R, S), got shape {w_arr.shape}")
+    w_arr = np.array(w_arr[:, :, ::-1, ::-1] if flip else w_arr, order="C", copy=True)
+    if b_arr is not None:
+        if b_arr.shape != (w_arr.shape[0],):
+            raise ValueError(f"plan_conv2d: bias must have shape ({w_arr.shape[0]},), got {b_arr.shape}")
+        b_arr = b_arr.copy()
+    return ConvPlan(w_arr, b_arr, input_shape, stride, padding, dilation, groups, algorithm, workspace_limit)
