@@ -24,7 +24,8 @@
 // (adaptive 1x1) is a plain reduction per plane.
 // Backward (grad_y (N, C, P, Q) -> grad_x (N, C, H, W), overwritten), one plane per work
 // item, so windows that overlap never race:
-//   max: grad_x[plane][indices[o]] += grad_y[o] (the forward's indices; adaptive too).
+//   max: grad_x[plane][indices[o]] += grad_y[o] (the forward's indices; adaptive too); a
+//        window with no tap inside the input (its y is -inf) passes no gradient.
 //   avg: each window's grad_y / divisor is added to its taps inside the input: the row's
 //        windows are first summed into a row buffer, which is then added to each input row
 //        the windows cover (separable, as the forward).
@@ -501,6 +502,10 @@ void lp_pool2d(const PoolParams& p, const T* x, T* y) {
 
 template <class T>
 void max_pool2d_backward(const PoolParams& p, const T* grad_y, const std::int64_t* indices, T* grad_x) {
+  // A dilated window with no tap inside the input gave -inf whatever x is: its gradient goes
+  // nowhere (its forward index lies past the plane; torch's kernel writes out of bounds there).
+  const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, p.dil_h, p.adaptive);
+  const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, p.dil_w, p.adaptive);
   const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
   index_t bad = 0;  // an index outside its plane (counted; reported after the loop)
 #pragma omp parallel for schedule(static) if (pool_parallel(p)) reduction(+ : bad)
@@ -509,13 +514,17 @@ void max_pool2d_backward(const PoolParams& p, const T* grad_y, const std::int64_
     std::fill(g, g + HW, T(0));
     const T* gy = grad_y + plane * PQ;
     const std::int64_t* ind = indices + plane * PQ;
-    for (index_t o = 0; o < PQ; ++o) {
-      const std::int64_t i = ind[o];
-      if (i < 0 || i >= HW) {
-        ++bad;
-        continue;
+    for (index_t op = 0; op < p.P; ++op) {
+      if (ah.count[op] == 0) continue;
+      for (index_t q = 0; q < p.Q; ++q) {
+        const std::int64_t i = ind[op * p.Q + q];
+        if (aw.count[q] == 0) continue;
+        if (i < 0 || i >= HW) {
+          ++bad;
+          continue;
+        }
+        g[i] += gy[op * p.Q + q];
       }
-      g[i] += gy[o];
     }
   }
   FC_CHECK(bad == 0, "max_pool2d_backward: ", bad, " indices lie outside [0, H*W) = [0, ", HW, ")");

@@ -206,12 +206,15 @@ def avg_pool2d_backward(grad_y, x, kernel, stride, pads=(0, 0), ceil_mode=False,
 
 def max_pool2d_backward(grad_y, x_shape, indices):
     """grad_x (N, C, H, W) of max pooling: grad_y added at the forward's indices (flat into
-    each H*W plane); works for adaptive max pooling too."""
+    each H*W plane); works for adaptive max pooling too. A dilated window with no tap inside
+    the input (y = -inf whatever x is; its index lies past the plane) passes no gradient."""
     gy = np.asarray(grad_y)
     n, c, h, w = x_shape
     gx = np.zeros((n * c, h * w), np.float64)
     rows = np.repeat(np.arange(n * c), gy.shape[2] * gy.shape[3])
-    np.add.at(gx, (rows, np.asarray(indices).reshape(-1)), gy.reshape(-1).astype(np.float64))
+    idx = np.asarray(indices).reshape(-1)
+    inside = idx < h * w
+    np.add.at(gx, (rows[inside], idx[inside]), gy.reshape(-1).astype(np.float64)[inside])
     return gx.reshape(x_shape).astype(gy.dtype)
 
 
