@@ -75,7 +75,15 @@ void* checked_workspace(const std::optional<py::array>& ws, index_t need) {
   return const_cast<void*>(ws->data());
 }
 
-// The kernel for a conv2d_forward problem, after checking it can run it (and, for a
+// A convolution op by name (supports/workspace_bytes take one).
+Op conv_op_from_name(const std::string& s) {
+  for (Op op : {Op::conv2d_forward, Op::conv2d_backward_data, Op::conv2d_backward_weight})
+    if (s == op_name(op)) return op;
+  FC_CHECK(false, "op must be conv2d_forward, conv2d_backward_data or conv2d_backward_weight (got '", s, "')");
+  return Op::conv2d_forward;
+}
+
+// The kernel for a convolution problem (forward or backward), after checking it can run it (and, for a
 // plan, that it has a prepared form).
 const Kernel& conv_kernel(const std::string& algorithm, const Problem& pr) {
   check_conv_params(pr.conv);
@@ -86,9 +94,9 @@ const Kernel& conv_kernel(const std::string& algorithm, const Problem& pr) {
   return k;
 }
 
-Problem conv_problem(const ConvParams& p, DType dtype, bool prepared) {
+Problem conv_problem(const ConvParams& p, DType dtype, bool prepared, Op op = Op::conv2d_forward) {
   Problem pr;
-  pr.op = Op::conv2d_forward;
+  pr.op = op;
   pr.conv = p;
   pr.dtype = dtype;
   pr.prepared = prepared;
@@ -121,6 +129,44 @@ void conv2d_forward(const std::string& algorithm, const ConvParams& p, const py:
   k.run(pr, t);
 }
 
+// grad_y (N, K, P, Q), w (K, C/groups, R, S) -> grad_x (N, C, H, W), overwritten.
+void conv2d_backward_data(const std::string& algorithm, const ConvParams& p, const py::array& grad_y,
+                          const py::array& w, py::array& grad_x, const std::optional<py::array>& workspace) {
+  const Problem pr = conv_problem(p, dtype_of(grad_y, "grad_y"), false, Op::conv2d_backward_data);
+  const Kernel& k = conv_kernel(algorithm, pr);
+  py::dtype dt = np_dtype(pr.dtype);
+  Tensors t;
+  t.grad_y = checked_data(grad_y, "grad_y", dt, {p.N, p.K, p.P, p.Q}, false);
+  t.w = checked_data(w, "weight", dt, {p.K, p.C_per_group(), p.R, p.S}, false);
+  t.grad_x = checked_data(grad_x, "grad_x", dt, {p.N, p.C, p.H, p.W}, true);
+  t.workspace = checked_workspace(workspace, k.workspace_bytes(pr));
+  if (p.N == 0) return;
+  py::gil_scoped_release nogil;
+  apply_num_threads();
+  k.run(pr, t);
+}
+
+// grad_y (N, K, P, Q), x (N, C, H, W) -> grad_w (K, C/groups, R, S) and grad_bias (K),
+// each overwritten when given (at least one must be).
+void conv2d_backward_weight(const std::string& algorithm, const ConvParams& p, const py::array& grad_y,
+                            const py::array& x, const std::optional<py::array>& grad_w,
+                            const std::optional<py::array>& grad_bias,
+                            const std::optional<py::array>& workspace) {
+  const Problem pr = conv_problem(p, dtype_of(grad_y, "grad_y"), false, Op::conv2d_backward_weight);
+  const Kernel& k = conv_kernel(algorithm, pr);
+  FC_CHECK(grad_w || grad_bias, "conv2d_backward_weight needs grad_w, grad_bias or both");
+  py::dtype dt = np_dtype(pr.dtype);
+  Tensors t;
+  t.grad_y = checked_data(grad_y, "grad_y", dt, {p.N, p.K, p.P, p.Q}, false);
+  t.x = checked_data(x, "x", dt, {p.N, p.C, p.H, p.W}, false);
+  if (grad_w) t.grad_w = checked_data(*grad_w, "grad_w", dt, {p.K, p.C_per_group(), p.R, p.S}, true);
+  if (grad_bias) t.grad_bias = checked_data(*grad_bias, "grad_bias", dt, {p.K}, true);
+  t.workspace = grad_w ? checked_workspace(workspace, k.workspace_bytes(pr)) : nullptr;
+  py::gil_scoped_release nogil;  // N == 0 runs too: the gradients are then zero
+  apply_num_threads();
+  k.run(pr, t);
+}
+
 void pool2d_forward(Op op, const PoolParams& p, const py::array& x, py::array& y,
                     const std::optional<py::array>& indices) {
   check_pool_params(p);
@@ -138,6 +184,31 @@ void pool2d_forward(Op op, const PoolParams& p, const py::array& x, py::array& y
     t.indices = static_cast<std::int64_t*>(
         checked_data(*indices, "indices", py::dtype::of<std::int64_t>(), {p.N, p.C, p.P, p.Q}, true));
   }
+  if (p.N == 0) return;
+  py::gil_scoped_release nogil;
+  apply_num_threads();
+  k.run(pr, t);
+}
+
+// grad_y (N, C, P, Q) -> grad_x (N, C, H, W), overwritten. Max pooling reads the forward's
+// indices; Lp pooling reads x and the forward's y.
+void pool2d_backward(Op op, const PoolParams& p, const py::array& grad_y, py::array& grad_x,
+                     const py::array* indices, const py::array* x, const py::array* y) {
+  check_pool_params(p);
+  Problem pr;
+  pr.op = op;
+  pr.pool = p;
+  pr.dtype = dtype_of(grad_y, "grad_y");
+  const Kernel& k = find_kernel(op, "direct");
+  py::dtype dt = np_dtype(pr.dtype);
+  Tensors t;
+  t.grad_y = checked_data(grad_y, "grad_y", dt, {p.N, p.C, p.P, p.Q}, false);
+  t.grad_x = checked_data(grad_x, "grad_x", dt, {p.N, p.C, p.H, p.W}, true);
+  if (indices)
+    t.indices = static_cast<std::int64_t*>(
+        checked_data(*indices, "indices", py::dtype::of<std::int64_t>(), {p.N, p.C, p.P, p.Q}, false));
+  if (x) t.x = checked_data(*x, "x", dt, {p.N, p.C, p.H, p.W}, false);
+  if (y) t.y = checked_data(*y, "y", dt, {p.N, p.C, p.P, p.Q}, false);
   if (p.N == 0) return;
   py::gil_scoped_release nogil;
   apply_num_threads();
@@ -291,24 +362,28 @@ PYBIND11_MODULE(_C, m) {
     return rows;
   }, "The kernel table: one dict per (algorithm, op, device).");
 
-  m.def("supports", [](const std::string& algorithm, const ConvParams& p, const std::string& dtype) {
+  m.def("supports", [](const std::string& algorithm, const ConvParams& p, const std::string& dtype,
+                       const std::string& op) {
     Problem pr;
+    pr.op = conv_op_from_name(op);
     pr.conv = p;
     pr.dtype = dtype_from_name(dtype);
-    return find_kernel(Op::conv2d_forward, algorithm).supports(pr);
-  }, py::arg("algorithm"), py::arg("params"), py::arg("dtype"),
-     "'' when the algorithm can run this convolution, else the reason it cannot.");
+    return find_kernel(pr.op, algorithm).supports(pr);
+  }, py::arg("algorithm"), py::arg("params"), py::arg("dtype"), py::arg("op") = "conv2d_forward",
+     "'' when the algorithm can run this convolution op, else the reason it cannot.");
 
   m.def("workspace_bytes", [](const std::string& algorithm, const ConvParams& p, const std::string& dtype,
-                              bool prepared) {
+                              bool prepared, const std::string& op) {
     check_conv_params(p);
     apply_num_threads();  // workspaces are sized for the team that will run the kernel
-    const Problem pr = conv_problem(p, dtype_from_name(dtype), prepared);
-    const Kernel& k = find_kernel(Op::conv2d_forward, algorithm);
+    const Problem pr = conv_problem(p, dtype_from_name(dtype), prepared, conv_op_from_name(op));
+    const Kernel& k = find_kernel(pr.op, algorithm);
     FC_CHECK(!prepared || k.prepare, "algorithm '", algorithm, "' has no prepared weights");
     return k.workspace_bytes(pr);
   }, py::arg("algorithm"), py::arg("params"), py::arg("dtype"), py::arg("prepared") = false,
-     "Workspace bytes the algorithm needs for this convolution at the current thread count "
+     py::arg("op") = "conv2d_forward",
+     "Workspace bytes the algorithm needs for this convolution op (conv2d_forward, "
+     "conv2d_backward_data, conv2d_backward_weight) at the current thread count "
      "(with prepared=True: when its weights come from prepare_weights).");
 
   m.def("prepared_bytes", [](const std::string& algorithm, const ConvParams& p, const std::string& dtype) {
@@ -345,6 +420,25 @@ PYBIND11_MODULE(_C, m) {
   m.def("lp_pool2d_forward", [](const PoolParams& p, const py::array& x, py::array& y) {
     pool2d_forward(Op::lp_pool2d_forward, p, x, y, std::nullopt);
   }, py::arg("params"), py::arg("x"), py::arg("y"));
+
+  m.def("conv2d_backward_data", &conv2d_backward_data, py::arg("algorithm"), py::arg("params"),
+        py::arg("grad_y"), py::arg("w"), py::arg("grad_x"), py::arg("workspace") = py::none(),
+        "grad_x (N, C, H, W) = the gradient of conv2d_forward's y with respect to x, given grad_y.");
+  m.def("conv2d_backward_weight", &conv2d_backward_weight, py::arg("algorithm"), py::arg("params"),
+        py::arg("grad_y"), py::arg("x"), py::arg("grad_w"), py::arg("grad_bias") = py::none(),
+        py::arg("workspace") = py::none(),
+        "grad_w (K, C/groups, R, S) and/or grad_bias (K) of conv2d_forward, given grad_y and x.");
+  m.def("max_pool2d_backward", [](const PoolParams& p, const py::array& grad_y, const py::array& indices,
+                                  py::array& grad_x) {
+    pool2d_backward(Op::max_pool2d_backward, p, grad_y, grad_x, &indices, nullptr, nullptr);
+  }, py::arg("params"), py::arg("grad_y"), py::arg("indices"), py::arg("grad_x"));
+  m.def("avg_pool2d_backward", [](const PoolParams& p, const py::array& grad_y, py::array& grad_x) {
+    pool2d_backward(Op::avg_pool2d_backward, p, grad_y, grad_x, nullptr, nullptr, nullptr);
+  }, py::arg("params"), py::arg("grad_y"), py::arg("grad_x"));
+  m.def("lp_pool2d_backward", [](const PoolParams& p, const py::array& grad_y, const py::array& x,
+                                 const py::array& y, py::array& grad_x) {
+    pool2d_backward(Op::lp_pool2d_backward, p, grad_y, grad_x, nullptr, &x, &y);
+  }, py::arg("params"), py::arg("grad_y"), py::arg("x"), py::arg("y"), py::arg("grad_x"));
 
   m.def("gemm", &gemm, py::arg("trans_a"), py::arg("trans_b"), py::arg("alpha"), py::arg("A"),
         py::arg("B"), py::arg("beta"), py::arg("C"), py::arg("bias") = py::none(),
@@ -398,7 +492,9 @@ PYBIND11_MODULE(_C, m) {
 #if defined(__VERSION__)
     d["compiler"] = __VERSION__;
 #endif
-    d["ops"] = py::make_tuple("conv2d_forward", "max_pool2d_forward", "avg_pool2d_forward", "lp_pool2d_forward");
+    py::list ops;  // every op the kernel table has a row for, in Op order
+    for (int i = 0; i <= int(Op::lp_pool2d_backward); ++i) ops.append(op_name(Op(i)));
+    d["ops"] = py::tuple(ops);
     return d;
   });
 }

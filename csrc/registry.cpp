@@ -15,6 +15,11 @@ const char* op_name(Op op) {
     case Op::max_pool2d_forward: return "max_pool2d_forward";
     case Op::avg_pool2d_forward: return "avg_pool2d_forward";
     case Op::lp_pool2d_forward: return "lp_pool2d_forward";
+    case Op::conv2d_backward_data: return "conv2d_backward_data";
+    case Op::conv2d_backward_weight: return "conv2d_backward_weight";
+    case Op::max_pool2d_backward: return "max_pool2d_backward";
+    case Op::avg_pool2d_backward: return "avg_pool2d_backward";
+    case Op::lp_pool2d_backward: return "lp_pool2d_backward";
   }
   return "?";
 }
@@ -128,6 +133,51 @@ void im2col_prepare(const Problem& pr, const void* w, void* out) {
     cpu::conv2d_im2col_prepare<double>(pr.conv, cp<double>(w), mp<double>(out));
 }
 
+// ---- backward (direct and im2col) -----------------------------------------------------
+std::string any_conv_backward(const Problem& pr) {
+  return pr.op == Op::conv2d_backward_data || pr.op == Op::conv2d_backward_weight ? ""
+                                                                                  : "not a convolution backward";
+}
+void backward_bias(const Problem& pr, const Tensors& t) {
+  if (!t.grad_bias) return;
+  if (pr.dtype == DType::f32)
+    cpu::conv2d_backward_bias<float>(pr.conv, cp<float>(t.grad_y), mp<float>(t.grad_bias));
+  else
+    cpu::conv2d_backward_bias<double>(pr.conv, cp<double>(t.grad_y), mp<double>(t.grad_bias));
+}
+void direct_data_run(const Problem& pr, const Tensors& t) {
+  if (pr.dtype == DType::f32)
+    FC_PICK_ISA(conv2d_direct_backward_data<float>)(pr.conv, cp<float>(t.grad_y), cp<float>(t.w), mp<float>(t.grad_x));
+  else
+    FC_PICK_ISA(conv2d_direct_backward_data<double>)(pr.conv, cp<double>(t.grad_y), cp<double>(t.w), mp<double>(t.grad_x));
+}
+void direct_weight_run(const Problem& pr, const Tensors& t) {
+  if (t.grad_w) {
+    if (pr.dtype == DType::f32)
+      FC_PICK_ISA(conv2d_direct_backward_weight<float>)(pr.conv, cp<float>(t.grad_y), cp<float>(t.x), mp<float>(t.grad_w));
+    else
+      FC_PICK_ISA(conv2d_direct_backward_weight<double>)(pr.conv, cp<double>(t.grad_y), cp<double>(t.x), mp<double>(t.grad_w));
+  }
+  backward_bias(pr, t);
+}
+index_t im2col_data_ws(const Problem& pr) { return cpu::conv2d_im2col_backward_data_workspace_bytes(pr.conv, pr.dtype); }
+void im2col_data_run(const Problem& pr, const Tensors& t) {
+  if (pr.dtype == DType::f32)
+    cpu::conv2d_im2col_backward_data<float>(pr.conv, cp<float>(t.grad_y), cp<float>(t.w), mp<float>(t.grad_x), t.workspace);
+  else
+    cpu::conv2d_im2col_backward_data<double>(pr.conv, cp<double>(t.grad_y), cp<double>(t.w), mp<double>(t.grad_x), t.workspace);
+}
+index_t im2col_weight_ws(const Problem& pr) { return cpu::conv2d_im2col_backward_weight_workspace_bytes(pr.conv, pr.dtype); }
+void im2col_weight_run(const Problem& pr, const Tensors& t) {
+  if (t.grad_w) {
+    if (pr.dtype == DType::f32)
+      cpu::conv2d_im2col_backward_weight<float>(pr.conv, cp<float>(t.grad_y), cp<float>(t.x), mp<float>(t.grad_w), t.workspace);
+    else
+      cpu::conv2d_im2col_backward_weight<double>(pr.conv, cp<double>(t.grad_y), cp<double>(t.x), mp<double>(t.grad_w), t.workspace);
+  }
+  backward_bias(pr, t);
+}
+
 // ---- Winograd F(m x m, 3 x 3) --------------------------------------------------------
 std::string winograd_supports(const Problem& pr) {
   if (pr.op != Op::conv2d_forward) return "not a convolution";
@@ -181,6 +231,24 @@ void lp_pool_run(const Problem& pr, const Tensors& t) {
   else
     FC_PICK_ISA(lp_pool2d<double>)(pr.pool, cp<double>(t.x), mp<double>(t.y));
 }
+void max_pool_backward_run(const Problem& pr, const Tensors& t) {
+  if (pr.dtype == DType::f32)
+    FC_PICK_ISA(max_pool2d_backward<float>)(pr.pool, cp<float>(t.grad_y), t.indices, mp<float>(t.grad_x));
+  else
+    FC_PICK_ISA(max_pool2d_backward<double>)(pr.pool, cp<double>(t.grad_y), t.indices, mp<double>(t.grad_x));
+}
+void avg_pool_backward_run(const Problem& pr, const Tensors& t) {
+  if (pr.dtype == DType::f32)
+    FC_PICK_ISA(avg_pool2d_backward<float>)(pr.pool, cp<float>(t.grad_y), mp<float>(t.grad_x));
+  else
+    FC_PICK_ISA(avg_pool2d_backward<double>)(pr.pool, cp<double>(t.grad_y), mp<double>(t.grad_x));
+}
+void lp_pool_backward_run(const Problem& pr, const Tensors& t) {
+  if (pr.dtype == DType::f32)
+    FC_PICK_ISA(lp_pool2d_backward<float>)(pr.pool, cp<float>(t.grad_y), cp<float>(t.x), cp<float>(t.y), mp<float>(t.grad_x));
+  else
+    FC_PICK_ISA(lp_pool2d_backward<double>)(pr.pool, cp<double>(t.grad_y), cp<double>(t.x), cp<double>(t.y), mp<double>(t.grad_x));
+}
 
 }  // namespace
 
@@ -199,6 +267,13 @@ const std::vector<Kernel>& kernel_table() {
       {"direct", Op::max_pool2d_forward, "cpu", kAllIsas, pool_supports, no_ws, max_pool_run},
       {"direct", Op::avg_pool2d_forward, "cpu", kAllIsas, pool_supports, no_ws, avg_pool_run},
       {"direct", Op::lp_pool2d_forward, "cpu", kAllIsas, pool_supports, no_ws, lp_pool_run},
+      {"direct", Op::conv2d_backward_data, "cpu", kAllIsas, any_conv_backward, no_ws, direct_data_run},
+      {"im2col", Op::conv2d_backward_data, "cpu", kAllIsas, any_conv_backward, im2col_data_ws, im2col_data_run},
+      {"direct", Op::conv2d_backward_weight, "cpu", kAllIsas, any_conv_backward, no_ws, direct_weight_run},
+      {"im2col", Op::conv2d_backward_weight, "cpu", kAllIsas, any_conv_backward, im2col_weight_ws, im2col_weight_run},
+      {"direct", Op::max_pool2d_backward, "cpu", kAllIsas, pool_supports, no_ws, max_pool_backward_run},
+      {"direct", Op::avg_pool2d_backward, "cpu", kAllIsas, pool_supports, no_ws, avg_pool_backward_run},
+      {"direct", Op::lp_pool2d_backward, "cpu", kAllIsas, pool_supports, no_ws, lp_pool_backward_run},
   };
   return table;
 }

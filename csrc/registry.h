@@ -8,7 +8,12 @@
 
 namespace fastconv {
 
-enum class Op : int { conv2d_forward, max_pool2d_forward, avg_pool2d_forward, lp_pool2d_forward };
+enum class Op : int {
+  conv2d_forward, max_pool2d_forward, avg_pool2d_forward, lp_pool2d_forward,
+  // Backward: grad_y -> grad_x (data), grad_w and grad_bias (weight), grad_x (pooling).
+  conv2d_backward_data, conv2d_backward_weight,
+  max_pool2d_backward, avg_pool2d_backward, lp_pool2d_backward,
+};
 const char* op_name(Op op);
 
 struct Problem {
@@ -25,9 +30,15 @@ struct Tensors {  // raw, contiguous, already checked against the Problem
   const void* x = nullptr;
   const void* w = nullptr;
   const void* bias = nullptr;
-  void* y = nullptr;
-  std::int64_t* indices = nullptr;
+  void* y = nullptr;                // forward output (an input of lp_pool2d_backward)
+  std::int64_t* indices = nullptr;  // max pooling: written by the forward, read by the backward
   void* workspace = nullptr;
+  // Backward ops: grad_y is read; the gradients asked for are overwritten. The weight
+  // op computes grad_w when it is non-null and grad_bias when it is non-null.
+  const void* grad_y = nullptr;
+  void* grad_x = nullptr;
+  void* grad_w = nullptr;
+  void* grad_bias = nullptr;
 };
 
 struct Kernel {

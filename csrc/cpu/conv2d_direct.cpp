@@ -22,6 +22,15 @@
 //   pointwise (1x1, no top/left pad): y_g (Kg x PQ) = W_g (Kg x Cg) * x_g (Cg x PQ) + bias,
 //     one gemm() per image and group; strided or cropped outputs subsample x first.
 //   general: the band kernel with Cg input channels inside the tap loop.
+// Backward, gy = grad_y (N, K, P, Q), for every problem the forward serves:
+//   data:   grad_x[n,c,ih,iw] = sum over k of c's group and taps (r, s) that read (ih, iw)
+//           of gy[n,k,p,q] * w[k,c,r,s]: each (image, input channel) plane is one work
+//           item (no two items write the same plane), scatter-added tap by tap as
+//           row[q*sw + off] += sum_{b<4} w_b * gy_b[q] over 4 output channels at once
+//           (fewer passes over the plane, which stays in L1/L2), vectorised along Q.
+//   weight: grad_w[k,c,r,s] = sum over n, p, q of gy[n,k,p,q] * x[n, g*Cg+c, ih, iw]: one
+//           (k, c) pair per work item, dot products along Q, summed in a fixed order
+//           (deterministic, race-free). Best for depthwise; im2col's GEMM for the rest.
 // Limits: vectorised along Q only, so outputs narrower than a vector waste lanes (Q = 7
 //   uses 7 of 16 on AVX-512); the general path does not try to beat im2col + a packed
 //   GEMM on many channels; 1x1 speed is the speed of gemm(). Scratch memory is
@@ -551,6 +560,115 @@ void conv_general(const ConvParams& p, const T* x, const T* w, const T* bias, T*
     conv_banded<T, kGeneralKB, 2, 0, 0>(p, x, w, bias, y);
 }
 
+// ============================== backward =============================================
+
+// Outputs o in [lo, hi) whose tap o*stride + off lies inside [0, in).
+struct TapRange {
+  index_t lo, hi;
+};
+TapRange tap_range(index_t in, index_t out, index_t stride, index_t off) {
+  index_t lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+  index_t hi = in - 1 - off < 0 ? 0 : (in - 1 - off) / stride + 1;
+  hi = std::min(hi, out);
+  return {std::min(lo, hi), hi};
+}
+
+// dst[q*sw] += sum_b wv[b] * g[b][q] for q in [q0, q1), KB output channels at once.
+template <class T, int KB>
+inline void scatter_row(T* dst, index_t sw, const T* const* g, const T* wv, index_t q0, index_t q1) {
+  if (sw == 1) {
+#pragma omp simd
+    for (index_t q = q0; q < q1; ++q) {
+      T v = dst[q];
+      for (int b = 0; b < KB; ++b) v += wv[b] * g[b][q];
+      dst[q] = v;
+    }
+  } else {
+    for (index_t q = q0; q < q1; ++q) {
+      T v = dst[q * sw];
+      for (int b = 0; b < KB; ++b) v += wv[b] * g[b][q];
+      dst[q * sw] = v;
+    }
+  }
+}
+
+// Output channels [k0, k0 + KB) of group g into the plane gxp of input channel cl.
+template <class T, int KB>
+void data_block(const ConvParams& p, const T* gy_n, const T* w, index_t k0, index_t cl, T* gxp,
+                const std::vector<TapRange>& rr, const std::vector<TapRange>& sr) {
+  const index_t PQ = p.P * p.Q, RS = p.R * p.S, Cg = p.C_per_group();
+  const T* g[KB];
+  for (int b = 0; b < KB; ++b) g[b] = gy_n + (k0 + b) * PQ;
+  for (index_t r = 0; r < p.R; ++r) {
+    const index_t off_h = r * p.dil_h - p.pad_h;
+    for (index_t s = 0; s < p.S; ++s) {
+      const index_t off_w = s * p.dil_w - p.pad_w;
+      T wv[KB];
+      for (int b = 0; b < KB; ++b) wv[b] = w[((k0 + b) * Cg + cl) * RS + r * p.S + s];
+      const TapRange qr = sr[s];
+      for (index_t op = rr[r].lo; op < rr[r].hi; ++op) {
+        const T* gr[KB];
+        for (int b = 0; b < KB; ++b) gr[b] = g[b] + op * p.Q;
+        scatter_row<T, KB>(gxp + (op * p.stride_h + off_h) * p.W + off_w, p.stride_w, gr, wv, qr.lo, qr.hi);
+      }
+    }
+  }
+}
+
+template <class T>
+void direct_backward_data(const ConvParams& p, const T* gy, const T* w, T* gx) {
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), HW = p.H * p.W, PQ = p.P * p.Q;
+  std::vector<TapRange> rr(p.R), sr(p.S);
+  for (index_t r = 0; r < p.R; ++r) rr[r] = tap_range(p.H, p.P, p.stride_h, r * p.dil_h - p.pad_h);
+  for (index_t s = 0; s < p.S; ++s) sr[s] = tap_range(p.W, p.Q, p.stride_w, s * p.dil_w - p.pad_w);
+  const bool big = p.flops() > 1e5;
+#pragma omp parallel for collapse(2) schedule(static) if (big)
+  for (index_t n = 0; n < p.N; ++n)
+    for (index_t c = 0; c < p.C; ++c) {
+      const index_t g = c / Cg, cl = c % Cg;
+      T* gxp = gx + (n * p.C + c) * HW;
+      std::fill(gxp, gxp + HW, T(0));
+      const T* gy_n = gy + n * p.K * PQ;
+      index_t k = g * Kg;
+      const index_t k_end = k + Kg;
+      for (; k + 4 <= k_end; k += 4) data_block<T, 4>(p, gy_n, w, k, cl, gxp, rr, sr);
+      for (; k < k_end; ++k) data_block<T, 1>(p, gy_n, w, k, cl, gxp, rr, sr);
+    }
+}
+
+template <class T>
+void direct_backward_weight(const ConvParams& p, const T* gy, const T* x, T* gw) {
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), HW = p.H * p.W, PQ = p.P * p.Q, RS = p.R * p.S;
+  const bool big = p.flops() > 1e5;
+#pragma omp parallel for collapse(2) schedule(static) if (big)
+  for (index_t k = 0; k < p.K; ++k)
+    for (index_t cl = 0; cl < Cg; ++cl) {
+      const index_t c = (k / Kg) * Cg + cl;
+      for (index_t r = 0; r < p.R; ++r) {
+        const index_t off_h = r * p.dil_h - p.pad_h;
+        const TapRange pr = tap_range(p.H, p.P, p.stride_h, off_h);
+        for (index_t s = 0; s < p.S; ++s) {
+          const index_t off_w = s * p.dil_w - p.pad_w, sw = p.stride_w;
+          const TapRange qr = tap_range(p.W, p.Q, sw, off_w);
+          T acc = T(0);
+          for (index_t n = 0; n < p.N; ++n) {
+            const T* xp = x + (n * p.C + c) * HW;
+            const T* gk = gy + (n * p.K + k) * PQ;
+            for (index_t op = pr.lo; op < pr.hi; ++op) {
+              const T* xr = xp + (op * p.stride_h + off_h) * p.W + off_w;
+              const T* gr = gk + op * p.Q;
+              T dot = T(0);
+#pragma omp simd reduction(+ : dot)
+              for (index_t q = qr.lo; q < qr.hi; ++q) dot += gr[q] * xr[q * sw];
+              acc += dot;
+            }
+          }
+          gw[(k * Cg + cl) * RS + r * p.S + s] = acc;
+        }
+      }
+    }
+}
+
 }  // namespace
 
 // ============================== entry point =========================================
@@ -569,6 +687,24 @@ void conv2d_direct(const ConvParams& p, const T* x, const T* w, const T* bias, T
   else
     conv_general(p, x, w, bias, y);
 }
+
+template <class T>
+void conv2d_direct_backward_data(const ConvParams& p, const T* grad_y, const T* w, T* grad_x) {
+  check_conv_params(p);
+  if (p.N == 0) return;
+  direct_backward_data(p, grad_y, w, grad_x);
+}
+
+template <class T>
+void conv2d_direct_backward_weight(const ConvParams& p, const T* grad_y, const T* x, T* grad_w) {
+  check_conv_params(p);
+  direct_backward_weight(p, grad_y, x, grad_w);  // N == 0: every sum is empty, grad_w = 0
+}
+
+template void conv2d_direct_backward_data<float>(const ConvParams&, const float*, const float*, float*);
+template void conv2d_direct_backward_data<double>(const ConvParams&, const double*, const double*, double*);
+template void conv2d_direct_backward_weight<float>(const ConvParams&, const float*, const float*, float*);
+template void conv2d_direct_backward_weight<double>(const ConvParams&, const double*, const double*, double*);
 
 template void conv2d_direct<float>(const ConvParams&, const float*, const float*, const float*,
                                    float*, void*);

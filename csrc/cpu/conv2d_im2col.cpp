@@ -12,6 +12,20 @@
 // panels (gemm_pack_a), so repeated calls skip re-packing them (for every chunk and, on
 // small images, most of the work besides the products).
 // Limits: none (any stride, dilation, padding, groups); the GEMM does the work.
+//
+// Backward (same unroll, same chunks), gy = grad_y (N, K, P, Q):
+//   data:   col (C/g*R*S, chunk) = w_g^T @ gy[n, g] (K/g, chunk), then col2im adds each
+//           column back onto the input pixels it was unrolled from: grad_x (N, C, H, W).
+//           col2im runs one input channel per thread (the R*S rows of one channel hit
+//           the same plane; different channels never do), so there are no races.
+//   weight: grad_w_g (K/g, C/g*R*S) = sum over images and chunks of gy_chunk @ col^T,
+//           one GEMM per chunk accumulating with beta = 1. Race-free and deterministic:
+//           either one threaded GEMM at a time (fixed order of chunks), or for many small
+//           (image, group) pairs one serial GEMM per pair into per-thread partial sums
+//           (static assignment, reduced in thread order), or, with at least as many
+//           groups as threads, one group per thread.
+//   bias:   grad_b[k] = sum over n, p, q of gy[n, k, p, q] (float64 accumulation); shared
+//           by every algorithm's backward (it is a plain reduction).
 #include <omp.h>
 
 #include <algorithm>
@@ -140,6 +154,95 @@ void conv_images(const ConvParams& p, const T* x, const GemmOperand<T>& w_g, con
       std::memcpy(y + ((n * p.groups + g) * Kg + k) * PQ, out + k * cols + (n - n0) * PQ, sizeof(T) * PQ);
 }
 
+// ---- backward helpers ------------------------------------------------------------
+
+// The adjoint of unroll: adds columns [j0, j1) of col (rows, ld) onto the image
+// gx_g (C/g, H, W) they were unrolled from. Parallel over input channels (the R*S rows
+// of one channel write one plane; two channels never share a plane).
+template <class T>
+void col2im(const ConvParams& p, const T* col, index_t j0, index_t j1, index_t ld, T* gx_g, bool parallel) {
+  const index_t Cg = p.C_per_group();
+#pragma omp parallel for schedule(static) if (parallel)
+  for (index_t c = 0; c < Cg; ++c) {
+    T* xc = gx_g + c * p.H * p.W;
+    for (index_t r = 0; r < p.R; ++r)
+      for (index_t s = 0; s < p.S; ++s) {
+        const T* in = col + ((c * p.R + r) * p.S + s) * ld;
+        const index_t iw_off = s * p.dil_w - p.pad_w;
+        index_t j = j0;
+        while (j < j1) {
+          const index_t op = j / p.Q, oq0 = j % p.Q;
+          const index_t oq1 = std::min(p.Q, oq0 + (j1 - j));
+          const index_t ih = op * p.stride_h - p.pad_h + r * p.dil_h;
+          const T* o = in + (j - j0) - oq0;  // o[oq] is column (op, oq)
+          if (ih >= 0 && ih < p.H) {
+            T* xr = xc + ih * p.W;
+            if (p.stride_w == 1) {
+              const index_t lo = std::clamp(-iw_off, oq0, oq1), hi = std::clamp(p.W - iw_off, lo, oq1);
+              T* dst = xr + iw_off;
+#pragma omp simd
+              for (index_t oq = lo; oq < hi; ++oq) dst[oq] += o[oq];
+            } else {
+              for (index_t oq = oq0; oq < oq1; ++oq) {
+                const index_t iw = oq * p.stride_w + iw_off;
+                if (iw >= 0 && iw < p.W) xr[iw] += o[oq];
+              }
+            }
+          }
+          j += oq1 - oq0;
+        }
+      }
+  }
+}
+
+// grad_x_g (C/g, H, W) = col2im(w_g^T @ gy_g), chunk by chunk; gy_g is (K/g, P*Q).
+template <class T>
+void backward_data_one(const ConvParams& p, const T* gy_g, const T* w_g, T* gx_g, T* col, bool threaded) {
+  const index_t Kg = p.K_per_group(), rows = col_rows(p), PQ = p.P * p.Q;
+  if (is_plain_gemm(p)) {  // 1x1, stride 1, no padding: col is grad_x itself
+    gemm<T>(true, false, rows, PQ, Kg, T(1), w_g, rows, gy_g, PQ, T(0), gx_g, PQ);
+    return;
+  }
+  std::fill(gx_g, gx_g + p.C_per_group() * p.H * p.W, T(0));
+  const index_t step = chunk_cols(p, sizeof(T));
+  for (index_t j0 = 0; j0 < PQ; j0 += step) {
+    const index_t j1 = std::min(PQ, j0 + step);
+    gemm<T>(true, false, rows, j1 - j0, Kg, T(1), w_g, rows, gy_g + j0, PQ, T(0), col, j1 - j0);
+    col2im(p, col, j0, j1, j1 - j0, gx_g, threaded);
+  }
+}
+
+// acc_g (K/g, C/g*R*S) += gy_g @ unroll(x_g)^T over all chunks of one image; with
+// `first`, the first chunk overwrites acc_g instead (beta = 0).
+template <class T>
+void backward_weight_one(const ConvParams& p, const T* gy_g, const T* x_g, T* acc_g, T* col, bool first,
+                         bool threaded) {
+  const index_t Kg = p.K_per_group(), rows = col_rows(p), PQ = p.P * p.Q;
+  if (is_plain_gemm(p)) {  // col is x_g (C/g, P*Q) itself
+    gemm<T>(false, true, Kg, rows, PQ, T(1), gy_g, PQ, x_g, PQ, first ? T(0) : T(1), acc_g, rows);
+    return;
+  }
+  const index_t step = chunk_cols(p, sizeof(T));
+  for (index_t j0 = 0; j0 < PQ; j0 += step) {
+    const index_t j1 = std::min(PQ, j0 + step);
+    unroll(p, x_g, j0, j1, col, j1 - j0, threaded);
+    gemm<T>(false, true, Kg, rows, j1 - j0, T(1), gy_g + j0, PQ, col, j1 - j0,
+            (first && j0 == 0) ? T(0) : T(1), acc_g, rows);
+  }
+}
+
+// How the weight gradient is parallelised (see the opening comment).
+enum class WeightPlan { threaded_gemm, per_group, per_thread_partials };
+
+WeightPlan weight_plan(const ConvParams& p, int threads) {
+  if (!outer_parallel(p, threads)) return WeightPlan::threaded_gemm;
+  return p.groups >= threads ? WeightPlan::per_group : WeightPlan::per_thread_partials;
+}
+
+index_t col_bytes(const ConvParams& p, int elem) {
+  return is_plain_gemm(p) ? 0 : col_rows(p) * chunk_cols(p, elem) * elem;
+}
+
 }  // namespace
 
 index_t conv2d_im2col_workspace_bytes(const ConvParams& p, DType dtype) {
@@ -205,5 +308,127 @@ void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* prepare
 FC_IM2COL_INSTANCES(float)
 FC_IM2COL_INSTANCES(double)
 #undef FC_IM2COL_INSTANCES
+
+// ---- backward -----------------------------------------------------------------------
+
+index_t conv2d_im2col_backward_data_workspace_bytes(const ConvParams& p, DType dtype) {
+  const int elem = dtype_size(dtype), threads = omp_get_max_threads();
+  return col_bytes(p, elem) * (outer_parallel(p, threads) ? threads : 1);
+}
+
+template <class T>
+void conv2d_im2col_backward_data(const ConvParams& p, const T* grad_y, const T* w, T* grad_x, void* workspace) {
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), G = p.groups;
+  const index_t x_group = Cg * p.H * p.W, y_group = Kg * p.P * p.Q, w_group = Kg * col_rows(p);
+  const int threads = omp_get_max_threads();
+  T* ws = static_cast<T*>(workspace);
+  auto pair = [&](index_t i, T* col, bool threaded) {
+    const index_t n = i / G, g = i % G;
+    backward_data_one<T>(p, grad_y + (n * G + g) * y_group, w + g * w_group, grad_x + (n * G + g) * x_group,
+                         col, threaded);
+  };
+  if (outer_parallel(p, threads)) {
+    const index_t per_thread = col_bytes(p, sizeof(T)) / index_t(sizeof(T));
+#pragma omp parallel
+    {
+      T* col = ws ? ws + omp_get_thread_num() * per_thread : nullptr;
+#pragma omp for schedule(dynamic)
+      for (index_t i = 0; i < p.N * G; ++i) pair(i, col, false);
+    }
+    return;
+  }
+  for (index_t i = 0; i < p.N * G; ++i) pair(i, ws, true);
+}
+
+index_t conv2d_im2col_backward_weight_workspace_bytes(const ConvParams& p, DType dtype) {
+  const int elem = dtype_size(dtype), threads = omp_get_max_threads();
+  switch (weight_plan(p, threads)) {
+    case WeightPlan::threaded_gemm: return col_bytes(p, elem);
+    case WeightPlan::per_group: return col_bytes(p, elem) * threads;
+    case WeightPlan::per_thread_partials: return (col_bytes(p, elem) + p.K * col_rows(p) * elem) * threads;
+  }
+  return 0;
+}
+
+template <class T>
+void conv2d_im2col_backward_weight(const ConvParams& p, const T* grad_y, const T* x, T* grad_w, void* workspace) {
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), G = p.groups, N = p.N;
+  const index_t x_group = Cg * p.H * p.W, y_group = Kg * p.P * p.Q, w_group = Kg * col_rows(p);
+  const int threads = omp_get_max_threads();
+  T* ws = static_cast<T*>(workspace);
+  const index_t col_elems = col_bytes(p, sizeof(T)) / index_t(sizeof(T));
+  auto image = [&](index_t n, index_t g, T* acc_g, T* col, bool first, bool threaded) {
+    backward_weight_one<T>(p, grad_y + (n * G + g) * y_group, x + (n * G + g) * x_group, acc_g, col, first,
+                           threaded);
+  };
+  if (N == 0) {  // nothing to sum: the gradient is zero
+    std::fill(grad_w, grad_w + p.K * col_rows(p), T(0));
+    return;
+  }
+  switch (weight_plan(p, threads)) {
+    case WeightPlan::threaded_gemm:
+      for (index_t g = 0; g < G; ++g)
+        for (index_t n = 0; n < N; ++n) image(n, g, grad_w + g * w_group, ws, n == 0, true);
+      return;
+    case WeightPlan::per_group:  // each group's gradient is one thread's, summed in image order
+#pragma omp parallel
+    {
+      T* col = ws ? ws + omp_get_thread_num() * col_elems : nullptr;
+#pragma omp for schedule(dynamic)
+      for (index_t g = 0; g < G; ++g)
+        for (index_t n = 0; n < N; ++n) image(n, g, grad_w + g * w_group, col, n == 0, false);
+    }
+      return;
+    case WeightPlan::per_thread_partials: {
+      // Thread t sums the pairs of a fixed contiguous range into its own (K, C/g*R*S)
+      // partial; the partials are then added in thread order, element-parallel.
+      const index_t partial = p.K * col_rows(p), pairs = N * G;
+      T* partials = ws + threads * col_elems;
+      int team = 1;
+#pragma omp parallel
+      {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#pragma omp single
+        team = nt;
+        T* col = ws + t * col_elems;
+        T* mine = partials + t * partial;
+        std::fill(mine, mine + partial, T(0));
+        const index_t i0 = pairs * t / nt, i1 = pairs * (t + 1) / nt;
+        for (index_t i = i0; i < i1; ++i) image(i / G, i % G, mine + (i % G) * w_group, col, false, false);
+      }
+#pragma omp parallel for schedule(static)
+      for (index_t e = 0; e < partial; ++e) {
+        T sum = partials[e];
+        for (int t = 1; t < team; ++t) sum += partials[t * partial + e];
+        grad_w[e] = sum;
+      }
+      return;
+    }
+  }
+}
+
+template <class T>
+void conv2d_backward_bias(const ConvParams& p, const T* grad_y, T* grad_bias) {
+  const index_t PQ = p.P * p.Q;
+#pragma omp parallel for schedule(static) if (p.N * p.K * PQ > 32768)
+  for (index_t k = 0; k < p.K; ++k) {
+    double sum = 0.0;
+    for (index_t n = 0; n < p.N; ++n) {
+      const T* g = grad_y + (n * p.K + k) * PQ;
+      double s = 0.0;
+#pragma omp simd reduction(+ : s)
+      for (index_t j = 0; j < PQ; ++j) s += double(g[j]);
+      sum += s;
+    }
+    grad_bias[k] = T(sum);
+  }
+}
+
+#define FC_IM2COL_BACKWARD(T)                                                                    \
+  template void conv2d_im2col_backward_data<T>(const ConvParams&, const T*, const T*, T*, void*); \
+  template void conv2d_im2col_backward_weight<T>(const ConvParams&, const T*, const T*, T*, void*); \
+  template void conv2d_backward_bias<T>(const ConvParams&, const T*, T*);
+FC_IM2COL_BACKWARD(float)
+FC_IM2COL_BACKWARD(double)
 
 }  // namespace fastconv::cpu

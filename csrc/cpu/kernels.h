@@ -18,6 +18,25 @@
   void avg_pool2d(const PoolParams& p, const T* x, T* y);                                \
   template <class T>                                                                     \
   void lp_pool2d(const PoolParams& p, const T* x, T* y);                                 \
+  /* conv2d_direct.cpp, backward: grad_y (N,K,P,Q); grad_x (N,C,H,W) and grad_w        \
+     (K,C/groups,R,S) are overwritten */                                                 \
+  template <class T>                                                                     \
+  void conv2d_direct_backward_data(const ConvParams& p, const T* grad_y, const T* w,     \
+                                   T* grad_x);                                           \
+  template <class T>                                                                     \
+  void conv2d_direct_backward_weight(const ConvParams& p, const T* grad_y, const T* x,   \
+                                     T* grad_w);                                         \
+  /* pool2d.cpp, backward: grad_y (N,C,P,Q); grad_x (N,C,H,W) is overwritten. Max takes \
+     the forward's indices (throws if one is outside its H*W plane); Lp takes x and the \
+     forward's y */                                                                      \
+  template <class T>                                                                     \
+  void max_pool2d_backward(const PoolParams& p, const T* grad_y,                         \
+                           const std::int64_t* indices, T* grad_x);                      \
+  template <class T>                                                                     \
+  void avg_pool2d_backward(const PoolParams& p, const T* grad_y, T* grad_x);             \
+  template <class T>                                                                     \
+  void lp_pool2d_backward(const PoolParams& p, const T* grad_y, const T* x, const T* y,  \
+                          T* grad_x);                                                    \
   /* peak.cpp: fp32 FMA GFLOP/s on every OpenMP thread; copy GB/s (read + write) */      \
   double peak_fma_gflops(double seconds);                                                \
   double peak_copy_gbs(double seconds, index_t bytes);
@@ -50,6 +69,18 @@ void conv2d_im2col_prepare(const ConvParams& p, const T* w, T* prepared);
 template <class T>
 void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* prepared, const T* bias,
                    T* y, void* workspace);
+// Backward: grad_y (N,K,P,Q) -> grad_x (N,C,H,W), grad_w (K,C/groups,R,S), overwritten.
+index_t conv2d_im2col_backward_data_workspace_bytes(const ConvParams& p, DType dtype);
+template <class T>
+void conv2d_im2col_backward_data(const ConvParams& p, const T* grad_y, const T* w, T* grad_x,
+                                 void* workspace);
+index_t conv2d_im2col_backward_weight_workspace_bytes(const ConvParams& p, DType dtype);
+template <class T>
+void conv2d_im2col_backward_weight(const ConvParams& p, const T* grad_y, const T* x, T* grad_w,
+                                   void* workspace);
+// grad_bias (K) = grad_y summed over N, P, Q (every algorithm's bias gradient).
+template <class T>
+void conv2d_backward_bias(const ConvParams& p, const T* grad_y, T* grad_bias);
 }  // namespace fastconv::cpu
 
 // conv2d_winograd.cpp, compiled once per ISA: F(m x m, 3 x 3), m = 2, 4, 6; float32.

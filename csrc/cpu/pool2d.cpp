@@ -22,6 +22,18 @@
 // tap in row-major order), so it scans the taps in row-major order, vectorised over the
 // output row (3x3/2 keeps its running max and index in registers). Global average pooling
 // (adaptive 1x1) is a plain reduction per plane.
+// Backward (grad_y (N, C, P, Q) -> grad_x (N, C, H, W), overwritten), one plane per work
+// item, so windows that overlap never race:
+//   max: grad_x[plane][indices[o]] += grad_y[o] (the forward's indices; adaptive too); a
+//        window with no tap inside the input (its y is -inf) passes no gradient.
+//   avg: each window's grad_y / divisor is added to its taps inside the input: the row's
+//        windows are first summed into a row buffer, which is then added to each input row
+//        the windows cover (separable, as the forward).
+//   Lp:  torch's autograd of (sign(a)*relu(|a|)*R*S)^(1/p), a = avg(x^p):
+//        grad_x = p*x^(p-1) * sum over windows of grad_y * (1/p)*u^(1/p-1)*R*S / divisor,
+//        u = y^p, written with y as grad_y*R*S/divisor * y^(1-p); a window with u == 0
+//        passes no gradient (relu's mask), as torch. p = +-inf: grad_y*sign(x) to the
+//        window's first max of |x| (first min for -inf), as torch's max_pool2d of |x|.
 // Limits: Lp calls std::pow per element unless p is 1, 2 or +-inf.
 #include <algorithm>
 #include <cmath>
@@ -372,6 +384,33 @@ T row_divisor(const PoolParams& p, const Axis& ah, index_t op) {
   return T(p.count_include_pad ? ah.padded[op] : ah.count[op]);
 }
 
+// ---- backward helpers --------------------------------------------------------------------
+
+// Adds v[q] to every tap inside the input of window (op, q), for all q, into the plane gxp.
+// t is a scratch row of W values.
+template <class T>
+void scatter_window_row(const Axis& ah, const Axis& aw, index_t op, const T* v, index_t W, index_t Q, T* t,
+                        T* gxp) {
+  const index_t nh = ah.count[op];
+  if (nh == 0) return;
+  std::fill(t, t + W, T(0));
+  for (index_t q = 0; q < Q; ++q) {
+    T* tq = t + aw.first[q];
+    for (index_t i = 0; i < aw.count[q]; ++i) tq[i * aw.dil] += v[q];
+  }
+  for (index_t j = 0; j < nh; ++j) {
+    T* row = gxp + (ah.first[op] + j * ah.dil) * W;
+#pragma omp simd
+    for (index_t w = 0; w < W; ++w) row[w] += t[w];
+  }
+}
+
+// torch's sign: -1, 0, +1, NaN for NaN.
+template <class T>
+inline T sign_of(T v) { return v > 0 ? T(1) : v < 0 ? T(-1) : v; }
+
+bool pool_parallel(const PoolParams& p) { return p.N * p.C * (p.H * p.W + p.P * p.Q) > 32768; }
+
 }  // namespace
 
 // ---- entry points ---------------------------------------------------------------------
@@ -459,10 +498,125 @@ void lp_pool2d(const PoolParams& p, const T* x, T* y) {
   }
 }
 
+// ---- backward entry points ------------------------------------------------------------
+
+template <class T>
+void max_pool2d_backward(const PoolParams& p, const T* grad_y, const std::int64_t* indices, T* grad_x) {
+  // A dilated window with no tap inside the input gave -inf whatever x is: its gradient goes
+  // nowhere (its forward index lies past the plane; torch's kernel writes out of bounds there).
+  const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, p.dil_h, p.adaptive);
+  const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, p.dil_w, p.adaptive);
+  const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
+  index_t bad = 0;  // an index outside its plane (counted; reported after the loop)
+#pragma omp parallel for schedule(static) if (pool_parallel(p)) reduction(+ : bad)
+  for (index_t plane = 0; plane < planes; ++plane) {
+    T* g = grad_x + plane * HW;
+    std::fill(g, g + HW, T(0));
+    const T* gy = grad_y + plane * PQ;
+    const std::int64_t* ind = indices + plane * PQ;
+    for (index_t op = 0; op < p.P; ++op) {
+      if (ah.count[op] == 0) continue;
+      for (index_t q = 0; q < p.Q; ++q) {
+        const std::int64_t i = ind[op * p.Q + q];
+        if (aw.count[q] == 0) continue;
+        if (i < 0 || i >= HW) {
+          ++bad;
+          continue;
+        }
+        g[i] += gy[op * p.Q + q];
+      }
+    }
+  }
+  FC_CHECK(bad == 0, "max_pool2d_backward: ", bad, " indices lie outside [0, H*W) = [0, ", HW, ")");
+}
+
+template <class T>
+void avg_pool2d_backward(const PoolParams& p, const T* grad_y, T* grad_x) {
+  const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, p.adaptive);
+  const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, p.adaptive);
+  const std::vector<T> cdiv = column_divisors<T>(p, aw);
+  const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
+#pragma omp parallel if (pool_parallel(p))
+  {
+    std::vector<T> t(static_cast<std::size_t>(p.W)), v(static_cast<std::size_t>(p.Q));
+#pragma omp for schedule(static)
+    for (index_t plane = 0; plane < planes; ++plane) {
+      T* gxp = grad_x + plane * HW;
+      std::fill(gxp, gxp + HW, T(0));
+      for (index_t op = 0; op < p.P; ++op) {
+        const T* gr = grad_y + plane * PQ + op * p.Q;
+        const T dh = row_divisor<T>(p, ah, op);
+        for (index_t q = 0; q < p.Q; ++q) v[q] = gr[q] / (dh * cdiv[q]);  // the forward's divisor
+        scatter_window_row(ah, aw, op, v.data(), p.W, p.Q, t.data(), gxp);
+      }
+    }
+  }
+}
+
+template <class T>
+void lp_pool2d_backward(const PoolParams& p, const T* grad_y, const T* x, const T* y, T* grad_x) {
+  const double np = p.norm_type;
+  const bool to_inf = std::isinf(np);
+  const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, p.adaptive);
+  const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, p.adaptive);
+  const std::vector<T> cdiv = column_divisors<T>(p, aw);
+  const T full = T(p.R * p.S), one_minus_p = T(1.0 - np), p_minus_one = T(np - 1.0);
+  const T sgn = np < 0 ? T(-1) : T(1);  // +-inf: the max of sgn*|x|
+  const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
+#pragma omp parallel if (pool_parallel(p))
+  {
+    std::vector<T> t(static_cast<std::size_t>(p.W)), v(static_cast<std::size_t>(p.Q));
+#pragma omp for schedule(static)
+    for (index_t plane = 0; plane < planes; ++plane) {
+      T* gxp = grad_x + plane * HW;
+      const T* xp = x + plane * HW;
+      const T* yp = y + plane * PQ;
+      const T* gp = grad_y + plane * PQ;
+      std::fill(gxp, gxp + HW, T(0));
+      if (to_inf) {  // torch's max_pool2d(|x|) backward, times d|x|/dx = sign(x)
+        for (index_t op = 0; op < p.P; ++op)
+          for (index_t q = 0; q < p.Q; ++q) {
+            T m = -std::numeric_limits<T>::infinity();
+            index_t arg = ah.first[op] * p.W + aw.first[q];
+            for (index_t j = 0; j < ah.count[op]; ++j)
+              for (index_t i = 0; i < aw.count[q]; ++i) {
+                const index_t at = (ah.first[op] + j) * p.W + aw.first[q] + i;
+                const T val = sgn * std::fabs(xp[at]);
+                if (val > m || val != val) m = val, arg = at;
+              }
+            gxp[arg] += gp[op * p.Q + q] * sign_of(xp[arg]);
+          }
+        continue;
+      }
+      // Sum over windows of grad_y * R*S / divisor * y^(1-p) (0 where u = y^p is 0) ...
+      for (index_t op = 0; op < p.P; ++op) {
+        const T dh = row_divisor<T>(p, ah, op);
+        for (index_t q = 0; q < p.Q; ++q) {
+          const T yv = yp[op * p.Q + q];
+          const bool u_zero = np > 0 ? yv == T(0) : std::isinf(yv);
+          const T ypow = np == 2 ? T(1) / yv : np == 1 ? T(1) : std::pow(yv, one_minus_p);
+          v[q] = u_zero ? T(0) : gp[op * p.Q + q] * (full / (dh * cdiv[q])) * ypow;
+        }
+        scatter_window_row(ah, aw, op, v.data(), p.W, p.Q, t.data(), gxp);
+      }
+      // ... times x^(p-1), everywhere (as torch: 0 * inf is NaN where x^(p-1) is infinite).
+      if (np == 2) {
+#pragma omp simd
+        for (index_t i = 0; i < HW; ++i) gxp[i] *= xp[i];
+      } else if (np != 1) {
+        for (index_t i = 0; i < HW; ++i) gxp[i] *= std::pow(xp[i], p_minus_one);
+      }
+    }
+  }
+}
+
 #define FC_INSTANTIATE(T)                                                        \
   template void max_pool2d<T>(const PoolParams&, const T*, T*, std::int64_t*); \
   template void avg_pool2d<T>(const PoolParams&, const T*, T*);                \
-  template void lp_pool2d<T>(const PoolParams&, const T*, T*);
+  template void lp_pool2d<T>(const PoolParams&, const T*, T*);                \
+  template void max_pool2d_backward<T>(const PoolParams&, const T*, const std::int64_t*, T*); \
+  template void avg_pool2d_backward<T>(const PoolParams&, const T*, T*);      \
+  template void lp_pool2d_backward<T>(const PoolParams&, const T*, const T*, const T*, T*);
 FC_INSTANTIATE(float)
 FC_INSTANTIATE(double)
 

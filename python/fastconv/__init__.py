@@ -6,18 +6,24 @@ algorithms, with the call signatures of torch.nn.functional.
 """
 from . import _C
 from .algorithms import get_autotune, get_workspace_limit, set_autotune, set_workspace_limit
-from .functional import (conv1d, conv2d, conv2d_output_shape, explain, get_num_threads, info,
-                         set_num_threads)
+from .functional import (conv1d, conv1d_backward, conv2d, conv2d_backward, conv2d_output_shape, explain,
+                         get_num_threads, info, set_num_threads)
 from .plan import ConvPlan, plan_conv2d
-from .pooling import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_max_pool1d, adaptive_max_pool2d,
-                      avg_pool1d, avg_pool2d, lp_pool1d, lp_pool2d, max_pool1d, max_pool2d)
+from .pooling import (adaptive_avg_pool1d, adaptive_avg_pool1d_backward, adaptive_avg_pool2d,
+                      adaptive_avg_pool2d_backward, adaptive_max_pool1d, adaptive_max_pool1d_backward,
+                      adaptive_max_pool2d, adaptive_max_pool2d_backward, avg_pool1d, avg_pool1d_backward,
+                      avg_pool2d, avg_pool2d_backward, lp_pool1d, lp_pool1d_backward, lp_pool2d,
+                      lp_pool2d_backward, max_pool1d, max_pool1d_backward, max_pool2d, max_pool2d_backward)
 
 __version__ = _C.build_info()["version"]
 
 __all__ = [
-    "conv1d", "conv2d", "conv2d_output_shape", "explain", "info",
+    "conv1d", "conv2d", "conv1d_backward", "conv2d_backward", "conv2d_output_shape", "explain", "info",
     "set_num_threads", "get_num_threads", "set_autotune", "get_autotune", "__version__",
     "plan_conv2d", "ConvPlan", "set_workspace_limit", "get_workspace_limit",
     "max_pool2d", "avg_pool2d", "lp_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
     "max_pool1d", "avg_pool1d", "lp_pool1d", "adaptive_avg_pool1d", "adaptive_max_pool1d",
+    "max_pool2d_backward", "avg_pool2d_backward", "lp_pool2d_backward", "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d_backward", "max_pool1d_backward", "avg_pool1d_backward", "lp_pool1d_backward",
+    "adaptive_avg_pool1d_backward", "adaptive_max_pool1d_backward",
 ]

@@ -231,3 +231,42 @@ def resolve(algorithm, params, dtype):
         if why:
             raise ValueError(f"algorithm {algorithm!r} cannot run this problem: {why}")
     return algorithm
+
+
+# ---- backward ----------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def backward_kernel_names():
+    """The CPU kernels of the table that have both conv2d backward ops, in table order."""
+    ops = {}
+    for k in _C.kernels():
+        if k["device"] == "cpu" and k["op"] in ("conv2d_backward_data", "conv2d_backward_weight"):
+            ops.setdefault(k["algorithm"], set()).add(k["op"])
+    return tuple(a for a, o in ops.items() if len(o) == 2)
+
+
+def backward_available():
+    """Names accepted by ``algorithm=`` for conv2d_backward on the CPU."""
+    return ("auto",) + backward_kernel_names() + ("reference",)
+
+
+def choose_backward(params):
+    """``auto`` for conv2d_backward: direct for depthwise-like problems (<= 4 input channels
+    per group), where im2col's GEMMs are a few rows tall; im2col (one GEMM per chunk for
+    each of the data and weight gradients) for everything else."""
+    if params.groups > 1 and params.C // params.groups <= 4:
+        return "direct"
+    return "im2col"
+
+
+def resolve_backward(algorithm, params):
+    """Validate conv2d_backward's ``algorithm=``; return the kernel name to run."""
+    if not isinstance(algorithm, str):
+        raise TypeError(f"algorithm must be a string, got {algorithm!r}")
+    names = backward_available()
+    if algorithm == "auto":
+        return choose_backward(params)
+    if algorithm not in names:
+        raise ValueError(f"conv2d_backward: algorithm {algorithm!r} has no backward pass; available: "
+                         f"{', '.join(names)}")
+    return algorithm

@@ -267,27 +267,37 @@ def _choose(policy, x_arr, w_arr, b_arr, params, pads, out):
     return algo
 
 
+def _as_2d(op, x_arr, w_arr, stride, padding, dilation):
+    """A 1-D problem (x (N, C, L), w (K, C/groups, S)) as its 2-D counterpart with H = R = 1."""
+    if x_arr.ndim != 3:
+        raise ValueError(f"{op}: input must be 3-D (N, C, L), got shape {x_arr.shape}")
+    if w_arr.ndim != 3:
+        raise ValueError(f"{op}: weight must be 3-D (K, C/groups, S), got shape {w_arr.shape}")
+    x_arr, w_arr = x_arr[:, :, None, :], w_arr[:, :, None, :]
+    stride = (1, as_tuple(stride, 1, "stride")[0])
+    dilation = (1, as_tuple(dilation, 1, "dilation")[0])
+    if not isinstance(padding, str):
+        padding = ((0, 0),) + normalize_padding(padding, (x_arr.shape[3],), (w_arr.shape[3],), (1,), (1,))
+    return x_arr, w_arr, stride, padding, dilation
+
+
+def _check_flip(op, flip):
+    if not isinstance(flip, (bool, np.bool_)):
+        raise TypeError(f"{op}: flip must be a bool, got {flip!r}")
+    return bool(flip)
+
+
 def _conv_nd(op, x, weight, bias, stride, padding, dilation, groups, flip, algorithm, out, one_d):
     x_arr, kind = host_array(x, "input")
     w_arr, _ = host_array(weight, "weight")
     b_arr = host_array(bias, "bias")[0] if bias is not None else None
     same_dtype([("input", x_arr), ("weight", w_arr), ("bias", b_arr)])
     if one_d:
-        if x_arr.ndim != 3:
-            raise ValueError(f"{op}: input must be 3-D (N, C, L), got shape {x_arr.shape}")
-        if w_arr.ndim != 3:
-            raise ValueError(f"{op}: weight must be 3-D (K, C/groups, S), got shape {w_arr.shape}")
-        x_arr, w_arr = x_arr[:, :, None, :], w_arr[:, :, None, :]
-        stride = (1, as_tuple(stride, 1, "stride")[0])
-        dilation = (1, as_tuple(dilation, 1, "dilation")[0])
-        if not isinstance(padding, str):
-            padding = ((0, 0),) + normalize_padding(padding, (x_arr.shape[3],), (w_arr.shape[3],), (1,), (1,))
+        x_arr, w_arr, stride, padding, dilation = _as_2d(op, x_arr, w_arr, stride, padding, dilation)
     params, pads = conv_problem(x_arr.shape, w_arr.shape, stride, padding, dilation, groups, op)
     if b_arr is not None and b_arr.shape != (params.K,):
         raise ValueError(f"{op}: bias must have shape ({params.K},), got {b_arr.shape}")
-    if not isinstance(flip, (bool, np.bool_)):
-        raise TypeError(f"{op}: flip must be a bool, got {flip!r}")
-    if flip:
+    if _check_flip(op, flip):
         w_arr = np.ascontiguousarray(w_arr[:, :, ::-1, ::-1])
     algo = algorithms.resolve(algorithm, params, x_arr.dtype)
     y_shape = (params.N, params.K, params.Q) if one_d else None
@@ -323,6 +333,85 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     (left, right), 'valid', 'same' or 'full'.
     """
     return _conv_nd("conv1d", x, weight, bias, stride, padding, dilation, groups, flip, algorithm, out, True)
+
+
+# ---- backward --------------------------------------------------------------------
+
+def _needs(op, needs):
+    if not isinstance(needs, (tuple, list)) or len(needs) != 3:
+        raise ValueError(f"{op}: needs must be a triple of bools (grad_input, grad_weight, grad_bias), got {needs!r}")
+    if not all(isinstance(v, (bool, np.bool_)) for v in needs):
+        raise TypeError(f"{op}: needs must hold bools, got {needs!r}")
+    return tuple(bool(v) for v in needs)
+
+
+def _run_conv_backward(gy, x_arr, w_arr, params, pads, algorithm, needs):
+    """(grad_x or None, grad_w or None, grad_b or None) for normalised 4-D host arrays."""
+    dtype = x_arr.dtype
+    need_x, need_w, need_b = needs
+    if algorithm == "reference":
+        gx, gw, gb = reference.conv2d_backward(gy, x_arr, w_arr, stride=(params.stride_h, params.stride_w),
+                                               pads=pads, dilation=(params.dil_h, params.dil_w),
+                                               groups=params.groups)
+        return (gx if need_x else None, gw if need_w else None, gb if need_b else None)
+    gx = gw = gb = None
+    name = DTYPE_NAMES[dtype]
+    if need_x:
+        gx = np.empty(x_arr.shape, dtype)
+        nbytes = _C.workspace_bytes(algorithm, params, name, False, "conv2d_backward_data")
+        _C.conv2d_backward_data(algorithm, params, gy, w_arr, gx, _workspace(nbytes) if nbytes else None)
+    if need_w or need_b:
+        gw = np.empty(w_arr.shape, dtype) if need_w else None
+        gb = np.empty((params.K,), dtype) if need_b else None
+        nbytes = _C.workspace_bytes(algorithm, params, name, False, "conv2d_backward_weight") if need_w else 0
+        _C.conv2d_backward_weight(algorithm, params, gy, x_arr, gw, gb, _workspace(nbytes) if nbytes else None)
+    return gx, gw, gb
+
+
+def _conv_backward_nd(op, grad_y, x, weight, stride, padding, dilation, groups, flip, algorithm, needs, one_d):
+    gy_arr, _ = host_array(grad_y, "grad_y")
+    x_arr, kind = host_array(x, "input")
+    w_arr, _ = host_array(weight, "weight")
+    same_dtype([("grad_y", gy_arr), ("input", x_arr), ("weight", w_arr)])
+    needs = _needs(op, needs)
+    flip = _check_flip(op, flip)
+    if one_d:
+        x_arr, w_arr, stride, padding, dilation = _as_2d(op, x_arr, w_arr, stride, padding, dilation)
+    params, pads = conv_problem(x_arr.shape, w_arr.shape, stride, padding, dilation, groups, op)
+    y_shape = (params.N, params.K, params.Q) if one_d else (params.N, params.K, params.P, params.Q)
+    if gy_arr.shape != y_shape:
+        raise ValueError(f"{op}: grad_y must have the output's shape {y_shape}, got {gy_arr.shape}")
+    gy_arr = gy_arr.reshape(params.N, params.K, params.P, params.Q)
+    algo = algorithms.resolve_backward(algorithm, params)
+    if flip:  # y = conv(x, flipped w): grad_w is the flipped gradient of the flipped weight
+        w_arr = np.ascontiguousarray(w_arr[:, :, ::-1, ::-1])
+    gx, gw, gb = _run_conv_backward(gy_arr, x_arr, w_arr, params, pads, algo, needs)
+    if gw is not None and flip:
+        gw = np.ascontiguousarray(gw[:, :, ::-1, ::-1])
+    if one_d:
+        gx = gx.reshape(gx.shape[0], gx.shape[1], gx.shape[3]) if gx is not None else None
+        gw = gw.reshape(gw.shape[0], gw.shape[1], gw.shape[3]) if gw is not None else None
+    return tuple(wrap_like(kind, g) if g is not None else None for g in (gx, gw, gb))
+
+
+def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    flip=False, algorithm="auto", needs=(True, True, True)):
+    """Gradients of ``conv2d(x, weight, bias, ...)`` given ``grad_y`` (N, K, P, Q), the
+    gradient of its output: returns (grad_x (N, C, H, W), grad_weight (K, C/groups, R, S),
+    grad_bias (K,) = grad_y summed over N, P, Q), with None for what ``needs``
+    (grad_x, grad_weight, grad_bias) does not ask for. Arguments as conv2d's; ``algorithm``:
+    'auto', 'direct', 'im2col', 'reference'.
+    """
+    return _conv_backward_nd("conv2d_backward", grad_y, x, weight, stride, padding, dilation, groups, flip,
+                             algorithm, needs, False)
+
+
+def conv1d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    flip=False, algorithm="auto", needs=(True, True, True)):
+    """Gradients of ``conv1d`` given ``grad_y`` (N, K, L_out): (grad_x (N, C, L),
+    grad_weight (K, C/groups, S), grad_bias (K,)), None where ``needs`` says so."""
+    return _conv_backward_nd("conv1d_backward", grad_y, x, weight, stride, padding, dilation, groups, flip,
+                             algorithm, needs, True)
 
 
 # ---- introspection -----------------------------------------------------------------

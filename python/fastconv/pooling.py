@@ -1,5 +1,5 @@
 """Pooling with the signatures of torch.nn.functional: max, average, Lp and adaptive
-pooling in 2-D (N, C, H, W) and 1-D (N, C, L), forward only, on the CPU.
+pooling in 2-D (N, C, H, W) and 1-D (N, C, L), forward and backward, on the CPU.
 
 Every call is validated here with torch's rules (kernel/stride/dilation positive,
 padding at most half the kernel, output size >= 1, torch's ceil_mode rule) and raises
@@ -9,7 +9,13 @@ are accepted as torch does. NumPy in -> NumPy out; CPU torch tensors in -> torch
 out (sharing the NumPy result's memory). float32 and float64. Indices (max pooling) are
 int64 flat indices into each H*W (or L) plane, as torch's.
 
-Every function takes a keyword-only ``out=``: a C-contiguous NumPy array of the output's
+Backward: ``<op>_backward(grad_y, x, <the forward's arguments>)`` returns grad_x, the
+gradient with respect to x given grad_y (the gradient of the forward's output, which must
+have its shape and x's dtype), as torch's autograd computes it. The arguments go through
+the forward's own normalisation. Max pooling takes the forward's ``indices`` when the
+caller has them, else recomputes them; Lp pooling recomputes the forward's output.
+
+Every forward function takes a keyword-only ``out=``: a C-contiguous NumPy array of the output's
 shape and dtype to write into; with ``return_indices=True`` it may be a pair
 ``(values, indices)``.
 """
@@ -21,11 +27,15 @@ import numbers
 import numpy as np
 
 from . import _C
-from .functional import as_int, as_tuple, check_element_count, check_out, host_array, positive, wrap_like
+from .functional import (_array_kind, as_int, as_tuple, check_element_count, check_out, host_array, positive,
+                         wrap_like)
 
 __all__ = [
     "max_pool2d", "avg_pool2d", "lp_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
     "max_pool1d", "avg_pool1d", "lp_pool1d", "adaptive_avg_pool1d", "adaptive_max_pool1d",
+    "max_pool2d_backward", "avg_pool2d_backward", "lp_pool2d_backward", "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d_backward", "max_pool1d_backward", "avg_pool1d_backward", "lp_pool1d_backward",
+    "adaptive_avg_pool1d_backward", "adaptive_max_pool1d_backward",
     "pool_output_size",
 ]
 
@@ -137,12 +147,18 @@ def _finish(kind, y, idx, return_indices):
 
 # ---- max ---------------------------------------------------------------------------------
 
-def _max_pool(op, nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, out):
+def _max_args(op, nd, x, kernel_size, stride, padding, dilation, ceil_mode):
+    """(x as (N, C, H, W), kind, user rank, PoolParams, output size) of a max pooling call."""
     arr, kind, rank = _input(x, nd, op)
     ceil_mode = _as_bool(ceil_mode, "ceil_mode", op)
-    return_indices = _as_bool(return_indices, "return_indices", op)
     k, s, p, d, o = _window(op, nd, arr.shape[4 - nd:], kernel_size, stride, padding, dilation, ceil_mode)
     prm = _params(arr, _lift(nd, o, 1), _lift(nd, k, 1), _lift(nd, s, 1), _lift(nd, p, 0), _lift(nd, d, 1))
+    return arr, kind, rank, prm, o
+
+
+def _max_pool(op, nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, out):
+    arr, kind, rank, prm, o = _max_args(op, nd, x, kernel_size, stride, padding, dilation, ceil_mode)
+    return_indices = _as_bool(return_indices, "return_indices", op)
     n, c = arr.shape[:2]
     y, y4, idx, i4 = _outputs(out, (n, c, prm.P, prm.Q), _user_shape(n, c, o, rank, nd), arr.dtype,
                               return_indices)
@@ -168,9 +184,25 @@ def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
                      return_indices, out)
 
 
+def max_pool2d_backward(grad_y, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                        indices=None):
+    """grad_x of max_pool2d: grad_y added at each window's max (the forward's ``indices`` if
+    given, else recomputed: the first max in row-major order, the last NaN, as torch)."""
+    args = _max_args("max_pool2d_backward", 2, x, kernel_size, stride, padding, dilation, ceil_mode)
+    return _max_backward("max_pool2d_backward", 2, grad_y, args, indices)
+
+
+def max_pool1d_backward(grad_y, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                        indices=None):
+    """grad_x of max_pool1d (see max_pool2d_backward)."""
+    args = _max_args("max_pool1d_backward", 1, x, kernel_size, stride, padding, dilation, ceil_mode)
+    return _max_backward("max_pool1d_backward", 1, grad_y, args, indices)
+
+
 # ---- average -----------------------------------------------------------------------------
 
-def _avg_pool(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, out):
+def _avg_args(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    """(x as (N, C, H, W), kind, user rank, PoolParams, output size) of an average pooling call."""
     arr, kind, rank = _input(x, nd, op)
     ceil_mode = _as_bool(ceil_mode, "ceil_mode", op)
     count_include_pad = _as_bool(count_include_pad, "count_include_pad", op)
@@ -182,6 +214,12 @@ def _avg_pool(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_
         if dv == 0:
             raise ValueError(f"{op}: divisor_override must be non-zero, got {divisor_override!r}")
         prm.divisor_override = dv
+    return arr, kind, rank, prm, o
+
+
+def _avg_pool(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, out):
+    arr, kind, rank, prm, o = _avg_args(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                        divisor_override)
     n, c = arr.shape[:2]
     y, y4, _, _ = _outputs(out, (n, c, prm.P, prm.Q), _user_shape(n, c, o, rank, nd), arr.dtype, False)
     _C.avg_pool2d_forward(prm, arr, y4)
@@ -206,9 +244,24 @@ def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
                      None, out)
 
 
+def avg_pool2d_backward(grad_y, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                        divisor_override=None):
+    """grad_x of avg_pool2d: each window's grad_y / divisor added to its taps inside the input."""
+    args = _avg_args("avg_pool2d_backward", 2, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override)
+    return _avg_backward("avg_pool2d_backward", 2, grad_y, args)
+
+
+def avg_pool1d_backward(grad_y, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    """grad_x of avg_pool1d (see avg_pool2d_backward)."""
+    args = _avg_args("avg_pool1d_backward", 1, x, kernel_size, stride, padding, ceil_mode, count_include_pad, None)
+    return _avg_backward("avg_pool1d_backward", 1, grad_y, args)
+
+
 # ---- Lp ----------------------------------------------------------------------------------
 
-def _lp_pool(op, nd, x, norm_type, kernel_size, stride, ceil_mode, out):
+def _lp_args(op, nd, x, norm_type, kernel_size, stride, ceil_mode):
+    """(x as (N, C, H, W), kind, user rank, PoolParams, output size) of an Lp pooling call."""
     arr, kind, rank = _input(x, nd, op)
     if isinstance(norm_type, (bool, np.bool_)) or not isinstance(norm_type, numbers.Real):
         raise TypeError(f"{op}: norm_type must be a real number, got {norm_type!r}")
@@ -219,6 +272,11 @@ def _lp_pool(op, nd, x, norm_type, kernel_size, stride, ceil_mode, out):
     k, s, _, _, o = _window(op, nd, arr.shape[4 - nd:], kernel_size, stride, 0, 1, ceil_mode)
     prm = _params(arr, _lift(nd, o, 1), _lift(nd, k, 1), _lift(nd, s, 1))
     prm.norm_type = norm_type
+    return arr, kind, rank, prm, o
+
+
+def _lp_pool(op, nd, x, norm_type, kernel_size, stride, ceil_mode, out):
+    arr, kind, rank, prm, o = _lp_args(op, nd, x, norm_type, kernel_size, stride, ceil_mode)
     n, c = arr.shape[:2]
     y, y4, _, _ = _outputs(out, (n, c, prm.P, prm.Q), _user_shape(n, c, o, rank, nd), arr.dtype, False)
     _C.lp_pool2d_forward(prm, arr, y4)
@@ -236,6 +294,20 @@ def lp_pool2d(x, norm_type, kernel_size, stride=None, ceil_mode=False, *, out=No
 def lp_pool1d(x, norm_type, kernel_size, stride=None, ceil_mode=False, *, out=None):
     """1-D power-average pooling, as torch.nn.functional.lp_pool1d. x is (N, C, L) or (C, L)."""
     return _lp_pool("lp_pool1d", 1, x, norm_type, kernel_size, stride, ceil_mode, out)
+
+
+def lp_pool2d_backward(grad_y, x, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """grad_x of lp_pool2d as torch's autograd gives it: x^(p-1) * y^(1-p) * grad_y summed over
+    the windows (times kh*kw / divisor, which is 1 unless ceil_mode clips a window); 0 from
+    a window whose sum of x^p is 0; p = +-inf: grad_y * sign(x) at the max (min) of |x|."""
+    args = _lp_args("lp_pool2d_backward", 2, x, norm_type, kernel_size, stride, ceil_mode)
+    return _lp_backward("lp_pool2d_backward", 2, grad_y, args)
+
+
+def lp_pool1d_backward(grad_y, x, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """grad_x of lp_pool1d (see lp_pool2d_backward)."""
+    args = _lp_args("lp_pool1d_backward", 1, x, norm_type, kernel_size, stride, ceil_mode)
+    return _lp_backward("lp_pool1d_backward", 1, grad_y, args)
 
 
 # ---- adaptive ----------------------------------------------------------------------------
@@ -257,11 +329,17 @@ def _adaptive_size(op, nd, output_size, sizes):
     return out
 
 
-def _adaptive(op, nd, x, output_size, is_max, return_indices, out):
+def _adaptive_args(op, nd, x, output_size):
+    """(x as (N, C, H, W), kind, user rank, PoolParams, output size) of an adaptive pooling call."""
     arr, kind, rank = _input(x, nd, op)
-    return_indices = _as_bool(return_indices, "return_indices", op)
     o = _adaptive_size(op, nd, output_size, arr.shape[4 - nd:])
     prm = _params(arr, _lift(nd, o, 1), adaptive=True)
+    return arr, kind, rank, prm, o
+
+
+def _adaptive(op, nd, x, output_size, is_max, return_indices, out):
+    arr, kind, rank, prm, o = _adaptive_args(op, nd, x, output_size)
+    return_indices = _as_bool(return_indices, "return_indices", op)
     n, c = arr.shape[:2]
     y, y4, idx, i4 = _outputs(out, (n, c, prm.P, prm.Q), _user_shape(n, c, o, rank, nd), arr.dtype,
                               return_indices)
@@ -292,3 +370,100 @@ def adaptive_avg_pool1d(x, output_size, *, out=None):
 def adaptive_max_pool1d(x, output_size, return_indices=False, *, out=None):
     """1-D adaptive max pooling, as torch.nn.functional.adaptive_max_pool1d."""
     return _adaptive("adaptive_max_pool1d", 1, x, output_size, True, return_indices, out)
+
+
+def adaptive_avg_pool2d_backward(grad_y, x, output_size):
+    """grad_x of adaptive_avg_pool2d: each window's grad_y / its size added to its taps."""
+    args = _adaptive_args("adaptive_avg_pool2d_backward", 2, x, output_size)
+    return _avg_backward("adaptive_avg_pool2d_backward", 2, grad_y, args)
+
+
+def adaptive_max_pool2d_backward(grad_y, x, output_size, indices=None):
+    """grad_x of adaptive_max_pool2d (the forward's ``indices`` if given, else recomputed)."""
+    args = _adaptive_args("adaptive_max_pool2d_backward", 2, x, output_size)
+    return _max_backward("adaptive_max_pool2d_backward", 2, grad_y, args, indices)
+
+
+def adaptive_avg_pool1d_backward(grad_y, x, output_size):
+    """grad_x of adaptive_avg_pool1d."""
+    args = _adaptive_args("adaptive_avg_pool1d_backward", 1, x, output_size)
+    return _avg_backward("adaptive_avg_pool1d_backward", 1, grad_y, args)
+
+
+def adaptive_max_pool1d_backward(grad_y, x, output_size, indices=None):
+    """grad_x of adaptive_max_pool1d (the forward's ``indices`` if given, else recomputed)."""
+    args = _adaptive_args("adaptive_max_pool1d_backward", 1, x, output_size)
+    return _max_backward("adaptive_max_pool1d_backward", 1, grad_y, args, indices)
+
+
+# ---- backward plumbing ---------------------------------------------------------------------
+# args is the forward's normalised (x as (N, C, H, W), kind, user rank, PoolParams, output size).
+
+def _grad_output(op, nd, grad_y, args):
+    """grad_y checked against the forward's output (shape, and x's dtype) as (N, C, P, Q)."""
+    arr, _, rank, prm, o = args
+    g, _ = host_array(grad_y, "grad_y")
+    if g.dtype != arr.dtype:
+        raise TypeError(f"{op}: grad_y has dtype {g.dtype} but the input has {arr.dtype}; they must match")
+    want = _user_shape(arr.shape[0], arr.shape[1], o, rank, nd)
+    if g.shape != want:
+        raise ValueError(f"{op}: grad_y must have the forward output's shape {want}, got {tuple(g.shape)}")
+    return g.reshape(arr.shape[0], arr.shape[1], prm.P, prm.Q)
+
+
+def _grad_input(nd, args):
+    """(grad_x as (N, C, H, W), grad_x in the caller's type and x's shape)."""
+    arr, kind, rank, _, _ = args
+    gx = np.empty(arr.shape, arr.dtype)
+    shape = arr.shape if nd == 2 else arr.shape[:2] + arr.shape[3:]
+    return gx, wrap_like(kind, gx.reshape(shape[1:] if rank == nd + 1 else shape))
+
+
+def _empty_output(prm):
+    """No windows (adaptive output size 0): the gradient is zero."""
+    return prm.P == 0 or prm.Q == 0
+
+
+def _max_backward(op, nd, grad_y, args, indices):
+    arr, _, rank, prm, o = args
+    gy = _grad_output(op, nd, grad_y, args)
+    gx, result = _grad_input(nd, args)
+    if _empty_output(prm):
+        gx.fill(0)
+        return result
+    n, c = arr.shape[:2]
+    if indices is None:  # the forward's indices, recomputed
+        idx = np.empty((n, c, prm.P, prm.Q), np.int64)
+        _C.max_pool2d_forward(prm, arr, np.empty(idx.shape, arr.dtype), idx)
+    else:
+        kind = _array_kind(indices)
+        idx = indices.detach().numpy() if kind == "torch" else indices
+        if idx.dtype != np.int64:
+            raise TypeError(f"{op}: indices must be int64 (as the forward returns them), got {idx.dtype}")
+        want = _user_shape(n, c, o, rank, nd)
+        if idx.shape != want:
+            raise ValueError(f"{op}: indices must have the forward output's shape {want}, got {tuple(idx.shape)}")
+        idx = np.ascontiguousarray(idx).reshape(n, c, prm.P, prm.Q)
+    _C.max_pool2d_backward(prm, gy, idx, gx)
+    return result
+
+
+def _avg_backward(op, nd, grad_y, args):
+    _, _, _, prm, _ = args
+    gy = _grad_output(op, nd, grad_y, args)
+    gx, result = _grad_input(nd, args)
+    if _empty_output(prm):
+        gx.fill(0)
+        return result
+    _C.avg_pool2d_backward(prm, gy, gx)
+    return result
+
+
+def _lp_backward(op, nd, grad_y, args):
+    arr, _, _, prm, _ = args
+    gy = _grad_output(op, nd, grad_y, args)
+    gx, result = _grad_input(nd, args)
+    y = np.empty(gy.shape, arr.dtype)  # the forward's output, recomputed
+    _C.lp_pool2d_forward(prm, arr, y)
+    _C.lp_pool2d_backward(prm, gy, arr, y, gx)
+    return result

@@ -35,6 +35,37 @@ def conv2d(x, w, bias=None, stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1
     return y.astype(x.dtype)
 
 
+def conv2d_backward(grad_y, x, w, stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), groups=1):
+    """Gradients of conv2d (above) given grad_y (N, K, P, Q): (grad_x (N, C, H, W),
+    grad_w (K, C/groups, R, S), grad_bias (K,)). Tap by tap, as the forward: each tap's
+    slice of the padded input gets grad_y times the tap's weights, and the tap's weights
+    get grad_y times the slice; the padding is cropped off grad_x at the end."""
+    x = np.asarray(x)
+    w = np.asarray(w)
+    gy = np.asarray(grad_y, np.float64)
+    n, c, h, wd = x.shape
+    k, cg, r, s = w.shape
+    (pt, pb), (pl, pr) = pads
+    sh, sw = stride
+    dh, dw = dilation
+    p, q = gy.shape[2:]
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    xg = xp.reshape(n, groups, cg, h + pt + pb, wd + pl + pr)
+    gxg = np.zeros_like(xg)
+    wg = w.astype(np.float64).reshape(groups, k // groups, cg, r, s)
+    gyg = gy.reshape(n, groups, k // groups, p, q)
+    gw = np.zeros_like(wg)
+    for i in range(r):
+        for j in range(s):
+            sl = (slice(None),) * 3 + (slice(i * dh, i * dh + (p - 1) * sh + 1, sh),
+                                       slice(j * dw, j * dw + (q - 1) * sw + 1, sw))
+            gxg[sl] += np.einsum("ngkpq,gkc->ngcpq", gyg, wg[:, :, :, i, j])
+            gw[:, :, :, i, j] = np.einsum("ngkpq,ngcpq->gkc", gyg, xg[sl])
+    gx = gxg.reshape(xp.shape)[:, :, pt:pt + h, pl:pl + wd]
+    gb = gy.sum(axis=(0, 2, 3))
+    return gx.astype(x.dtype), gw.reshape(w.shape).astype(x.dtype), gb.astype(x.dtype)
+
+
 # ---- pooling -------------------------------------------------------------------------------
 # Plain loops over output positions, vectorised over (N, C) only; float64 accumulation.
 # x is (N, C, H, W); per-axis arguments are pairs (h, w); pads are symmetric (top, left).
@@ -102,30 +133,119 @@ def max_pool2d(x, kernel, stride, pads=(0, 0), dilation=(1, 1), ceil_mode=False)
     return y, idx
 
 
-def avg_pool2d(x, kernel, stride, pads=(0, 0), ceil_mode=False, count_include_pad=True,
-               divisor_override=None):
-    """Average pooling (y is (N, C, P, Q)), divisor as torch's."""
-    x = np.asarray(x)
-    n, c, h, w = x.shape
+def _avg_windows(h, w, kernel, stride, pads, ceil_mode, count_include_pad, divisor_override):
+    """(P, Q, [(i, j, rows, cols, divisor), ...]) of average pooling, divisor as torch's."""
     P = pool_output_size(h, kernel[0], stride[0], pads[0], 1, ceil_mode)
     Q = pool_output_size(w, kernel[1], stride[1], pads[1], 1, ceil_mode)
-    xd = x.astype(np.float64)
-    y = np.empty((n, c, P, Q), np.float64)
+    windows = []
     for i in range(P):
         rows = _pool_taps(i, h, kernel[0], stride[0], pads[0], 1)
         r0 = i * stride[0] - pads[0]
         for j in range(Q):
             cols = _pool_taps(j, w, kernel[1], stride[1], pads[1], 1)
             s0 = j * stride[1] - pads[1]
-            total = xd[:, :, rows][:, :, :, cols].sum(axis=(2, 3))
             if divisor_override:
                 div = divisor_override
             elif count_include_pad:  # the window clipped to the padded input
                 div = (min(r0 + kernel[0], h + pads[0]) - r0) * (min(s0 + kernel[1], w + pads[1]) - s0)
             else:
                 div = len(rows) * len(cols)
-            y[:, :, i, j] = total / div
+            windows.append((i, j, rows, cols, div))
+    return P, Q, windows
+
+
+def _adaptive_windows(h, w, output_size):
+    """(P, Q, [(i, j, rows, cols, divisor), ...]) of adaptive average pooling."""
+    P, Q = output_size
+    windows = []
+    for i in range(P):
+        rows = _adaptive_taps(i, h, P)
+        for j in range(Q):
+            cols = _adaptive_taps(j, w, Q)
+            windows.append((i, j, rows, cols, len(rows) * len(cols)))
+    return P, Q, windows
+
+
+def _average(x, P, Q, windows):
+    """y (N, C, P, Q): each window's sum over its taps divided by its divisor."""
+    n, c = x.shape[:2]
+    xd = x.astype(np.float64)
+    y = np.empty((n, c, P, Q), np.float64)
+    for i, j, rows, cols, div in windows:
+        y[:, :, i, j] = xd[:, :, rows][:, :, :, cols].sum(axis=(2, 3)) / div
     return y.astype(x.dtype)
+
+
+def _average_backward(grad_y, x_shape, windows):
+    """float64 grad_x: each window's grad_y / divisor added to every one of its taps."""
+    gy = np.asarray(grad_y, np.float64)
+    gx = np.zeros(x_shape, np.float64)
+    for i, j, rows, cols, div in windows:
+        ri, ci = np.ix_(rows, cols)  # the taps of one window are distinct: += is safe
+        gx[:, :, ri, ci] += (gy[:, :, i, j] / div)[:, :, None, None]
+    return gx
+
+
+def avg_pool2d(x, kernel, stride, pads=(0, 0), ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """Average pooling (y is (N, C, P, Q)), divisor as torch's."""
+    x = np.asarray(x)
+    P, Q, windows = _avg_windows(*x.shape[2:], kernel, stride, pads, ceil_mode, count_include_pad,
+                                 divisor_override)
+    return _average(x, P, Q, windows)
+
+
+def avg_pool2d_backward(grad_y, x, kernel, stride, pads=(0, 0), ceil_mode=False, count_include_pad=True,
+                        divisor_override=None):
+    """grad_x (N, C, H, W) of avg_pool2d given grad_y (N, C, P, Q)."""
+    x = np.asarray(x)
+    _, _, windows = _avg_windows(*x.shape[2:], kernel, stride, pads, ceil_mode, count_include_pad,
+                                 divisor_override)
+    return _average_backward(grad_y, x.shape, windows).astype(x.dtype)
+
+
+def max_pool2d_backward(grad_y, x_shape, indices):
+    """grad_x (N, C, H, W) of max pooling: grad_y added at the forward's indices (flat into
+    each H*W plane); works for adaptive max pooling too. A dilated window with no tap inside
+    the input (y = -inf whatever x is; its index lies past the plane) passes no gradient."""
+    gy = np.asarray(grad_y)
+    n, c, h, w = x_shape
+    gx = np.zeros((n * c, h * w), np.float64)
+    rows = np.repeat(np.arange(n * c), gy.shape[2] * gy.shape[3])
+    idx = np.asarray(indices).reshape(-1)
+    inside = idx < h * w
+    np.add.at(gx, (rows[inside], idx[inside]), gy.reshape(-1).astype(np.float64)[inside])
+    return gx.reshape(x_shape).astype(gy.dtype)
+
+
+def lp_pool2d_backward(grad_y, x, norm_type, kernel, stride, ceil_mode=False):
+    """grad_x of lp_pool2d, torch's autograd spelled out: with a = avg_pool2d(x^p) and
+    u = sign(a)*relu(|a|)*kh*kw, y = u^(1/p); relu passes no gradient where a == 0, so
+    grad_a = grad_y * (1/p)*u^(1/p-1)*kh*kw (0 where a == 0), grad_x = p*x^(p-1) * avg
+    backward(grad_a). p = +-inf: grad_y*sign(x) at the window's first max (min) of |x|."""
+    x = np.asarray(x)
+    gy = np.asarray(grad_y, np.float64)
+    if np.isinf(norm_type):
+        sign = 1.0 if norm_type > 0 else -1.0
+        _, idx = max_pool2d(sign * np.abs(x), kernel, stride, (0, 0), (1, 1), ceil_mode)
+        gx = max_pool2d_backward(gy, x.shape, idx)
+        return (gx * np.sign(x.astype(np.float64))).astype(x.dtype)
+    xd = x.astype(np.float64)
+    _, _, windows = _avg_windows(*x.shape[2:], kernel, stride, (0, 0), ceil_mode, True, None)
+    with np.errstate(all="ignore"):
+        a = avg_pool2d(xd ** norm_type, kernel, stride, (0, 0), ceil_mode, True)
+        area = kernel[0] * kernel[1]
+        u = a * area
+        ga = np.where(np.abs(a) <= 0, 0.0, gy * (1.0 / norm_type) * u ** (1.0 / norm_type - 1) * area)
+        gx = _average_backward(ga, x.shape, windows) * (norm_type * xd ** (norm_type - 1))
+    return gx.astype(x.dtype)
+
+
+def adaptive_avg_pool2d_backward(grad_y, x, output_size):
+    """grad_x of adaptive_avg_pool2d given grad_y (N, C, P, Q)."""
+    x = np.asarray(x)
+    _, _, windows = _adaptive_windows(*x.shape[2:], output_size)
+    return _average_backward(grad_y, x.shape, windows).astype(x.dtype)
 
 
 def lp_pool2d(x, norm_type, kernel, stride, ceil_mode=False):
@@ -144,16 +264,8 @@ def lp_pool2d(x, norm_type, kernel, stride, ceil_mode=False):
 def adaptive_avg_pool2d(x, output_size):
     """Adaptive average pooling to output_size (P, Q)."""
     x = np.asarray(x)
-    n, c, h, w = x.shape
-    P, Q = output_size
-    xd = x.astype(np.float64)
-    y = np.empty((n, c, P, Q), np.float64)
-    for i in range(P):
-        rows = _adaptive_taps(i, h, P)
-        for j in range(Q):
-            cols = _adaptive_taps(j, w, Q)
-            y[:, :, i, j] = xd[:, :, rows][:, :, :, cols].mean(axis=(2, 3))
-    return y.astype(x.dtype)
+    P, Q, windows = _adaptive_windows(*x.shape[2:], output_size)
+    return _average(x, P, Q, windows)
 
 
 def adaptive_max_pool2d(x, output_size):

@@ -1,0 +1,235 @@
+"""conv2d/conv1d backward: every backward algorithm of the kernel table x float32/float64 x
+every ISA against reference.conv2d_backward over test_conv's table of problems (odd and
+prime sizes, strides 1-3, dilation, asymmetric pads, every padding string, groups,
+depthwise, 1x1, N = 0), with the kernels' outputs pre-filled with NaN; the reference
+against torch's autograd; the public API (flip, needs, 1-D, auto, torch tensors); errors.
+"""
+import numpy as np
+import pytest
+
+import fastconv as fc
+from conftest import AVAILABLE_ISAS, assert_close, nan_out, tolerance
+from fastconv import _C, algorithms
+from fastconv import reference as ref
+from fastconv.functional import conv_params
+from test_conv import CASES, _ids
+
+BACKWARD_ALGORITHMS = list(algorithms.backward_kernel_names())
+DTYPES = [np.float32, np.float64]
+
+
+def _problem(case, dtype, rng):
+    xs, ws, stride, padding, dilation, groups, _ = case
+    params, pads = conv_params(xs, ws, stride, padding, dilation, groups, "test")
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    gy = rng.standard_normal((params.N, params.K, params.P, params.Q)).astype(dtype)
+    return params, pads, x, w, gy
+
+
+def _reference(params, pads, x, w, gy):
+    return ref.conv2d_backward(gy, x, w, stride=(params.stride_h, params.stride_w), pads=pads,
+                               dilation=(params.dil_h, params.dil_w), groups=params.groups)
+
+
+def _workspace(algorithm, params, dtype, op):
+    n = _C.workspace_bytes(algorithm, params, np.dtype(dtype).name, False, op)
+    return np.empty(n, np.uint8) if n else None
+
+
+def _tolerances(algorithm, dtype, params):
+    """Reduction lengths: grad_x sums K/g*R*S products (about), grad_w and grad_b N*P*Q."""
+    red_x = params.K // params.groups * params.R * params.S
+    red_w = max(params.N * params.P * params.Q, 1)
+    return tolerance(algorithm, dtype, red_x), tolerance(algorithm, dtype, red_w)
+
+
+# ---- kernels against the reference ------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("algorithm", BACKWARD_ALGORITHMS)
+@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
+def test_backward_kernels_match_reference(case, algorithm, dtype, isa, rng):
+    params, pads, x, w, gy = _problem(case, dtype, rng)
+    want_x, want_w, want_b = _reference(params, pads, x, w, gy)
+    gx, gw, gb = nan_out(x.shape, dtype), nan_out(w.shape, dtype), nan_out((params.K,), dtype)
+    _C.conv2d_backward_data(algorithm, params, gy, w, gx, _workspace(algorithm, params, dtype, "conv2d_backward_data"))
+    _C.conv2d_backward_weight(algorithm, params, gy, x, gw, gb,
+                              _workspace(algorithm, params, dtype, "conv2d_backward_weight"))
+    tol_x, tol_w = _tolerances(algorithm, dtype, params)
+    what = f"{algorithm}/{isa}/{np.dtype(dtype).name}"
+    assert_close(gx, want_x, tol_x, what + " grad_x")
+    assert_close(gw, want_w, tol_w, what + " grad_w")
+    assert_close(gb, want_b, tol_w, what + " grad_b")
+
+
+EXACT_CASES = [c for c in CASES if c[0][0] > 0][:12]
+
+
+@pytest.mark.parametrize("algorithm", BACKWARD_ALGORITHMS)
+@pytest.mark.parametrize("case", EXACT_CASES, ids=[_ids(c) for c in EXACT_CASES])
+def test_backward_exact_on_small_integers(case, algorithm, rng):
+    """Small integers make every partial sum exact, whatever the order of summation."""
+    xs, ws, stride, padding, dilation, groups, flip = case
+    x = rng.integers(-3, 4, xs).astype(np.float64)
+    w = rng.integers(-3, 4, ws).astype(np.float64)
+    y_shape = fc.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups).shape
+    gy = rng.integers(-3, 4, y_shape).astype(np.float64)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, flip=flip)
+    want = fc.conv2d_backward(gy, x, w, algorithm="reference", **kw)
+    got = fc.conv2d_backward(gy, x, w, algorithm=algorithm, **kw)
+    for g, r, name in zip(got, want, ("grad_x", "grad_w", "grad_b")):
+        np.testing.assert_array_equal(g, r, err_msg=f"{algorithm} {name}")
+
+
+def test_weight_gradient_is_deterministic(rng):
+    """Same inputs, same bits: many small images (per-thread partial sums), a large one
+    (threaded GEMMs), many groups (one group per thread)."""
+    for xs, ws, groups in [((16, 8, 6, 6), (8, 8, 3, 3), 1), ((2, 16, 40, 40), (16, 16, 3, 3), 1),
+                           ((8, 32, 9, 9), (32, 4, 3, 3), 8)]:
+        x = rng.standard_normal(xs).astype(np.float32)
+        w = rng.standard_normal(ws).astype(np.float32)
+        gy = rng.standard_normal(fc.conv2d(x, w, padding=1, groups=groups).shape).astype(np.float32)
+        for algorithm in BACKWARD_ALGORITHMS:
+            first = fc.conv2d_backward(gy, x, w, padding=1, groups=groups, algorithm=algorithm)
+            again = fc.conv2d_backward(gy, x, w, padding=1, groups=groups, algorithm=algorithm)
+            for a, b in zip(first, again):
+                np.testing.assert_array_equal(a, b)
+
+
+# ---- the reference against torch's autograd -----------------------------------------------
+
+TORCH_CASES = [  # (x shape, w shape, stride, padding as ((top, bottom), (left, right)), dilation, groups)
+    ((2, 3, 7, 11), (5, 3, 3, 3), 1, ((1, 1), (1, 1)), 1, 1),
+    ((1, 4, 13, 10), (6, 2, 5, 4), (3, 2), ((2, 1), (0, 3)), (2, 1), 2),
+    ((2, 6, 9, 9), (6, 1, 3, 3), 2, ((1, 1), (1, 1)), 1, 6),
+    ((1, 5, 8, 7), (7, 5, 1, 1), 2, ((0, 0), (0, 0)), 1, 1),
+]
+
+
+@pytest.mark.parametrize("case", TORCH_CASES)
+def test_reference_matches_torch_autograd(case, rng):
+    torch = pytest.importorskip("torch")
+    xs, ws, stride, pads, dilation, groups = case
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    b = rng.standard_normal(ws[0])
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    (pt, pb), (pl, pr) = pads
+    y = torch.nn.functional.conv2d(torch.nn.functional.pad(xt, (pl, pr, pt, pb)), wt, bt, stride=stride,
+                                   dilation=dilation, groups=groups)
+    gy = rng.standard_normal(tuple(y.shape))
+    y.backward(torch.tensor(gy))
+    got = ref.conv2d_backward(gy, x, w, stride=fc.functional.as_tuple(stride, 2, "stride"), pads=pads,
+                              dilation=fc.functional.as_tuple(dilation, 2, "dilation"), groups=groups)
+    for g, t in zip(got, (xt, wt, bt)):
+        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+# ---- the public API ------------------------------------------------------------------------
+
+def test_api_flip_needs_and_torch_tensors(rng):
+    torch = pytest.importorskip("torch")
+    x, w = rng.standard_normal((2, 4, 9, 8)), rng.standard_normal((6, 2, 3, 2))
+    kw = dict(stride=2, padding="same", groups=2)
+    gy = rng.standard_normal(fc.conv2d(x, w, **kw).shape)
+    # flip=True is conv2d with the flipped weight: its weight gradient is the flipped one
+    gx, gw, gb = fc.conv2d_backward(gy, x, w, flip=True, **kw)
+    fx, fw, fb = fc.conv2d_backward(gy, x, np.ascontiguousarray(w[:, :, ::-1, ::-1]), **kw)
+    np.testing.assert_allclose(gx, fx, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(gw, fw[:, :, ::-1, ::-1], rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(gb, fb, rtol=1e-13, atol=1e-13)
+    only = fc.conv2d_backward(gy, x, w, needs=(False, True, False), **kw)
+    assert only[0] is None and only[2] is None and only[1].shape == w.shape
+    assert fc.conv2d_backward(gy, x, w, needs=(False, False, True), **kw)[:2] == (None, None)
+    tx, tw, tb = fc.conv2d_backward(torch.tensor(gy), torch.tensor(x), torch.tensor(w), **kw)
+    assert all(isinstance(t, torch.Tensor) for t in (tx, tw, tb))
+    np.testing.assert_allclose(tw.numpy(), fc.conv2d_backward(gy, x, w, **kw)[1], rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("padding", [0, 2, (1, 3), "valid", "same", "full"])
+def test_conv1d_backward_matches_torch(padding, rng):
+    torch = pytest.importorskip("torch")
+    x, w, b = rng.standard_normal((2, 4, 19)), rng.standard_normal((6, 2, 4)), rng.standard_normal(6)
+    kw = dict(stride=2 if padding != "same" else 1, padding=padding, dilation=2, groups=2)
+    gy = rng.standard_normal(fc.conv1d(x, w, **kw).shape)
+    pads = {"valid": (0, 0), "full": (6, 6)}.get(padding, padding)
+    if padding == "same":
+        pads = (3, 3)
+    elif isinstance(pads, int):
+        pads = (pads, pads)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    y = torch.nn.functional.conv1d(torch.nn.functional.pad(xt, pads), wt, bt, stride=kw["stride"], dilation=2,
+                                   groups=2)
+    y.backward(torch.tensor(gy))
+    for algorithm in ("auto", "direct", "im2col", "reference"):
+        got = fc.conv1d_backward(gy, x, w, algorithm=algorithm, **kw)
+        for g, t in zip(got, (xt, wt, bt)):
+            np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-12, atol=1e-12, err_msg=algorithm)
+
+
+def test_auto_choice():
+    depthwise, _ = conv_params((1, 8, 9, 9), (8, 1, 3, 3), 1, 1, 1, 8)
+    dense, _ = conv_params((1, 8, 9, 9), (8, 8, 3, 3), 1, 1, 1, 1)
+    assert algorithms.choose_backward(depthwise) == "direct"
+    assert algorithms.choose_backward(dense) == "im2col"
+
+
+def test_empty_batch_gives_zero_weight_gradient():
+    x, w = np.zeros((0, 3, 8, 8), np.float32), np.ones((4, 3, 3, 3), np.float32)
+    gy = np.zeros((0, 4, 8, 8), np.float32)
+    for algorithm in ("direct", "im2col", "reference"):
+        gx, gw, gb = fc.conv2d_backward(gy, x, w, padding=1, algorithm=algorithm)
+        assert gx.shape == x.shape and not gw.any() and not gb.any() and gw.shape == w.shape
+
+
+# ---- errors --------------------------------------------------------------------------------
+
+X = np.zeros((1, 2, 6, 7), np.float32)
+W = np.zeros((3, 2, 3, 3), np.float32)
+GY = np.zeros((1, 3, 4, 5), np.float32)
+
+
+@pytest.mark.parametrize("call, exc, words", [
+    (lambda: fc.conv2d_backward(GY[:, :2], X, W), ValueError, "grad_y must have the output's shape (1, 3, 4, 5)"),
+    (lambda: fc.conv2d_backward(GY.astype(np.float64), X, W), TypeError, "grad_y=float64"),
+    (lambda: fc.conv2d_backward(GY.astype(np.int32), X, W), TypeError, "supported dtypes"),
+    (lambda: fc.conv2d_backward(GY, X, W, algorithm="winograd"), ValueError, "has no backward pass"),
+    (lambda: fc.conv2d_backward(GY, X, W, algorithm="nope"), ValueError, "available: auto, direct, im2col"),
+    (lambda: fc.conv2d_backward(GY, X, W, algorithm=3), TypeError, "algorithm must be a string"),
+    (lambda: fc.conv2d_backward(GY, X, W, needs=(True, True)), ValueError, "needs must be a triple"),
+    (lambda: fc.conv2d_backward(GY, X, W, needs=(1, 1, 1)), TypeError, "needs must hold bools"),
+    (lambda: fc.conv2d_backward(GY, X, W, flip=1), TypeError, "flip must be a bool"),
+    (lambda: fc.conv2d_backward(GY, X, W[:, :1], groups=2), ValueError, "output channels K=3"),
+    (lambda: fc.conv1d_backward(GY, X, W), ValueError, "input must be 3-D"),
+])
+def test_errors(call, exc, words):
+    with pytest.raises(exc) as info:
+        call()
+    assert words in str(info.value)
+
+
+def test_cpp_checks_again():
+    params, _ = conv_params(X.shape, W.shape, 1, 0, 1, 1)
+    gx = np.empty(X.shape, np.float32)
+    with pytest.raises(ValueError, match="grad_y dimension 1 is 2"):
+        _C.conv2d_backward_data("im2col", params, GY[:, :2].copy(), W, gx)
+    with pytest.raises(ValueError, match="grad_x must be writable"):
+        ro = np.empty(X.shape, np.float32)
+        ro.flags.writeable = False
+        _C.conv2d_backward_data("direct", params, GY, W, ro)
+    with pytest.raises(ValueError, match="needs grad_w, grad_bias or both"):
+        _C.conv2d_backward_weight("direct", params, GY, X, None, None)
+    with pytest.raises(ValueError, match="no cpu kernel 'winograd:4' for conv2d_backward_data"):
+        _C.conv2d_backward_data("winograd:4", params, GY, W, gx)
+    with pytest.raises(ValueError, match="op must be"):
+        _C.workspace_bytes("im2col", params, "float32", False, "conv3d")
+
+
+def test_kernel_table_lists_backward_ops():
+    ops = set(_C.build_info()["ops"])
+    assert {"conv2d_backward_data", "conv2d_backward_weight", "max_pool2d_backward", "avg_pool2d_backward",
+            "lp_pool2d_backward"} <= ops
+    rows = {(k["algorithm"], k["op"]) for k in _C.kernels()}
+    for a in ("direct", "im2col"):
+        assert (a, "conv2d_backward_data") in rows and (a, "conv2d_backward_weight") in rows
+    assert set(BACKWARD_ALGORITHMS) == {"direct", "im2col"} and len(AVAILABLE_ISAS) >= 1
