@@ -112,7 +112,9 @@ def test_plan_workspace_and_explain(rng):
     plan = fc.plan_conv2d(w, x.shape, padding=1, algorithm="winograd:4")
     info = plan.explain()
     params, _ = conv_params(x.shape, w.shape, 1, 1, 1, 1)
-    assert info["prepared_bytes"] == _C.prepared_bytes("winograd:4", params, "float32") == 36 * 64 * 64 * 4
+    # 36 transformed 64 x 64 kernels, each plane padded by at most one cache line.
+    assert info["prepared_bytes"] == _C.prepared_bytes("winograd:4", params, "float32")
+    assert 36 * 64 * 64 * 4 <= info["prepared_bytes"] <= 36 * (64 * 64 * 4 + 64)
     assert info["workspace_bytes"] == _C.workspace_bytes("winograd:4", params, "float32", True)
     # A plan's call needs no room for the transformed kernel.
     assert info["workspace_bytes"] < _C.workspace_bytes("winograd:4", params, "float32")

@@ -125,6 +125,10 @@ SHAPES = [
     ((1, 4, 5, 5), (3, 4, 3, 3), "full", 1),            # output larger than the input
     ((1, 3, 23, 29), (4, 3, 3, 3), "valid", 1),
     ((0, 4, 8, 8), (4, 4, 3, 3), 1, 1),                 # empty batch
+    # Rows of 16 whole interior tiles side by side (the vectorised gather and scatter of
+    # strided tiles), next to clipped and padded edge tiles: 131 columns = 2 runs + edges.
+    ((2, 3, 37, 131), (5, 3, 3, 3), ((1, 0), (2, 1)), 1),
+    ((1, 2, 9, 100), (3, 2, 3, 3), 0, 1),
 ]
 
 

@@ -24,7 +24,12 @@
 // Limits: R = S = 3, stride 1, dilation 1; any padding, groups, sizes.
 #include <omp.h>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -39,11 +44,19 @@ using winograd::WinogradMatrices;
 
 constexpr int kL = 16;                             // lanes of the transforms
 constexpr index_t kBlockBytes = index_t(768) << 10;  // V + M of one tile block, per thread
-constexpr index_t kMinBlockTiles = 128;              // fewer: U is re-packed by more, smaller GEMMs
+constexpr index_t kMinBlockTiles = 128;              // fewer: narrower, less efficient GEMMs
 constexpr index_t kChannelBlock = 32;                // output channels per task when weight-bound
 
 index_t round_up(index_t a, index_t b) { return (a + b - 1) / b * b; }
 index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
+
+// Floats between the n*n planes of U and V: whole 64-byte lines, an odd number of them.
+// The transforms store one vector into each of the n*n planes in turn; planes a multiple
+// of 4 KiB apart would all land in one L1 set (8 ways) and evict each other.
+index_t plane_stride(index_t floats) {
+  const index_t lines = ceil_div(floats, 16);
+  return (lines | 1) * 16;
+}
 
 // How the work is cut: tile grid, tiles per block, parallel scheme, workspace layout.
 struct Plan {
@@ -101,7 +114,7 @@ Plan make_plan(const ConvParams& p, int m, int threads, bool prepared) {
   pl.workers = pl.outer ? threads : 1;
   pl.prepared = prepared;
   pl.ul = gemm_pack_a_layout<float>(Kg, Cg);
-  pl.u_xi = round_up(pl.ul.elems(), 16);
+  pl.u_xi = plane_stride(pl.ul.elems());
   pl.u_floats = p.groups * nn * pl.u_xi;
   if (Kg >= all && nn * Cg * round_up(all, kL) * index_t(sizeof(float)) <= (index_t(16) << 20)) {
     pl.kblocked = true;
@@ -111,24 +124,44 @@ Plan make_plan(const ConvParams& p, int m, int threads, bool prepared) {
     pl.kb = std::min(Kg, kChannelBlock);  // a multiple of every ISA's mr: rows of packed U
     pl.workers = threads;
     pl.ubl = gemm_pack_a_layout<float>(pl.kb, Cg);
-    pl.ub_xi = round_up(pl.ubl.elems(), 16);
+    pl.ub_xi = plane_stride(pl.ubl.elems());
     pl.ub_floats = nn * pl.ub_xi;
   }
   pl.vl = gemm_pack_b_layout<float>(Cg, pl.T);
-  pl.v_xi = round_up(pl.vl.elems(), 16);
+  pl.v_xi = plane_stride(pl.vl.elems());
   pl.v_floats = nn * pl.v_xi;
   pl.m_floats = nn * (pl.kblocked ? pl.kb : Kg) * pl.ldt;
   return pl;
 }
 
-// Stores `lanes` values that are consecutive in the outer index (i0, i0 + 1, ...) at depth
-// k of a packed operand (only those below outer_limit): one copy per panel they touch.
-void store_packed(const PackedLayout& lay, float* base, index_t i0, index_t k, const float* v,
-                  int lanes, index_t outer_limit) {
+// Stores n*n vectors of `lanes` values (v + xi * kL), consecutive in the outer index
+// (i0, i0 + 1, ...) at depth k, into n*n packed operands (base + xi * xi_stride) laid out
+// alike; only outer indices below outer_limit. The offsets are worked out once for all
+// xi (they cost divisions), and the common shapes are fixed-size copies (vector moves):
+// 16 lanes inside one panel (AVX-512's B panels of 48) or two whole panels of 8 (its A).
+template <int NN>
+void store_packed(const PackedLayout& lay, float* base, index_t xi_stride, index_t i0, index_t k,
+                  const float* v, int lanes, index_t outer_limit) {
+  if (lanes == kL && i0 + kL <= outer_limit) {
+    const index_t r = i0 % lay.panel, off = lay.offset(i0, k);
+    if (r + kL <= lay.panel) {
+      for (int xi = 0; xi < NN; ++xi) std::memcpy(base + xi * xi_stride + off, v + xi * kL, sizeof(float) * kL);
+      return;
+    }
+    if (lay.panel == 8 && r == 0) {
+      const index_t off2 = lay.offset(i0 + 8, k);
+      for (int xi = 0; xi < NN; ++xi) {
+        std::memcpy(base + xi * xi_stride + off, v + xi * kL, sizeof(float) * 8);
+        std::memcpy(base + xi * xi_stride + off2, v + xi * kL + 8, sizeof(float) * 8);
+      }
+      return;
+    }
+  }
   const index_t end = std::min<index_t>(i0 + lanes, outer_limit);
   for (index_t i = i0; i < end;) {
-    const index_t run = std::min(end - i, lay.panel - i % lay.panel);
-    std::memcpy(base + lay.offset(i, k), v + (i - i0), sizeof(float) * run);
+    const index_t run = std::min(end - i, lay.panel - i % lay.panel), off = lay.offset(i, k);
+    for (int xi = 0; xi < NN; ++xi)
+      std::memcpy(base + xi * xi_stride + off, v + xi * kL + (i - i0), sizeof(float) * run);
     i += run;
   }
 }
@@ -149,8 +182,7 @@ void kernel_rows(const ConvParams& p, const float* w, index_t gk0, int lanes, fl
     for (int e = 0; e < 9; ++e)
       for (int l = 0; l < lanes; ++l) gt[e * kL + l] = src[l * kstride + e];
     winograd::kernel_transform<M, kL>(gt, ut);
-    for (int xi = 0; xi < nn; ++xi)
-      store_packed(lay, Ug + xi * xi_stride, row0, c, ut + xi * kL, lanes, lay.outer_padded);
+    store_packed<nn>(lay, Ug, xi_stride, row0, c, ut, lanes, lay.outer_padded);
   }
 }
 
@@ -176,6 +208,62 @@ void transform_kernels(const ConvParams& p, const Plan& pl, const float* w, floa
     kernel_block<M>(p, w, g, k0, std::min(Kg, k0 + kL), U + g * nn * pl.u_xi, k0, pl.ul, pl.u_xi);
   }
 }
+
+// ---- strided rows of 16 side-by-side tiles (AVX-512, m = 2 and 4) ---------------------------
+// Tile l of a run starts m*l columns after tile 0, so lane l of element j of a window row
+// is src[j + m*l]: a stride-m gather, done with two-source permutes of contiguous loads
+// instead of 16 scalar loads. The output side is the inverse interleave.
+#if defined(__AVX512F__)
+constexpr bool kVectorRuns = true;
+
+// dt[j*16 + l] = src[j + M*l] for j < n (one window row of 16 tiles).
+template <int M, int n>
+inline void gather_row(const float* src, float* dt) {
+  static_assert(M == 2 || M == 4, "stride-2 and stride-4 runs only");
+  if constexpr (M == 2) {
+    const __m512i idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for (int j = 0; j < n; ++j) {  // needs src[j .. j + 30]
+      const __m512 a = _mm512_loadu_ps(src + j), b = _mm512_maskz_loadu_ps(0x7FFF, src + j + 16);
+      _mm512_store_ps(dt + j * kL, _mm512_permutex2var_ps(a, idx, b));
+    }
+  } else {
+    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+    for (int j = 0; j < n; ++j) {  // needs src[j .. j + 60]
+      const __m512 a = _mm512_loadu_ps(src + j), b = _mm512_loadu_ps(src + j + 16);
+      const __m512 c = _mm512_loadu_ps(src + j + 32), d = _mm512_maskz_loadu_ps(0x1FFF, src + j + 48);
+      const __m512 lo = _mm512_permutex2var_ps(a, idx, b), hi = _mm512_permutex2var_ps(c, idx, d);
+      _mm512_store_ps(dt + j * kL, _mm512_mask_blend_ps(0xFF00, lo, hi));
+    }
+  }
+}
+
+// dst[j + M*l] = yt[j*16 + l] + bias for j < M (one output row of 16 tiles).
+template <int M>
+inline void scatter_row(const float* yt, float b, float* dst) {
+  static_assert(M == 2 || M == 4, "stride-2 and stride-4 runs only");
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const __m512 vb = _mm512_set1_ps(b);
+  if constexpr (M == 2) {
+    const __m512 y0 = _mm512_add_ps(_mm512_load_ps(yt), vb), y1 = _mm512_add_ps(_mm512_load_ps(yt + kL), vb);
+    _mm512_storeu_ps(dst, _mm512_permutex2var_ps(y0, lo, y1));
+    _mm512_storeu_ps(dst + 16, _mm512_permutex2var_ps(y0, hi, y1));
+  } else {
+    __m512 y[4];
+    for (int j = 0; j < 4; ++j) y[j] = _mm512_add_ps(_mm512_load_ps(yt + j * kL), vb);
+    // a: y0/y2 interleaved, b: y1/y3 interleaved; then a/b interleaved gives j-fastest order.
+    const __m512 a0 = _mm512_permutex2var_ps(y[0], lo, y[2]), a1 = _mm512_permutex2var_ps(y[0], hi, y[2]);
+    const __m512 b0 = _mm512_permutex2var_ps(y[1], lo, y[3]), b1 = _mm512_permutex2var_ps(y[1], hi, y[3]);
+    _mm512_storeu_ps(dst, _mm512_permutex2var_ps(a0, lo, b0));
+    _mm512_storeu_ps(dst + 16, _mm512_permutex2var_ps(a0, hi, b0));
+    _mm512_storeu_ps(dst + 32, _mm512_permutex2var_ps(a1, lo, b1));
+    _mm512_storeu_ps(dst + 48, _mm512_permutex2var_ps(a1, hi, b1));
+  }
+}
+
+#else
+constexpr bool kVectorRuns = false;
+#endif
 
 // ---- tile geometry of a block, computed once per block (not per channel) -----------------
 struct TileGeo {
@@ -212,6 +300,36 @@ void tile_geometry(const ConvParams& p, const Plan& pl, index_t g, index_t t0, i
   }
 }
 
+#if defined(__AVX512F__)
+// Lanes tb .. tb+15 of a block as a gather: element (i, j) of lane l's window is at
+// base + off[l] + i*W + j (base: lane tb's window origin), present when bit l of
+// rows[i] & cols[j] is set (inside the image; lanes past T have no bits).
+template <int n>
+struct LaneGroup {
+  alignas(64) std::int32_t off[kL];
+  std::uint16_t rows[n], cols[n];
+  bool gather;  // offsets fit in int32
+};
+
+template <int n>
+void lane_group(const ConvParams& p, const TileGeo* geo, index_t tb, index_t T, LaneGroup<n>& lg) {
+  lg.gather = tb < T;
+  for (int i = 0; i < n; ++i) lg.rows[i] = lg.cols[i] = 0;
+  for (int l = 0; l < kL; ++l) {
+    lg.off[l] = 0;
+    if (tb + l >= T) continue;
+    const TileGeo& e = geo[tb + l];
+    const index_t d = e.x_off - geo[tb].x_off;
+    if (d < -(index_t(1) << 30) || d > (index_t(1) << 30)) lg.gather = false;
+    lg.off[l] = std::int32_t(d);
+    for (int i = 0; i < n; ++i) {
+      if (e.ih0 + i >= 0 && e.ih0 + i < p.H) lg.rows[i] |= std::uint16_t(1u << l);
+      if (e.iw0 + i >= 0 && e.iw0 + i < p.W) lg.cols[i] |= std::uint16_t(1u << l);
+    }
+  }
+}
+#endif
+
 // ---- 2. input transform of one block: packed V[xi] (C/g x T), column t - t0 -------------------
 // Tile t (of every image of group g): image t / tiles, tile t % tiles of that image. Columns
 // T .. of the last panel get the transform of zeros (zero), so the products stay finite.
@@ -220,6 +338,10 @@ void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const
                       index_t T, float* V, bool parallel) {
   constexpr int n = M + 2, nn = n * n;
   const index_t Cg = p.C_per_group(), H = p.H, W = p.W, ldt = pl.ldt;
+#if defined(__AVX512F__)
+  std::vector<LaneGroup<n>> groups(ldt / kL);
+  for (index_t tb = 0; tb < ldt; tb += kL) lane_group<n>(p, geo, tb, T, groups[tb / kL]);
+#endif
 #pragma omp parallel for schedule(static) if (parallel)
   for (index_t c = 0; c < Cg; ++c) {
     alignas(64) float dt[nn * kL];
@@ -229,11 +351,33 @@ void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const
       if (tb + kL <= T && geo[tb].run) {
         // 16 interior tiles side by side: lane l reads src[i * W + j + M * l].
         const float* src = xc + geo[tb].x_off;
-        for (int i = 0; i < n; ++i)
-          for (int j = 0; j < n; ++j)
+#if defined(__AVX512F__)
+        if constexpr (kVectorRuns && (M == 2 || M == 4)) {
+          for (int i = 0; i < n; ++i) gather_row<M, n>(src + i * W, dt + i * n * kL);
+        } else
+#endif
+        {
+          for (int i = 0; i < n; ++i)
+            for (int j = 0; j < n; ++j)
 #pragma GCC unroll 16
-            for (int l = 0; l < kL; ++l) dt[(i * n + j) * kL + l] = src[i * W + j + M * l];
-      } else {
+              for (int l = 0; l < kL; ++l) dt[(i * n + j) * kL + l] = src[i * W + j + M * l];
+        }
+      }
+#if defined(__AVX512F__)
+      else if (groups[tb / kL].gather) {  // any 16 tiles: masked gathers, zeros outside
+        const LaneGroup<n>& lg = groups[tb / kL];
+        const float* base = xc + geo[tb].x_off;
+        const __m512i off = _mm512_load_si512(lg.off);
+        for (int i = 0; i < n; ++i)
+          for (int j = 0; j < n; ++j) {
+            const __m512i at = _mm512_add_epi32(off, _mm512_set1_epi32(int(i * W + j)));
+            const __mmask16 in = lg.rows[i] & lg.cols[j];
+            _mm512_store_ps(dt + (i * n + j) * kL,
+                            _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, at, base, 4));
+          }
+      }
+#endif
+      else {
         for (int l = 0; l < kL; ++l) {
           if (tb + l >= T) {
             for (int e = 0; e < nn; ++e) dt[e * kL + l] = 0.f;
@@ -256,15 +400,16 @@ void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const
         }
       }
       winograd::input_transform<M, kL>(dt, vt);
-      for (int xi = 0; xi < nn; ++xi)
-        store_packed(pl.vl, V + xi * pl.v_xi, tb, c, vt + xi * kL, kL, pl.vl.outer_padded);
+      store_packed<nn>(pl.vl, V, pl.v_xi, tb, c, vt, kL, pl.vl.outer_padded);
     }
   }
 }
 
 // ---- 3. the n*n products: M[xi] (K/g x T) = U_g[xi] (K/g x C/g) . V[xi] (C/g x T) -------------
-// Rows k0 .. k0 + rows of U (packed with `outer` rows, u_xi apart per xi) into Mb[xi]
-// (rows x ldt). V was packed for pl.T columns; a shorter last block uses its first T.
+// Rows k0 .. k0 + rows of U (packed with `outer` rows, u_xi apart per xi) into Mb, laid out
+// (rows, n*n, ldt): the output transform of one channel then reads one contiguous run
+// instead of n*n streams far apart. V was packed for pl.T columns; a shorter last block
+// uses its first T.
 void multiply(const ConvParams& p, const Plan& pl, const float* Ug, index_t u_outer, index_t u_xi,
               index_t k0, index_t rows, const float* V, index_t T, float* Mb, bool parallel) {
   const index_t Cg = p.C_per_group(), nn = index_t(pl.n) * pl.n;
@@ -273,18 +418,18 @@ void multiply(const ConvParams& p, const Plan& pl, const float* Ug, index_t u_ou
     const auto a = GemmOperand<float>::prepacked(Ug + xi * u_xi, u_outer, k0);
     // V is packed for pl.T columns; a shorter last block uses the first T of them.
     const auto b = GemmOperand<float>::prepacked(V + xi * pl.v_xi, pl.T);
-    gemm_ex<float>(rows, T, Cg, 1.f, a, b, 0.f, Mb + xi * rows * pl.ldt, pl.ldt);
+    gemm_ex<float>(rows, T, Cg, 1.f, a, b, 0.f, Mb + xi * pl.ldt, nn * pl.ldt);
   }
 }
 
 // ---- 4. output transform of one block into y (N, K, P, Q), group g, + bias ------------------
-// Mb holds rows k0 .. k1-1 of the group's output channels: Mb[xi] is (k1 - k0) x ldt.
+// Mb holds rows k0 .. k1-1 of the group's output channels, laid out (k1 - k0, n*n, ldt).
 template <int M>
 void transform_outputs(const ConvParams& p, const Plan& pl, const float* Mb, const TileGeo* geo,
                        index_t T, index_t k0, index_t k1, const float* bias_g, float* y,
                        bool parallel) {
   constexpr int n = M + 2, nn = n * n;
-  const index_t P = p.P, Q = p.Q, ldt = pl.ldt, Kb = k1 - k0;
+  const index_t P = p.P, Q = p.Q, ldt = pl.ldt;
 #pragma omp parallel for schedule(static) if (parallel)
   for (index_t k = k0; k < k1; ++k) {
     const float b = bias_g ? bias_g[k] : 0.f;
@@ -293,10 +438,16 @@ void transform_outputs(const ConvParams& p, const Plan& pl, const float* Mb, con
     alignas(64) float yt[M * M * kL];
     for (index_t tb = 0; tb < T; tb += kL) {
       for (int xi = 0; xi < nn; ++xi)
-        std::memcpy(mt + xi * kL, Mb + (xi * Kb + k - k0) * ldt + tb, sizeof(float) * kL);
+        std::memcpy(mt + xi * kL, Mb + ((k - k0) * nn + xi) * ldt + tb, sizeof(float) * kL);
       winograd::output_transform<M, kL>(mt, yt);
       if (tb + kL <= T && geo[tb].run) {  // 16 full tiles side by side
         float* dst = yk + geo[tb].y_off;
+#if defined(__AVX512F__)
+        if constexpr (kVectorRuns && (M == 2 || M == 4)) {
+          for (int i = 0; i < M; ++i) scatter_row<M>(yt + i * M * kL, b, dst + i * Q);
+          continue;
+        }
+#endif
         for (int i = 0; i < M; ++i)
           for (int j = 0; j < M; ++j)
 #pragma GCC unroll 16
