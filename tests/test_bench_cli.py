@@ -176,3 +176,45 @@ def test_cuda_times_cudnn(capsys):
 def test_help_as_a_module():
     r = subprocess.run([sys.executable, "-m", "fastconv", "bench", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--network" in r.stdout and "--peak" in r.stdout
+
+
+# ---- --model: whole networks, fastconv.torch.convert vs torch eager -------------------------------
+
+def test_model_option_parses_and_plans_cases():
+    a = parse("--model", "resnet18", "resnet50", "lenet5", "--image-size", "64")
+    assert a.model == ["resnet18", "resnet50", "lenet5"] and a.image_size == 64
+    from fastconv.bench import models
+    assert models.cases(["lenet5", "resnet18", "resnet50"]) == [
+        ("lenet5", "forward", 1), ("lenet5", "forward", 64), ("resnet18", "forward", 1), ("resnet18", "train", 8),
+        ("resnet50", "forward", 1)]
+    assert models.cases(["resnet18"], [2]) == [("resnet18", "forward", 2), ("resnet18", "train", 2)]
+    for bad in (["--model", "vgg"], ["--model", "lenet5", "--image-size", "0"]):
+        with pytest.raises(SystemExit):
+            parse(*bad)
+
+
+def test_model_run_prints_the_table_and_json(tmp_path, capsys):
+    pytest.importorskip("torch")
+    out_json = tmp_path / "m.json"
+    assert main(["bench", "--model", "lenet5", "resnet18", "--image-size", "32", "--batch", "2", *FAST,
+                 "--json", str(out_json)]) == 0
+    text = capsys.readouterr().out
+    rows = [line.split() for line in text.splitlines() if line.startswith(("lenet5 ", "resnet18 "))]
+    assert [(r[0], r[1], r[2]) for r in rows] == [("lenet5", "forward", "2"), ("resnet18", "forward", "2"),
+                                                  ("resnet18", "train", "2")]
+    for r in rows:   # torch ms, fastconv ms, ratio = torch / fastconv
+        torch_ms, ours_ms, ratio = float(r[4]), float(r[5]), float(r[6].rstrip("x"))
+        assert torch_ms > 0 and ours_ms > 0 and ratio == pytest.approx(torch_ms / ours_ms, rel=0.02, abs=0.01)
+    assert "resnet50" not in text and "conv" not in json.loads(out_json.read_text()).get("options", {}).get(
+        "sections", [])
+    result = json.loads(out_json.read_text())
+    assert [(m["model"], m["mode"], m["batch"]) for m in result["models"]] == [
+        ("lenet5", "forward", 2), ("resnet18", "forward", 2), ("resnet18", "train", 2)]
+    assert all(len(m["samples"]["torch"]) == m["rounds"] >= 1 for m in result["models"])
+    assert main(["bench", "--load", str(out_json)]) == 0
+    assert "resnet18  train" in capsys.readouterr().out
+
+
+def test_model_runs_on_cpu_only(capsys):
+    assert main(["bench", "--model", "lenet5", "--device", "cuda", *FAST]) == 2
+    assert "CPU only" in capsys.readouterr().err

@@ -44,13 +44,24 @@ def _best_ms(fn, repeats=20):
     return 1e3 * float(np.median(times))
 
 
+# The lecture's edge detector: each pixel minus its left neighbour (also examples/edge_detector.py).
+EDGE_KERNEL = np.array([[[[-1.0, 1.0]]]], np.float32)
+EDGE_THRESHOLD = 0.25
+
+
+def demo_image(h=280, w=320):
+    """The demo's test image: a disc on a checkerboard, float32 (h, w)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = ((xx - w // 2) ** 2 + (yy - h // 2) ** 2 < 90 ** 2).astype(np.float32)  # a disc
+    image += 0.5 * ((xx // 40 + yy // 40) % 2)                                       # on a checkerboard
+    return image
+
+
 def cmd_demo(args):
     """The lecture's edge detector: each pixel minus its left neighbour, on a 320x280 image."""
-    h, w = 280, 320
-    yy, xx = np.mgrid[0:h, 0:w]
-    image = ((xx - 160) ** 2 + (yy - 140) ** 2 < 90 ** 2).astype(np.float32)  # a disc
-    image += 0.5 * ((xx // 40 + yy // 40) % 2)                                 # on a checkerboard
-    kernel = np.array([[[[-1.0, 1.0]]]], np.float32)
+    image = demo_image()
+    h, w = image.shape
+    kernel = EDGE_KERNEL
     x = image[None, None]
     edges = fastconv.conv2d(x, kernel)[0, 0]
     flops = edges.size * 3  # two multiplies and one add per output pixel
@@ -59,7 +70,7 @@ def cmd_demo(args):
     print(f"input {w}x{h} image, kernel [-1, 1] -> output {edges.shape[1]}x{edges.shape[0]}")
     print(f"convolution: {flops:,} FLOPs; the same map as a dense matrix product: {dense:,} FLOPs "
           f"({dense / flops:,.0f}x more)")
-    print(f"edge pixels found: {int(np.count_nonzero(np.abs(edges) > 0.25)):,}")
+    print(f"edge pixels found: {int(np.count_nonzero(np.abs(edges) > EDGE_THRESHOLD)):,}")
     for algorithm in [r["algorithm"] for r in fastconv.explain(x.shape, kernel.shape).algorithms if r["supported"]]:
         ms = _best_ms(lambda: fastconv.conv2d(x, kernel, algorithm=algorithm))
         print(f"  {algorithm:<10} {ms:8.3f} ms")

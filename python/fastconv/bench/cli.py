@@ -12,6 +12,12 @@ every run, or --peak-gflops), the winner and its ratio to torch, then one summar
 
 Modes: with --network and no --quick, every layer of the named networks with the longer
 timing (--full does that for all networks); --quick forces the short subset.
+
+Whole models: --model resnet18 resnet50 lenet5 times complete networks instead of single
+layers: a torch.nn model converted by fastconv.torch.convert against the same model in torch
+eager mode, interleaved: forward at batch 1 (LeNet-5 also at 64) and one ResNet-18 training
+step (forward, backward, SGD) at batch 8; --batch and --image-size change the cases. The
+per-layer sections run as well only when --network or --sections is given.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import os
 import sys
 import time
 
-from . import networks, peers, report, runner, timing
+from . import models, networks, peers, report, runner, timing
 
 NETWORK_NAMES = ("resnet50", "vgg16", "mobilenet", "lenet5")
 SECTIONS = ("conv", "gemm", "pool")
@@ -92,6 +98,11 @@ def add_parser(sub):
     p.add_argument("--network", "-n", nargs="+", type=_network, default=None, metavar="NET",
                    help="resnet50, vgg16, mobilenet, lenet5, all, or a single layer N,C,H,W,K,R,S,stride,pad"
                         "[,groups[,dilation]] (its N is the batch unless --batch is given); default: all, quick subset")
+    p.add_argument("--model", "-m", nargs="+", choices=models.MODELS, default=None, metavar="MODEL",
+                   help="end-to-end: " + ", ".join(models.MODELS) + " converted by fastconv.torch.convert vs torch "
+                        "eager (needs torch); see above")
+    p.add_argument("--image-size", type=_positive_int, default=None, metavar="PIXELS",
+                   help="--model input height and width (default: 32 for lenet5, 224 for the ResNets)")
     p.add_argument("--batch", "-b", nargs="+", type=_positive_int, default=None, metavar="N",
                    help="batch sizes (default 1)")
     p.add_argument("--algorithms", nargs="+", type=_algorithm, default=None, metavar="ALGO",
@@ -217,7 +228,8 @@ def run(args, argv=None, allow_reexec=False):
     """Run `bench` with parsed args; returns the exit code."""
     import fastconv
 
-    sections = args.sections or ["conv"]
+    only_models = args.model is not None and args.sections is None and args.network is None
+    sections = args.sections or ([] if only_models else ["conv"])
     if args.load:
         try:
             result = report.read_json(args.load)
@@ -225,8 +237,14 @@ def run(args, argv=None, allow_reexec=False):
             print(f"error: cannot read {args.load}: {e}", file=sys.stderr)
             return 1
         return _emit(result, args)
-    only_peak = args.peak and args.network is None and args.sections is None and not (
+    only_peak = args.peak and args.network is None and args.sections is None and args.model is None and not (
         args.json or args.plot or args.markdown or args.full or args.quick)
+    if args.model and args.device != "cpu":
+        print("error: --model runs on the CPU only (fastconv.torch has no CUDA kernels)", file=sys.stderr)
+        return 2
+    if args.model and peers._torch() is None:
+        print("error: --model needs torch (pip install 'fastconv[torch]')", file=sys.stderr)
+        return 2
     if args.device == "cuda" and not only_peak:
         why = _cuda_unavailable()
         if why:
@@ -259,6 +277,9 @@ def run(args, argv=None, allow_reexec=False):
             return 0
 
     work, opts, quick = plan(args)
+    if "conv" not in sections:
+        work = []
+    model_cases = models.cases(args.model, args.batch) if args.model else []
     device = args.device
     algos = (args.algorithms or (runner.conv_algorithms() + ["auto"]))
     peer_names = list(args.peers) if args.peers is not None else list(
@@ -276,14 +297,14 @@ def run(args, argv=None, allow_reexec=False):
         "machine": runner.machine_info(threads, device), "peak": peak,
         "options": {"device": device, "quick": quick, "sections": sections, "algorithms": algos,
                     "peers": peer_names, "threads": threads, "threads_applied": applied, "timing": opts,
-                    "batches": sorted({b for _, b in work})},
-        "conv": [], "gemm": [], "pool": [], "notes": notes,
+                    "batches": sorted({b for _, b in work}), "models": args.model, "image_size": args.image_size},
+        "conv": [], "gemm": [], "pool": [], "models": [], "notes": notes,
     }
     for n in notes:
         print(f"note: {n}")
     start = time.perf_counter()
     total = (len(work) if "conv" in sections else 0) + (len(runner.GEMM_SIZES) if "gemm" in sections else 0) \
-        + (len(runner.pool_cases()) if "pool" in sections else 0)
+        + (len(runner.pool_cases()) if "pool" in sections else 0) + len(model_cases)
     progress = Progress(total, enabled=not args.no_progress)
     try:
         if "conv" in sections:
@@ -295,6 +316,10 @@ def run(args, argv=None, allow_reexec=False):
             result["gemm"] = runner.measure_gemm(opts, progress=progress)
         if "pool" in sections:
             result["pool"] = runner.measure_pool(opts, progress=progress)
+        for name, mode, batch in model_cases:
+            progress.start(f"{name} {mode} b{batch}")
+            result["models"].append(models.measure_model(name, mode, batch, opts, args.image_size))
+            progress()
     finally:
         progress.close()
     result["elapsed_s"] = time.perf_counter() - start
@@ -310,6 +335,9 @@ def _emit(result, args):
         print("\n" + report.md_gemm(result))
     if result.get("pool"):
         print("\n" + report.md_pool(result))
+    if result.get("models"):
+        print("\nwhole models: fastconv = the torch.nn model converted by fastconv.torch.convert; "
+              "ratio > 1: fastconv is faster\n" + models.table(result["models"]))
     if "elapsed_s" in result:
         print(f"\nmeasured in {result['elapsed_s']:.0f} s")
     try:

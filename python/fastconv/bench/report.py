@@ -322,6 +322,10 @@ def markdown(result):
         parts.append(md_gemm(result))
     if result.get("pool"):
         parts.append(md_pool(result))
+    if result.get("models"):
+        from .models import table  # no torch import: table() only formats
+        parts.append("### Whole models: fastconv.torch.convert vs torch eager\n\n" + md_header(result)
+                     + "\n```\n" + table(result["models"]) + "\n```\n")
     if not parts:
         parts.append(md_header(result) + "\n" + "\n".join(f"- {n}" for n in result.get("notes", [])) + "\n")
     return "\n".join(parts)

@@ -1,0 +1,107 @@
+"""convert(model): swap a model's torch.nn conv and pooling layers for fastconv's, in place.
+
+    model = convert(model)                                  # returns the same model
+    model, skipped = convert(model, report=True)            # plus what was left alone
+
+Every module whose type is exactly one of torch.nn.Conv1d, Conv2d, MaxPool1d/2d, AvgPool1d/2d,
+LPPool1d/2d, AdaptiveAvgPool1d/2d or AdaptiveMaxPool1d/2d is replaced by the fastconv
+subclass of the same name (fastconv.torch.modules) that shares its state: the very same
+Parameter and buffer objects (so an optimizer built before the conversion keeps working),
+hooks and training flag. Left alone, and reported:
+
+- other conv/pooling layers of torch.nn (Conv3d, ConvTranspose2d, MaxPool3d, FractionalMaxPool2d, ...):
+  fastconv has no equivalent;
+- subclasses of the supported types (their forward may do more than torch's);
+- layers whose parameters are not CPU float32/float64 tensors (e.g. CUDA, float16).
+
+The report is a list of ``Skipped(name, type, reason)``; it is also logged at INFO level on
+the "fastconv.torch" logger. Layers that are not conv/pooling (Linear, BatchNorm, ReLU, ...)
+are neither converted nor reported.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+
+import torch
+from torch import nn
+
+from .modules import FASTCONV_CLASSES, _FastconvModule
+
+__all__ = ["convert", "Skipped"]
+
+log = logging.getLogger("fastconv.torch")
+
+Skipped = collections.namedtuple("Skipped", "name type reason")
+
+_FAMILY_MODULES = ("torch.nn.modules.conv", "torch.nn.modules.pooling")
+_DTYPES = (torch.float32, torch.float64)
+
+
+def _why_not(module):
+    """'' if fastconv can take this layer over, else the reason it cannot (None: not a conv/pool layer)."""
+    if isinstance(module, _FastconvModule):
+        return None  # already fastconv's
+    cls = type(module)
+    if cls not in FASTCONV_CLASSES:
+        if any(isinstance(module, base) for base in FASTCONV_CLASSES):
+            return f"a subclass of torch.nn.{next(b for b in FASTCONV_CLASSES if isinstance(module, b)).__name__} " \
+                   "(its forward may differ from torch's)"
+        if cls.__module__ in _FAMILY_MODULES:
+            return "fastconv has no equivalent of this layer"
+        return None
+    for name, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+        if tensor.device.type != "cpu":
+            return f"{name} is on {tensor.device}; fastconv runs on the CPU"
+        if tensor.dtype not in _DTYPES:
+            return f"{name} has dtype {tensor.dtype}; fastconv supports float32 and float64"
+    return ""
+
+
+def _swap(module, algorithm):
+    """The fastconv layer sharing module's state (parameters, buffers, hooks, flags)."""
+    cls = FASTCONV_CLASSES[type(module)]
+    new = cls.__new__(cls)
+    new.__dict__.update(module.__dict__)
+    # Own containers, same tensors: the old module (if anyone keeps it) stays independent.
+    for attr in ("_parameters", "_buffers", "_modules"):
+        new.__dict__[attr] = collections.OrderedDict(module.__dict__[attr])
+    new._fastconv_init(algorithm)
+    return new
+
+
+def convert(model, algorithm="auto", *, report=False):
+    """Replace every supported torch.nn conv/pooling layer of ``model`` (recursively, in
+    place) by fastconv's, keeping its parameters; returns ``model`` (a new module if
+    ``model`` itself is such a layer), or ``(model, skipped)`` with ``report=True``:
+    ``skipped`` lists ``Skipped(name, type, reason)`` for each conv/pooling layer left alone.
+    ``algorithm`` is given to every converted layer (fastconv.conv2d's names)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"convert: expected a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(algorithm, str):
+        raise TypeError(f"convert: algorithm must be a string, got {algorithm!r}")
+    skipped = []
+
+    def visit(module, prefix):
+        for name, child in list(module._modules.items()):
+            if child is None:
+                continue
+            path = f"{prefix}.{name}" if prefix else name
+            why = _why_not(child)
+            if why == "":
+                module._modules[name] = _swap(child, algorithm)
+                continue
+            if why:
+                skipped.append(Skipped(path, type(child).__name__, why))
+            visit(child, path)
+
+    why = _why_not(model)
+    if why == "":
+        model = _swap(model, algorithm)
+    else:
+        if why:
+            skipped.append(Skipped("", type(model).__name__, why))
+        visit(model, "")
+    for s in skipped:
+        log.info("fastconv.torch.convert left %s (%s) alone: %s", s.name or "the model", s.type, s.reason)
+    return (model, skipped) if report else model

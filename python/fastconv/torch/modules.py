@@ -1,0 +1,271 @@
+"""torch.nn layers computed by fastconv: drop-in subclasses of torch.nn.Conv2d, MaxPool2d, ...
+
+Each class subclasses its torch.nn namesake, so the constructor arguments, parameter names
+(``weight``, ``bias``), initialisation (torch's own reset_parameters), ``state_dict`` layout
+and ``isinstance`` checks are torch's: weights load both ways. Only ``forward`` changes, and
+every class takes one more keyword argument, ``algorithm=`` (conv: fastconv's algorithm
+names; pooling has a single kernel and accepts it for symmetry, "auto").
+
+Convolutions keep a plan (``fastconv.plan_conv2d``: weights transformed/packed once) for
+inference calls, i.e. when autograd records nothing (``torch.no_grad()``/``inference_mode``,
+or neither input nor parameters require grad) and outside torch.compile tracing. A plan is
+keyed by the input's (C, H, W) and dtype, and every plan is dropped when the weight or bias
+changes: a different tensor (identity, data_ptr) or an in-place update (the tensor's
+``_version`` counter, bumped by optimizer steps, ``load_state_dict`` and ``copy_``).
+Training calls and compiled graphs run the custom ops (fastconv.torch.ops) instead.
+
+``padding_mode`` other than 'zeros' pads with torch.nn.functional.pad first, as torch does.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as torch_F
+
+import fastconv as fc
+from fastconv.functional import normalize_padding
+
+from . import functional as F
+
+__all__ = ["Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "LPPool1d", "LPPool2d",
+           "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d"]
+
+# At most this many input shapes keep a plan per layer (variable-size inputs would otherwise grow it).
+MAX_PLANS = 8
+
+
+class _FastconvModule:
+    """What every fastconv layer adds to its torch.nn base: ``algorithm`` and its repr."""
+
+    def _fastconv_init(self, algorithm):
+        if not isinstance(algorithm, str):
+            raise TypeError(f"algorithm must be a string, got {algorithm!r}")
+        self.algorithm = algorithm
+
+    def extra_repr(self):
+        return super().extra_repr() + f", algorithm={self.algorithm!r}"
+
+
+class _ConvMixin(_FastconvModule):
+    """Plan cache and forward shared by Conv1d and Conv2d."""
+
+    def _fastconv_init(self, algorithm):
+        super()._fastconv_init(algorithm)
+        self._plans = {}
+        self._plans_key = None
+
+    def __getstate__(self):
+        # Plans hold thread-local workspaces (not picklable, not worth copying): deepcopy and
+        # pickle get a layer that plans again on first use.
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        state = dict(state)
+        state["_plans"], state["_plans_key"] = {}, None
+        return state
+
+    def _padding_and_input(self, x):
+        if self.padding_mode != "zeros":
+            return torch_F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode), 0
+        return x, self.padding
+
+    def _wants_plan(self, x):
+        if torch.compiler.is_compiling():
+            return False
+        if not torch.is_grad_enabled():
+            return True
+        return not (x.requires_grad or self.weight.requires_grad or (self.bias is not None and self.bias.requires_grad))
+
+    def _weights_key(self):
+        key = (id(self.weight), self.weight.data_ptr(), self.weight._version, self.algorithm)
+        if self.bias is not None:
+            key += (id(self.bias), self.bias.data_ptr(), self.bias._version)
+        return key
+
+    def _plan_for(self, x4, w4, pads, stride, dilation):
+        """The plan for a (N, C, H, W) input; made on first use of each (C, H, W, dtype)."""
+        key = self._weights_key()
+        if key != self._plans_key:  # new or changed weights: every plan is stale
+            self._plans, self._plans_key = {}, key
+        shape = (tuple(x4.shape[1:]), x4.dtype)
+        plan = self._plans.get(shape)
+        if plan is None:
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.pop(next(iter(self._plans)))
+            plan = fc.plan_conv2d(w4.detach(), tuple(x4.shape), stride, pads, dilation, self.groups,
+                                  bias=None if self.bias is None else self.bias.detach(), algorithm=self.algorithm)
+            self._plans[shape] = plan
+        return plan
+
+    def clear_plans(self):
+        """Drop the inference plans (they are re-made on the next inference call)."""
+        self._plans, self._plans_key = {}, None
+
+
+class Conv2d(_ConvMixin, nn.Conv2d):
+    """torch.nn.Conv2d computed by fastconv; ``algorithm=`` as fastconv.conv2d's."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode="zeros", device=None, dtype=None, *, algorithm="auto"):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, device, dtype)
+        self._fastconv_init(algorithm)
+
+    def forward(self, input):
+        x, padding = self._padding_and_input(input)
+        if x.dim() == 4 and self._wants_plan(x):
+            pads = normalize_padding(padding, tuple(x.shape[2:]), tuple(self.weight.shape[2:]), self.stride,
+                                     self.dilation)
+            return self._plan_for(x, self.weight, pads, self.stride, self.dilation)(x)
+        return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups,
+                        algorithm=self.algorithm)
+
+
+class Conv1d(_ConvMixin, nn.Conv1d):
+    """torch.nn.Conv1d computed by fastconv (as a conv2d with H = 1)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode="zeros", device=None, dtype=None, *, algorithm="auto"):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, device, dtype)
+        self._fastconv_init(algorithm)
+
+    def forward(self, input):
+        x, padding = self._padding_and_input(input)
+        if x.dim() == 3 and self._wants_plan(x):
+            padding = padding[0] if isinstance(padding, (tuple, list)) and len(padding) == 1 else padding
+            (lr,) = normalize_padding(padding, (x.shape[2],), (self.weight.shape[2],), self.stride, self.dilation)
+            plan = self._plan_for(x.unsqueeze(2), self.weight.unsqueeze(2), ((0, 0), lr), (1, self.stride[0]),
+                                  (1, self.dilation[0]))
+            return plan(x.unsqueeze(2)).squeeze(2)
+        return F.conv1d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups,
+                        algorithm=self.algorithm)
+
+
+# ---- pooling --------------------------------------------------------------------------------------
+# Each __init__ forwards torch's arguments untouched; forward calls fastconv.torch.functional
+# with the attributes torch's own forward reads.
+
+class MaxPool2d(_FastconvModule, nn.MaxPool2d):
+    """torch.nn.MaxPool2d computed by fastconv."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False, *,
+                 algorithm="auto"):
+        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
+        self._fastconv_init(algorithm)
+
+    def forward(self, input):
+        return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+
+class MaxPool1d(_FastconvModule, nn.MaxPool1d):
+    """torch.nn.MaxPool1d computed by fastconv."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False, *,
+                 algorithm="auto"):
+        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
+        self._fastconv_init(algorithm)
+
+    def forward(self, input):
+        return F.max_pool1d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+
+class AvgPool2d(_FastconvModule, nn.AvgPool2d):
+    """torch.nn.AvgPool2d computed by fastconv."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                 divisor_override=None, *, algorithm="auto"):
+        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+        self._fastconv_init(algorithm)
+
+    def forward(self, input):
+        return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad, self.divisor_override)
+
+
+class AvgPool1d(_FastconvModule, nn.AvgPool1d):
+    """torch.nn.AvgPool1d computed by fastconv."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, *,
+                 algorithm="auto"):
+        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad)
+        self._fastconv_init(algorithm)
+
+    def forward(self, input):
+        return F.avg_pool1d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad)
+
+
+class LPPool2d(_FastconvModule, nn.LPPool2d):
+    """torch.nn.LPPool2d computed by fastconv."""
+
+    def __init__(self, norm_type, kernel_size, stride=None, ceil_mode=False, *, algorithm="auto"):
+        super().__init__(norm_type, kernel_size, stride, ceil_mode)
+        self._fastconv_init(algorithm)
+
+    def forward(self, input):
+        return F.lp_pool2d(input, float(self.norm_type), self.kernel_size, self.stride, self.ceil_mode)
+
+
+class LPPool1d(_FastconvModule, nn.LPPool1d):
+    """torch.nn.LPPool1d computed by fastconv."""
+
+    def __init__(self, norm_type, kernel_size, stride=None, ceil_mode=False, *, algorithm="auto"):
+        super().__init__(norm_type, kernel_size, stride, ceil_mode)
+        self._fastconv_init(algorithm)
+
+    def forward(self, input):
+        return F.lp_pool1d(input, float(self.norm_type), self.kernel_size, self.stride, self.ceil_mode)
+
+
+class AdaptiveAvgPool2d(_FastconvModule, nn.AdaptiveAvgPool2d):
+    """torch.nn.AdaptiveAvgPool2d computed by fastconv."""
+
+    def __init__(self, output_size, *, algorithm="auto"):
+        super().__init__(output_size)
+        self._fastconv_init(algorithm)
+
+    def forward(self, input):
+        return F.adaptive_avg_pool2d(input, self.output_size)
+
+
+class AdaptiveAvgPool1d(_FastconvModule, nn.AdaptiveAvgPool1d):
+    """torch.nn.AdaptiveAvgPool1d computed by fastconv."""
+
+    def __init__(self, output_size, *, algorithm="auto"):
+        super().__init__(output_size)
+        self._fastconv_init(algorithm)
+
+    def forward(self, input):
+        return F.adaptive_avg_pool1d(input, self.output_size)
+
+
+class AdaptiveMaxPool2d(_FastconvModule, nn.AdaptiveMaxPool2d):
+    """torch.nn.AdaptiveMaxPool2d computed by fastconv."""
+
+    def __init__(self, output_size, return_indices=False, *, algorithm="auto"):
+        super().__init__(output_size, return_indices)
+        self._fastconv_init(algorithm)
+
+    def forward(self, input):
+        return F.adaptive_max_pool2d(input, self.output_size, self.return_indices)
+
+
+class AdaptiveMaxPool1d(_FastconvModule, nn.AdaptiveMaxPool1d):
+    """torch.nn.AdaptiveMaxPool1d computed by fastconv."""
+
+    def __init__(self, output_size, return_indices=False, *, algorithm="auto"):
+        super().__init__(output_size, return_indices)
+        self._fastconv_init(algorithm)
+
+    def forward(self, input):
+        return F.adaptive_max_pool1d(input, self.output_size, self.return_indices)
+
+
+# torch.nn class -> its fastconv subclass (convert() swaps exactly these types).
+FASTCONV_CLASSES = {
+    nn.Conv1d: Conv1d, nn.Conv2d: Conv2d, nn.MaxPool1d: MaxPool1d, nn.MaxPool2d: MaxPool2d,
+    nn.AvgPool1d: AvgPool1d, nn.AvgPool2d: AvgPool2d, nn.LPPool1d: LPPool1d, nn.LPPool2d: LPPool2d,
+    nn.AdaptiveAvgPool1d: AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d: AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool1d: AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d: AdaptiveMaxPool2d,
+}

@@ -1,0 +1,277 @@
+"""fastconv's kernels as PyTorch custom operators (``torch.ops.fastconv.*``).
+
+Each op is registered with ``torch.library.custom_op`` together with a fake (meta)
+implementation, which gives torch.compile the output shapes without running anything, and
+``register_autograd``, which makes it differentiable (torch builds the autograd.Function from
+it). These ops are THE implementation: fastconv.torch's functions and modules call them, so
+eager mode, autograd and torch.compile all run the same code.
+
+The ops take arguments already normalised by fastconv.torch.functional: 2-D only (1-D runs as
+2-D with H = 1, through views that autograd follows), explicit per-side padding
+``[top, bottom, left, right]`` for conv2d, lists of two ints for pooling windows. The backward
+ops are custom ops too, so a compiled graph's backward calls them as well.
+
+Tensors go to NumPy with ``.detach().numpy()`` (no copy when contiguous) and come back with
+``torch.from_numpy`` (fastconv's functions do both when handed torch tensors).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+
+import fastconv as fc
+from fastconv import algorithms as _algorithms
+from fastconv.pooling import pool_output_size
+
+Tensor = torch.Tensor
+
+
+def _pairs(padding):
+    """[top, bottom, left, right] -> ((top, bottom), (left, right)), fastconv's per-side form."""
+    return ((padding[0], padding[1]), (padding[2], padding[3]))
+
+
+def _unused(like):
+    """Placeholder for a gradient nobody asked for: custom ops cannot return None."""
+    return like.new_empty(0)
+
+
+def backward_algorithm(algorithm):
+    """The backward pass's algorithm for a forward ``algorithm=``: forward-only algorithms
+    (Winograd, FFT, autotune) differentiate with ``auto``'s choice."""
+    return algorithm if algorithm in _algorithms.backward_available() else "auto"
+
+
+# ---- conv2d ---------------------------------------------------------------------------------
+
+@torch.library.custom_op("fastconv::conv2d", mutates_args=(), device_types="cpu")
+def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
+           dilation: List[int], groups: int, flip: bool, algorithm: str) -> Tensor:
+    return fc.conv2d(x, weight, bias, tuple(stride), _pairs(padding), tuple(dilation), groups, flip=flip,
+                     algorithm=algorithm)
+
+
+@conv2d.register_fake
+def _conv2d_fake(x, weight, bias, stride, padding, dilation, groups, flip, algorithm):
+    n, _, h, w = x.shape
+    k, _, r, s = weight.shape
+    p = (h + padding[0] + padding[1] - dilation[0] * (r - 1) - 1) // stride[0] + 1
+    q = (w + padding[2] + padding[3] - dilation[1] * (s - 1) - 1) // stride[1] + 1
+    return x.new_empty((n, k, p, q))
+
+
+@torch.library.custom_op("fastconv::conv2d_backward", mutates_args=(), device_types="cpu")
+def conv2d_backward(grad_y: Tensor, x: Tensor, weight: Tensor, stride: List[int], padding: List[int],
+                    dilation: List[int], groups: int, flip: bool, algorithm: str,
+                    needs: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
+    gx, gw, gb = fc.conv2d_backward(grad_y, x, weight, tuple(stride), _pairs(padding), tuple(dilation), groups,
+                                    flip=flip, algorithm=algorithm, needs=tuple(needs))
+    return (gx if gx is not None else _unused(x), gw if gw is not None else _unused(x),
+            gb if gb is not None else _unused(x))
+
+
+@conv2d_backward.register_fake
+def _conv2d_backward_fake(grad_y, x, weight, stride, padding, dilation, groups, flip, algorithm, needs):
+    return (x.new_empty(x.shape) if needs[0] else _unused(x), x.new_empty(weight.shape) if needs[1] else _unused(x),
+            x.new_empty((weight.shape[0],)) if needs[2] else _unused(x))
+
+
+def _conv2d_setup(ctx, inputs, output):
+    x, weight, bias, stride, padding, dilation, groups, flip, algorithm = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.args = (stride, padding, dilation, groups, flip, backward_algorithm(algorithm))
+    ctx.has_bias = bias is not None
+
+
+def _conv2d_grad(ctx, grad_y):
+    x, weight = ctx.saved_tensors
+    needs = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    if not any(needs):
+        return (None,) * 9
+    gx, gw, gb = conv2d_backward(grad_y, x, weight, *ctx.args, needs)
+    return (gx if needs[0] else None, gw if needs[1] else None, gb if needs[2] else None) + (None,) * 6
+
+
+conv2d.register_autograd(_conv2d_grad, setup_context=_conv2d_setup)
+
+
+# ---- max pooling ----------------------------------------------------------------------------
+
+def _pool_shape(x, kernel, stride, padding, dilation, ceil_mode):
+    """The pooled shape of x (N, C, H, W) or (C, H, W), by torch's rule."""
+    p = pool_output_size(x.shape[-2], kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
+    q = pool_output_size(x.shape[-1], kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
+    return tuple(x.shape[:-2]) + (p, q)
+
+
+@torch.library.custom_op("fastconv::max_pool2d", mutates_args=(), device_types="cpu")
+def max_pool2d(x: Tensor, kernel_size: List[int], stride: List[int], padding: List[int], dilation: List[int],
+               ceil_mode: bool) -> Tuple[Tensor, Tensor]:
+    return fc.max_pool2d(x, tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation), ceil_mode,
+                         return_indices=True)
+
+
+@max_pool2d.register_fake
+def _max_pool2d_fake(x, kernel_size, stride, padding, dilation, ceil_mode):
+    shape = _pool_shape(x, kernel_size, stride, padding, dilation, ceil_mode)
+    return x.new_empty(shape), x.new_empty(shape, dtype=torch.int64)
+
+
+@torch.library.custom_op("fastconv::max_pool2d_backward", mutates_args=(), device_types="cpu")
+def max_pool2d_backward(grad_y: Tensor, x: Tensor, indices: Tensor, kernel_size: List[int], stride: List[int],
+                        padding: List[int], dilation: List[int], ceil_mode: bool) -> Tensor:
+    return fc.max_pool2d_backward(grad_y, x, tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation),
+                                  ceil_mode, indices=indices)
+
+
+@max_pool2d_backward.register_fake
+def _max_pool2d_backward_fake(grad_y, x, indices, kernel_size, stride, padding, dilation, ceil_mode):
+    return x.new_empty(x.shape)
+
+
+def _max_pool2d_setup(ctx, inputs, output):
+    x, *args = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(x, output[1])
+    ctx.args = args
+
+
+def _max_pool2d_grad(ctx, grad_y, _grad_indices):
+    x, indices = ctx.saved_tensors
+    return (max_pool2d_backward(grad_y, x, indices, *ctx.args),) + (None,) * 5
+
+
+max_pool2d.register_autograd(_max_pool2d_grad, setup_context=_max_pool2d_setup)
+
+
+# ---- average pooling --------------------------------------------------------------------------
+
+@torch.library.custom_op("fastconv::avg_pool2d", mutates_args=(), device_types="cpu")
+def avg_pool2d(x: Tensor, kernel_size: List[int], stride: List[int], padding: List[int], ceil_mode: bool,
+               count_include_pad: bool, divisor_override: Optional[int]) -> Tensor:
+    return fc.avg_pool2d(x, tuple(kernel_size), tuple(stride), tuple(padding), ceil_mode, count_include_pad,
+                         divisor_override)
+
+
+@avg_pool2d.register_fake
+def _avg_pool2d_fake(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    return x.new_empty(_pool_shape(x, kernel_size, stride, padding, (1, 1), ceil_mode))
+
+
+@torch.library.custom_op("fastconv::avg_pool2d_backward", mutates_args=(), device_types="cpu")
+def avg_pool2d_backward(grad_y: Tensor, x: Tensor, kernel_size: List[int], stride: List[int], padding: List[int],
+                        ceil_mode: bool, count_include_pad: bool, divisor_override: Optional[int]) -> Tensor:
+    return fc.avg_pool2d_backward(grad_y, x, tuple(kernel_size), tuple(stride), tuple(padding), ceil_mode,
+                                  count_include_pad, divisor_override)
+
+
+@avg_pool2d_backward.register_fake
+def _avg_pool2d_backward_fake(grad_y, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                              divisor_override):
+    return x.new_empty(x.shape)
+
+
+def _x_setup(ctx, inputs, output):
+    """Pooling ops whose backward needs only x and the forward's arguments."""
+    x, *args = inputs
+    ctx.save_for_backward(x)
+    ctx.args = args
+
+
+def _avg_pool2d_grad(ctx, grad_y):
+    (x,) = ctx.saved_tensors
+    return (avg_pool2d_backward(grad_y, x, *ctx.args),) + (None,) * 6
+
+
+avg_pool2d.register_autograd(_avg_pool2d_grad, setup_context=_x_setup)
+
+
+# ---- Lp pooling --------------------------------------------------------------------------------
+
+@torch.library.custom_op("fastconv::lp_pool2d", mutates_args=(), device_types="cpu")
+def lp_pool2d(x: Tensor, norm_type: float, kernel_size: List[int], stride: List[int], ceil_mode: bool) -> Tensor:
+    return fc.lp_pool2d(x, norm_type, tuple(kernel_size), tuple(stride), ceil_mode)
+
+
+@lp_pool2d.register_fake
+def _lp_pool2d_fake(x, norm_type, kernel_size, stride, ceil_mode):
+    return x.new_empty(_pool_shape(x, kernel_size, stride, (0, 0), (1, 1), ceil_mode))
+
+
+@torch.library.custom_op("fastconv::lp_pool2d_backward", mutates_args=(), device_types="cpu")
+def lp_pool2d_backward(grad_y: Tensor, x: Tensor, norm_type: float, kernel_size: List[int], stride: List[int],
+                       ceil_mode: bool) -> Tensor:
+    return fc.lp_pool2d_backward(grad_y, x, norm_type, tuple(kernel_size), tuple(stride), ceil_mode)
+
+
+@lp_pool2d_backward.register_fake
+def _lp_pool2d_backward_fake(grad_y, x, norm_type, kernel_size, stride, ceil_mode):
+    return x.new_empty(x.shape)
+
+
+def _lp_pool2d_grad(ctx, grad_y):
+    (x,) = ctx.saved_tensors
+    return (lp_pool2d_backward(grad_y, x, *ctx.args),) + (None,) * 4
+
+
+lp_pool2d.register_autograd(_lp_pool2d_grad, setup_context=_x_setup)
+
+
+# ---- adaptive pooling ----------------------------------------------------------------------------
+
+@torch.library.custom_op("fastconv::adaptive_avg_pool2d", mutates_args=(), device_types="cpu")
+def adaptive_avg_pool2d(x: Tensor, output_size: List[int]) -> Tensor:
+    return fc.adaptive_avg_pool2d(x, tuple(output_size))
+
+
+@adaptive_avg_pool2d.register_fake
+def _adaptive_avg_pool2d_fake(x, output_size):
+    return x.new_empty(tuple(x.shape[:-2]) + tuple(output_size))
+
+
+@torch.library.custom_op("fastconv::adaptive_avg_pool2d_backward", mutates_args=(), device_types="cpu")
+def adaptive_avg_pool2d_backward(grad_y: Tensor, x: Tensor, output_size: List[int]) -> Tensor:
+    return fc.adaptive_avg_pool2d_backward(grad_y, x, tuple(output_size))
+
+
+@adaptive_avg_pool2d_backward.register_fake
+def _adaptive_avg_pool2d_backward_fake(grad_y, x, output_size):
+    return x.new_empty(x.shape)
+
+
+def _adaptive_avg_pool2d_grad(ctx, grad_y):
+    (x,) = ctx.saved_tensors
+    return adaptive_avg_pool2d_backward(grad_y, x, *ctx.args), None
+
+
+adaptive_avg_pool2d.register_autograd(_adaptive_avg_pool2d_grad, setup_context=_x_setup)
+
+
+@torch.library.custom_op("fastconv::adaptive_max_pool2d", mutates_args=(), device_types="cpu")
+def adaptive_max_pool2d(x: Tensor, output_size: List[int]) -> Tuple[Tensor, Tensor]:
+    return fc.adaptive_max_pool2d(x, tuple(output_size), return_indices=True)
+
+
+@adaptive_max_pool2d.register_fake
+def _adaptive_max_pool2d_fake(x, output_size):
+    shape = tuple(x.shape[:-2]) + tuple(output_size)
+    return x.new_empty(shape), x.new_empty(shape, dtype=torch.int64)
+
+
+@torch.library.custom_op("fastconv::adaptive_max_pool2d_backward", mutates_args=(), device_types="cpu")
+def adaptive_max_pool2d_backward(grad_y: Tensor, x: Tensor, indices: Tensor, output_size: List[int]) -> Tensor:
+    return fc.adaptive_max_pool2d_backward(grad_y, x, tuple(output_size), indices=indices)
+
+
+@adaptive_max_pool2d_backward.register_fake
+def _adaptive_max_pool2d_backward_fake(grad_y, x, indices, output_size):
+    return x.new_empty(x.shape)
+
+
+def _adaptive_max_pool2d_grad(ctx, grad_y, _grad_indices):
+    x, indices = ctx.saved_tensors
+    return adaptive_max_pool2d_backward(grad_y, x, indices, *ctx.args), None
+
+
+adaptive_max_pool2d.register_autograd(_adaptive_max_pool2d_grad, setup_context=_max_pool2d_setup)
