@@ -35,6 +35,20 @@
 
 #include "common.h"
 
+// Internal linkage, forced inline: this header is compiled into each per-ISA copy of the
+// kernels, and a shared (weak) out-of-line instantiation would let the linker pick one
+// ISA's code for all of them (the scalar copy's, say, for the AVX-512 kernel, or worse).
+#if defined(__CUDACC__)
+#define FC_FFT_FN static __forceinline__ __host__ __device__
+#define FC_FFT_LAMBDA
+#elif defined(__GNUC__)
+#define FC_FFT_FN static inline __attribute__((always_inline))
+#define FC_FFT_LAMBDA __attribute__((always_inline))
+#else
+#define FC_FFT_FN static inline
+#define FC_FFT_LAMBDA
+#endif
+
 namespace fastconv::fft {
 
 // ---- helpers ---------------------------------------------------------------------------
@@ -42,7 +56,7 @@ namespace fastconv::fft {
 // f(std::integral_constant<int, I>) for I = Begin .. End-1: compile-time loop indices, so
 // twiddle choices and bit reversals resolve while compiling.
 template <int Begin, int End, class F>
-FC_HD inline void static_for(F&& f) {
+FC_FFT_FN void static_for(F&& f) {
   if constexpr (Begin < End) {
     f(std::integral_constant<int, Begin>{});
     static_for<Begin + 1, End>(f);
@@ -64,7 +78,7 @@ constexpr int log2i(int n) { return n <= 1 ? 0 : 1 + log2i(n / 2); }
 
 // (re, im) *= w^J, w = e^{-2 pi I / S} (forward) or e^{+2 pi I / S} (Inv); J < S/2, S | 16.
 template <int S, int J, bool Inv, int L, class T>
-FC_HD inline void twiddle(T* re, T* im) {
+FC_FFT_FN void twiddle(T* re, T* im) {
   constexpr int j = J * (16 / S);  // sixteenths of a turn, 0..7
   constexpr double c = kCos16[j], s = Inv ? kSin16[j] : -kSin16[j];
   if constexpr (j == 0) {
@@ -97,10 +111,10 @@ FC_HD inline void twiddle(T* re, T* im) {
 // In-place radix-2 decimation in frequency on a block of S elements (lanes innermost):
 // afterwards element p holds the block's DFT at bit_reverse(p).
 template <int S, bool Inv, int L, class T>
-FC_HD inline void dif(T (*re)[L], T (*im)[L]) {
+FC_FFT_FN void dif(T (*re)[L], T (*im)[L]) {
   if constexpr (S > 1) {
     constexpr int H = S / 2;
-    static_for<0, H>([&](auto kc) {
+    static_for<0, H>([&](auto kc) FC_FFT_LAMBDA {
       constexpr int k = decltype(kc)::value;
 #pragma GCC unroll 16
       for (int l = 0; l < L; ++l) {
@@ -121,7 +135,7 @@ FC_HD inline void dif(T (*re)[L], T (*im)[L]) {
 
 // Complex DFT of length N (unnormalised; Inv: the conjugate twiddles). In and out may alias.
 template <int N, bool Inv, int L, class T>
-FC_HD inline void cfft(const T* ire, const T* iim, index_t is, T* ore, T* oim, index_t os) {
+FC_FFT_FN void cfft(const T* ire, const T* iim, index_t is, T* ore, T* oim, index_t os) {
   T re[N][L], im[N][L];
 #pragma GCC unroll 16
   for (int k = 0; k < N; ++k)
@@ -131,7 +145,7 @@ FC_HD inline void cfft(const T* ire, const T* iim, index_t is, T* ore, T* oim, i
       im[k][l] = iim[k * is + l];
     }
   dif<N, Inv, L>(re, im);
-  static_for<0, N>([&](auto pc) {
+  static_for<0, N>([&](auto pc) FC_FFT_LAMBDA {
     constexpr int p = decltype(pc)::value, k = bit_reverse(p, log2i(N));
 #pragma GCC unroll 16
     for (int l = 0; l < L; ++l) {
@@ -145,7 +159,7 @@ FC_HD inline void cfft(const T* ire, const T* iim, index_t is, T* ore, T* oim, i
 // Z = DFT_{N/2}(x[2k] + I x[2k+1]); E[k] = (Z[k] + conj Z[M-k]) / 2 (even samples),
 // O[k] = (Z[k] - conj Z[M-k]) / 2I (odd samples); X[k] = E[k] + w^k O[k].
 template <int N, int L, class T>
-FC_HD inline void rfft(const T* x, index_t is, T* ore, T* oim, index_t os) {
+FC_FFT_FN void rfft(const T* x, index_t is, T* ore, T* oim, index_t os) {
   constexpr int M = N / 2, B = log2i(M);
   T zr[M][L], zi[M][L];
 #pragma GCC unroll 16
@@ -163,7 +177,7 @@ FC_HD inline void rfft(const T* x, index_t is, T* ore, T* oim, index_t os) {
     ore[M * os + l] = zr[0][l] - zi[0][l];
     oim[M * os + l] = T(0);
   }
-  static_for<1, M>([&](auto kc) {
+  static_for<1, M>([&](auto kc) FC_FFT_LAMBDA {
     constexpr int k = decltype(kc)::value, pa = bit_reverse(k, B), pb = bit_reverse(M - k, B);
     T er[L], ei[L], orr[L], oi[L];
 #pragma GCC unroll 16
@@ -187,7 +201,7 @@ FC_HD inline void rfft(const T* x, index_t is, T* ore, T* oim, index_t os) {
 // read), unnormalised: N times numpy's irfft. Reverses rfft: Z'[k] = (X[k] + conj X[M-k])
 // + I w^{-k} (X[k] - conj X[M-k]) = 2 (E[k] + I O[k]); z = IDFT_{N/2}(Z') = N (x[2k] + I x[2k+1]).
 template <int N, int L, class T>
-FC_HD inline void irfft(const T* ire, const T* iim, index_t is, T* x, index_t os) {
+FC_FFT_FN void irfft(const T* ire, const T* iim, index_t is, T* x, index_t os) {
   constexpr int M = N / 2, B = log2i(M);
   T zr[M][L], zi[M][L];
 #pragma GCC unroll 16
@@ -196,7 +210,7 @@ FC_HD inline void irfft(const T* ire, const T* iim, index_t is, T* x, index_t os
     zr[0][l] = a + b;
     zi[0][l] = a - b;
   }
-  static_for<1, M>([&](auto kc) {
+  static_for<1, M>([&](auto kc) FC_FFT_LAMBDA {
     constexpr int k = decltype(kc)::value;
     T dr[L], di[L];
 #pragma GCC unroll 16
@@ -216,7 +230,7 @@ FC_HD inline void irfft(const T* ire, const T* iim, index_t is, T* x, index_t os
     }
   });
   dif<M, true, L>(zr, zi);
-  static_for<0, M>([&](auto pc) {
+  static_for<0, M>([&](auto pc) FC_FFT_LAMBDA {
     constexpr int p = decltype(pc)::value, k = bit_reverse(p, B);
 #pragma GCC unroll 16
     for (int l = 0; l < L; ++l) {
@@ -260,7 +274,7 @@ constexpr int real_column_bin(int u, int v) {
 // 0..rows-1 are read) -> the distinct bins (re, im). Rows first (real FFTs), then the
 // columns: v = 0 and N/2 hold real values (real FFTs), the others complex FFTs.
 template <int N, int L, class T>
-FC_HD inline void forward(const T* t, int rows, T* re, T* im) {
+FC_FFT_FN void forward(const T* t, int rows, T* re, T* im) {
   using S = Spectrum<N>;
   constexpr int C = S::cols;
   T rr[N][C][L], ri[N][C][L];  // row spectra R[i][v]
@@ -274,11 +288,11 @@ FC_HD inline void forward(const T* t, int rows, T* re, T* im) {
         for (int l = 0; l < L; ++l) rr[i][v][l] = ri[i][v][l] = T(0);
     }
   }
-  static_for<0, 2>([&](auto vc) {  // the real columns v = 0, N/2
+  static_for<0, 2>([&](auto vc) FC_FFT_LAMBDA {  // the real columns v = 0, N/2
     constexpr int v = decltype(vc)::value * S::half;
     T cr[C][L], ci[C][L];
     rfft<N, L>(rr[0][v], C * L, cr[0], ci[0], L);
-    static_for<0, C>([&](auto uc) {
+    static_for<0, C>([&](auto uc) FC_FFT_LAMBDA {
       constexpr int u = decltype(uc)::value, b = real_column_bin<N>(u, v);
 #pragma GCC unroll 16
       for (int l = 0; l < L; ++l) {
@@ -298,14 +312,14 @@ FC_HD inline void forward(const T* t, int rows, T* re, T* im) {
 // the real N x N tile t (unnormalised: N^2 times numpy's irfft2). Columns first (the
 // real columns v = 0, N/2 by real inverse FFTs), then one real inverse FFT per kept row.
 template <int N, int L, class T>
-FC_HD inline void inverse(const T* re, const T* im, int rows, T* t) {
+FC_FFT_FN void inverse(const T* re, const T* im, int rows, T* t) {
   using S = Spectrum<N>;
   constexpr int C = S::cols;
   T rr[N][C][L], ri[N][C][L];
-  static_for<0, 2>([&](auto vc) {
+  static_for<0, 2>([&](auto vc) FC_FFT_LAMBDA {
     constexpr int v = decltype(vc)::value * S::half;
     T cr[C][L], ci[C][L], col[N][L];
-    static_for<0, C>([&](auto uc) {
+    static_for<0, C>([&](auto uc) FC_FFT_LAMBDA {
       constexpr int u = decltype(uc)::value, b = real_column_bin<N>(u, v);
 #pragma GCC unroll 16
       for (int l = 0; l < L; ++l) {

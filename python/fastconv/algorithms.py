@@ -2,6 +2,11 @@
 
 The rules are a few lines on purpose; benchmarks/RESULTS.md holds the
 measurements behind them.
+
+Winograd and FFT are not exact on non-finite inputs: a NaN or Inf input reaches, through
+their transforms, other outputs of each tile whose window covers it (FFT: all of them; a
+NaN/Inf weight reaches its whole output channel), where the reference may be finite.
+``is_exact_on_nonfinite`` says so, and ``auto`` falls back when the data is not finite.
 """
 from __future__ import annotations
 
@@ -13,10 +18,10 @@ import numpy as np
 from . import _C, _cache
 
 # Algorithms the design names that this build does not provide yet.
-_NOT_YET = ("fft",)
+_NOT_YET = ()
 
 # Names that stand for a family of kernel-table rows; resolve() picks the row.
-ALIASES = ("winograd",)
+ALIASES = ("winograd", "fft")
 
 
 # Names that choose an algorithm rather than name one.
@@ -50,6 +55,23 @@ def winograd_tile(params):
     if params.N * params.P * params.Q >= 384:
         return 4
     return 2
+
+
+def fft_tile(params):
+    """``algorithm="fft"``'s tile size n (n x n FFTs, overlap-save). An n x n tile yields
+    (n-R+1) x (n-S+1) outputs for n*n/2 + 2 complex products per channel pair: 16x16 tiles
+    need fewer products per output once the kernel is large (3.6x fewer than 8x8 for 5x5,
+    9.6x for 7x7) but waste more of the edge tiles and need a kernel spectrum of 3.8x the
+    size that a small image cannot amortise. Kernels of 8 and more need 16x16 tiles.
+    """
+    if params.R > 7 or params.S > 7:
+        return 16
+    mh16, mw16 = 17 - params.R, 17 - params.S
+    mh8, mw8 = 9 - params.R, 9 - params.S
+    # products per call: (tiles) x (bins); edge tiles included
+    cost16 = -(-params.P // mh16) * -(-params.Q // mw16) * 130
+    cost8 = -(-params.P // mh8) * -(-params.Q // mw8) * 34
+    return 16 if cost16 < cost8 else 8
 
 
 def choose(params, dtype, inputs_finite=True):
@@ -145,8 +167,8 @@ def _timed(run, name):
 
 
 def is_exact_on_nonfinite(name):
-    """False for algorithms that may spread a NaN/Inf input over a tile (Winograd)."""
-    return not name.startswith("winograd")
+    """False for algorithms that may spread a NaN/Inf input over a tile (Winograd, FFT)."""
+    return not name.startswith(("winograd", "fft"))
 
 
 def resolve(algorithm, params, dtype):
@@ -161,6 +183,11 @@ def resolve(algorithm, params, dtype):
         if why:
             raise ValueError(f"algorithm 'winograd' cannot run this problem: {why}")
         return f"winograd:{winograd_tile(params)}"
+    if algorithm == "fft":
+        why = _C.supports("fft:16", params, dtype.name)
+        if why:
+            raise ValueError(f"algorithm 'fft' cannot run this problem: {why}")
+        return f"fft:{fft_tile(params)}"
     if algorithm not in names:
         base = algorithm.split(":")[0]
         if base in _NOT_YET:
