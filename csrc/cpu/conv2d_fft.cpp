@@ -18,7 +18,7 @@
 // so the kernel is stored as planes (a, a + b, b - a), the input as (c + d, d, c), and the
 // output transform combines k1, k2, k3 as it loads them. The four real bins (im = 0) are
 // one real GEMM each. Planes, in order: real bin b (b < 4): plane b; complex bin b:
-// planes 4 + 3 (b - 4) + {0, 1, 2}; kPlanes of them.
+// planes 4 + 3 (b - 4) + {0, 1, 2}; kPlanes of them, plane_stride() apart.
 // Tiles are processed in blocks of T so that X and Y of a block stay near the cache. Work
 // is split over (image, group, tile block) with one block per thread and serial GEMMs when
 // there are enough blocks, and otherwise block by block with each phase split over the
@@ -56,6 +56,11 @@ constexpr index_t kPlanes = 4 + 3 * (fft::Spectrum<N>::bins - 4);
 
 index_t planes(int n) { return n == 8 ? kPlanes<8> : kPlanes<16>; }
 
+// Floats between consecutive planes of U, X or Y: one cache line more than a plane, because
+// planes of 64 x 64 floats (16 KiB) would put every plane's row in the same L1 set, and the
+// transforms touch all 94 (n = 8) or 382 (n = 16) planes of a row at once.
+index_t plane_stride(index_t floats) { return floats + 16; }
+
 // How the work is cut: tile grid, tiles per block, parallel scheme, workspace layout.
 struct Plan {
   int n = 0, mh = 0, mw = 0;
@@ -64,6 +69,7 @@ struct Plan {
   bool outer = false;                   // one block per thread (else phases split over threads)
   index_t workers = 1;                  // X/Y buffers
   index_t u_floats = 0, x_floats = 0, y_floats = 0;
+  index_t u_ps = 0, x_ps = 0, y_ps = 0;  // plane strides
   bool prepared = false;                // U comes with the call: no room for it here
   index_t floats() const { return (prepared ? 0 : u_floats) + workers * (x_floats + y_floats); }
 };
@@ -96,15 +102,18 @@ Plan make_plan(const ConvParams& p, int n, int threads, bool prepared) {
   const index_t items = groups * nb;
   pl.outer = threads == 1 || (items >= threads && (items % threads == 0 || items >= 8 * threads));
   pl.workers = pl.outer ? threads : 1;
-  pl.u_floats = round_up(np * p.K * Cg, 16);
-  pl.x_floats = np * Cg * pl.ldt;
-  pl.y_floats = np * Kg * pl.ldt;
+  pl.u_ps = plane_stride(Kg * Cg);
+  pl.x_ps = plane_stride(Cg * pl.ldt);
+  pl.y_ps = plane_stride(Kg * pl.ldt);
+  pl.u_floats = p.groups * np * pl.u_ps;
+  pl.x_floats = np * pl.x_ps;
+  pl.y_floats = np * pl.y_ps;
   pl.prepared = prepared;
   return pl;
 }
 
 // ---- 1. kernel spectra: U[g][plane][k][c], 16 input channels at a time ----------------
-// Output channel gk (of all K) of w (K, C/g, R, S) into Ug (planes x K/g x C/g), row k.
+// Output channel gk (of all K) of w (K, C/g, R, S) into Ug (planes of K/g x C/g, plane_stride apart), row k.
 template <int N>
 void kernel_row(const ConvParams& p, const float* w, index_t gk, float* Ug) {
   using Sp = fft::Spectrum<N>;
@@ -124,14 +133,14 @@ void kernel_row(const ConvParams& p, const float* w, index_t gk, float* Ug) {
     fft::forward<N, kL>(t, R, re, im);
     // U = conj(W) / n^2 = a + b i with a = re / n^2, b = -im / n^2.
     for (int b = 0; b < Sp::bins; ++b) {
-      float* dst = Ug + ((b < 4 ? b : 4 + 3 * (b - 4)) * Kg + k) * Cg + c0;
+      const index_t ps = plane_stride(Kg * Cg);
+      float* dst = Ug + (b < 4 ? b : 4 + 3 * (b - 4)) * ps + k * Cg + c0;
       const float* wr = re + b * kL;
       const float* wi = im + b * kL;
       if (b < 4) {
         for (int l = 0; l < lanes; ++l) dst[l] = scale * wr[l];
         continue;
       }
-      const index_t ps = Kg * Cg;  // between planes
       for (int l = 0; l < lanes; ++l) {
         const float a = scale * wr[l], bb = -scale * wi[l];
         dst[l] = a;
@@ -144,9 +153,12 @@ void kernel_row(const ConvParams& p, const float* w, index_t gk, float* Ug) {
 
 template <int N>
 void transform_kernels(const ConvParams& p, const float* w, float* U, bool parallel) {
-  const index_t Cg = p.C_per_group(), Kg = p.K_per_group();
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), ps = plane_stride(Kg * Cg);
+  for (index_t q = 0; q < p.groups * kPlanes<N>; ++q)  // the padding: defined, never read
+    std::memset(U + q * ps + Kg * Cg, 0, sizeof(float) * (ps - Kg * Cg));
 #pragma omp parallel for schedule(static) if (parallel)
-  for (index_t gk = 0; gk < p.K; ++gk) kernel_row<N>(p, w, gk, U + (gk / Kg) * kPlanes<N> * Kg * Cg);
+  for (index_t gk = 0; gk < p.K; ++gk)
+    kernel_row<N>(p, w, gk, U + (gk / Kg) * kPlanes<N> * plane_stride(Kg * Cg));
 }
 
 // ---- tile geometry of a block, computed once per block (not per channel) -----------------
@@ -188,7 +200,7 @@ template <int N>
 void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const TileGeo* geo,
                       index_t T, float* X, bool parallel) {
   using Sp = fft::Spectrum<N>;
-  const index_t Cg = p.C_per_group(), H = p.H, W = p.W, ldt = pl.ldt, ps = Cg * ldt;
+  const index_t Cg = p.C_per_group(), H = p.H, W = p.W, ldt = pl.ldt, ps = pl.x_ps;
   const int mw = pl.mw;
 #pragma omp parallel for schedule(static) if (parallel)
   for (index_t c = 0; c < Cg; ++c) {
@@ -250,8 +262,8 @@ void multiply(const ConvParams& p, const Plan& pl, const float* Ug, const float*
   const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), np = planes(pl.n);
 #pragma omp parallel for schedule(dynamic) if (parallel)
   for (index_t q = 0; q < np; ++q)
-    gemm<float>(false, false, Kg, T, Cg, 1.f, Ug + q * Kg * Cg, Cg, X + q * Cg * pl.ldt, pl.ldt,
-                0.f, Y + q * Kg * pl.ldt, pl.ldt);
+    gemm<float>(false, false, Kg, T, Cg, 1.f, Ug + q * pl.u_ps, Cg, X + q * pl.x_ps, pl.ldt, 0.f,
+                Y + q * pl.y_ps, pl.ldt);
 }
 
 // ---- 4. inverse transforms of one block into y (N, K, P, Q), group g, + bias --------------
@@ -259,10 +271,10 @@ template <int N>
 void transform_outputs(const ConvParams& p, const Plan& pl, const float* Y, const TileGeo* geo,
                        index_t T, const float* bias_g, float* y, bool parallel) {
   using Sp = fft::Spectrum<N>;
-  const index_t P = p.P, Q = p.Q, ldt = pl.ldt, Kg = p.K_per_group(), ps = Kg * ldt;
+  const index_t P = p.P, Q = p.Q, ldt = pl.ldt, ps = pl.y_ps;
   const int mh = pl.mh, mw = pl.mw;
 #pragma omp parallel for schedule(static) if (parallel)
-  for (index_t k = 0; k < Kg; ++k) {
+  for (index_t k = 0; k < p.K_per_group(); ++k) {
     const float b = bias_g ? bias_g[k] : 0.f;
     float* yk = y + k * P * Q;
     alignas(64) float t[N * N * kL];
@@ -307,7 +319,7 @@ void run(const ConvParams& p, const float* x, const float* w, const float* bias,
   if (p.N == 0) return;
   const int threads = omp_get_max_threads();
   const Plan pl = make_plan(p, N, threads, prepared);
-  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), G = p.groups;
+  const index_t Kg = p.K_per_group(), G = p.groups;
   float* ws = static_cast<float*>(workspace);
   const float* U = w;
   float* bufs = ws;
@@ -326,7 +338,7 @@ void run(const ConvParams& p, const float* x, const float* w, const float* bias,
     std::vector<TileGeo> geo(T);
     tile_geometry(p, pl, g, t0, T, geo.data());
     transform_inputs<N>(p, pl, x, geo.data(), T, X, parallel);
-    multiply(p, pl, U + g * kPlanes<N> * Kg * Cg, X, T, Y, parallel);
+    multiply(p, pl, U + g * kPlanes<N> * pl.u_ps, X, T, Y, parallel);
     transform_outputs<N>(p, pl, Y, geo.data(), T, bias ? bias + g * Kg : nullptr, y, parallel);
   };
   const index_t items = G * pl.nblocks;
@@ -353,7 +365,7 @@ index_t conv2d_fft_workspace_bytes(const ConvParams& p, int n, bool prepared) {
 
 index_t conv2d_fft_prepared_bytes(const ConvParams& p, int n) {
   check_tile(n);
-  return planes(n) * p.K * p.C_per_group() * index_t(sizeof(float));
+  return p.groups * planes(n) * plane_stride(p.K_per_group() * p.C_per_group()) * index_t(sizeof(float));
 }
 
 void conv2d_fft_prepare(const ConvParams& p, int n, const float* w, float* prepared) {
