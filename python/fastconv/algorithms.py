@@ -59,19 +59,16 @@ def winograd_tile(params):
 
 def fft_tile(params):
     """``algorithm="fft"``'s tile size n (n x n FFTs, overlap-save). An n x n tile yields
-    (n-R+1) x (n-S+1) outputs for n*n/2 + 2 complex products per channel pair: 16x16 tiles
-    need fewer products per output once the kernel is large (3.6x fewer than 8x8 for 5x5,
-    9.6x for 7x7) but waste more of the edge tiles and need a kernel spectrum of 3.8x the
-    size that a small image cannot amortise. Kernels of 8 and more need 16x16 tiles.
+    (n-R+1) x (n-S+1) outputs for n*n/2 + 2 complex products per channel pair, so 16x16
+    tiles need fewer products per output as the kernel grows (1.4x fewer than 8x8 for 3x3,
+    2.4x for 5x5, 6.5x for 7x7), but their kernel spectra are 3.8x larger (computed per
+    call without a plan), they waste more of the edge tiles, and their few tiles per image
+    make narrow GEMMs that pay more packing per product. Measured (batch 1, 64->64 at
+    56x56, 1 and 2 threads, Zen 4, interleaved medians): 7x7: fft:16 1.8x faster than
+    fft:8; 5x5: a tie at 56x56, fft:8 ahead at 112x112; 3x3: fft:8 10-25% ahead. Kernels of
+    8 and more need 16x16 tiles.
     """
-    if params.R > 7 or params.S > 7:
-        return 16
-    mh16, mw16 = 17 - params.R, 17 - params.S
-    mh8, mw8 = 9 - params.R, 9 - params.S
-    # products per call: (tiles) x (bins); edge tiles included
-    cost16 = -(-params.P // mh16) * -(-params.Q // mw16) * 130
-    cost8 = -(-params.P // mh8) * -(-params.Q // mw8) * 34
-    return 16 if cost16 < cost8 else 8
+    return 16 if max(params.R, params.S) >= 6 else 8
 
 
 def choose(params, dtype, inputs_finite=True):
