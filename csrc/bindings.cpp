@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <complex>
 #include <vector>
 
 #include "cpu/gemm.h"
@@ -314,12 +315,43 @@ void bind_winograd(py::module_& m) {
         py::arg("m"), py::arg("t"), "A^T t A of one (m+2)x(m+2) float32 tile, by the kernel's code.");
 }
 
+// ---- FFT: one-tile transforms of math/fft.h, for the tests ------------------------------------
+// forward: n x n float32 -> n x (n/2+1) complex64 (numpy's rfft2); inverse: n x (n/2+1)
+// complex64 (Hermitian; only its distinct bins are read) -> n x n float32, n^2 irfft2.
+py::array fft_transform(int n, int which, const py::array& tile) {
+  FC_CHECK(n == 8 || n == 16, "fft tile size must be 8 or 16 (got ", n, ")");
+  const index_t half = n / 2 + 1;
+  if (which == 0) {
+    auto t = py::array_t<float, py::array::c_style | py::array::forcecast>(tile);
+    FC_CHECK(t.ndim() == 2 && t.shape(0) == n && t.shape(1) == n, "tile must be ", n, "x", n);
+    py::array_t<std::complex<float>> y({index_t(n), half});
+    FC_PICK_ISA(fft_tile_transform)(n, 0, t.data(), reinterpret_cast<float*>(y.mutable_data()));
+    return y;
+  }
+  auto s = py::array_t<std::complex<float>, py::array::c_style | py::array::forcecast>(tile);
+  FC_CHECK(s.ndim() == 2 && s.shape(0) == n && s.shape(1) == half, "spectrum must be ", n, "x", half);
+  py::array_t<float> y({n, n});
+  FC_PICK_ISA(fft_tile_transform)(n, 1, reinterpret_cast<const float*>(s.data()), y.mutable_data());
+  return y;
+}
+
+void bind_fft(py::module_& m) {
+  m.def("fft_tile_forward", [](int n, const py::array& t) { return fft_transform(n, 0, t); },
+        py::arg("n"), py::arg("tile"),
+        "Unnormalised 2-D real FFT of one n x n float32 tile (n = 8, 16), by the kernel's code: "
+        "n x (n/2+1) complex64, as numpy.fft.rfft2.");
+  m.def("fft_tile_inverse", [](int n, const py::array& s) { return fft_transform(n, 1, s); },
+        py::arg("n"), py::arg("spectrum"),
+        "Unnormalised inverse of fft_tile_forward (n*n times numpy.fft.irfft2), by the kernel's code.");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastconv core: convolution and pooling kernels (see fastconv for the Python API)";
   active_isa();  // reads FASTCONV_ISA now, so a bad value fails the import, not a later call
   bind_winograd(m);
+  bind_fft(m);
 
   py::class_<ConvParams>(m, "ConvParams")
       .def(py::init<>())

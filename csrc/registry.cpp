@@ -210,6 +210,36 @@ void winograd_prepare(const Problem& pr, const void* w, void* out) {
   FC_PICK_ISA(conv2d_winograd_prepare)(pr.conv, M, cp<float>(w), mp<float>(out));
 }
 
+// ---- FFT (overlap-save), n x n tiles ------------------------------------------------------
+template <int N>
+std::string fft_supports(const Problem& pr) {
+  if (pr.op != Op::conv2d_forward) return "not a convolution";
+  const ConvParams& p = pr.conv;
+  if (p.stride_h != 1 || p.stride_w != 1 || p.dil_h != 1 || p.dil_w != 1)
+    return str_cat("fft supports only stride 1 and dilation 1 (got stride (", p.stride_h, ", ",
+                   p.stride_w, "), dilation (", p.dil_h, ", ", p.dil_w, "))");
+  if (p.R > N - 1 || p.S > N - 1)
+    return str_cat("fft:", N, " supports kernels up to ", N - 1, "x", N - 1, " (got kernel ", p.R,
+                   "x", p.S, (N == 8 && p.R <= 15 && p.S <= 15 ? "; fft:16 takes up to 15x15)" : ")"));
+  if (pr.dtype != DType::f32)
+    return str_cat("fft supports only float32 (got ", dtype_name(pr.dtype),
+                   "; float64 runs with direct, im2col or reference)");
+  return "";
+}
+template <int N>
+index_t fft_ws(const Problem& pr) { return FC_PICK_ISA(conv2d_fft_workspace_bytes)(pr.conv, N, pr.prepared); }
+template <int N>
+void fft_run(const Problem& pr, const Tensors& t) {
+  FC_PICK_ISA(conv2d_fft)(pr.conv, N, cp<float>(t.x), cp<float>(t.w), cp<float>(t.bias), mp<float>(t.y),
+                          t.workspace, pr.prepared);
+}
+template <int N>
+index_t fft_prepared_bytes(const Problem& pr) { return FC_PICK_ISA(conv2d_fft_prepared_bytes)(pr.conv, N); }
+template <int N>
+void fft_prepare(const Problem& pr, const void* w, void* out) {
+  FC_PICK_ISA(conv2d_fft_prepare)(pr.conv, N, cp<float>(w), mp<float>(out));
+}
+
 // ---- pooling --------------------------------------------------------------------
 std::string pool_supports(const Problem&) { return ""; }
 index_t no_ws(const Problem&) { return 0; }
@@ -264,6 +294,8 @@ const std::vector<Kernel>& kernel_table() {
        winograd_prepared_bytes<4>, winograd_prepare<4>},
       {"winograd:6", Op::conv2d_forward, "cpu", kAllIsas, winograd_supports, winograd_ws<6>, winograd_run<6>,
        winograd_prepared_bytes<6>, winograd_prepare<6>},
+      {"fft:8", Op::conv2d_forward, "cpu", kAllIsas, fft_supports<8>, fft_ws<8>, fft_run<8>, fft_prepared_bytes<8>, fft_prepare<8>},
+      {"fft:16", Op::conv2d_forward, "cpu", kAllIsas, fft_supports<16>, fft_ws<16>, fft_run<16>, fft_prepared_bytes<16>, fft_prepare<16>},
       {"direct", Op::max_pool2d_forward, "cpu", kAllIsas, pool_supports, no_ws, max_pool_run},
       {"direct", Op::avg_pool2d_forward, "cpu", kAllIsas, pool_supports, no_ws, avg_pool_run},
       {"direct", Op::lp_pool2d_forward, "cpu", kAllIsas, pool_supports, no_ws, lp_pool_run},

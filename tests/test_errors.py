@@ -35,7 +35,7 @@ W = np.zeros((6, 4, 3, 3), np.float32)
     (dict(stride=1.5), TypeError, ["stride"]),
     (dict(stride=True), TypeError, ["stride"]),
     (dict(algorithm="bogus"), ValueError, ["bogus", "direct", "im2col"]),
-    (dict(algorithm="fft"), ValueError, ["fft", "not in this version"]),
+    (dict(algorithm="fft", stride=2), ValueError, ["fft", "stride 1", "stride (2, 2)"]),
     (dict(algorithm="winograd", stride=2), ValueError, ["winograd", "stride 1", "stride (2, 2)"]),
     (dict(algorithm=3), TypeError, ["algorithm"]),
     (dict(flip="yes"), TypeError, ["flip"]),

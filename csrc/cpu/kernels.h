@@ -104,3 +104,24 @@ namespace avx2 { FC_WINOGRAD_DECLARATIONS }
 namespace avx512 { FC_WINOGRAD_DECLARATIONS }
 #endif
 }  // namespace fastconv::cpu
+
+// conv2d_fft.cpp, compiled once per ISA: tiled FFT (overlap-save), n x n tiles, n = 8, 16;
+// float32. x (N,C,H,W), w (K,C/groups,R,S) with R, S <= n-1, bias (K) or null,
+// y (N,K,P,Q); stride 1, dilation 1. With `prepared`, w is conv2d_fft_prepare's output
+// (the kernel spectra, conv2d_fft_prepared_bytes) and the workspace has no room for them.
+#define FC_FFT_DECLARATIONS                                                                \
+  index_t conv2d_fft_workspace_bytes(const ConvParams& p, int n, bool prepared);           \
+  index_t conv2d_fft_prepared_bytes(const ConvParams& p, int n);                           \
+  void conv2d_fft_prepare(const ConvParams& p, int n, const float* w, float* prepared);    \
+  void conv2d_fft(const ConvParams& p, int n, const float* x, const float* w,              \
+                  const float* bias, float* y, void* workspace, bool prepared);            \
+  /* one tile through math/fft.h: which 0 = forward, 1 = inverse (tests) */                \
+  void fft_tile_transform(int n, int which, const float* in, float* out);
+
+namespace fastconv::cpu {
+namespace scalar { FC_FFT_DECLARATIONS }
+#if defined(FC_X86)
+namespace avx2 { FC_FFT_DECLARATIONS }
+namespace avx512 { FC_FFT_DECLARATIONS }
+#endif
+}  // namespace fastconv::cpu

@@ -60,3 +60,7 @@ def winograd_matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ... 
 def winograd_transform_input(m: int, d: np.ndarray) -> np.ndarray: ...   # B^T d B, float32
 def winograd_transform_kernel(m: int, g: np.ndarray) -> np.ndarray: ...  # G g G^T, float32
 def winograd_transform_output(m: int, t: np.ndarray) -> np.ndarray: ...  # A^T t A, float32
+
+# FFT tiles, n in (8, 16): csrc/math/fft.h, unnormalised both ways.
+def fft_tile_forward(n: int, tile: np.ndarray) -> np.ndarray: ...      # (n, n) float32 -> (n, n/2+1) complex64, rfft2
+def fft_tile_inverse(n: int, spectrum: np.ndarray) -> np.ndarray: ...  # (n, n/2+1) complex64 -> (n, n) float32, n*n*irfft2

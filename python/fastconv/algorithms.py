@@ -2,6 +2,11 @@
 
 The rules are a few lines on purpose; benchmarks/RESULTS.md holds the
 measurements behind them.
+
+Winograd and FFT are not exact on non-finite inputs: a NaN or Inf input reaches, through
+their transforms, other outputs of each tile whose window covers it (FFT: all of them; a
+NaN/Inf weight reaches its whole output channel), where the reference may be finite.
+``is_exact_on_nonfinite`` says so, and ``auto`` falls back when the data is not finite.
 """
 from __future__ import annotations
 
@@ -13,10 +18,10 @@ import numpy as np
 from . import _C, _cache
 
 # Algorithms the design names that this build does not provide yet.
-_NOT_YET = ("fft",)
+_NOT_YET = ()
 
 # Names that stand for a family of kernel-table rows; resolve() picks the row.
-ALIASES = ("winograd",)
+ALIASES = ("winograd", "fft")
 
 
 # Names that choose an algorithm rather than name one.
@@ -50,6 +55,20 @@ def winograd_tile(params):
     if params.N * params.P * params.Q >= 384:
         return 4
     return 2
+
+
+def fft_tile(params):
+    """``algorithm="fft"``'s tile size n (n x n FFTs, overlap-save). An n x n tile yields
+    (n-R+1) x (n-S+1) outputs for n*n/2 + 2 complex products per channel pair, so 16x16
+    tiles need fewer products per output as the kernel grows (1.4x fewer than 8x8 for 3x3,
+    2.4x for 5x5, 6.5x for 7x7), but their kernel spectra are 3.8x larger (computed per
+    call without a plan), they waste more of the edge tiles, and their few tiles per image
+    make narrow GEMMs that pay more packing per product. Measured (batch 1, 64->64 at
+    56x56, 1 and 2 threads, Zen 4, interleaved medians): 7x7: fft:16 1.8x faster than
+    fft:8; 5x5: a tie at 56x56, fft:8 ahead at 112x112; 3x3: fft:8 10-25% ahead. Kernels of
+    8 and more need 16x16 tiles.
+    """
+    return 16 if max(params.R, params.S) >= 6 else 8
 
 
 # ---- workspace cap -------------------------------------------------------------------------
@@ -205,8 +224,8 @@ def _timed(run, name):
 
 
 def is_exact_on_nonfinite(name):
-    """False for algorithms that may spread a NaN/Inf input over a tile (Winograd)."""
-    return not name.startswith("winograd")
+    """False for algorithms that may spread a NaN/Inf input over a tile (Winograd, FFT)."""
+    return not name.startswith(("winograd", "fft"))
 
 
 def resolve(algorithm, params, dtype):
@@ -221,6 +240,11 @@ def resolve(algorithm, params, dtype):
         if why:
             raise ValueError(f"algorithm 'winograd' cannot run this problem: {why}")
         return f"winograd:{winograd_tile(params)}"
+    if algorithm == "fft":
+        why = _C.supports("fft:16", params, dtype.name)
+        if why:
+            raise ValueError(f"algorithm 'fft' cannot run this problem: {why}")
+        return f"fft:{fft_tile(params)}"
     if algorithm not in names:
         base = algorithm.split(":")[0]
         if base in _NOT_YET:

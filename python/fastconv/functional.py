@@ -318,7 +318,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     x is (N, C, H, W), weight (K, C/groups, R, S), bias (K,) or None; returns (N, K, P, Q).
     ``padding``: int, (ph, pw), ((top, bottom), (left, right)), 'valid', 'same' (any stride;
     output ceil(H/stride)) or 'full'. ``algorithm``: 'auto', 'direct', 'im2col', 'winograd'
-    (3x3 stride 1, float32; 'winograd:2|4|6' force the tile), 'reference', 'autotune'.
+    (3x3 stride 1, float32; 'winograd:2|4|6' force the tile), 'fft' (stride 1, dilation 1,
+    float32, kernels up to 15x15; 'fft:8' (up to 7x7) and 'fft:16' force the tile),
+    'reference', 'autotune'. Winograd and FFT spread a NaN/Inf input over the outputs
+    of its tile (FFT: every output of the tiles whose window covers it; a NaN/Inf weight,
+    its whole output channel), where the reference may be finite; ``auto`` avoids them
+    on such inputs.
     Repeated calls with the same weights: ``plan_conv2d`` prepares them once.
     ``out``: optional NumPy array to write the result into.
     """
