@@ -113,11 +113,14 @@ struct WinogradMatrices<6> {
 };
 
 // ---- 1-D transforms over L lanes ---------------------------------------------------
+// The functions are static: this header is compiled into each per-ISA copy of the
+// Winograd kernel (scalar, AVX2, AVX-512 flags), and with external linkage the linker
+// would keep one ISA's copy of any call that did not inline, for all three.
 // out[i*os + l] = sum_j Mat[i][j] * in[j*is + l] for i < Rows, l < L. Row-vectors of L
 // lanes (independent tiles or channels side by side), so the inner loop is a vector
 // operation; the constant zeros and ones fold away once the loops are unrolled.
 template <int Rows, int Cols, int L, class T>
-FC_HD inline void apply_1d(const double (&mat)[Rows][Cols], const T* in, index_t is, T* out,
+static FC_HD inline void apply_1d(const double (&mat)[Rows][Cols], const T* in, index_t is, T* out,
                            index_t os) {
 #pragma GCC unroll 8
   for (int i = 0; i < Rows; ++i) {
@@ -140,7 +143,7 @@ FC_HD inline void apply_1d(const double (&mat)[Rows][Cols], const T* in, index_t
 // Tiles are stored element-major, lanes innermost: t[(row * cols + col) * L + lane].
 // out = Mat t Mat^T with Mat (Rows x Cols): t is Cols x Cols, out is Rows x Rows.
 template <int Rows, int Cols, int L, class T>
-FC_HD inline void apply_2d(const double (&mat)[Rows][Cols], const T* t, T* out) {
+static FC_HD inline void apply_2d(const double (&mat)[Rows][Cols], const T* t, T* out) {
   T tmp[Rows * Cols * L];  // Mat t: Rows x Cols
 #pragma GCC unroll 8
   for (int col = 0; col < Cols; ++col)
@@ -152,17 +155,17 @@ FC_HD inline void apply_2d(const double (&mat)[Rows][Cols], const T* t, T* out) 
 
 // V = B^T d B: d is n x n, V is n x n.
 template <int M, int L, class T>
-FC_HD inline void input_transform(const T* d, T* v) {
+static FC_HD inline void input_transform(const T* d, T* v) {
   apply_2d<M + 2, M + 2, L>(WinogradMatrices<M>::BT, d, v);
 }
 // U = G g G^T: g is 3 x 3, U is n x n.
 template <int M, int L, class T>
-FC_HD inline void kernel_transform(const T* g, T* u) {
+static FC_HD inline void kernel_transform(const T* g, T* u) {
   apply_2d<M + 2, 3, L>(WinogradMatrices<M>::G, g, u);
 }
 // Y = A^T M A: M is n x n, Y is m x m.
 template <int M, int L, class T>
-FC_HD inline void output_transform(const T* mm, T* y) {
+static FC_HD inline void output_transform(const T* mm, T* y) {
   apply_2d<M, M + 2, L>(WinogradMatrices<M>::AT, mm, y);
 }
 
