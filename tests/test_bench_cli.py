@@ -65,6 +65,7 @@ def test_plan_modes():
     (["--batch", "0"], "positive integer"),
     (["--threads", "x"], "positive integer"),
     (["--algorithms", "magic"], "unknown algorithm 'magic'"),
+    (["--algorithms", "plan:magic"], "unknown algorithm 'plan:magic'"),
     (["--peers", "tensorflow"], "unknown peer 'tensorflow'"),
     (["--device", "tpu"], "invalid choice"),
     (["--plot", "speed.jpg"], "must end in .png"),
@@ -114,6 +115,19 @@ def test_tiny_run_json_plot_markdown(tmp_path, capsys):
     assert "hand-written note above" in text and "note below" in text and "old table" not in text
     assert text.index(report.BEGIN) < text.index("### custom, batch 1") < text.index(report.END)
     assert "**Machine:**" in text and "**Date:**" in text
+
+
+def test_plans_are_contenders(tmp_path, capsys):
+    # 'plan' (auto's plan_conv2d, weights prepared once) and 'plan:ALGO' are timed beside
+    # the plain calls, checked against torch, and never counted as the per-call "best".
+    js, md = tmp_path / "r.json", tmp_path / "R.md"
+    assert main(["bench", "--network", TINY, *FAST, "--algorithms", "im2col", "plan", "plan:winograd:2",
+                 "--json", str(js), "--markdown", str(md)]) == 0
+    (rec,) = json.loads(js.read_text())["conv"]
+    assert {"plan", "plan:winograd:2", "im2col"} <= set(rec["times"]) and not rec["wrong"]
+    assert rec["best"] == "im2col"
+    assert "Σ plan vs torch" in md.read_text()
+    assert "plan" in capsys.readouterr().out
 
 
 def test_gemm_and_pool_sections(capsys):

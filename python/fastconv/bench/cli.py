@@ -71,8 +71,10 @@ def _positive_float(text):
 
 def _algorithm(text):
     known = runner.conv_algorithms() + ["auto"]
-    if text not in known:
-        raise argparse.ArgumentTypeError(f"unknown algorithm {text!r}; this build has: {', '.join(known)}")
+    base = text[len("plan:"):] if text.startswith("plan:") else text
+    if text != "plan" and base not in known:
+        raise argparse.ArgumentTypeError(f"unknown algorithm {text!r}; this build has: {', '.join(known)}, "
+                                         "plan (auto's plan_conv2d) and plan:ALGO")
     return text
 
 
@@ -106,7 +108,8 @@ def add_parser(sub):
     p.add_argument("--batch", "-b", nargs="+", type=_positive_int, default=None, metavar="N",
                    help="batch sizes (default 1)")
     p.add_argument("--algorithms", nargs="+", type=_algorithm, default=None, metavar="ALGO",
-                   help="fastconv algorithms to time (default: every conv2d CPU kernel of this build, and auto)")
+                   help="fastconv algorithms to time (default: every conv2d CPU kernel of this build, auto, "
+                        "and plan: a fastconv.plan_conv2d made once, weights prepared; plan:ALGO forces its kernel)")
     p.add_argument("--peers", nargs="*", type=_peer, default=None, metavar="PEER",
                    help="torch, torch-prepacked, nnpack, cudnn (default on cpu: torch and nnpack; on cuda: cudnn); "
                         "torch-prepacked is opt-in: torch's threads keep spinning after it and slow the next "
@@ -281,7 +284,7 @@ def run(args, argv=None, allow_reexec=False):
         work = []
     model_cases = models.cases(args.model, args.batch) if args.model else []
     device = args.device
-    algos = (args.algorithms or (runner.conv_algorithms() + ["auto"]))
+    algos = (args.algorithms or (runner.conv_algorithms() + ["auto", "plan"]))
     peer_names = list(args.peers) if args.peers is not None else list(
         peers.CUDA_DEFAULT if device == "cuda" else peers.CPU_DEFAULT)
     notes = []

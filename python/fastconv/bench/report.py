@@ -265,9 +265,12 @@ def md_conv(result):
                     + ["", f"geo {fmt_x(s['geo'].get('best'))}, Σ {fmt_x(s['sum'].get('best'))}",
                        f"geo {fmt_x(s['geo'].get('auto'))}, Σ {fmt_x(s['sum'].get('auto'))}", ""])
         peer_cols = [p for p in ("torch-prepacked", "nnpack") if p in names]
+        plan_vs_prepacked = (timing.ratio(total("torch-prepacked"), total("plan"))
+                             if total("plan") and total("torch-prepacked") else None)
         summary_rows.append([net, batch, s["layers"], s["convs"], f"{s['gflop']:.3g}",
                              fmt_x(s["geo"].get("best")), fmt_x(s["geo"].get("auto")),
-                             fmt_x(s["sum"].get("best")), fmt_x(s["sum"].get("auto"))]
+                             fmt_x(s["sum"].get("best")), fmt_x(s["sum"].get("auto")),
+                             fmt_x(s["sum"].get("plan")), fmt_x(plan_vs_prepacked)]
                             + [fmt_x(s["geo"].get(p)) for p in peer_cols])
         notes = skipped_notes(recs)
         quick = " (quick subset)" if result["options"].get("quick") else ""
@@ -276,7 +279,8 @@ def md_conv(result):
     peer_cols = [p for p in ("torch-prepacked", "nnpack") if p in names]
     out.append("### Summary\n\n" + md_table(
         ["network", "batch", "layers", "convs", "GFLOP", "geo best vs torch", "geo auto vs torch",
-         "Σ best vs torch", "Σ auto vs torch"] + [f"geo {p} vs torch" for p in peer_cols], summary_rows))
+         "Σ best vs torch", "Σ auto vs torch", "Σ plan vs torch", "Σ plan vs torch-prepacked"]
+        + [f"geo {p} vs torch" for p in peer_cols], summary_rows))
     return "\n".join(out + sections)
 
 

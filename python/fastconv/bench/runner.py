@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 from .. import _C, _cache, algorithms, functional
+from ..plan import plan_conv2d
 from . import peers, timing
 
 GEMM_SIZES = ((1024, 1024, 1024), (256, 3136, 64), (64, 3136, 256), (128, 784, 512), (512, 784, 128),
@@ -64,6 +65,15 @@ def fastconv_fn(layer, x, w, algorithm):
     return lambda: conv2d(x, w, None, algorithm=algorithm, out=out, **kw)
 
 
+def plan_fn(layer, x, w, name):
+    """A plan made once (weights prepared) and called per round: 'plan' is auto's,
+    'plan:ALGO' forces the kernel."""
+    algorithm = name.split(":", 1)[1] if ":" in name else "auto"
+    out = np.empty(layer.output_shape(x.shape[0]), np.float32)
+    plan = plan_conv2d(w, x.shape, algorithm=algorithm, **layer.conv_kwargs())
+    return lambda: plan(x, out=out)
+
+
 def contenders(layer, batch, algos, peer_names, device="cpu"):
     """(fns, skipped): name -> zero-argument callable, and name -> reason for the rest."""
     x, w = make_arrays(layer, batch)
@@ -74,9 +84,12 @@ def contenders(layer, batch, algos, peer_names, device="cpu"):
     else:
         params = params_of(layer, batch)
         for a in algos:
-            why = "" if a in ("auto", "reference") else _C.supports(a, params, "float32")
+            kernel = a.split(":", 1)[1] if a.startswith("plan:") else a
+            why = "" if kernel in ("auto", "reference", "plan") else _C.supports(kernel, params, "float32")
             if why:
                 skipped[a] = why
+            elif a.startswith("plan"):
+                fns[a] = plan_fn(layer, x, w, a)
             else:
                 fns[a] = fastconv_fn(layer, x, w, a)
     for p in peer_names:
@@ -116,7 +129,8 @@ def measure_conv(layer, batch, algos, peer_names, options, device="cpu"):
 def annotate(rec, algos):
     """Add best (fastest fastconv algorithm), winner (fastest of all) and ratios to torch."""
     t = rec["times"]
-    ours = [a for a in algos if a in t and a != "auto" and a not in rec["wrong"]]
+    # best: the fastest kernel called plainly (policies and prepared plans apart).
+    ours = [a for a in algos if a in t and a != "auto" and not a.startswith("plan") and a not in rec["wrong"]]
     rec["best"] = min(ours, key=t.get) if ours else None
     ok = [n for n in t if n not in rec["wrong"]]
     rec["winner"] = min(ok, key=t.get) if ok else None
