@@ -88,7 +88,7 @@ Op conv_op_from_name(const std::string& s) {
 // plan, that it has a prepared form).
 const Kernel& conv_kernel(const std::string& algorithm, const Problem& pr) {
   check_conv_params(pr.conv);
-  const Kernel& k = find_kernel(pr.op, algorithm);
+  const Kernel& k = *find_kernel(pr.op, algorithm);
   std::string why = k.supports(pr);
   FC_CHECK(why.empty(), "algorithm '", algorithm, "' cannot run this problem: ", why);
   FC_CHECK(!pr.prepared || k.prepare, "algorithm '", algorithm, "' has no prepared weights");
@@ -175,7 +175,7 @@ void pool2d_forward(Op op, const PoolParams& p, const py::array& x, py::array& y
   pr.op = op;
   pr.pool = p;
   pr.dtype = dtype_of(x, "x");
-  const Kernel& k = find_kernel(op, "direct");
+  const Kernel& k = *find_kernel(op, "direct");
   py::dtype dt = np_dtype(pr.dtype);
   Tensors t;
   t.x = checked_data(x, "x", dt, {p.N, p.C, p.H, p.W}, false);
@@ -200,7 +200,7 @@ void pool2d_backward(Op op, const PoolParams& p, const py::array& grad_y, py::ar
   pr.op = op;
   pr.pool = p;
   pr.dtype = dtype_of(grad_y, "grad_y");
-  const Kernel& k = find_kernel(op, "direct");
+  const Kernel& k = *find_kernel(op, "direct");
   py::dtype dt = np_dtype(pr.dtype);
   Tensors t;
   t.grad_y = checked_data(grad_y, "grad_y", dt, {p.N, p.C, p.P, p.Q}, false);
@@ -400,7 +400,7 @@ PYBIND11_MODULE(_C, m) {
     pr.op = conv_op_from_name(op);
     pr.conv = p;
     pr.dtype = dtype_from_name(dtype);
-    return find_kernel(pr.op, algorithm).supports(pr);
+    return find_kernel(pr.op, algorithm)->supports(pr);
   }, py::arg("algorithm"), py::arg("params"), py::arg("dtype"), py::arg("op") = "conv2d_forward",
      "'' when the algorithm can run this convolution op, else the reason it cannot.");
 
@@ -409,7 +409,7 @@ PYBIND11_MODULE(_C, m) {
     check_conv_params(p);
     apply_num_threads();  // workspaces are sized for the team that will run the kernel
     const Problem pr = conv_problem(p, dtype_from_name(dtype), prepared, conv_op_from_name(op));
-    const Kernel& k = find_kernel(pr.op, algorithm);
+    const Kernel& k = *find_kernel(pr.op, algorithm);
     FC_CHECK(!prepared || k.prepare, "algorithm '", algorithm, "' has no prepared weights");
     return k.workspace_bytes(pr);
   }, py::arg("algorithm"), py::arg("params"), py::arg("dtype"), py::arg("prepared") = false,

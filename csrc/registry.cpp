@@ -310,15 +310,15 @@ const std::vector<Kernel>& kernel_table() {
   return table;
 }
 
-const Kernel& find_kernel(Op op, const std::string& algorithm, const std::string& device) {
+const Kernel* find_kernel(Op op, std::string_view algorithm, std::string_view device) {
   std::string known;
   for (const Kernel& k : kernel_table()) {
     if (k.op != op || device != k.device) continue;
-    if (algorithm == k.algorithm) return k;
+    if (algorithm == k.algorithm) return &k;
     known += (known.empty() ? "" : ", ") + std::string(k.algorithm);
   }
   FC_CHECK(false, "no ", device, " kernel '", algorithm, "' for ", op_name(op), " (have: ", known, ")");
-  return kernel_table().front();
+  return nullptr;
 }
 
 }  // namespace fastconv

@@ -2,6 +2,7 @@
 // explain(), the tests and the benchmarks all read it through fastconv._C.kernels().
 #pragma once
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "params.h"
@@ -58,6 +59,8 @@ struct Kernel {
 };
 
 const std::vector<Kernel>& kernel_table();
-const Kernel& find_kernel(Op op, const std::string& algorithm, const std::string& device = "cpu");
+// The row for (op, algorithm, device); throws (never null) when there is none. A pointer,
+// not a reference, so callers passing temporaries do not look dangling to the compiler.
+const Kernel* find_kernel(Op op, std::string_view algorithm, std::string_view device = "cpu");
 
 }  // namespace fastconv
