@@ -248,3 +248,28 @@ def test_kernel_too_large_for_the_tile(algorithm, ksize, words):
         fastconv.conv2d(x, w, algorithm=algorithm)
     for word in words:
         assert word in str(info.value), f"{word!r} not in {str(info.value)!r}"
+
+
+def test_auto_picks_fft_for_large_kernels_on_large_maps(rng):
+    # auto's rules (algorithms.py): FFT for 5x5+ stride-1 float32 layers with enough output
+    # pixels, never on NaN/Inf inputs, never for float64; direct for 7x7 on small maps.
+    from fastconv import algorithms
+    from fastconv.functional import conv_params
+
+    def pick(x_shape, w_shape, pad, dtype=np.float32, finite=True):
+        params, _ = conv_params(x_shape, w_shape, 1, pad, 1, 1)
+        return algorithms.choose(params, np.dtype(dtype), inputs_finite=finite)
+
+    assert pick((1, 64, 56, 56), (64, 64, 5, 5), 2) == "fft:16"
+    assert pick((1, 128, 28, 28), (128, 128, 5, 5), 2) == "fft:8"
+    assert pick((1, 64, 56, 56), (64, 64, 7, 7), 3) == "fft:16"
+    assert pick((1, 128, 28, 28), (128, 128, 7, 7), 3) == "direct"
+    assert pick((1, 64, 56, 56), (64, 64, 5, 5), 2, finite=False) not in ("fft:8", "fft:16")
+    assert pick((1, 64, 56, 56), (64, 64, 5, 5), 2, dtype=np.float64) not in ("fft:8", "fft:16")
+    # And conv2d with auto gives the reference's NaN pattern on such a layer.
+    x = rng.standard_normal((1, 16, 60, 60)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 5, 5)).astype(np.float32)
+    x[0, 2, 30, 30] = np.nan
+    y = fastconv.conv2d(x, w, padding=2)
+    ref = fastconv.conv2d(x, w, padding=2, algorithm="reference")
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
