@@ -97,6 +97,30 @@ def test_weight_gradient_is_deterministic(rng):
                 np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", [
+    ((11, 6, 23, 27), (8, 3, 3, 3), 2, 1, 1, 2, False),   # 2 batches of 6 + 5 images, groups
+    ((9, 5, 11, 13), (7, 5, 3, 3), 1, 1, 1, 1, False),    # 143 pixels: 8 + 1 -> 5 + 4
+    ((6, 16, 5, 5), (12, 16, 1, 1), 1, 0, 1, 1, False),   # 1x1: batched although no unroll is needed
+], ids=_ids)
+def test_weight_gradient_of_batched_small_images(case, threads, rng):
+    """The threaded GEMM puts several small images into one GEMM (one thread always takes
+    that plan); uneven batches, groups and strides against the reference."""
+    params, pads, x, w, gy = _problem(case, np.float32, rng)
+    want = _reference(params, pads, x, w, gy)
+    before = fc.get_num_threads()
+    fc.set_num_threads(threads)
+    try:
+        gw, gb = nan_out(w.shape, np.float32), nan_out((params.K,), np.float32)
+        _C.conv2d_backward_weight("im2col", params, gy, x, gw, gb,
+                                  _workspace("im2col", params, np.float32, "conv2d_backward_weight"))
+    finally:
+        fc.set_num_threads(before)
+    tol_x, tol_w = _tolerances("im2col", np.float32, params)
+    assert_close(gw, want[1], tol_w, "grad_w")
+    assert_close(gb, want[2], tol_w, "grad_b")
+
+
 # ---- the reference against torch's autograd -----------------------------------------------
 
 TORCH_CASES = [  # (x shape, w shape, stride, padding as ((top, bottom), (left, right)), dilation, groups)
