@@ -103,20 +103,24 @@ def test_weight_gradient_is_deterministic(rng):
     ((9, 5, 11, 13), (7, 5, 3, 3), 1, 1, 1, 1, False),    # 143 pixels: 8 + 1 -> 5 + 4
     ((6, 16, 5, 5), (12, 16, 1, 1), 1, 0, 1, 1, False),   # 1x1: batched although no unroll is needed
 ], ids=_ids)
-def test_weight_gradient_of_batched_small_images(case, threads, rng):
-    """The threaded GEMM puts several small images into one GEMM (one thread always takes
+def test_backward_of_batched_small_images(case, threads, rng):
+    """The threaded GEMMs put several small images into one GEMM (one thread always takes
     that plan); uneven batches, groups and strides against the reference."""
     params, pads, x, w, gy = _problem(case, np.float32, rng)
     want = _reference(params, pads, x, w, gy)
     before = fc.get_num_threads()
     fc.set_num_threads(threads)
     try:
+        gx = nan_out(x.shape, np.float32)
+        _C.conv2d_backward_data("im2col", params, gy, w, gx,
+                                _workspace("im2col", params, np.float32, "conv2d_backward_data"))
         gw, gb = nan_out(w.shape, np.float32), nan_out((params.K,), np.float32)
         _C.conv2d_backward_weight("im2col", params, gy, x, gw, gb,
                                   _workspace("im2col", params, np.float32, "conv2d_backward_weight"))
     finally:
         fc.set_num_threads(before)
     tol_x, tol_w = _tolerances("im2col", np.float32, params)
+    assert_close(gx, want[0], tol_x, "grad_x")
     assert_close(gw, want[1], tol_w, "grad_w")
     assert_close(gb, want[2], tol_w, "grad_b")
 
