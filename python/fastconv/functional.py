@@ -456,7 +456,11 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1, groups=1
     gradient of its output: returns (grad_x (N, C, H, W), grad_weight (K, C/groups, R, S),
     grad_bias (K,) = grad_y summed over N, P, Q), with None for what ``needs``
     (grad_x, grad_weight, grad_bias) does not ask for. Arguments as conv2d's; ``algorithm``:
-    'auto', 'direct', 'im2col', 'reference'.
+    'auto', 'direct', 'im2col', 'reference'. With 'auto', grad_x of a stride-1 convolution
+    is the forward convolution of grad_y with the transposed, rotated kernel, run by the
+    forward kernel auto picks for it (Winograd for 3x3 float32, which spreads NaN/Inf over
+    its tiles, so non-finite grad_y or weights take an exact kernel); the rest runs the
+    backward kernel of ``algorithms.choose_backward``.
     """
     return _conv_backward_nd("conv2d_backward", grad_y, x, weight, stride, padding, dilation, groups, flip,
                              algorithm, needs, False)
