@@ -97,6 +97,34 @@ def test_weight_gradient_is_deterministic(rng):
                 np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", [
+    ((11, 6, 23, 27), (8, 3, 3, 3), 2, 1, 1, 2, False),   # 2 batches of 6 + 5 images, groups
+    ((9, 5, 11, 13), (7, 5, 3, 3), 1, 1, 1, 1, False),    # 143 pixels: 8 + 1 -> 5 + 4
+    ((6, 16, 5, 5), (12, 16, 1, 1), 1, 0, 1, 1, False),   # 1x1: batched although no unroll is needed
+], ids=_ids)
+def test_backward_of_batched_small_images(case, threads, rng):
+    """The threaded GEMMs put several small images into one GEMM (one thread always takes
+    that plan); uneven batches, groups and strides against the reference."""
+    params, pads, x, w, gy = _problem(case, np.float32, rng)
+    want = _reference(params, pads, x, w, gy)
+    before = fc.get_num_threads()
+    fc.set_num_threads(threads)
+    try:
+        gx = nan_out(x.shape, np.float32)
+        _C.conv2d_backward_data("im2col", params, gy, w, gx,
+                                _workspace("im2col", params, np.float32, "conv2d_backward_data"))
+        gw, gb = nan_out(w.shape, np.float32), nan_out((params.K,), np.float32)
+        _C.conv2d_backward_weight("im2col", params, gy, x, gw, gb,
+                                  _workspace("im2col", params, np.float32, "conv2d_backward_weight"))
+    finally:
+        fc.set_num_threads(before)
+    tol_x, tol_w = _tolerances("im2col", np.float32, params)
+    assert_close(gx, want[0], tol_x, "grad_x")
+    assert_close(gw, want[1], tol_w, "grad_w")
+    assert_close(gb, want[2], tol_w, "grad_b")
+
+
 # ---- the reference against torch's autograd -----------------------------------------------
 
 TORCH_CASES = [  # (x shape, w shape, stride, padding as ((top, bottom), (left, right)), dilation, groups)
@@ -165,6 +193,121 @@ def test_conv1d_backward_matches_torch(padding, rng):
         got = fc.conv1d_backward(gy, x, w, algorithm=algorithm, **kw)
         for g, t in zip(got, (xt, wt, bt)):
             np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-12, atol=1e-12, err_msg=algorithm)
+
+
+# ---- grad_x of stride-1 convolutions as a forward convolution ----------------------------
+
+# Stride-1 problems of CASES plus every padding form the identity has to get right: 'same'
+# with even kernels (the odd pad at the end), asymmetric pads, dilation 2, groups, pads of
+# exactly the dilated span (no transposed pad left), and sizes where auto picks Winograd.
+def _has_transposed(case):
+    params, pads = conv_params(*case[:6], "test")
+    return fc.functional._transposed_problem(params, pads) is not None
+
+
+TRANSPOSED_CASES = [c[:6] for c in CASES if c[0][0] > 0 and _has_transposed(c)] + [
+    ((2, 3, 9, 10), (4, 3, 2, 2), 1, "same", 1, 1),
+    ((1, 4, 11, 12), (5, 4, 4, 4), 1, "same", 2, 1),
+    ((2, 5, 10, 9), (3, 5, 3, 3), 1, ((2, 0), (0, 1)), 1, 1),
+    ((1, 3, 12, 13), (4, 3, 3, 3), 1, ((4, 1), (0, 3)), 2, 1),
+    ((2, 6, 11, 10), (8, 3, 3, 3), 1, ((1, 2), (2, 1)), (2, 1), 2),
+    ((4, 16, 12, 12), (24, 16, 3, 3), 1, 1, 1, 1),       # auto: Winograd F(4x4)
+    ((4, 32, 13, 11), (32, 16, 3, 3), 1, "same", 1, 2),  # groups, Winograd
+    ((5, 17, 9, 10), (19, 17, 3, 3), 1, 0, 1, 1),        # unpadded: transposed pads 2
+]
+
+
+def _transposed_forward_kernels(params, pads, dtype):
+    t = fc.functional._transposed_problem(params, pads)
+    assert t is not None, "a stride-1 problem with pads within the span has a transposed one"
+    return t, [a for a in algorithms.kernel_names() if not _C.supports(a, t[0], np.dtype(dtype).name)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", TRANSPOSED_CASES, ids=[_ids(c + (False,)) for c in TRANSPOSED_CASES])
+def test_grad_input_by_every_forward_kernel(case, dtype, isa, rng):
+    """grad_x = conv2d(grad_y, w'), run by each forward kernel that serves the transposed
+    problem (Winograd, FFT, direct, im2col), into NaN-filled outputs."""
+    params, pads, x, w, gy = _problem(case + (False,), dtype, rng)
+    want_x = _reference(params, pads, x, w, gy)[0]
+    (t_params, t_pads), kernels = _transposed_forward_kernels(params, pads, dtype)
+    assert {"direct", "im2col"} <= set(kernels)
+    w_t = fc.functional._transposed_weight(w, params.groups)
+    red_x = params.K // params.groups * params.R * params.S
+    for algorithm in kernels:
+        gx = nan_out(x.shape, dtype)
+        fc.functional._run_conv(gy, w_t, None, t_params, t_pads, algorithm, gx)
+        assert_close(gx, want_x, tolerance(algorithm, dtype, red_x), f"{algorithm}/{isa} grad_x")
+
+
+@pytest.mark.parametrize("case", TRANSPOSED_CASES[-3:], ids=[_ids(c + (False,)) for c in TRANSPOSED_CASES[-3:]])
+def test_auto_grad_input_uses_winograd_and_matches(case, rng):
+    params, pads, x, w, gy = _problem(case + (False,), np.float32, rng)
+    (t_params, _), _ = _transposed_forward_kernels(params, pads, np.float32)
+    chosen = algorithms.choose(t_params, np.float32)
+    assert chosen.startswith("winograd")
+    want = _reference(params, pads, x, w, gy)
+    got = fc.conv2d_backward(gy, x, w, stride=case[2], padding=case[3], dilation=case[4], groups=case[5])
+    tol_x, tol_w = _tolerances("im2col", np.float32, params)
+    assert_close(got[0], want[0], tolerance(chosen, np.float32, params.K // params.groups * 9), "auto grad_x")
+    assert_close(got[1], want[1], tol_w, "auto grad_w")
+    assert_close(got[2], want[2], tol_w, "auto grad_b")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
+def test_auto_matches_reference(case, dtype, rng):
+    """auto end to end on every case: the forward route where it exists, else the backward
+    kernels (strides; pads beyond the dilated kernel)."""
+    params, pads, x, w, gy = _problem(case, dtype, rng)
+    want = _reference(params, pads, x, w, gy)
+    xs, ws, stride, padding, dilation, groups, _ = case  # flip: test_api_flip_needs_and_torch_tensors
+    got = fc.conv2d_backward(gy, x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    algorithm = "winograd:4" if dtype == np.float32 else "im2col"  # the loosest auto may run
+    tol_x, tol_w = _tolerances(algorithm, dtype, params)
+    for g, r, tol, name in zip(got, want, (tol_x, tol_w, tol_w), ("grad_x", "grad_w", "grad_b")):
+        assert_close(g, r, tol, f"auto {name}")
+
+
+def test_no_transposed_problem_for_strides_or_pads_beyond_the_kernel():
+    strided, pads = conv_params((1, 3, 9, 9), (4, 3, 3, 3), 2, 1, 1, 1)
+    assert fc.functional._transposed_problem(strided, pads) is None
+    wide, pads = conv_params((1, 2, 3, 4), (3, 2, 2, 2), 1, 4, 1, 1)  # pad 4 > span 1
+    assert fc.functional._transposed_problem(wide, pads) is None
+    fits, pads = conv_params((1, 2, 9, 9), (3, 2, 3, 3), 1, 2, 2, 1)  # pad 2 = dilated span 4 - 2
+    assert fc.functional._transposed_problem(fits, pads)[1] == ((2, 2), (2, 2))
+
+
+@pytest.mark.parametrize("where", ["grad_y", "weight"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_auto_grad_input_keeps_the_reference_nonfinite_pattern(where, value, rng):
+    """Winograd would spread a NaN/Inf over its tile; auto must give the reference's pattern."""
+    case = ((4, 16, 12, 12), (24, 16, 3, 3), 1, 1, 1, 1, False)
+    params, pads, x, w, gy = _problem(case, np.float32, rng)
+    if where == "grad_y":
+        gy[1, 2, 5, 6] = value
+    else:
+        w[3, 2, 1, 1] = value
+    want = _reference(params, pads, x.astype(np.float64), w.astype(np.float64), gy.astype(np.float64))[0]
+    got = fc.conv2d_backward(gy, x, w, padding=1, needs=(True, False, False))[0]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    assert finite.any() and not finite.all()
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-4 * np.abs(want[finite]).max())
+
+
+def test_explicit_algorithms_keep_their_backward_kernels(rng, monkeypatch):
+    """Only auto takes the forward route: 'im2col' and 'direct' name the backward kernels."""
+    params, pads, x, w, gy = _problem(((4, 16, 12, 12), (24, 16, 3, 3), 1, 1, 1, 1, False), np.float32, rng)
+    taken = []
+    real = fc.functional._grad_input_as_forward
+    monkeypatch.setattr(fc.functional, "_grad_input_as_forward", lambda *a: taken.append(1) or real(*a))
+    for algorithm in ("im2col", "direct", "reference"):
+        fc.conv2d_backward(gy, x, w, padding=1, algorithm=algorithm)
+    assert not taken
+    fc.conv2d_backward(gy, x, w, padding=1)
+    assert taken
 
 
 def test_auto_choice():

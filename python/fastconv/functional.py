@@ -220,13 +220,15 @@ def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation
 _workspaces = threading.local()
 
 
-def _workspace(nbytes):
+def _workspace(nbytes, slot="buf"):
     """A workspace of at least ``nbytes``, kept per Python thread and reused: a fresh
     buffer of tens of MiB (Winograd's transformed kernel) costs more in page faults
-    than the kernel takes to fill it. Holds the largest workspace seen, per thread."""
-    buf = getattr(_workspaces, "buf", None)
+    than the kernel takes to fill it. Holds the largest workspace seen, per thread and
+    ``slot`` (buffers used at the same time need different slots)."""
+    buf = getattr(_workspaces, slot, None)
     if buf is None or buf.nbytes < nbytes:
-        buf = _workspaces.buf = np.empty(nbytes, np.uint8)
+        buf = np.empty(nbytes, np.uint8)
+        setattr(_workspaces, slot, buf)
     return buf
 
 
@@ -350,8 +352,54 @@ def _needs(op, needs):
     return tuple(bool(v) for v in needs)
 
 
-def _run_conv_backward(gy, x_arr, w_arr, params, pads, algorithm, needs):
-    """(grad_x or None, grad_w or None, grad_b or None) for normalised 4-D host arrays."""
+def _transposed_problem(params, pads):
+    """For a stride-1 convolution, grad_x = conv2d(grad_y, w') with w'[c, k] = w[k, c]
+    rotated 180 degrees (per group) and pads (d*(R-1) - lo, d*(R-1) - hi): every input
+    pixel gathers the outputs its window reached. Returns (ConvParams, pads) of that
+    forward problem, or None when it does not exist (a stride, or a pad larger than the
+    dilated kernel, whose rows never reach the output: negative pads)."""
+    if params.stride_h != 1 or params.stride_w != 1:
+        return None
+    span_h, span_w = params.dil_h * (params.R - 1), params.dil_w * (params.S - 1)
+    t_pads = ((span_h - pads[0][0], span_h - pads[0][1]), (span_w - pads[1][0], span_w - pads[1][1]))
+    if any(v < 0 for pair in t_pads for v in pair):
+        return None
+    t_params, _ = conv_problem((params.N, params.K, params.P, params.Q),
+                               (params.C, params.K // params.groups, params.R, params.S),
+                               1, t_pads, (params.dil_h, params.dil_w), params.groups, "conv2d_backward")
+    return t_params, t_pads
+
+
+def _transposed_weight(w_arr, groups):
+    """w (K, C/g, R, S) -> w' (C, K/g, R, S): per group, channels swapped and the kernel
+    rotated 180 degrees. Written into a reused per-thread buffer (a fresh one of 9 MiB,
+    ResNet's 512x512x3x3, costs about as much in page faults as the copy); valid until
+    the next call on this thread."""
+    k, cg, r, s = w_arr.shape
+    wg = w_arr.reshape(groups, k // groups, cg, r * s)[:, :, :, ::-1]  # (r, s) reversed = both axes
+    shape = (groups, cg, k // groups, r * s)
+    out = _workspace(w_arr.nbytes, "transposed_weight")[:w_arr.nbytes].view(w_arr.dtype).reshape(shape)
+    np.copyto(out, wg.transpose(0, 2, 1, 3))
+    return out.reshape(groups * cg, k // groups, r, s)
+
+
+def _grad_input_as_forward(gy, w_arr, params, pads):
+    """grad_x of a stride-1 convolution by the forward kernel ``auto`` picks for the
+    transposed problem (Winograd for 3x3 float32: 4x fewer multiplications than the
+    backward GEMM + col2im), or None when there is no such problem. Like the forward's
+    auto, it takes an exact algorithm when grad_y or w holds NaN/Inf."""
+    transposed = _transposed_problem(params, pads)
+    if transposed is None:
+        return None
+    t_params, t_pads = transposed
+    w_t = _transposed_weight(w_arr, params.groups)
+    algo = _choose("auto", gy, w_t, None, t_params, t_pads, None)
+    return _run_conv(gy, w_t, None, t_params, t_pads, algo, None)
+
+
+def _run_conv_backward(gy, x_arr, w_arr, params, pads, algorithm, needs, data_as_forward=False):
+    """(grad_x or None, grad_w or None, grad_b or None) for normalised 4-D host arrays;
+    ``data_as_forward``: grad_x by a forward kernel where the problem allows it."""
     dtype = x_arr.dtype
     need_x, need_w, need_b = needs
     if algorithm == "reference":
@@ -361,7 +409,9 @@ def _run_conv_backward(gy, x_arr, w_arr, params, pads, algorithm, needs):
         return (gx if need_x else None, gw if need_w else None, gb if need_b else None)
     gx = gw = gb = None
     name = DTYPE_NAMES[dtype]
-    if need_x:
+    if need_x and data_as_forward:
+        gx = _grad_input_as_forward(gy, w_arr, params, pads)
+    if need_x and gx is None:
         gx = np.empty(x_arr.shape, dtype)
         nbytes = _C.workspace_bytes(algorithm, params, name, False, "conv2d_backward_data")
         _C.conv2d_backward_data(algorithm, params, gy, w_arr, gx, _workspace(nbytes) if nbytes else None)
@@ -390,7 +440,8 @@ def _conv_backward_nd(op, grad_y, x, weight, stride, padding, dilation, groups, 
     algo = algorithms.resolve_backward(algorithm, params)
     if flip:  # y = conv(x, flipped w): grad_w is the flipped gradient of the flipped weight
         w_arr = np.ascontiguousarray(w_arr[:, :, ::-1, ::-1])
-    gx, gw, gb = _run_conv_backward(gy_arr, x_arr, w_arr, params, pads, algo, needs)
+    gx, gw, gb = _run_conv_backward(gy_arr, x_arr, w_arr, params, pads, algo, needs,
+                                    data_as_forward=algorithm == "auto")
     if gw is not None and flip:
         gw = np.ascontiguousarray(gw[:, :, ::-1, ::-1])
     if one_d:
@@ -405,7 +456,11 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1, groups=1
     gradient of its output: returns (grad_x (N, C, H, W), grad_weight (K, C/groups, R, S),
     grad_bias (K,) = grad_y summed over N, P, Q), with None for what ``needs``
     (grad_x, grad_weight, grad_bias) does not ask for. Arguments as conv2d's; ``algorithm``:
-    'auto', 'direct', 'im2col', 'reference'.
+    'auto', 'direct', 'im2col', 'reference'. With 'auto', grad_x of a stride-1 convolution
+    is the forward convolution of grad_y with the transposed, rotated kernel, run by the
+    forward kernel auto picks for it (Winograd for 3x3 float32, which spreads NaN/Inf over
+    its tiles, so non-finite grad_y or weights take an exact kernel); the rest runs the
+    backward kernel of ``algorithms.choose_backward``.
     """
     return _conv_backward_nd("conv2d_backward", grad_y, x, weight, stride, padding, dilation, groups, flip,
                              algorithm, needs, False)
