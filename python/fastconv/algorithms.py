@@ -128,10 +128,11 @@ def choose(params, dtype, inputs_finite=True, workspace_limit=None, prepared=Fal
 def _rules(params, dtype, inputs_finite=True):
     """``auto``'s rules, from the tables in benchmarks/RESULTS.md (2-core Zen 4):
 
-    - 3x3 stride 1, float32, >= 16 input channels per group and >= 384 output pixels per
-      call (batch included): Winograd F(4x4), 1.3-1.7x torch on VGG-16 and ResNet-50's
-      larger maps, where it does 4x fewer multiplications. Not when the inputs hold NaN
-      or Inf (``inputs_finite=False``): a Winograd tile would spread them over the tile;
+    - 3x3 stride 1, float32, >= 16 input channels per group and >= 196 output pixels per
+      call (batch included): Winograd, F(4x4) from 384 pixels, F(2x2) below
+      (``winograd_tile``): 1.3-2.4x torch on VGG-16 and ResNet-50 (F(2x2) 1.4-1.5x on
+      14x14 maps at batch 1, where im2col is 0.9-1.0x). Not when the inputs hold NaN or
+      Inf (``inputs_finite=False``): a Winograd tile would spread them over the tile;
     - depthwise-like (<= 4 input channels per group): direct, 1.3-1.6x torch where
       im2col's unrolled GEMM has a reduction of only 9;
     - spatial kernels with 16-64 input channels per group on maps of >= 56x56 (or up to
@@ -143,15 +144,17 @@ def _rules(params, dtype, inputs_finite=True):
       but 1.4x im2col); below that the per-call kernel spectra do not pay;
     - 7x7 and larger kernels otherwise: direct, 1.7-2x torch on 28x28 and smaller maps,
       where im2col's unroll (49 copies of the input) costs 2-5x more;
+    - spatial kernels on < 16 channels per group at batch >= 4 (VGG conv1_1, LeNet-5):
+      direct, 2.5x ahead of im2col on VGG conv1_1 at batch 8 (a 27-long reduction);
     - everything else, 1x1 included: im2col (a 1x1 layer is one GEMM, no unroll).
     """
     cg = params.C // params.groups
     if params.groups > 1 and cg <= 4:
         return "direct"
     dname = np.dtype(dtype).name
-    if (inputs_finite and cg >= 16 and params.N * params.P * params.Q >= 384
+    if (inputs_finite and cg >= 16 and params.N * params.P * params.Q >= 196
             and not _C.supports("winograd:4", params, dname)):
-        return "winograd:4"
+        return f"winograd:{winograd_tile(params)}"
     pixels = params.P * params.Q
     big_kernel = max(params.R, params.S) >= 5
     if inputs_finite and big_kernel and cg >= 16 and not _C.supports("fft:16", params, dname):
@@ -162,6 +165,8 @@ def _rules(params, dtype, inputs_finite=True):
     if params.R * params.S >= 49:
         return "direct"
     spatial = params.R * params.S > 1
+    if spatial and cg < 16 and params.N >= 4:
+        return "direct"
     if spatial and cg >= 16 and ((cg <= 64 and pixels >= 56 * 56) or (cg <= 128 and pixels >= 112 * 112)):
         return "direct"
     return "im2col"
