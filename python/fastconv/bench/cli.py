@@ -266,6 +266,8 @@ def run(args, argv=None, allow_reexec=False):
 
     if args.peak_gflops:
         peak = {"gflops": args.peak_gflops, "copy_gbs": math.nan, "source": "--peak-gflops"}
+    elif args.device == "cuda" and not args.peak:
+        peak = None  # the CPU's peak says nothing of a GPU's rate: no % columns (--peak-gflops sets one)
     else:
         secs, tries = (1.0, 1) if args.peak else (0.15, 2)
         peak = runner.peak_with_cache(runner.measure_peak(secs, tries))
