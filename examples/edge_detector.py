@@ -8,7 +8,6 @@ torch.nn.Conv2d with the same weights and timed against it, and the edge pixels 
     python examples/edge_detector.py [--quick] [--save edges.png]
 """
 import argparse
-import time
 
 import numpy as np
 import torch
@@ -16,7 +15,7 @@ from torch import nn
 
 import fastconv
 import fastconv.torch as ft
-from fastconv.__main__ import EDGE_KERNEL, EDGE_THRESHOLD, demo_image
+from fastconv.__main__ import EDGE_KERNEL, EDGE_THRESHOLD, demo_image, median_ms
 
 
 def edge_layer(layers):
@@ -29,16 +28,6 @@ def edge_layer(layers):
         conv.weight[1, 0, :, 0] = torch.from_numpy(EDGE_KERNEL[0, 0, 0])
     conv.requires_grad_(False)
     return conv
-
-
-def median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
 
 
 def main(argv=None):

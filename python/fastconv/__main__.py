@@ -34,7 +34,8 @@ def cmd_explain(args):
                            dilation=args.dilation, groups=args.groups, dtype=args.dtype))
 
 
-def _best_ms(fn, repeats=20):
+def median_ms(fn, repeats=20):
+    """Median wall time of fn() in ms over `repeats` calls, after one warm-up call."""
     fn()
     times = []
     for _ in range(repeats):
@@ -72,7 +73,7 @@ def cmd_demo(args):
           f"({dense / flops:,.0f}x more)")
     print(f"edge pixels found: {int(np.count_nonzero(np.abs(edges) > EDGE_THRESHOLD)):,}")
     for algorithm in [r["algorithm"] for r in fastconv.explain(x.shape, kernel.shape).algorithms if r["supported"]]:
-        ms = _best_ms(lambda: fastconv.conv2d(x, kernel, algorithm=algorithm))
+        ms = median_ms(lambda: fastconv.conv2d(x, kernel, algorithm=algorithm))
         print(f"  {algorithm:<10} {ms:8.3f} ms")
     if args.save:
         np.save(args.save, edges)
