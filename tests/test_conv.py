@@ -32,6 +32,8 @@ CASES = [
     ((1, 4, 9, 9), (4, 1, 3, 3), 2, "same", 1, 4, True),
     ((0, 3, 8, 8), (4, 3, 3, 3), 1, 1, 1, 1, False),                   # empty batch
     ((1, 3, 3, 3), (2, 3, 3, 3), 1, 0, 1, 1, False),                   # kernel covers the image
+    ((5, 4, 5, 3), (6, 2, 5, 3), 1, 0, 1, 2, False),                   # covers it, batched, groups 2
+    ((4, 2, 3, 3), (3, 2, 3, 3), 2, ((0, 1), (0, 1)), 1, 1, False),    # covers it, unread bottom pad
     ((1, 1, 1, 1), (1, 1, 1, 1), 1, 0, 1, 1, False),
     ((1, 1, 2, 2), (2, 1, 3, 3), 1, 1, 1, 1, False),                   # image smaller than kernel
     ((1, 3, 31, 37), (11, 3, 7, 7), 2, 3, 1, 1, False),                # ResNet stem-like, primes
@@ -135,6 +137,8 @@ LARGER = [
     ((2, 40, 61, 53), (24, 40, 3, 3), 1, 1, 1),  # many tile blocks (winograd), odd edges
     ((40, 64, 7, 7), (32, 64, 3, 3), 1, 1, 1),   # many small images: several per GEMM, in chunks
     ((19, 200, 5, 5), (24, 200, 1, 1), 1, 0, 1),
+    ((64, 16, 5, 5), (120, 16, 5, 5), 1, 0, 1),  # LeNet-5's C5: the window is the image
+    ((64, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1),    # LeNet-5's C3: batched small images
 ]
 LARGER_PAIRS = [(a, c) for a in CONV_ALGORITHMS + ["auto"] for c in LARGER
                 if conv_supported(a, c[0], c[1], c[2], c[3], 1, c[4])]

@@ -32,6 +32,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "cpu/gemm.h"
 #include "cpu/kernels.h"
@@ -48,6 +49,13 @@ bool is_plain_gemm(const ConvParams& p) {
 }
 
 index_t col_rows(const ConvParams& p) { return p.C_per_group() * p.R * p.S; }
+
+// A window that covers the whole unpadded image (one output pixel: a fully connected
+// layer, LeNet-5's 16->120 5x5 on 5x5 maps): the unrolled patch is the image itself.
+bool is_whole_image(const ConvParams& p) {
+  return p.P == 1 && p.Q == 1 && p.R == p.H && p.S == p.W && p.pad_h == 0 && p.pad_w == 0 &&
+         (p.R == 1 || p.dil_h == 1) && (p.S == 1 || p.dil_w == 1);
+}
 
 // Columns per chunk: a multiple of 16 (the GEMM's widest register block) when possible.
 index_t chunk_capacity(const ConvParams& p, int elem) {
@@ -93,7 +101,10 @@ inline void valid_columns(index_t oq0, index_t oq1, index_t off, index_t stride,
 // constant, so the compiler vectorises the gather as permutes.
 template <class T>
 inline void strided_copy(T* o, const T* xr, index_t lo, index_t hi, index_t stride, index_t off) {
-  if (stride == 2) {
+  if (stride == 1) {
+#pragma omp simd
+    for (index_t oq = lo; oq < hi; ++oq) o[oq] = xr[oq + off];
+  } else if (stride == 2) {
 #pragma omp simd
     for (index_t oq = lo; oq < hi; ++oq) o[oq] = xr[2 * oq + off];
   } else {
@@ -112,44 +123,82 @@ inline void strided_add(T* xr, const T* o, index_t lo, index_t hi, index_t strid
   }
 }
 
+// Row `row` (channel c, kernel tap r, s) of the unrolled image x_g (C/g, H, W), columns
+// [j0, j1), into out[0, j1 - j0).
+template <class T>
+inline void unroll_row(const ConvParams& p, const T* x_g, index_t row, index_t j0, index_t j1, T* out) {
+  const index_t c = row / (p.R * p.S), r = (row / p.S) % p.R, s = row % p.S;
+  const T* xc = x_g + c * p.H * p.W;
+  index_t j = j0;
+  while (j < j1) {
+    const index_t op = j / p.Q, oq0 = j % p.Q;
+    const index_t oq1 = std::min(p.Q, oq0 + (j1 - j));  // end of this output row in the chunk
+    const index_t ih = op * p.stride_h - p.pad_h + r * p.dil_h;
+    T* o = out + (j - j0);
+    if (ih < 0 || ih >= p.H) {
+      std::fill(o, o + (oq1 - oq0), T(0));
+    } else {
+      const T* xr = xc + ih * p.W;
+      const index_t iw_off = s * p.dil_w - p.pad_w;
+      if (p.stride_w == 1) {
+        // valid oq: 0 <= oq + iw_off < W
+        const index_t lo = std::clamp(-iw_off, oq0, oq1), hi = std::clamp(p.W - iw_off, lo, oq1);
+        std::fill(o, o + (lo - oq0), T(0));
+        std::memcpy(o + (lo - oq0), xr + lo + iw_off, sizeof(T) * (hi - lo));
+        std::fill(o + (hi - oq0), o + (oq1 - oq0), T(0));
+      } else {
+        index_t lo, hi;
+        valid_columns(oq0, oq1, iw_off, p.stride_w, p.W, lo, hi);
+        std::fill(o, o + (lo - oq0), T(0));
+        strided_copy(o - oq0, xr, lo, hi, p.stride_w, iw_off);
+        std::fill(o + (hi - oq0), o + (oq1 - oq0), T(0));
+      }
+    }
+    j += oq1 - oq0;
+  }
+}
+
 // Unroll columns [j0, j1) of image x_g (C/g, H, W) into col (rows, ld): row i of the
 // result starts at col + i*ld.
 template <class T>
 void unroll(const ConvParams& p, const T* x_g, index_t j0, index_t j1, T* col, index_t ld, bool parallel) {
   const index_t rows = col_rows(p);
 #pragma omp parallel for schedule(static) if (parallel)
-  for (index_t row = 0; row < rows; ++row) {
-    const index_t c = row / (p.R * p.S), r = (row / p.S) % p.R, s = row % p.S;
-    const T* xc = x_g + c * p.H * p.W;
-    T* out = col + row * ld;
-    index_t j = j0;
-    while (j < j1) {
-      const index_t op = j / p.Q, oq0 = j % p.Q;
-      const index_t oq1 = std::min(p.Q, oq0 + (j1 - j));  // end of this output row in the chunk
-      const index_t ih = op * p.stride_h - p.pad_h + r * p.dil_h;
-      T* o = out + (j - j0);
-      if (ih < 0 || ih >= p.H) {
-        std::fill(o, o + (oq1 - oq0), T(0));
-      } else {
-        const T* xr = xc + ih * p.W;
-        const index_t iw_off = s * p.dil_w - p.pad_w;
-        if (p.stride_w == 1) {
-          // valid oq: 0 <= oq + iw_off < W
-          const index_t lo = std::clamp(-iw_off, oq0, oq1), hi = std::clamp(p.W - iw_off, lo, oq1);
-          std::fill(o, o + (lo - oq0), T(0));
-          std::memcpy(o + (lo - oq0), xr + lo + iw_off, sizeof(T) * (hi - lo));
-          std::fill(o + (hi - oq0), o + (oq1 - oq0), T(0));
-        } else {
-          index_t lo, hi;
-          valid_columns(oq0, oq1, iw_off, p.stride_w, p.W, lo, hi);
-          std::fill(o, o + (lo - oq0), T(0));
-          strided_copy(o - oq0, xr, lo, hi, p.stride_w, iw_off);
-          std::fill(o + (hi - oq0), o + (oq1 - oq0), T(0));
+  for (index_t row = 0; row < rows; ++row) unroll_row(p, x_g, row, j0, j1, col + row * ld);
+}
+
+// Images [n0, n1) of group g unrolled side by side into col (rows, (n1-n0)*P*Q): the
+// batched mode's small images. One parallel region over (image, channel) and no division
+// per row: with a few output pixels per row the bookkeeping is the cost (LeNet-5's 16->120
+// layer at batch 64, one pixel per row: 0.2 ms as unroll() per image, most of it forking
+// and index arithmetic).
+template <class T>
+void unroll_images(const ConvParams& p, const T* x, index_t g, index_t n0, index_t n1, T* col) {
+  const index_t Cg = p.C_per_group(), PQ = p.P * p.Q, cols = (n1 - n0) * PQ;
+  // Per kernel column s: the output columns [lo, hi) whose input column is inside the row.
+  std::vector<index_t> lo(static_cast<size_t>(p.S)), hi(static_cast<size_t>(p.S));
+  for (index_t s = 0; s < p.S; ++s)
+    valid_columns(0, p.Q, s * p.dil_w - p.pad_w, p.stride_w, p.W, lo[size_t(s)], hi[size_t(s)]);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (index_t n = n0; n < n1; ++n)
+    for (index_t c = 0; c < Cg; ++c) {
+      const T* xc = x + ((n * p.groups + g) * Cg + c) * p.H * p.W;
+      for (index_t r = 0; r < p.R; ++r)
+        for (index_t s = 0; s < p.S; ++s) {
+          T* out = col + ((c * p.R + r) * p.S + s) * cols + (n - n0) * PQ;
+          const index_t iw_off = s * p.dil_w - p.pad_w, l = lo[size_t(s)], h = hi[size_t(s)];
+          for (index_t op = 0; op < p.P; ++op, out += p.Q) {
+            const index_t ih = op * p.stride_h - p.pad_h + r * p.dil_h;
+            if (ih < 0 || ih >= p.H) {
+              std::fill(out, out + p.Q, T(0));
+              continue;
+            }
+            std::fill(out, out + l, T(0));
+            strided_copy(out, xc + ih * p.W, l, h, p.stride_w, iw_off);
+            std::fill(out + h, out + p.Q, T(0));
+          }
         }
-      }
-      j += oq1 - oq0;
     }
-  }
 }
 
 // Elements of one group's packed weights (64-byte multiple).
@@ -188,16 +237,24 @@ void conv_one(const ConvParams& p, const T* x_g, const GemmOperand<T>& w_g, cons
 template <class T>
 void conv_images(const ConvParams& p, const T* x, const GemmOperand<T>& w_g, const T* bias, T* y,
                  index_t g, index_t n0, index_t n1, T* col, T* out) {
-  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), rows = col_rows(p), PQ = p.P * p.Q;
+  const index_t Kg = p.K_per_group(), rows = col_rows(p), PQ = p.P * p.Q;
   const index_t cols = (n1 - n0) * PQ;
+  GemmOperand<T> patches = GemmOperand<T>::plain(col, cols);
+  if (is_whole_image(p))  // image n's one patch is x[n, group g] itself: read x as B^T
+    patches = GemmOperand<T>::plain(x + (n0 * p.groups + g) * rows, p.C * p.H * p.W, true);
+  else
+    unroll_images(p, x, g, n0, n1, col);
+  gemm_ex<T>(Kg, cols, rows, T(1), w_g, patches, T(0), out, cols, bias ? bias + g * Kg : nullptr);
+#pragma omp parallel for schedule(static)
   for (index_t n = n0; n < n1; ++n)
-    unroll(p, x + (n * p.groups + g) * Cg * p.H * p.W, 0, PQ, col + (n - n0) * PQ, cols, true);
-  gemm_ex<T>(Kg, cols, rows, T(1), w_g, GemmOperand<T>::plain(col, cols), T(0), out, cols,
-             bias ? bias + g * Kg : nullptr);
-#pragma omp parallel for collapse(2) schedule(static)
-  for (index_t n = n0; n < n1; ++n)
-    for (index_t k = 0; k < Kg; ++k)
-      std::memcpy(y + ((n * p.groups + g) * Kg + k) * PQ, out + k * cols + (n - n0) * PQ, sizeof(T) * PQ);
+    for (index_t k = 0; k < Kg; ++k) {
+      T* dst = y + ((n * p.groups + g) * Kg + k) * PQ;
+      const T* src = out + k * cols + (n - n0) * PQ;
+      if (PQ == 1)
+        *dst = *src;
+      else
+        std::memcpy(dst, src, sizeof(T) * PQ);
+    }
 }
 
 // ---- backward helpers ------------------------------------------------------------
@@ -347,10 +404,9 @@ void backward_data_images(const ConvParams& p, const T* grad_y, const T* w_g, T*
 template <class T>
 void backward_weight_images(const ConvParams& p, const T* grad_y, const T* x, T* acc_g, index_t g,
                             index_t n0, index_t n1, T* col, T* gyb, bool first) {
-  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), G = p.groups, rows = col_rows(p), PQ = p.P * p.Q;
+  const index_t Kg = p.K_per_group(), rows = col_rows(p), PQ = p.P * p.Q;
   const index_t cols = (n1 - n0) * PQ;
-  for (index_t n = n0; n < n1; ++n)
-    unroll(p, x + (n * G + g) * Cg * p.H * p.W, 0, PQ, col + (n - n0) * PQ, cols, true);
+  unroll_images(p, x, g, n0, n1, col);
   gather_grad_y(p, grad_y, g, n0, n1, gyb);
   gemm<T>(false, true, Kg, rows, cols, T(1), gyb, cols, col, cols, first ? T(0) : T(1), acc_g, rows);
 }
