@@ -21,13 +21,14 @@ shape and dtype to write into; with ``return_indices=True`` it may be a pair
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
 import numpy as np
 
 from . import _C
-from .functional import (_array_kind, as_int, as_tuple, check_element_count, check_out, host_array, positive,
+from .functional import (_array_kind, _plain, as_int, as_tuple, check_element_count, check_out, host_array, positive,
                          wrap_like)
 
 __all__ = [
@@ -86,7 +87,22 @@ def _as_bool(v, name, op):
 
 
 def _window(op, nd, sizes, kernel_size, stride, padding, dilation, ceil_mode):
-    """Validate window arguments with torch's rules; per-axis tuples (k, s, p, d, out)."""
+    """Validate window arguments with torch's rules; per-axis tuples (k, s, p, d, out).
+    Memoised for plain arguments (a model's layer repeats the same call)."""
+    key = (op, nd, tuple(sizes), kernel_size, "default" if stride is None else stride, padding, dilation,
+           int(ceil_mode))  # ceil_mode is a checked bool here; a bool elsewhere is not _plain (not cached)
+    if _plain(key):
+        return _cached_window(*key)
+    return _check_window(op, nd, sizes, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_window(op, nd, sizes, kernel_size, stride, padding, dilation, ceil_mode):
+    return _check_window(op, nd, sizes, kernel_size, None if stride == "default" else stride, padding, dilation,
+                         bool(ceil_mode))
+
+
+def _check_window(op, nd, sizes, kernel_size, stride, padding, dilation, ceil_mode):
     k = positive(as_tuple(kernel_size, nd, "kernel_size"), "kernel_size")
     if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
         s = k  # torch: the default stride is the kernel size

@@ -70,7 +70,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
         raise ValueError(f"conv2d: weight must be 4-D (K, C/groups, R, S), got shape {tuple(weight.shape)}")
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
     pads = conv_padding(padding, tuple(x.shape[2:]), tuple(weight.shape[2:]), stride, dilation)
-    y = ops.conv2d(x, weight, bias, stride, pads, dilation, as_int(groups, "groups"), bool(flip), algorithm)
+    y = ops.call(ops.conv2d, x, weight, bias, stride, pads, dilation, as_int(groups, "groups"), bool(flip), algorithm)
     return y.squeeze(0) if unbatched else y
 
 
@@ -86,8 +86,8 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     if isinstance(padding, (tuple, list)) and len(padding) == 1:
         padding = padding[0]
     (left, right), = normalize_padding(padding, (x.shape[2],), (weight.shape[2],), (s,), (d,))
-    y = ops.conv2d(x.unsqueeze(2), weight.unsqueeze(2), bias, [1, s], [0, 0, left, right], [1, d],
-                   as_int(groups, "groups"), bool(flip), algorithm).squeeze(2)
+    y = ops.call(ops.conv2d, x.unsqueeze(2), weight.unsqueeze(2), bias, [1, s], [0, 0, left, right], [1, d],
+                 as_int(groups, "groups"), bool(flip), algorithm).squeeze(2)
     return y.squeeze(0) if unbatched else y
 
 
@@ -98,8 +98,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     ``return_indices``."""
     _dims("max_pool2d", input, (3, 4))
     k = _pair(kernel_size, "kernel_size")
-    y, idx = ops.max_pool2d(input, k, _pair(_stride(stride, k), "stride"), _pair(padding, "padding"),
-                            _pair(dilation, "dilation"), bool(ceil_mode))
+    y, idx = ops.call(ops.max_pool2d, input, k, _pair(_stride(stride, k), "stride"), _pair(padding, "padding"),
+                      _pair(dilation, "dilation"), bool(ceil_mode))
     return (y, idx) if return_indices else y
 
 
@@ -107,8 +107,8 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     """torch.nn.functional.max_pool1d by fastconv, differentiable."""
     _dims("max_pool1d", input, (2, 3))
     k = _single(kernel_size, "kernel_size")
-    y, idx = ops.max_pool2d(input.unsqueeze(-2), [1, k], [1, _single(_stride(stride, k), "stride")],
-                            [0, _single(padding, "padding")], [1, _single(dilation, "dilation")], bool(ceil_mode))
+    y, idx = ops.call(ops.max_pool2d, input.unsqueeze(-2), [1, k], [1, _single(_stride(stride, k), "stride")],
+                      [0, _single(padding, "padding")], [1, _single(dilation, "dilation")], bool(ceil_mode))
     y = y.squeeze(-2)
     return (y, idx.squeeze(-2)) if return_indices else y
 
@@ -118,32 +118,32 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     """torch.nn.functional.avg_pool2d by fastconv, differentiable."""
     _dims("avg_pool2d", input, (3, 4))
     k = _pair(kernel_size, "kernel_size")
-    return ops.avg_pool2d(input, k, _pair(_stride(stride, k), "stride"), _pair(padding, "padding"), bool(ceil_mode),
-                          bool(count_include_pad), divisor_override)
+    return ops.call(ops.avg_pool2d, input, k, _pair(_stride(stride, k), "stride"), _pair(padding, "padding"),
+                    bool(ceil_mode), bool(count_include_pad), divisor_override)
 
 
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
     """torch.nn.functional.avg_pool1d by fastconv, differentiable."""
     _dims("avg_pool1d", input, (2, 3))
     k = _single(kernel_size, "kernel_size")
-    return ops.avg_pool2d(input.unsqueeze(-2), [1, k], [1, _single(_stride(stride, k), "stride")],
-                          [0, _single(padding, "padding")], bool(ceil_mode), bool(count_include_pad),
-                          None).squeeze(-2)
+    return ops.call(ops.avg_pool2d, input.unsqueeze(-2), [1, k], [1, _single(_stride(stride, k), "stride")],
+                    [0, _single(padding, "padding")], bool(ceil_mode), bool(count_include_pad),
+                    None).squeeze(-2)
 
 
 def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
     """torch.nn.functional.lp_pool2d by fastconv, differentiable."""
     _dims("lp_pool2d", input, (3, 4))
     k = _pair(kernel_size, "kernel_size")
-    return ops.lp_pool2d(input, float(norm_type), k, _pair(_stride(stride, k), "stride"), bool(ceil_mode))
+    return ops.call(ops.lp_pool2d, input, float(norm_type), k, _pair(_stride(stride, k), "stride"), bool(ceil_mode))
 
 
 def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
     """torch.nn.functional.lp_pool1d by fastconv, differentiable."""
     _dims("lp_pool1d", input, (2, 3))
     k = _single(kernel_size, "kernel_size")
-    return ops.lp_pool2d(input.unsqueeze(-2), float(norm_type), [1, k],
-                         [1, _single(_stride(stride, k), "stride")], bool(ceil_mode)).squeeze(-2)
+    return ops.call(ops.lp_pool2d, input.unsqueeze(-2), float(norm_type), [1, k],
+                    [1, _single(_stride(stride, k), "stride")], bool(ceil_mode)).squeeze(-2)
 
 
 def _adaptive_size(output_size, sizes, nd):
@@ -158,26 +158,27 @@ def _adaptive_size(output_size, sizes, nd):
 def adaptive_avg_pool2d(input, output_size):
     """torch.nn.functional.adaptive_avg_pool2d by fastconv, differentiable."""
     _dims("adaptive_avg_pool2d", input, (3, 4))
-    return ops.adaptive_avg_pool2d(input, _adaptive_size(output_size, input.shape[-2:], 2))
+    return ops.call(ops.adaptive_avg_pool2d, input, _adaptive_size(output_size, input.shape[-2:], 2))
 
 
 def adaptive_avg_pool1d(input, output_size):
     """torch.nn.functional.adaptive_avg_pool1d by fastconv, differentiable."""
     _dims("adaptive_avg_pool1d", input, (2, 3))
-    return ops.adaptive_avg_pool2d(input.unsqueeze(-2), [1] + _adaptive_size(output_size, input.shape[-1:], 1)
-                                   ).squeeze(-2)
+    return ops.call(ops.adaptive_avg_pool2d, input.unsqueeze(-2), [1] + _adaptive_size(output_size, input.shape[-1:], 1)
+                    ).squeeze(-2)
 
 
 def adaptive_max_pool2d(input, output_size, return_indices=False):
     """torch.nn.functional.adaptive_max_pool2d by fastconv, differentiable."""
     _dims("adaptive_max_pool2d", input, (3, 4))
-    y, idx = ops.adaptive_max_pool2d(input, _adaptive_size(output_size, input.shape[-2:], 2))
+    y, idx = ops.call(ops.adaptive_max_pool2d, input, _adaptive_size(output_size, input.shape[-2:], 2))
     return (y, idx) if return_indices else y
 
 
 def adaptive_max_pool1d(input, output_size, return_indices=False):
     """torch.nn.functional.adaptive_max_pool1d by fastconv, differentiable."""
     _dims("adaptive_max_pool1d", input, (2, 3))
-    y, idx = ops.adaptive_max_pool2d(input.unsqueeze(-2), [1] + _adaptive_size(output_size, input.shape[-1:], 1))
+    y, idx = ops.call(ops.adaptive_max_pool2d, input.unsqueeze(-2),
+                      [1] + _adaptive_size(output_size, input.shape[-1:], 1))
     y = y.squeeze(-2)
     return (y, idx.squeeze(-2)) if return_indices else y

@@ -7,8 +7,9 @@ every class takes one more keyword argument, ``algorithm=`` (conv: fastconv's al
 names; pooling has a single kernel and accepts it for symmetry, "auto").
 
 Convolutions keep a plan (``fastconv.plan_conv2d``: weights transformed/packed once) for
-inference calls, i.e. when autograd records nothing (``torch.no_grad()``/``inference_mode``,
-or neither input nor parameters require grad) and outside torch.compile tracing. A plan is
+inference calls, i.e. when torch records nothing (``fastconv.torch.ops.records_nothing``:
+``torch.no_grad()``/``inference_mode`` or nothing requires grad, and no torch.compile tracing,
+functorch transform or dispatch mode). A plan is
 keyed by the input's (C, H, W) and dtype, and every plan is dropped when the weight or bias
 changes: a different tensor (identity, data_ptr) or an in-place update (the tensor's
 ``_version`` counter, bumped by optimizer steps, ``load_state_dict`` and ``copy_``).
@@ -26,6 +27,7 @@ import fastconv as fc
 from fastconv.functional import normalize_padding
 
 from . import functional as F
+from . import ops
 
 __all__ = ["Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "LPPool1d", "LPPool2d",
            "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d"]
@@ -68,11 +70,7 @@ class _ConvMixin(_FastconvModule):
         return x, self.padding
 
     def _wants_plan(self, x):
-        if torch.compiler.is_compiling():
-            return False
-        if not torch.is_grad_enabled():
-            return True
-        return not (x.requires_grad or self.weight.requires_grad or (self.bias is not None and self.bias.requires_grad))
+        return ops.records_nothing((x, self.weight, self.bias))
 
     def _weights_key(self):
         key = (id(self.weight), self.weight.data_ptr(), self.weight._version, self.algorithm)
@@ -81,7 +79,8 @@ class _ConvMixin(_FastconvModule):
         return key
 
     def _plan_for(self, x4, w4, pads, stride, dilation):
-        """The plan for a (N, C, H, W) input; made on first use of each (C, H, W, dtype)."""
+        """The plan for a (N, C, H, W) input; made on first use of each (C, H, W, dtype).
+        ``pads()`` gives the explicit padding (only needed to make a plan)."""
         key = self._weights_key()
         if key != self._plans_key:  # new or changed weights: every plan is stale
             self._plans, self._plans_key = {}, key
@@ -90,7 +89,7 @@ class _ConvMixin(_FastconvModule):
         if plan is None:
             if len(self._plans) >= MAX_PLANS:
                 self._plans.pop(next(iter(self._plans)))
-            plan = fc.plan_conv2d(w4.detach(), tuple(x4.shape), stride, pads, dilation, self.groups,
+            plan = fc.plan_conv2d(w4.detach(), tuple(x4.shape), stride, pads(), dilation, self.groups,
                                   bias=None if self.bias is None else self.bias.detach(), algorithm=self.algorithm)
             self._plans[shape] = plan
         return plan
@@ -112,8 +111,9 @@ class Conv2d(_ConvMixin, nn.Conv2d):
     def forward(self, input):
         x, padding = self._padding_and_input(input)
         if x.dim() == 4 and self._wants_plan(x):
-            pads = normalize_padding(padding, tuple(x.shape[2:]), tuple(self.weight.shape[2:]), self.stride,
-                                     self.dilation)
+            def pads():
+                return normalize_padding(padding, tuple(x.shape[2:]), tuple(self.weight.shape[2:]), self.stride,
+                                         self.dilation)
             return self._plan_for(x, self.weight, pads, self.stride, self.dilation)(x)
         return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups,
                         algorithm=self.algorithm)
@@ -131,9 +131,11 @@ class Conv1d(_ConvMixin, nn.Conv1d):
     def forward(self, input):
         x, padding = self._padding_and_input(input)
         if x.dim() == 3 and self._wants_plan(x):
-            padding = padding[0] if isinstance(padding, (tuple, list)) and len(padding) == 1 else padding
-            (lr,) = normalize_padding(padding, (x.shape[2],), (self.weight.shape[2],), self.stride, self.dilation)
-            plan = self._plan_for(x.unsqueeze(2), self.weight.unsqueeze(2), ((0, 0), lr), (1, self.stride[0]),
+            def pads():
+                pad = padding[0] if isinstance(padding, (tuple, list)) and len(padding) == 1 else padding
+                (lr,) = normalize_padding(pad, (x.shape[2],), (self.weight.shape[2],), self.stride, self.dilation)
+                return ((0, 0), lr)
+            plan = self._plan_for(x.unsqueeze(2), self.weight.unsqueeze(2), pads, (1, self.stride[0]),
                                   (1, self.dilation[0]))
             return plan(x.unsqueeze(2)).squeeze(2)
         return F.conv1d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups,
