@@ -43,6 +43,11 @@ CASES = [
     ((1, 1, 1, 1), (1, 1, 1, 1), 1, ((0, 0), (0, 1)), 1, 1, False),    # a column of pure padding
     ((1, 2, 3, 4), (3, 2, 2, 2), 1, 4, 1, 1, False),                   # pad > kernel: bias-only border
     ((1, 4, 5, 6), (4, 1, 2, 3), 2, 3, 1, 4, False),                   # same, depthwise strided
+    # narrow outputs, many channels: direct's channel-vector tiles (several vectors, partial ones)
+    ((2, 5, 11, 13), (20, 5, 3, 3), 2, 1, 2, 1, False),                # stride 2, dilation 2
+    ((2, 8, 9, 9), (34, 4, 3, 3), 1, 1, 1, 2, False),                  # groups 2, 17 per group
+    ((3, 7, 6, 15), (48, 7, 2, 5), (1, 3), ((1, 0), (2, 2)), 1, 1, False),
+    ((1, 3, 13, 13), (64, 3, 3, 3), 1, 1, 1, 1, False),                # a row of more than one tile
 ]
 
 

@@ -58,14 +58,17 @@ namespace {  // everything here differs per ISA: internal linkage keeps the 3 co
 constexpr int kVecBytes = 64;
 constexpr int kGeneralKB = 8;    // output channels per register tile: 8 x 2 accumulators of 32
 constexpr int kDepthwiseNQ = 8;  // output vectors per depthwise tile (x 2 for a multiplier)
+constexpr int kPixelsNP = 12;    // pixels per channel-vector tile: 12 x 2 accumulators of 32
 #elif defined(__AVX2__)
 constexpr int kVecBytes = 32;
 constexpr int kGeneralKB = 4;  // 4 x 2 accumulators + loads fit the 16 ymm registers
 constexpr int kDepthwiseNQ = 4;
+constexpr int kPixelsNP = 6;   // 6 x 2 accumulators + 2 weight vectors + a broadcast of 16
 #else
 constexpr int kVecBytes = 16;  // SSE2 on x86-64, NEON on aarch64
 constexpr int kGeneralKB = 4;
 constexpr int kDepthwiseNQ = 4;
+constexpr int kPixelsNP = 6;
 #endif
 
 template <class T>
@@ -263,6 +266,8 @@ struct Band {
   index_t wk;          // Cg * R * S: between output channels in w
   const T* bias;       // bias of the group's first output channel, or null
   bool accumulate;     // add to y (a later channel chunk) instead of starting from bias
+  const T* wt;         // channel-vector tiles: the group's weights as (Cg, R*S, kpad), or null
+  index_t kpad;        // Kg rounded up to whole vectors
   T* y;                // y[n, group's first k, p0, 0]
   index_t Kg, PQ, Q, prows;
 };
@@ -327,6 +332,68 @@ void band_rows(const Band<T>& b, index_t k) {
   index_t pr = 0, qv = 0, left = b.prows * ceil_div(b.Q, kLanes<T>);
   band_vectors<T, KB, NQ, RSc, CGc>(b, b.w + k * b.wk, b.bias ? b.bias + k : nullptr,
                                      b.y + k * b.PQ, pr, qv, left);
+}
+
+// Channel-vector tiles, for narrow outputs with many channels (LeNet-5's 6->16 5x5 on
+// 10x10 outputs, ResNet's 7x7 maps): vectors run along the output channels instead of Q,
+// so no lane idles past a short row (Q = 10 fills 10 of 16 lanes; 16 channels fill 16).
+// A tile is NP consecutive pixels of one output row x KV channel vectors: per tap, KV
+// weight vectors (w transposed to (Cg, R*S, kpad)) and NP broadcast inputs feed NP*KV FMAs.
+// The tile is transposed through a small buffer on its way to y (N, K, P, Q).
+template <class T, int KV, int NP>
+void tile_pixels(const Band<T>& b, index_t k0, index_t pr, index_t q0) {
+  constexpr index_t L = kLanes<T>;
+  Vec<T> acc[NP][KV];
+  for (int v = 0; v < KV; ++v) {
+    const index_t nk = std::min(L, b.Kg - k0 - v * L);
+    const Vec<T> init = b.bias ? load_n(b.bias + k0 + v * L, nk) : splat(T(0));
+    for (int j = 0; j < NP; ++j) acc[j][v] = init;
+  }
+  const T* xb = b.buf + pr * b.row_step + q0;
+  for (index_t c = 0; c < b.cc; ++c) {
+    const T* xc = xb + c * b.cstride;
+    const T* wc = b.wt + c * b.RS * b.kpad + k0;
+    for (index_t t = 0; t < b.RS; ++t) {
+      const T* xt = xc + b.off[t];
+      Vec<T> wv[KV];
+      for (int v = 0; v < KV; ++v) wv[v] = loadu(wc + t * b.kpad + v * L);
+      for (int j = 0; j < NP; ++j) {
+        const T xs = xt[j];  // vector * scalar: one broadcast (splat() is a loop of inserts)
+        for (int v = 0; v < KV; ++v) acc[j][v] += wv[v] * xs;
+      }
+    }
+  }
+  alignas(64) T tile[NP][KV * L];
+  for (int j = 0; j < NP; ++j)
+    for (int v = 0; v < KV; ++v) std::memcpy(&tile[j][v * L], &acc[j][v], sizeof(Vec<T>));
+  const index_t nk = std::min<index_t>(KV * L, b.Kg - k0);
+  T* yq = b.y + k0 * b.PQ + pr * b.Q + q0;
+  for (index_t k = 0; k < nk; ++k)
+    for (int j = 0; j < NP; ++j) yq[k * b.PQ + j] = tile[j][k];
+}
+
+// The tile of exactly np (1 <= np <= NP) pixels.
+template <class T, int KV, int NP>
+void tile_pixels_n(const Band<T>& b, index_t k0, index_t pr, index_t q0, index_t np) {
+  if (np == NP) return tile_pixels<T, KV, NP>(b, k0, pr, q0);
+  if constexpr (NP > 1) tile_pixels_n<T, KV, NP - 1>(b, k0, pr, q0, np);
+}
+
+template <class T>
+void band_pixels(const Band<T>& b) {
+  constexpr index_t L = kLanes<T>;
+  for (index_t k0 = 0; k0 < b.Kg;) {
+    const bool two = b.Kg - k0 > L;  // two channel vectors per tile while more than one remains
+    for (index_t pr = 0; pr < b.prows; ++pr)
+      for (index_t q0 = 0; q0 < b.Q; q0 += kPixelsNP) {
+        const index_t np = std::min<index_t>(kPixelsNP, b.Q - q0);
+        if (two)
+          tile_pixels_n<T, 2, kPixelsNP>(b, k0, pr, q0, np);
+        else
+          tile_pixels_n<T, 1, kPixelsNP>(b, k0, pr, q0, np);
+      }
+    k0 += two ? 2 * L : L;
+  }
 }
 
 // Depthwise 3x3 with vertical stride and dilation 1: NR output rows of one column
@@ -432,6 +499,20 @@ void conv_banded(const ConvParams& p, const T* x, const T* w, const T* bias, T* 
 
   // Depthwise 3x3 with vertical stride and dilation 1 shares loads between rows.
   const bool rows3 = RSc == 9 && CGc == 1 && sh == 1 && p.dil_h == 1;
+  // Channel-vector tiles (band_pixels) where they fill more lanes than row vectors do and
+  // the band holds every input channel (one pass, nothing to accumulate).
+  const index_t kpad = round_up(Kg, L);
+  const bool pixels = CGc == 0 && cc == Cg && Kg >= L &&
+                      double(Kg) / double(kpad) > double(p.Q) / double(round_up(p.Q, L));
+  std::vector<T> wt;  // pixels: w as (groups, Cg, R*S, kpad), zero-padded channels
+  if (pixels) {
+    wt.assign(size_t(p.groups * Cg * RS * kpad), T(0));
+    for (index_t g = 0; g < p.groups; ++g)
+      for (index_t k = 0; k < Kg; ++k)
+        for (index_t c = 0; c < Cg; ++c)
+          for (index_t t = 0; t < RS; ++t)
+            wt[size_t(((g * Cg + c) * RS + t) * kpad + k)] = w[((g * Kg + k) * Cg + c) * RS + t];
+  }
   std::vector<index_t> off(static_cast<size_t>(RS));  // tap offsets inside one channel of the buffer
   for (index_t r = 0; r < p.R; ++r)
     for (index_t s = 0; s < p.S; ++s)
@@ -472,8 +553,12 @@ void conv_banded(const ConvParams& p, const T* x, const T* w, const T* bias, T* 
         b.PQ = p.P * p.Q;
         b.Q = p.Q;
         b.prows = prows;
+        b.wt = pixels ? wt.data() + g * Cg * RS * kpad : nullptr;
+        b.kpad = kpad;
         if (rows3)
           band_rows3(b);
+        else if (pixels)
+          band_pixels(b);
         else
           band_all_k<T, KBMAX, NQ, RSc, CGc>(b);
       }
