@@ -94,11 +94,11 @@ inline Vec<T> loadu(const T* p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
+// vector + scalar broadcasts the scalar: one vbroadcastss (a loop of lane inserts
+// compiled to 16 masked broadcasts, a third of a small tile's time).
 template <class T>
 inline Vec<T> splat(T a) {
-  Vec<T> v;
-  for (index_t i = 0; i < kLanes<T>; ++i) v[i] = a;
-  return v;
+  return Vec<T>{} + a;
 }
 // Loads n (0 < n <= lanes) values, zeros in the rest; stores the first n lanes. Masked
 // instructions where the ISA has them (a tail of an output row is common: Q = 7, 14, 28).
@@ -358,7 +358,7 @@ void tile_pixels(const Band<T>& b, index_t k0, index_t pr, index_t q0) {
       Vec<T> wv[KV];
       for (int v = 0; v < KV; ++v) wv[v] = loadu(wc + t * b.kpad + v * L);
       for (int j = 0; j < NP; ++j) {
-        const T xs = xt[j];  // vector * scalar: one broadcast (splat() is a loop of inserts)
+        const T xs = xt[j];
         for (int v = 0; v < KV; ++v) acc[j][v] += wv[v] * xs;
       }
     }
