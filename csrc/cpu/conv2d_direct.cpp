@@ -499,10 +499,13 @@ void conv_banded(const ConvParams& p, const T* x, const T* w, const T* bias, T* 
 
   // Depthwise 3x3 with vertical stride and dilation 1 shares loads between rows.
   const bool rows3 = RSc == 9 && CGc == 1 && sh == 1 && p.dil_h == 1;
-  // Channel-vector tiles (band_pixels) where they fill more lanes than row vectors do and
-  // the band holds every input channel (one pass, nothing to accumulate).
+  // Channel-vector tiles (band_pixels) where they fill more lanes than row vectors do, the
+  // band holds every input channel (one pass, nothing to accumulate), and the weights of
+  // one tile's channel vectors stay in L2: every row of pixels reads them all (512->512 3x3
+  // on 7x7 maps, 590 KiB of them per tile: 11 ms against 3.8 ms with row vectors).
   const index_t kpad = round_up(Kg, L);
   const bool pixels = CGc == 0 && cc == Cg && Kg >= L &&
+                      Cg * RS * 2 * L * index_t(sizeof(T)) <= kBandBytes / 2 &&
                       double(Kg) / double(kpad) > double(p.Q) / double(round_up(p.Q, L));
   std::vector<T> wt;  // pixels: w as (groups, Cg, R*S, kpad), zero-padded channels
   if (pixels) {
