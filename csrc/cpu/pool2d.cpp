@@ -440,6 +440,25 @@ void avg_pool2d(const PoolParams& p, const T* x, T* y) {
   const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, p.adaptive);
   const std::vector<T> cdiv = column_divisors<T>(p, aw);
   const index_t HW = p.H * p.W, PQ = p.P * p.Q;
+  if (ah.k == 2 && aw.k == 2 && ah.stride == 2 && aw.stride == 2 && ah.pad == 0 && aw.pad == 0 &&
+      ah.lo == 0 && ah.hi == p.P && aw.lo == 0 && aw.hi == p.Q) {
+    // 2x2/2 with every window inside (LeNet-5's subsampling): whole planes, one pass per
+    // output row, the sums in pool_row's order (rows first, then the column pair).
+    const index_t planes = p.N * p.C;
+#pragma omp parallel for schedule(static) if (planes * HW > 32768)
+    for (index_t plane = 0; plane < planes; ++plane)
+      for (index_t op = 0; op < p.P; ++op) {
+        const T* r0 = x + plane * HW + 2 * op * p.W;
+        const T* r1 = r0 + p.W;
+        T* yr = y + plane * PQ + op * p.Q;
+        const T dh = row_divisor<T>(p, ah, op);
+        const T* cd = cdiv.data();
+#pragma omp simd
+        for (index_t q = 0; q < p.Q; ++q)
+          yr[q] = ((r0[2 * q] + r1[2 * q]) + (r0[2 * q + 1] + r1[2 * q + 1])) / (dh * cd[q]);
+      }
+    return;
+  }
   for_each_row<T>(p, [&](index_t plane, index_t op, T* t) {
     T* yr = y + plane * PQ + op * p.Q;
     pool_row<SumOp>(ah, aw, op, x + plane * HW, p.W, p.Q, t, yr);
