@@ -97,8 +97,8 @@ inline void valid_columns(index_t oq0, index_t oq1, index_t off, index_t stride,
   hi = std::clamp(ceil_div(W - off, stride), lo, oq1);
 }
 
-// o[oq] = xr[oq * stride + off] over [lo, hi); stride 2 (ResNet's downsampling) as a
-// constant, so the compiler vectorises the gather as permutes.
+// o[oq] = xr[oq * stride + off] over [lo, hi); strides 1 and 2 (ResNet's downsampling) as
+// constants, so the compiler vectorises them (stride 2's gather as permutes).
 template <class T>
 inline void strided_copy(T* o, const T* xr, index_t lo, index_t hi, index_t stride, index_t off) {
   if (stride == 1) {
@@ -123,48 +123,44 @@ inline void strided_add(T* xr, const T* o, index_t lo, index_t hi, index_t strid
   }
 }
 
-// Row `row` (channel c, kernel tap r, s) of the unrolled image x_g (C/g, H, W), columns
-// [j0, j1), into out[0, j1 - j0).
-template <class T>
-inline void unroll_row(const ConvParams& p, const T* x_g, index_t row, index_t j0, index_t j1, T* out) {
-  const index_t c = row / (p.R * p.S), r = (row / p.S) % p.R, s = row % p.S;
-  const T* xc = x_g + c * p.H * p.W;
-  index_t j = j0;
-  while (j < j1) {
-    const index_t op = j / p.Q, oq0 = j % p.Q;
-    const index_t oq1 = std::min(p.Q, oq0 + (j1 - j));  // end of this output row in the chunk
-    const index_t ih = op * p.stride_h - p.pad_h + r * p.dil_h;
-    T* o = out + (j - j0);
-    if (ih < 0 || ih >= p.H) {
-      std::fill(o, o + (oq1 - oq0), T(0));
-    } else {
-      const T* xr = xc + ih * p.W;
-      const index_t iw_off = s * p.dil_w - p.pad_w;
-      if (p.stride_w == 1) {
-        // valid oq: 0 <= oq + iw_off < W
-        const index_t lo = std::clamp(-iw_off, oq0, oq1), hi = std::clamp(p.W - iw_off, lo, oq1);
-        std::fill(o, o + (lo - oq0), T(0));
-        std::memcpy(o + (lo - oq0), xr + lo + iw_off, sizeof(T) * (hi - lo));
-        std::fill(o + (hi - oq0), o + (oq1 - oq0), T(0));
-      } else {
-        index_t lo, hi;
-        valid_columns(oq0, oq1, iw_off, p.stride_w, p.W, lo, hi);
-        std::fill(o, o + (lo - oq0), T(0));
-        strided_copy(o - oq0, xr, lo, hi, p.stride_w, iw_off);
-        std::fill(o + (hi - oq0), o + (oq1 - oq0), T(0));
-      }
-    }
-    j += oq1 - oq0;
-  }
-}
-
 // Unroll columns [j0, j1) of image x_g (C/g, H, W) into col (rows, ld): row i of the
 // result starts at col + i*ld.
 template <class T>
 void unroll(const ConvParams& p, const T* x_g, index_t j0, index_t j1, T* col, index_t ld, bool parallel) {
   const index_t rows = col_rows(p);
 #pragma omp parallel for schedule(static) if (parallel)
-  for (index_t row = 0; row < rows; ++row) unroll_row(p, x_g, row, j0, j1, col + row * ld);
+  for (index_t row = 0; row < rows; ++row) {
+    const index_t c = row / (p.R * p.S), r = (row / p.S) % p.R, s = row % p.S;
+    const T* xc = x_g + c * p.H * p.W;
+    T* out = col + row * ld;
+    index_t j = j0;
+    while (j < j1) {
+      const index_t op = j / p.Q, oq0 = j % p.Q;
+      const index_t oq1 = std::min(p.Q, oq0 + (j1 - j));  // end of this output row in the chunk
+      const index_t ih = op * p.stride_h - p.pad_h + r * p.dil_h;
+      T* o = out + (j - j0);
+      if (ih < 0 || ih >= p.H) {
+        std::fill(o, o + (oq1 - oq0), T(0));
+      } else {
+        const T* xr = xc + ih * p.W;
+        const index_t iw_off = s * p.dil_w - p.pad_w;
+        if (p.stride_w == 1) {
+          // valid oq: 0 <= oq + iw_off < W
+          const index_t lo = std::clamp(-iw_off, oq0, oq1), hi = std::clamp(p.W - iw_off, lo, oq1);
+          std::fill(o, o + (lo - oq0), T(0));
+          std::memcpy(o + (lo - oq0), xr + lo + iw_off, sizeof(T) * (hi - lo));
+          std::fill(o + (hi - oq0), o + (oq1 - oq0), T(0));
+        } else {
+          index_t lo, hi;
+          valid_columns(oq0, oq1, iw_off, p.stride_w, p.W, lo, hi);
+          std::fill(o, o + (lo - oq0), T(0));
+          strided_copy(o - oq0, xr, lo, hi, p.stride_w, iw_off);
+          std::fill(o + (hi - oq0), o + (oq1 - oq0), T(0));
+        }
+      }
+      j += oq1 - oq0;
+    }
+  }
 }
 
 // Images [n0, n1) of group g unrolled side by side into col (rows, (n1-n0)*P*Q): the
