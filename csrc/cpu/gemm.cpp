@@ -180,7 +180,8 @@ void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, index_t M, ind
     const index_t runs = column_runs(pl, npb), items = pl.mblocks * runs;
     for (index_t p0 = 0; p0 < K; p0 += pl.kb, ++iter) {
       const index_t p1 = std::min(K, p0 + pl.kb);
-      std::atomic<index_t>& counter = pl.counters[iter % 2];
+      // The shared work counter exists only for a team (pl.counters is null for one thread).
+      std::atomic<index_t>* counter = nt > 1 ? &pl.counters[iter % 2] : nullptr;
       if (nt > 1 && iter > 0) {
 #pragma omp barrier  // everyone is done with the previous B panel (and counter)
       }
@@ -202,7 +203,7 @@ void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, index_t M, ind
 #pragma omp barrier  // the whole B panel is packed
       }
       for (index_t serial = 0;; ++serial) {
-        const index_t item = nt > 1 ? counter.fetch_add(1, std::memory_order_relaxed) : serial;
+        const index_t item = nt > 1 ? counter->fetch_add(1, std::memory_order_relaxed) : serial;
         if (item >= items) break;
         const index_t blk = item / runs, run = item % runs;
         const index_t ic = std::min(M, pl.mp * blk / pl.mblocks * mr);
