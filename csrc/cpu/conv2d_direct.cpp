@@ -48,6 +48,7 @@
 
 #include "cpu/gemm.h"
 #include "cpu/kernels.h"
+#include "cpu/partial_avx2.h"
 
 namespace fastconv::cpu::FC_ISA {
 namespace {  // everything here differs per ISA: internal linkage keeps the 3 copies apart
@@ -101,7 +102,8 @@ inline Vec<T> splat(T a) {
   return Vec<T>{} + a;
 }
 // Loads n (0 < n <= lanes) values, zeros in the rest; stores the first n lanes. Masked
-// instructions where the ISA has them (a tail of an output row is common: Q = 7, 14, 28).
+// instructions with AVX-512, 16/8/4-byte pieces with AVX2 (vmaskmov is slow on Zen 1/2);
+// a tail of an output row is common: Q = 7, 14, 28.
 template <class T>
 inline Vec<T> load_n(const T* p, index_t n) {
   if (n >= kLanes<T>) return loadu(p);
@@ -110,6 +112,8 @@ inline Vec<T> load_n(const T* p, index_t n) {
     return (Vec<T>)_mm512_maskz_loadu_ps(__mmask16((1u << n) - 1), p);
   else
     return (Vec<T>)_mm512_maskz_loadu_pd(__mmask8((1u << n) - 1), p);
+#elif defined(__AVX2__)
+  return (Vec<T>)load_first_n(p, int(n));  // partial_avx2.h: no vmaskmov
 #else
   Vec<T> v = splat(T(0));
   std::memcpy(&v, p, size_t(n) * sizeof(T));
@@ -128,13 +132,10 @@ inline void store_n(T* p, const Vec<T>& v, index_t n) {
   else
     _mm512_mask_storeu_pd(p, __mmask8((1u << n) - 1), (__m512d)v);
 #elif defined(__AVX2__)
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  if constexpr (sizeof(T) == 4) {
-    _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), lane), (__m256)v);
-  } else {  // lane i of a double is int32 lanes 2i, 2i+1
-    const __m256i lane2 = _mm256_srli_epi32(lane, 1);
-    _mm256_maskstore_pd(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), lane2), (__m256d)v);
-  }
+  if constexpr (sizeof(T) == 4)
+    store_first_n(p, (__m256)v, int(n));
+  else
+    store_first_n(p, (__m256d)v, int(n));
 #else
   std::memcpy(p, &v, size_t(n) * sizeof(T));
 #endif

@@ -9,19 +9,12 @@
 #include <immintrin.h>
 
 #include "cpu/gemm_kernels.h"
+#include "cpu/partial_avx2.h"
 
 namespace fastconv::cpu::gemm_detail {
 namespace {
 
 // ---- helpers: vector traits ------------------------------------------------------------
-
-// Lane mask for the first n lanes of a vector of 32-bit (float) or 64-bit (double) lanes.
-inline __m256i first_n_32(int n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-inline __m256i first_n_64(int n) {
-  return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
-}
 
 struct VecF {
   using T = float;
@@ -35,9 +28,9 @@ struct VecF {
   static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
   static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
   static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
-  static reg load_n(const T* p, int n) { return _mm256_maskload_ps(p, first_n_32(n)); }
+  static reg load_n(const T* p, int n) { return load_first_n(p, n); }  // partial_avx2.h
   static void store(T* p, reg r) { _mm256_storeu_ps(p, r); }
-  static void store_n(T* p, reg r, int n) { _mm256_maskstore_ps(p, first_n_32(n), r); }
+  static void store_n(T* p, reg r, int n) { store_first_n(p, r, n); }
 };
 
 struct VecD {
@@ -52,9 +45,9 @@ struct VecD {
   static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_pd(a, b, c); }
   static reg mul(reg a, reg b) { return _mm256_mul_pd(a, b); }
   static reg add(reg a, reg b) { return _mm256_add_pd(a, b); }
-  static reg load_n(const T* p, int n) { return _mm256_maskload_pd(p, first_n_64(n)); }
+  static reg load_n(const T* p, int n) { return load_first_n(p, n); }
   static void store(T* p, reg r) { _mm256_storeu_pd(p, r); }
-  static void store_n(T* p, reg r, int n) { _mm256_maskstore_pd(p, first_n_64(n), r); }
+  static void store_n(T* p, reg r, int n) { store_first_n(p, r, n); }
 };
 
 // ---- blocking ---------------------------------------------------------------------------

@@ -45,6 +45,7 @@
 #endif
 
 #include "cpu/kernels.h"
+#include "cpu/partial_avx2.h"
 
 #if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
 // Output rows of CNN pooling are short (7..112): 16-lane vectors leave most of a row to the
@@ -327,18 +328,11 @@ inline double plane_sum(const double* p, index_t n) {
   return hsum(acc);
 }
 #elif defined(__AVX2__)
-// Lane mask of the first n (< lanes) lanes for maskload: -1 where the lane is loaded.
-inline __m256i first_lanes(index_t n, int lane_bytes) {
-  alignas(32) static const std::int32_t ramp[8] = {0, 1, 2, 3, 4, 5, 6, 7};
-  const __m256i lane = _mm256_load_si256(reinterpret_cast<const __m256i*>(ramp));
-  const __m256i limit = _mm256_set1_epi32(std::int32_t(lane_bytes == 4 ? n : 2 * n));
-  return _mm256_cmpgt_epi32(limit, lane);  // a double's lane is two 32-bit mask lanes
-}
 inline float plane_sum(const float* p, index_t n) {
   __m256 acc = _mm256_setzero_ps();
   index_t i = 0;
   for (; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, _mm256_loadu_ps(p + i));
-  if (i < n) acc = _mm256_add_ps(acc, _mm256_maskload_ps(p + i, first_lanes(n - i, 4)));
+  if (i < n) acc = _mm256_add_ps(acc, load_first_n(p + i, int(n - i)));
   __m128 q = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
   q = _mm_add_ps(q, _mm_movehl_ps(q, q));
   return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
@@ -347,7 +341,7 @@ inline double plane_sum(const double* p, index_t n) {
   __m256d acc = _mm256_setzero_pd();
   index_t i = 0;
   for (; i + 4 <= n; i += 4) acc = _mm256_add_pd(acc, _mm256_loadu_pd(p + i));
-  if (i < n) acc = _mm256_add_pd(acc, _mm256_maskload_pd(p + i, first_lanes(n - i, 8)));
+  if (i < n) acc = _mm256_add_pd(acc, load_first_n(p + i, int(n - i)));
   const __m128d q = _mm_add_pd(_mm256_castpd256_pd128(acc), _mm256_extractf128_pd(acc, 1));
   return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));
 }
