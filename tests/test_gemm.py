@@ -76,9 +76,12 @@ def test_transposes_and_edges(isa, dtype, ta, tb):
 
 # Just below / above the cache blocks: mc (128, 192), kc (256), nc (2048 scalar, 2400 f64,
 # 4800 f32) and the register blocks of every ISA.
+# Column mode (A's K block in L2, B over 512 KiB): (67, 3137, 65), (129, 785, 513) in
+# several K blocks, (5, 2048, 1100); the panel mode's B panel in rounds: (261, 2048, 1100),
+# K x N over the 8 MiB B panel with A too tall for column mode.
 BLOCK_SHAPES = [(127, 33, 255), (145, 17, 257), (193, 31, 129), (385, 5, 513), (47, 2401, 3),
                 (3, 4801, 2), (3, 4097, 2), (24, 64, 256), (37, 97, 600), (9, 49, 50),
-                (5, 2048, 1100)]  # the last: K x N over the 8 MiB B panel, packed in rounds
+                (67, 3137, 65), (129, 785, 513), (5, 2048, 1100), (261, 2048, 1100)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -132,9 +135,10 @@ def test_nan_in_inputs_propagates(isa):
     assert np.isfinite(np.delete(np.delete(C, 3, 0), 33, 1)).all()
 
 
-# Tall (row blocks), wide (column runs), and deep (B panel in rounds) products.
+# Tall (row blocks), wide (column runs), deep (B panel in rounds) products, and column mode
+# (the last three).
 THREAD_SHAPES = [(500, 40, 100), (64, 1000, 64), (150, 150, 300), (2048, 49, 64),
-                 (40, 2048, 1100)]
+                 (261, 2048, 1100), (67, 3137, 65), (129, 785, 513), (40, 2048, 1100)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
