@@ -43,16 +43,32 @@ def available():
     return POLICIES + aliases + names + ("reference",)
 
 
+# Output pixels per call (batch included) from which auto takes Winograd, and from which its
+# F(4x4) tile beats F(2x2), by the instruction set in use: the FLOPs Winograd saves are worth
+# more where FMAs are slower relative to memory (see winograd_tile).
+_WINOGRAD_PIXELS = {"avx512": (196, 384)}
+_WINOGRAD_PIXELS_DEFAULT = (49, 196)  # avx2 and scalar
+
+
+def winograd_pixels():
+    """(pixels from which auto takes Winograd, pixels from which it takes F(4x4)) for the
+    active instruction set."""
+    return _WINOGRAD_PIXELS.get(_C.get_isa(), _WINOGRAD_PIXELS_DEFAULT)
+
+
 def winograd_tile(params):
     """``algorithm="winograd"``'s tile size m of F(m x m, 3 x 3). Larger tiles need fewer
     multiplications per output (2.25x, 4x, 5.06x fewer than direct for m = 2, 4, 6) but
     waste more of the edge tiles, cost more per transform and need a transformed kernel
     of 16, 36, 64 x K x C/groups floats that few tiles cannot amortise. Measured on VGG-16
-    and ResNet-50 3x3 layers (2-core Zen 4, interleaved with torch): m = 4 is best or
-    within noise of the best from about 400 output pixels per call (batch included);
-    m = 6 only ties it on maps of 112 and more, with 4x the error; m = 2 wins below.
+    and ResNet-50 3x3 layers (2 cores, interleaved with torch): with AVX-512 (Zen 4, 234
+    GFLOP/s) m = 4 is best or within noise of the best from about 400 output pixels per
+    call (batch included), m = 6 only ties it on maps of 112 and more, with 4x the error,
+    and m = 2 wins below; with AVX2 (Zen 1, 78 GFLOP/s, the same 25-29 GB/s of memory
+    bandwidth) m = 4 already wins at 14x14 (256->256: 1.25x m = 2) and m = 2 at 7x7
+    (512->512: 1.6-1.8x im2col).
     """
-    if params.N * params.P * params.Q >= 384:
+    if params.N * params.P * params.Q >= winograd_pixels()[1]:
         return 4
     return 2
 
@@ -131,8 +147,10 @@ def _rules(params, dtype, inputs_finite=True):
     - 3x3 stride 1, float32, >= 16 input channels per group and >= 196 output pixels per
       call (batch included): Winograd, F(4x4) from 384 pixels, F(2x2) below
       (``winograd_tile``): 1.3-2.4x torch on VGG-16 and ResNet-50 (F(2x2) 1.4-1.5x on
-      14x14 maps at batch 1, where im2col is 0.9-1.0x). Not when the inputs hold NaN or
-      Inf (``inputs_finite=False``): a Winograd tile would spread them over the tile;
+      14x14 maps at batch 1, where im2col is 0.9-1.0x). With AVX2 or scalar code (slower
+      FMAs, measured on Zen 1) from 49 pixels, F(4x4) from 196 (``winograd_pixels``). Not
+      when the inputs hold NaN or Inf (``inputs_finite=False``): a Winograd tile would
+      spread them over the tile;
     - depthwise-like (<= 4 input channels per group): direct, 1.3-1.6x torch where
       im2col's unrolled GEMM has a reduction of only 9;
     - spatial kernels with 16-64 input channels per group on maps of >= 56x56 (or up to
@@ -152,7 +170,7 @@ def _rules(params, dtype, inputs_finite=True):
     if params.groups > 1 and cg <= 4:
         return "direct"
     dname = np.dtype(dtype).name
-    if (inputs_finite and cg >= 16 and params.N * params.P * params.Q >= 196
+    if (inputs_finite and cg >= 16 and params.N * params.P * params.Q >= winograd_pixels()[0]
             and not _C.supports("winograd:4", params, dname)):
         return f"winograd:{winograd_tile(params)}"
     pixels = params.P * params.Q
