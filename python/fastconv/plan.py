@@ -98,6 +98,11 @@ class ConvPlan:
         """y = conv2d(x, weight, bias, ...) for x of shape (N, C, H, W) with the planned
         C, H, W (any N). ``out``: optional NumPy array to write y into."""
         x_arr, kind = host_array(x, "input")
+        return wrap_like(kind, self.run_array(x_arr, out))
+
+    def run_array(self, x_arr, out=None):
+        """``self(x)`` for a C-contiguous NumPy array x_arr; returns a NumPy array (what
+        fastconv.torch's layers call, with the tensor's NumPy view)."""
         if x_arr.dtype != self.dtype:
             raise TypeError(f"plan was made for {self.dtype}, got input of dtype {x_arr.dtype}")
         if x_arr.ndim != 4 or x_arr.shape[1:] != self.input_shape[1:]:
@@ -106,18 +111,18 @@ class ConvPlan:
         params, pads, ws_bytes = self._call_problem(x_arr.shape)
         if not algorithms.is_exact_on_nonfinite(self.algorithm) and not _all_finite(x_arr):
             exact = algorithms.choose(params, self.dtype, inputs_finite=False)
-            return wrap_like(kind, _run_conv(x_arr, self._w, self._b, params, pads, exact, out))
+            return _run_conv(x_arr, self._w, self._b, params, pads, exact, out)
         shape = (params.N, params.K, params.P, params.Q)
         y = check_out(out, shape, self.dtype) if out is not None else np.empty(shape, self.dtype)
         if params.N == 0:
-            return wrap_like(kind, y)
+            return y
         if self._prepared is None:
-            return wrap_like(kind, _run_conv(x_arr, self._w, self._b, params, pads, self.algorithm, y))
+            return _run_conv(x_arr, self._w, self._b, params, pads, self.algorithm, y)
         if _C.get_isa() != self._isa:  # packed panels are laid out per ISA
             self._prepare(params)
         ws = self._workspace(ws_bytes) if ws_bytes else None
         _C.conv2d_forward(self.algorithm, params, x_arr, self._prepared, self._b, y, ws, True)
-        return wrap_like(kind, y)
+        return y
 
     def _tune(self, params, pads, workspace_limit):
         """Time every candidate as a plan runs it, on random input of the planned shape."""
