@@ -309,6 +309,28 @@ void run_thread_columns(const GemmKernel<T>& kr, const Plan& pl, index_t runs, i
 template <class T>
 index_t k_block(const GemmKernel<T>& kr, index_t K) { return ceil_div(K, ceil_div(K, kr.kc)); }
 
+// body(plan, tid) on every thread of a team of pl.nt (the caller alone for one), with two
+// fresh work counters. The runtime may give fewer threads than asked (OMP_THREAD_LIMIT,
+// OMP_DYNAMIC): each thread's copy of the plan says how many came, so the shared packing
+// is split among those.
+template <class Body>
+void run_team(Plan pl, Body&& body) {
+  if (pl.nt == 1) {
+    body(pl, 0);
+    return;
+  }
+  std::atomic<index_t> counters[2];
+  counters[0].store(0);
+  counters[1].store(0);
+  pl.counters = counters;
+#pragma omp parallel num_threads(pl.nt)
+  {
+    Plan mine = pl;
+    mine.nt = omp_get_num_threads();
+    body(static_cast<const Plan&>(mine), omp_get_thread_num());
+  }
+}
+
 template <class T>
 void gemm_packed(const GemmKernel<T>& kr, index_t M, index_t N, index_t K, T alpha,
                  const GemmOperand<T>& A, const GemmOperand<T>& B, T beta, T* C, index_t ldc,
@@ -339,21 +361,10 @@ void gemm_packed(const GemmKernel<T>& kr, index_t M, index_t N, index_t K, T alp
     T* base = static_cast<T*>(tl_scratch.get(sizeof(T) * std::size_t(a_elems + nt * b_stride)));
     T* apack = A.packed ? nullptr : base;
     T* bbase = base + a_elems;
-    if (nt == 1) {
-      run_thread_columns<T>(kr, pl, runs, 0, M, N, K, alpha, A, B, beta, C, ldc, bias, apack, bbase);
-      return;
-    }
-    std::atomic<index_t> counter[1];
-    counter[0].store(0);
-    pl.counters = counter;
-#pragma omp parallel num_threads(nt)
-    {
-      Plan mine = pl;  // as below: the threads that actually came share the A packing
-      mine.nt = omp_get_num_threads();
-      const int tid = omp_get_thread_num();
+    run_team(pl, [&](const Plan& mine, int tid) {
       run_thread_columns<T>(kr, mine, runs, tid, M, N, K, alpha, A, B, beta, C, ldc, bias, apack,
                             bbase + tid * b_stride);
-    }
+    });
     return;
   }
 
@@ -376,24 +387,10 @@ void gemm_packed(const GemmKernel<T>& kr, index_t M, index_t N, index_t K, T alp
   T* bbuf = scratch ? static_cast<T*>(tl_scratch.get(scratch)) : nullptr;
   T* abase = bbuf ? bbuf + b_elems : nullptr;
 
-  if (nt == 1) {
-    run_thread<T>(kr, pl, 0, M, N, K, alpha, A, B, beta, C, ldc, bias, bbuf, abase);
-    return;
-  }
-  std::atomic<index_t> counters[2];
-  counters[0].store(0);
-  counters[1].store(0);
-  pl.counters = counters;
-#pragma omp parallel num_threads(nt)
-  {
-    // The runtime may give fewer threads than asked (OMP_THREAD_LIMIT, OMP_DYNAMIC):
-    // share the B packing among the threads that actually came.
-    Plan mine = pl;
-    mine.nt = omp_get_num_threads();
-    const int tid = omp_get_thread_num();
+  run_team(pl, [&](const Plan& mine, int tid) {
     run_thread<T>(kr, mine, tid, M, N, K, alpha, A, B, beta, C, ldc, bias, bbuf,
                   abase ? abase + tid * pl.a_stride : nullptr);
-  }
+  });
 }
 
 // ---- scalar micro-kernel: 4 x 4, portable -------------------------------------------------
