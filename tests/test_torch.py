@@ -249,6 +249,72 @@ def test_conv_plan_is_made_once_and_dropped_when_weights_change():
         _close(m2(x), m(x))
 
 
+POOL_MODULES = [  # (fastconv/torch class name, constructor args, input shape)
+    ("MaxPool2d", (3, 2, 1), (2, 3, 11, 9)),
+    ("MaxPool2d", dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2), ceil_mode=True,
+                       return_indices=True), (2, 3, 13, 10)),
+    ("MaxPool2d", (2,), (3, 7, 7)),                     # unbatched
+    ("MaxPool1d", dict(kernel_size=3, stride=2, padding=1, return_indices=True), (2, 3, 17)),
+    ("AvgPool2d", (3, 2, 1, True, False), (2, 3, 11, 9)),
+    ("AvgPool2d", dict(kernel_size=2, divisor_override=3), (1, 2, 9, 8)),
+    ("AvgPool1d", (3, 2, 1, False, True), (2, 3, 13)),
+    ("LPPool2d", (2.0, 3, 2), (2, 3, 11, 9)),
+    ("LPPool1d", (3.0, 2), (2, 3, 9)),
+    ("AdaptiveAvgPool2d", ((3, None),), (2, 3, 10, 7)),
+    ("AdaptiveAvgPool1d", (4,), (2, 3, 11)),
+    ("AdaptiveMaxPool2d", (3, True), (2, 3, 10, 7)),
+    ("AdaptiveMaxPool1d", (5,), (3, 11)),                # unbatched
+]
+
+
+@pytest.mark.parametrize("name, args, shape", POOL_MODULES)
+@pytest.mark.parametrize("dtype", [torch.float32, D64])
+def test_pool_module_inference_plan_matches_torch(name, args, shape, dtype):
+    """Inference calls run a PoolPlan made once per input shape and dtype, dropped when the
+    layer's arguments change; outputs and indices are torch's, whatever was in memory."""
+    kwargs, args = (args, ()) if isinstance(args, dict) else ({}, args)
+    ours, theirs = getattr(ft, name)(*args, **kwargs), getattr(nn, name)(*args, **kwargs)
+    positive = name.startswith("LP")
+    x = rand(*shape, dtype=dtype, grad=False, positive=positive)
+    with torch.no_grad():
+        got, want = ours(x), theirs(x)
+        assert len(ours._plans) == 1
+        plan = next(iter(ours._plans.values()))
+        for _ in range(3):  # freshly allocated outputs each call: every element is written
+            got, want = ours(x), theirs(x)
+        assert next(iter(ours._plans.values())) is plan
+        for a, b in zip(*((got, want) if isinstance(got, tuple) else ((got,), (want,)))):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            _close(a, b)
+        y = ours(x.transpose(-1, -2).contiguous().transpose(-1, -2))  # a strided input
+        _close(y[0] if isinstance(y, tuple) else y, want[0] if isinstance(want, tuple) else want)
+    # a training call takes the autograd path and gives the same values
+    xg = x.detach().clone().requires_grad_()
+    yg = ours(xg)
+    _close(yg[0] if isinstance(yg, tuple) else yg, want[0] if isinstance(want, tuple) else want)
+
+
+def test_pool_module_plan_follows_attribute_changes_and_errors_stay_clear():
+    m, t = ft.MaxPool2d(2), nn.MaxPool2d(2)
+    x = torch.randn(2, 3, 9, 9)
+    with torch.no_grad():
+        _close(m(x), t(x))
+        m.kernel_size = t.kernel_size = 3
+        m.stride = t.stride = 1
+        _close(m(x), t(x))
+        m.return_indices = t.return_indices = True
+        for a, b in zip(m(x), t(x)):
+            assert torch.equal(a, b)
+        with pytest.raises(ValueError, match="padding"):
+            ft.MaxPool2d(2, padding=2)(x)
+        with pytest.raises(ValueError, match="4-D|3-D"):
+            m(torch.randn(1, 2, 3, 4, 5))
+        with pytest.raises(TypeError, match="dtype"):
+            ft.AvgPool2d(2)(x.half())
+    m2 = copy.deepcopy(m)
+    assert m2._plans == {}
+
+
 def test_training_call_does_not_use_a_plan():
     m = ft.Conv2d(2, 2, 3)
     m(torch.randn(1, 2, 5, 5)).sum().backward()

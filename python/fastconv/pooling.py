@@ -37,7 +37,7 @@ __all__ = [
     "max_pool2d_backward", "avg_pool2d_backward", "lp_pool2d_backward", "adaptive_avg_pool2d_backward",
     "adaptive_max_pool2d_backward", "max_pool1d_backward", "avg_pool1d_backward", "lp_pool1d_backward",
     "adaptive_avg_pool1d_backward", "adaptive_max_pool1d_backward",
-    "pool_output_size",
+    "pool_output_size", "plan_pool", "PoolPlan",
 ]
 
 
@@ -410,6 +410,87 @@ def adaptive_max_pool1d_backward(grad_y, x, output_size, indices=None):
     """grad_x of adaptive_max_pool1d (the forward's ``indices`` if given, else recomputed)."""
     args = _adaptive_args("adaptive_max_pool1d_backward", 1, x, output_size)
     return _max_backward("adaptive_max_pool1d_backward", 1, grad_y, args, indices)
+
+
+# ---- plans: one call's checks done once -----------------------------------------------------
+
+class PoolPlan:
+    """A pooling call checked once for inputs of one shape and dtype, to run again on such
+    inputs without re-checking (``plan_pool``). fastconv.torch's pooling layers keep one
+    per input shape for inference calls: a call's checks cost ~40 us in Python, as much as
+    pooling a LeNet-5 activation.
+
+    ``input_shape``/``output_shape`` are the caller's shapes (unbatched and 1-D included),
+    ``with_indices`` whether ``run_array`` also writes max pooling's int64 indices.
+    """
+    __slots__ = ("input_shape", "output_shape", "dtype", "with_indices", "_shape4", "_out4", "_prm",
+                 "_kernel")
+
+    def __init__(self, args, nd, kernel, with_indices):
+        arr, _, rank, prm, o = args
+        n, c = arr.shape[:2]
+        self.input_shape = _user_shape(n, c, arr.shape[4 - nd:], rank, nd)
+        self.output_shape = _user_shape(n, c, o, rank, nd)
+        self.dtype = arr.dtype
+        self.with_indices = with_indices
+        self._shape4, self._out4 = arr.shape, (n, c, prm.P, prm.Q)
+        self._prm = prm
+        self._kernel = None if prm.P == 0 or prm.Q == 0 else kernel  # output size 0: nothing to do
+
+    def run_array(self, x, y, indices=None):
+        """Pool x into y (and ``indices`` when ``with_indices``): C-contiguous NumPy arrays of
+        ``input_shape`` / ``output_shape`` and the plan's dtype (int64 indices). The caller
+        owns these checks; the C++ kernel still checks shapes, dtypes and contiguity."""
+        if self._kernel is None:
+            return
+        x4, y4 = x.reshape(self._shape4), y.reshape(self._out4)
+        if self.with_indices:
+            self._kernel(self._prm, x4, y4, indices.reshape(self._out4))
+        else:
+            self._kernel(self._prm, x4, y4)
+
+
+def _plan_max(op, nd, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    args = _max_args(op, nd, x, kernel_size, stride, padding, dilation, ceil_mode)
+    return PoolPlan(args, nd, _C.max_pool2d_forward, _as_bool(return_indices, "return_indices", op))
+
+
+def _plan_avg(op, nd, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+              divisor_override=None):
+    args = _avg_args(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    return PoolPlan(args, nd, _C.avg_pool2d_forward, False)
+
+
+def _plan_lp(op, nd, x, norm_type, kernel_size, stride=None, ceil_mode=False):
+    return PoolPlan(_lp_args(op, nd, x, norm_type, kernel_size, stride, ceil_mode), nd, _C.lp_pool2d_forward, False)
+
+
+def _plan_adaptive_avg(op, nd, x, output_size):
+    return PoolPlan(_adaptive_args(op, nd, x, output_size), nd, _C.avg_pool2d_forward, False)
+
+
+def _plan_adaptive_max(op, nd, x, output_size, return_indices=False):
+    return PoolPlan(_adaptive_args(op, nd, x, output_size), nd, _C.max_pool2d_forward,
+                    _as_bool(return_indices, "return_indices", op))
+
+
+_PLANNERS = {
+    "max_pool2d": (_plan_max, 2), "max_pool1d": (_plan_max, 1),
+    "avg_pool2d": (_plan_avg, 2), "avg_pool1d": (_plan_avg, 1),
+    "lp_pool2d": (_plan_lp, 2), "lp_pool1d": (_plan_lp, 1),
+    "adaptive_avg_pool2d": (_plan_adaptive_avg, 2), "adaptive_avg_pool1d": (_plan_adaptive_avg, 1),
+    "adaptive_max_pool2d": (_plan_adaptive_max, 2), "adaptive_max_pool1d": (_plan_adaptive_max, 1),
+}
+
+
+def plan_pool(op, x, *args):
+    """A PoolPlan for ``<op>(x, *args)``: op names one of this module's forward functions
+    ("max_pool2d", "avg_pool1d", ...) and args are its arguments after x, in its order. x (a
+    NumPy array or CPU tensor) gives the shape and dtype; the checks and errors are op's."""
+    if op not in _PLANNERS:
+        raise ValueError(f"plan_pool: unknown pooling op {op!r}; expected one of {', '.join(_PLANNERS)}")
+    planner, nd = _PLANNERS[op]
+    return planner(op, nd, x, *args)
 
 
 # ---- backward plumbing ---------------------------------------------------------------------
