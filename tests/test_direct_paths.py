@@ -79,6 +79,10 @@ DEPTHWISE = [
     (1, 2, 8, 8, 1, 3, 3, 1, 0, 1),            # no padding
     (3, 70, 7, 7, 1, 3, 3, 1, 1, 1),           # many tiny planes, batch 3 (scheduling chunks)
     (1, 2, 40, 70, 1, 3, 3, 1, 1, 1),          # several vectors per row + tiles across rows
+    (3, 1, 32, 32, 6, 5, 5, 1, 0, 1),          # one input channel, multiplier 6 (LeNet-5's first layer)
+    (2, 1, 13, 29, 13, 5, 5, 1, 2, 1),         # multiplier 13: 6- or 8-channel tiles + halving remainders
+    (1, 2, 11, 9, 7, 3, 5, 2, (1, 2), (1, 2)),  # multiplier 7, strided, dilated, 3x5
+    (1, 1, 6, 7, 16, 5, 5, 1, 2, 1),           # multiplier 16, Q = 7
 ]
 
 
