@@ -82,6 +82,25 @@ def test_backward_exact_on_small_integers(case, algorithm, rng):
         np.testing.assert_array_equal(g, r, err_msg=f"{algorithm} {name}")
 
 
+@pytest.mark.parametrize("stride, padding, dilation", [(2, 1, 1), (1, 2, 2), ((1, 3), ((0, 2), (1, 0)), 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_im2col_backward_in_column_chunks(stride, padding, dilation, dtype, isa, rng):
+    """A large image goes through im2col's unroll and col2im in several column chunks that
+    start and end inside output rows (64*9 col rows: 896 float / 448 double columns a chunk);
+    small integers make every sum exact."""
+    x = rng.integers(-3, 4, (1, 64, 79, 83)).astype(dtype)
+    w = rng.integers(-3, 4, (5, 64, 3, 3)).astype(dtype)
+    kw = dict(stride=stride, padding=padding, dilation=dilation)
+    y = fc.conv2d(x, w, algorithm="im2col", **kw)
+    assert y.shape[2] * y.shape[3] > 896  # at least two chunks
+    np.testing.assert_array_equal(y, fc.conv2d(x, w, algorithm="reference", **kw))
+    gy = rng.integers(-3, 4, y.shape).astype(dtype)
+    got = fc.conv2d_backward(gy, x, w, algorithm="im2col", **kw)
+    want = fc.conv2d_backward(gy, x, w, algorithm="reference", **kw)
+    for g, r, name in zip(got, want, ("grad_x", "grad_w", "grad_b")):
+        np.testing.assert_array_equal(g, np.asarray(r, dtype), err_msg=name)
+
+
 def test_weight_gradient_is_deterministic(rng):
     """Same inputs, same bits: many small images (per-thread partial sums), a large one
     (threaded GEMMs), many groups (one group per thread)."""
