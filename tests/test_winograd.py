@@ -129,6 +129,10 @@ SHAPES = [
     # strided tiles), next to clipped and padded edge tiles: 131 columns = 2 runs + edges.
     ((2, 3, 37, 131), (5, 3, 3, 3), ((1, 0), (2, 1)), 1),
     ((1, 2, 9, 100), (3, 2, 3, 3), 0, 1),
+    # ResNet's maps: rows of 14 or 7 tiles, so blocks of 8 interior tiles (AVX2's transposed
+    # gather and scatter) span rows of tiles and images; batch 3 puts block edges anywhere.
+    ((3, 6, 56, 56), (5, 6, 3, 3), 1, 1),
+    ((2, 5, 28, 31), (4, 5, 3, 3), 1, 1),
 ]
 
 

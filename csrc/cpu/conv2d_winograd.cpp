@@ -24,7 +24,7 @@
 // Limits: R = S = 3, stride 1, dilation 1; any padding, groups, sizes.
 #include <omp.h>
 
-#if defined(__AVX512F__)
+#if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
@@ -35,6 +35,7 @@
 
 #include "cpu/gemm.h"
 #include "cpu/kernels.h"
+#include "cpu/partial_avx2.h"
 #include "math/winograd.h"
 
 namespace fastconv::cpu::FC_ISA {
@@ -265,6 +266,67 @@ inline void scatter_row(const float* yt, float b, float* dst) {
 constexpr bool kVectorRuns = false;
 #endif
 
+// ---- 8 tiles at a time through an 8 x 8 transpose (AVX2) -----------------------------------
+// The runs above need 16 tiles in one row of tiles, which ResNet's maps never give (14 tiles
+// a row at 56 x 56, 7 at 28 x 28, 4 at 14 x 14), and AVX2 has no masked gather worth using.
+// Any 8 interior tiles can instead load each window row as one vector per tile and transpose
+// them: per row 8 loads, 24 shuffles and n stores, where the per-tile loop moves 8*n scalars
+// (Zen 1, 64->64 on 56x56, winograd:4: the transforms were a third of the layer).
+#if defined(__AVX2__) && !defined(__AVX512F__)
+constexpr bool kTranspose8 = true;
+
+// r[j][l] <- r[l][j].
+inline void transpose8x8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// dt[(i*n + j)*kL + l] = src[l][i*W + j] for i, j < n: 8 windows wholly inside the image
+// (dt: lane 0 or 8 of a 64-byte aligned block; reads no element outside the windows).
+template <int n>
+inline void gather8(const float* const* src, index_t W, float* dt) {
+  for (int i = 0; i < n; ++i) {
+    __m256 r[8];
+    for (int l = 0; l < 8; ++l) r[l] = load_first_n(src[l] + i * W, n);
+    transpose8x8(r);
+    for (int j = 0; j < n; ++j) _mm256_store_ps(dt + (i * n + j) * kL, r[j]);
+  }
+}
+
+// dst[l][i*Q + j] = yt[(i*M + j)*kL + l] + b for i, j < M: 8 tiles wholly inside P x Q.
+template <int M>
+inline void scatter8(const float* yt, float b, float* const* dst, index_t Q) {
+  const __m256 vb = _mm256_set1_ps(b);
+  for (int i = 0; i < M; ++i) {
+    __m256 r[8];
+    for (int j = 0; j < 8; ++j)
+      r[j] = j < M ? _mm256_add_ps(_mm256_load_ps(yt + (i * M + j) * kL), vb) : _mm256_setzero_ps();
+    transpose8x8(r);
+    for (int l = 0; l < 8; ++l) store_first_n(dst[l] + i * Q, r[l], M);
+  }
+}
+#else
+constexpr bool kTranspose8 = false;
+template <int n>
+inline void gather8(const float* const*, index_t, float*) {}
+template <int M>
+inline void scatter8(const float*, float, float* const*, index_t) {}
+#endif
+
 // ---- tile geometry of a block, computed once per block (not per channel) -----------------
 struct TileGeo {
   index_t x_off;   // offset of the tile's window origin in its image-and-group's channel 0
@@ -379,6 +441,14 @@ void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const
 #endif
       else {
         for (int l = 0; l < kL; ++l) {
+          if (kTranspose8 && l % 8 == 0 && tb + l + 8 <= T &&
+              std::all_of(geo + tb + l, geo + tb + l + 8, [](const TileGeo& e) { return e.interior; })) {
+            const float* src[8];
+            for (int h = 0; h < 8; ++h) src[h] = xc + geo[tb + l + h].x_off;
+            gather8<n>(src, W, dt + l);
+            l += 7;
+            continue;
+          }
           if (tb + l >= T) {
             for (int e = 0; e < nn; ++e) dt[e * kL + l] = 0.f;
             continue;
@@ -456,6 +526,14 @@ void transform_outputs(const ConvParams& p, const Plan& pl, const float* Mb, con
       }
       const int lanes = int(std::min<index_t>(kL, T - tb));
       for (int l = 0; l < lanes; ++l) {
+        if (kTranspose8 && l % 8 == 0 && l + 8 <= lanes &&
+            std::all_of(geo + tb + l, geo + tb + l + 8, [](const TileGeo& e) { return e.rows == M && e.cols == M; })) {
+          float* dst[8];
+          for (int h = 0; h < 8; ++h) dst[h] = yk + geo[tb + l + h].y_off;
+          scatter8<M>(yt + l, b, dst, Q);
+          l += 7;
+          continue;
+        }
         const TileGeo& e = geo[tb + l];
         float* dst = yk + e.y_off;
         for (int i = 0; i < e.rows; ++i)
