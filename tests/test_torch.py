@@ -315,6 +315,34 @@ def test_pool_module_plan_follows_attribute_changes_and_errors_stay_clear():
     assert m2._plans == {}
 
 
+def test_conv_layer_with_parametrized_weight_and_bias_matches_torch():
+    """Parametrized parameters leave the module's parameter dict; the layer reads them as
+    attributes (recomputed on every access), so inference follows every change."""
+    from torch.nn.utils import parametrize
+
+    class Scale(nn.Module):
+        def __init__(self, s):
+            super().__init__()
+            self.s = s
+
+        def forward(self, t):
+            return t * self.s
+
+    torch.manual_seed(4)
+    m = ft.Conv2d(3, 4, 3, padding=1)
+    parametrize.register_parametrization(m, "weight", Scale(2.0))
+    parametrize.register_parametrization(m, "bias", Scale(-3.0))
+    x = torch.randn(2, 3, 6, 7)
+    with torch.no_grad():
+        _close(m(x), TF.conv2d(x, m.weight, m.bias, padding=1))
+        m.parametrizations.bias[0].s = 5.0
+        _close(m(x), TF.conv2d(x, m.weight, m.bias, padding=1))
+    m1 = torch.nn.utils.parametrizations.weight_norm(ft.Conv1d(2, 3, 3))
+    z = torch.randn(2, 2, 9)
+    with torch.no_grad():
+        _close(m1(z), TF.conv1d(z, m1.weight, m1.bias))
+
+
 def test_training_call_does_not_use_a_plan():
     m = ft.Conv2d(2, 2, 3)
     m(torch.randn(1, 2, 5, 5)).sum().backward()
