@@ -79,10 +79,17 @@ class _PlannedModule(_FastconvModule):
         state["_plans"], state["_plans_key"] = {}, None
         return state
 
-    def _keep_plan(self, key, plan):
-        if len(self._plans) >= MAX_PLANS:
-            self._plans.pop(next(iter(self._plans)))
-        self._plans[key] = plan
+    def _cached_plan(self, valid_key, key, make):
+        """The plan for ``key`` (an input's shape and dtype), made by ``make()`` on first use;
+        a new ``valid_key`` (changed weights or arguments) drops every plan first."""
+        if valid_key != self._plans_key:
+            self._plans, self._plans_key = {}, valid_key
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = make()
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[key] = plan
         return plan
 
 
@@ -99,19 +106,15 @@ class _ConvMixin(_PlannedModule):
         by the caller: each parameter lookup through nn.Module costs microseconds); made on
         first use of each (C, H, W, dtype). ``pads()`` gives the explicit padding (only
         needed to make a plan)."""
-        key = (id(w), w.data_ptr(), w._version, self.algorithm)
+        weights = (id(w), w.data_ptr(), w._version, self.algorithm)
         if b is not None:
-            key += (id(b), b.data_ptr(), b._version)
-        if key != self._plans_key:  # new or changed weights: every plan is stale
-            self._plans, self._plans_key = {}, key
-        shape = (x4.shape[1:], x4.dtype)
-        plan = self._plans.get(shape)
-        if plan is None:
+            weights += (id(b), b.data_ptr(), b._version)
+
+        def make():
             w4 = w if w.dim() == 4 else w.unsqueeze(2)
-            plan = self._keep_plan(shape, fc.plan_conv2d(w4.detach(), tuple(x4.shape), stride, pads(), dilation,
-                                                         self.groups, bias=None if b is None else b.detach(),
-                                                         algorithm=self.algorithm))
-        return plan
+            return fc.plan_conv2d(w4.detach(), tuple(x4.shape), stride, pads(), dilation, self.groups,
+                                  bias=None if b is None else b.detach(), algorithm=self.algorithm)
+        return self._cached_plan(weights, (x4.shape[1:], x4.dtype), make)
 
     def _weight_and_bias(self):
         """(weight, bias) from the parameter dict: nn.Module's attribute fallback costs ~4 us
@@ -205,16 +208,10 @@ class _PoolMixin(_PlannedModule):
     def _plan_for(self, x, args):
         """The plan for x's shape and dtype and these arguments, made on first use; None when
         the arguments or x are invalid (the functional path then raises its clear error)."""
-        if args != self._plans_key:  # the layer's attributes changed: every plan is stale
-            self._plans, self._plans_key = {}, args
-        key = (x.shape, x.dtype)
-        plan = self._plans.get(key)
-        if plan is None:
-            try:
-                plan = self._keep_plan(key, plan_pool(self._op, x.detach(), *args))
-            except (TypeError, ValueError):
-                return None
-        return plan
+        try:
+            return self._cached_plan(args, (x.shape, x.dtype), lambda: plan_pool(self._op, x.detach(), *args))
+        except (TypeError, ValueError):
+            return None
 
 
 class MaxPool2d(_PoolMixin, nn.MaxPool2d):
