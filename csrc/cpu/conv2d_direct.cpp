@@ -236,9 +236,10 @@ void fill_band(T* dst, const T* xplane, index_t H, index_t W, index_t ih0, index
 #endif
     for (index_t j = 0; j < row_elems; j += L) std::memcpy(d + j, &zero, sizeof zero);
     for (index_t ph = 0; ph < sw; ++ph) {
-      // j is inside the image when 0 <= j*sw + ph - pad_w < W.
-      const index_t lo = std::min(Wph, pad_w > ph ? ceil_div(pad_w - ph, sw) : index_t(0));
-      const index_t hi = std::max(lo, std::min(Wph, ceil_div(W + pad_w - ph, sw)));
+      // j is inside the image when 0 <= j*sw + ph - pad_w < W (sw == 1 without the two
+      // divisions: they were 3 % of LeNet-5's first layer, one input channel of short rows).
+      const index_t lo = std::min(Wph, sw == 1 ? pad_w : pad_w > ph ? ceil_div(pad_w - ph, sw) : index_t(0));
+      const index_t hi = std::max(lo, std::min(Wph, sw == 1 ? W + pad_w : ceil_div(W + pad_w - ph, sw)));
       const T* s = src + lo * sw + ph - pad_w;
       T* dp = d + ph * Wph + lo;
       if (sw == 1)
@@ -286,7 +287,12 @@ inline void tile(const Band<T>& b, const T* w, const T* bias, const T* const* xp
   const index_t cc = CGc ? CGc : b.cc;
   const index_t RS = RSc ? RSc : b.RS;
   Vec<T> acc[KB][NQ];
+  // Unrolled (the pragmas), so acc[] stays in registers from the first FMA to the stores:
+  // left as loops, GCC kept it on the stack around the tap loop (LeNet-5's 1->6 5x5,
+  // 25 taps a tile, Zen 1, 1 thread: 695 -> 590 us).
+#pragma GCC unroll 16
   for (int kb = 0; kb < KB; ++kb)
+#pragma GCC unroll 4
     for (int j = 0; j < NQ; ++j)
       acc[kb][j] = b.accumulate ? load_n(yp[j] + kb * b.PQ, nv[j])
                                 : splat(bias ? bias[kb] : T(0));
@@ -303,7 +309,9 @@ inline void tile(const Band<T>& b, const T* w, const T* bias, const T* const* xp
       }
     }
   }
+#pragma GCC unroll 16
   for (int kb = 0; kb < KB; ++kb)
+#pragma GCC unroll 4
     for (int j = 0; j < NQ; ++j) store_n(yp[j] + kb * b.PQ, acc[kb][j], nv[j]);
 }
 
