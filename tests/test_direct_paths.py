@@ -6,7 +6,8 @@ all but pointwise built on a band buffer of padded, phase-split rows and tiles o
 along the output row. The cases below hit each path's boundaries: output widths just
 below/at/above the vector width (4, 8, 16 lanes), 1-pixel images, odd sizes with stride
 2 and 3, dilation, one-sided and asymmetric padding, channel chunking (many channels),
-register-block remainders (K/groups not a multiple of the block), batch > 1.
+register-block remainders (K/groups not a multiple of the block), batch > 1, rows whose
+last vector is computed in half vectors (AVX2: Q = 28, 12, 10, 6).
 Outputs are pre-filled with NaN, so an unwritten element fails.
 """
 from __future__ import annotations
@@ -83,6 +84,8 @@ DEPTHWISE = [
     (2, 1, 13, 29, 13, 5, 5, 1, 2, 1),         # multiplier 13: 6- or 8-channel tiles + halving remainders
     (1, 2, 11, 9, 7, 3, 5, 2, (1, 2), (1, 2)),  # multiplier 7, strided, dilated, 3x5
     (1, 1, 6, 7, 16, 5, 5, 1, 2, 1),           # multiplier 16, Q = 7
+    (2, 1, 9, 10, 6, 5, 5, 1, 0, 1),           # Q = 6: a full and a half vector (AVX2 double)
+    (1, 1, 7, 14, 7, 5, 5, 1, 2, 1),           # Q = 14 (8 + 6: no half vector) and Q = 10 (double: 4+4+2)
 ]
 
 
@@ -148,6 +151,9 @@ GENERAL = [
     (1, 4, 8, 9, 3, 1, 2, 2, 2, "same", 1),
     (1, 5, 15, 17, 3, 1, 3, 3, 1, "full", 1),
     (1, 200, 5, 40, 3, 1, 3, 3, 1, 1, 1),      # band of one row does not fit: channels chunked
+    (1, 200, 5, 12, 5, 1, 3, 3, 1, 1, 1),      # chunked (later chunks add to y), Q = 12: 8 + a half vector
+    (1, 250, 4, 10, 3, 1, 3, 3, 1, 1, 1),      # chunked, Q = 10 (double: 4 + 4 + a half vector)
+    (2, 3, 9, 28, 7, 1, 3, 3, 1, 1, 1),        # Q = 28 (8 + 8 + 8 + 4), K = 7: blocks of 4, 2, 1
 ]
 
 
