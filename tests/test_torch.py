@@ -224,6 +224,11 @@ def test_conv_plan_is_made_once_and_dropped_when_weights_change():
         plan = m._plans[((4, 10, 10), torch.float32)]
         m(torch.randn(5, 4, 10, 10))          # any batch size: same plan
         assert m._plans[((4, 10, 10), torch.float32)] is plan
+        xs = torch.randn(2, 4, 10, 10).transpose(-1, -2)     # strided: read through a copy
+        _close(m(xs), TF.conv2d(xs, m.weight, m.bias, padding=1))
+        xg = torch.randn(2, 4, 10, 10, requires_grad=True)   # requires grad, under no_grad
+        _close(m(xg), TF.conv2d(xg, m.weight, m.bias, padding=1))
+        assert m._plans[((4, 10, 10), torch.float32)] is plan
         _close(y, TF.conv2d(x, m.weight, m.bias, padding=1))
         m.weight.mul_(2)                      # in place: the version counter moves
         _close(m(x), TF.conv2d(x, m.weight, m.bias, padding=1))

@@ -77,15 +77,18 @@ class ConvPlan:
         return conv_problem(tuple(x_shape), self._w.shape, *self._args, "plan_conv2d")
 
     def _call_problem(self, x_shape):
-        """(params, pads, workspace bytes) of a call on x_shape, kept for the last shape, thread
-        count, ISA and algorithm (the workspace depends on all four): a model calls a plan with
-        the same shape every time."""
-        key = (x_shape, _C.get_num_threads(), _C.get_isa(), self.algorithm)
+        """(params, pads, workspace bytes, output shape, ISA) of a call on x_shape, kept for the
+        last shape, thread count, ISA and algorithm (the workspace depends on all four): a model
+        calls a plan with the same shape every time, and each pybind11 attribute read costs
+        about a microsecond."""
+        isa = _C.get_isa()
+        key = (x_shape, _C.get_num_threads(), isa, self.algorithm)
         last = getattr(self._local, "call", None)
         if last is None or last[0] != key:
             params, pads = self._problem(x_shape)
             last = self._local.call = (key, params, pads,
-                                       algorithms.workspace_bytes(self.algorithm, params, self.dtype, prepared=True))
+                                       algorithms.workspace_bytes(self.algorithm, params, self.dtype, prepared=True),
+                                       (params.N, params.K, params.P, params.Q), isa)
         return last[1:]
 
     def _workspace(self, nbytes):
@@ -108,17 +111,16 @@ class ConvPlan:
         if x_arr.ndim != 4 or x_arr.shape[1:] != self.input_shape[1:]:
             raise ValueError(f"plan was made for inputs (N, {', '.join(map(str, self.input_shape[1:]))}), "
                              f"got shape {x_arr.shape}")
-        params, pads, ws_bytes = self._call_problem(x_arr.shape)
+        params, pads, ws_bytes, shape, isa = self._call_problem(x_arr.shape)
         if not algorithms.is_exact_on_nonfinite(self.algorithm) and not _all_finite(x_arr):
             exact = algorithms.choose(params, self.dtype, inputs_finite=False)
             return _run_conv(x_arr, self._w, self._b, params, pads, exact, out)
-        shape = (params.N, params.K, params.P, params.Q)
         y = check_out(out, shape, self.dtype) if out is not None else np.empty(shape, self.dtype)
-        if params.N == 0:
+        if shape[0] == 0:
             return y
         if self._prepared is None:
             return _run_conv(x_arr, self._w, self._b, params, pads, self.algorithm, y)
-        if _C.get_isa() != self._isa:  # packed panels are laid out per ISA
+        if isa != self._isa:  # packed panels are laid out per ISA
             self._prepare(params)
         ws = self._workspace(ws_bytes) if ws_bytes else None
         _C.conv2d_forward(self.algorithm, params, x_arr, self._prepared, self._b, y, ws, True)

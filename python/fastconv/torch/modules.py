@@ -44,6 +44,16 @@ _TORCH_DTYPES = (torch.float32, torch.float64)  # the dtypes fastconv computes i
 # batch 1 0.69 vs 0.83 ms, ResNet-50 178.4 vs 177.4 ms and 150.6 vs 148.1 ms).
 _as_tensor = torch.from_numpy
 
+def _numpy_of(x):
+    """The NumPy view of a CPU tensor (of a contiguous copy when x is not contiguous);
+    detached only when it requires grad: ~2 us less a call than x.detach().contiguous()."""
+    if x.requires_grad:
+        x = x.detach()
+    if not x.is_contiguous():
+        x = x.contiguous()
+    return x.numpy()
+
+
 # At most this many input shapes keep a plan per layer (variable-size inputs would otherwise grow it).
 MAX_PLANS = 8
 
@@ -133,7 +143,7 @@ class _ConvMixin(_PlannedModule):
         plan(x), which raises the clear error."""
         if not x4.is_cpu or x4.dtype not in _TORCH_DTYPES:
             return plan(x4)
-        return _as_tensor(plan.run_array(x4.detach().contiguous().numpy()))
+        return _as_tensor(plan.run_array(_numpy_of(x4)))
 
 
 class Conv2d(_ConvMixin, nn.Conv2d):
@@ -195,7 +205,7 @@ class _PoolMixin(_PlannedModule):
         if input.is_cpu and input.dtype in _TORCH_DTYPES and ops.records_nothing((input,)):
             plan = self._plan_for(input, args)
             if plan is not None:
-                x = input.detach().contiguous().numpy()
+                x = _numpy_of(input)
                 y = np.empty(plan.output_shape, x.dtype)
                 if not plan.with_indices:
                     plan.run_array(x, y)
