@@ -61,6 +61,8 @@ def _explicit_cases():
     c.append(_case("avg_pool2d", (1, 2, 15, 17), kernel_size=2, ceil_mode=True))
     c.append(_case("avg_pool2d", (3, 5, 15, 17), kernel_size=2))  # 2x2/2 fast path, odd edges dropped
     c.append(_case("avg_pool2d", (4, 8, 30, 34), kernel_size=2, divisor_override=3))  # fast path, threads
+    c.append(_case("avg_pool2d", (2, 3, 12, 14), kernel_size=2, divisor_override=2))  # fast path, times 1/2
+    c.append(_case("avg_pool2d", (2, 3, 12, 14), kernel_size=2, divisor_override=-4))  # fast path, divides
     c.append(_case("adaptive_avg_pool2d", (2, 3, 14, 10), output_size=(7, 5)))  # regular 2x2/2 windows
     c.append(_case("avg_pool2d", (1, 2, 17, 23), kernel_size=3, stride=2, padding=1))
     c.append(_case("avg_pool2d", (1, 2, 17, 23), kernel_size=3, stride=2, padding=1, count_include_pad=False,
