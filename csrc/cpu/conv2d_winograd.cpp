@@ -335,6 +335,8 @@ struct TileGeo {
   int rows, cols;  // outputs of the tile inside P x Q
   bool interior;   // window entirely inside the image
   bool run;        // lanes l .. l+15 are 16 full interior tiles side by side (first lane only)
+  bool interior8;  // tiles i .. i+7 are all interior (i a multiple of 8; kTranspose8)
+  bool full8;      // tiles i .. i+7 all have M x M outputs inside P x Q (likewise)
 };
 
 template <int M>
@@ -353,7 +355,11 @@ void tile_geometry(const ConvParams& p, const Plan& pl, index_t g, index_t t0, i
     e.rows = int(std::min<index_t>(M, p.P - th * M));
     e.cols = int(std::min<index_t>(M, p.Q - tw * M));
     e.interior = e.ih0 >= 0 && e.iw0 >= 0 && e.ih0 + n <= p.H && e.iw0 + n <= p.W;
-    e.run = false;
+    e.run = e.interior8 = e.full8 = false;
+  }
+  for (index_t i = 0; i + 8 <= T; i += 8) {  // groups of 8 tiles for the 8 x 8 transposes
+    geo[i].interior8 = std::all_of(geo + i, geo + i + 8, [](const TileGeo& e) { return e.interior; });
+    geo[i].full8 = std::all_of(geo + i, geo + i + 8, [](const TileGeo& e) { return e.rows == M && e.cols == M; });
   }
   for (index_t i = 0; i + kL <= T; i += kL) {  // 16 interior, full tiles in one row of tiles
     const TileGeo &a = geo[i], &z = geo[i + kL - 1];
@@ -441,8 +447,7 @@ void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const
 #endif
       else {
         for (int l = 0; l < kL; ++l) {
-          if (kTranspose8 && l % 8 == 0 && tb + l + 8 <= T &&
-              std::all_of(geo + tb + l, geo + tb + l + 8, [](const TileGeo& e) { return e.interior; })) {
+          if (kTranspose8 && l % 8 == 0 && tb + l < T && geo[tb + l].interior8) {
             const float* src[8];
             for (int h = 0; h < 8; ++h) src[h] = xc + geo[tb + l + h].x_off;
             gather8<n>(src, W, dt + l);
@@ -526,8 +531,7 @@ void transform_outputs(const ConvParams& p, const Plan& pl, const float* Mb, con
       }
       const int lanes = int(std::min<index_t>(kL, T - tb));
       for (int l = 0; l < lanes; ++l) {
-        if (kTranspose8 && l % 8 == 0 && l + 8 <= lanes &&
-            std::all_of(geo + tb + l, geo + tb + l + 8, [](const TileGeo& e) { return e.rows == M && e.cols == M; })) {
+        if (kTranspose8 && l % 8 == 0 && geo[tb + l].full8) {
           float* dst[8];
           for (int h = 0; h < 8; ++h) dst[h] = yk + geo[tb + l + h].y_off;
           scatter8<M>(yt + l, b, dst, Q);
