@@ -617,10 +617,16 @@ void conv_banded(const ConvParams& p, const T* x, const T* w, const T* bias, T* 
       off[size_t(r * p.S + s)] =
           (r * p.dil_h * sw + (s * p.dil_w) % sw) * Wph + (s * p.dil_w) / sw;
 
-  // Guided: shrinking chunks of tasks, so 1024 tiny depthwise planes do not pay one atomic
-  // each and the team still ends together (against dynamic chunks of tasks / (8 * threads),
-  // 2 threads: LeNet-5's 1->6 and 6->16 5x5 at batch 64 -2 %, 6->16 at batch 1 -12 %,
-  // 512-channel depthwise 3x3 on 14x14 -6 %).
+  // Task t: image n, group g, output rows [p0, p0 + prows); its band reads the padded input
+  // rows [ih0, ih0 + rows).
+  struct Task {
+    index_t n, g, p0, prows, ih0, rows;
+  };
+  auto task_of = [&](index_t t) {
+    const index_t band = t % nbands, ng = t / nbands;
+    const index_t p0 = band * PB, prows = std::min(PB, p.P - p0);
+    return Task{ng / p.groups, ng % p.groups, p0, prows, p0 * sh - p.pad_h, (prows - 1) * sh + span_r};
+  };
   // Task t's input rows of its first channel chunk and its output rows (about
   // kPrefetchBytes of each at most), prefetched while the task before it computes: without
   // it, a band fill waits on one cache miss after another, and the stores on one line fill
@@ -629,9 +635,7 @@ void conv_banded(const ConvParams& p, const T* x, const T* w, const T* bias, T* 
   // then output rows 488 -> 459 us and 757 -> 706 us; warm: equal, and 606 -> 585 us).
   auto prefetch_task = [&](index_t t) {
     if (t >= tasks) return;
-    const index_t band = t % nbands, ng = t / nbands;
-    const index_t g = ng % p.groups, n = ng / p.groups;
-    const index_t p0 = band * PB, prows = std::min(PB, p.P - p0);
+    const Task k = task_of(t);
     auto lines = [](const T* from, index_t bytes, index_t& budget, bool write) {
       const char* a = reinterpret_cast<const char*>(from);
       const char* e = a + std::min(bytes, budget);
@@ -643,30 +647,31 @@ void conv_banded(const ConvParams& p, const T* x, const T* w, const T* bias, T* 
           __builtin_prefetch(a, 0, 3);
       }
     };
-    const index_t ih0 = std::clamp<index_t>(p0 * sh - p.pad_h, 0, p.H);
-    const index_t ih1 = std::clamp<index_t>(p0 * sh - p.pad_h + (prows - 1) * sh + span_r, ih0, p.H);
+    const index_t ih0 = std::clamp<index_t>(k.ih0, 0, p.H), ih1 = std::clamp<index_t>(k.ih0 + k.rows, ih0, p.H);
     index_t budget = kPrefetchBytes;
-    for (index_t c = 0; c < std::min(cc, Cg) && budget > 0; ++c)
-      lines(x + ((n * p.C + g * Cg + c) * p.H + ih0) * p.W, (ih1 - ih0) * p.W * index_t(sizeof(T)), budget, false);
+    for (index_t c = 0; c < cc && budget > 0; ++c)
+      lines(x + ((k.n * p.C + k.g * Cg + c) * p.H + ih0) * p.W, (ih1 - ih0) * p.W * index_t(sizeof(T)), budget,
+            false);
     budget = kPrefetchBytes;
-    for (index_t k = 0; k < Kg && budget > 0; ++k)
-      lines(y + ((n * p.K + g * Kg + k) * p.P + p0) * p.Q, prows * p.Q * index_t(sizeof(T)), budget, true);
+    for (index_t kk = 0; kk < Kg && budget > 0; ++kk)
+      lines(y + ((k.n * p.K + k.g * Kg + kk) * p.P + k.p0) * p.Q, k.prows * p.Q * index_t(sizeof(T)), budget, true);
   };
 #pragma omp parallel
   {
     Scratch<T> scratch;
     T* buf = scratch.get(cc * max_rows * row_elems);
+    // Guided: shrinking chunks of tasks, so 1024 tiny depthwise planes do not pay one atomic
+    // each and the team still ends together (against dynamic chunks of tasks / (8 * threads),
+    // 2 threads: LeNet-5's 1->6 and 6->16 5x5 at batch 64 -2 %, 6->16 at batch 1 -12 %,
+    // 512-channel depthwise 3x3 on 14x14 -6 %).
 #pragma omp for schedule(guided)
     for (index_t t = 0; t < tasks; ++t) {
-      const index_t band = t % nbands, ng = t / nbands;
-      const index_t g = ng % p.groups, n = ng / p.groups;
-      const index_t p0 = band * PB, prows = std::min(PB, p.P - p0);
-      const index_t rows = (prows - 1) * sh + span_r;
+      const auto [n, g, p0, prows, ih0, rows] = task_of(t);
       for (index_t c0 = 0; c0 < Cg; c0 += cc) {
         const index_t ncc = std::min(cc, Cg - c0);
         for (index_t c = 0; c < ncc; ++c)
           fill_band(buf + c * rows * row_elems, x + (n * p.C + g * Cg + c0 + c) * p.H * p.W,
-                    p.H, p.W, p0 * sh - p.pad_h, rows, p.pad_w, sw, Wph);
+                    p.H, p.W, ih0, rows, p.pad_w, sw, Wph);
         if (c0 == 0) prefetch_task(t + 1);  // likely this thread's next task (chunks of tasks)
         Band<T> b;
         b.buf = buf;
