@@ -432,7 +432,6 @@ void avg_pool2d(const PoolParams& p, const T* x, T* y) {
   // Average pooling has no dilation (torch's avg_pool2d takes none).
   const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, p.adaptive);
   const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, p.adaptive);
-  const std::vector<T> cdiv = column_divisors<T>(p, aw);
   const index_t HW = p.H * p.W, PQ = p.P * p.Q;
   if (ah.k == 2 && aw.k == 2 && ah.stride == 2 && aw.stride == 2 && ah.pad == 0 && aw.pad == 0 &&
       ah.lo == 0 && ah.hi == p.P && aw.lo == 0 && aw.hi == p.Q) {
@@ -463,6 +462,7 @@ void avg_pool2d(const PoolParams& p, const T* x, T* y) {
       }
     return;
   }
+  const std::vector<T> cdiv = column_divisors<T>(p, aw);
   for_each_row<T>(p, [&](index_t plane, index_t op, T* t) {
     T* yr = y + plane * PQ + op * p.Q;
     pool_row<SumOp>(ah, aw, op, x + plane * HW, p.W, p.Q, t, yr);

@@ -44,6 +44,7 @@ _TORCH_DTYPES = (torch.float32, torch.float64)  # the dtypes fastconv computes i
 # batch 1 0.69 vs 0.83 ms, ResNet-50 178.4 vs 177.4 ms and 150.6 vs 148.1 ms).
 _as_tensor = torch.from_numpy
 
+
 def _numpy_of(x):
     """The NumPy view of a CPU tensor (of a contiguous copy when x is not contiguous);
     detached only when it requires grad: ~2 us less a call than x.detach().contiguous()."""
