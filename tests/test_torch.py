@@ -254,6 +254,30 @@ def test_conv_plan_is_made_once_and_dropped_when_weights_change():
         _close(m2(x), m(x))
 
 
+def test_layer_plans_follow_shape_weight_and_argument_changes_between_calls():
+    """The last call's plan is reused only for the same shape, dtype, weights and arguments:
+    alternating inputs, a new algorithm, weights replaced through .data and changed pooling
+    arguments each give torch's answer."""
+    conv, pool = ft.Conv2d(3, 5, 3, padding=1), ft.MaxPool2d(3, 2, 1)
+    xa, xb = torch.randn(2, 3, 9, 9), torch.randn(1, 3, 7, 11)
+    with torch.no_grad():
+        for x in (xa, xb, xa, xb.double(), xa):
+            if x.dtype == D64:
+                with pytest.raises(TypeError):
+                    conv(x)
+            else:
+                _close(conv(x), TF.conv2d(x, conv.weight, conv.bias, padding=1))
+            _close(pool(x), TF.max_pool2d(x, 3, 2, 1))
+        assert len(conv._plans) == len(pool._plans) == 3  # one per (shape, dtype)
+        conv.algorithm = "direct"
+        _close(conv(xa), TF.conv2d(xa, conv.weight, conv.bias, padding=1))
+        assert next(iter(conv._plans.values())).algorithm == "direct"
+        conv.weight.data = torch.randn_like(conv.weight)
+        _close(conv(xa), TF.conv2d(xa, conv.weight, conv.bias, padding=1))
+        pool.kernel_size, pool.padding = 2, 0
+        _close(pool(xa), TF.max_pool2d(xa, 2, 2, 0))
+
+
 POOL_MODULES = [  # (fastconv/torch class name, constructor args, input shape)
     ("MaxPool2d", (3, 2, 1), (2, 3, 11, 9)),
     ("MaxPool2d", dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2), ceil_mode=True,

@@ -81,26 +81,33 @@ class _PlannedModule(_FastconvModule):
 
     def clear_plans(self):
         """Drop the inference plans (they are re-made on the next inference call)."""
-        self._plans, self._plans_key = {}, None
+        self._plans, self._plans_key, self._last_plan = {}, None, None
 
     def __getstate__(self):
         # Plans hold thread-local workspaces (not picklable, not worth copying): deepcopy and
         # pickle get a layer that plans again on first use.
         state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
-        state["_plans"], state["_plans_key"] = {}, None
+        state["_plans"], state["_plans_key"], state["_last_plan"] = {}, None, None
         return state
 
-    def _cached_plan(self, valid_key, key, make):
-        """The plan for ``key`` (an input's shape and dtype), made by ``make()`` on first use;
-        a new ``valid_key`` (changed weights or arguments) drops every plan first."""
+    def _cached_plan(self, valid_key, shape, dtype, make, any_batch=False):
+        """The plan for an input of this shape and dtype (``any_batch``: one plan serves every
+        batch size), made by ``make()`` on first use; a new ``valid_key`` (changed weights or
+        arguments) drops every plan first. The last call's keys are compared first: a model
+        calls each layer with one shape, and that costs less than hashing a key (~1 us)."""
+        last = self._last_plan
+        if last is not None and last[0] == valid_key and last[1] == shape and last[2] is dtype:
+            return last[3]
         if valid_key != self._plans_key:
             self._plans, self._plans_key = {}, valid_key
+        key = (shape[1:] if any_batch else shape, dtype)
         plan = self._plans.get(key)
         if plan is None:
             plan = make()
             if len(self._plans) >= MAX_PLANS:
                 self._plans.pop(next(iter(self._plans)))
             self._plans[key] = plan
+        self._last_plan = (valid_key, shape, dtype, plan)
         return plan
 
 
@@ -117,15 +124,14 @@ class _ConvMixin(_PlannedModule):
         by the caller: each parameter lookup through nn.Module costs microseconds); made on
         first use of each (C, H, W, dtype). ``pads()`` gives the explicit padding (only
         needed to make a plan)."""
-        weights = (id(w), w.data_ptr(), w._version, self.algorithm)
-        if b is not None:
-            weights += (id(b), b.data_ptr(), b._version)
+        weights = (id(w), w.data_ptr(), w._version, self.algorithm) if b is None else \
+            (id(w), w.data_ptr(), w._version, self.algorithm, id(b), b.data_ptr(), b._version)
 
         def make():
             w4 = w if w.dim() == 4 else w.unsqueeze(2)
             return fc.plan_conv2d(w4.detach(), tuple(x4.shape), stride, pads(), dilation, self.groups,
                                   bias=None if b is None else b.detach(), algorithm=self.algorithm)
-        return self._cached_plan(weights, (x4.shape[1:], x4.dtype), make)
+        return self._cached_plan(weights, x4.shape, x4.dtype, make, any_batch=True)
 
     def _weight_and_bias(self):
         """(weight, bias) from the parameter dict: nn.Module's attribute fallback costs ~4 us
@@ -220,7 +226,7 @@ class _PoolMixin(_PlannedModule):
         """The plan for x's shape and dtype and these arguments, made on first use; None when
         the arguments or x are invalid (the functional path then raises its clear error)."""
         try:
-            return self._cached_plan(args, (x.shape, x.dtype), lambda: plan_pool(self._op, x.detach(), *args))
+            return self._cached_plan(args, x.shape, x.dtype, lambda: plan_pool(self._op, x.detach(), *args))
         except (TypeError, ValueError):
             return None
 

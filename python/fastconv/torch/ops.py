@@ -60,18 +60,24 @@ def _custom_op(name):
 
 
 _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)  # not subclasses: FakeTensor, tensor-likes
+# Looked up once: each layer call asks all of them (attribute lookups were a third of the cost).
+_is_compiling = torch.compiler.is_compiling
+_functorch_active = torch._C._are_functorch_transforms_active
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+_function_mode = torch._C._is_torch_function_mode_enabled
+_grad_enabled = torch._C.is_grad_enabled
 
 
 def records_nothing(args):
     """True when torch would record nothing about a call with these arguments: eager mode
     (no torch.compile tracing, functorch transform, dispatch or function mode), plain CPU
     tensors, and no gradient to track."""
-    if (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
-            or torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled()):
+    if _is_compiling() or _functorch_active() or _dispatch_modes() or _function_mode():
         return False
-    grad = torch.is_grad_enabled()
+    grad = _grad_enabled()
     for a in args:
-        if isinstance(a, torch.Tensor) and (type(a) not in _PLAIN_TENSORS or (grad and a.requires_grad)):
+        if a is not None and (type(a) not in _PLAIN_TENSORS or (grad and a.requires_grad)) \
+                and isinstance(a, torch.Tensor):
             return False
     return True
 
