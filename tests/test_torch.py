@@ -1,5 +1,6 @@
 # test_torch.py: fastconv.torch: gradcheck in float64 of every op and module (stride, padding
-# forms, dilation, groups, flip); float32 outputs and gradients against torch's own on random
+# forms, dilation, groups, flip), gradgradcheck of conv and every pooling op but Lp, a gradient
+# penalty against torch's; float32 outputs and gradients against torch's own on random
 # shapes; modules' constructor, init, state_dict both ways, padding modes and inference plans
 # (made once, dropped when the weights change); convert() on a small CNN (torch's outputs and
 # gradients, same Parameter objects, the report of what it left alone); the custom ops pass
@@ -92,6 +93,63 @@ POOL_CASES = [  # name, function of x, input shape, positive inputs
 @pytest.mark.parametrize("name,fn,shape,positive", POOL_CASES, ids=[c[0] for c in POOL_CASES])
 def test_pool_gradcheck(name, fn, shape, positive):
     assert torch.autograd.gradcheck(fn, (rand(*shape, positive=positive),))
+
+
+# ---- double backward (gradgradcheck, float64) -------------------------------------------------
+
+@pytest.mark.parametrize("case", CONV2D_CASES, ids=str)
+def test_conv2d_gradgradcheck(case):
+    xs, ws, stride, padding, dilation, groups, flip = case
+    x, w, b = rand(*xs), rand(*ws, seed=1), rand(ws[0], seed=2)
+    assert torch.autograd.gradgradcheck(
+        lambda x, w, b: ft.conv2d(x, w, b, stride, padding, dilation, groups, flip=flip), (x, w, b))
+
+
+@pytest.mark.parametrize("case", CONV1D_CASES[:2], ids=str)
+def test_conv1d_gradgradcheck(case):
+    xs, ws, stride, padding, dilation, groups, flip = case
+    x, w, b = rand(*xs), rand(*ws, seed=1), rand(ws[0], seed=2)
+    assert torch.autograd.gradgradcheck(
+        lambda x, w, b: ft.conv1d(x, w, b, stride, padding, dilation, groups, flip=flip), (x, w, b))
+
+
+def test_conv2d_gradgradcheck_of_one_input_at_a_time():
+    """Second derivatives where only some of x, weight, bias require grad (each backward op
+    then returns placeholders for the others)."""
+    x, w, b = rand(2, 3, 6, 5), rand(4, 3, 3, 3, seed=1), rand(4, seed=2)
+    for grads in ((True, False, False), (False, True, False), (False, False, True), (True, False, True)):
+        args = [t.detach().requires_grad_(g) for t, g in zip((x, w, b), grads)]
+        assert torch.autograd.gradgradcheck(lambda x, w, b: ft.conv2d(x, w, b, 2, 1), args)
+
+
+@pytest.mark.parametrize("name,fn,shape,positive", [c for c in POOL_CASES if not c[0].startswith("lp")],
+                         ids=[c[0] for c in POOL_CASES if not c[0].startswith("lp")])
+def test_pool_gradgradcheck(name, fn, shape, positive):
+    assert torch.autograd.gradgradcheck(fn, (rand(*shape, positive=positive),))
+
+
+def test_lp_pool_double_backward_is_a_clear_error():
+    x = rand(1, 2, 6, 6, positive=True)
+    (gx,) = torch.autograd.grad(ft.lp_pool2d(x, 2, 2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="lp_pool2d_backward"):
+        gx.sum().backward()
+
+
+def test_gradient_penalty_matches_torch():
+    """A WGAN-GP style loss (the input gradient's norm, differentiated again) on a small CNN
+    of fastconv layers gives torch's parameter gradients."""
+    torch.manual_seed(0)
+    theirs = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2), nn.Conv2d(4, 3, 3, stride=2),
+                           nn.Tanh(), nn.AvgPool2d(2, ceil_mode=True), nn.AdaptiveAvgPool2d(1)).double()
+    ours = ft.convert(copy.deepcopy(theirs))
+    x = torch.randn(3, 2, 12, 12, dtype=D64)
+    for model in (theirs, ours):
+        xi = x.clone().requires_grad_()
+        out = model(xi).sum()
+        (gx,) = torch.autograd.grad(out, xi, create_graph=True)
+        (out + gx.square().sum()).backward()
+    for p, tp in zip(ours.parameters(), theirs.parameters()):
+        torch.testing.assert_close(p.grad, tp.grad, rtol=1e-10, atol=1e-12)
 
 
 MODULES = [  # fastconv layer (float64), input shape, positive inputs
@@ -493,7 +551,23 @@ OPCHECK = [
     (torch.ops.fastconv.lp_pool2d, lambda: (rand(2, 2, 7, 7, positive=True), 2.0, [2, 2], [2, 2], False)),
     (torch.ops.fastconv.adaptive_avg_pool2d, lambda: (rand(2, 2, 7, 7), [3, 2])),
     (torch.ops.fastconv.adaptive_max_pool2d, lambda: (rand(2, 2, 7, 7), [3, 2])),
+    # the backward ops, which have autograd formulas of their own (double backward)
+    (torch.ops.fastconv.conv2d_backward, lambda: (rand(2, 4, 3, 5, seed=3), rand(2, 4, 6, 6), rand(4, 2, 3, 3, seed=1),
+                                                  [2, 1], [1, 0, 2, 1], [1, 2], 2, True, "auto", [True, True, True])),
+    (torch.ops.fastconv.max_pool2d_backward, lambda: _with_indices(torch.ops.fastconv.max_pool2d, rand(2, 2, 7, 7),
+                                                                   [3, 2], [2, 2], [1, 1], [1, 1], True)),
+    (torch.ops.fastconv.avg_pool2d_backward, lambda: (rand(2, 2, 4, 5, seed=3), rand(2, 2, 7, 7), [3, 3], [2, 1],
+                                                      [1, 0], False, False, None)),
+    (torch.ops.fastconv.adaptive_avg_pool2d_backward, lambda: (rand(2, 2, 3, 2, seed=3), rand(2, 2, 7, 7), [3, 2])),
+    (torch.ops.fastconv.adaptive_max_pool2d_backward, lambda: _with_indices(torch.ops.fastconv.adaptive_max_pool2d,
+                                                                            rand(2, 2, 7, 7), [3, 2])),
 ]
+
+
+def _with_indices(pool, x, *args):
+    """(grad_y, x, indices, *args) for a max pooling backward op, the indices from its forward."""
+    y, indices = pool(x.detach(), *args)
+    return (rand(*y.shape, seed=3), x, indices) + args
 
 
 @pytest.mark.parametrize("op,args", OPCHECK, ids=[str(o) for o, _ in OPCHECK])

@@ -11,7 +11,9 @@ without the dispatcher's ~20 us.
 The ops take arguments already normalised by fastconv.torch.functional: 2-D only (1-D runs as
 2-D with H = 1, through views that autograd follows), explicit per-side padding
 ``[top, bottom, left, right]`` for conv2d, lists of two ints for pooling windows. The backward
-ops are custom ops too, so a compiled graph's backward calls them as well.
+ops are custom ops too, so a compiled graph's backward calls them as well, and they are
+differentiable in turn (double backward) except Lp pooling's: each is linear in grad_y (and
+conv2d's in x and the weight apart), so its adjoints are fastconv's ops again.
 
 Tensors go to NumPy with ``.detach().numpy()`` (no copy when contiguous) and come back with
 ``torch.from_numpy`` (fastconv's functions do both when handed torch tensors).
@@ -143,6 +145,44 @@ def _conv2d_grad(ctx, grad_y):
 conv2d.register_autograd(_conv2d_grad, setup_context=_conv2d_setup)
 
 
+def _conv2d_backward_setup(ctx, inputs, output):
+    grad_y, x, weight, stride, padding, dilation, groups, flip, algorithm, needs = inputs
+    ctx.save_for_backward(grad_y, x, weight)
+    ctx.args = (stride, padding, dilation, groups, flip, algorithm)
+    ctx.needs = needs
+
+
+def _conv2d_backward_grad(ctx, gg_x, gg_w, gg_b):
+    """Double backward. conv2d_backward's outputs are linear in grad_y, grad_x also in the weight
+    and grad_weight in x, so each adjoint is a convolution again (gg_*: the gradients arriving
+    for grad_x, grad_weight, grad_bias):
+      grad_y <- conv2d(gg_x, weight, bias=gg_b) + conv2d(x, gg_w)
+      x      <- the grad_x of conv2d_backward(grad_y, x, gg_w)       (grad_weight's dependence)
+      weight <- the grad_weight of conv2d_backward(grad_y, gg_x, w)  (grad_x's dependence)
+    These are the ops themselves, so higher derivatives follow."""
+    grad_y, x, weight = ctx.saved_tensors
+    stride, padding, dilation, groups, flip, algorithm = ctx.args
+    gg_x, gg_w, gg_b = (g if need and g is not None else None for need, g in zip(ctx.needs, (gg_x, gg_w, gg_b)))
+    args = (stride, padding, dilation, groups, flip, algorithm)
+    d_grad_y = d_x = d_weight = None
+    if ctx.needs_input_grad[0]:
+        if gg_x is not None:
+            d_grad_y = conv2d(gg_x, weight, gg_b, *args)
+        elif gg_b is not None:
+            d_grad_y = gg_b.view(1, -1, 1, 1).expand(grad_y.shape)
+        if gg_w is not None:
+            term = conv2d(x, gg_w, None, *args)
+            d_grad_y = term if d_grad_y is None else d_grad_y + term
+    if ctx.needs_input_grad[1] and gg_w is not None:
+        d_x = conv2d_backward(grad_y, x, gg_w, *args, [True, False, False])[0]
+    if ctx.needs_input_grad[2] and gg_x is not None:
+        d_weight = conv2d_backward(grad_y, gg_x, weight, *args, [False, True, False])[1]
+    return (d_grad_y, d_x, d_weight) + (None,) * 7
+
+
+conv2d_backward.register_autograd(_conv2d_backward_grad, setup_context=_conv2d_backward_setup)
+
+
 # ---- max pooling ----------------------------------------------------------------------------
 
 def _pool_shape(x, kernel, stride, padding, dilation, ceil_mode):
@@ -192,6 +232,26 @@ def _max_pool2d_grad(ctx, grad_y, _grad_indices):
 max_pool2d.register_autograd(_max_pool2d_grad, setup_context=_max_pool2d_setup)
 
 
+def _gather_at(grad, indices):
+    """grad (.., H, W) read at max pooling's flat per-plane indices (.., P, Q): the adjoint of
+    scattering through them, i.e. the double backward of a max pool's backward."""
+    return grad.flatten(-2).gather(-1, indices.flatten(-2)).view(indices.shape)
+
+
+def _indices_setup(ctx, inputs, output):
+    """Max pooling backward ops (grad_y, x, indices, ...): linear in grad_y alone."""
+    ctx.save_for_backward(inputs[2])
+    ctx.nargs = len(inputs)
+
+
+def _max_pool_backward_grad(ctx, gg_x):
+    (indices,) = ctx.saved_tensors
+    return (_gather_at(gg_x, indices),) + (None,) * (ctx.nargs - 1)
+
+
+max_pool2d_backward.register_autograd(_max_pool_backward_grad, setup_context=_indices_setup)
+
+
 # ---- average pooling --------------------------------------------------------------------------
 
 @_custom_op("fastconv::avg_pool2d")
@@ -232,6 +292,19 @@ def _avg_pool2d_grad(ctx, grad_y):
 
 
 avg_pool2d.register_autograd(_avg_pool2d_grad, setup_context=_x_setup)
+
+
+def _args_setup(ctx, inputs, output):
+    """Average pooling backward ops (grad_y, x, *args): linear in grad_y alone, the adjoint of
+    the forward op with the same args."""
+    ctx.args = inputs[2:]
+
+
+def _avg_pool2d_backward_grad(ctx, gg_x):
+    return (avg_pool2d(gg_x, *ctx.args),) + (None,) * 7
+
+
+avg_pool2d_backward.register_autograd(_avg_pool2d_backward_grad, setup_context=_args_setup)
 
 
 # ---- Lp pooling --------------------------------------------------------------------------------
@@ -295,6 +368,13 @@ def _adaptive_avg_pool2d_grad(ctx, grad_y):
 adaptive_avg_pool2d.register_autograd(_adaptive_avg_pool2d_grad, setup_context=_x_setup)
 
 
+def _adaptive_avg_pool2d_backward_grad(ctx, gg_x):
+    return adaptive_avg_pool2d(gg_x, *ctx.args), None, None
+
+
+adaptive_avg_pool2d_backward.register_autograd(_adaptive_avg_pool2d_backward_grad, setup_context=_args_setup)
+
+
 @_custom_op("fastconv::adaptive_max_pool2d")
 def adaptive_max_pool2d(x: Tensor, output_size: List[int]) -> Tuple[Tensor, Tensor]:
     return fc.adaptive_max_pool2d(x, tuple(output_size), return_indices=True)
@@ -322,3 +402,4 @@ def _adaptive_max_pool2d_grad(ctx, grad_y, _grad_indices):
 
 
 adaptive_max_pool2d.register_autograd(_adaptive_max_pool2d_grad, setup_context=_max_pool2d_setup)
+adaptive_max_pool2d_backward.register_autograd(_max_pool_backward_grad, setup_context=_indices_setup)
