@@ -28,7 +28,7 @@ def rand(*shape, dtype=D64, grad=True, seed=0, positive=False):
     return t.requires_grad_(grad)
 
 
-# ---- gradcheck, float64 ---------------------------------------------------------------------
+# ---- gradcheck and gradgradcheck, float64 ---------------------------------------------------
 
 CONV2D_CASES = [  # x shape, w shape, stride, padding, dilation, groups, flip
     ((2, 3, 7, 6), (4, 3, 3, 3), 1, 0, 1, 1, False),
@@ -41,12 +41,16 @@ CONV2D_CASES = [  # x shape, w shape, stride, padding, dilation, groups, flip
 ]
 
 
+# Every conv case is checked to first order (gradcheck) and to second (gradgradcheck: double backward).
+CHECKS = [torch.autograd.gradcheck, torch.autograd.gradgradcheck]
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("case", CONV2D_CASES, ids=str)
-def test_conv2d_gradcheck(case):
+def test_conv2d_gradcheck(case, check):
     xs, ws, stride, padding, dilation, groups, flip = case
     x, w, b = rand(*xs), rand(*ws, seed=1), rand(ws[0], seed=2)
-    assert torch.autograd.gradcheck(
-        lambda x, w, b: ft.conv2d(x, w, b, stride, padding, dilation, groups, flip=flip), (x, w, b))
+    assert check(lambda x, w, b: ft.conv2d(x, w, b, stride, padding, dilation, groups, flip=flip), (x, w, b))
 
 
 CONV1D_CASES = [
@@ -57,12 +61,12 @@ CONV1D_CASES = [
 ]
 
 
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("case", CONV1D_CASES, ids=str)
-def test_conv1d_gradcheck(case):
+def test_conv1d_gradcheck(case, check):
     xs, ws, stride, padding, dilation, groups, flip = case
     x, w, b = rand(*xs), rand(*ws, seed=1), rand(ws[0], seed=2)
-    assert torch.autograd.gradcheck(
-        lambda x, w, b: ft.conv1d(x, w, b, stride, padding, dilation, groups, flip=flip), (x, w, b))
+    assert check(lambda x, w, b: ft.conv1d(x, w, b, stride, padding, dilation, groups, flip=flip), (x, w, b))
 
 
 def test_conv_gradcheck_without_bias_and_unbatched():
@@ -90,28 +94,18 @@ POOL_CASES = [  # name, function of x, input shape, positive inputs
 ]
 
 
-@pytest.mark.parametrize("name,fn,shape,positive", POOL_CASES, ids=[c[0] for c in POOL_CASES])
-def test_pool_gradcheck(name, fn, shape, positive):
-    assert torch.autograd.gradcheck(fn, (rand(*shape, positive=positive),))
+# Pooling to second order too, but Lp (its backward has no autograd formula: tested below).
+POOL_CHECKS = [(case, check) for case in POOL_CASES for check in CHECKS
+               if check is torch.autograd.gradcheck or not case[0].startswith("lp")]
 
 
-# ---- double backward (gradgradcheck, float64) -------------------------------------------------
-
-@pytest.mark.parametrize("case", CONV2D_CASES, ids=str)
-def test_conv2d_gradgradcheck(case):
-    xs, ws, stride, padding, dilation, groups, flip = case
-    x, w, b = rand(*xs), rand(*ws, seed=1), rand(ws[0], seed=2)
-    assert torch.autograd.gradgradcheck(
-        lambda x, w, b: ft.conv2d(x, w, b, stride, padding, dilation, groups, flip=flip), (x, w, b))
+@pytest.mark.parametrize("case,check", POOL_CHECKS, ids=[f"{c[0]}-{k.__name__}" for c, k in POOL_CHECKS])
+def test_pool_gradcheck(case, check):
+    _, fn, shape, positive = case
+    assert check(fn, (rand(*shape, positive=positive),))
 
 
-@pytest.mark.parametrize("case", CONV1D_CASES[:2], ids=str)
-def test_conv1d_gradgradcheck(case):
-    xs, ws, stride, padding, dilation, groups, flip = case
-    x, w, b = rand(*xs), rand(*ws, seed=1), rand(ws[0], seed=2)
-    assert torch.autograd.gradgradcheck(
-        lambda x, w, b: ft.conv1d(x, w, b, stride, padding, dilation, groups, flip=flip), (x, w, b))
-
+# ---- double backward: partial inputs, Lp pooling, a gradient penalty --------------------------
 
 def test_conv2d_gradgradcheck_of_one_input_at_a_time():
     """Second derivatives where only some of x, weight, bias require grad (each backward op
@@ -120,12 +114,6 @@ def test_conv2d_gradgradcheck_of_one_input_at_a_time():
     for grads in ((True, False, False), (False, True, False), (False, False, True), (True, False, True)):
         args = [t.detach().requires_grad_(g) for t, g in zip((x, w, b), grads)]
         assert torch.autograd.gradgradcheck(lambda x, w, b: ft.conv2d(x, w, b, 2, 1), args)
-
-
-@pytest.mark.parametrize("name,fn,shape,positive", [c for c in POOL_CASES if not c[0].startswith("lp")],
-                         ids=[c[0] for c in POOL_CASES if not c[0].startswith("lp")])
-def test_pool_gradgradcheck(name, fn, shape, positive):
-    assert torch.autograd.gradgradcheck(fn, (rand(*shape, positive=positive),))
 
 
 def test_lp_pool_double_backward_is_a_clear_error():
