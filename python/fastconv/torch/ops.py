@@ -161,9 +161,8 @@ def _conv2d_backward_grad(ctx, gg_x, gg_w, gg_b):
       weight <- the grad_weight of conv2d_backward(grad_y, gg_x, w)  (grad_x's dependence)
     These are the ops themselves, so higher derivatives follow."""
     grad_y, x, weight = ctx.saved_tensors
-    stride, padding, dilation, groups, flip, algorithm = ctx.args
     gg_x, gg_w, gg_b = (g if need and g is not None else None for need, g in zip(ctx.needs, (gg_x, gg_w, gg_b)))
-    args = (stride, padding, dilation, groups, flip, algorithm)
+    args = ctx.args  # stride, padding, dilation, groups, flip, algorithm
     d_grad_y = d_x = d_weight = None
     if ctx.needs_input_grad[0]:
         if gg_x is not None:
