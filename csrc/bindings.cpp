@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <complex>
+#include <cstdint>
 #include <vector>
 
 #include "cpu/gemm.h"
@@ -254,6 +255,34 @@ void gemm_typed(bool ta, bool tb, double alpha, const py::array& A, const py::ar
   cpu::gemm_ex<T>(M, N, K, T(alpha), opa, opb, T(beta), c, N, bm);
 }
 
+bool ranges_overlap(const py::array& a, const py::array& b) {
+  const auto a0 = reinterpret_cast<std::uintptr_t>(a.data()), b0 = reinterpret_cast<std::uintptr_t>(b.data());
+  return a0 < b0 + std::uintptr_t(b.nbytes()) && b0 < a0 + std::uintptr_t(a.nbytes());
+}
+
+// wt (C, K/groups, R, S) = w (K, C/groups, R, S) with each group's channels swapped and the
+// kernel rotated 180 degrees (see cpu::transpose_rotate_weight).
+template <class T>
+void transpose_rotate_weight_typed(const py::array& w, py::array& wt, index_t groups) {
+  FC_CHECK(w.ndim() == 4, "w must have 4 dimensions, got ", w.ndim());
+  const index_t K = w.shape(0), Cg = w.shape(1), R = w.shape(2), S = w.shape(3);
+  FC_CHECK(groups >= 1 && K % groups == 0, "groups=", groups, " must be >= 1 and divide K=", K);
+  py::dtype dt = py::dtype::of<T>();
+  auto src = static_cast<const T*>(checked_data(w, "w", dt, {K, Cg, R, S}, false));
+  auto dst = static_cast<T*>(checked_data(wt, "wt", dt, {Cg * groups, K / groups, R, S}, true));
+  FC_CHECK(!ranges_overlap(w, wt), "wt must not overlap w");
+  py::gil_scoped_release nogil;
+  apply_num_threads();
+  cpu::transpose_rotate_weight<T>(K, Cg, groups, R * S, src, dst);
+}
+
+void transpose_rotate_weight(const py::array& w, py::array& wt, index_t groups) {
+  if (dtype_of(w, "w") == DType::f32)
+    transpose_rotate_weight_typed<float>(w, wt, groups);
+  else
+    transpose_rotate_weight_typed<double>(w, wt, groups);
+}
+
 void gemm(bool ta, bool tb, double alpha, const py::array& A, const py::array& B, double beta,
           py::array& C, const std::optional<py::array>& bias, bool pack_a, bool pack_b,
           index_t a_row0) {
@@ -472,6 +501,10 @@ PYBIND11_MODULE(_C, m) {
     pool2d_backward(Op::lp_pool2d_backward, p, grad_y, grad_x, nullptr, &x, &y);
   }, py::arg("params"), py::arg("grad_y"), py::arg("x"), py::arg("y"), py::arg("grad_x"));
 
+  m.def("transpose_rotate_weight", &transpose_rotate_weight, py::arg("w"), py::arg("wt"),
+        py::arg("groups") = 1,
+        "wt (C, K/groups, R, S) = w (K, C/groups, R, S), each group's channels swapped and the kernel "
+        "rotated 180 degrees: the weight of the data gradient as a forward convolution.");
   m.def("gemm", &gemm, py::arg("trans_a"), py::arg("trans_b"), py::arg("alpha"), py::arg("A"),
         py::arg("B"), py::arg("beta"), py::arg("C"), py::arg("bias") = py::none(),
         py::arg("pack_a") = false, py::arg("pack_b") = false, py::arg("a_row0") = 0,

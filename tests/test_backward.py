@@ -259,6 +259,33 @@ def test_grad_input_by_every_forward_kernel(case, dtype, isa, rng):
         assert_close(gx, want_x, tolerance(algorithm, dtype, red_x), f"{algorithm}/{isa} grad_x")
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("shape, groups", [((33, 17, 3, 3), 1), ((16, 16, 1, 1), 1), ((7, 5, 2, 5), 1),
+                                           ((24, 6, 3, 3), 4), ((34, 3, 1, 1), 2), ((1, 1, 3, 3), 1)])
+def test_transpose_rotate_weight_matches_numpy(shape, groups, dtype, rng):
+    """_C.transpose_rotate_weight: per group, channels swapped and the kernel rotated 180
+    degrees, every element written (NaN-filled output); sizes off the 16 x 16 blocks."""
+    k, cg, r, s = shape
+    w = rng.standard_normal(shape).astype(dtype)
+    want = w.reshape(groups, k // groups, cg, r, s)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+    got = nan_out((groups * cg, k // groups, r, s), dtype)
+    _C.transpose_rotate_weight(w, got, groups)
+    np.testing.assert_array_equal(got, want.reshape(got.shape))
+    np.testing.assert_array_equal(fc.functional._transposed_weight(w, groups), want.reshape(got.shape))
+
+
+def test_transpose_rotate_weight_rejects_bad_arguments():
+    w = np.zeros((6, 4, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="divide"):
+        _C.transpose_rotate_weight(w, np.zeros((16, 1, 3, 3), np.float32), 4)
+    with pytest.raises(ValueError, match="dimension"):
+        _C.transpose_rotate_weight(w, np.zeros((6, 4, 3, 3), np.float32), 1)
+    with pytest.raises(ValueError, match="dtype"):
+        _C.transpose_rotate_weight(w, np.zeros((4, 6, 3, 3), np.float64), 1)
+    with pytest.raises(ValueError, match="overlap"):
+        _C.transpose_rotate_weight(w, w.reshape(4, 6, 3, 3), 1)
+
+
 @pytest.mark.parametrize("case", TRANSPOSED_CASES[-3:], ids=[_ids(c + (False,)) for c in TRANSPOSED_CASES[-3:]])
 def test_auto_grad_input_uses_winograd_and_matches(case, rng):
     params, pads, x, w, gy = _problem(case + (False,), np.float32, rng)

@@ -81,6 +81,10 @@ void conv2d_im2col_backward_weight(const ConvParams& p, const T* grad_y, const T
 // grad_bias (K) = grad_y summed over N, P, Q (every algorithm's bias gradient).
 template <class T>
 void conv2d_backward_bias(const ConvParams& p, const T* grad_y, T* grad_bias);
+// The weight of the data gradient as a forward convolution: w (K, C/g, R, S) ->
+// wt (C, K/g, R, S), wt[g*C/g + c][k][r][s] = w[g*K/g + k][c][R-1-r][S-1-s].
+template <class T>
+void transpose_rotate_weight(index_t K, index_t Cg, index_t groups, index_t RS, const T* w, T* wt);
 }  // namespace fastconv::cpu
 
 // conv2d_winograd.cpp, compiled once per ISA: F(m x m, 3 x 3), m = 2, 4, 6; float32.
