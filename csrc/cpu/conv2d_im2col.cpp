@@ -208,10 +208,11 @@ index_t packed_group_elems(const ConvParams& p) {
   return (gemm_pack_a_elems<T>(p.K_per_group(), col_rows(p)) + 15) / 16 * 16;
 }
 
-// Group g's weights as the GEMM's A: packed (a plan) or plain.
+// Group g's weights as the GEMM's A: packed (a plan's, streamed from memory) or plain.
 template <class T>
 GemmOperand<T> weights_of(const ConvParams& p, const T* w, const T* packed, index_t g) {
-  if (packed) return GemmOperand<T>::prepacked(packed + g * packed_group_elems<T>(p), p.K_per_group());
+  if (packed)
+    return GemmOperand<T>::prepacked(packed + g * packed_group_elems<T>(p), p.K_per_group(), 0, true);
   return GemmOperand<T>::plain(w + g * p.K_per_group() * col_rows(p), col_rows(p));
 }
 

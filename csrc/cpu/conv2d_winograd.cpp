@@ -475,11 +475,12 @@ void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const
 // instead of n*n streams far apart. V was packed for pl.T columns; a shorter last block
 // uses its first T.
 void multiply(const ConvParams& p, const Plan& pl, const float* Ug, index_t u_outer, index_t u_xi,
-              index_t k0, index_t rows, const float* V, index_t T, float* Mb, bool parallel) {
+              index_t k0, index_t rows, const float* V, index_t T, float* Mb, bool parallel,
+              bool u_streamed) {
   const index_t Cg = p.C_per_group(), nn = index_t(pl.n) * pl.n;
 #pragma omp parallel for schedule(dynamic) if (parallel)
   for (index_t xi = 0; xi < nn; ++xi) {
-    const auto a = GemmOperand<float>::prepacked(Ug + xi * u_xi, u_outer, k0);
+    const auto a = GemmOperand<float>::prepacked(Ug + xi * u_xi, u_outer, k0, u_streamed);
     // V is packed for pl.T columns; a shorter last block uses the first T of them.
     const auto b = GemmOperand<float>::prepacked(V + xi * pl.v_xi, pl.T);
     gemm_ex<float>(rows, T, Cg, 1.f, a, b, 0.f, Mb + xi * pl.ldt, nn * pl.ldt);
@@ -557,11 +558,11 @@ void run_kblocked(const ConvParams& p, const Plan& pl, const float* x, const flo
       for (index_t kbi = 0; kbi < nkb; ++kbi) {
         const index_t k0 = kbi * pl.kb, k1 = std::min(Kg, k0 + pl.kb), rows = k1 - k0;
         if (U) {  // the plan's rows k0 .. k1 of U
-          multiply(p, pl, U + g * nn * pl.u_xi, Kg, pl.u_xi, k0, rows, V, T, Mt, false);
+          multiply(p, pl, U + g * nn * pl.u_xi, Kg, pl.u_xi, k0, rows, V, T, Mt, false, true);
         } else {  // transform them now, into a private packed block
           if (rows % pl.ubl.panel) std::memset(Ut, 0, sizeof(float) * pl.ub_floats);
           kernel_block<M>(p, w, g, k0, k1, Ut, 0, pl.ubl, pl.ub_xi);
-          multiply(p, pl, Ut, pl.kb, pl.ub_xi, 0, rows, V, T, Mt, false);
+          multiply(p, pl, Ut, pl.kb, pl.ub_xi, 0, rows, V, T, Mt, false, false);
         }
         transform_outputs<M>(p, pl, Mt, geo.data(), T, k0, k1, bias ? bias + g * Kg : nullptr, y, false);
       }
@@ -583,6 +584,7 @@ void run(const ConvParams& p, const float* x, const float* w, const float* U, co
     return;
   }
   float* bufs = ws;
+  const bool u_streamed = U != nullptr;  // the plan's transformed kernel, else this call's
   if (!U) {
     transform_kernels<M>(p, pl, w, ws, threads > 1);
     U = ws;
@@ -598,7 +600,7 @@ void run(const ConvParams& p, const float* x, const float* w, const float* U, co
     std::vector<TileGeo> geo(T);
     tile_geometry<M>(p, pl, g, t0, T, geo.data());
     transform_inputs<M>(p, pl, x, geo.data(), T, V, parallel);
-    multiply(p, pl, U + g * nn * pl.u_xi, Kg, pl.u_xi, 0, Kg, V, T, Mb, parallel);
+    multiply(p, pl, U + g * nn * pl.u_xi, Kg, pl.u_xi, 0, Kg, V, T, Mb, parallel, u_streamed);
     transform_outputs<M>(p, pl, Mb, geo.data(), T, 0, Kg, bias ? bias + g * Kg : nullptr, y, parallel);
   };
   const index_t items = G * pl.nblocks;

@@ -174,6 +174,7 @@ void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, index_t M, ind
                 T alpha, const GemmOperand<T>& A, const GemmOperand<T>& B, T beta, T* C,
                 index_t ldc, const T* bias, T* bbuf, T* abuf) {
   const int nt = pl.nt, mr = kr.mr, nr = kr.nr;
+  const auto micro = A.packed && A.streamed ? kr.micro_streamed_a : kr.micro;
   const bool ta = A.trans, tb = B.trans;
   const index_t lda = A.ld, ldb = B.ld;
   index_t iter = 0;
@@ -228,8 +229,8 @@ void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, index_t M, ind
             T* cj = C + jc + jr * nr;
             for (index_t ir = 0; ir < mcur; ir += mr) {
               const int m = int(std::min<index_t>(mr, mcur - ir));
-              kr.micro(kc, ap + ir * kc, bp, cj + (ic + ir) * ldc, ldc, m, n, alpha, beta_k,
-                       bias_k ? bias_k + ic + ir : nullptr);
+              micro(kc, ap + ir * kc, bp, cj + (ic + ir) * ldc, ldc, m, n, alpha, beta_k,
+                    bias_k ? bias_k + ic + ir : nullptr);
             }
           }
         }
@@ -267,6 +268,7 @@ void run_thread_columns(const GemmKernel<T>& kr, const Plan& pl, index_t runs, i
                         const GemmOperand<T>& B, T beta, T* C, index_t ldc, const T* bias,
                         T* apack, T* bbuf) {
   const int nt = pl.nt, mr = kr.mr, nr = kr.nr;
+  const auto micro = A.packed && A.streamed ? kr.micro_streamed_a : kr.micro;
   const index_t mp = round_up(M, mr), npanels = ceil_div(N, nr);
   if (!A.packed) {  // the team packs A: thread tid takes a share of its mr-row panels
     const index_t q0 = mp / mr * tid / nt, q1 = mp / mr * (tid + 1) / nt;
@@ -296,8 +298,8 @@ void run_thread_columns(const GemmKernel<T>& kr, const Plan& pl, index_t runs, i
         kr.pack_b(B.trans, kc, n, B.trans ? B.data + c0 * B.ld + pc : B.data + pc * B.ld + c0, B.ld, bbuf);
         for (index_t ir = 0; ir < M; ir += mr) {
           const int m = int(std::min<index_t>(mr, M - ir));
-          kr.micro(kc, ablk + ir * kc, bbuf, C + ir * ldc + c0, ldc, m, n, alpha, beta_k,
-                   bias_k ? bias_k + ir : nullptr);
+          micro(kc, ablk + ir * kc, bbuf, C + ir * ldc + c0, ldc, m, n, alpha, beta_k,
+                bias_k ? bias_k + ir : nullptr);
         }
       }
     }
@@ -401,14 +403,16 @@ constexpr int kMrS = 4, kNrS = 4;
 const GemmKernel<float>& kernel_scalar_f32() {
   static const GemmKernel<float> k{"scalar", kMrS, kNrS, /*mc*/ 128, /*kc*/ 256, /*nc*/ 2048,
       &pack_a<TransposeScalar<float>, float, kMrS>, &pack_b<TransposeScalar<float>, float, kNrS>,
-      &MicroTable<VecScalar<float>, kMrS, kNrS>::dispatch};
+      &MicroTable<VecScalar<float>, kMrS, kNrS>::dispatch<false>,
+      &MicroTable<VecScalar<float>, kMrS, kNrS>::dispatch<true>};
   return k;
 }
 
 const GemmKernel<double>& kernel_scalar_f64() {
   static const GemmKernel<double> k{"scalar", kMrS, kNrS, /*mc*/ 128, /*kc*/ 256, /*nc*/ 2048,
       &pack_a<TransposeScalar<double>, double, kMrS>, &pack_b<TransposeScalar<double>, double, kNrS>,
-      &MicroTable<VecScalar<double>, kMrS, kNrS>::dispatch};
+      &MicroTable<VecScalar<double>, kMrS, kNrS>::dispatch<false>,
+      &MicroTable<VecScalar<double>, kMrS, kNrS>::dispatch<true>};
   return k;
 }
 

@@ -69,6 +69,8 @@ struct GemmOperand {
   index_t packed_outer = 0;   // the M (A) or N (B) it was packed with (B: the product may
                               // use its first N <= packed_outer columns)
   index_t offset = 0;         // A: first packed row used (a multiple of the row multiple)
+  bool streamed = false;      // A: packed long before the product (a plan's weights), so
+                              // likely out of the caches: the micro-kernel prefetches it
   static GemmOperand plain(const T* d, index_t ld, bool trans = false) {
     GemmOperand o;
     o.data = d;
@@ -76,11 +78,12 @@ struct GemmOperand {
     o.trans = trans;
     return o;
   }
-  static GemmOperand prepacked(const T* p, index_t outer, index_t offset = 0) {
+  static GemmOperand prepacked(const T* p, index_t outer, index_t offset = 0, bool streamed = false) {
     GemmOperand o;
     o.packed = p;
     o.packed_outer = outer;
     o.offset = offset;
+    o.streamed = streamed;
     return o;
   }
 };

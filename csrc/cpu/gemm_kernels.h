@@ -44,6 +44,10 @@ struct GemmKernel {
   // bias: m values, or nullptr.
   void (*micro)(index_t k, const T* ap, const T* bp, T* c, index_t ldc, int m, int n, T alpha,
                 T beta, const T* bias);
+  // The same, prefetching A ahead (see kPrefetchDepth): for an A packed long before the
+  // product (GemmOperand::streamed), which is likely out of the caches.
+  void (*micro_streamed_a)(index_t k, const T* ap, const T* bp, T* c, index_t ldc, int m, int n,
+                           T alpha, T beta, const T* bias);
 };
 
 // The per-ISA entry points (defined in gemm.cpp / gemm_avx2.cpp / gemm_avx512.cpp).
@@ -201,14 +205,16 @@ void pack_b(bool trans, index_t k, index_t n, const T* B, index_t ldb, T* dst) {
 // runs through a whole A block. In a conv plan A holds the pre-packed weights, which in a
 // model come from memory (the other layers' weights evicted them), and with few columns
 // (N = 49 on 7x7 maps) each A value serves only N FMAs: the hardware prefetcher fell
-// behind. Prefetching this many depths ahead (2 KiB of float A on AVX-512; every k, so
-// twice per line) measured on Zen 5, 2 threads, cold weights: 512->512 3x3 on 7x7
-// 1.28 -> 0.95 ms, 2048->512 1x1 on 7x7 0.57 -> 0.42 ms, ResNet-50 forward at batch 1
-// 32.0 -> 26.9 ms (AVX2 kernel: 43.7 -> 41.3 ms); 32 depths gained less, 128 and 256
-// the same; warm products within noise.
+// behind. With PFA the kernel prefetches this many depths ahead (2 KiB of float A on
+// AVX-512; every k, so twice per line). Measured on Zen 5, 2 threads, cold weights:
+// 512->512 3x3 on 7x7 1.28 -> 0.95 ms, 2048->512 1x1 on 7x7 0.57 -> 0.42 ms, ResNet-50
+// forward at batch 1 32.0 -> 26.9 ms (AVX2 kernel: 43.7 -> 41.3 ms); 32 depths gained
+// less, 128 and 256 the same. On an A packed just before (hot in L2) it only costs load
+// slots: Winograd's data gradient with its kernel transformed per call ran 2-4 % slower,
+// hence only operands marked streamed take it.
 constexpr index_t kPrefetchDepth = 64;
 
-template <class V, int MRF, int NRF, int MR, int NV>
+template <class V, int MRF, int NRF, int MR, int NV, bool PFA>
 void micro_kernel(index_t k, const typename V::T* __restrict ap, const typename V::T* __restrict bp,
                   typename V::T* __restrict c, index_t ldc, int /*m*/, int n, typename V::T alpha,
                   typename V::T beta, const typename V::T* __restrict bias) {
@@ -225,7 +231,7 @@ void micro_kernel(index_t k, const typename V::T* __restrict ap, const typename 
   // into independent accumulators (enough of them to hide the FMA latency).
 #pragma GCC unroll 4
   for (index_t kk = 0; kk < k; ++kk) {
-    if constexpr (L > 1) __builtin_prefetch(ap + kPrefetchDepth * MRF);
+    if constexpr (PFA && L > 1) __builtin_prefetch(ap + kPrefetchDepth * MRF);
     R b[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) b[v] = V::load(bp + v * L);
@@ -329,10 +335,12 @@ struct MicroTable {
   using Fn = void (*)(index_t, const T*, const T*, T*, index_t, int, int, T, T, const T*);
   static constexpr int NVF = NRF / V::L;
   Fn fn[MRF][NVF];
+  Fn fn_streamed_a[MRF][NVF];  // prefetching A
 
   template <int M, int... NV>
   constexpr void fill_row(std::integer_sequence<int, NV...>) {
-    ((fn[M - 1][NV] = &micro_kernel<V, MRF, NRF, M, NV + 1>), ...);
+    ((fn[M - 1][NV] = &micro_kernel<V, MRF, NRF, M, NV + 1, false>), ...);
+    ((fn_streamed_a[M - 1][NV] = &micro_kernel<V, MRF, NRF, M, NV + 1, true>), ...);
   }
   template <int... M>
   constexpr void fill(std::integer_sequence<int, M...>) {
@@ -349,23 +357,26 @@ struct MicroTable {
     ((col[R] = &column_kernel<V, MRF, NRF, R + 1>), ...);
   }
 
-  constexpr MicroTable() : fn{}, col{} {
+  constexpr MicroTable() : fn{}, fn_streamed_a{}, col{} {
     fill(std::make_integer_sequence<int, MRF>{});
     fill_col(std::make_integer_sequence<int, kColMax>{});
   }
 
-  // The entry stored in GemmKernel::micro: picks the instance(s) for an m x n tile.
+  // The entry stored in GemmKernel::micro (micro_streamed_a with PFA): picks the
+  // instance(s) for an m x n tile.
+  template <bool PFA>
   static void dispatch(index_t k, const T* ap, const T* bp, T* c, index_t ldc, int m, int n,
                        T alpha, T beta, const T* bias) {
     static constexpr MicroTable table{};
+    const auto& fn = PFA ? table.fn_streamed_a : table.fn;
     const int nvf = n / V::L, r = n % V::L;
     if (r != 0 && r <= kColMax) {
-      if (nvf > 0) table.fn[m - 1][nvf - 1](k, ap, bp, c, ldc, m, nvf * V::L, alpha, beta, bias);
+      if (nvf > 0) fn[m - 1][nvf - 1](k, ap, bp, c, ldc, m, nvf * V::L, alpha, beta, bias);
       table.col[r - 1](k, ap, bp + nvf * V::L, c + nvf * V::L, ldc, m, alpha, beta, bias);
       return;
     }
     const int nv = (n + V::L - 1) / V::L;
-    table.fn[m - 1][nv - 1](k, ap, bp, c, ldc, m, n, alpha, beta, bias);
+    fn[m - 1][nv - 1](k, ap, bp, c, ldc, m, n, alpha, beta, bias);
   }
 };
 
