@@ -28,6 +28,8 @@
 //           groups as threads, one group per thread.
 //   bias:   grad_b[k] = sum over n, p, q of gy[n, k, p, q] (float64 accumulation); shared
 //           by every algorithm's backward (it is a plain reduction).
+// Also shared: transpose_rotate_weight, the weight (C, K/g, R, S) of the data gradient taken
+// as a forward convolution of grad_y (the Python side runs it with the forward kernels).
 #include <omp.h>
 
 #include <algorithm>

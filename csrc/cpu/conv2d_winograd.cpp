@@ -372,7 +372,6 @@ void tile_geometry(const ConvParams& p, const Plan& pl, index_t g, index_t t0, i
   }
 }
 
-
 #if defined(__AVX512F__)
 // dt[(i*n + j)*kL + l] for lanes l < 8 of tiles g8[0 .. lanes) of any geometry, zeros
 // elsewhere: a window row inside the image is one masked load (columns outside the image
