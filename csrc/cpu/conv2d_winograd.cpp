@@ -29,7 +29,6 @@
 #endif
 
 #include <algorithm>
-#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -339,7 +338,7 @@ struct TileGeo {
   int rows, cols;  // outputs of the tile inside P x Q
   bool interior;   // window entirely inside the image
   bool run;        // lanes l .. l+15 are 16 full interior tiles side by side (first lane only)
-  bool interior8;  // tiles i .. i+7 are all interior (i a multiple of 8; kTranspose8)
+  bool interior8;  // tiles i .. i+7 are all interior (i a multiple of 8; AVX2's input side)
   bool full8;      // tiles i .. i+7 all have M x M outputs inside P x Q (likewise)
 };
 

@@ -153,6 +153,12 @@ struct Plan {
   std::atomic<index_t>* counters = nullptr;  // two, used alternately (see run_thread)
 };
 
+// The micro-kernel for products with this A: the prefetching one for a streamed operand.
+template <class T>
+auto micro_for(const GemmKernel<T>& kr, const GemmOperand<T>& A) {
+  return A.packed && A.streamed ? kr.micro_streamed_a : kr.micro;
+}
+
 // Column runs per row block for a B panel of npb nr-panels: enough items for the
 // team, but each run at least 2 panels wide.
 index_t column_runs(const Plan& pl, index_t npb) {
@@ -174,7 +180,7 @@ void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, index_t M, ind
                 T alpha, const GemmOperand<T>& A, const GemmOperand<T>& B, T beta, T* C,
                 index_t ldc, const T* bias, T* bbuf, T* abuf) {
   const int nt = pl.nt, mr = kr.mr, nr = kr.nr;
-  const auto micro = A.packed && A.streamed ? kr.micro_streamed_a : kr.micro;
+  const auto micro = micro_for(kr, A);
   const bool ta = A.trans, tb = B.trans;
   const index_t lda = A.ld, ldb = B.ld;
   index_t iter = 0;
@@ -268,7 +274,7 @@ void run_thread_columns(const GemmKernel<T>& kr, const Plan& pl, index_t runs, i
                         const GemmOperand<T>& B, T beta, T* C, index_t ldc, const T* bias,
                         T* apack, T* bbuf) {
   const int nt = pl.nt, mr = kr.mr, nr = kr.nr;
-  const auto micro = A.packed && A.streamed ? kr.micro_streamed_a : kr.micro;
+  const auto micro = micro_for(kr, A);
   const index_t mp = round_up(M, mr), npanels = ceil_div(N, nr);
   if (!A.packed) {  // the team packs A: thread tid takes a share of its mr-row panels
     const index_t q0 = mp / mr * tid / nt, q1 = mp / mr * (tid + 1) / nt;
@@ -404,7 +410,7 @@ const GemmKernel<float>& kernel_scalar_f32() {
   static const GemmKernel<float> k{"scalar", kMrS, kNrS, /*mc*/ 128, /*kc*/ 256, /*nc*/ 2048,
       &pack_a<TransposeScalar<float>, float, kMrS>, &pack_b<TransposeScalar<float>, float, kNrS>,
       &MicroTable<VecScalar<float>, kMrS, kNrS>::dispatch<false>,
-      &MicroTable<VecScalar<float>, kMrS, kNrS>::dispatch<true>};
+      &MicroTable<VecScalar<float>, kMrS, kNrS>::dispatch<false>};  // one lane: no prefetch
   return k;
 }
 
@@ -412,7 +418,7 @@ const GemmKernel<double>& kernel_scalar_f64() {
   static const GemmKernel<double> k{"scalar", kMrS, kNrS, /*mc*/ 128, /*kc*/ 256, /*nc*/ 2048,
       &pack_a<TransposeScalar<double>, double, kMrS>, &pack_b<TransposeScalar<double>, double, kNrS>,
       &MicroTable<VecScalar<double>, kMrS, kNrS>::dispatch<false>,
-      &MicroTable<VecScalar<double>, kMrS, kNrS>::dispatch<true>};
+      &MicroTable<VecScalar<double>, kMrS, kNrS>::dispatch<false>};  // one lane: no prefetch
   return k;
 }
 

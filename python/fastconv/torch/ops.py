@@ -299,11 +299,16 @@ def _args_setup(ctx, inputs, output):
     ctx.args = inputs[2:]
 
 
-def _avg_pool2d_backward_grad(ctx, gg_x):
-    return (avg_pool2d(gg_x, *ctx.args),) + (None,) * 7
+def _forward_as_adjoint(forward):
+    """The double backward of an average pooling backward op: its forward op on gg_x, and
+    nothing for x and the args."""
+    def grad(ctx, gg_x):
+        return (forward(gg_x, *ctx.args), None) + (None,) * len(ctx.args)
+    return grad
 
 
-avg_pool2d_backward.register_autograd(_avg_pool2d_backward_grad, setup_context=_args_setup)
+avg_pool2d_backward.register_autograd(_forward_as_adjoint(avg_pool2d), setup_context=_args_setup)
+
 
 
 # ---- Lp pooling --------------------------------------------------------------------------------
@@ -367,11 +372,7 @@ def _adaptive_avg_pool2d_grad(ctx, grad_y):
 adaptive_avg_pool2d.register_autograd(_adaptive_avg_pool2d_grad, setup_context=_x_setup)
 
 
-def _adaptive_avg_pool2d_backward_grad(ctx, gg_x):
-    return adaptive_avg_pool2d(gg_x, *ctx.args), None, None
-
-
-adaptive_avg_pool2d_backward.register_autograd(_adaptive_avg_pool2d_backward_grad, setup_context=_args_setup)
+adaptive_avg_pool2d_backward.register_autograd(_forward_as_adjoint(adaptive_avg_pool2d), setup_context=_args_setup)
 
 
 @_custom_op("fastconv::adaptive_max_pool2d")
