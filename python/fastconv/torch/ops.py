@@ -310,7 +310,6 @@ def _forward_as_adjoint(forward):
 avg_pool2d_backward.register_autograd(_forward_as_adjoint(avg_pool2d), setup_context=_args_setup)
 
 
-
 # ---- Lp pooling --------------------------------------------------------------------------------
 
 @_custom_op("fastconv::lp_pool2d")
