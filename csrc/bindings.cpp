@@ -292,6 +292,43 @@ void gemm(bool ta, bool tb, double alpha, const py::array& A, const py::array& B
     gemm_typed<double>(ta, tb, alpha, A, B, beta, C, bias, pack_a, pack_b, a_row0);
 }
 
+// C = alpha * A @ B + beta * C with a gathered B (GemmOperand::gathered): B(k, n) =
+// data[k_offsets[k] + segment_offsets[n / segment] + n % segment]; every index is checked.
+template <class T>
+void gemm_gathered_typed(double alpha, const py::array& A, const py::array& data, const py::array& k_offsets,
+                         const py::array& segment_offsets, index_t segment, double beta, py::array& C) {
+  FC_CHECK(A.ndim() == 2 && C.ndim() == 2, "gemm_gathered takes a 2-D A and C");
+  FC_CHECK(segment > 0, "segment must be positive, got ", segment);
+  const index_t M = C.shape(0), N = C.shape(1), K = A.shape(1);
+  py::dtype dt = py::dtype::of<T>(), di = py::dtype::of<index_t>();
+  auto a = static_cast<const T*>(checked_data(A, "A", dt, {M, K}, false));
+  auto d = static_cast<const T*>(checked_data(data, "data", dt, {index_t(data.size())}, false));
+  auto ko = static_cast<const index_t*>(checked_data(k_offsets, "k_offsets", di, {K}, false));
+  const index_t segments = (N + segment - 1) / segment;
+  FC_CHECK(index_t(segment_offsets.size()) >= segments, "segment_offsets needs ", segments, " entries");
+  auto so = static_cast<const index_t*>(
+      checked_data(segment_offsets, "segment_offsets", di, {index_t(segment_offsets.size())}, false));
+  for (index_t k = 0; k < K; ++k)
+    for (index_t s = 0; s < segments; ++s) {
+      const index_t first = ko[k] + so[s], last = first + std::min(segment, N - s * segment);
+      FC_CHECK(first >= 0 && last <= index_t(data.size()), "row ", k, " segment ", s, " reads [", first, ", ",
+               last, ") outside data of ", data.size());
+    }
+  auto c = static_cast<T*>(checked_data(C, "C", dt, {M, N}, true));
+  py::gil_scoped_release nogil;
+  apply_num_threads();
+  cpu::gemm_ex<T>(M, N, K, T(alpha), cpu::GemmOperand<T>::plain(a, K),
+                  cpu::GemmOperand<T>::gathered(d, ko, so, segment), T(beta), c, N);
+}
+
+void gemm_gathered(double alpha, const py::array& A, const py::array& data, const py::array& k_offsets,
+                   const py::array& segment_offsets, index_t segment, double beta, py::array& C) {
+  if (dtype_of(C, "C") == DType::f32)
+    gemm_gathered_typed<float>(alpha, A, data, k_offsets, segment_offsets, segment, beta, C);
+  else
+    gemm_gathered_typed<double>(alpha, A, data, k_offsets, segment_offsets, segment, beta, C);
+}
+
 std::string isa_mask_names(unsigned mask) {
   std::string s;
   for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512})
@@ -510,6 +547,11 @@ PYBIND11_MODULE(_C, m) {
         py::arg("pack_a") = false, py::arg("pack_b") = false, py::arg("a_row0") = 0,
         "C = alpha * op(A) @ op(B) + beta * C + bias[:, None] with the project's packed GEMM "
         "(pack_a/pack_b: from operands packed ahead, as plans use them; a_row0: first packed row of A).");
+  m.def("gemm_gathered", &gemm_gathered, py::arg("alpha"), py::arg("A"), py::arg("data"), py::arg("k_offsets"),
+        py::arg("segment_offsets"), py::arg("segment"), py::arg("beta"), py::arg("C"),
+        "C = alpha * A @ B + beta * C with B gathered from data (int64 offsets): B[k, n] = "
+        "data[k_offsets[k] + segment_offsets[n // segment] + n % segment], the implicit im2col "
+        "of the weight gradient.");
   m.def("gemm_pack_a_rows_multiple", [](const std::string& dtype) {
     return cpu::gemm_pack_a_rows_multiple(dtype_from_name(dtype));
   }, py::arg("dtype"), "Row granularity of packed A operands at the active ISA (the kernel's mr).");

@@ -239,3 +239,58 @@ def test_prepacked_a_row_range(isa, dtype):
     with pytest.raises(ValueError, match="packed A rows"):
         _C.gemm(False, False, 1.0, A, B, 0.0, np.zeros((2 * mr, N), dtype), None, pack_a=True,
                 a_row0=4 * mr)
+
+
+# ---- gathered B (the weight gradient's implicit im2col, GemmOperand::gathered) -------------
+
+def gathered_problem(rng, dtype, M, K, N, segment, row_stride, gap):
+    """A, data, offsets and the B they gather: row k at k*row_stride, segment s at s*gap
+    (rows and segments overlap in data, as a conv's patches of neighbouring pixels do)."""
+    segments = -(-N // segment)
+    k_offsets = np.arange(K, dtype=np.int64) * row_stride
+    segment_offsets = np.arange(segments, dtype=np.int64) * gap
+    data = rng.standard_normal(int(k_offsets[-1] + segment_offsets[-1] + segment)).astype(dtype)
+    n = np.arange(N)
+    B = data[k_offsets[:, None] + segment_offsets[n // segment][None, :] + (n % segment)[None, :]]
+    A = rng.standard_normal((M, K)).astype(dtype)
+    return A, data, k_offsets, segment_offsets, B
+
+
+# (M, K, N, segment, row stride, segment gap): panels inside one segment (the fast copy),
+# panels across several short ones (the 7x7 stem's 21), one-column segments, a ragged last
+# panel, and products big enough (>= 4 MiB of B) for the column mode with few panels.
+GATHERED = [(8, 5, 48, 48, 7, 60), (13, 97, 576, 192, 64, 3712), (64, 300, 147, 21, 6, 690),
+            (5, 31, 37, 1, 3, 5), (17, 2, 100, 50, 50, 50), (64, 8000, 147, 21, 6, 690),
+            (64, 3136, 576, 192, 64, 3712)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_gathered_b_matches_materialised(isa, threads, dtype):
+    # Gathering packs the same panels as the plain B it describes, so the product is
+    # bitwise the plain one, in either driver mode and with one or two threads.
+    rng = np.random.default_rng(9)
+    for n in (1, 2):
+        threads(n)
+        for i, (M, K, N, segment, row_stride, gap) in enumerate(GATHERED):
+            if K * N > 1_000_000 and (dtype == np.float64 or isa == "scalar"):
+                continue  # the column-mode sizes are about float32's 4 MiB threshold
+            A, data, ko, so, B = gathered_problem(rng, dtype, M, K, N, segment, row_stride, gap)
+            alpha, beta, _ = SCALARS[i % 4]
+            C0 = rng.standard_normal((M, N)).astype(dtype)
+            want = run_gemm(False, False, alpha, A, np.ascontiguousarray(B), beta, C0, None)
+            C = np.full(C0.shape, np.nan, dtype) if beta == 0 else C0.copy()
+            _C.gemm_gathered(alpha, A, data, ko, so, segment, beta, C)
+            np.testing.assert_array_equal(C, want, err_msg=f"M={M} K={K} N={N} segment={segment}")
+            assert_close(C, reference(False, False, alpha, A, B, beta, C0, None), K)
+
+
+def test_gathered_b_rejects_offsets_outside_data():
+    rng = np.random.default_rng(10)
+    A, data, ko, so, _ = gathered_problem(rng, np.float32, 4, 6, 20, 10, 3, 12)
+    C = np.zeros((4, 20), np.float32)
+    with pytest.raises(ValueError, match="outside data"):
+        _C.gemm_gathered(1.0, A, data[:-1], ko, so, 10, 0.0, C)
+    with pytest.raises(ValueError, match="segment_offsets needs 2"):
+        _C.gemm_gathered(1.0, A, data, ko, so[:1], 10, 0.0, C)
+    with pytest.raises(ValueError, match="segment must be positive"):
+        _C.gemm_gathered(1.0, A, data, ko, so, 0, 0.0, C)

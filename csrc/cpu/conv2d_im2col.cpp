@@ -13,18 +13,19 @@
 // small images, most of the work besides the products).
 // Limits: none (any stride, dilation, padding, groups); the GEMM does the work.
 //
-// Backward (same unroll, same chunks), gy = grad_y (N, K, P, Q):
-//   data:   col (C/g*R*S, chunk) = w_g^T @ gy[n, g] (K/g, chunk), then col2im adds each
-//           column back onto the input pixels it was unrolled from: grad_x (N, C, H, W).
-//           col2im runs one input channel per thread (the R*S rows of one channel hit
-//           the same plane; different channels never do), so there are no races. Small
-//           images go several per GEMM (grad_y's rows side by side), as for the weight.
-//   weight: grad_w_g (K/g, C/g*R*S) = sum over images and chunks of gy_chunk @ col^T,
-//           one GEMM per chunk accumulating with beta = 1. Race-free and deterministic:
-//           either one threaded GEMM at a time (fixed order of chunks; small images
-//           several per GEMM, side by side as in the forward), or for many small
-//           (image, group) pairs one serial GEMM per pair into per-thread partial sums
-//           (static assignment, reduced in thread order), or, with at least as many
+// Backward, gy = grad_y (N, K, P, Q):
+//   data:   (same unroll, same chunks) col (C/g*R*S, chunk) = w_g^T @ gy[n, g] (K/g, chunk),
+//           then col2im adds each column back onto the input pixels it was unrolled from:
+//           grad_x (N, C, H, W). col2im runs one input channel per thread (the R*S rows of
+//           one channel hit the same plane; different channels never do), so there are no
+//           races. Small images go several per GEMM (grad_y's rows side by side).
+//   weight: an implicit GEMM: grad_w_g (K/g, R*S*C/g) = sum over images of gy_g @ patches,
+//           the patches gathered by the GEMM's packing from a padded channels-last copy
+//           of each image (no col is written; see "weight gradient" below), then permuted
+//           to (K, C/g, R, S). Race-free and deterministic: either one threaded GEMM at a
+//           time (images in a fixed order; small images several per GEMM), or for many
+//           small (image, group) pairs one serial GEMM per pair into per-thread partial
+//           sums (static assignment, reduced in thread order), or, with at least as many
 //           groups as threads, one group per thread.
 //   bias:   grad_b[k] = sum over n, p, q of gy[n, k, p, q] (float64 accumulation); shared
 //           by every algorithm's backward (it is a plain reduction).
@@ -33,6 +34,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -305,25 +307,6 @@ void backward_data_one(const ConvParams& p, const T* gy_g, const T* w_g, T* gx_g
   }
 }
 
-// acc_g (K/g, C/g*R*S) += gy_g @ unroll(x_g)^T over all chunks of one image; with
-// `first`, the first chunk overwrites acc_g instead (beta = 0).
-template <class T>
-void backward_weight_one(const ConvParams& p, const T* gy_g, const T* x_g, T* acc_g, T* col, bool first,
-                         bool threaded) {
-  const index_t Kg = p.K_per_group(), rows = col_rows(p), PQ = p.P * p.Q;
-  if (is_plain_gemm(p)) {  // col is x_g (C/g, P*Q) itself
-    gemm<T>(false, true, Kg, rows, PQ, T(1), gy_g, PQ, x_g, PQ, first ? T(0) : T(1), acc_g, rows);
-    return;
-  }
-  const index_t step = chunk_cols(p, sizeof(T));
-  for (index_t j0 = 0; j0 < PQ; j0 += step) {
-    const index_t j1 = std::min(PQ, j0 + step);
-    unroll(p, x_g, j0, j1, col, j1 - j0, threaded);
-    gemm<T>(false, true, Kg, rows, j1 - j0, T(1), gy_g + j0, PQ, col, j1 - j0,
-            (first && j0 == 0) ? T(0) : T(1), acc_g, rows);
-  }
-}
-
 // How the weight gradient is parallelised (see the opening comment).
 enum class WeightPlan { threaded_gemm, per_group, per_thread_partials };
 
@@ -390,16 +373,142 @@ void backward_data_images(const ConvParams& p, const T* grad_y, const T* w_g, T*
   }
 }
 
-// acc_g (K/g, C/g*R*S) (+)= sum over images [n0, n1) of gy_g @ unroll(x_g)^T as one GEMM
-// (beta = 0 when `first`).
+// ---- weight gradient: an implicit GEMM over padded channels-last images ----------------
+//
+// grad_w_g in (k, r, s, c) order, (K/g, R*S*C/g), = sum over the images' pixels of
+// gy_g (K/g, pixels) @ patches (pixels, R*S*C/g), where a pixel's patch is read by the
+// GEMM straight from a padded channels-last copy xpad (Hp, Wp, C/g) of the image: for
+// output pixel (op, oq) and kernel row r, the S*C/g values (s, c) lie contiguous at
+// ((op*stride_h + r*dil_h) * Wp + oq*stride_w) * C/g (with dil_w > 1, C/g at a time). So
+// the GEMM's B is gathered (GemmOperand::gathered): its packing copies runs of whole rows
+// instead of transposing an unrolled col matrix, and no col is written at all. ResNet-18's
+// 64->64 3x3 layer on 56x56 spent 19% of its time in that transposing pack and 15% in the
+// unroll (Zen 4, 2 threads). The (k, r, s, c) result is permuted to (K, C/g, R, S) at the end.
+
+// The padded image samples the input every `step` rows (columns): 1, or the stride for a
+// kernel one row (column) tall, whose other rows the windows never read (ResNet's 1x1
+// stride-2 shortcuts: a quarter of the image).
+index_t row_step(const ConvParams& p) { return p.R == 1 ? p.stride_h : 1; }
+index_t col_step(const ConvParams& p) { return p.S == 1 ? p.stride_w : 1; }
+index_t padded_rows(const ConvParams& p) {
+  if (p.R == 1) return p.P;
+  return std::max(p.H + p.pad_h, (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1);
+}
+index_t padded_cols(const ConvParams& p) {
+  if (p.S == 1) return p.Q;
+  return std::max(p.W + p.pad_w, (p.Q - 1) * p.stride_w + (p.S - 1) * p.dil_w + 1);
+}
+index_t padded_elems(const ConvParams& p) {  // of one image's group, a 64-byte multiple for float
+  return (padded_rows(p) * padded_cols(p) * p.C_per_group() + 15) / 16 * 16;
+}
+
+// The gathered B's segments: one per kernel row (S*C/g values), or per tap with dil_w > 1.
+index_t weight_segment(const ConvParams& p) { return p.dil_w == 1 ? p.S * p.C_per_group() : p.C_per_group(); }
+std::vector<index_t> weight_segment_offsets(const ConvParams& p) {
+  const index_t Cg = p.C_per_group(), Wp = padded_cols(p);
+  std::vector<index_t> offs;
+  for (index_t r = 0; r < p.R; ++r)
+    for (index_t s = 0; s < (p.dil_w == 1 ? 1 : p.S); ++s) offs.push_back((r * p.dil_h * Wp + s * p.dil_w) * Cg);
+  return offs;
+}
+
+// x_g (C/g, H, W), channel planes H*W apart -> xpad (Hp, Wp, C/g): xpad[hp, wp, c] =
+// x_g[c, hp*row_step - pad_h, wp*col_step - pad_w], zero outside the image. Blocks of 8
+// channels x 8 columns, so the strided side stays within a few cache lines.
 template <class T>
-void backward_weight_images(const ConvParams& p, const T* grad_y, const T* x, T* acc_g, index_t g,
-                            index_t n0, index_t n1, T* col, T* gyb, bool first) {
-  const index_t Kg = p.K_per_group(), rows = col_rows(p), PQ = p.P * p.Q;
-  const index_t cols = (n1 - n0) * PQ;
-  unroll_images(p, x, g, n0, n1, col);
-  gather_grad_y(p, grad_y, g, n0, n1, gyb);
-  gemm<T>(false, true, Kg, rows, cols, T(1), gyb, cols, col, cols, first ? T(0) : T(1), acc_g, rows);
+void pad_channels_last(const ConvParams& p, const T* x_g, T* xpad, bool parallel) {
+  const index_t Cg = p.C_per_group(), Hp = padded_rows(p), Wp = padded_cols(p), HW = p.H * p.W;
+  const index_t sh = row_step(p), sw = col_step(p);
+  index_t lo, hi;  // the padded columns inside the image
+  valid_columns(0, Wp, -p.pad_w, sw, p.W, lo, hi);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (index_t hp = 0; hp < Hp; ++hp) {
+    T* row = xpad + hp * Wp * Cg;
+    const index_t ih = hp * sh - p.pad_h;
+    if (ih < 0 || ih >= p.H) {
+      std::fill(row, row + Wp * Cg, T(0));
+      continue;
+    }
+    std::fill(row, row + lo * Cg, T(0));
+    std::fill(row + hi * Cg, row + Wp * Cg, T(0));
+    const T* in = x_g + ih * p.W - p.pad_w;  // in[c*HW + wp*sw]: column wp
+    for (index_t c0 = 0; c0 < Cg; c0 += 8)
+      for (index_t w0 = lo; w0 < hi; w0 += 8) {
+        const index_t c1 = std::min(Cg, c0 + 8), w1 = std::min(hi, w0 + 8);
+        for (index_t c = c0; c < c1; ++c)
+          for (index_t w = w0; w < w1; ++w) row[w * Cg + c] = in[c * HW + w * sw];
+      }
+  }
+}
+
+// The row offsets of images [0, m) padded back to back: pixel (i, op, oq) at
+// koffs[i*P*Q + op*Q + oq].
+inline void weight_pixel_offsets(const ConvParams& p, index_t m, index_t* koffs) {
+  const index_t Cg = p.C_per_group(), Wp = padded_cols(p), pad = padded_elems(p);
+  const index_t dh = p.stride_h / row_step(p), dw = p.stride_w / col_step(p);
+  for (index_t i = 0; i < m; ++i)
+    for (index_t op = 0; op < p.P; ++op)
+      for (index_t oq = 0; oq < p.Q; ++oq) *koffs++ = i * pad + (op * dh * Wp + oq * dw) * Cg;
+}
+
+// Images per weight-gradient GEMM: whole images, so that its reduction (images x P*Q) is at
+// least kBackwardReduction long (see above), the padded images and grad_y's rows within
+// kBackwardBatchBytes, and the batches balanced.
+index_t weight_images_per_gemm(const ConvParams& p, int elem) {
+  const index_t PQ = p.P * p.Q;
+  if (p.N <= 1 || PQ >= kBackwardReduction) return 1;
+  const index_t per_image = (padded_elems(p) + p.K_per_group() * PQ) * elem;
+  const index_t fit = std::max<index_t>(kBackwardBatchBytes / per_image, 1);
+  const index_t m = std::min({(kBackwardReduction + PQ - 1) / PQ, fit, p.N});
+  const index_t batches = (p.N + m - 1) / m;
+  return (p.N + batches - 1) / batches;
+}
+
+// One GEMM's scratch for m images: xpad (m padded images), koffs (m*P*Q row offsets), gyb
+// (grad_y's rows side by side, K/g x m*P*Q; only for m > 1). Elements of T, 64-byte multiples.
+struct WeightScratch {
+  index_t xpad, koffs, gyb;
+  index_t total() const { return xpad + koffs + gyb; }
+};
+WeightScratch weight_scratch(const ConvParams& p, index_t m, int elem) {
+  const index_t rows = m * p.P * p.Q, per_line = 64 / elem;
+  auto lines = [&](index_t bytes) { return (bytes + 63) / 64 * per_line; };
+  return {m * padded_elems(p), lines(rows * index_t(sizeof(index_t))),
+          m > 1 ? lines(p.K_per_group() * rows * elem) : 0};
+}
+
+// acc_g (K/g, R*S*C/g) (+)= gy @ patches over images [n0, n1) of group g as one GEMM
+// (beta = 0 when `first`); ws holds weight_scratch(p, n1 - n0) elements.
+template <class T>
+void weight_images(const ConvParams& p, const T* grad_y, const T* x, index_t g, index_t n0, index_t n1,
+                   const std::vector<index_t>& segment_offsets, T* ws, T* acc_g, bool first, bool threaded) {
+  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), G = p.groups, PQ = p.P * p.Q;
+  const index_t m = n1 - n0, cols = m * PQ;
+  const WeightScratch sizes = weight_scratch(p, m, sizeof(T));
+  T* xpad = ws;
+  index_t* koffs = reinterpret_cast<index_t*>(ws + sizes.xpad);
+  T* gyb = ws + sizes.xpad + sizes.koffs;
+  for (index_t n = n0; n < n1; ++n)
+    pad_channels_last(p, x + (n * G + g) * Cg * p.H * p.W, xpad + (n - n0) * padded_elems(p), threaded);
+  weight_pixel_offsets(p, m, koffs);
+  GemmOperand<T> a = GemmOperand<T>::plain(grad_y + (n0 * G + g) * Kg * PQ, PQ);
+  if (m > 1) {
+    gather_grad_y(p, grad_y, g, n0, n1, gyb);
+    a = GemmOperand<T>::plain(gyb, cols);
+  }
+  gemm_ex<T>(Kg, col_rows(p), cols, T(1), a,
+             GemmOperand<T>::gathered(xpad, koffs, segment_offsets.data(), weight_segment(p)),
+             first ? T(0) : T(1), acc_g, col_rows(p));
+}
+
+// grad_w (K, C/g, R, S) from acc (K, R*S, C/g).
+template <class T>
+void weight_from_channels_last(const ConvParams& p, const T* acc, T* grad_w) {
+  const index_t Cg = p.C_per_group(), RS = p.R * p.S;
+#pragma omp parallel for schedule(static) if (p.K * Cg * RS > 32768)
+  for (index_t k = 0; k < p.K; ++k)
+    for (index_t rs = 0; rs < RS; ++rs)
+      for (index_t c = 0; c < Cg; ++c) grad_w[(k * Cg + c) * RS + rs] = acc[(k * RS + rs) * Cg + c];
 }
 
 }  // namespace
@@ -509,84 +618,90 @@ void conv2d_im2col_backward_data(const ConvParams& p, const T* grad_y, const T* 
   for (index_t i = 0; i < p.N * G; ++i) pair(i, ws, true);
 }
 
+// The weight gradient's workspace: the (K, R*S, C/g) sums when R*S > 1 (else grad_w holds
+// them directly), then the scratch of one GEMM (threaded) or of each thread, and the
+// threads' partial sums (per_thread_partials).
+index_t weight_acc_elems(const ConvParams& p, int elem) {
+  const index_t per_line = 64 / elem;
+  return p.R * p.S > 1 ? (p.K * col_rows(p) + per_line - 1) / per_line * per_line : 0;
+}
+
 index_t conv2d_im2col_backward_weight_workspace_bytes(const ConvParams& p, DType dtype) {
   const int elem = dtype_size(dtype), threads = omp_get_max_threads();
+  const index_t acc = weight_acc_elems(p, elem);
   switch (weight_plan(p, threads)) {
-    case WeightPlan::threaded_gemm: {
-      const index_t m = backward_images_per_gemm(p, elem);
-      return m > 1 ? backward_batch_elems(p, m) * elem : col_bytes(p, elem);
-    }
-    case WeightPlan::per_group: return col_bytes(p, elem) * threads;
-    case WeightPlan::per_thread_partials: return (col_bytes(p, elem) + p.K * col_rows(p) * elem) * threads;
+    case WeightPlan::threaded_gemm:
+      return (acc + weight_scratch(p, weight_images_per_gemm(p, elem), elem).total()) * elem;
+    case WeightPlan::per_group: return (acc + weight_scratch(p, 1, elem).total() * threads) * elem;
+    case WeightPlan::per_thread_partials:
+      return (acc + (weight_scratch(p, 1, elem).total() + p.K * col_rows(p)) * threads) * elem;
   }
   return 0;
 }
 
 template <class T>
 void conv2d_im2col_backward_weight(const ConvParams& p, const T* grad_y, const T* x, T* grad_w, void* workspace) {
-  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), G = p.groups, N = p.N;
-  const index_t x_group = Cg * p.H * p.W, y_group = Kg * p.P * p.Q, w_group = Kg * col_rows(p);
+  const index_t G = p.groups, N = p.N, w_group = p.K_per_group() * col_rows(p);
   const int threads = omp_get_max_threads();
-  T* ws = static_cast<T*>(workspace);
-  const index_t col_elems = col_bytes(p, sizeof(T)) / index_t(sizeof(T));
-  auto image = [&](index_t n, index_t g, T* acc_g, T* col, bool first, bool threaded) {
-    backward_weight_one<T>(p, grad_y + (n * G + g) * y_group, x + (n * G + g) * x_group, acc_g, col, first,
-                           threaded);
-  };
   if (N == 0) {  // nothing to sum: the gradient is zero
     std::fill(grad_w, grad_w + p.K * col_rows(p), T(0));
     return;
   }
+  T* ws = static_cast<T*>(workspace);
+  FC_CHECK(reinterpret_cast<std::uintptr_t>(ws) % alignof(index_t) == 0, "im2col: misaligned workspace");
+  T* acc = p.R * p.S > 1 ? ws : grad_w;  // (K, R*S, C/g)
+  ws += weight_acc_elems(p, sizeof(T));
+  const std::vector<index_t> segments = weight_segment_offsets(p);
   switch (weight_plan(p, threads)) {
     case WeightPlan::threaded_gemm: {
-      const index_t m = backward_images_per_gemm(p, sizeof(T));
-      if (m > 1) {
-        T* gyb = ws + col_rows(p) * m * p.P * p.Q;
-        for (index_t g = 0; g < G; ++g)
-          for (index_t n0 = 0; n0 < N; n0 += m)
-            backward_weight_images<T>(p, grad_y, x, grad_w + g * w_group, g, n0, std::min(N, n0 + m), ws, gyb,
-                                      n0 == 0);
-        return;
-      }
+      const index_t m = weight_images_per_gemm(p, sizeof(T));
       for (index_t g = 0; g < G; ++g)
-        for (index_t n = 0; n < N; ++n) image(n, g, grad_w + g * w_group, ws, n == 0, true);
-      return;
+        for (index_t n0 = 0; n0 < N; n0 += m)
+          weight_images<T>(p, grad_y, x, g, n0, std::min(N, n0 + m), segments, ws, acc + g * w_group, n0 == 0,
+                           true);
+      break;
     }
-    case WeightPlan::per_group:  // each group's gradient is one thread's, summed in image order
+    case WeightPlan::per_group: {  // each group's gradient is one thread's, summed in image order
+      const index_t scratch = weight_scratch(p, 1, sizeof(T)).total();
 #pragma omp parallel
-    {
-      T* col = ws ? ws + omp_get_thread_num() * col_elems : nullptr;
+      {
+        T* mine = ws + omp_get_thread_num() * scratch;
 #pragma omp for schedule(dynamic)
-      for (index_t g = 0; g < G; ++g)
-        for (index_t n = 0; n < N; ++n) image(n, g, grad_w + g * w_group, col, n == 0, false);
+        for (index_t g = 0; g < G; ++g)
+          for (index_t n = 0; n < N; ++n)
+            weight_images<T>(p, grad_y, x, g, n, n + 1, segments, mine, acc + g * w_group, n == 0, false);
+      }
+      break;
     }
-      return;
     case WeightPlan::per_thread_partials: {
-      // Thread t sums the pairs of a fixed contiguous range into its own (K, C/g*R*S)
+      // Thread t sums the (image, group) pairs of a fixed contiguous range into its own
       // partial; the partials are then added in thread order, element-parallel.
-      const index_t partial = p.K * col_rows(p), pairs = N * G;
-      T* partials = ws + threads * col_elems;
+      const index_t scratch = weight_scratch(p, 1, sizeof(T)).total(), partial = p.K * col_rows(p);
+      const index_t pairs = N * G;
+      T* partials = ws + threads * scratch;
       int team = 1;
 #pragma omp parallel
       {
         const int t = omp_get_thread_num(), nt = omp_get_num_threads();
 #pragma omp single
         team = nt;
-        T* col = ws + t * col_elems;
         T* mine = partials + t * partial;
         std::fill(mine, mine + partial, T(0));
         const index_t i0 = pairs * t / nt, i1 = pairs * (t + 1) / nt;
-        for (index_t i = i0; i < i1; ++i) image(i / G, i % G, mine + (i % G) * w_group, col, false, false);
+        for (index_t i = i0; i < i1; ++i)
+          weight_images<T>(p, grad_y, x, i % G, i / G, i / G + 1, segments, ws + t * scratch,
+                           mine + (i % G) * w_group, false, false);
       }
 #pragma omp parallel for schedule(static)
       for (index_t e = 0; e < partial; ++e) {
         T sum = partials[e];
         for (int t = 1; t < team; ++t) sum += partials[t * partial + e];
-        grad_w[e] = sum;
+        acc[e] = sum;
       }
-      return;
+      break;
     }
   }
+  if (acc != grad_w) weight_from_channels_last(p, acc, grad_w);
 }
 
 template <class T>

@@ -175,14 +175,24 @@ const T* packed_block(const GemmOperand<T>& o, int panel, index_t pc, index_t kc
   return o.packed + pc * round_up(o.packed_outer, panel) + first * kc;
 }
 
+// Packs op(B)[pc:pc+kc, c0:c0+cols] (plain or gathered) into micro-panels at dst.
+template <class T>
+void pack_b_block(const GemmKernel<T>& kr, const GemmOperand<T>& B, index_t pc, index_t kc, index_t c0,
+                  index_t cols, T* dst) {
+  if (B.k_offsets)
+    kr.pack_b_gathered(kc, cols, B.data, B.k_offsets + pc, B.segment_offsets, B.segment, c0, dst);
+  else
+    kr.pack_b(B.trans, kc, cols, B.trans ? B.data + c0 * B.ld + pc : B.data + pc * B.ld + c0, B.ld, dst);
+}
+
 template <class T>
 void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, index_t M, index_t N, index_t K,
                 T alpha, const GemmOperand<T>& A, const GemmOperand<T>& B, T beta, T* C,
                 index_t ldc, const T* bias, T* bbuf, T* abuf) {
   const int nt = pl.nt, mr = kr.mr, nr = kr.nr;
   const auto micro = micro_for(kr, A);
-  const bool ta = A.trans, tb = B.trans;
-  const index_t lda = A.ld, ldb = B.ld;
+  const bool ta = A.trans;
+  const index_t lda = A.ld;
   index_t iter = 0;
   for (index_t jc = 0; jc < N; jc += pl.nc) {
     const index_t nc = std::min(pl.nc, N - jc), npb = ceil_div(nc, nr);
@@ -201,8 +211,7 @@ void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, index_t M, ind
         const index_t c0 = jc + q0 * nr, cols = std::min(nc, q1 * nr) - q0 * nr;
         for (index_t pc = p0; pc < p1; pc += pl.kc) {
           const index_t kc = std::min(pl.kc, p1 - pc);
-          kr.pack_b(tb, kc, cols, tb ? B.data + c0 * ldb + pc : B.data + pc * ldb + c0, ldb,
-                    bbuf + (pc - p0) * npb * nr + q0 * nr * kc);
+          pack_b_block(kr, B, pc, kc, c0, cols, bbuf + (pc - p0) * npb * nr + q0 * nr * kc);
         }
       }
       // The other counter was last used two panels ago and nobody touches it before
@@ -267,6 +276,18 @@ void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, index_t M, ind
 constexpr index_t kColumnModeABytes = index_t(256) << 10;  // half of Zen 1's L2
 constexpr index_t kColumnModeMinBBytes = index_t(512) << 10;  // a shared B panel this big spills L2
 constexpr int kColumnModeMinPanelsPerThread = 8;
+constexpr index_t kColumnModeGatheredBBytes = index_t(4) << 20;
+
+// Column mode needs enough panels to share out (kColumnModeMinPanelsPerThread each), but
+// for a gathered B too big for L2 as a shared panel any share will do: ResNet-18's weight
+// gradients of 64->64 3x3 on 56x56 (N = 576: 12 panels) and of the 7x7 stem (N = 147: 4)
+// took 0.5x and 0.4x the time of the panel mode (Zen 4, 2 threads), while 64->128 3x3
+// stride 2 (B 3.6 MiB) was 1.25x slower.
+template <class T>
+index_t column_mode_min_panels(const GemmOperand<T>& B, index_t K, index_t N) {
+  if (B.k_offsets && K * N * index_t(sizeof(T)) >= kColumnModeGatheredBBytes) return 1;
+  return kColumnModeMinPanelsPerThread;
+}
 
 template <class T>
 void run_thread_columns(const GemmKernel<T>& kr, const Plan& pl, index_t runs, int tid, index_t M,
@@ -301,7 +322,7 @@ void run_thread_columns(const GemmKernel<T>& kr, const Plan& pl, index_t runs, i
       for (index_t jr = j0; jr < j1; ++jr) {
         const index_t c0 = jr * nr;
         const int n = int(std::min<index_t>(nr, N - c0));
-        kr.pack_b(B.trans, kc, n, B.trans ? B.data + c0 * B.ld + pc : B.data + pc * B.ld + c0, B.ld, bbuf);
+        pack_b_block(kr, B, pc, kc, c0, n, bbuf);
         for (index_t ir = 0; ir < M; ir += mr) {
           const int m = int(std::min<index_t>(mr, M - ir));
           micro(kc, ablk + ir * kc, bbuf, C + ir * ldc + c0, ldc, m, n, alpha, beta_k,
@@ -362,7 +383,7 @@ void gemm_packed(const GemmKernel<T>& kr, index_t M, index_t N, index_t K, T alp
   const index_t npanels = ceil_div(N, nr);
   if (!B.packed && round_up(M, mr) * pl.kc * index_t(sizeof(T)) <= kColumnModeABytes &&
       K * N * index_t(sizeof(T)) >= kColumnModeMinBBytes &&
-      (nt == 1 || npanels >= index_t(kColumnModeMinPanelsPerThread) * nt)) {
+      (nt == 1 || npanels >= column_mode_min_panels(B, K, N) * nt)) {
     const index_t runs = nt == 1 ? 1 : std::min(npanels, index_t(kItemsPerThread) * nt);
     const index_t a_elems = A.packed ? 0 : round_up(round_up(M, mr) * K, 64);
     const index_t b_stride = round_up(pl.kc * nr, 64);
@@ -409,6 +430,7 @@ constexpr int kMrS = 4, kNrS = 4;
 const GemmKernel<float>& kernel_scalar_f32() {
   static const GemmKernel<float> k{"scalar", kMrS, kNrS, /*mc*/ 128, /*kc*/ 256, /*nc*/ 2048,
       &pack_a<TransposeScalar<float>, float, kMrS>, &pack_b<TransposeScalar<float>, float, kNrS>,
+      &pack_gathered<kNrS, float>,
       &MicroTable<VecScalar<float>, kMrS, kNrS>::dispatch<false>,
       &MicroTable<VecScalar<float>, kMrS, kNrS>::dispatch<false>};  // one lane: no prefetch
   return k;
@@ -417,6 +439,7 @@ const GemmKernel<float>& kernel_scalar_f32() {
 const GemmKernel<double>& kernel_scalar_f64() {
   static const GemmKernel<double> k{"scalar", kMrS, kNrS, /*mc*/ 128, /*kc*/ 256, /*nc*/ 2048,
       &pack_a<TransposeScalar<double>, double, kMrS>, &pack_b<TransposeScalar<double>, double, kNrS>,
+      &pack_gathered<kNrS, double>,
       &MicroTable<VecScalar<double>, kMrS, kNrS>::dispatch<false>,
       &MicroTable<VecScalar<double>, kMrS, kNrS>::dispatch<false>};  // one lane: no prefetch
   return k;
@@ -520,6 +543,8 @@ void gemm_ex(index_t M, index_t N, index_t K, T alpha, const GemmOperand<T>& A,
   if (B.packed)
     FC_CHECK(B.offset == 0 && B.packed_outer >= N, "gemm: packed B has ", B.packed_outer,
              " columns, the product ", N);  // its first N columns: the same panels
+  else if (B.k_offsets)
+    FC_CHECK(B.data && B.segment_offsets && B.segment > 0, "gemm: bad gathered B");
   else
     FC_CHECK(B.data && B.ld >= (B.trans ? K : N), "gemm: bad B (ldb=", B.ld, ")");
   gemm_detail::gemm_packed<T>(kernel, M, N, K, alpha, A, B, beta, C, ldc, bias_m);

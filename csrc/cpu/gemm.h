@@ -59,12 +59,22 @@ PackedLayout gemm_pack_a_layout(index_t M, index_t K);
 template <class T>
 PackedLayout gemm_pack_b_layout(index_t K, index_t N);
 
-// A packed operand, or a plain one (packed == nullptr: the driver packs it as gemm does).
+// A packed operand, a plain one (packed == nullptr: the driver packs it as gemm does), or,
+// for B only, a gathered one: an implicit im2col that is never written (Chetlur et al.,
+// "cuDNN", 2014; XNNPACK's indirection buffer, Dukhan 2019). Its K rows are at offsets
+// k_offsets[k] of data, and each row's N columns lie in runs of `segment` contiguous values
+// at segment_offsets[n / segment] from the row's start:
+//   op(B)(k, n) = data[k_offsets[k] + segment_offsets[n / segment] + n % segment]
+// (a conv's patches of a padded channels-last image: k a pixel, a segment one kernel row's
+// S x C values). The driver packs it straight into its micro-panels.
 template <class T>
 struct GemmOperand {
   const T* data = nullptr;  // plain: op() of it is read with ld and trans
   index_t ld = 0;
   bool trans = false;
+  const index_t* k_offsets = nullptr;        // gathered B (see above)
+  const index_t* segment_offsets = nullptr;
+  index_t segment = 0;
   const T* packed = nullptr;  // from gemm_pack_a / gemm_pack_b
   index_t packed_outer = 0;   // the M (A) or N (B) it was packed with (B: the product may
                               // use its first N <= packed_outer columns)
@@ -76,6 +86,15 @@ struct GemmOperand {
     o.data = d;
     o.ld = ld;
     o.trans = trans;
+    return o;
+  }
+  static GemmOperand gathered(const T* d, const index_t* k_offsets, const index_t* segment_offsets,
+                              index_t segment) {
+    GemmOperand o;
+    o.data = d;
+    o.k_offsets = k_offsets;
+    o.segment_offsets = segment_offsets;
+    o.segment = segment;
     return o;
   }
   static GemmOperand prepacked(const T* p, index_t outer, index_t offset = 0, bool streamed = false) {

@@ -64,6 +64,7 @@ constexpr int kMrD = 4, kNrD = 12;
 const GemmKernel<float>& kernel_avx2_f32() {
   static const GemmKernel<float> k{"avx2", kMrF, kNrF, /*mc*/ 192, /*kc*/ 256, /*nc*/ 4800,
       &pack_a<TransposeAvx<float>, float, kMrF>, &pack_b<TransposeAvx<float>, float, kNrF>,
+      &pack_gathered<kNrF, float>,
       &MicroTable<VecF, kMrF, kNrF>::dispatch<false>,
       &MicroTable<VecF, kMrF, kNrF>::dispatch<true>};
   return k;
@@ -72,6 +73,7 @@ const GemmKernel<float>& kernel_avx2_f32() {
 const GemmKernel<double>& kernel_avx2_f64() {
   static const GemmKernel<double> k{"avx2", kMrD, kNrD, /*mc*/ 192, /*kc*/ 256, /*nc*/ 2400,
       &pack_a<TransposeAvx<double>, double, kMrD>, &pack_b<TransposeAvx<double>, double, kNrD>,
+      &pack_gathered<kNrD, double>,
       &MicroTable<VecD, kMrD, kNrD>::dispatch<false>,
       &MicroTable<VecD, kMrD, kNrD>::dispatch<true>};
   return k;

@@ -68,6 +68,7 @@ constexpr int kMrD = 8, kNrD = 24;
 const GemmKernel<float>& kernel_avx512_f32() {
   static const GemmKernel<float> k{"avx512", kMrF, kNrF, /*mc*/ 192, /*kc*/ 256, /*nc*/ 4800,
       &pack_a<TransposeAvx<float>, float, kMrF>, &pack_b<TransposeAvx<float>, float, kNrF>,
+      &pack_gathered<kNrF, float>,
       &MicroTable<VecF, kMrF, kNrF>::dispatch<false>,
       &MicroTable<VecF, kMrF, kNrF>::dispatch<true>};
   return k;
@@ -76,6 +77,7 @@ const GemmKernel<float>& kernel_avx512_f32() {
 const GemmKernel<double>& kernel_avx512_f64() {
   static const GemmKernel<double> k{"avx512", kMrD, kNrD, /*mc*/ 192, /*kc*/ 256, /*nc*/ 2400,
       &pack_a<TransposeAvx<double>, double, kMrD>, &pack_b<TransposeAvx<double>, double, kNrD>,
+      &pack_gathered<kNrD, double>,
       &MicroTable<VecD, kMrD, kNrD>::dispatch<false>,
       &MicroTable<VecD, kMrD, kNrD>::dispatch<true>};
   return k;

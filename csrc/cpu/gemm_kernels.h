@@ -39,6 +39,10 @@ struct GemmKernel {
   // Packs op(B)[0:k, 0:n] (B already offset) into ceil(n/nr) micro-panels of k x nr,
   // (dst[p*nr*k + kk*nr + j]), zero-padded to nr columns.
   void (*pack_b)(bool trans, index_t k, index_t n, const T* B, index_t ldb, T* dst);
+  // The same for columns [c0, c0 + n) of a gathered op(B) (GemmOperand::gathered) whose
+  // first k rows start at k_offsets[0..k).
+  void (*pack_b_gathered)(index_t k, index_t n, const T* data, const index_t* k_offsets,
+                          const index_t* segment_offsets, index_t segment, index_t c0, T* dst);
   // c[0:m, 0:n] (row stride ldc; m <= mr, n <= nr) = alpha * ap.bp + beta * c + bias[i]
   // ap: one A micro-panel, bp: one B micro-panel, both k long. beta == 0: c is not read.
   // bias: m values, or nullptr.
@@ -167,6 +171,46 @@ void pack_copy(index_t cols, index_t k, const T* src, index_t ld, T* dst) {
       T* dr = d + full * P * k;
       for (index_t j = 0; j < rem; ++j) dr[j] = s[full * P + j];
       for (index_t j = rem; j < P; ++j) dr[j] = T(0);
+    }
+  }
+}
+
+// Panels of P columns [c0, c0 + cols) of a gathered op(B) (gemm.h): dst[p*P*k + kk*P + j]
+// = B(kk, c0 + p*P + j). A panel's columns fall in a few runs of contiguous values, found
+// once per panel; a panel inside one segment (3x3 convs over >= 16 channels: segments of
+// 3*C) is one fixed-length copy per row.
+template <int P, class T>
+void pack_gathered(index_t k, index_t cols, const T* data, const index_t* k_offsets,
+                   const index_t* segment_offsets, index_t segment, index_t c0, T* dst) {
+  for (index_t p0 = 0; p0 < cols; p0 += P) {
+    const int width = int(std::min<index_t>(P, cols - p0));
+    T* dp = dst + p0 * k;
+    index_t from[P];  // run q: columns [at[q], at[q+1]) of the panel, read from row + from[q]
+    int at[P + 1], runs = 0;
+    for (int j = 0; j < width; ++runs) {
+      const index_t c = c0 + p0 + j, o = c % segment;
+      from[runs] = segment_offsets[c / segment] + o - j;
+      at[runs] = j;
+      j += int(std::min<index_t>(width - j, segment - o));
+    }
+    at[runs] = width;
+    if (runs == 1 && width == P) {
+      const T* base = data + from[0];
+      for (index_t kk = 0; kk < k; ++kk) {
+        const T* s = base + k_offsets[kk];
+        T* d = dp + kk * P;
+        for (int j = 0; j < P; ++j) d[j] = s[j];  // fixed length: vectorises
+      }
+      continue;
+    }
+    for (index_t kk = 0; kk < k; ++kk) {
+      const T* row = data + k_offsets[kk];
+      T* d = dp + kk * P;
+      for (int q = 0; q < runs; ++q) {
+        const T* s = row + from[q];
+        for (int j = at[q]; j < at[q + 1]; ++j) d[j] = s[j];
+      }
+      for (int j = width; j < P; ++j) d[j] = T(0);
     }
   }
 }
