@@ -103,9 +103,10 @@ def test_im2col_backward_in_column_chunks(stride, padding, dilation, dtype, isa,
 
 def test_weight_gradient_is_deterministic(rng):
     """Same inputs, same bits: many small images (per-thread partial sums), a large one
-    (threaded GEMMs), many groups (one group per thread)."""
-    for xs, ws, groups in [((16, 8, 6, 6), (8, 8, 3, 3), 1), ((2, 16, 40, 40), (16, 16, 3, 3), 1),
-                           ((8, 32, 9, 9), (32, 4, 3, 3), 8)]:
+    (threaded GEMMs), two large ones (per-thread partial sums of a small gradient), many groups
+    (one group per thread)."""
+    for xs, ws, groups in [((16, 8, 6, 6), (8, 8, 3, 3), 1), ((1, 16, 40, 40), (16, 16, 3, 3), 1),
+                           ((2, 16, 40, 40), (16, 16, 3, 3), 1), ((8, 32, 9, 9), (32, 4, 3, 3), 8)]:
         x = rng.standard_normal(xs).astype(np.float32)
         w = rng.standard_normal(ws).astype(np.float32)
         gy = rng.standard_normal(fc.conv2d(x, w, padding=1, groups=groups).shape).astype(np.float32)
@@ -121,10 +122,15 @@ def test_weight_gradient_is_deterministic(rng):
     ((11, 6, 23, 27), (8, 3, 3, 3), 2, 1, 1, 2, False),   # 2 batches of 6 + 5 images, groups
     ((9, 5, 11, 13), (7, 5, 3, 3), 1, 1, 1, 1, False),    # 143 pixels: 8 + 1 -> 5 + 4
     ((6, 16, 5, 5), (12, 16, 1, 1), 1, 0, 1, 1, False),   # 1x1: batched although no unroll is needed
+    ((4, 5, 17, 19), (6, 5, 3, 3), 1, 1, 1, 1, False),    # 323 pixels, small gradient: per-thread sums
+    ((6, 7, 40, 37), (5, 7, 1, 1), 2, 0, 1, 1, False),    # 1x1 stride 2: only the strided pixels padded
+    ((4, 3, 41, 43), (8, 3, 7, 7), 2, 3, 1, 1, False),    # a 7x7 stride-2 stem: segments of 21
 ], ids=_ids)
 def test_backward_of_batched_small_images(case, threads, rng):
     """The threaded GEMMs put several small images into one GEMM (one thread always takes
-    that plan); uneven batches, groups and strides against the reference."""
+    that plan); with two threads, images of many pixels whose weight gradient is small go one
+    per GEMM into per-thread partial sums instead; uneven batches, groups and strides against
+    the reference."""
     params, pads, x, w, gy = _problem(case, np.float32, rng)
     want = _reference(params, pads, x, w, gy)
     before = fc.get_num_threads()
