@@ -121,7 +121,7 @@ def test_weight_gradient_is_deterministic(rng):
 @pytest.mark.parametrize("case", [
     ((11, 6, 23, 27), (8, 3, 3, 3), 2, 1, 1, 2, False),   # 2 batches of 6 + 5 images, groups
     ((9, 5, 11, 13), (7, 5, 3, 3), 1, 1, 1, 1, False),    # 143 pixels: 8 + 1 -> 5 + 4
-    ((6, 16, 5, 5), (12, 16, 1, 1), 1, 0, 1, 1, False),   # 1x1: batched although no unroll is needed
+    ((6, 16, 5, 5), (12, 16, 1, 1), 1, 0, 1, 1, False),   # 1x1: grad_x batched, grad_w image by image
     ((4, 5, 17, 19), (6, 5, 3, 3), 1, 1, 1, 1, False),    # 323 pixels, small gradient: per-thread sums
     ((6, 7, 40, 37), (5, 7, 1, 1), 2, 0, 1, 1, False),    # 1x1 stride 2: only the strided pixels padded
     ((4, 3, 41, 43), (8, 3, 7, 7), 2, 3, 1, 1, False),    # a 7x7 stride-2 stem: segments of 21

@@ -7,7 +7,8 @@
 //   pc: K in kc depths    -> pack op(A)[ic:ic+mc, pc:pc+kc] into mr x kc micro-panels (L2)
 //   jr: nc in nr columns  (the B micro-panel, from L2/L1)
 //   ir: mc in mr rows     -> micro-kernel: an mr x nr tile of C in registers
-// Transposes are absorbed by the packing; alpha, beta and the per-row bias are fused
+// Transposes are absorbed by the packing, and so is a gathered B (gemm.h: an implicit
+// im2col, packed straight from its rows); alpha, beta and the per-row bias are fused
 // into the micro-kernel's store (beta == 0 never reads C). This file holds the driver,
 // the scalar micro-kernel (compiled without ISA flags, so it runs on any x86-64), and
 // the run-time choice of ISA; gemm_avx2.cpp / gemm_avx512.cpp hold the vector kernels.
@@ -270,7 +271,7 @@ void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, index_t M, ind
 // im2col's 3x3 stride-2 products (M = 128), equal or within noise where M x kc is 512 KiB
 // or B fits L2 (512 x 784 x 128 was 0.92x, hence kColumnModeMinBBytes). A, when not
 // pre-packed, is packed by the team into a shared buffer in gemm_pack_a's layout (the
-// mirror image of the panel mode's B). Items come from the shared counter; every C element
+// mirror image of the panel mode's B), or by a lone thread one K block at a time. Items come from the shared counter; every C element
 // still sees the same K blocks in the same order, so results do not depend on the mode's
 // thread count either.
 constexpr index_t kColumnModeABytes = index_t(256) << 10;  // half of Zen 1's L2
