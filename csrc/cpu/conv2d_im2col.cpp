@@ -349,13 +349,19 @@ index_t col_bytes(const ConvParams& p, int elem) {
 constexpr index_t kBackwardReduction = 1024;
 constexpr index_t kBackwardBatchBytes = index_t(4) << 20;
 
-index_t backward_images_per_gemm(const ConvParams& p, int elem) {
+// Images per backward GEMM, given what one image of the batch occupies (bytes).
+index_t balanced_images_per_gemm(const ConvParams& p, index_t per_image_bytes) {
   const index_t PQ = p.P * p.Q;
   if (p.N <= 1 || PQ >= kBackwardReduction) return 1;
-  const index_t fit = std::max<index_t>(kBackwardBatchBytes / (col_rows(p) * PQ * elem), 1);
+  const index_t fit = std::max<index_t>(kBackwardBatchBytes / per_image_bytes, 1);
   const index_t m = std::min({(kBackwardReduction + PQ - 1) / PQ, fit, p.N});
   const index_t batches = (p.N + m - 1) / m;
   return (p.N + batches - 1) / batches;
+}
+
+// The data gradient's batches: their unrolled columns.
+index_t backward_images_per_gemm(const ConvParams& p, int elem) {
+  return balanced_images_per_gemm(p, col_rows(p) * p.P * p.Q * elem);
 }
 
 // Elements of the batched mode's workspace: col (rows, m*PQ) and grad_y's rows of the m
@@ -501,13 +507,8 @@ inline void weight_pixel_offsets(const ConvParams& p, index_t m, index_t* koffs)
 // GEMM then reads x itself (ResNet-50's 1024->256 1x1 on 14x14, batch 8: 4.9 ms image by
 // image, 7.2 ms four images per GEMM through the channels-last copy; 2048->512 on 7x7: 4.3, 4.7).
 index_t weight_images_per_gemm(const ConvParams& p, int elem) {
-  const index_t PQ = p.P * p.Q;
-  if (p.N <= 1 || PQ >= kBackwardReduction || is_plain_gemm(p)) return 1;
-  const index_t per_image = (padded_elems(p) + p.K_per_group() * PQ) * elem;
-  const index_t fit = std::max<index_t>(kBackwardBatchBytes / per_image, 1);
-  const index_t m = std::min({(kBackwardReduction + PQ - 1) / PQ, fit, p.N});
-  const index_t batches = (p.N + m - 1) / m;
-  return (p.N + batches - 1) / batches;
+  if (is_plain_gemm(p)) return 1;
+  return balanced_images_per_gemm(p, (padded_elems(p) + p.K_per_group() * p.P * p.Q) * elem);
 }
 
 // One GEMM's scratch for m images: xpad (m padded images), koffs (m*P*Q row offsets), gyb

@@ -317,11 +317,9 @@ void run_thread_columns(const GemmKernel<T>& kr, const Plan& pl, index_t runs, i
     const index_t j0 = npanels * item / runs, j1 = npanels * (item + 1) / runs;
     for (index_t pc = 0; pc < K; pc += pl.kc) {
       const index_t kc = std::min(pl.kc, K - pc);
-      const T* ablk = A.packed ? packed_block(A, mr, pc, kc, A.offset) : apack + pc * mp;
-      if (a_by_block) {  // one thread, one item: each K block of A is packed just before its use
-        kr.pack_a(A.trans, M, kc, A.trans ? A.data + pc * A.ld : A.data + pc, A.ld, apack);
-        ablk = apack;
-      }
+      // One thread, one item (a_by_block): each K block of A is packed just before its use.
+      const T* ablk = A.packed ? packed_block(A, mr, pc, kc, A.offset) : a_by_block ? apack : apack + pc * mp;
+      if (a_by_block) kr.pack_a(A.trans, M, kc, A.trans ? A.data + pc * A.ld : A.data + pc, A.ld, apack);
       const T beta_k = pc == 0 ? beta : T(1);  // the first K block applies beta and the bias
       const T* bias_k = pc == 0 ? bias : nullptr;
       for (index_t jr = j0; jr < j1; ++jr) {
