@@ -1,8 +1,11 @@
-"""fastconv: convolution and pooling by direct, im2col+GEMM and Winograd (FFT to come)
-algorithms, with the call signatures of torch.nn.functional.
+"""fastconv: convolution and pooling on the CPU by direct, im2col+GEMM, Winograd and FFT
+algorithms, forward and backward, with the call signatures of torch.nn.functional.
 
     import fastconv as fc
     y = fc.conv2d(x, w, bias, stride=1, padding="same", algorithm="auto")
+
+The public names are listed in ``__all__``; docs/api.md is the contract (arrays, dtypes,
+padding, errors, algorithms); ``fastconv.torch`` holds the autograd functions and layers.
 """
 from . import _C
 from .algorithms import get_autotune, get_workspace_limit, set_autotune, set_workspace_limit
