@@ -35,18 +35,28 @@
 
 #include "common.h"
 
-// Internal linkage, forced inline: this header is compiled into each per-ISA copy of the
+// Internal linkage everywhere: this header is compiled into each per-ISA copy of the
 // kernels, and a shared (weak) out-of-line instantiation would let the linker pick one
 // ISA's code for all of them (the scalar copy's, say, for the AVX-512 kernel, or worse).
+// FC_FFT_FN (the butterflies, twiddles and compile-time loops inside one 1-D transform)
+// is forced inline, so each transform is one straight-line codelet. FC_FFT_PASS (the 1-D
+// transforms themselves, one pass over a tile) is kept out of line on the CPU: a 2-D tile
+// transform then calls 10-26 small codelets instead of flattening all of them into one
+// huge function, which cost GCC minutes per ISA copy and ran no faster (the passes meet
+// in memory either way: a tile's row spectra do not fit in registers). Their strides are
+// template parameters, so every address inside a codelet is still a constant offset.
 #if defined(__CUDACC__)
 #define FC_FFT_FN static __forceinline__ __host__ __device__
 #define FC_FFT_LAMBDA
+#define FC_FFT_PASS static __forceinline__ __host__ __device__
 #elif defined(__GNUC__)
 #define FC_FFT_FN static inline __attribute__((always_inline))
 #define FC_FFT_LAMBDA __attribute__((always_inline))
+#define FC_FFT_PASS static __attribute__((noinline))
 #else
 #define FC_FFT_FN static inline
 #define FC_FFT_LAMBDA
+#define FC_FFT_PASS static
 #endif
 
 namespace fastconv::fft {
@@ -131,11 +141,12 @@ FC_FFT_FN void dif(T (*re)[L], T (*im)[L]) {
   }
 }
 
-// ---- 1-D transforms over L lanes; element k at k * stride (in T) --------------------------
+// ---- 1-D transforms over L lanes; element k at k * IS (input) or k * OS (output), in T ------
 
 // Complex DFT of length N (unnormalised; Inv: the conjugate twiddles). In and out may alias.
-template <int N, bool Inv, int L, class T>
-FC_FFT_FN void cfft(const T* ire, const T* iim, index_t is, T* ore, T* oim, index_t os) {
+template <int N, bool Inv, int L, int IS, int OS, class T>
+FC_FFT_PASS void cfft(const T* ire, const T* iim, T* ore, T* oim) {
+  constexpr index_t is = IS, os = OS;
   T re[N][L], im[N][L];
 #pragma GCC unroll 16
   for (int k = 0; k < N; ++k)
@@ -158,8 +169,9 @@ FC_FFT_FN void cfft(const T* ire, const T* iim, index_t is, T* ore, T* oim, inde
 // Real-to-complex DFT of length N: bins 0..N/2 (im of bins 0 and N/2 written as 0).
 // Z = DFT_{N/2}(x[2k] + I x[2k+1]); E[k] = (Z[k] + conj Z[M-k]) / 2 (even samples),
 // O[k] = (Z[k] - conj Z[M-k]) / 2I (odd samples); X[k] = E[k] + w^k O[k].
-template <int N, int L, class T>
-FC_FFT_FN void rfft(const T* x, index_t is, T* ore, T* oim, index_t os) {
+template <int N, int L, int IS, int OS, class T>
+FC_FFT_PASS void rfft(const T* x, T* ore, T* oim) {
+  constexpr index_t is = IS, os = OS;
   constexpr int M = N / 2, B = log2i(M);
   T zr[M][L], zi[M][L];
 #pragma GCC unroll 16
@@ -200,8 +212,9 @@ FC_FFT_FN void rfft(const T* x, index_t is, T* ore, T* oim, index_t os) {
 // Complex-to-real inverse DFT of length N from bins 0..N/2 (im of bins 0 and N/2 not
 // read), unnormalised: N times numpy's irfft. Reverses rfft: Z'[k] = (X[k] + conj X[M-k])
 // + I w^{-k} (X[k] - conj X[M-k]) = 2 (E[k] + I O[k]); z = IDFT_{N/2}(Z') = N (x[2k] + I x[2k+1]).
-template <int N, int L, class T>
-FC_FFT_FN void irfft(const T* ire, const T* iim, index_t is, T* x, index_t os) {
+template <int N, int L, int IS, int OS, class T>
+FC_FFT_PASS void irfft(const T* ire, const T* iim, T* x) {
+  constexpr index_t is = IS, os = OS;
   constexpr int M = N / 2, B = log2i(M);
   T zr[M][L], zi[M][L];
 #pragma GCC unroll 16
@@ -280,7 +293,7 @@ FC_FFT_FN void forward(const T* t, int rows, T* re, T* im) {
   T rr[N][C][L], ri[N][C][L];  // row spectra R[i][v]
   for (int i = 0; i < N; ++i) {
     if (i < rows) {
-      rfft<N, L>(t + i * N * L, L, rr[i][0], ri[i][0], L);
+      rfft<N, L, L, L>(t + i * N * L, rr[i][0], ri[i][0]);
     } else {
 #pragma GCC unroll 16
       for (int v = 0; v < C; ++v)
@@ -291,7 +304,7 @@ FC_FFT_FN void forward(const T* t, int rows, T* re, T* im) {
   static_for<0, 2>([&](auto vc) FC_FFT_LAMBDA {  // the real columns v = 0, N/2
     constexpr int v = decltype(vc)::value * S::half;
     T cr[C][L], ci[C][L];
-    rfft<N, L>(rr[0][v], C * L, cr[0], ci[0], L);
+    rfft<N, L, C * L, L>(rr[0][v], cr[0], ci[0]);
     static_for<0, C>([&](auto uc) FC_FFT_LAMBDA {
       constexpr int u = decltype(uc)::value, b = real_column_bin<N>(u, v);
 #pragma GCC unroll 16
@@ -304,7 +317,7 @@ FC_FFT_FN void forward(const T* t, int rows, T* re, T* im) {
 #pragma GCC unroll 8
   for (int v = 1; v < S::half; ++v) {
     const int b0 = S::inner + (v - 1) * N;
-    cfft<N, false, L>(rr[0][v], ri[0][v], C * L, re + b0 * L, im + b0 * L, L);
+    cfft<N, false, L, C * L, L>(rr[0][v], ri[0][v], re + b0 * L, im + b0 * L);
   }
 }
 
@@ -327,7 +340,7 @@ FC_FFT_FN void inverse(const T* re, const T* im, int rows, T* t) {
         ci[u][l] = b < S::real_bins ? T(0) : im[b * L + l];
       }
     });
-    irfft<N, L>(cr[0], ci[0], L, col[0], L);
+    irfft<N, L, L, L>(cr[0], ci[0], col[0]);
 #pragma GCC unroll 16
     for (int i = 0; i < N; ++i)
 #pragma GCC unroll 16
@@ -339,9 +352,9 @@ FC_FFT_FN void inverse(const T* re, const T* im, int rows, T* t) {
 #pragma GCC unroll 8
   for (int v = 1; v < S::half; ++v) {
     const int b0 = S::inner + (v - 1) * N;
-    cfft<N, true, L>(re + b0 * L, im + b0 * L, L, rr[0][v], ri[0][v], C * L);
+    cfft<N, true, L, L, C * L>(re + b0 * L, im + b0 * L, rr[0][v], ri[0][v]);
   }
-  for (int i = 0; i < rows; ++i) irfft<N, L>(rr[i][0], ri[i][0], L, t + i * N * L, L);
+  for (int i = 0; i < rows; ++i) irfft<N, L, L, L>(rr[i][0], ri[i][0], t + i * N * L);
 }
 
 }  // namespace fastconv::fft
