@@ -16,13 +16,15 @@ namespace {
 
 // ---- 128-bit pieces ------------------------------------------------------------------
 
+// Two floats move as one unaligned 8-byte integer (movq): p is only 4-byte aligned, so
+// reading them through a double* (movsd) was undefined behaviour (UBSan: misaligned).
+
 // The first n (1..4) floats of p, zeros above.
 inline __m128 load_first_n_128(const float* p, int n) {
   switch (n) {
     case 1: return _mm_load_ss(p);
-    case 2: return _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(p)));
-    case 3: return _mm_movelh_ps(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(p))),
-                                 _mm_load_ss(p + 2));
+    case 2: return _mm_castsi128_ps(_mm_loadu_si64(p));
+    case 3: return _mm_movelh_ps(_mm_castsi128_ps(_mm_loadu_si64(p)), _mm_load_ss(p + 2));
     default: return _mm_loadu_ps(p);
   }
 }
@@ -30,9 +32,9 @@ inline __m128 load_first_n_128(const float* p, int n) {
 inline void store_first_n_128(float* p, __m128 v, int n) {
   switch (n) {
     case 1: _mm_store_ss(p, v); return;
-    case 2: _mm_store_sd(reinterpret_cast<double*>(p), _mm_castps_pd(v)); return;
+    case 2: _mm_storeu_si64(p, _mm_castps_si128(v)); return;
     case 3:
-      _mm_store_sd(reinterpret_cast<double*>(p), _mm_castps_pd(v));
+      _mm_storeu_si64(p, _mm_castps_si128(v));
       _mm_store_ss(p + 2, _mm_movehl_ps(v, v));
       return;
     default: _mm_storeu_ps(p, v);
