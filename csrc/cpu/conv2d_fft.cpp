@@ -4,8 +4,9 @@
 //   x is (N, C, H, W), w is (K, C/g, R, S), bias is (K,) or null, y is (N, K, P, Q).
 // The output is cut into tiles of mh x mw = (n-R+1) x (n-S+1) (edge tiles clipped); tile
 // t reads the n x n input window at (t_h * mh - pad_h, t_w * mw - pad_w), zeros outside
-// the image. The circular correlation of that window with the kernel (zero-padded to
-// n x n) equals the linear one on the tile's mh x mw outputs: the rest wraps around.
+// the image (the tile grid and blocks: math/tiles.h, shared with Winograd). The circular
+// correlation of that window with the kernel (zero-padded to n x n) equals the linear
+// one on the tile's mh x mw outputs: the rest wraps around.
 //   1. kernel spectra  U[g][b][k][c] = conj(FFT(w[g*K/g+k][c])) [b] / n^2   once per call
 //                      (or once per plan: prepare() below)
 //   2. input spectra   X[b][c][t]    = FFT(window(c, t))[b]                per tile block
@@ -40,6 +41,7 @@
 #include "cpu/gemm.h"
 #include "cpu/kernels.h"
 #include "math/fft.h"
+#include "math/tiles.h"
 
 namespace fastconv::cpu::FC_ISA {
 namespace {
@@ -47,9 +49,6 @@ namespace {
 constexpr int kL = 16;                               // lanes of the transforms
 constexpr index_t kBlockBytes = index_t(768) << 10;  // X + Y of one tile block, per thread
 constexpr index_t kMinBlockTiles = 64;               // fewer: U is re-packed by more, smaller GEMMs
-
-index_t round_up(index_t a, index_t b) { return (a + b - 1) / b * b; }
-index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 
 template <int N>
 constexpr index_t kPlanes = 4 + 3 * (fft::Spectrum<N>::bins - 4);
@@ -61,13 +60,10 @@ index_t planes(int n) { return n == 8 ? kPlanes<8> : kPlanes<16>; }
 // transforms touch all 94 (n = 8) or 382 (n = 16) planes of a row at once.
 index_t plane_stride(index_t floats) { return floats + 16; }
 
-// How the work is cut: tile grid, tiles per block, parallel scheme, workspace layout.
-struct Plan {
-  int n = 0, mh = 0, mw = 0;
-  index_t tiles_h = 0, tiles_w = 0, tiles = 0;
-  index_t nblocks = 0, T = 0, ldt = 0;  // blocks per group, tiles per block, X/Y row stride
-  bool outer = false;                   // one block per thread (else phases split over threads)
-  index_t workers = 1;                  // X/Y buffers
+// How the work is cut: the tile grid (math/tiles.h: (n-R+1) x (n-S+1) outputs a tile),
+// its blocks and parallel scheme (X/Y buffers per worker, rows ldt apart), the workspace.
+struct Plan : tiles::Grid, tiles::Blocks {
+  int n = 0;
   index_t u_floats = 0, x_floats = 0, y_floats = 0;
   index_t u_ps = 0, x_ps = 0, y_ps = 0;  // plane strides
   bool prepared = false;                // U comes with the call: no room for it here
@@ -77,31 +73,11 @@ struct Plan {
 Plan make_plan(const ConvParams& p, int n, int threads, bool prepared) {
   Plan pl;
   pl.n = n;
-  pl.mh = int(n - p.R + 1);
-  pl.mw = int(n - p.S + 1);
-  pl.tiles_h = ceil_div(p.P, pl.mh);
-  pl.tiles_w = ceil_div(p.Q, pl.mw);
-  pl.tiles = pl.tiles_h * pl.tiles_w;
+  static_cast<tiles::Grid&>(pl) = tiles::make_grid(p, int(n - p.R + 1), int(n - p.S + 1));
   const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), np = planes(n);
   const index_t per_tile = np * (Cg + Kg) * index_t(sizeof(float));
   const index_t tmax = std::max<index_t>(kMinBlockTiles, kBlockBytes / per_tile / kL * kL);
-  const index_t all = std::max<index_t>(1, p.N * pl.tiles);  // tiles of every image of one group
-  index_t nb = ceil_div(all, tmax);
-  const index_t groups = std::max<index_t>(p.groups, 1);
-  // Balance the threads: more, smaller blocks when that makes the item count a multiple.
-  if (threads > 1 && (groups * nb) % threads != 0 && groups * nb < 8 * threads) {
-    for (index_t nb2 = nb + 1; ceil_div(all, nb2) >= kL; ++nb2)
-      if ((groups * nb2) % threads == 0) {
-        nb = nb2;
-        break;
-      }
-  }
-  pl.nblocks = nb;
-  pl.T = ceil_div(all, nb);
-  pl.ldt = round_up(pl.T, kL);
-  const index_t items = groups * nb;
-  pl.outer = threads == 1 || (items >= threads && (items % threads == 0 || items >= 8 * threads));
-  pl.workers = pl.outer ? threads : 1;
+  static_cast<tiles::Blocks&>(pl) = tiles::split_blocks<kL>(p.N * pl.tiles, tmax, p.groups, threads);
   pl.u_ps = plane_stride(Kg * Cg);
   pl.x_ps = plane_stride(Cg * pl.ldt);
   pl.y_ps = plane_stride(Kg * pl.ldt);
@@ -161,39 +137,8 @@ void transform_kernels(const ConvParams& p, const float* w, float* U, bool paral
     kernel_row<N>(p, w, gk, U + (gk / Kg) * kPlanes<N> * plane_stride(Kg * Cg));
 }
 
-// ---- tile geometry of a block, computed once per block (not per channel) -----------------
-struct TileGeo {
-  index_t x_off;   // offset of the tile's window origin in its image-and-group's channel 0
-  index_t y_off;   // offset of the tile's first output in its image-and-group's channel 0
-  int ih0, iw0;    // window origin (may be negative: padding)
-  int rows, cols;  // outputs of the tile inside P x Q
-  bool interior;   // window entirely inside the image
-  bool run;        // lanes l .. l+15 are 16 full interior tiles side by side (first lane only)
-};
-
-void tile_geometry(const ConvParams& p, const Plan& pl, index_t g, index_t t0, index_t T,
-                   TileGeo* geo) {
-  const int n = pl.n, mh = pl.mh, mw = pl.mw;
-  const index_t Cg = p.C_per_group(), Kg = p.K_per_group();
-  for (index_t i = 0; i < T; ++i) {
-    const index_t t = t0 + i, img = t / pl.tiles, lt = t % pl.tiles;
-    const index_t th = lt / pl.tiles_w, tw = lt % pl.tiles_w;
-    TileGeo& e = geo[i];
-    e.ih0 = int(th * mh - p.pad_h);
-    e.iw0 = int(tw * mw - p.pad_w);
-    e.x_off = (img * p.groups + g) * Cg * p.H * p.W + index_t(e.ih0) * p.W + e.iw0;
-    e.y_off = (img * p.groups + g) * Kg * p.P * p.Q + th * mh * p.Q + tw * mw;
-    e.rows = int(std::min<index_t>(mh, p.P - th * mh));
-    e.cols = int(std::min<index_t>(mw, p.Q - tw * mw));
-    e.interior = e.ih0 >= 0 && e.iw0 >= 0 && e.ih0 + n <= p.H && e.iw0 + n <= p.W;
-    e.run = false;
-  }
-  for (index_t i = 0; i + kL <= T; i += kL) {  // 16 interior, full tiles in one row of tiles
-    const TileGeo &a = geo[i], &z = geo[i + kL - 1];
-    geo[i].run = a.interior && z.interior && a.rows == mh && z.cols == mw &&
-                 z.x_off - a.x_off == (kL - 1) * mw && z.y_off - a.y_off == (kL - 1) * mw;
-  }
-}
+// Tile geometry of a block (math/tiles.h), computed once per block, not per channel.
+using TileGeo = tiles::Tile;
 
 // ---- 2. input spectra of one block: X[plane][c][t - t0] -----------------------------------
 template <int N>
@@ -336,7 +281,7 @@ void run(const ConvParams& p, const float* x, const float* w, const float* bias,
     const index_t t0 = blk * pl.T, T = std::min(pl.T, p.N * pl.tiles - t0);
     if (T <= 0) return;
     std::vector<TileGeo> geo(T);
-    tile_geometry(p, pl, g, t0, T, geo.data());
+    tiles::fill<kL>(p, pl, g, t0, T, geo.data());
     transform_inputs<N>(p, pl, x, geo.data(), T, X, parallel);
     multiply(p, pl, U + g * kPlanes<N> * pl.u_ps, X, T, Y, parallel);
     transform_outputs<N>(p, pl, Y, geo.data(), T, bias ? bias + g * Kg : nullptr, y, parallel);

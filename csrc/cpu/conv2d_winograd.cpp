@@ -2,7 +2,8 @@
 // F(m x m, 3 x 3), m = 2, 4, 6 (Lavin & Gray 2015); the matrices are in math/winograd.h.
 //   x is (N, C, H, W), w is (K, C/groups, 3, 3), bias is (K,) or null, y is (N, K, P, Q).
 // The output is cut into tiles of m x m (edge tiles clipped); tile t reads the n x n
-// (n = m + 2) input window at (t_h * m - pad_h, t_w * m - pad_w), zeros outside the image.
+// (n = m + 2) input window at (t_h * m - pad_h, t_w * m - pad_w), zeros outside the image
+// (the tile grid and blocks: math/tiles.h, shared with FFT).
 //   1. kernel transform  U[g][xi][k][c] = (G w[g*K/g+k][c] G^T)[xi]   once per call, or
 //                        once per plan (the kernel's prepared form)
 //   2. input transform   V[xi][c][t]    = (B^T d(c, t) B)[xi]         per tile block
@@ -35,6 +36,7 @@
 #include "cpu/gemm.h"
 #include "cpu/kernels.h"
 #include "cpu/partial_avx2.h"
+#include "math/tiles.h"
 #include "math/winograd.h"
 
 namespace fastconv::cpu::FC_ISA {
@@ -47,8 +49,8 @@ constexpr index_t kBlockBytes = index_t(768) << 10;  // V + M of one tile block,
 constexpr index_t kMinBlockTiles = 128;              // fewer: narrower, less efficient GEMMs
 constexpr index_t kChannelBlock = 32;                // output channels per task when weight-bound
 
-index_t round_up(index_t a, index_t b) { return (a + b - 1) / b * b; }
-index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
+using tiles::ceil_div;
+using tiles::round_up;
 
 // Floats between the n*n planes of U and V: whole 64-byte lines, an odd number of them.
 // The transforms store one vector into each of the n*n planes in turn; planes a multiple
@@ -58,13 +60,10 @@ index_t plane_stride(index_t floats) {
   return (lines | 1) * 16;
 }
 
-// How the work is cut: tile grid, tiles per block, parallel scheme, workspace layout.
-struct Plan {
+// How the work is cut: the tile grid (math/tiles.h: m x m outputs a tile), its blocks and
+// parallel scheme (V/M buffers per worker, M's rows ldt apart), the workspace layout.
+struct Plan : tiles::Grid, tiles::Blocks {
   int m = 0, n = 0;
-  index_t tiles_h = 0, tiles_w = 0, tiles = 0;
-  index_t nblocks = 0, T = 0, ldt = 0;  // blocks per (image, group), tiles per block, M row stride
-  bool outer = false;                   // one block per thread (else phases split over threads)
-  index_t workers = 1;                  // V/M buffers
   bool prepared = false;                // U comes from a plan (not in the workspace)
   PackedLayout ul, vl;                  // packed U[g][xi] (K/g x C/g) and V[xi] (C/g x T)
   index_t u_xi = 0, v_xi = 0;           // floats per xi of packed U and V (64-byte multiples)
@@ -89,29 +88,12 @@ Plan make_plan(const ConvParams& p, int m, int threads, bool prepared) {
   Plan pl;
   pl.m = m;
   pl.n = m + 2;
-  pl.tiles_h = ceil_div(p.P, m);
-  pl.tiles_w = ceil_div(p.Q, m);
-  pl.tiles = pl.tiles_h * pl.tiles_w;
+  static_cast<tiles::Grid&>(pl) = tiles::make_grid(p, m, m);
   const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), nn = index_t(pl.n) * pl.n;
   const index_t per_tile = nn * (Cg + Kg) * index_t(sizeof(float));
   const index_t tmax = std::max<index_t>(kMinBlockTiles, kBlockBytes / per_tile / kL * kL);
   const index_t all = std::max<index_t>(1, p.N * pl.tiles);  // tiles of every image of one group
-  index_t nb = ceil_div(all, tmax);
-  const index_t pairs = std::max<index_t>(p.groups, 1);
-  // Balance the threads: more, smaller blocks when that makes the item count a multiple.
-  if (threads > 1 && (pairs * nb) % threads != 0 && pairs * nb < 8 * threads) {
-    for (index_t nb2 = nb + 1; ceil_div(all, nb2) >= 16; ++nb2)
-      if ((pairs * nb2) % threads == 0) {
-        nb = nb2;
-        break;
-      }
-  }
-  pl.nblocks = nb;
-  pl.T = ceil_div(all, nb);
-  pl.ldt = round_up(pl.T, kL);
-  const index_t items = pairs * nb;
-  pl.outer = threads == 1 || (items >= threads && (items % threads == 0 || items >= 8 * threads));
-  pl.workers = pl.outer ? threads : 1;
+  static_cast<tiles::Blocks&>(pl) = tiles::split_blocks<kL>(all, tmax, p.groups, threads);
   pl.prepared = prepared;
   pl.ul = gemm_pack_a_layout<float>(Kg, Cg);
   pl.u_xi = plane_stride(pl.ul.elems());
@@ -330,14 +312,8 @@ template <int M>
 inline void scatter8(const float*, float, float* const*, index_t) {}
 #endif
 
-// ---- tile geometry of a block, computed once per block (not per channel) -----------------
-struct TileGeo {
-  index_t x_off;   // offset of the tile's window origin in its image-and-group's channel 0
-  index_t y_off;   // offset of the tile's first output in its image-and-group's channel 0
-  int ih0, iw0;    // window origin (may be negative: padding)
-  int rows, cols;  // outputs of the tile inside P x Q
-  bool interior;   // window entirely inside the image
-  bool run;        // lanes l .. l+15 are 16 full interior tiles side by side (first lane only)
+// ---- tile geometry of a block (math/tiles.h), computed once per block (not per channel) ---
+struct TileGeo : tiles::Tile {
   bool interior8;  // tiles i .. i+7 are all interior (i a multiple of 8; AVX2's input side)
   bool full8;      // tiles i .. i+7 all have M x M outputs inside P x Q (likewise)
 };
@@ -345,29 +321,11 @@ struct TileGeo {
 template <int M>
 void tile_geometry(const ConvParams& p, const Plan& pl, index_t g, index_t t0, index_t T,
                    TileGeo* geo) {
-  constexpr int n = M + 2;
-  const index_t Cg = p.C_per_group(), Kg = p.K_per_group();
-  for (index_t i = 0; i < T; ++i) {
-    const index_t t = t0 + i, img = t / pl.tiles, lt = t % pl.tiles;
-    const index_t th = lt / pl.tiles_w, tw = lt % pl.tiles_w;
-    TileGeo& e = geo[i];
-    e.ih0 = int(th * M - p.pad_h);
-    e.iw0 = int(tw * M - p.pad_w);
-    e.x_off = (img * p.groups + g) * Cg * p.H * p.W + index_t(e.ih0) * p.W + e.iw0;
-    e.y_off = (img * p.groups + g) * Kg * p.P * p.Q + th * M * p.Q + tw * M;
-    e.rows = int(std::min<index_t>(M, p.P - th * M));
-    e.cols = int(std::min<index_t>(M, p.Q - tw * M));
-    e.interior = e.ih0 >= 0 && e.iw0 >= 0 && e.ih0 + n <= p.H && e.iw0 + n <= p.W;
-    e.run = e.interior8 = e.full8 = false;
-  }
+  tiles::fill<kL>(p, pl, g, t0, T, geo);
+  for (index_t i = 0; i < T; ++i) geo[i].interior8 = geo[i].full8 = false;
   for (index_t i = 0; i + 8 <= T; i += 8) {  // groups of 8 tiles for the 8 x 8 transposes
     geo[i].interior8 = std::all_of(geo + i, geo + i + 8, [](const TileGeo& e) { return e.interior; });
     geo[i].full8 = std::all_of(geo + i, geo + i + 8, [](const TileGeo& e) { return e.rows == M && e.cols == M; });
-  }
-  for (index_t i = 0; i + kL <= T; i += kL) {  // 16 interior, full tiles in one row of tiles
-    const TileGeo &a = geo[i], &z = geo[i + kL - 1];
-    geo[i].run = a.interior && z.interior && a.rows == M && z.cols == M &&
-                 z.x_off - a.x_off == (kL - 1) * M && z.y_off - a.y_off == (kL - 1) * M;
   }
 }
 
