@@ -45,9 +45,9 @@
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
 #include "cpu/gemm.h"
+#include "cpu/isa_buffer.h"
 #include "cpu/kernels.h"
 #include "cpu/partial_avx2.h"
 
@@ -164,23 +164,24 @@ inline void store_n(T* p, const Vec<T>& v, index_t n) {
 }
 
 // Per-thread scratch reused across calls (OpenMP keeps its threads); requests larger
-// than kKeepBytes get a private vector instead, so no thread holds on to a huge block.
+// than kKeepBytes get a private buffer instead, so no thread holds on to a huge block.
+// The contents are not kept from one get() to the next.
 template <class T>
 class Scratch {
  public:
   T* get(index_t n) {
     constexpr index_t kKeepBytes = 8 * 1024 * 1024;
-    std::vector<T>& v = n * index_t(sizeof(T)) <= kKeepBytes ? kept() : own_;
-    if (index_t(v.size()) < n) v.resize(size_t(n));
+    Buffer<T>& v = n * index_t(sizeof(T)) <= kKeepBytes ? kept() : own_;
+    if (v.size() < n) v.resize(n);
     return v.data();
   }
 
  private:
-  static std::vector<T>& kept() {
-    static thread_local std::vector<T> v;
+  static Buffer<T>& kept() {
+    static thread_local Buffer<T> v;
     return v;
   }
-  std::vector<T> own_;
+  Buffer<T> own_;
 };
 
 // Copies n elements (vectors, then one masked vector).
@@ -602,19 +603,19 @@ void conv_banded(const ConvParams& p, const T* x, const T* w, const T* bias, T* 
   const bool pixels = CGc == 0 && cc == Cg && Kg >= L &&
                       Cg * RS * 2 * L * index_t(sizeof(T)) <= kBandBytes / 2 &&
                       double(Kg) / double(kpad) > double(p.Q) / double(round_up(p.Q, L));
-  std::vector<T> wt;  // pixels: w as (groups, Cg, R*S, kpad), zero-padded channels
+  Buffer<T> wt;  // pixels: w as (groups, Cg, R*S, kpad), zero-padded channels
   if (pixels) {
-    wt.assign(size_t(p.groups * Cg * RS * kpad), T(0));
+    wt.resize(p.groups * Cg * RS * kpad);
     for (index_t g = 0; g < p.groups; ++g)
       for (index_t k = 0; k < Kg; ++k)
         for (index_t c = 0; c < Cg; ++c)
           for (index_t t = 0; t < RS; ++t)
-            wt[size_t(((g * Cg + c) * RS + t) * kpad + k)] = w[((g * Kg + k) * Cg + c) * RS + t];
+            wt[((g * Cg + c) * RS + t) * kpad + k] = w[((g * Kg + k) * Cg + c) * RS + t];
   }
-  std::vector<index_t> off(static_cast<size_t>(RS));  // tap offsets inside one channel of the buffer
+  Buffer<index_t> off(RS);  // tap offsets inside one channel of the buffer
   for (index_t r = 0; r < p.R; ++r)
     for (index_t s = 0; s < p.S; ++s)
-      off[size_t(r * p.S + s)] =
+      off[r * p.S + s] =
           (r * p.dil_h * sw + (s * p.dil_w) % sw) * Wph + (s * p.dil_w) / sw;
 
   // Task t: image n, group g, output rows [p0, p0 + prows); its band reads the padded input
@@ -821,7 +822,7 @@ inline void scatter_row(T* dst, index_t sw, const T* const* g, const T* wv, inde
 // Output channels [k0, k0 + KB) of group g into the plane gxp of input channel cl.
 template <class T, int KB>
 void data_block(const ConvParams& p, const T* gy_n, const T* w, index_t k0, index_t cl, T* gxp,
-                const std::vector<TapRange>& rr, const std::vector<TapRange>& sr) {
+                const Buffer<TapRange>& rr, const Buffer<TapRange>& sr) {
   const index_t PQ = p.P * p.Q, RS = p.R * p.S, Cg = p.C_per_group();
   const T* g[KB];
   for (int b = 0; b < KB; ++b) g[b] = gy_n + (k0 + b) * PQ;
@@ -844,7 +845,7 @@ void data_block(const ConvParams& p, const T* gy_n, const T* w, index_t k0, inde
 template <class T>
 void direct_backward_data(const ConvParams& p, const T* gy, const T* w, T* gx) {
   const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), HW = p.H * p.W, PQ = p.P * p.Q;
-  std::vector<TapRange> rr(p.R), sr(p.S);
+  Buffer<TapRange> rr(p.R), sr(p.S);
   for (index_t r = 0; r < p.R; ++r) rr[r] = tap_range(p.H, p.P, p.stride_h, r * p.dil_h - p.pad_h);
   for (index_t s = 0; s < p.S; ++s) sr[s] = tap_range(p.W, p.Q, p.stride_w, s * p.dil_w - p.pad_w);
   const bool big = p.flops() > 1e5;

@@ -60,8 +60,13 @@ constexpr int kMrF = 4, kNrF = 24;
 constexpr int kMrD = 4, kNrD = 12;
 
 }  // namespace
+}  // namespace fastconv::cpu::gemm_detail
 
-const GemmKernel<float>& kernel_avx2_f32() {
+// The entry points, in this ISA's namespace (gemm_kernels.h).
+namespace fastconv::cpu::avx2 {
+using namespace gemm_detail;
+
+const GemmKernel<float>& gemm_kernel_f32() {
   static const GemmKernel<float> k{"avx2", kMrF, kNrF, /*mc*/ 192, /*kc*/ 256, /*nc*/ 4800,
       &pack_a<TransposeAvx<float>, float, kMrF>, &pack_b<TransposeAvx<float>, float, kNrF>,
       &pack_gathered<kNrF, float>,
@@ -70,7 +75,7 @@ const GemmKernel<float>& kernel_avx2_f32() {
   return k;
 }
 
-const GemmKernel<double>& kernel_avx2_f64() {
+const GemmKernel<double>& gemm_kernel_f64() {
   static const GemmKernel<double> k{"avx2", kMrD, kNrD, /*mc*/ 192, /*kc*/ 256, /*nc*/ 2400,
       &pack_a<TransposeAvx<double>, double, kMrD>, &pack_b<TransposeAvx<double>, double, kNrD>,
       &pack_gathered<kNrD, double>,
@@ -79,4 +84,4 @@ const GemmKernel<double>& kernel_avx2_f64() {
   return k;
 }
 
-}  // namespace fastconv::cpu::gemm_detail
+}  // namespace fastconv::cpu::avx2

@@ -64,8 +64,13 @@ constexpr int kMrF = 8, kNrF = 48;
 constexpr int kMrD = 8, kNrD = 24;
 
 }  // namespace
+}  // namespace fastconv::cpu::gemm_detail
 
-const GemmKernel<float>& kernel_avx512_f32() {
+// The entry points, in this ISA's namespace (gemm_kernels.h).
+namespace fastconv::cpu::avx512 {
+using namespace gemm_detail;
+
+const GemmKernel<float>& gemm_kernel_f32() {
   static const GemmKernel<float> k{"avx512", kMrF, kNrF, /*mc*/ 192, /*kc*/ 256, /*nc*/ 4800,
       &pack_a<TransposeAvx<float>, float, kMrF>, &pack_b<TransposeAvx<float>, float, kNrF>,
       &pack_gathered<kNrF, float>,
@@ -74,7 +79,7 @@ const GemmKernel<float>& kernel_avx512_f32() {
   return k;
 }
 
-const GemmKernel<double>& kernel_avx512_f64() {
+const GemmKernel<double>& gemm_kernel_f64() {
   static const GemmKernel<double> k{"avx512", kMrD, kNrD, /*mc*/ 192, /*kc*/ 256, /*nc*/ 2400,
       &pack_a<TransposeAvx<double>, double, kMrD>, &pack_b<TransposeAvx<double>, double, kNrD>,
       &pack_gathered<kNrD, double>,
@@ -83,4 +88,4 @@ const GemmKernel<double>& kernel_avx512_f64() {
   return k;
 }
 
-}  // namespace fastconv::cpu::gemm_detail
+}  // namespace fastconv::cpu::avx512

@@ -54,14 +54,34 @@ struct GemmKernel {
                            T alpha, T beta, const T* bias);
 };
 
-// The per-ISA entry points (defined in gemm.cpp / gemm_avx2.cpp / gemm_avx512.cpp).
+// The per-ISA entry points. The scalar ones are defined in gemm.cpp; the AVX2 and AVX-512
+// ones in gemm_avx2.cpp / gemm_avx512.cpp, in namespace cpu::avx2 / cpu::avx512, as every
+// global symbol of an object compiled with an ISA's flags must be (its other symbols are
+// private to it; tools/check_isa_objects.py checks both). The driver calls them through
+// the inline kernel_<isa>_<dtype> below, which only gemm.cpp expands.
 const GemmKernel<float>& kernel_scalar_f32();
 const GemmKernel<double>& kernel_scalar_f64();
+
+}  // namespace fastconv::cpu::gemm_detail
+
 #if defined(FC_X86)
-const GemmKernel<float>& kernel_avx2_f32();
-const GemmKernel<double>& kernel_avx2_f64();
-const GemmKernel<float>& kernel_avx512_f32();
-const GemmKernel<double>& kernel_avx512_f64();
+namespace fastconv::cpu::avx2 {
+const gemm_detail::GemmKernel<float>& gemm_kernel_f32();
+const gemm_detail::GemmKernel<double>& gemm_kernel_f64();
+}  // namespace fastconv::cpu::avx2
+namespace fastconv::cpu::avx512 {
+const gemm_detail::GemmKernel<float>& gemm_kernel_f32();
+const gemm_detail::GemmKernel<double>& gemm_kernel_f64();
+}  // namespace fastconv::cpu::avx512
+#endif
+
+namespace fastconv::cpu::gemm_detail {
+
+#if defined(FC_X86)
+inline const GemmKernel<float>& kernel_avx2_f32() { return avx2::gemm_kernel_f32(); }
+inline const GemmKernel<double>& kernel_avx2_f64() { return avx2::gemm_kernel_f64(); }
+inline const GemmKernel<float>& kernel_avx512_f32() { return avx512::gemm_kernel_f32(); }
+inline const GemmKernel<double>& kernel_avx512_f64() { return avx512::gemm_kernel_f64(); }
 #endif
 
 namespace {  // private to each including TU (see the header comment)

@@ -21,14 +21,14 @@
 
 #include <algorithm>
 #include <cstring>
-#include <memory>
-#include <vector>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
+#include "cpu/isa_buffer.h"
 #include "cpu/kernels.h"
+#include "errors.h"
 
 namespace fastconv::cpu::FC_ISA {
 namespace {
@@ -83,10 +83,10 @@ double fma_loop(double seconds, double* elapsed, float* sink) {
 }  // namespace
 
 double peak_fma_gflops(double seconds) {
-  FC_CHECK(seconds > 0.0, "peak: seconds must be positive (got ", seconds, ")");
+  FC_ISA_CHECK(seconds > 0.0, "peak: seconds must be positive (got %g)", seconds);
   const int threads = omp_get_max_threads();
-  std::vector<double> flops(threads, 0.0), elapsed(threads, 0.0);
-  std::vector<float> sink(threads, 0.0f);
+  Buffer<double> flops(threads), elapsed(threads);
+  Buffer<float> sink(threads);
 #pragma omp parallel num_threads(threads)
   {
     const int t = omp_get_thread_num();
@@ -99,19 +99,22 @@ double peak_fma_gflops(double seconds) {
     total += flops[t];
     longest = std::max(longest, elapsed[t]);
   }
-  FC_CHECK(sink[0] == sink[0], "peak: FMA loop produced NaN");
+  FC_ISA_CHECK(sink[0] == sink[0], "peak: FMA loop produced NaN");
   return longest > 0.0 ? total / longest / 1e9 : 0.0;
 }
 
 double peak_copy_gbs(double seconds, index_t bytes) {
-  FC_CHECK(seconds > 0.0, "peak: seconds must be positive (got ", seconds, ")");
-  FC_CHECK(bytes >= (1 << 20), "peak: copy buffer must be at least 1 MiB (got ", bytes, " bytes)");
+  FC_ISA_CHECK(seconds > 0.0, "peak: seconds must be positive (got %g)", seconds);
+  FC_ISA_CHECK(bytes >= (1 << 20), "peak: copy buffer must be at least 1 MiB (got %lld bytes)",
+               (long long)bytes);
   const int threads = omp_get_max_threads();
   const index_t chunk = (bytes / threads) & ~index_t(63);
   const std::size_t total = std::size_t(chunk) * std::size_t(threads);
-  std::unique_ptr<char[]> src(new char[total + 64]), dst(new char[total + 64]);
-  char* s = src.get() + (64 - reinterpret_cast<std::uintptr_t>(src.get()) % 64) % 64;
-  char* d = dst.get() + (64 - reinterpret_cast<std::uintptr_t>(dst.get()) % 64) % 64;
+  // 64-byte aligned, and not written here: each thread touches its part first (below).
+  Buffer<char> src = Buffer<char>::uninitialized(index_t(total));
+  Buffer<char> dst = Buffer<char>::uninitialized(index_t(total));
+  char* s = src.data();
+  char* d = dst.data();
 #pragma omp parallel num_threads(threads)
   {  // first touch by the copying thread
     const index_t t = omp_get_thread_num();
@@ -137,7 +140,7 @@ double peak_copy_gbs(double seconds, index_t bytes) {
     if (t1 > t0) best = std::max(best, 2.0 * double(total) / (t1 - t0) / 1e9);
     ++reps;
   }
-  FC_CHECK(d[0] == 1, "peak: copy did not copy");
+  FC_ISA_CHECK(d[0] == 1, "peak: copy did not copy");
   return best;
 }
 

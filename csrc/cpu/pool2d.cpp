@@ -38,14 +38,15 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <vector>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
+#include "cpu/isa_buffer.h"
 #include "cpu/kernels.h"
 #include "cpu/partial_avx2.h"
+#include "errors.h"
 
 #if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
 // Output rows of CNN pooling are short (7..112): 16-lane vectors leave most of a row to the
@@ -66,7 +67,7 @@ namespace {
 struct Axis {
   index_t k = 1, stride = 1, pad = 0, dil = 1;
   index_t lo = 0, hi = 0;
-  std::vector<index_t> first, count, padded;
+  Buffer<index_t> first, count, padded;
 };
 
 Axis make_axis(index_t in, index_t out, index_t k, index_t stride, index_t pad, index_t dil,
@@ -289,7 +290,7 @@ void for_each_row(const PoolParams& p, Fn fn) {
   const bool big = items * p.Q * p.R * p.S > 32768;  // below this, threads cost more than they save
 #pragma omp parallel if (big)
   {
-    std::vector<T> t(static_cast<std::size_t>(p.W));
+    Buffer<T> t(p.W);
 #pragma omp for schedule(static)
     for (index_t item = 0; item < items; ++item) fn(item / p.P, item % p.P, t.data());
   }
@@ -365,8 +366,8 @@ void global_avg(const PoolParams& p, const T* x, T* y) {
 
 // Divisor of the columns (times the row's, below) for average pooling.
 template <class T>
-std::vector<T> column_divisors(const PoolParams& p, const Axis& aw) {
-  std::vector<T> d(static_cast<std::size_t>(p.Q), T(1));
+Buffer<T> column_divisors(const PoolParams& p, const Axis& aw) {
+  Buffer<T> d(p.Q, T(1));
   if (p.divisor_override == 0)
     for (index_t q = 0; q < p.Q; ++q) d[q] = T(p.count_include_pad ? aw.padded[q] : aw.count[q]);
   return d;
@@ -462,7 +463,7 @@ void avg_pool2d(const PoolParams& p, const T* x, T* y) {
       }
     return;
   }
-  const std::vector<T> cdiv = column_divisors<T>(p, aw);
+  const Buffer<T> cdiv = column_divisors<T>(p, aw);
   for_each_row<T>(p, [&](index_t plane, index_t op, T* t) {
     T* yr = y + plane * PQ + op * p.Q;
     pool_row<SumOp>(ah, aw, op, x + plane * HW, p.W, p.Q, t, yr);
@@ -479,13 +480,13 @@ void lp_pool2d(const PoolParams& p, const T* x, T* y) {
   const bool to_inf = std::isinf(np), neg = np < 0;
   const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, p.adaptive);
   const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, p.adaptive);
-  const std::vector<T> cdiv = column_divisors<T>(p, aw);
+  const Buffer<T> cdiv = column_divisors<T>(p, aw);
   const T pw = T(np), inv = T(1.0 / np), full = T(p.R * p.S);
   const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
   // x^p is computed once per plane (windows overlap) into a per-thread buffer.
 #pragma omp parallel if (planes * HW > 32768)
   {
-    std::vector<T> xq(static_cast<std::size_t>(HW)), t(static_cast<std::size_t>(p.W));
+    Buffer<T> xq(HW), t(p.W);
 #pragma omp for schedule(static)
     for (index_t plane = 0; plane < planes; ++plane) {
       const T* xp = x + plane * HW;
@@ -550,18 +551,19 @@ void max_pool2d_backward(const PoolParams& p, const T* grad_y, const std::int64_
       }
     }
   }
-  FC_CHECK(bad == 0, "max_pool2d_backward: ", bad, " indices lie outside [0, H*W) = [0, ", HW, ")");
+  FC_ISA_CHECK(bad == 0, "max_pool2d_backward: %lld indices lie outside [0, H*W) = [0, %lld)",
+               (long long)bad, (long long)HW);
 }
 
 template <class T>
 void avg_pool2d_backward(const PoolParams& p, const T* grad_y, T* grad_x) {
   const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, p.adaptive);
   const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, p.adaptive);
-  const std::vector<T> cdiv = column_divisors<T>(p, aw);
+  const Buffer<T> cdiv = column_divisors<T>(p, aw);
   const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
 #pragma omp parallel if (pool_parallel(p))
   {
-    std::vector<T> t(static_cast<std::size_t>(p.W)), v(static_cast<std::size_t>(p.Q));
+    Buffer<T> t(p.W), v(p.Q);
 #pragma omp for schedule(static)
     for (index_t plane = 0; plane < planes; ++plane) {
       T* gxp = grad_x + plane * HW;
@@ -582,13 +584,13 @@ void lp_pool2d_backward(const PoolParams& p, const T* grad_y, const T* x, const 
   const bool to_inf = std::isinf(np);
   const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, p.adaptive);
   const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, p.adaptive);
-  const std::vector<T> cdiv = column_divisors<T>(p, aw);
+  const Buffer<T> cdiv = column_divisors<T>(p, aw);
   const T full = T(p.R * p.S), one_minus_p = T(1.0 - np), p_minus_one = T(np - 1.0);
   const T sgn = np < 0 ? T(-1) : T(1);  // +-inf: the max of sgn*|x|
   const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
 #pragma omp parallel if (pool_parallel(p))
   {
-    std::vector<T> t(static_cast<std::size_t>(p.W)), v(static_cast<std::size_t>(p.Q));
+    Buffer<T> t(p.W), v(p.Q);
 #pragma omp for schedule(static)
     for (index_t plane = 0; plane < planes; ++plane) {
       T* gxp = grad_x + plane * HW;
