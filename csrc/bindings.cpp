@@ -1,16 +1,17 @@
-// bindings.cpp: the only file that includes pybind11. It converts arrays to raw
-// pointers after checking them against the problem, releases the GIL and calls
-// the registry. No algorithm logic lives here.
-#include <omp.h>
+// bindings.cpp: the only file that includes pybind11. It turns the caller's arrays into
+// plain tensor descriptors (tensor.h), releases the GIL and calls the registry's boundary
+// (run, prepare, workspace_bytes, ...), which checks everything again. No algorithm logic
+// and no device setup live here; the test hooks at the end (GEMM, tile transforms) call
+// CPU code directly.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <atomic>
 #include <complex>
 #include <cstdint>
 #include <vector>
 
+#include "cpu/backend.h"
 #include "cpu/gemm.h"
 #include "cpu/kernels.h"
 #include "cpu_features.h"
@@ -26,31 +27,122 @@ namespace {
 #define FASTCONV_VERSION "0.0.0"
 #endif
 
-std::atomic<int> g_num_threads{0};  // 0: not yet read from OpenMP
-
-int num_threads() {
-  int n = g_num_threads.load();
-  return n > 0 ? n : omp_get_max_threads();
-}
-
-// OpenMP's thread count is a per-thread setting; apply ours in whichever Python
-// thread calls a kernel.
-void apply_num_threads() { omp_set_num_threads(num_threads()); }
+// Utility bindings (GEMM, weight transpose, peak) run CPU code directly: the CPU backend
+// sets the calling thread's team size first, as the registry does for kernels.
+void enter_cpu() { cpu::enter(ExecContext{}); }
 
 DType dtype_of(const py::array& a, const char* name) {
   if (a.dtype().is(py::dtype::of<float>())) return DType::f32;
   if (a.dtype().is(py::dtype::of<double>())) return DType::f64;
-  throw py::type_error(str_cat("fastconv: ", name, " has dtype ", std::string(py::str(a.dtype())),
-                               "; supported: float32, float64"));
+  throw dtype_error(str_cat("fastconv: ", name, " has dtype ", std::string(py::str(a.dtype())),
+                            "; supported: float32, float64"));
 }
 
-DType dtype_from_name(const std::string& s) {
-  if (s == "float32") return DType::f32;
-  if (s == "float64") return DType::f64;
-  throw py::type_error("fastconv: dtype '" + s + "' is not supported; supported: float32, float64");
+// ---- descriptors: the caller's arrays as plain TensorDesc -------------------------------------
+// A NumPy array is a CPU tensor described by itself; memory of other devices arrives as a
+// _C.Tensor that Python's array adapter made (pointer, dtype, shape, strides, device).
+DType element_type(const py::dtype& dt, const char* name) {
+  if (dt.is(py::dtype::of<float>())) return DType::f32;
+  if (dt.is(py::dtype::of<double>())) return DType::f64;
+  if (dt.is(py::dtype::of<std::int64_t>())) return DType::i64;
+  if (dt.is(py::dtype::of<std::uint8_t>())) return DType::u8;
+  throw dtype_error(str_cat("fastconv: ", name, " has dtype ", std::string(py::str(dt)),
+                            "; supported: float32, float64 (int64 indices, uint8 workspaces)"));
 }
 
-// Checks a C-contiguous array of the given dtype and shape; returns its data pointer.
+TensorDesc desc_of(py::handle h, const char* name) {
+  TensorDesc d;
+  if (!h || h.is_none()) return d;
+  if (py::isinstance<TensorDesc>(h)) {
+    d = h.cast<TensorDesc>();
+    d.present = true;
+    return d;
+  }
+  if (!py::isinstance<py::array>(h))
+    throw py::type_error(str_cat("fastconv: ", name, " must be a numpy.ndarray or a fastconv._C.Tensor, got ",
+                                 std::string(py::str(py::type::handle_of(h).attr("__name__")))));
+  auto a = py::reinterpret_borrow<py::array>(h);
+  d.dtype = element_type(a.dtype(), name);
+  FC_CHECK(a.ndim() <= TensorDesc::kMaxDims, name, " has ", a.ndim(), " dimensions, at most ",
+           TensorDesc::kMaxDims, " are supported");
+  d.ndim = int(a.ndim());
+  const index_t item = a.itemsize();
+  for (int i = 0; i < d.ndim; ++i) {
+    d.shape[i] = a.shape(i);
+    // A byte stride that is no multiple of the element size cannot be described in elements:
+    // mark it so that contiguous() fails (unless the dimension has one element).
+    d.strides[i] = a.strides(i) % item == 0 ? a.strides(i) / item : -1;
+  }
+  d.data = const_cast<void*>(a.data());
+  d.writable = a.writeable();
+  d.present = true;
+  return d;
+}
+
+TensorArgs tensor_args(const py::dict& tensors) {
+  TensorArgs t;
+  for (auto item : tensors) {
+    const std::string key = py::str(item.first);
+    TensorDesc* slot = key == "x"           ? &t.x
+                       : key == "w"         ? &t.w
+                       : key == "bias"      ? &t.bias
+                       : key == "y"         ? &t.y
+                       : key == "indices"   ? &t.indices
+                       : key == "grad_y"    ? &t.grad_y
+                       : key == "grad_x"    ? &t.grad_x
+                       : key == "grad_w"    ? &t.grad_w
+                       : key == "grad_bias" ? &t.grad_bias
+                                            : nullptr;
+    FC_CHECK(slot, "unknown tensor '", key, "'; expected x, w, bias, y, indices, grad_y, grad_x, grad_w, grad_bias");
+    *slot = desc_of(item.second, key.c_str());
+  }
+  return t;
+}
+
+ExecContext context(const std::string& device, int device_index, std::uintptr_t stream) {
+  ExecContext ctx;
+  ctx.device = device_from_name(device);
+  FC_CHECK(device_index >= 0, "device_index must be >= 0 (got ", device_index, ")");
+  ctx.device_index = device_index;
+  ctx.stream = reinterpret_cast<void*>(stream);
+  return ctx;
+}
+
+// A convolution problem for the queries (supports, workspace_bytes, ...), which name the dtype.
+Problem conv_problem(const std::string& op, const ConvParams& p, const std::string& dtype, bool prepared) {
+  Problem pr;
+  pr.op = op_from_name(op);
+  FC_CHECK(pr.op == Op::conv2d_forward || pr.op == Op::conv2d_backward_data || pr.op == Op::conv2d_backward_weight,
+           "op must be a convolution op (conv2d_forward, conv2d_backward_data, conv2d_backward_weight), got '", op,
+           "'");
+  pr.conv = p;
+  pr.dtype = dtype_from_name(dtype);
+  pr.prepared = prepared;
+  return pr;
+}
+
+// The problem of a run() call: the op and its params (ConvParams or PoolParams); the dtype
+// comes from the tensors.
+Problem run_problem(const std::string& op, const py::handle& params, bool prepared) {
+  Problem pr;
+  pr.op = op_from_name(op);
+  const bool conv = pr.op == Op::conv2d_forward || pr.op == Op::conv2d_backward_data ||
+                    pr.op == Op::conv2d_backward_weight;
+  if (py::isinstance<ConvParams>(params)) {
+    FC_CHECK(conv, op, " takes PoolParams");
+    pr.conv = params.cast<ConvParams>();
+  } else if (py::isinstance<PoolParams>(params)) {
+    FC_CHECK(!conv, op, " takes ConvParams");
+    pr.pool = params.cast<PoolParams>();
+  } else {
+    throw py::type_error("fastconv: params must be a ConvParams or a PoolParams");
+  }
+  pr.prepared = prepared;
+  return pr;
+}
+
+// Checks a C-contiguous array of the given dtype and shape; returns its data pointer (the
+// utility bindings below, which take NumPy arrays on the CPU).
 void* checked_data(const py::array& a, const char* name, py::dtype dtype,
                    std::initializer_list<index_t> shape, bool writable) {
   FC_CHECK(a.dtype().is(dtype), name, " has dtype ", std::string(py::str(a.dtype())),
@@ -65,156 +157,6 @@ void* checked_data(const py::array& a, const char* name, py::dtype dtype,
     ++i;
   }
   return const_cast<void*>(a.data());
-}
-
-py::dtype np_dtype(DType t) { return t == DType::f32 ? py::dtype::of<float>() : py::dtype::of<double>(); }
-
-void* checked_workspace(const std::optional<py::array>& ws, index_t need) {
-  if (need == 0) return nullptr;
-  FC_CHECK(ws.has_value(), "this kernel needs a workspace of ", need, " bytes");
-  FC_CHECK(ws->flags() & py::array::c_style, "workspace must be C-contiguous");
-  FC_CHECK(index_t(ws->nbytes()) >= need, "workspace has ", ws->nbytes(), " bytes, needs ", need);
-  return const_cast<void*>(ws->data());
-}
-
-// A convolution op by name (supports/workspace_bytes take one).
-Op conv_op_from_name(const std::string& s) {
-  for (Op op : {Op::conv2d_forward, Op::conv2d_backward_data, Op::conv2d_backward_weight})
-    if (s == op_name(op)) return op;
-  FC_CHECK(false, "op must be conv2d_forward, conv2d_backward_data or conv2d_backward_weight (got '", s, "')");
-  return Op::conv2d_forward;
-}
-
-// The kernel for a convolution problem (forward or backward), after checking it can run it (and, for a
-// plan, that it has a prepared form).
-const Kernel& conv_kernel(const std::string& algorithm, const Problem& pr) {
-  check_conv_params(pr.conv);
-  const Kernel& k = *find_kernel(pr.op, algorithm);
-  std::string why = k.supports(pr);
-  FC_CHECK(why.empty(), "algorithm '", algorithm, "' cannot run this problem: ", why);
-  FC_CHECK(!pr.prepared || k.prepare, "algorithm '", algorithm, "' has no prepared weights");
-  return k;
-}
-
-Problem conv_problem(const ConvParams& p, DType dtype, bool prepared, Op op = Op::conv2d_forward) {
-  Problem pr;
-  pr.op = op;
-  pr.conv = p;
-  pr.dtype = dtype;
-  pr.prepared = prepared;
-  return pr;
-}
-
-index_t prepared_bytes(const Kernel& k, const Problem& pr) {
-  return k.prepare ? k.prepared_bytes(pr) : 0;
-}
-
-// w is (K, C/groups, R, S), or with `prepared` the 1-D output of prepare_weights.
-void conv2d_forward(const std::string& algorithm, const ConvParams& p, const py::array& x,
-                    const py::array& w, const std::optional<py::array>& bias, py::array& y,
-                    const std::optional<py::array>& workspace, bool prepared) {
-  const Problem pr = conv_problem(p, dtype_of(x, "x"), prepared);
-  const Kernel& k = conv_kernel(algorithm, pr);
-  py::dtype dt = np_dtype(pr.dtype);
-  Tensors t;
-  t.x = checked_data(x, "x", dt, {p.N, p.C, p.H, p.W}, false);
-  if (prepared)
-    t.w = checked_data(w, "prepared weight", dt, {prepared_bytes(k, pr) / dtype_size(pr.dtype)}, false);
-  else
-    t.w = checked_data(w, "weight", dt, {p.K, p.C_per_group(), p.R, p.S}, false);
-  if (bias) t.bias = checked_data(*bias, "bias", dt, {p.K}, false);
-  t.y = checked_data(y, "y", dt, {p.N, p.K, p.P, p.Q}, true);
-  t.workspace = checked_workspace(workspace, k.workspace_bytes(pr));
-  if (p.N == 0) return;
-  py::gil_scoped_release nogil;
-  apply_num_threads();
-  k.run(pr, t);
-}
-
-// grad_y (N, K, P, Q), w (K, C/groups, R, S) -> grad_x (N, C, H, W), overwritten.
-void conv2d_backward_data(const std::string& algorithm, const ConvParams& p, const py::array& grad_y,
-                          const py::array& w, py::array& grad_x, const std::optional<py::array>& workspace) {
-  const Problem pr = conv_problem(p, dtype_of(grad_y, "grad_y"), false, Op::conv2d_backward_data);
-  const Kernel& k = conv_kernel(algorithm, pr);
-  py::dtype dt = np_dtype(pr.dtype);
-  Tensors t;
-  t.grad_y = checked_data(grad_y, "grad_y", dt, {p.N, p.K, p.P, p.Q}, false);
-  t.w = checked_data(w, "weight", dt, {p.K, p.C_per_group(), p.R, p.S}, false);
-  t.grad_x = checked_data(grad_x, "grad_x", dt, {p.N, p.C, p.H, p.W}, true);
-  t.workspace = checked_workspace(workspace, k.workspace_bytes(pr));
-  if (p.N == 0) return;
-  py::gil_scoped_release nogil;
-  apply_num_threads();
-  k.run(pr, t);
-}
-
-// grad_y (N, K, P, Q), x (N, C, H, W) -> grad_w (K, C/groups, R, S) and grad_bias (K),
-// each overwritten when given (at least one must be).
-void conv2d_backward_weight(const std::string& algorithm, const ConvParams& p, const py::array& grad_y,
-                            const py::array& x, const std::optional<py::array>& grad_w,
-                            const std::optional<py::array>& grad_bias,
-                            const std::optional<py::array>& workspace) {
-  const Problem pr = conv_problem(p, dtype_of(grad_y, "grad_y"), false, Op::conv2d_backward_weight);
-  const Kernel& k = conv_kernel(algorithm, pr);
-  FC_CHECK(grad_w || grad_bias, "conv2d_backward_weight needs grad_w, grad_bias or both");
-  py::dtype dt = np_dtype(pr.dtype);
-  Tensors t;
-  t.grad_y = checked_data(grad_y, "grad_y", dt, {p.N, p.K, p.P, p.Q}, false);
-  t.x = checked_data(x, "x", dt, {p.N, p.C, p.H, p.W}, false);
-  if (grad_w) t.grad_w = checked_data(*grad_w, "grad_w", dt, {p.K, p.C_per_group(), p.R, p.S}, true);
-  if (grad_bias) t.grad_bias = checked_data(*grad_bias, "grad_bias", dt, {p.K}, true);
-  t.workspace = grad_w ? checked_workspace(workspace, k.workspace_bytes(pr)) : nullptr;
-  py::gil_scoped_release nogil;  // N == 0 runs too: the gradients are then zero
-  apply_num_threads();
-  k.run(pr, t);
-}
-
-void pool2d_forward(Op op, const PoolParams& p, const py::array& x, py::array& y,
-                    const std::optional<py::array>& indices) {
-  check_pool_params(p);
-  Problem pr;
-  pr.op = op;
-  pr.pool = p;
-  pr.dtype = dtype_of(x, "x");
-  const Kernel& k = *find_kernel(op, "direct");
-  py::dtype dt = np_dtype(pr.dtype);
-  Tensors t;
-  t.x = checked_data(x, "x", dt, {p.N, p.C, p.H, p.W}, false);
-  t.y = checked_data(y, "y", dt, {p.N, p.C, p.P, p.Q}, true);
-  if (indices) {
-    FC_CHECK(op == Op::max_pool2d_forward, "indices are only returned by max pooling");
-    t.indices = static_cast<std::int64_t*>(
-        checked_data(*indices, "indices", py::dtype::of<std::int64_t>(), {p.N, p.C, p.P, p.Q}, true));
-  }
-  if (p.N == 0) return;
-  py::gil_scoped_release nogil;
-  apply_num_threads();
-  k.run(pr, t);
-}
-
-// grad_y (N, C, P, Q) -> grad_x (N, C, H, W), overwritten. Max pooling reads the forward's
-// indices; Lp pooling reads x and the forward's y.
-void pool2d_backward(Op op, const PoolParams& p, const py::array& grad_y, py::array& grad_x,
-                     const py::array* indices, const py::array* x, const py::array* y) {
-  check_pool_params(p);
-  Problem pr;
-  pr.op = op;
-  pr.pool = p;
-  pr.dtype = dtype_of(grad_y, "grad_y");
-  const Kernel& k = *find_kernel(op, "direct");
-  py::dtype dt = np_dtype(pr.dtype);
-  Tensors t;
-  t.grad_y = checked_data(grad_y, "grad_y", dt, {p.N, p.C, p.P, p.Q}, false);
-  t.grad_x = checked_data(grad_x, "grad_x", dt, {p.N, p.C, p.H, p.W}, true);
-  if (indices)
-    t.indices = static_cast<std::int64_t*>(
-        checked_data(*indices, "indices", py::dtype::of<std::int64_t>(), {p.N, p.C, p.P, p.Q}, false));
-  if (x) t.x = checked_data(*x, "x", dt, {p.N, p.C, p.H, p.W}, false);
-  if (y) t.y = checked_data(*y, "y", dt, {p.N, p.C, p.P, p.Q}, false);
-  if (p.N == 0) return;
-  py::gil_scoped_release nogil;
-  apply_num_threads();
-  k.run(pr, t);
 }
 
 // pack_a / pack_b: pack that operand first (gemm_pack_a/b) and multiply from the packed
@@ -235,7 +177,7 @@ void gemm_typed(bool ta, bool tb, double alpha, const py::array& A, const py::ar
   auto c = static_cast<T*>(checked_data(C, "C", dt, {M, N}, true));
   const T* bm = bias ? static_cast<const T*>(checked_data(*bias, "bias", dt, {M}, false)) : nullptr;
   py::gil_scoped_release nogil;
-  apply_num_threads();
+  enter_cpu();
   if (!pack_a && !pack_b) {
     cpu::gemm<T>(ta, tb, M, N, K, T(alpha), a, A.shape(1), b, B.shape(1), T(beta), c, N, bm);
     return;
@@ -272,7 +214,7 @@ void transpose_rotate_weight_typed(const py::array& w, py::array& wt, index_t gr
   auto dst = static_cast<T*>(checked_data(wt, "wt", dt, {Cg * groups, K / groups, R, S}, true));
   FC_CHECK(!ranges_overlap(w, wt), "wt must not overlap w");
   py::gil_scoped_release nogil;
-  apply_num_threads();
+  enter_cpu();
   cpu::transpose_rotate_weight<T>(K, Cg, groups, R * S, src, dst);
 }
 
@@ -316,7 +258,7 @@ void gemm_gathered_typed(double alpha, const py::array& A, const py::array& data
     }
   auto c = static_cast<T*>(checked_data(C, "C", dt, {M, N}, true));
   py::gil_scoped_release nogil;
-  apply_num_threads();
+  enter_cpu();
   cpu::gemm_ex<T>(M, N, K, T(alpha), cpu::GemmOperand<T>::plain(a, K),
                   cpu::GemmOperand<T>::gathered(d, ko, so, segment), T(beta), c, N);
 }
@@ -327,13 +269,6 @@ void gemm_gathered(double alpha, const py::array& A, const py::array& data, cons
     gemm_gathered_typed<float>(alpha, A, data, k_offsets, segment_offsets, segment, beta, C);
   else
     gemm_gathered_typed<double>(alpha, A, data, k_offsets, segment_offsets, segment, beta, C);
-}
-
-std::string isa_mask_names(unsigned mask) {
-  std::string s;
-  for (Isa i : {Isa::scalar, Isa::avx2, Isa::avx512})
-    if (mask & (1u << int(i))) s += (s.empty() ? "" : ",") + std::string(isa_name(i));
-  return s;
 }
 
 // ---- Winograd: the matrices of math/winograd.h and one-tile transforms, for the tests ----
@@ -415,6 +350,7 @@ void bind_fft(py::module_& m) {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastconv core: convolution and pooling kernels (see fastconv for the Python API)";
+  py::register_exception<dtype_error>(m, "DTypeError", PyExc_TypeError);
   active_isa();  // reads FASTCONV_ISA now, so a bad value fails the import, not a later call
   bind_winograd(m);
   bind_fft(m);
@@ -446,97 +382,112 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("norm_type", &PoolParams::norm_type)
       .def_readwrite("divisor_override", &PoolParams::divisor_override);
 
+  py::class_<TensorDesc>(m, "Tensor",
+                         "A tensor's description for the core (pointer, dtype, shape, strides in elements, "
+                         "device): how memory that is not a NumPy array reaches a kernel.")
+      .def(py::init([](std::uintptr_t data, const std::string& dtype, const std::vector<index_t>& shape,
+                       std::optional<std::vector<index_t>> strides, const std::string& device, int device_index,
+                       bool writable) {
+             TensorDesc d;
+             d.data = reinterpret_cast<void*>(data);
+             d.dtype = dtype == "int64" ? DType::i64 : dtype == "uint8" ? DType::u8 : dtype_from_name(dtype);
+             FC_CHECK(shape.size() <= size_t(TensorDesc::kMaxDims), "at most ", TensorDesc::kMaxDims,
+                      " dimensions are supported (got ", shape.size(), ")");
+             FC_CHECK(!strides || strides->size() == shape.size(), "strides must have one entry per dimension");
+             d.ndim = int(shape.size());
+             index_t step = 1;
+             for (int i = d.ndim - 1; i >= 0; --i) {
+               FC_CHECK(shape[i] >= 0, "shape must be non-negative");
+               d.shape[i] = shape[i];
+               d.strides[i] = strides ? (*strides)[i] : step;
+               step *= shape[i];
+             }
+             d.device = device_from_name(device);
+             FC_CHECK(device_index >= 0, "device_index must be >= 0 (got ", device_index, ")");
+             d.device_index = device_index;
+             d.writable = writable;
+             d.present = true;
+             return d;
+           }),
+           py::arg("data"), py::arg("dtype"), py::arg("shape"), py::arg("strides") = py::none(),
+           py::arg("device") = "cpu", py::arg("device_index") = 0, py::arg("writable") = true)
+      .def_property_readonly("data", [](const TensorDesc& d) { return reinterpret_cast<std::uintptr_t>(d.data); })
+      .def_property_readonly("dtype", [](const TensorDesc& d) { return std::string(dtype_name(d.dtype)); })
+      .def_property_readonly("shape", [](const TensorDesc& d) { return std::vector<index_t>(d.shape, d.shape + d.ndim); })
+      .def_property_readonly("strides",
+                             [](const TensorDesc& d) { return std::vector<index_t>(d.strides, d.strides + d.ndim); })
+      .def_property_readonly("device", [](const TensorDesc& d) { return std::string(device_name(d.device)); })
+      .def_property_readonly("device_index", [](const TensorDesc& d) { return d.device_index; })
+      .def_property_readonly("writable", [](const TensorDesc& d) { return d.writable; })
+      .def_static("of", [](const py::array& a) { return desc_of(a, "array"); }, py::arg("array"),
+                  "The descriptor the core makes of a NumPy array.");
+
   m.def("kernels", [] {
     py::list rows;
     for (const Kernel& k : kernel_table()) {
       py::dict d;
       d["algorithm"] = k.algorithm;
       d["op"] = op_name(k.op);
-      d["device"] = k.device;
-      d["isas"] = isa_mask_names(k.isas);
+      d["device"] = device_name(k.device);
       d["prepares"] = k.prepare != nullptr;
       rows.append(d);
     }
     return rows;
   }, "The kernel table: one dict per (algorithm, op, device).");
 
+  m.def("run", [](const std::string& op, const std::string& algorithm, const py::handle& params,
+                  const py::dict& tensors, const py::handle& workspace, const std::string& device,
+                  int device_index, std::uintptr_t stream, bool prepared) {
+    const Problem pr = run_problem(op, params, prepared);
+    const TensorArgs args = tensor_args(tensors);
+    const TensorDesc ws = desc_of(workspace, "workspace");
+    const ExecContext ctx = context(device, device_index, stream);
+    py::gil_scoped_release nogil;
+    run(pr, algorithm, ctx, args, ws);
+  }, py::arg("op"), py::arg("algorithm"), py::arg("params"), py::arg("tensors"),
+     py::arg("workspace") = py::none(), py::arg("device") = "cpu", py::arg("device_index") = 0,
+     py::arg("stream") = 0, py::arg("prepared") = false,
+     "Runs one op of the kernel table. tensors maps slot names (x, w, bias, y, indices, grad_y, grad_x, "
+     "grad_w, grad_bias) to NumPy arrays or Tensor descriptors; outputs are overwritten. Every tensor is "
+     "checked (shape, dtype, contiguity, device, alignment) before the kernel runs; with prepared=True, "
+     "w is the output of prepare_weights.");
+
   m.def("supports", [](const std::string& algorithm, const ConvParams& p, const std::string& dtype,
-                       const std::string& op) {
-    Problem pr;
-    pr.op = conv_op_from_name(op);
-    pr.conv = p;
-    pr.dtype = dtype_from_name(dtype);
-    return find_kernel(pr.op, algorithm)->supports(pr);
+                       const std::string& op, const std::string& device) {
+    return supports(conv_problem(op, p, dtype, false), algorithm, device_from_name(device));
   }, py::arg("algorithm"), py::arg("params"), py::arg("dtype"), py::arg("op") = "conv2d_forward",
-     "'' when the algorithm can run this convolution op, else the reason it cannot.");
+     py::arg("device") = "cpu", "'' when the algorithm can run this convolution op, else the reason it cannot.");
 
   m.def("workspace_bytes", [](const std::string& algorithm, const ConvParams& p, const std::string& dtype,
-                              bool prepared, const std::string& op) {
-    check_conv_params(p);
-    apply_num_threads();  // workspaces are sized for the team that will run the kernel
-    const Problem pr = conv_problem(p, dtype_from_name(dtype), prepared, conv_op_from_name(op));
-    const Kernel& k = *find_kernel(pr.op, algorithm);
-    FC_CHECK(!prepared || k.prepare, "algorithm '", algorithm, "' has no prepared weights");
-    return k.workspace_bytes(pr);
+                              bool prepared, const std::string& op, const std::string& device, int device_index) {
+    return workspace_bytes(conv_problem(op, p, dtype, prepared), algorithm,
+                           context(device, device_index, 0));
   }, py::arg("algorithm"), py::arg("params"), py::arg("dtype"), py::arg("prepared") = false,
-     py::arg("op") = "conv2d_forward",
+     py::arg("op") = "conv2d_forward", py::arg("device") = "cpu", py::arg("device_index") = 0,
      "Workspace bytes the algorithm needs for this convolution op (conv2d_forward, "
      "conv2d_backward_data, conv2d_backward_weight) at the current thread count "
      "(with prepared=True: when its weights come from prepare_weights).");
 
-  m.def("prepared_bytes", [](const std::string& algorithm, const ConvParams& p, const std::string& dtype) {
-    const Problem pr = conv_problem(p, dtype_from_name(dtype), false);
-    return prepared_bytes(conv_kernel(algorithm, pr), pr);
-  }, py::arg("algorithm"), py::arg("params"), py::arg("dtype"),
+  m.def("prepared_bytes", [](const std::string& algorithm, const ConvParams& p, const std::string& dtype,
+                             const std::string& device) {
+    return prepared_bytes(conv_problem("conv2d_forward", p, dtype, false), algorithm,
+                          device_from_name(device));
+  }, py::arg("algorithm"), py::arg("params"), py::arg("dtype"), py::arg("device") = "cpu",
      "Bytes of the algorithm's prepared (pre-transformed) weights; 0 when it has none.");
 
-  m.def("prepare_weights", [](const std::string& algorithm, const ConvParams& p, const py::array& w,
-                              py::array& out) {
-    const Problem pr = conv_problem(p, dtype_of(w, "weight"), false);
-    const Kernel& k = conv_kernel(algorithm, pr);
-    FC_CHECK(k.prepare, "algorithm '", algorithm, "' has no prepared weights");
-    py::dtype dt = np_dtype(pr.dtype);
-    const void* wp = checked_data(w, "weight", dt, {p.K, p.C_per_group(), p.R, p.S}, false);
-    void* op = checked_data(out, "out", dt, {k.prepared_bytes(pr) / dtype_size(pr.dtype)}, true);
+  m.def("prepare_weights", [](const std::string& algorithm, const ConvParams& p, const py::handle& w,
+                              const py::handle& out, const std::string& device, int device_index, std::uintptr_t stream) {
+    const TensorDesc wd = desc_of(w, "weight"), od = desc_of(out, "out");
+    FC_CHECK(wd.present && od.present, "prepare_weights needs w and out");
+    if (wd.dtype != DType::f32 && wd.dtype != DType::f64)
+      throw dtype_error(str_cat("fastconv: weight has dtype ", dtype_name(wd.dtype), "; supported: float32, float64"));
+    const Problem pr = conv_problem("conv2d_forward", p, dtype_name(wd.dtype), false);
+    const ExecContext ctx = context(device, device_index, stream);
     py::gil_scoped_release nogil;
-    apply_num_threads();
-    k.prepare(pr, wp, op);
-  }, py::arg("algorithm"), py::arg("params"), py::arg("w"), py::arg("out"),
+    prepare(pr, algorithm, ctx, wd, od);
+  }, py::arg("algorithm"), py::arg("params"), py::arg("w"), py::arg("out"), py::arg("device") = "cpu",
+     py::arg("device_index") = 0, py::arg("stream") = 0,
      "Writes the algorithm's prepared weights (1-D, prepared_bytes / itemsize elements) into out.");
-
-  m.def("conv2d_forward", &conv2d_forward, py::arg("algorithm"), py::arg("params"), py::arg("x"),
-        py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("workspace") = py::none(),
-        py::arg("prepared") = false);
-
-  m.def("max_pool2d_forward", [](const PoolParams& p, const py::array& x, py::array& y,
-                                 const std::optional<py::array>& indices) {
-    pool2d_forward(Op::max_pool2d_forward, p, x, y, indices);
-  }, py::arg("params"), py::arg("x"), py::arg("y"), py::arg("indices") = py::none());
-  m.def("avg_pool2d_forward", [](const PoolParams& p, const py::array& x, py::array& y) {
-    pool2d_forward(Op::avg_pool2d_forward, p, x, y, std::nullopt);
-  }, py::arg("params"), py::arg("x"), py::arg("y"));
-  m.def("lp_pool2d_forward", [](const PoolParams& p, const py::array& x, py::array& y) {
-    pool2d_forward(Op::lp_pool2d_forward, p, x, y, std::nullopt);
-  }, py::arg("params"), py::arg("x"), py::arg("y"));
-
-  m.def("conv2d_backward_data", &conv2d_backward_data, py::arg("algorithm"), py::arg("params"),
-        py::arg("grad_y"), py::arg("w"), py::arg("grad_x"), py::arg("workspace") = py::none(),
-        "grad_x (N, C, H, W) = the gradient of conv2d_forward's y with respect to x, given grad_y.");
-  m.def("conv2d_backward_weight", &conv2d_backward_weight, py::arg("algorithm"), py::arg("params"),
-        py::arg("grad_y"), py::arg("x"), py::arg("grad_w"), py::arg("grad_bias") = py::none(),
-        py::arg("workspace") = py::none(),
-        "grad_w (K, C/groups, R, S) and/or grad_bias (K) of conv2d_forward, given grad_y and x.");
-  m.def("max_pool2d_backward", [](const PoolParams& p, const py::array& grad_y, const py::array& indices,
-                                  py::array& grad_x) {
-    pool2d_backward(Op::max_pool2d_backward, p, grad_y, grad_x, &indices, nullptr, nullptr);
-  }, py::arg("params"), py::arg("grad_y"), py::arg("indices"), py::arg("grad_x"));
-  m.def("avg_pool2d_backward", [](const PoolParams& p, const py::array& grad_y, py::array& grad_x) {
-    pool2d_backward(Op::avg_pool2d_backward, p, grad_y, grad_x, nullptr, nullptr, nullptr);
-  }, py::arg("params"), py::arg("grad_y"), py::arg("grad_x"));
-  m.def("lp_pool2d_backward", [](const PoolParams& p, const py::array& grad_y, const py::array& x,
-                                 const py::array& y, py::array& grad_x) {
-    pool2d_backward(Op::lp_pool2d_backward, p, grad_y, grad_x, nullptr, &x, &y);
-  }, py::arg("params"), py::arg("grad_y"), py::arg("x"), py::arg("y"), py::arg("grad_x"));
 
   m.def("transpose_rotate_weight", &transpose_rotate_weight, py::arg("w"), py::arg("wt"),
         py::arg("groups") = 1,
@@ -562,7 +513,7 @@ PYBIND11_MODULE(_C, m) {
     double gflops = 0.0, gbs = 0.0;
     {
       py::gil_scoped_release nogil;
-      apply_num_threads();
+      enter_cpu();
       gflops = FC_PICK_ISA(peak_fma_gflops)(seconds);
       gbs = FC_PICK_ISA(peak_copy_gbs)(seconds, copy_bytes);
     }
@@ -570,7 +521,7 @@ PYBIND11_MODULE(_C, m) {
     d["gflops"] = gflops;
     d["copy_gbs"] = gbs;
     d["isa"] = std::string(isa_name(active_isa()));
-    d["threads"] = num_threads();
+    d["threads"] = cpu::num_threads();
     d["seconds"] = seconds;
     d["copy_bytes"] = copy_bytes;
     return d;
@@ -582,19 +533,14 @@ PYBIND11_MODULE(_C, m) {
         "Lower (never raise) the instruction set the CPU kernels use.");
   m.def("get_isa", [] { return std::string(isa_name(active_isa())); });
   m.def("detected_isa", [] { return std::string(isa_name(detected_isa())); });
-  m.def("set_num_threads", [](int n) {
-    FC_CHECK(n > 0, "number of threads must be positive (got ", n, ")");
-    g_num_threads = n;
-  }, py::arg("n"));
-  m.def("get_num_threads", &num_threads);
+  m.def("set_num_threads", &cpu::set_num_threads, py::arg("n"), "Threads the CPU kernels use.");
+  m.def("get_num_threads", &cpu::num_threads);
   m.def("build_info", [] {
     py::dict d;
     d["version"] = FASTCONV_VERSION;
-#if defined(FASTCONV_WITH_CUDA)
-    d["cuda_compiled"] = true;
-#else
-    d["cuda_compiled"] = false;
-#endif
+    int cuda_kernels = 0;  // rows of the kernel table that run on CUDA devices
+    for (const Kernel& k : kernel_table()) cuda_kernels += k.device == Device::cuda;
+    d["cuda_kernels"] = cuda_kernels;
     d["openmp"] = _OPENMP;
 #if defined(__VERSION__)
     d["compiler"] = __VERSION__;

@@ -16,9 +16,29 @@ namespace fastconv {
 
 using index_t = std::int64_t;  // every size and offset: tensors may exceed 2^31 elements
 
-enum class DType : int { f32 = 0, f64 = 1 };
-inline int dtype_size(DType t) { return t == DType::f32 ? 4 : 8; }
-inline const char* dtype_name(DType t) { return t == DType::f32 ? "float32" : "float64"; }
+// Element types of tensors. Kernels compute in f32 (and f64 on the CPU); i64 holds max
+// pooling's indices, u8 a workspace's bytes. The codes are explicit so that f16 and bf16
+// can join without renumbering.
+enum class DType : int { f32 = 0, f64 = 1, i64 = 2, u8 = 3 };
+inline int dtype_size(DType t) {
+  switch (t) {
+    case DType::f32: return 4;
+    case DType::u8: return 1;
+    default: return 8;
+  }
+}
+inline const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::f32: return "float32";
+    case DType::f64: return "float64";
+    case DType::i64: return "int64";
+    default: return "uint8";
+  }
+}
+
+// Where a tensor lives and a kernel runs.
+enum class Device : int { cpu = 0, cuda = 1 };
+inline const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
 
 // Concatenate streamable pieces into a message.
 template <class... Args>

@@ -1,9 +1,13 @@
-// registry.cpp: the kernel table, and the checks every problem passes before a
-// kernel sees it (Python validates first; this is the second line of defence).
+// registry.cpp: the kernel table, and the boundary every call from Python goes through
+// (run, prepare, workspace_bytes): the checks every problem and tensor pass before a kernel
+// sees them (Python validates first; this is the second line of defence), and the device's
+// setup (the CPU backend's team size) before the kernel runs.
 #include "registry.h"
 
 #include <limits>
+#include <utility>
 
+#include "cpu/backend.h"
 #include "cpu/kernels.h"
 #include "cpu_features.h"
 
@@ -88,8 +92,6 @@ void check_pool_params(const PoolParams& p) {
 
 namespace {
 
-constexpr unsigned kAllIsas = (1u << int(Isa::scalar)) | (1u << int(Isa::avx2)) | (1u << int(Isa::avx512));
-
 template <class T>
 const T* cp(const void* p) { return static_cast<const T*>(p); }
 template <class T>
@@ -100,8 +102,8 @@ std::string any_conv(const Problem& pr) {
 }
 
 // ---- direct -------------------------------------------------------------------
-index_t direct_ws(const Problem& pr) { return FC_PICK_ISA(conv2d_direct_workspace_bytes)(pr.conv, pr.dtype); }
-void direct_run(const Problem& pr, const Tensors& t) {
+index_t direct_ws(const Problem& pr, const ExecContext&) { return FC_PICK_ISA(conv2d_direct_workspace_bytes)(pr.conv, pr.dtype); }
+void direct_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   if (pr.dtype == DType::f32)
     FC_PICK_ISA(conv2d_direct<float>)(pr.conv, cp<float>(t.x), cp<float>(t.w), cp<float>(t.bias), mp<float>(t.y), t.workspace);
   else
@@ -109,14 +111,14 @@ void direct_run(const Problem& pr, const Tensors& t) {
 }
 
 // ---- im2col + GEMM --------------------------------------------------------------
-index_t im2col_ws(const Problem& pr) { return cpu::conv2d_im2col_workspace_bytes(pr.conv, pr.dtype); }
+index_t im2col_ws(const Problem& pr, const ExecContext&) { return cpu::conv2d_im2col_workspace_bytes(pr.conv, pr.dtype); }
 template <class T>
 void im2col_run_t(const Problem& pr, const Tensors& t) {
   const T* w = cp<T>(t.w);
   cpu::conv2d_im2col<T>(pr.conv, cp<T>(t.x), pr.prepared ? nullptr : w, pr.prepared ? w : nullptr,
                         cp<T>(t.bias), mp<T>(t.y), t.workspace);
 }
-void im2col_run(const Problem& pr, const Tensors& t) {
+void im2col_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   if (pr.dtype == DType::f32)
     im2col_run_t<float>(pr, t);
   else
@@ -126,7 +128,7 @@ index_t im2col_prepared_bytes(const Problem& pr) {
   return pr.dtype == DType::f32 ? cpu::conv2d_im2col_prepared_elems<float>(pr.conv) * 4
                                 : cpu::conv2d_im2col_prepared_elems<double>(pr.conv) * 8;
 }
-void im2col_prepare(const Problem& pr, const void* w, void* out) {
+void im2col_prepare(const Problem& pr, const void* w, void* out, const ExecContext&) {
   if (pr.dtype == DType::f32)
     cpu::conv2d_im2col_prepare<float>(pr.conv, cp<float>(w), mp<float>(out));
   else
@@ -145,13 +147,13 @@ void backward_bias(const Problem& pr, const Tensors& t) {
   else
     cpu::conv2d_backward_bias<double>(pr.conv, cp<double>(t.grad_y), mp<double>(t.grad_bias));
 }
-void direct_data_run(const Problem& pr, const Tensors& t) {
+void direct_data_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   if (pr.dtype == DType::f32)
     FC_PICK_ISA(conv2d_direct_backward_data<float>)(pr.conv, cp<float>(t.grad_y), cp<float>(t.w), mp<float>(t.grad_x));
   else
     FC_PICK_ISA(conv2d_direct_backward_data<double>)(pr.conv, cp<double>(t.grad_y), cp<double>(t.w), mp<double>(t.grad_x));
 }
-void direct_weight_run(const Problem& pr, const Tensors& t) {
+void direct_weight_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   if (t.grad_w) {
     if (pr.dtype == DType::f32)
       FC_PICK_ISA(conv2d_direct_backward_weight<float>)(pr.conv, cp<float>(t.grad_y), cp<float>(t.x), mp<float>(t.grad_w));
@@ -160,15 +162,15 @@ void direct_weight_run(const Problem& pr, const Tensors& t) {
   }
   backward_bias(pr, t);
 }
-index_t im2col_data_ws(const Problem& pr) { return cpu::conv2d_im2col_backward_data_workspace_bytes(pr.conv, pr.dtype); }
-void im2col_data_run(const Problem& pr, const Tensors& t) {
+index_t im2col_data_ws(const Problem& pr, const ExecContext&) { return cpu::conv2d_im2col_backward_data_workspace_bytes(pr.conv, pr.dtype); }
+void im2col_data_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   if (pr.dtype == DType::f32)
     cpu::conv2d_im2col_backward_data<float>(pr.conv, cp<float>(t.grad_y), cp<float>(t.w), mp<float>(t.grad_x), t.workspace);
   else
     cpu::conv2d_im2col_backward_data<double>(pr.conv, cp<double>(t.grad_y), cp<double>(t.w), mp<double>(t.grad_x), t.workspace);
 }
-index_t im2col_weight_ws(const Problem& pr) { return cpu::conv2d_im2col_backward_weight_workspace_bytes(pr.conv, pr.dtype); }
-void im2col_weight_run(const Problem& pr, const Tensors& t) {
+index_t im2col_weight_ws(const Problem& pr, const ExecContext&) { return cpu::conv2d_im2col_backward_weight_workspace_bytes(pr.conv, pr.dtype); }
+void im2col_weight_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   if (t.grad_w) {
     if (pr.dtype == DType::f32)
       cpu::conv2d_im2col_backward_weight<float>(pr.conv, cp<float>(t.grad_y), cp<float>(t.x), mp<float>(t.grad_w), t.workspace);
@@ -192,11 +194,11 @@ std::string winograd_supports(const Problem& pr) {
   return "";
 }
 template <int M>
-index_t winograd_ws(const Problem& pr) {
+index_t winograd_ws(const Problem& pr, const ExecContext&) {
   return FC_PICK_ISA(conv2d_winograd_workspace_bytes)(pr.conv, M, pr.prepared);
 }
 template <int M>
-void winograd_run(const Problem& pr, const Tensors& t) {
+void winograd_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   const float* w = cp<float>(t.w);
   FC_PICK_ISA(conv2d_winograd)(pr.conv, M, cp<float>(t.x), pr.prepared ? nullptr : w,
                                pr.prepared ? w : nullptr, cp<float>(t.bias), mp<float>(t.y), t.workspace);
@@ -206,7 +208,7 @@ index_t winograd_prepared_bytes(const Problem& pr) {
   return FC_PICK_ISA(conv2d_winograd_prepared_bytes)(pr.conv, M);
 }
 template <int M>
-void winograd_prepare(const Problem& pr, const void* w, void* out) {
+void winograd_prepare(const Problem& pr, const void* w, void* out, const ExecContext&) {
   FC_PICK_ISA(conv2d_winograd_prepare)(pr.conv, M, cp<float>(w), mp<float>(out));
 }
 
@@ -227,53 +229,53 @@ std::string fft_supports(const Problem& pr) {
   return "";
 }
 template <int N>
-index_t fft_ws(const Problem& pr) { return FC_PICK_ISA(conv2d_fft_workspace_bytes)(pr.conv, N, pr.prepared); }
+index_t fft_ws(const Problem& pr, const ExecContext&) { return FC_PICK_ISA(conv2d_fft_workspace_bytes)(pr.conv, N, pr.prepared); }
 template <int N>
-void fft_run(const Problem& pr, const Tensors& t) {
+void fft_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   FC_PICK_ISA(conv2d_fft)(pr.conv, N, cp<float>(t.x), cp<float>(t.w), cp<float>(t.bias), mp<float>(t.y),
                           t.workspace, pr.prepared);
 }
 template <int N>
 index_t fft_prepared_bytes(const Problem& pr) { return FC_PICK_ISA(conv2d_fft_prepared_bytes)(pr.conv, N); }
 template <int N>
-void fft_prepare(const Problem& pr, const void* w, void* out) {
+void fft_prepare(const Problem& pr, const void* w, void* out, const ExecContext&) {
   FC_PICK_ISA(conv2d_fft_prepare)(pr.conv, N, cp<float>(w), mp<float>(out));
 }
 
 // ---- pooling --------------------------------------------------------------------
 std::string pool_supports(const Problem&) { return ""; }
-index_t no_ws(const Problem&) { return 0; }
-void max_pool_run(const Problem& pr, const Tensors& t) {
+index_t no_ws(const Problem&, const ExecContext&) { return 0; }
+void max_pool_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   if (pr.dtype == DType::f32)
     FC_PICK_ISA(max_pool2d<float>)(pr.pool, cp<float>(t.x), mp<float>(t.y), t.indices);
   else
     FC_PICK_ISA(max_pool2d<double>)(pr.pool, cp<double>(t.x), mp<double>(t.y), t.indices);
 }
-void avg_pool_run(const Problem& pr, const Tensors& t) {
+void avg_pool_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   if (pr.dtype == DType::f32)
     FC_PICK_ISA(avg_pool2d<float>)(pr.pool, cp<float>(t.x), mp<float>(t.y));
   else
     FC_PICK_ISA(avg_pool2d<double>)(pr.pool, cp<double>(t.x), mp<double>(t.y));
 }
-void lp_pool_run(const Problem& pr, const Tensors& t) {
+void lp_pool_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   if (pr.dtype == DType::f32)
     FC_PICK_ISA(lp_pool2d<float>)(pr.pool, cp<float>(t.x), mp<float>(t.y));
   else
     FC_PICK_ISA(lp_pool2d<double>)(pr.pool, cp<double>(t.x), mp<double>(t.y));
 }
-void max_pool_backward_run(const Problem& pr, const Tensors& t) {
+void max_pool_backward_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   if (pr.dtype == DType::f32)
     FC_PICK_ISA(max_pool2d_backward<float>)(pr.pool, cp<float>(t.grad_y), t.indices, mp<float>(t.grad_x));
   else
     FC_PICK_ISA(max_pool2d_backward<double>)(pr.pool, cp<double>(t.grad_y), t.indices, mp<double>(t.grad_x));
 }
-void avg_pool_backward_run(const Problem& pr, const Tensors& t) {
+void avg_pool_backward_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   if (pr.dtype == DType::f32)
     FC_PICK_ISA(avg_pool2d_backward<float>)(pr.pool, cp<float>(t.grad_y), mp<float>(t.grad_x));
   else
     FC_PICK_ISA(avg_pool2d_backward<double>)(pr.pool, cp<double>(t.grad_y), mp<double>(t.grad_x));
 }
-void lp_pool_backward_run(const Problem& pr, const Tensors& t) {
+void lp_pool_backward_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   if (pr.dtype == DType::f32)
     FC_PICK_ISA(lp_pool2d_backward<float>)(pr.pool, cp<float>(t.grad_y), cp<float>(t.x), cp<float>(t.y), mp<float>(t.grad_x));
   else
@@ -284,41 +286,297 @@ void lp_pool_backward_run(const Problem& pr, const Tensors& t) {
 
 const std::vector<Kernel>& kernel_table() {
   static const std::vector<Kernel> table = {
-      // algorithm  op                      device isas      supports       workspace   run
-      {"direct", Op::conv2d_forward, "cpu", kAllIsas, any_conv, direct_ws, direct_run},
-      {"im2col", Op::conv2d_forward, "cpu", kAllIsas, any_conv, im2col_ws, im2col_run,
+      // algorithm  op  device  supports  workspace  run  [prepared_bytes  prepare]
+      {"direct", Op::conv2d_forward, Device::cpu, any_conv, direct_ws, direct_run},
+      {"im2col", Op::conv2d_forward, Device::cpu, any_conv, im2col_ws, im2col_run,
        im2col_prepared_bytes, im2col_prepare},
-      {"winograd:2", Op::conv2d_forward, "cpu", kAllIsas, winograd_supports, winograd_ws<2>, winograd_run<2>,
+      {"winograd:2", Op::conv2d_forward, Device::cpu, winograd_supports, winograd_ws<2>, winograd_run<2>,
        winograd_prepared_bytes<2>, winograd_prepare<2>},
-      {"winograd:4", Op::conv2d_forward, "cpu", kAllIsas, winograd_supports, winograd_ws<4>, winograd_run<4>,
+      {"winograd:4", Op::conv2d_forward, Device::cpu, winograd_supports, winograd_ws<4>, winograd_run<4>,
        winograd_prepared_bytes<4>, winograd_prepare<4>},
-      {"winograd:6", Op::conv2d_forward, "cpu", kAllIsas, winograd_supports, winograd_ws<6>, winograd_run<6>,
+      {"winograd:6", Op::conv2d_forward, Device::cpu, winograd_supports, winograd_ws<6>, winograd_run<6>,
        winograd_prepared_bytes<6>, winograd_prepare<6>},
-      {"fft:8", Op::conv2d_forward, "cpu", kAllIsas, fft_supports<8>, fft_ws<8>, fft_run<8>, fft_prepared_bytes<8>, fft_prepare<8>},
-      {"fft:16", Op::conv2d_forward, "cpu", kAllIsas, fft_supports<16>, fft_ws<16>, fft_run<16>, fft_prepared_bytes<16>, fft_prepare<16>},
-      {"direct", Op::max_pool2d_forward, "cpu", kAllIsas, pool_supports, no_ws, max_pool_run},
-      {"direct", Op::avg_pool2d_forward, "cpu", kAllIsas, pool_supports, no_ws, avg_pool_run},
-      {"direct", Op::lp_pool2d_forward, "cpu", kAllIsas, pool_supports, no_ws, lp_pool_run},
-      {"direct", Op::conv2d_backward_data, "cpu", kAllIsas, any_conv_backward, no_ws, direct_data_run},
-      {"im2col", Op::conv2d_backward_data, "cpu", kAllIsas, any_conv_backward, im2col_data_ws, im2col_data_run},
-      {"direct", Op::conv2d_backward_weight, "cpu", kAllIsas, any_conv_backward, no_ws, direct_weight_run},
-      {"im2col", Op::conv2d_backward_weight, "cpu", kAllIsas, any_conv_backward, im2col_weight_ws, im2col_weight_run},
-      {"direct", Op::max_pool2d_backward, "cpu", kAllIsas, pool_supports, no_ws, max_pool_backward_run},
-      {"direct", Op::avg_pool2d_backward, "cpu", kAllIsas, pool_supports, no_ws, avg_pool_backward_run},
-      {"direct", Op::lp_pool2d_backward, "cpu", kAllIsas, pool_supports, no_ws, lp_pool_backward_run},
+      {"fft:8", Op::conv2d_forward, Device::cpu, fft_supports<8>, fft_ws<8>, fft_run<8>, fft_prepared_bytes<8>, fft_prepare<8>},
+      {"fft:16", Op::conv2d_forward, Device::cpu, fft_supports<16>, fft_ws<16>, fft_run<16>, fft_prepared_bytes<16>, fft_prepare<16>},
+      {"direct", Op::max_pool2d_forward, Device::cpu, pool_supports, no_ws, max_pool_run},
+      {"direct", Op::avg_pool2d_forward, Device::cpu, pool_supports, no_ws, avg_pool_run},
+      {"direct", Op::lp_pool2d_forward, Device::cpu, pool_supports, no_ws, lp_pool_run},
+      {"direct", Op::conv2d_backward_data, Device::cpu, any_conv_backward, no_ws, direct_data_run},
+      {"im2col", Op::conv2d_backward_data, Device::cpu, any_conv_backward, im2col_data_ws, im2col_data_run},
+      {"direct", Op::conv2d_backward_weight, Device::cpu, any_conv_backward, no_ws, direct_weight_run},
+      {"im2col", Op::conv2d_backward_weight, Device::cpu, any_conv_backward, im2col_weight_ws, im2col_weight_run},
+      {"direct", Op::max_pool2d_backward, Device::cpu, pool_supports, no_ws, max_pool_backward_run},
+      {"direct", Op::avg_pool2d_backward, Device::cpu, pool_supports, no_ws, avg_pool_backward_run},
+      {"direct", Op::lp_pool2d_backward, Device::cpu, pool_supports, no_ws, lp_pool_backward_run},
   };
   return table;
 }
 
-const Kernel* find_kernel(Op op, std::string_view algorithm, std::string_view device) {
+const Kernel* find_kernel(Op op, std::string_view algorithm, Device device) {
   std::string known;
   for (const Kernel& k : kernel_table()) {
-    if (k.op != op || device != k.device) continue;
+    if (k.op != op || k.device != device) continue;
     if (algorithm == k.algorithm) return &k;
     known += (known.empty() ? "" : ", ") + std::string(k.algorithm);
   }
-  FC_CHECK(false, "no ", device, " kernel '", algorithm, "' for ", op_name(op), " (have: ", known, ")");
+  FC_CHECK(false, "no ", device_name(device), " kernel '", algorithm, "' for ", op_name(op), " (have: ",
+           known.empty() ? "none" : known, ")");
   return nullptr;
+}
+
+// ---- the boundary ----------------------------------------------------------------------------
+
+Op op_from_name(std::string_view name) {
+  for (int i = 0; i <= int(Op::lp_pool2d_backward); ++i)
+    if (name == op_name(Op(i))) return Op(i);
+  FC_CHECK(false, "unknown op '", name, "'");
+  return Op::conv2d_forward;
+}
+
+Device device_from_name(std::string_view name) {
+  if (name == "cpu") return Device::cpu;
+  if (name == "cuda") return Device::cuda;
+  FC_CHECK(false, "unknown device '", name, "'; expected 'cpu' or 'cuda'");
+  return Device::cpu;
+}
+
+DType dtype_from_name(std::string_view name) {
+  if (name == "float32") return DType::f32;
+  if (name == "float64") return DType::f64;
+  throw dtype_error(str_cat("fastconv: dtype '", name, "' is not supported; supported: float32, float64"));
+}
+
+namespace {
+
+bool is_conv(Op op) {
+  return op == Op::conv2d_forward || op == Op::conv2d_backward_data || op == Op::conv2d_backward_weight;
+}
+
+void check_params(const Problem& pr) {
+  if (is_conv(pr.op))
+    check_conv_params(pr.conv);
+  else
+    check_pool_params(pr.pool);
+}
+
+// The kernel of (op, algorithm, device) after checking the problem and that the kernel can
+// run it (and, for a plan, that it has a prepared form).
+const Kernel& kernel_for(const Problem& pr, std::string_view algorithm, Device device) {
+  check_params(pr);
+  const Kernel& k = *find_kernel(pr.op, algorithm, device);
+  const std::string why = k.supports(pr);
+  FC_CHECK(why.empty(), "algorithm '", algorithm, "' cannot run this problem: ", why);
+  FC_CHECK(!pr.prepared || k.prepare, "algorithm '", algorithm, "' has no prepared weights");
+  return k;
+}
+
+// Makes ctx's device current for the calling thread (CPU: the OpenMP team size).
+void enter(const ExecContext& ctx) {
+  FC_CHECK(ctx.device == Device::cpu, "this build of fastconv has no ", device_name(ctx.device), " backend");
+  cpu::enter(ctx);
+}
+
+// Workspaces, like NumPy's and malloc's buffers, start on 16 bytes: kernels may use aligned
+// 128-bit accesses on them.
+constexpr std::uintptr_t kWorkspaceAlign = 16;
+
+// Checks one descriptor against what the op expects; returns its pointer (null when the
+// tensor is optional and absent).
+void* checked(const TensorDesc& d, const char* name, DType dtype, std::initializer_list<index_t> shape,
+              bool writable, bool required, const ExecContext& ctx) {
+  if (!d.present) {
+    FC_CHECK(!required, name, " is required");
+    return nullptr;
+  }
+  if (d.dtype != dtype)
+    throw dtype_error(str_cat("fastconv: ", name, " has dtype ", dtype_name(d.dtype), ", expected ", dtype_name(dtype)));
+  FC_CHECK(d.device == ctx.device && d.device_index == ctx.device_index, name, " is on ", device_name(d.device), ":",
+           d.device_index, " but the call runs on ", device_name(ctx.device), ":", ctx.device_index);
+  FC_CHECK(d.ndim == int(shape.size()), name, " must have ", shape.size(), " dimensions, got ", d.ndim);
+  int i = 0;
+  for (index_t want : shape) {
+    FC_CHECK(d.shape[i] == want, name, " dimension ", i, " is ", d.shape[i], ", expected ", want);
+    ++i;
+  }
+  FC_CHECK(d.contiguous(), name, " must be C-contiguous");
+  FC_CHECK(!writable || d.writable, name, " must be writable");
+  FC_CHECK(d.numel() == 0 || reinterpret_cast<std::uintptr_t>(d.data) % dtype_size(dtype) == 0, name,
+           " is not aligned to its ", dtype_size(dtype), "-byte elements");
+  return d.data;
+}
+
+}  // namespace
+
+std::string supports(const Problem& pr, std::string_view algorithm, Device device) {
+  return find_kernel(pr.op, algorithm, device)->supports(pr);
+}
+
+index_t workspace_bytes(const Problem& pr, std::string_view algorithm, const ExecContext& ctx) {
+  check_params(pr);
+  const Kernel& k = *find_kernel(pr.op, algorithm, ctx.device);
+  FC_CHECK(!pr.prepared || k.prepare, "algorithm '", algorithm, "' has no prepared weights");
+  enter(ctx);  // workspaces are sized for the team that will run the kernel
+  return k.workspace_bytes(pr, ctx);
+}
+
+index_t prepared_bytes(const Problem& pr, std::string_view algorithm, Device device) {
+  const Kernel& k = kernel_for(pr, algorithm, device);
+  return k.prepare ? k.prepared_bytes(pr) : 0;
+}
+
+void prepare(const Problem& pr, std::string_view algorithm, const ExecContext& ctx, const TensorDesc& w,
+             const TensorDesc& out) {
+  FC_CHECK(pr.op == Op::conv2d_forward && !pr.prepared, "prepare takes a conv2d_forward problem");
+  const Kernel& k = kernel_for(pr, algorithm, ctx.device);
+  FC_CHECK(k.prepare, "algorithm '", algorithm, "' has no prepared weights");
+  const ConvParams& p = pr.conv;
+  const void* wp = checked(w, "weight", pr.dtype, {p.K, p.C_per_group(), p.R, p.S}, false, true, ctx);
+  void* op = checked(out, "out", pr.dtype, {k.prepared_bytes(pr) / dtype_size(pr.dtype)}, true, true, ctx);
+  enter(ctx);
+  k.prepare(pr, wp, op, ctx);
+}
+
+namespace {
+
+bool is_backward(Op op) {
+  return op == Op::conv2d_backward_data || op == Op::conv2d_backward_weight || op == Op::max_pool2d_backward ||
+         op == Op::avg_pool2d_backward || op == Op::lp_pool2d_backward;
+}
+
+// The tensors of one call, checked slot by slot; remembers which slots the op read, so that a
+// tensor passed in a slot the op does not take is an error rather than silently ignored.
+class Slots {
+ public:
+  Slots(const TensorArgs& a, DType dtype, const ExecContext& ctx) : a_(a), dtype_(dtype), ctx_(ctx) {}
+
+  const void* in(const TensorDesc TensorArgs::*slot, const char* name, std::initializer_list<index_t> shape,
+                 bool required = true) {
+    return take(slot, name, shape, false, required, dtype_);
+  }
+  void* out(const TensorDesc TensorArgs::*slot, const char* name, std::initializer_list<index_t> shape,
+            bool required = true) {
+    return take(slot, name, shape, true, required, dtype_);
+  }
+  std::int64_t* indices(std::initializer_list<index_t> shape, bool writable, bool required) {
+    return static_cast<std::int64_t*>(take(&TensorArgs::indices, "indices", shape, writable, required, DType::i64));
+  }
+  // Throws if the caller gave a tensor that no in()/out()/indices() call read.
+  void check_no_others(Op op) const {
+    static constexpr std::pair<const TensorDesc TensorArgs::*, const char*> kAll[] = {
+        {&TensorArgs::x, "x"},           {&TensorArgs::w, "w"},           {&TensorArgs::bias, "bias"},
+        {&TensorArgs::y, "y"},           {&TensorArgs::indices, "indices"}, {&TensorArgs::grad_y, "grad_y"},
+        {&TensorArgs::grad_x, "grad_x"}, {&TensorArgs::grad_w, "grad_w"}, {&TensorArgs::grad_bias, "grad_bias"}};
+    for (const auto& [slot, name] : kAll) {
+      bool read = false;
+      for (int i = 0; i < taken_; ++i) read = read || taken_slots_[i] == slot;
+      FC_CHECK(read || !(a_.*slot).present, op_name(op), " takes no tensor '", name, "'");
+    }
+  }
+
+ private:
+  void* take(const TensorDesc TensorArgs::*slot, const char* name, std::initializer_list<index_t> shape,
+             bool writable, bool required, DType dtype) {
+    taken_slots_[taken_++] = slot;
+    return checked(a_.*slot, name, dtype, shape, writable, required, ctx_);
+  }
+  const TensorArgs& a_;
+  DType dtype_;
+  const ExecContext& ctx_;
+  const TensorDesc TensorArgs::*taken_slots_[9] = {};
+  int taken_ = 0;
+};
+
+}  // namespace
+
+void run(Problem pr, std::string_view algorithm, const ExecContext& ctx, const TensorArgs& a,
+         const TensorDesc& workspace) {
+  const bool backward = is_backward(pr.op);
+  const TensorDesc& first = backward ? a.grad_y : a.x;
+  const char* first_name = backward ? "grad_y" : "x";
+  FC_CHECK(first.present, op_name(pr.op), " needs ", first_name);
+  if (first.dtype != DType::f32 && first.dtype != DType::f64)
+    throw dtype_error(str_cat("fastconv: ", first_name, " has dtype ", dtype_name(first.dtype),
+                              "; supported: float32, float64"));
+  pr.dtype = first.dtype;
+  const Kernel& k = kernel_for(pr, algorithm, ctx.device);
+  Slots s(a, pr.dtype, ctx);
+  Tensors t;
+  bool needs_workspace = true, skip_empty_batch = true;
+  if (is_conv(pr.op)) {
+    const ConvParams& p = pr.conv;
+    const auto x_shape = {p.N, p.C, p.H, p.W}, y_shape = {p.N, p.K, p.P, p.Q},
+               w_shape = {p.K, p.C_per_group(), p.R, p.S};
+    switch (pr.op) {
+      case Op::conv2d_forward:
+        t.x = s.in(&TensorArgs::x, "x", x_shape);
+        if (pr.prepared)
+          t.w = s.in(&TensorArgs::w, "prepared weight", {k.prepared_bytes(pr) / dtype_size(pr.dtype)});
+        else
+          t.w = s.in(&TensorArgs::w, "weight", w_shape);
+        t.bias = s.in(&TensorArgs::bias, "bias", {p.K}, false);
+        t.y = s.out(&TensorArgs::y, "y", y_shape);
+        break;
+      case Op::conv2d_backward_data:
+        t.grad_y = s.in(&TensorArgs::grad_y, "grad_y", y_shape);
+        t.w = s.in(&TensorArgs::w, "weight", w_shape);
+        t.grad_x = s.out(&TensorArgs::grad_x, "grad_x", x_shape);
+        break;
+      default:  // conv2d_backward_weight
+        t.grad_y = s.in(&TensorArgs::grad_y, "grad_y", y_shape);
+        t.x = s.in(&TensorArgs::x, "x", x_shape);
+        t.grad_w = s.out(&TensorArgs::grad_w, "grad_w", w_shape, false);
+        t.grad_bias = s.out(&TensorArgs::grad_bias, "grad_bias", {p.K}, false);
+        FC_CHECK(t.grad_w || t.grad_bias, "conv2d_backward_weight needs grad_w, grad_bias or both");
+        needs_workspace = t.grad_w != nullptr;
+        skip_empty_batch = false;  // N == 0 runs too: the gradients are then zero
+    }
+  } else {
+    const PoolParams& p = pr.pool;
+    const auto x_shape = {p.N, p.C, p.H, p.W}, y_shape = {p.N, p.C, p.P, p.Q};
+    switch (pr.op) {
+      case Op::max_pool2d_forward:
+        t.x = s.in(&TensorArgs::x, "x", x_shape);
+        t.y = s.out(&TensorArgs::y, "y", y_shape);
+        t.indices = s.indices(y_shape, true, false);
+        break;
+      case Op::avg_pool2d_forward:
+      case Op::lp_pool2d_forward:
+        t.x = s.in(&TensorArgs::x, "x", x_shape);
+        t.y = s.out(&TensorArgs::y, "y", y_shape);
+        break;
+      case Op::max_pool2d_backward:
+        t.grad_y = s.in(&TensorArgs::grad_y, "grad_y", y_shape);
+        t.indices = s.indices(y_shape, false, true);
+        t.grad_x = s.out(&TensorArgs::grad_x, "grad_x", x_shape);
+        break;
+      case Op::avg_pool2d_backward:
+        t.grad_y = s.in(&TensorArgs::grad_y, "grad_y", y_shape);
+        t.grad_x = s.out(&TensorArgs::grad_x, "grad_x", x_shape);
+        break;
+      default:  // lp_pool2d_backward
+        t.grad_y = s.in(&TensorArgs::grad_y, "grad_y", y_shape);
+        t.x = s.in(&TensorArgs::x, "x", x_shape);
+        t.y = const_cast<void*>(s.in(&TensorArgs::y, "y", y_shape));  // read only: the forward's output
+        t.grad_x = s.out(&TensorArgs::grad_x, "grad_x", x_shape);
+    }
+  }
+  s.check_no_others(pr.op);
+  enter(ctx);
+  const index_t need = needs_workspace ? k.workspace_bytes(pr, ctx) : 0;
+  if (need > 0) {
+    FC_CHECK(workspace.present, "algorithm '", algorithm, "' needs a workspace of ", need, " bytes");
+    FC_CHECK(workspace.device == ctx.device && workspace.device_index == ctx.device_index, "workspace is on ",
+             device_name(workspace.device), ":", workspace.device_index, " but the call runs on ",
+             device_name(ctx.device), ":", ctx.device_index);
+    FC_CHECK(workspace.contiguous() && workspace.writable, "workspace must be contiguous and writable");
+    const index_t have = workspace.numel() * dtype_size(workspace.dtype);
+    FC_CHECK(have >= need, "workspace has ", have, " bytes, needs ", need);
+    FC_CHECK(reinterpret_cast<std::uintptr_t>(workspace.data) % kWorkspaceAlign == 0, "workspace must start on a ",
+             kWorkspaceAlign, "-byte boundary");
+    t.workspace = workspace.data;
+  }
+  if (skip_empty_batch && (is_conv(pr.op) ? pr.conv.N : pr.pool.N) == 0) return;
+  k.run(pr, t, ctx);
 }
 
 }  // namespace fastconv

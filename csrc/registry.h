@@ -1,11 +1,14 @@
 // registry.h: THE table of kernels. One row per (algorithm, op, device); dispatch,
 // explain(), the tests and the benchmarks all read it through fastconv._C.kernels().
 #pragma once
+#include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "params.h"
+#include "tensor.h"
 
 namespace fastconv {
 
@@ -27,7 +30,9 @@ struct Problem {
   bool prepared = false;
 };
 
-struct Tensors {  // raw, contiguous, already checked against the Problem
+// What a kernel reads and writes: raw pointers on the kernel's device, already checked
+// against the Problem by run() below.
+struct Tensors {
   const void* x = nullptr;
   const void* w = nullptr;
   const void* bias = nullptr;
@@ -42,25 +47,53 @@ struct Tensors {  // raw, contiguous, already checked against the Problem
   void* grad_bias = nullptr;
 };
 
+// The same slots as descriptors, as they arrive from Python (absent: present == false).
+struct TensorArgs {
+  TensorDesc x, w, bias, y, indices, grad_y, grad_x, grad_w, grad_bias;
+};
+
 struct Kernel {
   const char* algorithm;  // "direct", "im2col", ...
   Op op;
-  const char* device;  // "cpu" (and "cuda" later)
-  unsigned isas;       // bit i set: has code of its own for Isa(i)
+  Device device;
   std::string (*supports)(const Problem&);  // "" when it can run the problem, else why not
-  index_t (*workspace_bytes)(const Problem&);
-  void (*run)(const Problem&, const Tensors&);
+  // Scratch bytes of one run() in this context (CPU: sized for ctx's thread count).
+  index_t (*workspace_bytes)(const Problem&, const ExecContext&);
+  void (*run)(const Problem&, const Tensors&, const ExecContext&);
   // Plans (fastconv.plan_conv2d): the weight in the form the kernel computes with
   // (Winograd/FFT transforms, packed GEMM panels), made once and reused by run() with
   // Problem::prepared. Null when the kernel has no such form. The bytes may depend on the
   // ISA (panel shapes) but not on the thread count.
   index_t (*prepared_bytes)(const Problem&) = nullptr;
-  void (*prepare)(const Problem&, const void* w, void* prepared) = nullptr;
+  void (*prepare)(const Problem&, const void* w, void* prepared, const ExecContext&) = nullptr;
 };
 
 const std::vector<Kernel>& kernel_table();
 // The row for (op, algorithm, device); throws (never null) when there is none. A pointer,
 // not a reference, so callers passing temporaries do not look dangling to the compiler.
-const Kernel* find_kernel(Op op, std::string_view algorithm, std::string_view device = "cpu");
+const Kernel* find_kernel(Op op, std::string_view algorithm, Device device);
+
+// ---- the boundary: every call from Python goes through these, for any device -------------
+// Each checks the problem's parameters, that the device has the kernel and the kernel can run
+// the problem, and (run, prepare) every tensor's presence, dtype, shape, contiguity, device
+// and alignment, throwing std::invalid_argument / std::domain_error (TypeError in Python)
+// before a kernel sees anything.
+Op op_from_name(std::string_view name);
+Device device_from_name(std::string_view name);
+DType dtype_from_name(std::string_view name);  // float32 / float64, else throws dtype_error
+std::string supports(const Problem& pr, std::string_view algorithm, Device device);
+index_t workspace_bytes(const Problem& pr, std::string_view algorithm, const ExecContext& ctx);
+index_t prepared_bytes(const Problem& pr, std::string_view algorithm, Device device);
+// Writes the kernel's prepared weights for w (K, C/groups, R, S) into out (1-D).
+void prepare(const Problem& pr, std::string_view algorithm, const ExecContext& ctx, const TensorDesc& w,
+             const TensorDesc& out);
+// Runs pr.op; pr.dtype is taken from the op's first input (x, or grad_y for backward ops).
+void run(Problem pr, std::string_view algorithm, const ExecContext& ctx, const TensorArgs& t,
+         const TensorDesc& workspace);
+
+// Thrown for a dtype no kernel takes (pybind11 turns it into TypeError, as Python's checks do).
+struct dtype_error : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
 
 }  // namespace fastconv

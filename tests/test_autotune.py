@@ -31,9 +31,9 @@ def _count_runs(monkeypatch):
     calls = []
     real = fastconv.functional._run_conv
 
-    def counting(x, w, b, params, pads, algorithm, out):
+    def counting(x, w, b, params, pads, algorithm, out, *backend):
         calls.append(algorithm)
-        return real(x, w, b, params, pads, algorithm, out)
+        return real(x, w, b, params, pads, algorithm, out, *backend)
     monkeypatch.setattr(fastconv.functional, "_run_conv", counting)
     return calls
 

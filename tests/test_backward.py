@@ -53,9 +53,10 @@ def test_backward_kernels_match_reference(case, algorithm, dtype, isa, rng):
     params, pads, x, w, gy = _problem(case, dtype, rng)
     want_x, want_w, want_b = _reference(params, pads, x, w, gy)
     gx, gw, gb = nan_out(x.shape, dtype), nan_out(w.shape, dtype), nan_out((params.K,), dtype)
-    _C.conv2d_backward_data(algorithm, params, gy, w, gx, _workspace(algorithm, params, dtype, "conv2d_backward_data"))
-    _C.conv2d_backward_weight(algorithm, params, gy, x, gw, gb,
-                              _workspace(algorithm, params, dtype, "conv2d_backward_weight"))
+    _C.run("conv2d_backward_data", algorithm, params, {"grad_y": gy, "w": w, "grad_x": gx},
+           _workspace(algorithm, params, dtype, "conv2d_backward_data"))
+    _C.run("conv2d_backward_weight", algorithm, params, {"grad_y": gy, "x": x, "grad_w": gw, "grad_bias": gb},
+           _workspace(algorithm, params, dtype, "conv2d_backward_weight"))
     tol_x, tol_w = _tolerances(algorithm, dtype, params)
     what = f"{algorithm}/{isa}/{np.dtype(dtype).name}"
     assert_close(gx, want_x, tol_x, what + " grad_x")
@@ -137,11 +138,11 @@ def test_backward_of_batched_small_images(case, threads, rng):
     fc.set_num_threads(threads)
     try:
         gx = nan_out(x.shape, np.float32)
-        _C.conv2d_backward_data("im2col", params, gy, w, gx,
-                                _workspace("im2col", params, np.float32, "conv2d_backward_data"))
+        _C.run("conv2d_backward_data", "im2col", params, {"grad_y": gy, "w": w, "grad_x": gx},
+               _workspace("im2col", params, np.float32, "conv2d_backward_data"))
         gw, gb = nan_out(w.shape, np.float32), nan_out((params.K,), np.float32)
-        _C.conv2d_backward_weight("im2col", params, gy, x, gw, gb,
-                                  _workspace("im2col", params, np.float32, "conv2d_backward_weight"))
+        _C.run("conv2d_backward_weight", "im2col", params, {"grad_y": gy, "x": x, "grad_w": gw, "grad_bias": gb},
+               _workspace("im2col", params, np.float32, "conv2d_backward_weight"))
     finally:
         fc.set_num_threads(before)
     tol_x, tol_w = _tolerances("im2col", np.float32, params)
@@ -407,16 +408,16 @@ def test_cpp_checks_again():
     params, _ = conv_params(X.shape, W.shape, 1, 0, 1, 1)
     gx = np.empty(X.shape, np.float32)
     with pytest.raises(ValueError, match="grad_y dimension 1 is 2"):
-        _C.conv2d_backward_data("im2col", params, GY[:, :2].copy(), W, gx)
+        _C.run("conv2d_backward_data", "im2col", params, {"grad_y": GY[:, :2].copy(), "w": W, "grad_x": gx})
     with pytest.raises(ValueError, match="grad_x must be writable"):
         ro = np.empty(X.shape, np.float32)
         ro.flags.writeable = False
-        _C.conv2d_backward_data("direct", params, GY, W, ro)
+        _C.run("conv2d_backward_data", "direct", params, {"grad_y": GY, "w": W, "grad_x": ro})
     with pytest.raises(ValueError, match="needs grad_w, grad_bias or both"):
-        _C.conv2d_backward_weight("direct", params, GY, X, None, None)
+        _C.run("conv2d_backward_weight", "direct", params, {"grad_y": GY, "x": X})
     with pytest.raises(ValueError, match="no cpu kernel 'winograd:4' for conv2d_backward_data"):
-        _C.conv2d_backward_data("winograd:4", params, GY, W, gx)
-    with pytest.raises(ValueError, match="op must be"):
+        _C.run("conv2d_backward_data", "winograd:4", params, {"grad_y": GY, "w": W, "grad_x": gx})
+    with pytest.raises(ValueError, match="unknown op 'conv3d'"):
         _C.workspace_bytes("im2col", params, "float32", False, "conv3d")
 
 

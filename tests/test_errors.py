@@ -70,7 +70,7 @@ def test_cpp_rechecks_params():
     y = np.empty((1, 6, 6, 6), np.float32)
     x = np.zeros((1, 4, 8, 8), np.float32)
     w = np.zeros((6, 4, 3, 3), np.float32)
-    _C.conv2d_forward("direct", p, x, w, None, y)  # consistent: runs
+    _C.run("conv2d_forward", "direct", p, {"x": x, "w": w, "y": y})  # consistent: runs
     bad = [("stride_h", 0, "stride"), ("groups", 3, "groups"), ("P", 0, "output size"),
            ("pad_w", -1, "padding"), ("dil_h", 0, "dilation")]
     for field, value, word in bad:
@@ -79,17 +79,17 @@ def test_cpp_rechecks_params():
             setattr(q, f, getattr(p, f))
         setattr(q, field, value)
         with pytest.raises(ValueError, match=word):
-            _C.conv2d_forward("direct", q, x, w, None, y)
+            _C.run("conv2d_forward", "direct", q, {"x": x, "w": w, "y": y})
     with pytest.raises(ValueError, match="dimension 3"):
-        _C.conv2d_forward("im2col", p, x, w, None, np.empty((1, 6, 6, 5), np.float32))
-    with pytest.raises(ValueError, match="dtype"):
-        _C.conv2d_forward("im2col", p, x, w.astype(np.float64), None, y)
+        _C.run("conv2d_forward", "im2col", p, {"x": x, "w": w, "y": np.empty((1, 6, 6, 5), np.float32)})
+    with pytest.raises(TypeError, match="dtype"):
+        _C.run("conv2d_forward", "im2col", p, {"x": x, "w": w.astype(np.float64), "y": y})
     with pytest.raises(ValueError, match="contiguous"):
-        _C.conv2d_forward("im2col", p, np.zeros((1, 4, 8, 16), np.float32)[..., ::2], w, None, y)
+        _C.run("conv2d_forward", "im2col", p, {"x": np.zeros((1, 4, 8, 16), np.float32)[..., ::2], "w": w, "y": y})
     with pytest.raises(ValueError, match="no cpu kernel 'nope'"):
-        _C.conv2d_forward("nope", p, x, w, None, y)
+        _C.run("conv2d_forward", "nope", p, {"x": x, "w": w, "y": y})
     with pytest.raises(TypeError, match="int32"):
-        _C.conv2d_forward("direct", p, x.astype(np.int32), w, None, y)
+        _C.run("conv2d_forward", "direct", p, {"x": x.astype(np.int32), "w": w, "y": y})
 
 
 def test_isa_cannot_be_raised_or_misnamed():

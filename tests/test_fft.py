@@ -155,14 +155,16 @@ def test_prepared_equals_unprepared(n, case, rng):
     ws_prep = _C.workspace_bytes(algo, params, "float32", True)
     assert ws_prep + nbytes <= ws_plain + 64
     y1 = nan_out(shape, np.float32)
-    _C.conv2d_forward(algo, params, x, w, b, y1, np.empty(ws_plain, np.uint8))
+    _C.run("conv2d_forward", algo, params, {"x": x, "w": w, "bias": b, "y": y1}, np.empty(ws_plain, np.uint8))
     y2 = nan_out(shape, np.float32)
-    _C.conv2d_forward(algo, params, x, prepared, b, y2, np.empty(max(ws_prep, 1), np.uint8), prepared=True)
+    _C.run("conv2d_forward", algo, params, {"x": x, "w": prepared, "bias": b, "y": y2}, np.empty(max(ws_prep, 1), np.uint8),
+           prepared=True)
     np.testing.assert_array_equal(y1, y2)
     want = fastconv.conv2d(x, w, b, padding=padding, groups=groups, algorithm="reference")
     assert_close(y2, want, CONTRACT, algo)
     with pytest.raises(ValueError, match="prepared weight"):
-        _C.conv2d_forward(algo, params, x, prepared[:-1], b, y2, np.empty(max(ws_prep, 1), np.uint8), prepared=True)
+        _C.run("conv2d_forward", algo, params, {"x": x, "w": prepared[:-1], "bias": b, "y": y2},
+               np.empty(max(ws_prep, 1), np.uint8), prepared=True)
 
 
 def test_fft_alias_picks_a_tile(rng):

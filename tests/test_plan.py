@@ -1,5 +1,5 @@
 # test_plan.py: plan_conv2d (python/fastconv/plan.py) and the kernels' prepared weights
-# (_C.prepared_bytes / prepare_weights / conv2d_forward(prepared=True)), and the
+# (_C.prepared_bytes / prepare_weights / run(prepared=True)), and the
 # workspace cap (set_workspace_limit, workspace_limit=) that auto chooses within.
 import numpy as np
 import pytest
@@ -196,5 +196,5 @@ def test_plan_errors(rng):
     with pytest.raises(ValueError, match="no prepared weights"):
         _C.prepare_weights("direct", params, w, np.zeros(10, np.float32))
     with pytest.raises(ValueError, match="prepared weight"):
-        _C.conv2d_forward("im2col", params, x, np.zeros(3, np.float32), None,
-                          np.zeros((1, 4, 8, 8), np.float32), None, True)
+        _C.run("conv2d_forward", "im2col", params, {"x": x, "w": np.zeros(3, np.float32),
+                                                    "y": np.zeros((1, 4, 8, 8), np.float32)}, prepared=True)

@@ -461,16 +461,16 @@ def test_cpp_checks_again():
     p.N, p.C, p.H, p.W, p.P, p.Q, p.R, p.S = 1, 2, 6, 7, 3, 3, 2, 2
     p.stride_h = p.stride_w = 2
     y = np.empty((1, 2, 3, 3), np.float32)
-    _C.max_pool2d_forward(p, X, y)
+    _C.run("max_pool2d_forward", "direct", p, {"x": X, "y": y})
     p.stride_h = 0
     with pytest.raises(ValueError, match="stride"):
-        _C.max_pool2d_forward(p, X, y)
+        _C.run("max_pool2d_forward", "direct", p, {"x": X, "y": y})
     p.stride_h = 2
     p.P = 4  # a window starting past the input
     with pytest.raises(ValueError, match="output size"):
-        _C.max_pool2d_forward(p, X, np.empty((1, 2, 4, 3), np.float32))
+        _C.run("max_pool2d_forward", "direct", p, {"x": X, "y": np.empty((1, 2, 4, 3), np.float32)})
     p.P, p.norm_type = 3, -1.5  # torch accepts negative norm_type
-    _C.lp_pool2d_forward(p, X + 1, y)
+    _C.run("lp_pool2d_forward", "direct", p, {"x": X + 1, "y": y})
     p.norm_type = 0
     with pytest.raises(ValueError, match="norm_type"):
-        _C.lp_pool2d_forward(p, X, y)
+        _C.run("lp_pool2d_forward", "direct", p, {"x": X, "y": y})

@@ -170,9 +170,10 @@ def test_cpp_backward_overwrites_nan(isa, dtype):
     for prm in (_params(x, (6, 7), (3, 3), (2, 2), (1, 1)), _params(x, (4, 5), adaptive=True)):
         gy = rng.standard_normal((2, 3, prm.P, prm.Q)).astype(dtype)
         y, idx = np.empty(gy.shape, dtype), np.empty(gy.shape, np.int64)
-        _C.max_pool2d_forward(prm, x, y, idx)
-        for name, run in [("max", lambda g: _C.max_pool2d_backward(prm, gy, idx, g)),
-                          ("avg", lambda g: _C.avg_pool2d_backward(prm, gy, g))]:
+        _C.run("max_pool2d_forward", "direct", prm, {"x": x, "y": y, "indices": idx})
+        for name, run in [("max", lambda g: _C.run("max_pool2d_backward", "direct", prm,
+                                                   {"grad_y": gy, "indices": idx, "grad_x": g})),
+                          ("avg", lambda g: _C.run("avg_pool2d_backward", "direct", prm, {"grad_y": gy, "grad_x": g}))]:
             gx = np.full(x.shape, np.nan, dtype)
             run(gx)
             assert np.isfinite(gx).all(), name
@@ -180,9 +181,9 @@ def test_cpp_backward_overwrites_nan(isa, dtype):
     prm.norm_type = 2.0
     gy = rng.standard_normal((2, 3, 5, 6)).astype(dtype)
     y = np.empty(gy.shape, dtype)
-    _C.lp_pool2d_forward(prm, x, y)
+    _C.run("lp_pool2d_forward", "direct", prm, {"x": x, "y": y})
     gx = np.full(x.shape, np.nan, dtype)
-    _C.lp_pool2d_backward(prm, gy, x, y, gx)
+    _C.run("lp_pool2d_backward", "direct", prm, {"grad_y": gy, "x": x, "y": y, "grad_x": gx})
     assert np.isfinite(gx).all()
     want = ref.lp_pool2d_backward(gy, x, 2.0, (3, 3), (2, 2))
     np.testing.assert_allclose(gx, want, rtol=TOL["lp"][dtype], atol=TOL["lp"][dtype] * np.abs(want).max())

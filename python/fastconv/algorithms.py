@@ -17,9 +17,6 @@ import numpy as np
 
 from . import _C, _cache
 
-# Algorithms the design names that this build does not provide yet.
-_NOT_YET = ()
-
 # Names that stand for a family of kernel-table rows; resolve() picks the row.
 ALIASES = ("winograd", "fft")
 
@@ -29,16 +26,16 @@ POLICIES = ("auto", "autotune")
 
 
 @functools.lru_cache(maxsize=None)
-def kernel_names():
-    """The conv2d CPU kernels of the table, in table order."""
-    rows = [k["algorithm"] for k in _C.kernels() if k["op"] == "conv2d_forward" and k["device"] == "cpu"]
+def kernel_names(device="cpu"):
+    """The conv2d kernels of the table on ``device``, in table order."""
+    rows = [k["algorithm"] for k in _C.kernels() if k["op"] == "conv2d_forward" and k["device"] == device]
     return tuple(dict.fromkeys(rows))
 
 
 @functools.lru_cache(maxsize=None)
-def available():
-    """Names accepted by ``algorithm=`` for conv2d on the CPU: policies, aliases, kernels, reference."""
-    names = kernel_names()
+def available(device="cpu"):
+    """Names accepted by ``algorithm=`` for conv2d on ``device``: policies, aliases, kernels, reference."""
+    names = kernel_names(device)
     aliases = tuple(a for a in ALIASES if any(r.startswith(a + ":") for r in names))
     return POLICIES + aliases + names + ("reference",)
 
@@ -108,41 +105,44 @@ def get_workspace_limit():
     return _workspace_limit
 
 
-def workspace_bytes(name, params, dtype, prepared=False):
+def workspace_bytes(name, params, dtype, prepared=False, device="cpu"):
     """Scratch bytes kernel ``name`` needs for this problem at the current thread count
     (with ``prepared``: when its weights come from a plan)."""
     if name == "reference":
         return 0
     dname = np.dtype(dtype).name
-    prepared = prepared and prepares(name)
-    return _C.workspace_bytes(name, params, dname, prepared)
+    prepared = prepared and prepares(name, device)
+    return _C.workspace_bytes(name, params, dname, prepared, "conv2d_forward", device)
 
 
 @functools.lru_cache(maxsize=None)
-def prepares(name):
+def prepares(name, device="cpu"):
     """True when kernel ``name`` has a prepared (pre-transformed) form of the weights."""
-    return any(k["prepares"] for k in _C.kernels() if k["algorithm"] == name and k["op"] == "conv2d_forward")
+    return any(k["prepares"] for k in _C.kernels()
+               if k["algorithm"] == name and k["op"] == "conv2d_forward" and k["device"] == device)
 
 
-def choose(params, dtype, inputs_finite=True, workspace_limit=None, prepared=False):
+def choose(params, dtype, inputs_finite=True, workspace_limit=None, prepared=False, device="cpu"):
     """``auto``, within a workspace cap (``workspace_limit`` bytes, else the global
     ``set_workspace_limit``; ``prepared``: sized for a plan's kernels): the rules'
     choice when it fits, else the first of im2col, direct that fits, else the one
     that needs the least."""
+    if device not in _RULES:
+        raise ValueError(f"no rules for device {device!r}; known: {', '.join(_RULES)}")
     limit = workspace_limit if workspace_limit is not None else _workspace_limit
-    first = _rules(params, dtype, inputs_finite)
+    first = _RULES[device](params, dtype, inputs_finite)
     if limit is None:
         return first
     options = [first] + [a for a in ("im2col", "direct") if a != first]
-    need = {a: workspace_bytes(a, params, dtype, prepared) for a in options}
+    need = {a: workspace_bytes(a, params, dtype, prepared, device) for a in options}
     for a in options:
         if need[a] <= limit:
             return a
     return min(options, key=lambda a: need[a])
 
 
-def _rules(params, dtype, inputs_finite=True):
-    """``auto``'s rules, from the tables in benchmarks/RESULTS.md (2-core Zen 4):
+def _cpu_rules(params, dtype, inputs_finite=True):
+    """``auto``'s rules on the CPU, from the tables in benchmarks/RESULTS.md (2-core Zen 4):
 
     - 3x3 stride 1, float32, >= 16 input channels per group and >= 196 output pixels per
       call (batch included): Winograd, F(4x4) from 384 pixels, F(2x2) below
@@ -190,11 +190,16 @@ def _rules(params, dtype, inputs_finite=True):
     return "im2col"
 
 
+# ``auto``'s rules per device: a device's kernels win on different problems (a CUDA row
+# set brings its own rules here).
+_RULES = {"cpu": _cpu_rules}
+
+
 # ---- autotuning ------------------------------------------------------------------------
 # Opt-in (set_autotune(True) makes "auto" tune; algorithm="autotune" tunes one call): the
 # first call of a problem times every kernel that supports it on the caller's data and
 # keeps the winner, in this process and in autotune.json under the user cache directory
-# ($FASTCONV_CACHE_DIR overrides), keyed by version, ISA, threads, dtype and problem, so
+# ($FASTCONV_CACHE_DIR overrides), keyed by version, device, ISA, threads, dtype and problem, so
 # the next process starts tuned.
 
 _autotune = False
@@ -215,30 +220,31 @@ def autotune_cache_path():
     return _cache.cache_dir() / "autotune.json"
 
 
-def autotune_key(params, dtype):
+def autotune_key(params, dtype, device="cpu"):
     p = params
-    return (f"{_C.build_info()['version']}|{_C.get_isa()}|{_C.get_num_threads()}t|{np.dtype(dtype).name}|"
+    machine = f"cpu|{_C.get_isa()}|{_C.get_num_threads()}t" if device == "cpu" else device
+    return (f"{_C.build_info()['version']}|{machine}|{np.dtype(dtype).name}|"
             f"N{p.N} C{p.C} H{p.H} W{p.W} K{p.K} R{p.R} S{p.S} P{p.P} Q{p.Q} pad{p.pad_h},{p.pad_w} "
             f"s{p.stride_h},{p.stride_w} d{p.dil_h},{p.dil_w} g{p.groups}")
 
 
-def candidates(params, dtype, prepared=False):
-    """Every kernel of the table that can run this problem (within the workspace cap,
-    when one is set and any fits)."""
+def candidates(params, dtype, prepared=False, device="cpu"):
+    """Every kernel of the table on ``device`` that can run this problem (within the
+    workspace cap, when one is set and any fits)."""
     name = np.dtype(dtype).name
-    options = [k for k in kernel_names() if not _C.supports(k, params, name)]
+    options = [k for k in kernel_names(device) if not _C.supports(k, params, name, "conv2d_forward", device)]
     if _workspace_limit is not None:
-        fitting = [k for k in options if workspace_bytes(k, params, dtype, prepared) <= _workspace_limit]
+        fitting = [k for k in options if workspace_bytes(k, params, dtype, prepared, device) <= _workspace_limit]
         options = fitting or options
     return options
 
 
-def tuned(params, dtype, run, repeats=3, prepared=False):
+def tuned(params, dtype, run, repeats=3, prepared=False, device="cpu"):
     """The fastest candidate for this problem: from this process, the cache file, or by
     timing ``run(name)`` (one warm-up, best of ``repeats``) for each candidate
     (``prepared``: as a plan runs them, with the weights prepared ahead)."""
-    key = autotune_key(params, dtype) + ("|plan" if prepared else "")
-    options = candidates(params, dtype, prepared)
+    key = autotune_key(params, dtype, device) + ("|plan" if prepared else "")
+    options = candidates(params, dtype, prepared, device)
     winner = _tuned.get(key)
     if winner not in options:
         winner = _cache.read(autotune_cache_path()).get(key)
@@ -266,30 +272,28 @@ def is_exact_on_nonfinite(name):
     return not name.startswith(("winograd", "fft"))
 
 
-def resolve(algorithm, params, dtype):
-    """Validate an ``algorithm=`` value for this problem; return the kernel name to run."""
+def resolve(algorithm, params, dtype, device="cpu"):
+    """Validate an ``algorithm=`` value for this problem on ``device``; return the kernel
+    name to run."""
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm must be a string, got {algorithm!r}")
-    names = available()
+    names = available(device)
     if algorithm in POLICIES:  # functional.py turns these into a kernel (it has the data)
         return algorithm
     if algorithm == "winograd":
-        why = _C.supports("winograd:2", params, dtype.name)
+        why = _C.supports("winograd:2", params, dtype.name, "conv2d_forward", device)
         if why:
             raise ValueError(f"algorithm 'winograd' cannot run this problem: {why}")
         return f"winograd:{winograd_tile(params)}"
     if algorithm == "fft":
-        why = _C.supports("fft:16", params, dtype.name)
+        why = _C.supports("fft:16", params, dtype.name, "conv2d_forward", device)
         if why:
             raise ValueError(f"algorithm 'fft' cannot run this problem: {why}")
         return f"fft:{fft_tile(params)}"
     if algorithm not in names:
-        base = algorithm.split(":")[0]
-        if base in _NOT_YET:
-            raise ValueError(f"algorithm {algorithm!r} is not in this version of fastconv; available: {', '.join(names)}")
         raise ValueError(f"unknown algorithm {algorithm!r}; available: {', '.join(names)}")
     if algorithm != "reference":
-        why = _C.supports(algorithm, params, dtype.name)
+        why = _C.supports(algorithm, params, dtype.name, "conv2d_forward", device)
         if why:
             raise ValueError(f"algorithm {algorithm!r} cannot run this problem: {why}")
     return algorithm
@@ -298,21 +302,21 @@ def resolve(algorithm, params, dtype):
 # ---- backward ----------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
-def backward_kernel_names():
-    """The CPU kernels of the table that have both conv2d backward ops, in table order."""
+def backward_kernel_names(device="cpu"):
+    """The kernels of the table on ``device`` that have both conv2d backward ops, in table order."""
     ops = {}
     for k in _C.kernels():
-        if k["device"] == "cpu" and k["op"] in ("conv2d_backward_data", "conv2d_backward_weight"):
+        if k["device"] == device and k["op"] in ("conv2d_backward_data", "conv2d_backward_weight"):
             ops.setdefault(k["algorithm"], set()).add(k["op"])
     return tuple(a for a, o in ops.items() if len(o) == 2)
 
 
-def backward_available():
-    """Names accepted by ``algorithm=`` for conv2d_backward on the CPU."""
-    return ("auto",) + backward_kernel_names() + ("reference",)
+def backward_available(device="cpu"):
+    """Names accepted by ``algorithm=`` for conv2d_backward on ``device``."""
+    return ("auto",) + backward_kernel_names(device) + ("reference",)
 
 
-def choose_backward(params):
+def choose_backward(params, device="cpu"):
     """``auto`` for conv2d_backward: direct for depthwise-like problems (<= 4 input channels
     per group), where im2col's GEMMs are a few rows tall; im2col (one GEMM per chunk for
     each of the data and weight gradients) for everything else."""
@@ -321,13 +325,13 @@ def choose_backward(params):
     return "im2col"
 
 
-def resolve_backward(algorithm, params):
+def resolve_backward(algorithm, params, device="cpu"):
     """Validate conv2d_backward's ``algorithm=``; return the kernel name to run."""
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm must be a string, got {algorithm!r}")
-    names = backward_available()
+    names = backward_available(device)
     if algorithm == "auto":
-        return choose_backward(params)
+        return choose_backward(params, device)
     if algorithm not in names:
         raise ValueError(f"conv2d_backward: algorithm {algorithm!r} has no backward pass; available: "
                          f"{', '.join(names)}")

@@ -1,207 +1,22 @@
-"""Argument normalisation, validation, allocation and dispatch for convolution.
+"""Convolution, forward and backward: dispatch of the public calls.
 
-Every public convolution call goes through here: arrays are checked and made
-contiguous, arguments are normalised to a ``_C.ConvParams``, the output (and
-workspace) is allocated with NumPy, and one kernel of the registry runs. Bad
-input raises ``ValueError``/``TypeError`` naming the argument before C++ runs.
+Every public convolution call goes through here: ``_arrays`` adapts the caller's arrays
+(device, contiguity, dtype) and allocates, ``_args`` normalises the arguments into a
+``_C.ConvParams``, ``algorithms`` picks the kernel, and one row of the kernel table runs
+through ``_C.run``. Bad input raises ``ValueError``/``TypeError`` naming the argument
+before C++ runs.
 """
 from __future__ import annotations
-
-import functools
-import operator
-import sys
-import threading
 
 import numpy as np
 
 from . import _C, algorithms, reference
+from ._args import (as_int, as_tuple, check_flip, check_needs, conv_params, conv_problem,
+                    normalize_padding)
+from ._arrays import DTYPE_NAMES, HOST, SUPPORTED_DTYPES, backend_for, same_dtype
 
-INT64_MAX = 2**63 - 1
-SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-DTYPE_NAMES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
-_DTYPE_NAMES = "float32, float64"
-
-
-# ---- arrays ---------------------------------------------------------------------
-
-def _array_kind(a):
-    """'numpy' or 'torch' for CPU arrays; raises TypeError for anything else."""
-    if isinstance(a, np.ndarray):
-        return "numpy"
-    module = type(a).__module__
-    if module.startswith("torch"):
-        if getattr(a, "device", None) is not None and a.device.type != "cpu":
-            raise TypeError(
-                f"torch tensor on device '{a.device}': this build of fastconv runs on the CPU only "
-                "(no CUDA kernels yet); move it with .cpu()")
-        return "torch"
-    if module.startswith("cupy"):
-        raise TypeError("CuPy arrays need fastconv's CUDA kernels, which this build does not have yet")
-    raise TypeError(f"expected a numpy.ndarray or a torch.Tensor, got {type(a).__name__}")
-
-
-def host_array(a, name):
-    """(contiguous ndarray view or copy of a, kind) for a NumPy array or CPU torch tensor."""
-    kind = _array_kind(a)
-    arr = a.detach().numpy() if kind == "torch" else a
-    if arr.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name} has dtype {arr.dtype}; supported dtypes: {_DTYPE_NAMES}")
-    return np.ascontiguousarray(arr), kind
-
-
-def wrap_like(kind, arr):
-    """Return arr as the caller's array type (torch tensors share the NumPy memory)."""
-    if kind == "torch":
-        return sys.modules["torch"].from_numpy(arr)
-    return arr
-
-
-def check_out(out, shape, dtype, name="out"):
-    """Validate a caller-provided output array (NumPy, C-contiguous, right shape/dtype)."""
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
-    if out.shape != tuple(shape) or out.dtype != dtype:
-        raise ValueError(f"{name} has shape {out.shape} and dtype {out.dtype}; "
-                         f"expected shape {tuple(shape)} and dtype {dtype}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError(f"{name} must be C-contiguous and writable")
-    return out
-
-
-def same_dtype(named_arrays):
-    """Raise TypeError unless all the (name, array) pairs share one dtype."""
-    dtypes = {name: a.dtype for name, a in named_arrays if a is not None}
-    if len(set(dtypes.values())) > 1:
-        desc = ", ".join(f"{n}={d}" for n, d in dtypes.items())
-        raise TypeError(f"arrays must share one dtype, got {desc}")
-
-
-def check_element_count(shape, name):
-    total = 1
-    for d in shape:
-        total *= int(d)
-    if total > INT64_MAX:
-        raise ValueError(f"{name} of shape {tuple(shape)} has {total} elements, more than int64 can index")
-
-
-# ---- argument normalisation ----------------------------------------------------
-
-def as_int(v, name):
-    if isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an integer, got {v!r}")
-    try:
-        return operator.index(v)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer or a tuple of integers, got {v!r}") from None
-
-
-def as_tuple(v, n, name):
-    """An int, or a sequence of n ints, as a tuple of n ints."""
-    if isinstance(v, (tuple, list)):
-        if len(v) != n:
-            raise ValueError(f"{name} must be an int or a sequence of {n} ints, got {v!r}")
-        return tuple(as_int(e, name) for e in v)
-    return (as_int(v, name),) * n
-
-
-def positive(values, name):
-    if any(v <= 0 for v in values):
-        raise ValueError(f"{name} must be positive, got {values if len(values) > 1 else values[0]}")
-    return values
-
-
-def _same_pads(size, k, stride, dil):
-    """TensorFlow's 'same': output ceil(size / stride); the odd pad goes to the end."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + dil * (k - 1) + 1 - size, 0)
-    return (total // 2, total - total // 2)
-
-
-def normalize_padding(padding, sizes, kernel, stride, dilation):
-    """Padding in any accepted form -> ((lo, hi), ...) one pair per spatial dimension."""
-    nd = len(sizes)
-    if isinstance(padding, str):
-        mode = padding.lower()
-        if mode == "valid":
-            return ((0, 0),) * nd
-        if mode == "same":
-            return tuple(_same_pads(sizes[i], kernel[i], stride[i], dilation[i]) for i in range(nd))
-        if mode == "full":
-            return tuple((dilation[i] * (kernel[i] - 1),) * 2 for i in range(nd))
-        raise ValueError(f"padding must be an int, a tuple, or one of 'valid', 'same', 'full'; got {padding!r}")
-    if isinstance(padding, (tuple, list)) and any(isinstance(e, (tuple, list)) for e in padding):
-        if len(padding) != nd or not all(isinstance(e, (tuple, list)) and len(e) == 2 for e in padding):
-            raise ValueError(f"per-side padding must be {nd} pairs (lo, hi), got {padding!r}")
-        pads = tuple((as_int(lo, "padding"), as_int(hi, "padding")) for lo, hi in padding)
-    elif nd == 1 and isinstance(padding, (tuple, list)) and len(padding) == 2:
-        pads = ((as_int(padding[0], "padding"), as_int(padding[1], "padding")),)  # 1-D: (left, right)
-    else:
-        pads = tuple((p, p) for p in as_tuple(padding, nd, "padding"))
-    if any(v < 0 for pair in pads for v in pair):
-        raise ValueError(f"padding must be non-negative, got {padding!r}")
-    return pads
-
-
-def conv_params(x_shape, w_shape, stride, padding, dilation, groups, op="conv2d"):
-    """Validate shapes and arguments; return (ConvParams, pads) for a 2-D problem."""
-    if len(x_shape) != 4:
-        raise ValueError(f"{op}: input must be 4-D (N, C, H, W), got shape {tuple(x_shape)}")
-    if len(w_shape) != 4:
-        raise ValueError(f"{op}: weight must be 4-D (K, C/groups, R, S), got shape {tuple(w_shape)}")
-    n, c, h, w = (int(v) for v in x_shape)
-    k, cg, r, s = (int(v) for v in w_shape)
-    groups = as_int(groups, "groups")
-    if groups <= 0:
-        raise ValueError(f"{op}: groups must be positive, got {groups}")
-    if c <= 0 or h <= 0 or w <= 0:
-        raise ValueError(f"{op}: input shape {tuple(x_shape)} has an empty channel or spatial dimension")
-    if k <= 0 or cg <= 0 or r <= 0 or s <= 0:
-        raise ValueError(f"{op}: weight shape {tuple(w_shape)} has an empty dimension")
-    if c != cg * groups:
-        raise ValueError(f"{op}: input has C={c} channels but weight expects C/groups={cg} x groups={groups} = {cg * groups}")
-    if k % groups != 0:
-        raise ValueError(f"{op}: output channels K={k} must be divisible by groups={groups}")
-    stride = positive(as_tuple(stride, 2, "stride"), "stride")
-    dilation = positive(as_tuple(dilation, 2, "dilation"), "dilation")
-    pads = normalize_padding(padding, (h, w), (r, s), stride, dilation)
-    for axis, size, kk, d, (lo, hi) in (("height", h, r, dilation[0], pads[0]), ("width", w, s, dilation[1], pads[1])):
-        span = d * (kk - 1) + 1
-        if span > size + lo + hi:
-            raise ValueError(f"{op}: kernel {axis} {kk} (dilated to {span}) is larger than the padded input "
-                             f"{axis} {size} + {lo} + {hi} = {size + lo + hi}")
-    check_element_count(x_shape, "input")
-    check_element_count(w_shape, "weight")
-    p = _C.ConvParams()
-    p.N, p.C, p.H, p.W, p.K, p.R, p.S = n, c, h, w, k, r, s
-    p.stride_h, p.stride_w = stride
-    p.dil_h, p.dil_w = dilation
-    p.pad_h, p.pad_w = pads[0][0], pads[1][0]
-    p.P = (h + pads[0][0] + pads[0][1] - dilation[0] * (r - 1) - 1) // stride[0] + 1
-    p.Q = (w + pads[1][0] + pads[1][1] - dilation[1] * (s - 1) - 1) // stride[1] + 1
-    p.groups = groups
-    check_element_count((n, k, p.P, p.Q), "output")
-    check_element_count((n, c, r, s, p.P, p.Q), "unrolled input")
-    return p, pads
-
-
-@functools.lru_cache(maxsize=512)
-def _cached_conv_params(x_shape, w_shape, stride, padding, dilation, groups, op):
-    return conv_params(x_shape, w_shape, stride, padding, dilation, groups, op)
-
-
-def conv_problem(x_shape, w_shape, stride, padding, dilation, groups, op="conv2d"):
-    """conv_params, memoised for hashable arguments: layers repeat the same problem."""
-    key = (tuple(x_shape), tuple(w_shape), stride, padding, dilation, groups, op)
-    if not _plain(key):  # lists, bools (True == 1 would share 1's entry), NumPy scalars
-        return conv_params(*key)
-    return _cached_conv_params(*key)
-
-
-def _plain(v):
-    """True for ints, strings and nested tuples of them: safe and exact as a cache key."""
-    if type(v) is tuple:
-        return all(_plain(e) for e in v)
-    return type(v) is int or type(v) is str
+__all__ = ["conv1d", "conv2d", "conv1d_backward", "conv2d_backward", "conv2d_output_shape", "explain", "info",
+           "set_num_threads", "get_num_threads", "conv_params"]
 
 
 def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=None):
@@ -210,62 +25,43 @@ def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation
     With dilation 1 and symmetric padding this is the familiar (N - F + 2P)/S + 1.
     """
     if groups is None:
-        groups = max(1, int(input_shape[1]) // max(1, int(weight_shape[1]))) if len(input_shape) == 4 and len(weight_shape) == 4 else 1
+        ranks_ok = len(input_shape) == 4 and len(weight_shape) == 4
+        groups = max(1, int(input_shape[1]) // max(1, int(weight_shape[1]))) if ranks_ok else 1
     p, _ = conv_params(input_shape, weight_shape, stride, padding, dilation, groups)
     return (p.N, p.K, p.P, p.Q)
 
 
 # ---- convolution -----------------------------------------------------------------
 
-_workspaces = threading.local()
-
-
-def _workspace(nbytes, slot="buf"):
-    """A workspace of at least ``nbytes``, kept per Python thread and reused: a fresh
-    buffer of tens of MiB (Winograd's transformed kernel) costs more in page faults
-    than the kernel takes to fill it. Holds the largest workspace seen, per thread and
-    ``slot`` (buffers used at the same time need different slots)."""
-    buf = getattr(_workspaces, slot, None)
-    if buf is None or buf.nbytes < nbytes:
-        buf = np.empty(nbytes, np.uint8)
-        setattr(_workspaces, slot, buf)
-    return buf
-
-
-def _run_conv(x_arr, w_arr, b_arr, params, pads, algorithm, out):
-    """Run one algorithm (already validated) on normalised host arrays; returns y."""
+def _run_conv(x_arr, w_arr, b_arr, params, pads, algorithm, out, backend=HOST):
+    """Run one algorithm (already validated) on normalised arrays of ``backend``; returns y."""
     dtype = x_arr.dtype
     shape = (params.N, params.K, params.P, params.Q)
-    y = check_out(out, shape, dtype) if out is not None else np.empty(shape, dtype)
+    y = backend.check_out(out, shape, dtype) if out is not None else backend.empty(shape, dtype)
     if algorithm == "reference":
         y[...] = reference.conv2d(x_arr, w_arr, b_arr, stride=(params.stride_h, params.stride_w),
                                   pads=pads, dilation=(params.dil_h, params.dil_w), groups=params.groups)
         return y
-    ws_bytes = _C.workspace_bytes(algorithm, params, DTYPE_NAMES[dtype])
-    ws = _workspace(ws_bytes) if ws_bytes else None
-    _C.conv2d_forward(algorithm, params, x_arr, w_arr, b_arr, y, ws)
+    ws = backend.workspace(backend.workspace_bytes(algorithm, params, dtype))
+    backend.run("conv2d_forward", algorithm, params, {"x": x_arr, "w": w_arr, "bias": b_arr, "y": y}, ws)
     return y
 
 
-def _all_finite(a):
-    """False when a holds NaN or Inf (one vectorised sum; a finite sum that overflows
-    also says False, which only costs auto its fastest choice)."""
-    return bool(np.isfinite(np.add.reduce(a, axis=None)))
-
-
-def _choose(policy, x_arr, w_arr, b_arr, params, pads, out):
+def _choose(policy, x_arr, w_arr, b_arr, params, pads, out, backend=HOST):
     """'auto' or 'autotune' -> a kernel. Both give the reference's NaN/Inf pattern: when
     x or w is not all finite, an algorithm that could spread it over a tile is replaced."""
     dtype = x_arr.dtype
+    device = backend.device
     if policy == "autotune" or algorithms.get_autotune():
         if params.N == 0:
-            return algorithms.choose(params, dtype)
-        scratch = out if out is not None else np.empty((params.N, params.K, params.P, params.Q), dtype)
-        algo = algorithms.tuned(params, dtype, lambda name: _run_conv(x_arr, w_arr, b_arr, params, pads, name, scratch))
+            return algorithms.choose(params, dtype, device=device)
+        scratch = out if out is not None else backend.empty((params.N, params.K, params.P, params.Q), dtype)
+        algo = algorithms.tuned(params, dtype, lambda name: _run_conv(x_arr, w_arr, b_arr, params, pads, name,
+                                                                      scratch, backend), device=device)
     else:
-        algo = algorithms.choose(params, dtype)
-    if not algorithms.is_exact_on_nonfinite(algo) and not (_all_finite(x_arr) and _all_finite(w_arr)):
-        algo = algorithms.choose(params, dtype, inputs_finite=False)
+        algo = algorithms.choose(params, dtype, device=device)
+    if not algorithms.is_exact_on_nonfinite(algo) and not (backend.all_finite(x_arr) and backend.all_finite(w_arr)):
+        algo = algorithms.choose(params, dtype, inputs_finite=False, device=device)
     return algo
 
 
@@ -283,34 +79,29 @@ def _as_2d(op, x_arr, w_arr, stride, padding, dilation):
     return x_arr, w_arr, stride, padding, dilation
 
 
-def _check_flip(op, flip):
-    if not isinstance(flip, (bool, np.bool_)):
-        raise TypeError(f"{op}: flip must be a bool, got {flip!r}")
-    return bool(flip)
-
-
 def _conv_nd(op, x, weight, bias, stride, padding, dilation, groups, flip, algorithm, out, one_d):
-    x_arr, kind = host_array(x, "input")
-    w_arr, _ = host_array(weight, "weight")
-    b_arr = host_array(bias, "bias")[0] if bias is not None else None
+    backend, kind = backend_for([("input", x), ("weight", weight), ("bias", bias)])
+    x_arr = backend.array(x, "input")
+    w_arr = backend.array(weight, "weight")
+    b_arr = backend.array(bias, "bias") if bias is not None else None
     same_dtype([("input", x_arr), ("weight", w_arr), ("bias", b_arr)])
     if one_d:
         x_arr, w_arr, stride, padding, dilation = _as_2d(op, x_arr, w_arr, stride, padding, dilation)
     params, pads = conv_problem(x_arr.shape, w_arr.shape, stride, padding, dilation, groups, op)
     if b_arr is not None and b_arr.shape != (params.K,):
         raise ValueError(f"{op}: bias must have shape ({params.K},), got {b_arr.shape}")
-    if _check_flip(op, flip):
-        w_arr = np.ascontiguousarray(w_arr[:, :, ::-1, ::-1])
-    algo = algorithms.resolve(algorithm, params, x_arr.dtype)
+    if check_flip(op, flip):
+        w_arr = backend.flip_kernel(w_arr)
+    algo = algorithms.resolve(algorithm, params, x_arr.dtype, device=backend.device)
     y_shape = (params.N, params.K, params.Q) if one_d else None
     if out is not None and one_d:
-        out = check_out(out, y_shape, x_arr.dtype).reshape(params.N, params.K, 1, params.Q)
+        out = backend.check_out(out, y_shape, x_arr.dtype).reshape(params.N, params.K, 1, params.Q)
     if algo in algorithms.POLICIES:
-        algo = _choose(algo, x_arr, w_arr, b_arr, params, pads, out)
-    y = _run_conv(x_arr, w_arr, b_arr, params, pads, algo, out)
+        algo = _choose(algo, x_arr, w_arr, b_arr, params, pads, out, backend)
+    y = _run_conv(x_arr, w_arr, b_arr, params, pads, algo, out, backend)
     if one_d:
         y = y.reshape(y_shape)
-    return wrap_like(kind, y)
+    return backend.wrap(y, kind)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
@@ -344,14 +135,6 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
 
 # ---- backward --------------------------------------------------------------------
 
-def _needs(op, needs):
-    if not isinstance(needs, (tuple, list)) or len(needs) != 3:
-        raise ValueError(f"{op}: needs must be a triple of bools (grad_input, grad_weight, grad_bias), got {needs!r}")
-    if not all(isinstance(v, (bool, np.bool_)) for v in needs):
-        raise TypeError(f"{op}: needs must hold bools, got {needs!r}")
-    return tuple(bool(v) for v in needs)
-
-
 def _transposed_problem(params, pads):
     """For a stride-1 convolution, grad_x = conv2d(grad_y, w') with w'[c, k] = w[k, c]
     rotated 180 degrees (per group) and pads (d*(R-1) - lo, d*(R-1) - hi): every input
@@ -370,20 +153,20 @@ def _transposed_problem(params, pads):
     return t_params, t_pads
 
 
-def _transposed_weight(w_arr, groups):
+def _transposed_weight(w_arr, groups, backend=HOST):
     """w (K, C/g, R, S) -> w' (C, K/g, R, S): per group, channels swapped and the kernel
     rotated 180 degrees, by ``_C.transpose_rotate_weight`` (NumPy's strided copy, runs of
     R*S reversed values, took 2.1 ms for ResNet's 512x512x3x3 on Zen 5). Written into a
     reused per-thread buffer (a fresh one of 9 MiB costs about as much in page faults as
     the copy); valid until the next call on this thread."""
     k, cg, r, s = w_arr.shape
-    out = _workspace(w_arr.nbytes, "transposed_weight")[:w_arr.nbytes].view(w_arr.dtype)
+    out = backend.workspace(w_arr.nbytes, "transposed_weight")[:w_arr.nbytes].view(w_arr.dtype)
     out = out.reshape(groups * cg, k // groups, r, s)
     _C.transpose_rotate_weight(np.ascontiguousarray(w_arr), out, groups)
     return out
 
 
-def _grad_input_as_forward(gy, w_arr, params, pads):
+def _grad_input_as_forward(gy, w_arr, params, pads, backend=HOST):
     """grad_x of a stride-1 convolution by the forward kernel ``auto`` picks for the
     transposed problem (Winograd for 3x3 float32: 4x fewer multiplications than the
     backward GEMM + col2im), or None when there is no such problem. Like the forward's
@@ -392,14 +175,14 @@ def _grad_input_as_forward(gy, w_arr, params, pads):
     if transposed is None:
         return None
     t_params, t_pads = transposed
-    w_t = _transposed_weight(w_arr, params.groups)
-    algo = _choose("auto", gy, w_t, None, t_params, t_pads, None)
-    return _run_conv(gy, w_t, None, t_params, t_pads, algo, None)
+    w_t = _transposed_weight(w_arr, params.groups, backend)
+    algo = _choose("auto", gy, w_t, None, t_params, t_pads, None, backend)
+    return _run_conv(gy, w_t, None, t_params, t_pads, algo, None, backend)
 
 
-def _run_conv_backward(gy, x_arr, w_arr, params, pads, algorithm, needs, data_as_forward=False):
-    """(grad_x or None, grad_w or None, grad_b or None) for normalised 4-D host arrays;
-    ``data_as_forward``: grad_x by a forward kernel where the problem allows it."""
+def _run_conv_backward(gy, x_arr, w_arr, params, pads, algorithm, needs, data_as_forward=False, backend=HOST):
+    """(grad_x or None, grad_w or None, grad_b or None) for normalised 4-D arrays of
+    ``backend``; ``data_as_forward``: grad_x by a forward kernel where the problem allows it."""
     dtype = x_arr.dtype
     need_x, need_w, need_b = needs
     if algorithm == "reference":
@@ -408,28 +191,30 @@ def _run_conv_backward(gy, x_arr, w_arr, params, pads, algorithm, needs, data_as
                                                groups=params.groups)
         return (gx if need_x else None, gw if need_w else None, gb if need_b else None)
     gx = gw = gb = None
-    name = DTYPE_NAMES[dtype]
     if need_x and data_as_forward:
-        gx = _grad_input_as_forward(gy, w_arr, params, pads)
+        gx = _grad_input_as_forward(gy, w_arr, params, pads, backend)
     if need_x and gx is None:
-        gx = np.empty(x_arr.shape, dtype)
-        nbytes = _C.workspace_bytes(algorithm, params, name, False, "conv2d_backward_data")
-        _C.conv2d_backward_data(algorithm, params, gy, w_arr, gx, _workspace(nbytes) if nbytes else None)
+        gx = backend.empty(x_arr.shape, dtype)
+        ws = backend.workspace(backend.workspace_bytes(algorithm, params, dtype, False, "conv2d_backward_data"))
+        backend.run("conv2d_backward_data", algorithm, params, {"grad_y": gy, "w": w_arr, "grad_x": gx}, ws)
     if need_w or need_b:
-        gw = np.empty(w_arr.shape, dtype) if need_w else None
-        gb = np.empty((params.K,), dtype) if need_b else None
-        nbytes = _C.workspace_bytes(algorithm, params, name, False, "conv2d_backward_weight") if need_w else 0
-        _C.conv2d_backward_weight(algorithm, params, gy, x_arr, gw, gb, _workspace(nbytes) if nbytes else None)
+        gw = backend.empty(w_arr.shape, dtype) if need_w else None
+        gb = backend.empty((params.K,), dtype) if need_b else None
+        ws = (backend.workspace(backend.workspace_bytes(algorithm, params, dtype, False, "conv2d_backward_weight"))
+              if need_w else None)
+        backend.run("conv2d_backward_weight", algorithm, params,
+                    {"grad_y": gy, "x": x_arr, "grad_w": gw, "grad_bias": gb}, ws)
     return gx, gw, gb
 
 
 def _conv_backward_nd(op, grad_y, x, weight, stride, padding, dilation, groups, flip, algorithm, needs, one_d):
-    gy_arr, _ = host_array(grad_y, "grad_y")
-    x_arr, kind = host_array(x, "input")
-    w_arr, _ = host_array(weight, "weight")
+    backend, kind = backend_for([("input", x), ("grad_y", grad_y), ("weight", weight)])
+    gy_arr = backend.array(grad_y, "grad_y")
+    x_arr = backend.array(x, "input")
+    w_arr = backend.array(weight, "weight")
     same_dtype([("grad_y", gy_arr), ("input", x_arr), ("weight", w_arr)])
-    needs = _needs(op, needs)
-    flip = _check_flip(op, flip)
+    needs = check_needs(op, needs)
+    flip = check_flip(op, flip)
     if one_d:
         x_arr, w_arr, stride, padding, dilation = _as_2d(op, x_arr, w_arr, stride, padding, dilation)
     params, pads = conv_problem(x_arr.shape, w_arr.shape, stride, padding, dilation, groups, op)
@@ -437,17 +222,17 @@ def _conv_backward_nd(op, grad_y, x, weight, stride, padding, dilation, groups, 
     if gy_arr.shape != y_shape:
         raise ValueError(f"{op}: grad_y must have the output's shape {y_shape}, got {gy_arr.shape}")
     gy_arr = gy_arr.reshape(params.N, params.K, params.P, params.Q)
-    algo = algorithms.resolve_backward(algorithm, params)
+    algo = algorithms.resolve_backward(algorithm, params, device=backend.device)
     if flip:  # y = conv(x, flipped w): grad_w is the flipped gradient of the flipped weight
-        w_arr = np.ascontiguousarray(w_arr[:, :, ::-1, ::-1])
+        w_arr = backend.flip_kernel(w_arr)
     gx, gw, gb = _run_conv_backward(gy_arr, x_arr, w_arr, params, pads, algo, needs,
-                                    data_as_forward=algorithm == "auto")
+                                    data_as_forward=algorithm == "auto", backend=backend)
     if gw is not None and flip:
-        gw = np.ascontiguousarray(gw[:, :, ::-1, ::-1])
+        gw = backend.flip_kernel(gw)
     if one_d:
         gx = gx.reshape(gx.shape[0], gx.shape[1], gx.shape[3]) if gx is not None else None
         gw = gw.reshape(gw.shape[0], gw.shape[1], gw.shape[3]) if gw is not None else None
-    return tuple(wrap_like(kind, g) if g is not None else None for g in (gx, gw, gb))
+    return tuple(backend.wrap(g, kind) if g is not None else None for g in (gx, gw, gb))
 
 
 def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
@@ -505,24 +290,25 @@ class Explanation:
 
 
 def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, dtype="float32",
-            workspace_limit=None):
+            workspace_limit=None, device="cpu"):
     """Per algorithm: supported or why not, FLOPs, workspace bytes of a call, and of a plan
     (``plan_conv2d``) its prepared weights and workspace; and which one ``auto`` picks
-    (within ``workspace_limit`` bytes, default the global ``set_workspace_limit``)."""
+    (within ``workspace_limit`` bytes, default the global ``set_workspace_limit``), on
+    ``device`` ('cpu' in this build)."""
     dtype = np.dtype(dtype)
     if dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"dtype {dtype} is not supported; supported dtypes: {_DTYPE_NAMES}")
+        raise TypeError(f"dtype {dtype} is not supported; supported dtypes: {', '.join(DTYPE_NAMES.values())}")
     params, pads = conv_params(tuple(input_shape), tuple(weight_shape), stride, padding, dilation, groups, "explain")
     rows = []
-    for name in algorithms.available()[len(algorithms.POLICIES):]:
+    for name in algorithms.available(device)[len(algorithms.POLICIES):]:
         if name in algorithms.ALIASES:  # 'winograd': its rows 'winograd:m' are listed
             continue
-        why = "" if name == "reference" else _C.supports(name, params, dtype.name)
+        why = "" if name == "reference" else _C.supports(name, params, dtype.name, "conv2d_forward", device)
         ws = prep = plan_ws = 0
         if not why and name != "reference":
-            ws = algorithms.workspace_bytes(name, params, dtype)
-            plan_ws = algorithms.workspace_bytes(name, params, dtype, prepared=True)
-            prep = _C.prepared_bytes(name, params, dtype.name)
+            ws = algorithms.workspace_bytes(name, params, dtype, device=device)
+            plan_ws = algorithms.workspace_bytes(name, params, dtype, prepared=True, device=device)
+            prep = _C.prepared_bytes(name, params, dtype.name, device)
         rows.append({"algorithm": name, "supported": not why, "reason": why,
                      "flops": params.flops(), "workspace_bytes": ws, "prepared_bytes": prep,
                      "plan_workspace_bytes": plan_ws})
@@ -530,8 +316,9 @@ def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
                "output_shape": (params.N, params.K, params.P, params.Q),
                "stride": (params.stride_h, params.stride_w), "pads": pads,
                "dilation": (params.dil_h, params.dil_w), "groups": params.groups, "dtype": dtype.name,
+               "device": device,
                "workspace_limit": workspace_limit if workspace_limit is not None else algorithms.get_workspace_limit()}
-    return Explanation(problem, rows, algorithms.choose(params, dtype, workspace_limit=workspace_limit))
+    return Explanation(problem, rows, algorithms.choose(params, dtype, workspace_limit=workspace_limit, device=device))
 
 
 def set_num_threads(n):
@@ -551,8 +338,8 @@ def info():
         "isa": _C.get_isa(),
         "isa_detected": _C.detected_isa(),
         "threads": _C.get_num_threads(),
-        "cuda": "none (CUDA toolkit found at build time; no CUDA kernels in this version)"
-        if b["cuda_compiled"] else "none (built without CUDA)",
+        "cuda": (f"{b['cuda_kernels']} CUDA kernels compiled" if b["cuda_kernels"]
+                 else "none (this build has no CUDA kernels; everything runs on the CPU)"),
         "openmp": b["openmp"],
         "compiler": b.get("compiler", "unknown"),
         "numpy": np.__version__,

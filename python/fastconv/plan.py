@@ -20,30 +20,32 @@ import threading
 import numpy as np
 
 from . import _C, algorithms
-from .functional import (DTYPE_NAMES, _all_finite, _run_conv, as_int, check_out, conv_problem, host_array,
-                         same_dtype, wrap_like)
+from ._args import as_int, check_flip, conv_problem
+from ._arrays import DTYPE_NAMES, backend_for, same_dtype
+from .functional import _run_conv
 
 
 class ConvPlan:
     """A conv2d with fixed weights, problem and algorithm; call it with the input."""
 
-    def __init__(self, w_arr, b_arr, input_shape, stride, padding, dilation, groups, algorithm,
+    def __init__(self, backend, w_arr, b_arr, input_shape, stride, padding, dilation, groups, algorithm,
                  workspace_limit):
+        self._backend = backend  # the weights' device: every call runs there
         self._w, self._b = w_arr, b_arr
         self._args = (stride, padding, dilation, groups)
         self.dtype = w_arr.dtype
         params, pads = conv_problem(input_shape, w_arr.shape, stride, padding, dilation, groups, "plan_conv2d")
         self.input_shape = tuple(input_shape)
         self.output_shape = (params.N, params.K, params.P, params.Q)
-        self._weights_finite = _all_finite(w_arr) and (b_arr is None or _all_finite(b_arr))
+        self._weights_finite = backend.all_finite(w_arr) and (b_arr is None or backend.all_finite(b_arr))
         self._local = threading.local()
         self._prepared = None
-        name = algorithms.resolve(algorithm, params, self.dtype)
+        name = algorithms.resolve(algorithm, params, self.dtype, device=backend.device)
         if name == "autotune" or (name == "auto" and algorithms.get_autotune()):
             name = self._tune(params, pads, workspace_limit)
         elif name == "auto":
             name = algorithms.choose(params, self.dtype, inputs_finite=self._weights_finite,
-                                     workspace_limit=workspace_limit, prepared=True)
+                                     workspace_limit=workspace_limit, prepared=True, device=backend.device)
         self.algorithm = name
         self._prepare(params)
 
@@ -52,12 +54,13 @@ class ConvPlan:
     def _prepare(self, params):
         """Transform/pack the weights for self.algorithm at the active ISA."""
         self._isa = _C.get_isa()
-        if not algorithms.prepares(self.algorithm):
+        device = self._backend.device
+        if not algorithms.prepares(self.algorithm, device):
             self._prepared = None
             return
-        nbytes = _C.prepared_bytes(self.algorithm, params, DTYPE_NAMES[self.dtype])
-        prepared = np.empty(nbytes // self.dtype.itemsize, self.dtype)
-        _C.prepare_weights(self.algorithm, params, self._w, prepared)
+        nbytes = _C.prepared_bytes(self.algorithm, params, DTYPE_NAMES[self.dtype], device)
+        prepared = self._backend.empty(nbytes // self.dtype.itemsize, self.dtype)
+        self._backend.prepare(self.algorithm, params, self._w, prepared)
         self._prepared = prepared
 
     @property
@@ -69,7 +72,8 @@ class ConvPlan:
     def workspace_bytes(self):
         """Scratch bytes one call at the planned input shape needs (current thread count)."""
         params, _ = self._problem(self.input_shape)
-        return algorithms.workspace_bytes(self.algorithm, params, self.dtype, prepared=True)
+        return algorithms.workspace_bytes(self.algorithm, params, self.dtype, prepared=True,
+                                          device=self._backend.device)
 
     # ---- calls -----------------------------------------------------------------------
 
@@ -87,21 +91,24 @@ class ConvPlan:
         if last is None or last[0] != key:
             params, pads = self._problem(x_shape)
             last = self._local.call = (key, params, pads,
-                                       algorithms.workspace_bytes(self.algorithm, params, self.dtype, prepared=True),
+                                       algorithms.workspace_bytes(self.algorithm, params, self.dtype, prepared=True,
+                                                                  device=self._backend.device),
                                        (params.N, params.K, params.P, params.Q), isa)
         return last[1:]
 
     def _workspace(self, nbytes):
         buf = getattr(self._local, "buf", None)
         if buf is None or buf.nbytes < nbytes:
-            buf = self._local.buf = np.empty(nbytes, np.uint8)
+            buf = self._local.buf = self._backend.empty(nbytes, np.uint8)
         return buf
 
     def __call__(self, x, *, out=None):
         """y = conv2d(x, weight, bias, ...) for x of shape (N, C, H, W) with the planned
         C, H, W (any N). ``out``: optional NumPy array to write y into."""
-        x_arr, kind = host_array(x, "input")
-        return wrap_like(kind, self.run_array(x_arr, out))
+        backend, kind = backend_for([("input", x)])
+        if backend is not self._backend:
+            raise TypeError(f"plan was made for {self._backend.device} arrays, got input on {backend.device}")
+        return backend.wrap(self.run_array(backend.array(x, "input"), out), kind)
 
     def run_array(self, x_arr, out=None):
         """``self(x)`` for a C-contiguous NumPy array x_arr; returns a NumPy array (what
@@ -112,18 +119,20 @@ class ConvPlan:
             raise ValueError(f"plan was made for inputs (N, {', '.join(map(str, self.input_shape[1:]))}), "
                              f"got shape {x_arr.shape}")
         params, pads, ws_bytes, shape, isa = self._call_problem(x_arr.shape)
-        if not algorithms.is_exact_on_nonfinite(self.algorithm) and not _all_finite(x_arr):
-            exact = algorithms.choose(params, self.dtype, inputs_finite=False)
-            return _run_conv(x_arr, self._w, self._b, params, pads, exact, out)
-        y = check_out(out, shape, self.dtype) if out is not None else np.empty(shape, self.dtype)
+        backend = self._backend
+        if not algorithms.is_exact_on_nonfinite(self.algorithm) and not backend.all_finite(x_arr):
+            exact = algorithms.choose(params, self.dtype, inputs_finite=False, device=backend.device)
+            return _run_conv(x_arr, self._w, self._b, params, pads, exact, out, backend)
+        y = backend.check_out(out, shape, self.dtype) if out is not None else backend.empty(shape, self.dtype)
         if shape[0] == 0:
             return y
         if self._prepared is None:
-            return _run_conv(x_arr, self._w, self._b, params, pads, self.algorithm, y)
+            return _run_conv(x_arr, self._w, self._b, params, pads, self.algorithm, y, backend)
         if isa != self._isa:  # packed panels are laid out per ISA
             self._prepare(params)
         ws = self._workspace(ws_bytes) if ws_bytes else None
-        _C.conv2d_forward(self.algorithm, params, x_arr, self._prepared, self._b, y, ws, True)
+        tensors = {"x": x_arr, "w": self._prepared, "bias": self._b, "y": y}
+        backend.run("conv2d_forward", self.algorithm, params, tensors, ws, prepared=True)
         return y
 
     def _tune(self, params, pads, workspace_limit):
@@ -144,7 +153,7 @@ class ConvPlan:
         if workspace_limit is not None:
             algorithms.set_workspace_limit(workspace_limit)
         try:
-            return algorithms.tuned(params, self.dtype, run, prepared=True)
+            return algorithms.tuned(params, self.dtype, run, prepared=True, device=self._backend.device)
         finally:
             algorithms.set_workspace_limit(before)
 
@@ -177,24 +186,25 @@ def plan_conv2d(weight, input_shape, stride=1, padding=0, dilation=1, groups=1, 
     ``plan(x)`` gives y; ``plan.algorithm``, ``plan.prepared_bytes``,
     ``plan.workspace_bytes`` and ``plan.explain()`` say what it holds.
     """
-    w_arr, _ = host_array(weight, "weight")
-    b_arr = host_array(bias, "bias")[0] if bias is not None else None
+    backend, _ = backend_for([("weight", weight), ("bias", bias)])
+    w_arr = backend.array(weight, "weight")
+    b_arr = backend.array(bias, "bias") if bias is not None else None
     same_dtype([("weight", w_arr), ("bias", b_arr)])
     if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 4:
         raise ValueError(f"plan_conv2d: input_shape must be (N, C, H, W), got {input_shape!r}")
     input_shape = tuple(as_int(v, "input_shape") for v in input_shape)
     if input_shape[0] < 0:
         raise ValueError(f"plan_conv2d: input_shape has a negative batch size: {input_shape}")
-    if not isinstance(flip, (bool, np.bool_)):
-        raise TypeError(f"plan_conv2d: flip must be a bool, got {flip!r}")
-    if workspace_limit is not None and (isinstance(workspace_limit, bool) or not isinstance(workspace_limit, (int, np.integer))
+    flip = check_flip("plan_conv2d", flip)
+    if workspace_limit is not None and (isinstance(workspace_limit, bool)
+                                        or not isinstance(workspace_limit, (int, np.integer))
                                         or workspace_limit < 0):
         raise ValueError(f"plan_conv2d: workspace_limit must be a non-negative int of bytes, got {workspace_limit!r}")
     if w_arr.ndim != 4:
         raise ValueError(f"plan_conv2d: weight must be 4-D (K, C/groups, R, S), got shape {w_arr.shape}")
-    w_arr = np.array(w_arr[:, :, ::-1, ::-1] if flip else w_arr, order="C", copy=True)
+    w_arr = backend.flip_kernel(w_arr) if flip else w_arr.copy()  # the plan's own copy
     if b_arr is not None:
         if b_arr.shape != (w_arr.shape[0],):
             raise ValueError(f"plan_conv2d: bias must have shape ({w_arr.shape[0]},), got {b_arr.shape}")
         b_arr = b_arr.copy()
-    return ConvPlan(w_arr, b_arr, input_shape, stride, padding, dilation, groups, algorithm, workspace_limit)
+    return ConvPlan(backend, w_arr, b_arr, input_shape, stride, padding, dilation, groups, algorithm, workspace_limit)

@@ -21,15 +21,14 @@ shape and dtype to write into; with ``return_indices=True`` it may be a pair
 """
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 
 import numpy as np
 
 from . import _C
-from .functional import (_array_kind, _plain, as_int, as_tuple, check_element_count, check_out, host_array, positive,
-                         wrap_like)
+from ._args import adaptive_size, as_bool, as_int, check_element_count, pool_output_size, pool_window
+from ._arrays import backend_for
 
 __all__ = [
     "max_pool2d", "avg_pool2d", "lp_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
@@ -43,22 +42,11 @@ __all__ = [
 
 # ---- shapes ------------------------------------------------------------------------------
 
-def pool_output_size(size, kernel, stride, pad, dilation=1, ceil_mode=False):
-    """torch's pooling output size along one axis (before the >= 1 check).
-
-    floor((size + 2*pad - dilation*(kernel-1) - 1 [+ stride-1 with ceil_mode]) / stride) + 1;
-    with ceil_mode the last window must start inside the input or the left padding.
-    """
-    span = dilation * (kernel - 1) + 1
-    out = (size + 2 * pad - span + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
-
-
 def _input(x, nd, op):
-    """(x as a contiguous (N, C, H, W) array, kind, user rank) for an nd-D pooling op."""
-    arr, kind = host_array(x, "input")
+    """(x as a contiguous (N, C, H, W) array, caller, user rank) for an nd-D pooling op;
+    caller is (backend, kind) of the caller's array (``_arrays``)."""
+    backend, kind = backend_for([("input", x)])
+    arr = backend.array(x, "input")
     rank = arr.ndim
     if rank == nd + 1:  # unbatched, as torch: (C, H, W) or (C, L)
         arr = arr[None]
@@ -71,55 +59,13 @@ def _input(x, nd, op):
         raise ValueError(f"{op}: input of shape {tuple(x.shape)} has an empty channel or spatial dimension "
                          "(only the batch dimension may be 0)")
     check_element_count(arr.shape, "input")
-    return arr, kind, rank
+    return arr, (backend, kind), rank
 
 
 def _user_shape(n, c, out, rank, nd):
     """The output shape the caller sees: (N, C, *out), without N for an unbatched input."""
     shape = (n, c) + tuple(out)
     return shape[1:] if rank == nd + 1 else shape
-
-
-def _as_bool(v, name, op):
-    if not isinstance(v, (bool, np.bool_, numbers.Integral)):
-        raise TypeError(f"{op}: {name} must be a bool, got {v!r}")
-    return bool(v)
-
-
-def _window(op, nd, sizes, kernel_size, stride, padding, dilation, ceil_mode):
-    """Validate window arguments with torch's rules; per-axis tuples (k, s, p, d, out).
-    Memoised for plain arguments (a model's layer repeats the same call)."""
-    key = (op, nd, tuple(sizes), kernel_size, "default" if stride is None else stride, padding, dilation,
-           int(ceil_mode))  # ceil_mode is a checked bool here; a bool elsewhere is not _plain (not cached)
-    if _plain(key):
-        return _cached_window(*key)
-    return _check_window(op, nd, sizes, kernel_size, stride, padding, dilation, ceil_mode)
-
-
-@functools.lru_cache(maxsize=512)
-def _cached_window(op, nd, sizes, kernel_size, stride, padding, dilation, ceil_mode):
-    return _check_window(op, nd, sizes, kernel_size, None if stride == "default" else stride, padding, dilation,
-                         bool(ceil_mode))
-
-
-def _check_window(op, nd, sizes, kernel_size, stride, padding, dilation, ceil_mode):
-    k = positive(as_tuple(kernel_size, nd, "kernel_size"), "kernel_size")
-    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
-        s = k  # torch: the default stride is the kernel size
-    else:
-        s = positive(as_tuple(stride, nd, "stride"), "stride")
-    p = as_tuple(padding, nd, "padding")
-    d = positive(as_tuple(dilation, nd, "dilation"), "dilation")
-    if any(v < 0 for v in p):
-        raise ValueError(f"{op}: padding must be non-negative, got {padding!r}")
-    if any(pi > ki // 2 for pi, ki in zip(p, k)):
-        raise ValueError(f"{op}: padding {p if nd > 1 else p[0]} must be at most half of "
-                         f"kernel_size {k if nd > 1 else k[0]}")
-    out = tuple(pool_output_size(sizes[i], k[i], s[i], p[i], d[i], ceil_mode) for i in range(nd))
-    if any(o < 1 for o in out):
-        raise ValueError(f"{op}: output size {out} is too small (must be >= 1) for input size {tuple(sizes)} "
-                         f"with kernel_size={k}, stride={s}, padding={p}, dilation={d}, ceil_mode={ceil_mode}")
-    return k, s, p, d, out
 
 
 def _params(arr, out2, k2=(1, 1), s2=(1, 1), p2=(0, 0), d2=(1, 1), adaptive=False):
@@ -140,46 +86,56 @@ def _lift(nd, t, fill):
     return (fill,) + tuple(t) if nd == 1 else tuple(t)
 
 
-def _outputs(out, shape4, user_shape, dtype, with_indices):
+def _outputs(backend, out, shape4, user_shape, dtype, with_indices):
     """Allocate (or check the caller's) output and indices; return 4-D views and user views."""
     y_out, i_out = out, None
     if with_indices and isinstance(out, (tuple, list)):
         if len(out) != 2:
             raise ValueError(f"out must be an array or a pair (values, indices), got {len(out)} items")
         y_out, i_out = out
-    y = check_out(y_out, user_shape, dtype) if y_out is not None else np.empty(user_shape, dtype)
+    y = backend.check_out(y_out, user_shape, dtype) if y_out is not None else backend.empty(user_shape, dtype)
     idx = None
     if with_indices:
-        idx = (check_out(i_out, user_shape, np.dtype(np.int64), "out[1] (indices)") if i_out is not None
-               else np.empty(user_shape, np.int64))
+        idx = (backend.check_out(i_out, user_shape, np.dtype(np.int64), "out[1] (indices)") if i_out is not None
+               else backend.empty(user_shape, np.int64))
     return y, y.reshape(shape4), idx, (idx.reshape(shape4) if idx is not None else None)
 
 
-def _finish(kind, y, idx, return_indices):
+def _run(caller, op, prm, **tensors):
+    """One pooling op of the kernel table on the caller's device (tensors: slot -> array)."""
+    caller[0].run(op, "direct", prm, tensors)
+
+
+def _wrap(caller, a):
+    backend, kind = caller
+    return backend.wrap(a, kind)
+
+
+def _finish(caller, y, idx, return_indices):
     if return_indices:
-        return wrap_like(kind, y), wrap_like(kind, idx)
-    return wrap_like(kind, y)
+        return _wrap(caller, y), _wrap(caller, idx)
+    return _wrap(caller, y)
 
 
 # ---- max ---------------------------------------------------------------------------------
 
 def _max_args(op, nd, x, kernel_size, stride, padding, dilation, ceil_mode):
-    """(x as (N, C, H, W), kind, user rank, PoolParams, output size) of a max pooling call."""
-    arr, kind, rank = _input(x, nd, op)
-    ceil_mode = _as_bool(ceil_mode, "ceil_mode", op)
-    k, s, p, d, o = _window(op, nd, arr.shape[4 - nd:], kernel_size, stride, padding, dilation, ceil_mode)
+    """(x as (N, C, H, W), caller, user rank, PoolParams, output size) of a max pooling call."""
+    arr, caller, rank = _input(x, nd, op)
+    ceil_mode = as_bool(ceil_mode, "ceil_mode", op)
+    k, s, p, d, o = pool_window(op, nd, arr.shape[4 - nd:], kernel_size, stride, padding, dilation, ceil_mode)
     prm = _params(arr, _lift(nd, o, 1), _lift(nd, k, 1), _lift(nd, s, 1), _lift(nd, p, 0), _lift(nd, d, 1))
-    return arr, kind, rank, prm, o
+    return arr, caller, rank, prm, o
 
 
 def _max_pool(op, nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, out):
-    arr, kind, rank, prm, o = _max_args(op, nd, x, kernel_size, stride, padding, dilation, ceil_mode)
-    return_indices = _as_bool(return_indices, "return_indices", op)
+    arr, caller, rank, prm, o = _max_args(op, nd, x, kernel_size, stride, padding, dilation, ceil_mode)
+    return_indices = as_bool(return_indices, "return_indices", op)
     n, c = arr.shape[:2]
-    y, y4, idx, i4 = _outputs(out, (n, c, prm.P, prm.Q), _user_shape(n, c, o, rank, nd), arr.dtype,
+    y, y4, idx, i4 = _outputs(caller[0], out, (n, c, prm.P, prm.Q), _user_shape(n, c, o, rank, nd), arr.dtype,
                               return_indices)
-    _C.max_pool2d_forward(prm, arr, y4, i4)
-    return _finish(kind, y, idx, return_indices)
+    _run(caller, "max_pool2d_forward", prm, x=arr, y=y4, indices=i4)
+    return _finish(caller, y, idx, return_indices)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -218,11 +174,11 @@ def max_pool1d_backward(grad_y, x, kernel_size, stride=None, padding=0, dilation
 # ---- average -----------------------------------------------------------------------------
 
 def _avg_args(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-    """(x as (N, C, H, W), kind, user rank, PoolParams, output size) of an average pooling call."""
-    arr, kind, rank = _input(x, nd, op)
-    ceil_mode = _as_bool(ceil_mode, "ceil_mode", op)
-    count_include_pad = _as_bool(count_include_pad, "count_include_pad", op)
-    k, s, p, _, o = _window(op, nd, arr.shape[4 - nd:], kernel_size, stride, padding, 1, ceil_mode)
+    """(x as (N, C, H, W), caller, user rank, PoolParams, output size) of an average pooling call."""
+    arr, caller, rank = _input(x, nd, op)
+    ceil_mode = as_bool(ceil_mode, "ceil_mode", op)
+    count_include_pad = as_bool(count_include_pad, "count_include_pad", op)
+    k, s, p, _, o = pool_window(op, nd, arr.shape[4 - nd:], kernel_size, stride, padding, 1, ceil_mode)
     prm = _params(arr, _lift(nd, o, 1), _lift(nd, k, 1), _lift(nd, s, 1), _lift(nd, p, 0))
     prm.count_include_pad = count_include_pad
     if divisor_override is not None:
@@ -230,16 +186,16 @@ def _avg_args(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_
         if dv == 0:
             raise ValueError(f"{op}: divisor_override must be non-zero, got {divisor_override!r}")
         prm.divisor_override = dv
-    return arr, kind, rank, prm, o
+    return arr, caller, rank, prm, o
 
 
 def _avg_pool(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, out):
-    arr, kind, rank, prm, o = _avg_args(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+    arr, caller, rank, prm, o = _avg_args(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
                                         divisor_override)
     n, c = arr.shape[:2]
-    y, y4, _, _ = _outputs(out, (n, c, prm.P, prm.Q), _user_shape(n, c, o, rank, nd), arr.dtype, False)
-    _C.avg_pool2d_forward(prm, arr, y4)
-    return wrap_like(kind, y)
+    y, y4, _, _ = _outputs(caller[0], out, (n, c, prm.P, prm.Q), _user_shape(n, c, o, rank, nd), arr.dtype, False)
+    _run(caller, "avg_pool2d_forward", prm, x=arr, y=y4)
+    return _wrap(caller, y)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
@@ -277,26 +233,26 @@ def avg_pool1d_backward(grad_y, x, kernel_size, stride=None, padding=0, ceil_mod
 # ---- Lp ----------------------------------------------------------------------------------
 
 def _lp_args(op, nd, x, norm_type, kernel_size, stride, ceil_mode):
-    """(x as (N, C, H, W), kind, user rank, PoolParams, output size) of an Lp pooling call."""
-    arr, kind, rank = _input(x, nd, op)
+    """(x as (N, C, H, W), caller, user rank, PoolParams, output size) of an Lp pooling call."""
+    arr, caller, rank = _input(x, nd, op)
     if isinstance(norm_type, (bool, np.bool_)) or not isinstance(norm_type, numbers.Real):
         raise TypeError(f"{op}: norm_type must be a real number, got {norm_type!r}")
     norm_type = float(norm_type)
     if norm_type == 0 or math.isnan(norm_type):
         raise ValueError(f"{op}: norm_type must be non-zero and not NaN, got {norm_type!r}")
-    ceil_mode = _as_bool(ceil_mode, "ceil_mode", op)
-    k, s, _, _, o = _window(op, nd, arr.shape[4 - nd:], kernel_size, stride, 0, 1, ceil_mode)
+    ceil_mode = as_bool(ceil_mode, "ceil_mode", op)
+    k, s, _, _, o = pool_window(op, nd, arr.shape[4 - nd:], kernel_size, stride, 0, 1, ceil_mode)
     prm = _params(arr, _lift(nd, o, 1), _lift(nd, k, 1), _lift(nd, s, 1))
     prm.norm_type = norm_type
-    return arr, kind, rank, prm, o
+    return arr, caller, rank, prm, o
 
 
 def _lp_pool(op, nd, x, norm_type, kernel_size, stride, ceil_mode, out):
-    arr, kind, rank, prm, o = _lp_args(op, nd, x, norm_type, kernel_size, stride, ceil_mode)
+    arr, caller, rank, prm, o = _lp_args(op, nd, x, norm_type, kernel_size, stride, ceil_mode)
     n, c = arr.shape[:2]
-    y, y4, _, _ = _outputs(out, (n, c, prm.P, prm.Q), _user_shape(n, c, o, rank, nd), arr.dtype, False)
-    _C.lp_pool2d_forward(prm, arr, y4)
-    return wrap_like(kind, y)
+    y, y4, _, _ = _outputs(caller[0], out, (n, c, prm.P, prm.Q), _user_shape(n, c, o, rank, nd), arr.dtype, False)
+    _run(caller, "lp_pool2d_forward", prm, x=arr, y=y4)
+    return _wrap(caller, y)
 
 
 def lp_pool2d(x, norm_type, kernel_size, stride=None, ceil_mode=False, *, out=None):
@@ -328,43 +284,26 @@ def lp_pool1d_backward(grad_y, x, norm_type, kernel_size, stride=None, ceil_mode
 
 # ---- adaptive ----------------------------------------------------------------------------
 
-def _adaptive_size(op, nd, output_size, sizes):
-    """torch's output_size: an int, or nd entries each an int or None (= the input's size)."""
-    if isinstance(output_size, (tuple, list)):
-        if len(output_size) != nd:
-            raise ValueError(f"{op}: output_size must be an int or {nd} ints (or None), got {output_size!r}")
-        out = tuple(sizes[i] if v is None else as_int(v, "output_size") for i, v in enumerate(output_size))
-    elif output_size is None:
-        if nd != 2:
-            raise TypeError(f"{op}: output_size must be an int, got None")
-        out = tuple(sizes)
-    else:
-        out = (as_int(output_size, "output_size"),) * nd
-    if any(v < 0 for v in out):
-        raise ValueError(f"{op}: output_size must be non-negative, got {output_size!r}")
-    return out
-
-
 def _adaptive_args(op, nd, x, output_size):
-    """(x as (N, C, H, W), kind, user rank, PoolParams, output size) of an adaptive pooling call."""
-    arr, kind, rank = _input(x, nd, op)
-    o = _adaptive_size(op, nd, output_size, arr.shape[4 - nd:])
+    """(x as (N, C, H, W), caller, user rank, PoolParams, output size) of an adaptive pooling call."""
+    arr, caller, rank = _input(x, nd, op)
+    o = adaptive_size(op, nd, output_size, arr.shape[4 - nd:])
     prm = _params(arr, _lift(nd, o, 1), adaptive=True)
-    return arr, kind, rank, prm, o
+    return arr, caller, rank, prm, o
 
 
 def _adaptive(op, nd, x, output_size, is_max, return_indices, out):
-    arr, kind, rank, prm, o = _adaptive_args(op, nd, x, output_size)
-    return_indices = _as_bool(return_indices, "return_indices", op)
+    arr, caller, rank, prm, o = _adaptive_args(op, nd, x, output_size)
+    return_indices = as_bool(return_indices, "return_indices", op)
     n, c = arr.shape[:2]
-    y, y4, idx, i4 = _outputs(out, (n, c, prm.P, prm.Q), _user_shape(n, c, o, rank, nd), arr.dtype,
+    y, y4, idx, i4 = _outputs(caller[0], out, (n, c, prm.P, prm.Q), _user_shape(n, c, o, rank, nd), arr.dtype,
                               return_indices)
     if prm.P > 0 and prm.Q > 0:  # torch allows output size 0: an empty result
         if is_max:
-            _C.max_pool2d_forward(prm, arr, y4, i4)
+            _run(caller, "max_pool2d_forward", prm, x=arr, y=y4, indices=i4)
         else:
-            _C.avg_pool2d_forward(prm, arr, y4)
-    return _finish(kind, y, idx, return_indices)
+            _run(caller, "avg_pool2d_forward", prm, x=arr, y=y4)
+    return _finish(caller, y, idx, return_indices)
 
 
 def adaptive_avg_pool2d(x, output_size, *, out=None):
@@ -424,10 +363,10 @@ class PoolPlan:
     ``with_indices`` whether ``run_array`` also writes max pooling's int64 indices.
     """
     __slots__ = ("input_shape", "output_shape", "dtype", "with_indices", "_shape4", "_out4", "_prm",
-                 "_kernel")
+                 "_op", "_backend")
 
-    def __init__(self, args, nd, kernel, with_indices):
-        arr, _, rank, prm, o = args
+    def __init__(self, args, nd, op, with_indices):
+        arr, caller, rank, prm, o = args
         n, c = arr.shape[:2]
         self.input_shape = _user_shape(n, c, arr.shape[4 - nd:], rank, nd)
         self.output_shape = _user_shape(n, c, o, rank, nd)
@@ -435,43 +374,44 @@ class PoolPlan:
         self.with_indices = with_indices
         self._shape4, self._out4 = arr.shape, (n, c, prm.P, prm.Q)
         self._prm = prm
-        self._kernel = None if prm.P == 0 or prm.Q == 0 else kernel  # output size 0: nothing to do
+        self._backend = caller[0]
+        self._op = None if prm.P == 0 or prm.Q == 0 else op  # output size 0: nothing to do
 
     def run_array(self, x, y, indices=None):
         """Pool x into y (and ``indices`` when ``with_indices``): C-contiguous NumPy arrays of
-        ``input_shape`` / ``output_shape`` and the plan's dtype (int64 indices). The caller
-        owns these checks; the C++ kernel still checks shapes, dtypes and contiguity."""
-        if self._kernel is None:
+        ``input_shape`` / ``output_shape`` and the plan's dtype (int64 indices), on the plan's
+        device. The caller owns these checks; the C++ core still checks shapes, dtypes,
+        contiguity and device."""
+        if self._op is None:
             return
-        x4, y4 = x.reshape(self._shape4), y.reshape(self._out4)
+        tensors = {"x": x.reshape(self._shape4), "y": y.reshape(self._out4)}
         if self.with_indices:
-            self._kernel(self._prm, x4, y4, indices.reshape(self._out4))
-        else:
-            self._kernel(self._prm, x4, y4)
+            tensors["indices"] = indices.reshape(self._out4)
+        self._backend.run(self._op, "direct", self._prm, tensors)
 
 
 def _plan_max(op, nd, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     args = _max_args(op, nd, x, kernel_size, stride, padding, dilation, ceil_mode)
-    return PoolPlan(args, nd, _C.max_pool2d_forward, _as_bool(return_indices, "return_indices", op))
+    return PoolPlan(args, nd, "max_pool2d_forward", as_bool(return_indices, "return_indices", op))
 
 
 def _plan_avg(op, nd, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
               divisor_override=None):
     args = _avg_args(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
-    return PoolPlan(args, nd, _C.avg_pool2d_forward, False)
+    return PoolPlan(args, nd, "avg_pool2d_forward", False)
 
 
 def _plan_lp(op, nd, x, norm_type, kernel_size, stride=None, ceil_mode=False):
-    return PoolPlan(_lp_args(op, nd, x, norm_type, kernel_size, stride, ceil_mode), nd, _C.lp_pool2d_forward, False)
+    return PoolPlan(_lp_args(op, nd, x, norm_type, kernel_size, stride, ceil_mode), nd, "lp_pool2d_forward", False)
 
 
 def _plan_adaptive_avg(op, nd, x, output_size):
-    return PoolPlan(_adaptive_args(op, nd, x, output_size), nd, _C.avg_pool2d_forward, False)
+    return PoolPlan(_adaptive_args(op, nd, x, output_size), nd, "avg_pool2d_forward", False)
 
 
 def _plan_adaptive_max(op, nd, x, output_size, return_indices=False):
-    return PoolPlan(_adaptive_args(op, nd, x, output_size), nd, _C.max_pool2d_forward,
-                    _as_bool(return_indices, "return_indices", op))
+    return PoolPlan(_adaptive_args(op, nd, x, output_size), nd, "max_pool2d_forward",
+                    as_bool(return_indices, "return_indices", op))
 
 
 _PLANNERS = {
@@ -494,12 +434,15 @@ def plan_pool(op, x, *args):
 
 
 # ---- backward plumbing ---------------------------------------------------------------------
-# args is the forward's normalised (x as (N, C, H, W), kind, user rank, PoolParams, output size).
+# args is the forward's normalised (x as (N, C, H, W), caller, user rank, PoolParams, output size).
 
 def _grad_output(op, nd, grad_y, args):
-    """grad_y checked against the forward's output (shape, and x's dtype) as (N, C, P, Q)."""
-    arr, _, rank, prm, o = args
-    g, _ = host_array(grad_y, "grad_y")
+    """grad_y checked against the forward's output (shape, device, and x's dtype) as (N, C, P, Q)."""
+    arr, caller, rank, prm, o = args
+    backend = caller[0]
+    if backend_for([("input", arr), ("grad_y", grad_y)])[0] is not backend:
+        raise TypeError(f"{op}: grad_y must be on the input's device ({backend.device})")
+    g = backend.array(grad_y, "grad_y")
     if g.dtype != arr.dtype:
         raise TypeError(f"{op}: grad_y has dtype {g.dtype} but the input has {arr.dtype}; they must match")
     want = _user_shape(arr.shape[0], arr.shape[1], o, rank, nd)
@@ -510,10 +453,10 @@ def _grad_output(op, nd, grad_y, args):
 
 def _grad_input(nd, args):
     """(grad_x as (N, C, H, W), grad_x in the caller's type and x's shape)."""
-    arr, kind, rank, _, _ = args
-    gx = np.empty(arr.shape, arr.dtype)
+    arr, caller, rank, _, _ = args
+    gx = caller[0].empty(arr.shape, arr.dtype)
     shape = arr.shape if nd == 2 else arr.shape[:2] + arr.shape[3:]
-    return gx, wrap_like(kind, gx.reshape(shape[1:] if rank == nd + 1 else shape))
+    return gx, _wrap(caller, gx.reshape(shape[1:] if rank == nd + 1 else shape))
 
 
 def _empty_output(prm):
@@ -522,7 +465,8 @@ def _empty_output(prm):
 
 
 def _max_backward(op, nd, grad_y, args, indices):
-    arr, _, rank, prm, o = args
+    arr, caller, rank, prm, o = args
+    backend = caller[0]
     gy = _grad_output(op, nd, grad_y, args)
     gx, result = _grad_input(nd, args)
     if _empty_output(prm):
@@ -530,37 +474,38 @@ def _max_backward(op, nd, grad_y, args, indices):
         return result
     n, c = arr.shape[:2]
     if indices is None:  # the forward's indices, recomputed
-        idx = np.empty((n, c, prm.P, prm.Q), np.int64)
-        _C.max_pool2d_forward(prm, arr, np.empty(idx.shape, arr.dtype), idx)
+        idx = backend.empty((n, c, prm.P, prm.Q), np.int64)
+        _run(caller, "max_pool2d_forward", prm, x=arr, y=backend.empty(idx.shape, arr.dtype), indices=idx)
     else:
-        kind = _array_kind(indices)
-        idx = indices.detach().numpy() if kind == "torch" else indices
+        if backend_for([("input", arr), ("indices", indices)])[0] is not backend:
+            raise TypeError(f"{op}: indices must be on the input's device ({backend.device})")
+        idx = backend.view(indices)
         if idx.dtype != np.int64:
             raise TypeError(f"{op}: indices must be int64 (as the forward returns them), got {idx.dtype}")
         want = _user_shape(n, c, o, rank, nd)
         if idx.shape != want:
             raise ValueError(f"{op}: indices must have the forward output's shape {want}, got {tuple(idx.shape)}")
         idx = np.ascontiguousarray(idx).reshape(n, c, prm.P, prm.Q)
-    _C.max_pool2d_backward(prm, gy, idx, gx)
+    _run(caller, "max_pool2d_backward", prm, grad_y=gy, indices=idx, grad_x=gx)
     return result
 
 
 def _avg_backward(op, nd, grad_y, args):
-    _, _, _, prm, _ = args
+    _, caller, _, prm, _ = args
     gy = _grad_output(op, nd, grad_y, args)
     gx, result = _grad_input(nd, args)
     if _empty_output(prm):
         gx.fill(0)
         return result
-    _C.avg_pool2d_backward(prm, gy, gx)
+    _run(caller, "avg_pool2d_backward", prm, grad_y=gy, grad_x=gx)
     return result
 
 
 def _lp_backward(op, nd, grad_y, args):
-    arr, _, _, prm, _ = args
+    arr, caller, _, prm, _ = args
     gy = _grad_output(op, nd, grad_y, args)
     gx, result = _grad_input(nd, args)
-    y = np.empty(gy.shape, arr.dtype)  # the forward's output, recomputed
-    _C.lp_pool2d_forward(prm, arr, y)
-    _C.lp_pool2d_backward(prm, gy, arr, y, gx)
+    y = caller[0].empty(gy.shape, arr.dtype)  # the forward's output, recomputed
+    _run(caller, "lp_pool2d_forward", prm, x=arr, y=y)
+    _run(caller, "lp_pool2d_backward", prm, grad_y=gy, x=arr, y=y, grad_x=gx)
     return result

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._args import output_size as _out_size
+from ._args import pool_output_size
+
 
 def conv2d(x, w, bias=None, stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), groups=1):
     """Cross-correlation of x (N, C, H, W) with w (K, C/groups, R, S); y is (N, K, P, Q)."""
@@ -19,8 +22,8 @@ def conv2d(x, w, bias=None, stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1
     (pt, pb), (pl, pr) = pads
     sh, sw = stride
     dh, dw = dilation
-    p = (h + pt + pb - dh * (r - 1) - 1) // sh + 1
-    q = (wd + pl + pr - dw * (s - 1) - 1) // sw + 1
+    p = _out_size(h, pt, pb, r, sh, dh)
+    q = _out_size(wd, pl, pr, s, sw, dw)
     xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     xg = xp.reshape(n, groups, cg, h + pt + pb, wd + pl + pr)
     wg = w.astype(np.float64).reshape(groups, k // groups, cg, r, s)
@@ -73,17 +76,6 @@ def conv2d_backward(grad_y, x, w, stride=(1, 1), pads=((0, 0), (0, 0)), dilation
 # kernels: max takes the first maximum in row-major order, or the LAST NaN if the window
 # has one; avg divides by the window clipped to the padded input (count_include_pad) or by
 # the number of elements inside the input; adaptive windows are [floor(i*n/m), ceil((i+1)*n/m)).
-
-def pool_output_size(size, kernel, stride, pad, dilation=1, ceil_mode=False):
-    """torch's rule: (size + 2*pad - span) / stride + 1, rounded down (up with ceil_mode,
-    where the last window must still start inside the input or the left padding)."""
-    span = dilation * (kernel - 1) + 1
-    num = size + 2 * pad - span
-    out = (-(-num // stride) if ceil_mode else num // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
-
 
 def _pool_taps(o, size, kernel, stride, pad, dilation):
     """Input positions of the taps of window o that fall inside [0, size)."""

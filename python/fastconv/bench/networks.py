@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
+from fastconv._args import output_size
+
 DATA = pathlib.Path(__file__).resolve().parent / "networks.txt"
 
 # Representative subset of each network (stem, 1x1, 1x1 s2, 3x3 at several sizes, depthwise
@@ -45,12 +47,12 @@ class Layer:
     @property
     def P(self):
         (t, b), d, s = self.pad[0], self.dilation[0], self.stride[0]
-        return (self.H + t + b - d * (self.R - 1) - 1) // s + 1
+        return output_size(self.H, t, b, self.R, s, d)
 
     @property
     def Q(self):
         (l, r), d, s = self.pad[1], self.dilation[1], self.stride[1]
-        return (self.W + l + r - d * (self.S - 1) - 1) // s + 1
+        return output_size(self.W, l, r, self.S, s, d)
 
     def flops(self, batch):
         """2 x multiply-adds of one call at this batch (not multiplied by count)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from fastconv.functional import as_int, as_tuple, normalize_padding
+from fastconv._args import as_int, as_tuple, normalize_padding
 
 from . import ops
 

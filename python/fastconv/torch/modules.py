@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as torch_F
 
 import fastconv as fc
-from fastconv.functional import normalize_padding
+from fastconv._args import normalize_padding
 from fastconv.pooling import plan_pool
 
 from . import functional as F

@@ -26,7 +26,7 @@ import torch
 
 import fastconv as fc
 from fastconv import algorithms as _algorithms
-from fastconv.pooling import pool_output_size
+from fastconv._args import output_size, pool_output_size
 
 Tensor = torch.Tensor
 
@@ -53,9 +53,11 @@ _IMPLS = {}  # custom op -> the plain function it was made from
 
 
 def _custom_op(name):
-    """``torch.library.custom_op(name)`` for the CPU, keeping the plain function for ``call``."""
+    """``torch.library.custom_op(name)`` for every device (fastconv's array adapter decides
+    where a call runs, and refuses a device it has no kernels for), keeping the plain
+    function for ``call``."""
     def register(fn):
-        op = torch.library.custom_op(name, mutates_args=(), device_types="cpu")(fn)
+        op = torch.library.custom_op(name, mutates_args=())(fn)
         _IMPLS[op] = fn
         return op
     return register
@@ -105,8 +107,8 @@ def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
 def _conv2d_fake(x, weight, bias, stride, padding, dilation, groups, flip, algorithm):
     n, _, h, w = x.shape
     k, _, r, s = weight.shape
-    p = (h + padding[0] + padding[1] - dilation[0] * (r - 1) - 1) // stride[0] + 1
-    q = (w + padding[2] + padding[3] - dilation[1] * (s - 1) - 1) // stride[1] + 1
+    p = output_size(h, padding[0], padding[1], r, stride[0], dilation[0])
+    q = output_size(w, padding[2], padding[3], s, stride[1], dilation[1])
     return x.new_empty((n, k, p, q))
 
 
