@@ -6,8 +6,9 @@ layers of ResNet-50 / VGG-style networks, float32, batch 1.
     python benchmarks/bench_pool.py [reps]               # interleaved table: medians, ratio, GB/s
 
 Both libraries run with FASTCONV_BENCH_THREADS threads (default 2). The table mode times
-fastconv and torch with fastconv.bench.timing.compare (the CLI's method: interleaved in one process), so both see the same machine noise; GB/s
-counts the input read and the output (and indices) written once.
+fastconv and torch with fastconv.bench.timing.compare (the CLI's method: interleaved in one
+process), so both see the same machine noise; GB/s counts the input read and the output (and
+indices) written once.
 """
 import os
 import sys

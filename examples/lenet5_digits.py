@@ -2,8 +2,9 @@
 
 The 1,797 8x8 images of sklearn.datasets.load_digits (no download) are upsampled to LeNet-5's
 32x32 input, split 80/20 (stratified, fixed seed), and the net (fastconv.torch.models.lenet5:
-fastconv Conv2d and AvgPool2d layers, torch's ReLU/Linear) is trained with Adam (one-cycle learning rate, random shifts); it reaches
-about 98% test accuracy in well under a minute on 2 cores.
+fastconv Conv2d and AvgPool2d layers, torch's ReLU/Linear) is trained with Adam (one-cycle
+learning rate, random shifts); it reaches about 98% test accuracy in well under a minute on
+2 cores.
 
     python examples/lenet5_digits.py            # the full run (15 epochs)
     python examples/lenet5_digits.py --quick    # a short run (4 epochs), for the tests
@@ -71,8 +72,8 @@ def main(argv=None):
             opt.step()
             sched.step()
             total += loss.item() * len(b)
-        print(f"epoch {epoch + 1:2d}  loss {total / len(y_train):.4f}  test accuracy {accuracy(net, x_test, y_test):.2%}",
-              flush=True)
+        print(f"epoch {epoch + 1:2d}  loss {total / len(y_train):.4f}  "
+              f"test accuracy {accuracy(net, x_test, y_test):.2%}", flush=True)
     acc = accuracy(net, x_test, y_test)
     print(f"test accuracy {acc:.2%} ({len(y_test)} images) after {epochs} epochs, "
           f"{time.perf_counter() - start:.1f} s of training")

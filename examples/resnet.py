@@ -41,7 +41,8 @@ def check(name, build, size, batch):
         ours_s, theirs_s = best_of(lambda: ours(x)), best_of(lambda: theirs(x))
     err = float((y - want).abs().max() / want.abs().max())
     print(f"{name}: logits {tuple(y.shape)}, max |fastconv - torch| / max |torch| = {err:.2e}; "
-          f"fastconv {1e3 * ours_s:.1f} ms (first call {1e3 * first:.1f} ms), torch {1e3 * theirs_s:.1f} ms (best of 3)")
+          f"fastconv {1e3 * ours_s:.1f} ms (first call {1e3 * first:.1f} ms), "
+          f"torch {1e3 * theirs_s:.1f} ms (best of 3)")
     assert err < 1e-4, f"{name}: fastconv and torch disagree ({err:.2e})"
     return err
 

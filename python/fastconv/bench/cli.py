@@ -7,8 +7,9 @@
 With no options: a quick run on the CPU (a few representative layers of ResNet-50, VGG-16,
 MobileNet and LeNet-5, batch 1, short timing; about a minute on 2 cores), printing per layer
 every fastconv algorithm and every available peer (torch F.conv2d and NNPACK by default;
-torch prepacked oneDNN with --peers) with its time, GFLOP/s and % of the machine's peak (measured briefly at the start of
-every run, or --peak-gflops), the winner and its ratio to torch, then one summary line per network.
+torch prepacked oneDNN with --peers) with its time, GFLOP/s and % of the machine's peak
+(measured briefly at the start of every run, or --peak-gflops), the winner and its ratio to
+torch, then one summary line per network.
 
 Modes: with --network and no --quick, every layer of the named networks with the longer
 timing (--full does that for all networks); --quick forces the short subset.
@@ -140,7 +141,8 @@ def add_parser(sub):
     p.add_argument("--markdown", metavar="PATH",
                    help="write the tables between <!-- report:begin/end --> markers of PATH (e.g. "
                         "benchmarks/RESULTS.md); text outside the markers is kept")
-    p.add_argument("--load", metavar="JSON", help="re-render tables/--plot/--markdown from a --json file, measuring nothing")
+    p.add_argument("--load", metavar="JSON",
+                   help="re-render tables/--plot/--markdown from a --json file, measuring nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(fn=run)
     return p

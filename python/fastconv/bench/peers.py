@@ -78,7 +78,7 @@ def why_unavailable(name, device="cpu"):
         if not torch.backends.mkldnn.is_available():
             return "this torch build has no oneDNN (mkldnn)"
         try:
-            torch.ops.mkldnn_prepacked.conv2d_prepack
+            _ = torch.ops.mkldnn_prepacked.conv2d_prepack  # the lookup raises when the op is absent
         except (AttributeError, RuntimeError):
             return "this torch build has no torch.ops.mkldnn_prepacked"
         return ""
