@@ -40,14 +40,15 @@
 // ISA's code for all of them (the scalar copy's, say, for the AVX-512 kernel, or worse).
 // FC_FFT_FN (the butterflies, twiddles and compile-time loops inside one 1-D transform)
 // is forced inline, so each transform is one straight-line codelet. FC_FFT_PASS (the 1-D
-// transforms themselves, one pass over a tile) is kept out of line on the CPU: a 2-D tile
-// transform then calls 10-26 small codelets instead of flattening all of them into one
-// huge function, which cost GCC minutes per ISA copy and ran no faster (the passes meet
-// in memory either way: a tile's row spectra do not fit in registers). Their strides are
-// template parameters, so every address inside a codelet is still a constant offset, and
-// their arrays are __restrict (inputs and outputs never overlap): without it GCC cannot
-// reorder the real and imaginary stores of the unrolled lanes into vectors, and the
-// codelets ran as scalar code, 2x slower (inlined, the arrays were the caller's own).
+// transforms themselves, one pass over a tile) is not: forced inline too, a 2-D tile
+// transform flattened 10-26 codelets into one huge function per caller, which cost GCC
+// 4-6 minutes per ISA copy of conv2d_fft.cpp; left to GCC, it keeps the 16-point passes
+// out of line and inlines the 8-point ones, ~10 s per copy and as fast (the passes meet
+// in memory either way: a tile's row spectra do not fit in registers). The passes'
+// strides are template parameters, so every address in a codelet is a constant offset,
+// and their arrays are __restrict (inputs and outputs never overlap): out of line without
+// it, GCC could not reorder the unrolled lanes' real and imaginary stores into vectors
+// and the codelets ran as scalar code, 2x slower.
 #if defined(__CUDACC__)
 #define FC_FFT_FN static __forceinline__ __host__ __device__
 #define FC_FFT_LAMBDA
@@ -55,11 +56,11 @@
 #elif defined(__GNUC__)
 #define FC_FFT_FN static inline __attribute__((always_inline))
 #define FC_FFT_LAMBDA __attribute__((always_inline))
-#define FC_FFT_PASS static __attribute__((noinline))
+#define FC_FFT_PASS static inline
 #else
 #define FC_FFT_FN static inline
 #define FC_FFT_LAMBDA
-#define FC_FFT_PASS static
+#define FC_FFT_PASS static inline
 #endif
 
 namespace fastconv::fft {
