@@ -40,6 +40,7 @@
 
 #include "cpu/gemm.h"
 #include "cpu/kernels.h"
+#include "errors.h"
 #include "math/fft.h"
 #include "math/tiles.h"
 
@@ -299,7 +300,7 @@ void run(const ConvParams& p, const float* x, const float* w, const float* bias,
   }
 }
 
-void check_tile(int n) { FC_CHECK(n == 8 || n == 16, "fft tile size must be 8 or 16 (got ", n, ")"); }
+void check_tile(int n) { FC_ISA_CHECK(n == 8 || n == 16, "fft tile size must be 8 or 16 (got %d)", n); }
 
 }  // namespace
 
@@ -364,7 +365,7 @@ void one_tile(int which, const float* in, float* out) {
 
 void fft_tile_transform(int n, int which, const float* in, float* out) {
   check_tile(n);
-  FC_CHECK(which == 0 || which == 1, "fft transform must be forward or inverse");
+  FC_ISA_CHECK(which == 0 || which == 1, "fft transform must be forward or inverse");
   if (n == 8) one_tile<8>(which, in, out);
   else one_tile<16>(which, in, out);
 }

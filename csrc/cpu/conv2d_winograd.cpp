@@ -36,6 +36,7 @@
 #include "cpu/gemm.h"
 #include "cpu/kernels.h"
 #include "cpu/partial_avx2.h"
+#include "errors.h"
 #include "math/tiles.h"
 #include "math/winograd.h"
 
@@ -593,7 +594,7 @@ void conv2d_winograd_prepare(const ConvParams& p, int m, const float* w, float* 
     case 2: prepare<2>(p, w, prepared); break;
     case 4: prepare<4>(p, w, prepared); break;
     case 6: prepare<6>(p, w, prepared); break;
-    default: FC_CHECK(false, "winograd tile size must be 2, 4 or 6 (got ", m, ")");
+    default: FC_ISA_CHECK(false, "winograd tile size must be 2, 4 or 6 (got %d)", m);
   }
 }
 
@@ -603,7 +604,7 @@ void conv2d_winograd(const ConvParams& p, int m, const float* x, const float* w,
     case 2: run<2>(p, x, w, prepared, bias, y, workspace); break;
     case 4: run<4>(p, x, w, prepared, bias, y, workspace); break;
     case 6: run<6>(p, x, w, prepared, bias, y, workspace); break;
-    default: FC_CHECK(false, "winograd tile size must be 2, 4 or 6 (got ", m, ")");
+    default: FC_ISA_CHECK(false, "winograd tile size must be 2, 4 or 6 (got %d)", m);
   }
 }
 
@@ -623,12 +624,12 @@ void one_tile(int which, const float* in, float* out) {
 }
 
 void winograd_tile_transform(int m, int which, const float* in, float* out) {
-  FC_CHECK(which >= 0 && which <= 2, "transform must be input, kernel or output");
+  FC_ISA_CHECK(which >= 0 && which <= 2, "transform must be input, kernel or output");
   switch (m) {
     case 2: one_tile<2>(which, in, out); break;
     case 4: one_tile<4>(which, in, out); break;
     case 6: one_tile<6>(which, in, out); break;
-    default: FC_CHECK(false, "winograd tile size must be 2, 4 or 6 (got ", m, ")");
+    default: FC_ISA_CHECK(false, "winograd tile size must be 2, 4 or 6 (got %d)", m);
   }
 }
 
