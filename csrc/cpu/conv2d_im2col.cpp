@@ -13,51 +13,38 @@
 // small images, most of the work besides the products).
 // Limits: none (any stride, dilation, padding, groups); the GEMM does the work.
 //
-// Backward, gy = grad_y (N, K, P, Q):
-//   data:   (same unroll, same chunks) col (C/g*R*S, chunk) = w_g^T @ gy[n, g] (K/g, chunk),
-//           then col2im adds each column back onto the input pixels it was unrolled from:
-//           grad_x (N, C, H, W). col2im runs one input channel per thread (the R*S rows of
-//           one channel hit the same plane; different channels never do), so there are no
-//           races. Small images go several per GEMM (grad_y's rows side by side).
-//   weight: an implicit GEMM: grad_w_g (K/g, R*S*C/g) = sum over images of gy_g @ patches,
-//           the patches gathered by the GEMM's packing from a padded channels-last copy
-//           of each image (no col is written; see "weight gradient" below), then permuted
-//           to (K, C/g, R, S). Race-free and deterministic: either one threaded GEMM at a
-//           time (images in a fixed order; small images several per GEMM), or for many
-//           small (image, group) pairs, or a gradient of at most 1 MiB, one serial GEMM per
-//           pair into per-thread partial sums (static assignment, reduced in thread order),
-//           or, with at least as many groups as threads, one group per thread.
-//   bias:   grad_b[k] = sum over n, p, q of gy[n, k, p, q] (float64 accumulation); shared
-//           by every algorithm's backward (it is a plain reduction).
-// Also shared: transpose_rotate_weight, the weight (C, K/g, R, S) of the data gradient taken
-// as a forward convolution of grad_y (the Python side runs it with the forward kernels).
+// Data gradient, gy = grad_y (N, K, P, Q) -> grad_x (N, C, H, W), the same unroll's adjoint
+// in the same chunks: col (C/g*R*S, chunk) = w_g^T @ gy[n, g] (K/g, chunk), then col2im adds
+// each column back onto the input pixels it was unrolled from. col2im runs one input channel
+// per thread (the R*S rows of one channel hit the same plane; different channels never do),
+// so there are no races. Small images go several per GEMM (grad_y's rows side by side).
+// The rest of the backward lives elsewhere: the weight gradient, an implicit GEMM that
+// gathers the patches instead of unrolling them, in conv2d_backward_weight_gemm.cpp; the bias
+// gradient in conv2d_backward_bias.cpp; the transposed weight of the data gradient as a
+// forward convolution in weight_transpose.cpp. Rules shared with the weight gradient
+// (batching, threading) are in im2col_common.h.
 #include <omp.h>
 
 #include <algorithm>
-#include <cstdint>
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
-#if defined(__SSE2__)
-#include <immintrin.h>
-#endif
-
 #include "cpu/gemm.h"
+#include "cpu/im2col_common.h"
 #include "cpu/kernels.h"
 
 namespace fastconv::cpu {
 namespace {
 
+using namespace im2col_detail;
+
 constexpr index_t kChunkBytes = index_t(2) << 20;  // per thread; about an L2
+// Chunks are a multiple of this many columns when they can be, so each row of a chunk is
+// whole 64-byte lines of float. (Chosen in 1144b5f as the GEMM's register block width; the
+// micro-panels are 24-48 columns wide now, gemm_avx2.cpp / gemm_avx512.cpp.)
+constexpr index_t kChunkColsMultiple = 16;
 
-// ---- helpers -------------------------------------------------------------------
-
-bool is_plain_gemm(const ConvParams& p) {
-  return p.is_pointwise() && p.stride_h == 1 && p.stride_w == 1 && p.P == p.H && p.Q == p.W;
-}
-
-index_t col_rows(const ConvParams& p) { return p.C_per_group() * p.R * p.S; }
+// ---- forward helpers -----------------------------------------------------------
 
 // A window that covers the whole unpadded image (one output pixel: a fully connected
 // layer, LeNet-5's 16->120 5x5 on 5x5 maps): the unrolled patch is the image itself.
@@ -66,12 +53,24 @@ bool is_whole_image(const ConvParams& p) {
          (p.R == 1 || p.dil_h == 1) && (p.S == 1 || p.dil_w == 1);
 }
 
-// Columns per chunk: a multiple of 16 (the GEMM's widest register block) when possible.
+// Columns per chunk: within kChunkBytes, a multiple of kChunkColsMultiple (at least one).
 index_t chunk_capacity(const ConvParams& p, int elem) {
   const index_t cols = kChunkBytes / (col_rows(p) * elem);
-  return std::max<index_t>(cols / 16 * 16, 16);
+  return std::max<index_t>(cols / kChunkColsMultiple * kChunkColsMultiple, kChunkColsMultiple);
 }
 index_t chunk_cols(const ConvParams& p, int elem) { return std::min(chunk_capacity(p, elem), p.P * p.Q); }
+
+// Bytes of one thread's chunk of unrolled columns (none when x is the col matrix itself).
+index_t col_bytes(const ConvParams& p, int elem) {
+  return is_plain_gemm(p) ? 0 : col_rows(p) * chunk_cols(p, elem) * elem;
+}
+
+// Elements of the batched mode's workspace for m images: col (rows, m*PQ), then (K/g, m*PQ)
+// for the forward's products before their scatter into y, or the data gradient's grad_y
+// rows side by side.
+index_t batch_elems(const ConvParams& p, index_t m) {
+  return (col_rows(p) + p.K_per_group()) * m * p.P * p.Q;
+}
 
 // Whole images per GEMM in the batched mode (1: one image at a time).
 // Only small images: from about 512 output pixels one image's GEMM is wide enough, and the
@@ -81,29 +80,6 @@ constexpr index_t kBatchedMaxPixels = 512;
 index_t images_per_gemm(const ConvParams& p, int elem) {
   if (p.P * p.Q >= kBatchedMaxPixels) return 1;
   return std::min(p.N, std::max<index_t>(chunk_capacity(p, elem) / (p.P * p.Q), 1));
-}
-
-// Parallelise over (image, group) pairs, one serial GEMM each, when there are enough
-// of them and each is small; otherwise one pair at a time with a threaded GEMM.
-// Not for images of a few output pixels: their GEMMs would be a few columns wide and each
-// re-pack the weights; the batched mode puts the images side by side in one GEMM instead
-// (LeNet-5's 16->120 5x5 layer on 5x5 maps, batch 64: 0.60 ms image by image).
-constexpr index_t kOuterMinPixels = 64;
-bool outer_parallel(const ConvParams& p, int threads) {
-  const index_t pairs = p.N * p.groups;
-  const double flops_per_pair = p.flops() / double(std::max<index_t>(pairs, 1));
-  const bool batched = p.groups == 1 && p.P * p.Q < kOuterMinPixels && p.N > 1;
-  return threads > 1 && pairs >= 2 * threads && flops_per_pair < 2e7 && !batched;
-}
-
-// The output columns [lo, hi) within [oq0, oq1) whose input column oq*stride + off lies
-// in [0, W): computed once per row, so the copy loops run without a bounds test per
-// element (and vectorise).
-inline void valid_columns(index_t oq0, index_t oq1, index_t off, index_t stride, index_t W, index_t& lo,
-                          index_t& hi) {
-  auto ceil_div = [](index_t a, index_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); };
-  lo = std::clamp(ceil_div(-off, stride), oq0, oq1);
-  hi = std::clamp(ceil_div(W - off, stride), lo, oq1);
 }
 
 // o[oq] = xr[oq * stride + off] over [lo, hi); strides 1 and 2 (ResNet's downsampling) as
@@ -211,10 +187,11 @@ void unroll_images(const ConvParams& p, const T* x, index_t g, index_t n0, index
     }
 }
 
-// Elements of one group's packed weights (64-byte multiple).
+// Elements of one group's packed weights, in whole lines (of float), so each group's start
+// on a line.
 template <class T>
 index_t packed_group_elems(const ConvParams& p) {
-  return (gemm_pack_a_elems<T>(p.K_per_group(), col_rows(p)) + 15) / 16 * 16;
+  return round_to_lines(gemm_pack_a_elems<T>(p.K_per_group(), col_rows(p)));
 }
 
 // Group g's weights as the GEMM's A: packed (a plan's, streamed from memory) or plain.
@@ -268,7 +245,7 @@ void conv_images(const ConvParams& p, const T* x, const GemmOperand<T>& w_g, con
     }
 }
 
-// ---- backward helpers ------------------------------------------------------------
+// ---- data gradient helpers -----------------------------------------------------
 
 // The adjoint of unroll: adds columns [j0, j1) of col (rows, ld) onto the image
 // gx_g (C/g, H, W) they were unrolled from. Parallel over input channels (the R*S rows
@@ -312,72 +289,9 @@ void backward_data_one(const ConvParams& p, const T* gy_g, const T* w_g, T* gx_g
   }
 }
 
-// How the weight gradient is parallelised (see the opening comment).
-enum class WeightPlan { threaded_gemm, per_group, per_thread_partials };
-
-// Per-thread partial sums also for images of many pixels when the gradient is small: each
-// thread's GEMMs then keep its own padded image and partial sums in its own L2, and there
-// are no team barriers. ResNet-18's batch-8 weight gradients on Zen 4, 2 threads (medians):
-// the 7x7 stem 17.0 -> 15.3 ms, 64->64 3x3 on 56x56 12-16 -> 11.0 ms (torch 11.0); gradients
-// of 1.2-4.7 MiB were equal or slower (256->512 3x3 stride 2: 0.85-0.93x of the team GEMM).
-constexpr index_t kPartialMaxBytes = index_t(1) << 20;
-constexpr index_t kPartialMinPixels = 256;  // a shorter reduction re-reads the partial too often
-
-WeightPlan weight_plan(const ConvParams& p, int threads, int elem) {
-  const index_t pairs = p.N * p.groups;
-  if (threads > 1 && p.groups == 1 && pairs >= threads && (pairs % threads == 0 || pairs >= 4 * threads) &&
-      p.K * col_rows(p) * elem <= kPartialMaxBytes && p.P * p.Q >= kPartialMinPixels)
-    return WeightPlan::per_thread_partials;
-  if (!outer_parallel(p, threads)) return WeightPlan::threaded_gemm;
-  return p.groups >= threads ? WeightPlan::per_group : WeightPlan::per_thread_partials;
-}
-
-index_t col_bytes(const ConvParams& p, int elem) {
-  return is_plain_gemm(p) ? 0 : col_rows(p) * chunk_cols(p, elem) * elem;
-}
-
-// Backward of small images, threaded GEMM: whole images per GEMM, so that its
-// reduction (images x P*Q) is at least kBackwardReduction long. One image of ResNet's 7x7
-// maps is a reduction of 49, and each such GEMM reads and writes all of grad_w
-// (512 x 4608 floats, 9 MiB) for 2*49 flops per element; batched, grad_w is updated
-// once per K block of the GEMM. The unrolled images are bounded by kBackwardBatchBytes and
-// the batches balanced (8 images of 196 pixels: 4 + 4, not 6 + 2). 4 MiB: with 16 MiB the
-// batches of ResNet-18's 28x28 and 14x14 layers fell out of cache and ran 5-10% slower
-// than one image at a time; its 7x7 layers gain 5-15% (2 cores, Zen 4, medians vs torch).
-// The data gradient batches the same way: its GEMM w^T @ grad_y packs all of w^T
-// (9 MiB for 512x256x3x3) once per batch instead of once per image of 49 pixels.
-constexpr index_t kBackwardReduction = 1024;
-constexpr index_t kBackwardBatchBytes = index_t(4) << 20;
-
-// Images per backward GEMM, given what one image of the batch occupies (bytes).
-index_t balanced_images_per_gemm(const ConvParams& p, index_t per_image_bytes) {
-  const index_t PQ = p.P * p.Q;
-  if (p.N <= 1 || PQ >= kBackwardReduction) return 1;
-  const index_t fit = std::max<index_t>(kBackwardBatchBytes / per_image_bytes, 1);
-  const index_t m = std::min({(kBackwardReduction + PQ - 1) / PQ, fit, p.N});
-  const index_t batches = (p.N + m - 1) / m;
-  return (p.N + batches - 1) / batches;
-}
-
 // The data gradient's batches: their unrolled columns.
 index_t backward_images_per_gemm(const ConvParams& p, int elem) {
   return balanced_images_per_gemm(p, col_rows(p) * p.P * p.Q * elem);
-}
-
-// Elements of the batched mode's workspace: col (rows, m*PQ) and grad_y's rows of the m
-// images side by side (K/g, m*PQ).
-index_t backward_batch_elems(const ConvParams& p, index_t m) {
-  return (col_rows(p) + p.K_per_group()) * m * p.P * p.Q;
-}
-
-// grad_y's rows of images [n0, n1), group g, side by side: gyb (K/g, (n1-n0)*P*Q).
-template <class T>
-void gather_grad_y(const ConvParams& p, const T* grad_y, index_t g, index_t n0, index_t n1, T* gyb) {
-  const index_t Kg = p.K_per_group(), G = p.groups, PQ = p.P * p.Q, cols = (n1 - n0) * PQ;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (index_t n = n0; n < n1; ++n)
-    for (index_t k = 0; k < Kg; ++k)
-      std::memcpy(gyb + k * cols + (n - n0) * PQ, grad_y + ((n * G + g) * Kg + k) * PQ, sizeof(T) * PQ);
 }
 
 // grad_x of images [n0, n1), group g: col (rows, m*PQ) = w_g^T @ gyb as one GEMM, then
@@ -396,186 +310,15 @@ void backward_data_images(const ConvParams& p, const T* grad_y, const T* w_g, T*
   }
 }
 
-// ---- weight gradient: an implicit GEMM over padded channels-last images ----------------
-//
-// grad_w_g in (k, r, s, c) order, (K/g, R*S*C/g), = sum over the images' pixels of
-// gy_g (K/g, pixels) @ patches (pixels, R*S*C/g), where a pixel's patch is read by the
-// GEMM straight from a padded channels-last copy xpad (Hp, Wp, C/g) of the image: for
-// output pixel (op, oq) and kernel row r, the S*C/g values (s, c) lie contiguous at
-// ((op*stride_h + r*dil_h) * Wp + oq*stride_w) * C/g (with dil_w > 1, C/g at a time). So
-// the GEMM's B is gathered (GemmOperand::gathered): its packing copies runs of whole rows
-// instead of transposing an unrolled col matrix, and no col is written at all. ResNet-18's
-// 64->64 3x3 layer on 56x56 spent 19% of its time in that transposing pack and 15% in the
-// unroll (Zen 4, 2 threads). The (k, r, s, c) result is permuted to (K, C/g, R, S) at the end.
-
-// The padded image samples the input every `step` rows (columns): 1, or the stride for a
-// kernel one row (column) tall, whose other rows the windows never read (ResNet's 1x1
-// stride-2 shortcuts: a quarter of the image).
-index_t row_step(const ConvParams& p) { return p.R == 1 ? p.stride_h : 1; }
-index_t col_step(const ConvParams& p) { return p.S == 1 ? p.stride_w : 1; }
-index_t padded_rows(const ConvParams& p) {
-  if (p.R == 1) return p.P;
-  return std::max(p.H + p.pad_h, (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1);
-}
-index_t padded_cols(const ConvParams& p) {
-  if (p.S == 1) return p.Q;
-  return std::max(p.W + p.pad_w, (p.Q - 1) * p.stride_w + (p.S - 1) * p.dil_w + 1);
-}
-index_t padded_elems(const ConvParams& p) {  // of one image's group, a 64-byte multiple for float
-  return (padded_rows(p) * padded_cols(p) * p.C_per_group() + 15) / 16 * 16;
-}
-
-// The gathered B's segments: one per kernel row (S*C/g values), or per tap with dil_w > 1.
-index_t weight_segment(const ConvParams& p) { return p.dil_w == 1 ? p.S * p.C_per_group() : p.C_per_group(); }
-std::vector<index_t> weight_segment_offsets(const ConvParams& p) {
-  const index_t Cg = p.C_per_group(), Wp = padded_cols(p);
-  std::vector<index_t> offs;
-  for (index_t r = 0; r < p.R; ++r)
-    for (index_t s = 0; s < (p.dil_w == 1 ? 1 : p.S); ++s) offs.push_back((r * p.dil_h * Wp + s * p.dil_w) * Cg);
-  return offs;
-}
-
-// out[w*ld_out + c] = in[c*ld_in + w*step] for c < rows, w < cols: a small transpose. Float
-// with step 1 goes 4 x 4 through SSE registers (x86-64's baseline, which this file is built
-// for): ResNet-18's 64->64 3x3 weight gradient on 56x56 at batch 8, 12.3 -> 11.3 ms (Zen 4).
-template <class T>
-inline void transpose_strip(const T* in, index_t ld_in, index_t step, index_t rows, index_t cols, T* out,
-                            index_t ld_out) {
-  index_t c0 = 0;
-#if defined(__SSE2__)
-  if constexpr (std::is_same_v<T, float>) {
-    if (step == 1)
-      for (; c0 + 4 <= rows; c0 += 4) {
-        const float* i0 = in + c0 * ld_in;
-        index_t w = 0;
-        for (; w + 4 <= cols; w += 4) {
-          __m128 r0 = _mm_loadu_ps(i0 + w), r1 = _mm_loadu_ps(i0 + ld_in + w);
-          __m128 r2 = _mm_loadu_ps(i0 + 2 * ld_in + w), r3 = _mm_loadu_ps(i0 + 3 * ld_in + w);
-          _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-          _mm_storeu_ps(out + w * ld_out + c0, r0);
-          _mm_storeu_ps(out + (w + 1) * ld_out + c0, r1);
-          _mm_storeu_ps(out + (w + 2) * ld_out + c0, r2);
-          _mm_storeu_ps(out + (w + 3) * ld_out + c0, r3);
-        }
-        for (; w < cols; ++w)
-          for (index_t c = c0; c < c0 + 4; ++c) out[w * ld_out + c] = in[c * ld_in + w];
-      }
-  }
-#endif
-  for (index_t c = c0; c < rows; ++c)
-    for (index_t w = 0; w < cols; ++w) out[w * ld_out + c] = in[c * ld_in + w * step];
-}
-
-// x_g (C/g, H, W), channel planes H*W apart -> xpad (Hp, Wp, C/g): xpad[hp, wp, c] =
-// x_g[c, hp*row_step - pad_h, wp*col_step - pad_w], zero outside the image. Strips of 32
-// columns, so the strided side stays within a few cache lines.
-template <class T>
-void pad_channels_last(const ConvParams& p, const T* x_g, T* xpad, bool parallel) {
-  const index_t Cg = p.C_per_group(), Hp = padded_rows(p), Wp = padded_cols(p), HW = p.H * p.W;
-  const index_t sh = row_step(p), sw = col_step(p);
-  index_t lo, hi;  // the padded columns inside the image
-  valid_columns(0, Wp, -p.pad_w, sw, p.W, lo, hi);
-#pragma omp parallel for schedule(static) if (parallel)
-  for (index_t hp = 0; hp < Hp; ++hp) {
-    T* row = xpad + hp * Wp * Cg;
-    const index_t ih = hp * sh - p.pad_h;
-    if (ih < 0 || ih >= p.H) {
-      std::fill(row, row + Wp * Cg, T(0));
-      continue;
-    }
-    std::fill(row, row + lo * Cg, T(0));
-    std::fill(row + hi * Cg, row + Wp * Cg, T(0));
-    const T* in = x_g + ih * p.W - p.pad_w;  // in[c*HW + wp*sw]: column wp
-    for (index_t w0 = lo; w0 < hi; w0 += 32)
-      transpose_strip(in + w0 * sw, HW, sw, Cg, std::min<index_t>(32, hi - w0), row + w0 * Cg, Cg);
-  }
-}
-
-// The row offsets of images [0, m) padded back to back: pixel (i, op, oq) at
-// koffs[i*P*Q + op*Q + oq].
-inline void weight_pixel_offsets(const ConvParams& p, index_t m, index_t* koffs) {
-  const index_t Cg = p.C_per_group(), Wp = padded_cols(p), pad = padded_elems(p);
-  const index_t dh = p.stride_h / row_step(p), dw = p.stride_w / col_step(p);
-  for (index_t i = 0; i < m; ++i)
-    for (index_t op = 0; op < p.P; ++op)
-      for (index_t oq = 0; oq < p.Q; ++oq) *koffs++ = i * pad + (op * dh * Wp + oq * dw) * Cg;
-}
-
-// Images per weight-gradient GEMM: whole images, so that its reduction (images x P*Q) is at
-// least kBackwardReduction long (see above), the padded images and grad_y's rows within
-// kBackwardBatchBytes, and the batches balanced. One for a 1x1 stride-1 unpadded kernel, whose
-// GEMM then reads x itself (ResNet-50's 1024->256 1x1 on 14x14, batch 8: 4.9 ms image by
-// image, 7.2 ms four images per GEMM through the channels-last copy; 2048->512 on 7x7: 4.3, 4.7).
-index_t weight_images_per_gemm(const ConvParams& p, int elem) {
-  if (is_plain_gemm(p)) return 1;
-  return balanced_images_per_gemm(p, (padded_elems(p) + p.K_per_group() * p.P * p.Q) * elem);
-}
-
-// One GEMM's scratch for m images: xpad (m padded images), koffs (m*P*Q row offsets), gyb
-// (grad_y's rows side by side, K/g x m*P*Q; only for m > 1). Elements of T, 64-byte multiples.
-// None for one image of a 1x1 stride-1 unpadded kernel: its GEMM reads x itself as the
-// transposed B (the channels-last copy cost more than it saved there: 256->64 1x1 on 56x56,
-// batch 8, 15.3 against 8.5 ms on Zen 4; 64->256 7.2 against 5.8).
-struct WeightScratch {
-  index_t xpad, koffs, gyb;
-  index_t total() const { return xpad + koffs + gyb; }
-};
-WeightScratch weight_scratch(const ConvParams& p, index_t m, int elem) {
-  const index_t rows = m * p.P * p.Q, per_line = 64 / elem;
-  auto lines = [&](index_t bytes) { return (bytes + 63) / 64 * per_line; };
-  if (m == 1 && is_plain_gemm(p)) return {0, 0, 0};
-  return {m * padded_elems(p), lines(rows * index_t(sizeof(index_t))),
-          m > 1 ? lines(p.K_per_group() * rows * elem) : 0};
-}
-
-// acc_g (K/g, R*S*C/g) (+)= gy @ patches over images [n0, n1) of group g as one GEMM
-// (beta = 0 when `first`); ws holds weight_scratch(p, n1 - n0) elements.
-template <class T>
-void weight_images(const ConvParams& p, const T* grad_y, const T* x, index_t g, index_t n0, index_t n1,
-                   const std::vector<index_t>& segment_offsets, T* ws, T* acc_g, bool first, bool threaded) {
-  const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), G = p.groups, PQ = p.P * p.Q;
-  const index_t m = n1 - n0, cols = m * PQ;
-  const WeightScratch sizes = weight_scratch(p, m, sizeof(T));
-  T* xpad = ws;
-  index_t* koffs = reinterpret_cast<index_t*>(ws + sizes.xpad);
-  T* gyb = ws + sizes.xpad + sizes.koffs;
-  if (m == 1 && is_plain_gemm(p)) {  // x_g (C/g, P*Q) is the patches' transpose itself
-    gemm<T>(false, true, Kg, Cg, PQ, T(1), grad_y + (n0 * G + g) * Kg * PQ, PQ, x + (n0 * G + g) * Cg * PQ, PQ,
-            first ? T(0) : T(1), acc_g, Cg);
-    return;
-  }
-  for (index_t n = n0; n < n1; ++n)
-    pad_channels_last(p, x + (n * G + g) * Cg * p.H * p.W, xpad + (n - n0) * padded_elems(p), threaded);
-  weight_pixel_offsets(p, m, koffs);
-  GemmOperand<T> a = GemmOperand<T>::plain(grad_y + (n0 * G + g) * Kg * PQ, PQ);
-  if (m > 1) {
-    gather_grad_y(p, grad_y, g, n0, n1, gyb);
-    a = GemmOperand<T>::plain(gyb, cols);
-  }
-  gemm_ex<T>(Kg, col_rows(p), cols, T(1), a,
-             GemmOperand<T>::gathered(xpad, koffs, segment_offsets.data(), weight_segment(p)),
-             first ? T(0) : T(1), acc_g, col_rows(p));
-}
-
-// grad_w (K, C/g, R, S) from acc (K, R*S, C/g).
-template <class T>
-void weight_from_channels_last(const ConvParams& p, const T* acc, T* grad_w) {
-  const index_t Cg = p.C_per_group(), RS = p.R * p.S;
-#pragma omp parallel for schedule(static) if (p.K * Cg * RS > 32768)
-  for (index_t k = 0; k < p.K; ++k)
-    for (index_t rs = 0; rs < RS; ++rs)
-      for (index_t c = 0; c < Cg; ++c) grad_w[(k * Cg + c) * RS + rs] = acc[(k * RS + rs) * Cg + c];
-}
-
 }  // namespace
+
+// ---- forward ---------------------------------------------------------------------------
 
 index_t conv2d_im2col_workspace_bytes(const ConvParams& p, DType dtype) {
   const int elem = dtype_size(dtype), threads = omp_get_max_threads();
-  if (outer_parallel(p, threads))
-    return is_plain_gemm(p) ? 0 : col_rows(p) * chunk_cols(p, elem) * elem * threads;
+  if (outer_parallel(p, threads)) return col_bytes(p, elem) * threads;
   const index_t m = images_per_gemm(p, elem);
-  if (m > 1) return (col_rows(p) + p.K_per_group()) * m * p.P * p.Q * elem;
-  return is_plain_gemm(p) ? 0 : col_rows(p) * chunk_cols(p, elem) * elem;
+  return m > 1 ? batch_elems(p, m) * elem : col_bytes(p, elem);
 }
 
 template <class T>
@@ -604,7 +347,7 @@ void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* prepare
                 bias ? bias + g * Kg : nullptr, y + (n * G + g) * y_group, col, threaded);
   };
   if (outer_parallel(p, threads)) {
-    const index_t per_thread = is_plain_gemm(p) ? 0 : col_rows(p) * chunk_cols(p, sizeof(T));
+    const index_t per_thread = col_bytes(p, sizeof(T)) / index_t(sizeof(T));
 #pragma omp parallel
     {
       T* col = ws ? ws + omp_get_thread_num() * per_thread : nullptr;
@@ -633,13 +376,13 @@ FC_IM2COL_INSTANCES(float)
 FC_IM2COL_INSTANCES(double)
 #undef FC_IM2COL_INSTANCES
 
-// ---- backward -----------------------------------------------------------------------
+// ---- data gradient -------------------------------------------------------------------
 
 index_t conv2d_im2col_backward_data_workspace_bytes(const ConvParams& p, DType dtype) {
   const int elem = dtype_size(dtype), threads = omp_get_max_threads();
   if (outer_parallel(p, threads)) return col_bytes(p, elem) * threads;
   const index_t m = backward_images_per_gemm(p, elem);
-  return m > 1 ? backward_batch_elems(p, m) * elem : col_bytes(p, elem);
+  return m > 1 ? batch_elems(p, m) * elem : col_bytes(p, elem);
 }
 
 template <class T>
@@ -674,150 +417,9 @@ void conv2d_im2col_backward_data(const ConvParams& p, const T* grad_y, const T* 
   for (index_t i = 0; i < p.N * G; ++i) pair(i, ws, true);
 }
 
-// The weight gradient's workspace: the (K, R*S, C/g) sums when R*S > 1 (else grad_w holds
-// them directly), then the scratch of one GEMM (threaded) or of each thread, and the
-// threads' partial sums (per_thread_partials).
-index_t weight_acc_elems(const ConvParams& p, int elem) {
-  const index_t per_line = 64 / elem;
-  return p.R * p.S > 1 ? (p.K * col_rows(p) + per_line - 1) / per_line * per_line : 0;
-}
-
-index_t conv2d_im2col_backward_weight_workspace_bytes(const ConvParams& p, DType dtype) {
-  const int elem = dtype_size(dtype), threads = omp_get_max_threads();
-  const index_t acc = weight_acc_elems(p, elem);
-  switch (weight_plan(p, threads, elem)) {
-    case WeightPlan::threaded_gemm:
-      return (acc + weight_scratch(p, weight_images_per_gemm(p, elem), elem).total()) * elem;
-    case WeightPlan::per_group: return (acc + weight_scratch(p, 1, elem).total() * threads) * elem;
-    case WeightPlan::per_thread_partials:
-      return (acc + (weight_scratch(p, 1, elem).total() + p.K * col_rows(p)) * threads) * elem;
-  }
-  return 0;
-}
-
-template <class T>
-void conv2d_im2col_backward_weight(const ConvParams& p, const T* grad_y, const T* x, T* grad_w, void* workspace) {
-  const index_t G = p.groups, N = p.N, w_group = p.K_per_group() * col_rows(p);
-  const int threads = omp_get_max_threads();
-  if (N == 0) {  // nothing to sum: the gradient is zero
-    std::fill(grad_w, grad_w + p.K * col_rows(p), T(0));
-    return;
-  }
-  T* ws = static_cast<T*>(workspace);
-  FC_CHECK(reinterpret_cast<std::uintptr_t>(ws) % alignof(index_t) == 0, "im2col: misaligned workspace");
-  T* acc = p.R * p.S > 1 ? ws : grad_w;  // (K, R*S, C/g)
-  ws += weight_acc_elems(p, sizeof(T));
-  const std::vector<index_t> segments = weight_segment_offsets(p);
-  switch (weight_plan(p, threads, sizeof(T))) {
-    case WeightPlan::threaded_gemm: {
-      const index_t m = weight_images_per_gemm(p, sizeof(T));
-      for (index_t g = 0; g < G; ++g)
-        for (index_t n0 = 0; n0 < N; n0 += m)
-          weight_images<T>(p, grad_y, x, g, n0, std::min(N, n0 + m), segments, ws, acc + g * w_group, n0 == 0,
-                           true);
-      break;
-    }
-    case WeightPlan::per_group: {  // each group's gradient is one thread's, summed in image order
-      const index_t scratch = weight_scratch(p, 1, sizeof(T)).total();
-#pragma omp parallel
-      {
-        T* mine = ws + omp_get_thread_num() * scratch;
-#pragma omp for schedule(dynamic)
-        for (index_t g = 0; g < G; ++g)
-          for (index_t n = 0; n < N; ++n)
-            weight_images<T>(p, grad_y, x, g, n, n + 1, segments, mine, acc + g * w_group, n == 0, false);
-      }
-      break;
-    }
-    case WeightPlan::per_thread_partials: {
-      // Thread t sums the (image, group) pairs of a fixed contiguous range into its own
-      // partial; the partials are then added in thread order, element-parallel.
-      const index_t scratch = weight_scratch(p, 1, sizeof(T)).total(), partial = p.K * col_rows(p);
-      const index_t pairs = N * G;
-      T* partials = ws + threads * scratch;
-      int team = 1;
-#pragma omp parallel
-      {
-        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-#pragma omp single
-        team = nt;
-        T* mine = partials + t * partial;
-        std::fill(mine, mine + partial, T(0));
-        const index_t i0 = pairs * t / nt, i1 = pairs * (t + 1) / nt;
-        for (index_t i = i0; i < i1; ++i)
-          weight_images<T>(p, grad_y, x, i % G, i / G, i / G + 1, segments, ws + t * scratch,
-                           mine + (i % G) * w_group, false, false);
-      }
-#pragma omp parallel for schedule(static)
-      for (index_t e = 0; e < partial; ++e) {
-        T sum = partials[e];
-        for (int t = 1; t < team; ++t) sum += partials[t * partial + e];
-        acc[e] = sum;
-      }
-      break;
-    }
-  }
-  if (acc != grad_w) weight_from_channels_last(p, acc, grad_w);
-}
-
-template <class T>
-void conv2d_backward_bias(const ConvParams& p, const T* grad_y, T* grad_bias) {
-  const index_t PQ = p.P * p.Q;
-#pragma omp parallel for schedule(static) if (p.N * p.K * PQ > 32768)
-  for (index_t k = 0; k < p.K; ++k) {
-    double sum = 0.0;
-    for (index_t n = 0; n < p.N; ++n) {
-      const T* g = grad_y + (n * p.K + k) * PQ;
-      double s = 0.0;
-#pragma omp simd reduction(+ : s)
-      for (index_t j = 0; j < PQ; ++j) s += double(g[j]);
-      sum += s;
-    }
-    grad_bias[k] = T(sum);
-  }
-}
-
-// Blocks of kTile output channels x kTile input channels: each block reads kTile runs of
-// kTile*R*S values and writes kTile runs of kTile*R*S, all within L1. 3x3 and 1x1 kernels
-// get a fixed-size run (a runtime-length reversed copy of 9 took ~2.5 cycles a value).
-template <index_t RS, class T>
-void transpose_rotate_block(index_t RSr, const T* w, T* wt, index_t Kg, index_t Cg, index_t g,
-                            index_t c0, index_t c1, index_t k0, index_t k1) {
-  const index_t n = RS > 0 ? RS : RSr;  // RS > 0: a compile-time size, so the run unrolls
-  for (index_t c = c0; c < c1; ++c) {
-    T* dst = wt + (g * Cg + c) * Kg * n;
-    for (index_t k = k0; k < k1; ++k) {
-      const T* src = w + ((g * Kg + k) * Cg + c) * n;
-      for (index_t e = 0; e < n; ++e) dst[k * n + e] = src[n - 1 - e];
-    }
-  }
-}
-
-template <class T>
-void transpose_rotate_weight(index_t K, index_t Cg, index_t groups, index_t RS, const T* w, T* wt) {
-  constexpr index_t kTile = 16;
-  const index_t Kg = K / groups, kb = (Kg + kTile - 1) / kTile, cb = (Cg + kTile - 1) / kTile;
-#pragma omp parallel for collapse(3) schedule(static) if (K * Cg * RS > (index_t(1) << 16))
-  for (index_t g = 0; g < groups; ++g)
-    for (index_t ci = 0; ci < cb; ++ci)
-      for (index_t ki = 0; ki < kb; ++ki) {
-        const index_t c0 = ci * kTile, c1 = std::min(Cg, c0 + kTile);
-        const index_t k0 = ki * kTile, k1 = std::min(Kg, k0 + kTile);
-        if (RS == 9)
-          transpose_rotate_block<9>(RS, w, wt, Kg, Cg, g, c0, c1, k0, k1);
-        else if (RS == 1)
-          transpose_rotate_block<1>(RS, w, wt, Kg, Cg, g, c0, c1, k0, k1);
-        else
-          transpose_rotate_block<0>(RS, w, wt, Kg, Cg, g, c0, c1, k0, k1);
-      }
-}
-
-#define FC_IM2COL_BACKWARD(T)                                                                    \
-  template void conv2d_im2col_backward_data<T>(const ConvParams&, const T*, const T*, T*, void*); \
-  template void conv2d_im2col_backward_weight<T>(const ConvParams&, const T*, const T*, T*, void*); \
-  template void conv2d_backward_bias<T>(const ConvParams&, const T*, T*);                     \
-  template void transpose_rotate_weight<T>(index_t, index_t, index_t, index_t, const T*, T*);
-FC_IM2COL_BACKWARD(float)
-FC_IM2COL_BACKWARD(double)
+template void conv2d_im2col_backward_data<float>(const ConvParams&, const float*, const float*, float*,
+                                                 void*);
+template void conv2d_im2col_backward_data<double>(const ConvParams&, const double*, const double*, double*,
+                                                  void*);
 
 }  // namespace fastconv::cpu

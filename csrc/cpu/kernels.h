@@ -1,7 +1,17 @@
-// kernels.h: entry points of the CPU kernels that are compiled once per ISA
-// (conv2d_direct.cpp, pool2d.cpp, peak.cpp). CMake builds each of those files three times,
-// with -DFC_ISA=scalar|avx2|avx512 and that ISA's flags; each copy lives in
-// namespace fastconv::cpu::<isa>. registry.cpp picks one at run time.
+// kernels.h: the entry points of every CPU kernel, as the kernel table (registry.cpp) calls
+// them. Two kinds:
+//  - compiled once per ISA: conv2d_direct.cpp, pool2d.cpp, peak.cpp, conv2d_winograd.cpp and
+//    conv2d_fft.cpp (CMakeLists.txt's FC_PER_ISA_SOURCES). CMake builds each of those files
+//    once per instruction set, with -DFC_ISA=<isa> and that ISA's flags; each copy lives in
+//    namespace fastconv::cpu::<isa> (scalar, avx2, avx512), declared below by the
+//    FC_*_DECLARATIONS macros, and FC_PICK_ISA takes the active ISA's copy at run time.
+//  - compiled once, with the baseline flags, in namespace fastconv::cpu: the GEMM-based
+//    convolution (im2col forward and data gradient, the implicit-GEMM weight gradient), the
+//    bias gradient and the transposed weight. Their ISA-specific work happens inside the
+//    GEMM (gemm.h), which picks its own micro-kernels.
+// Tensors are contiguous (NCHW) and the sizes come from ConvParams / PoolParams (params.h):
+// x (N, C, H, W), w (K, C/groups, R, S), y and grad_y (N, K, P, Q). Outputs are overwritten.
+// A workspace holds at least the matching *_workspace_bytes (it may be null when that is 0).
 #pragma once
 #include "params.h"
 
@@ -57,10 +67,11 @@ namespace avx512 { FC_PER_ISA_DECLARATIONS }
 #define FC_PICK_ISA(fn) (&::fastconv::cpu::scalar::fn)
 #endif
 
-// Kernels compiled once (their ISA-specific work happens inside the GEMM).
+// Kernels compiled once, float and double (their ISA-specific work happens inside the GEMM).
 namespace fastconv::cpu {
-// conv2d_im2col.cpp: x (N,C,H,W), w (K,C/groups,R,S), bias (K) or null, y (N,K,P,Q)
-// prepared: w's GEMM panels from conv2d_im2col_prepare (then w is unused), or null.
+// conv2d_im2col.cpp, forward: x (N,C,H,W), w (K,C/groups,R,S), bias (K) or null -> y (N,K,P,Q).
+// prepared: w's GEMM panels (conv2d_im2col_prepared_elems<T> values) from
+// conv2d_im2col_prepare, valid for the ISA active when prepared (then w is unused), or null.
 index_t conv2d_im2col_workspace_bytes(const ConvParams& p, DType dtype);
 template <class T>
 index_t conv2d_im2col_prepared_elems(const ConvParams& p);
@@ -69,20 +80,26 @@ void conv2d_im2col_prepare(const ConvParams& p, const T* w, T* prepared);
 template <class T>
 void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* prepared, const T* bias,
                    T* y, void* workspace);
-// Backward: grad_y (N,K,P,Q) -> grad_x (N,C,H,W), grad_w (K,C/groups,R,S), overwritten.
+// conv2d_im2col.cpp, data gradient (GEMM + col2im): grad_y (N,K,P,Q), w (K,C/groups,R,S)
+// -> grad_x (N,C,H,W).
 index_t conv2d_im2col_backward_data_workspace_bytes(const ConvParams& p, DType dtype);
 template <class T>
 void conv2d_im2col_backward_data(const ConvParams& p, const T* grad_y, const T* w, T* grad_x,
                                  void* workspace);
+// conv2d_backward_weight_gemm.cpp, the im2col algorithm's weight gradient (an implicit GEMM):
+// grad_y (N,K,P,Q), x (N,C,H,W) -> grad_w (K,C/groups,R,S). The workspace is aligned for
+// index_t (it holds the gathered B's row offsets).
 index_t conv2d_im2col_backward_weight_workspace_bytes(const ConvParams& p, DType dtype);
 template <class T>
 void conv2d_im2col_backward_weight(const ConvParams& p, const T* grad_y, const T* x, T* grad_w,
                                    void* workspace);
-// grad_bias (K) = grad_y summed over N, P, Q (every algorithm's bias gradient).
+// conv2d_backward_bias.cpp: grad_bias (K) = grad_y (N,K,P,Q) summed over N, P, Q (every
+// algorithm's bias gradient; float64 sums).
 template <class T>
 void conv2d_backward_bias(const ConvParams& p, const T* grad_y, T* grad_bias);
-// The weight of the data gradient as a forward convolution: w (K, C/g, R, S) ->
-// wt (C, K/g, R, S), wt[g*C/g + c][k][r][s] = w[g*K/g + k][c][R-1-r][S-1-s].
+// weight_transpose.cpp: the weight of the data gradient as a forward convolution:
+// w (K, C/g, R, S) -> wt (C, K/g, R, S), wt[g*C/g + c][k][r][s] = w[g*K/g + k][c][R-1-r][S-1-s]
+// (Cg = C/g, RS = R*S).
 template <class T>
 void transpose_rotate_weight(index_t K, index_t Cg, index_t groups, index_t RS, const T* w, T* wt);
 }  // namespace fastconv::cpu
