@@ -9,13 +9,18 @@
 //   ir: mc in mr rows     -> micro-kernel: an mr x nr tile of C in registers
 // Transposes are absorbed by the packing, and so is a gathered B (gemm.h: an implicit
 // im2col, packed straight from its rows); alpha, beta and the per-row bias are fused
-// into the micro-kernel's store (beta == 0 never reads C). This file holds the driver,
-// the scalar micro-kernel (compiled without ISA flags, so it runs on any x86-64), and
-// the run-time choice of ISA; gemm_avx2.cpp / gemm_avx512.cpp hold the vector kernels.
+// into the micro-kernel's store (beta == 0 never reads C). Operands packed ahead of time
+// (gemm_pack_a / gemm_pack_b, a plan's weights, Winograd's transforms) skip their packing;
+// a pre-packed A marked streamed gets the micro-kernel that prefetches it.
+// This file holds the driver, the pre-packing entry points, the scalar micro-kernel
+// (compiled without ISA flags, so it runs on any CPU) and the run-time choice of ISA;
+// gemm_avx2.cpp / gemm_avx512.cpp hold the vector kernels, gemm_kernels.h the packing and
+// micro-kernel templates they share.
 // Threads: one OpenMP team packs each B panel together, then shares out (row block,
 // column run) tiles of C dynamically (see the driver section). Products whose A block
-// fits L2 but whose B does not run in column mode instead: the team packs A, and each
-// work item packs its own B micro-panels as it goes (see "driver, column mode").
+// fits L2 but whose B does not run in column mode instead: the team packs A (a lone
+// thread one K block at a time), and each work item packs its own B micro-panels as it
+// goes (see "driver, column mode"). Results do not depend on the thread count.
 // Limits: no complex types, no strided (non-unit) element access.
 #include "cpu/gemm.h"
 
@@ -37,8 +42,16 @@ namespace {
 index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 index_t round_up(index_t a, index_t b) { return ceil_div(a, b) * b; }
 
+// Buffers carved out of one scratch block (the B panel, the threads' A blocks and B
+// micro-panels) are rounded to this many elements, so each starts on a cache line (and
+// on 256 bytes for float). From the first version (da4e6c9).
+constexpr index_t kBufferAlignElems = 64;
+
 // A 64-byte aligned scratch buffer that only grows; one per calling thread, so repeated
-// calls (and the small products of batched callers) never reach malloc.
+// calls (and the small products of batched callers) never reach malloc. It grows to a
+// quarter more than asked, in whole pages, so slowly growing requests reallocate rarely.
+constexpr std::size_t kScratchAlignBytes = 64;
+constexpr index_t kPageBytes = 4096;
 class Scratch {
  public:
   ~Scratch() { std::free(p_); }
@@ -47,8 +60,8 @@ class Scratch {
       std::free(p_);
       p_ = nullptr;
       cap_ = 0;
-      const std::size_t want = std::size_t(round_up(index_t(bytes + bytes / 4), 4096));
-      p_ = std::aligned_alloc(64, want);
+      const std::size_t want = std::size_t(round_up(index_t(bytes + bytes / 4), kPageBytes));
+      p_ = std::aligned_alloc(kScratchAlignBytes, want);
       if (!p_) throw std::bad_alloc();
       cap_ = want;
     }
@@ -142,6 +155,9 @@ const GemmKernel<double>& kernel_for(Isa isa, double /*tag*/) {
 // barriers, a few microseconds) than it saves.
 constexpr double kMinFmaPerThread = 1 << 18;
 constexpr int kItemsPerThread = 4;
+// A row block cut for the team keeps at least this many mr panels, so that each item's
+// packed A block still feeds several micro-kernel calls per B micro-panel.
+constexpr index_t kMinPanelsPerRowBlock = 4;
 constexpr index_t kBPanelBytes = index_t(8) << 20;  // packed B panel: a share of the L3
 
 struct Plan {
@@ -271,9 +287,9 @@ void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, index_t M, ind
 // im2col's 3x3 stride-2 products (M = 128), equal or within noise where M x kc is 512 KiB
 // or B fits L2 (512 x 784 x 128 was 0.92x, hence kColumnModeMinBBytes). A, when not
 // pre-packed, is packed by the team into a shared buffer in gemm_pack_a's layout (the
-// mirror image of the panel mode's B), or by a lone thread one K block at a time. Items come from the shared counter; every C element
-// still sees the same K blocks in the same order, so results do not depend on the mode's
-// thread count either.
+// mirror image of the panel mode's B), or by a lone thread one K block at a time. Items
+// come from the shared counter; every C element still sees the same K blocks in the same
+// order, so results do not depend on the mode's thread count either.
 constexpr index_t kColumnModeABytes = index_t(256) << 10;  // half of Zen 1's L2
 constexpr index_t kColumnModeMinBBytes = index_t(512) << 10;  // a shared B panel this big spills L2
 constexpr int kColumnModeMinPanelsPerThread = 8;
@@ -391,8 +407,9 @@ void gemm_packed(const GemmKernel<T>& kr, index_t M, index_t N, index_t K, T alp
     // A single thread packs A one K block at a time into an L2-sized buffer, not all of A
     // ahead (for the 7x7 stem's weight gradient, 3 MiB through L3 per image).
     const bool a_by_block = !A.packed && nt == 1;
-    const index_t a_elems = A.packed ? 0 : round_up(round_up(M, mr) * (a_by_block ? pl.kc : K), 64);
-    const index_t b_stride = round_up(pl.kc * nr, 64);
+    const index_t a_elems =
+        A.packed ? 0 : round_up(round_up(M, mr) * (a_by_block ? pl.kc : K), kBufferAlignElems);
+    const index_t b_stride = round_up(pl.kc * nr, kBufferAlignElems);
     T* base = static_cast<T*>(tl_scratch.get(sizeof(T) * std::size_t(a_elems + nt * b_stride)));
     T* apack = A.packed ? nullptr : base;
     T* bbase = base + a_elems;
@@ -404,20 +421,21 @@ void gemm_packed(const GemmKernel<T>& kr, index_t M, index_t N, index_t K, T alp
   }
 
   // Row blocks: at most mc rows; with threads, enough of them (a multiple of the team,
-  // at least kItemsPerThread each while blocks keep >= 4 mr panels) to share out.
+  // at least kItemsPerThread each while blocks keep kMinPanelsPerRowBlock mr panels) to
+  // share out.
   pl.mp = ceil_div(M, mr);
   index_t mblocks = ceil_div(M, kr.mc);
   if (nt > 1) {
-    mblocks = std::max(mblocks, std::min(ceil_div(pl.mp, 4), index_t(kItemsPerThread) * nt));
+    mblocks =
+        std::max(mblocks, std::min(ceil_div(pl.mp, kMinPanelsPerRowBlock), index_t(kItemsPerThread) * nt));
     if (mblocks > nt) mblocks = std::min(pl.mp, round_up(mblocks, nt));
   }
   pl.mblocks = std::max<index_t>(1, std::min(mblocks, pl.mp));
   pl.mc_max = ceil_div(pl.mp, pl.mblocks) * mr;
 
-  // One allocation from the caller's scratch: the shared B panel, then nt A blocks
-  // (each starting on a 64-byte boundary).
-  const index_t b_elems = B.packed ? 0 : round_up(pl.kb * pl.nc, 64);
-  pl.a_stride = A.packed ? 0 : round_up(pl.mc_max * pl.kc, 64);
+  // One allocation from the caller's scratch: the shared B panel, then nt A blocks.
+  const index_t b_elems = B.packed ? 0 : round_up(pl.kb * pl.nc, kBufferAlignElems);
+  pl.a_stride = A.packed ? 0 : round_up(pl.mc_max * pl.kc, kBufferAlignElems);
   const std::size_t scratch = sizeof(T) * std::size_t(b_elems + nt * pl.a_stride);
   T* bbuf = scratch ? static_cast<T*>(tl_scratch.get(scratch)) : nullptr;
   T* abase = bbuf ? bbuf + b_elems : nullptr;
@@ -429,12 +447,15 @@ void gemm_packed(const GemmKernel<T>& kr, index_t M, index_t N, index_t K, T alp
 }
 
 // ---- scalar micro-kernel: 4 x 4, portable -------------------------------------------------
+// The fallback for CPUs without AVX2. Its cache blocks are the first version's (da4e6c9),
+// never tuned: the vector kernels' are in gemm_avx2.cpp / gemm_avx512.cpp.
 constexpr int kMrS = 4, kNrS = 4;
+constexpr index_t kMcS = 128, kKcS = 256, kNcS = 2048;
 
 }  // namespace
 
 const GemmKernel<float>& kernel_scalar_f32() {
-  static const GemmKernel<float> k{"scalar", kMrS, kNrS, /*mc*/ 128, /*kc*/ 256, /*nc*/ 2048,
+  static const GemmKernel<float> k{"scalar", kMrS, kNrS, kMcS, kKcS, kNcS,
       &pack_a<TransposeScalar<float>, float, kMrS>, &pack_b<TransposeScalar<float>, float, kNrS>,
       &pack_gathered<kNrS, float>,
       &MicroTable<VecScalar<float>, kMrS, kNrS>::dispatch<false>,
@@ -443,7 +464,7 @@ const GemmKernel<float>& kernel_scalar_f32() {
 }
 
 const GemmKernel<double>& kernel_scalar_f64() {
-  static const GemmKernel<double> k{"scalar", kMrS, kNrS, /*mc*/ 128, /*kc*/ 256, /*nc*/ 2048,
+  static const GemmKernel<double> k{"scalar", kMrS, kNrS, kMcS, kKcS, kNcS,
       &pack_a<TransposeScalar<double>, double, kMrS>, &pack_b<TransposeScalar<double>, double, kNrS>,
       &pack_gathered<kNrS, double>,
       &MicroTable<VecScalar<double>, kMrS, kNrS>::dispatch<false>,

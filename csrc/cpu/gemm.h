@@ -1,5 +1,15 @@
-// gemm.h: the project's own packed GEMM (BLIS-style), used by im2col and, later,
-// by the batched products of Winograd and FFT.
+// gemm.h: the project's own packed GEMM (BLIS-style), float and double, row-major:
+// C = alpha * op(A) op(B) + beta * C + a per-row bias. The driver is gemm.cpp, the vector
+// micro-kernels gemm_avx2.cpp / gemm_avx512.cpp; the active ISA's kernel is chosen at run
+// time (cpu_features.h). Every product of the CPU kernels goes through it: im2col's forward
+// and data gradient (with a plan's weights pre-packed), the im2col weight gradient (a
+// gathered B: an implicit im2col, see GemmOperand), direct's 1x1 path, Winograd's batched
+// products (its transforms write the packed layouts directly, see PackedLayout) and FFT's
+// per-frequency products.
+// Entry points: gemm (plain operands), gemm_ex (each operand plain, pre-packed or, for B,
+// gathered), gemm_pack_a / gemm_pack_b (pack an operand once for many products).
+// Limits: unit element stride (rows may have any ld); no complex types; packed operands
+// are valid only for the ISA, sizes and dtype they were packed with.
 #pragma once
 #include <algorithm>
 
