@@ -8,7 +8,7 @@ import pytest
 
 import fastconv
 from fastconv import algorithms
-from conftest import assert_close, nan_out
+from compare import assert_close, nan_out
 
 
 @pytest.fixture

@@ -1,86 +1,52 @@
-"""conv2d/conv1d backward: every backward algorithm of the kernel table x float32/float64 x
-every ISA against reference.conv2d_backward over test_conv's table of problems (odd and
-prime sizes, strides 1-3, dilation, asymmetric pads, every padding string, groups,
-depthwise, 1x1, N = 0), with the kernels' outputs pre-filled with NaN; the reference
-against torch's autograd; the public API (flip, needs, 1-D, auto, torch tensors); errors.
+"""conv2d/conv1d backward: every (device, algorithm) row of the kernel table with both backward
+ops x float32/float64 x every ISA against reference.conv2d_backward over cases.py's table of
+problems (odd and prime sizes, strides 1-3, dilation, asymmetric pads, every padding string,
+groups, depthwise, 1x1, N = 0), with the kernels' outputs pre-filled with NaN
+(compare.conv_backward); the reference against torch's autograd; the public API (flip, needs,
+1-D, auto, torch tensors); errors.
 """
 import numpy as np
 import pytest
 
 import fastconv as fc
-from conftest import AVAILABLE_ISAS, assert_close, nan_out, tolerance
+from cases import CONV_BACKWARD_ROWS, CONV_CASES, DTYPE_IDS, DTYPES, Row, conv_case, row_param
+from compare import (assert_close, backward_tolerances, conv_backward, conv_backward_reference, conv_problem,
+                     nan_out, on_device, run_conv_backward_kernels, to_host, tolerance)
+from conftest import AVAILABLE_ISAS
 from fastconv import _C, algorithms
 from fastconv import reference as ref
 from fastconv.functional import conv_params
-from test_conv import CASES, _ids
 
-BACKWARD_ALGORITHMS = list(algorithms.backward_kernel_names())
-DTYPES = [np.float32, np.float64]
-
-
-def _problem(case, dtype, rng):
-    xs, ws, stride, padding, dilation, groups, _ = case
-    params, pads = conv_params(xs, ws, stride, padding, dilation, groups, "test")
-    x = rng.standard_normal(xs).astype(dtype)
-    w = rng.standard_normal(ws).astype(dtype)
-    gy = rng.standard_normal((params.N, params.K, params.P, params.Q)).astype(dtype)
-    return params, pads, x, w, gy
-
-
-def _reference(params, pads, x, w, gy):
-    return ref.conv2d_backward(gy, x, w, stride=(params.stride_h, params.stride_w), pads=pads,
-                               dilation=(params.dil_h, params.dil_w), groups=params.groups)
-
-
-def _workspace(algorithm, params, dtype, op):
-    n = _C.workspace_bytes(algorithm, params, np.dtype(dtype).name, False, op)
-    return np.empty(n, np.uint8) if n else None
-
-
-def _tolerances(algorithm, dtype, params):
-    """Reduction lengths: grad_x sums K/g*R*S products (about), grad_w and grad_b N*P*Q."""
-    red_x = params.K // params.groups * params.R * params.S
-    red_w = max(params.N * params.P * params.Q, 1)
-    return tolerance(algorithm, dtype, red_x), tolerance(algorithm, dtype, red_w)
+# The CPU algorithms with both backward ops, for the tests of one CPU path.
+BACKWARD_ALGORITHMS = [r.algorithm for r in CONV_BACKWARD_ROWS if r.device == "cpu"]
 
 
 # ---- kernels against the reference ------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("algorithm", BACKWARD_ALGORITHMS)
-@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
-def test_backward_kernels_match_reference(case, algorithm, dtype, isa, rng):
-    params, pads, x, w, gy = _problem(case, dtype, rng)
-    want_x, want_w, want_b = _reference(params, pads, x, w, gy)
-    gx, gw, gb = nan_out(x.shape, dtype), nan_out(w.shape, dtype), nan_out((params.K,), dtype)
-    _C.run("conv2d_backward_data", algorithm, params, {"grad_y": gy, "w": w, "grad_x": gx},
-           _workspace(algorithm, params, dtype, "conv2d_backward_data"))
-    _C.run("conv2d_backward_weight", algorithm, params, {"grad_y": gy, "x": x, "grad_w": gw, "grad_bias": gb},
-           _workspace(algorithm, params, dtype, "conv2d_backward_weight"))
-    tol_x, tol_w = _tolerances(algorithm, dtype, params)
-    what = f"{algorithm}/{isa}/{np.dtype(dtype).name}"
-    assert_close(gx, want_x, tol_x, what + " grad_x")
-    assert_close(gw, want_w, tol_w, what + " grad_w")
-    assert_close(gb, want_b, tol_w, what + " grad_b")
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("row", [row_param(r) for r in CONV_BACKWARD_ROWS])
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c.id for c in CONV_CASES])
+def test_backward_kernels_match_reference(case, row, dtype, isa, rng):
+    conv_backward(row, case, dtype, rng, isa)
 
 
-EXACT_CASES = [c for c in CASES if c[0][0] > 0][:12]
+EXACT_CASES = [c for c in CONV_CASES if c.x[0] > 0][:12]
 
 
-@pytest.mark.parametrize("algorithm", BACKWARD_ALGORITHMS)
-@pytest.mark.parametrize("case", EXACT_CASES, ids=[_ids(c) for c in EXACT_CASES])
-def test_backward_exact_on_small_integers(case, algorithm, rng):
+@pytest.mark.parametrize("row", [row_param(r) for r in CONV_BACKWARD_ROWS])
+@pytest.mark.parametrize("case", EXACT_CASES, ids=[c.id for c in EXACT_CASES])
+def test_backward_exact_on_small_integers(case, row, rng):
     """Small integers make every partial sum exact, whatever the order of summation."""
-    xs, ws, stride, padding, dilation, groups, flip = case
-    x = rng.integers(-3, 4, xs).astype(np.float64)
-    w = rng.integers(-3, 4, ws).astype(np.float64)
-    y_shape = fc.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups).shape
+    x = rng.integers(-3, 4, case.x).astype(np.float64)
+    w = rng.integers(-3, 4, case.w).astype(np.float64)
+    y_shape = fc.conv2d(x, w, stride=case.stride, padding=case.padding, dilation=case.dilation,
+                        groups=case.groups).shape
     gy = rng.integers(-3, 4, y_shape).astype(np.float64)
-    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, flip=flip)
-    want = fc.conv2d_backward(gy, x, w, algorithm="reference", **kw)
-    got = fc.conv2d_backward(gy, x, w, algorithm=algorithm, **kw)
+    want = fc.conv2d_backward(gy, x, w, algorithm="reference", **case.kwargs)
+    got = fc.conv2d_backward(*(on_device(a, row.device) for a in (gy, x, w)), algorithm=row.algorithm,
+                             **case.kwargs)
     for g, r, name in zip(got, want, ("grad_x", "grad_w", "grad_b")):
-        np.testing.assert_array_equal(g, r, err_msg=f"{algorithm} {name}")
+        np.testing.assert_array_equal(to_host(g), r, err_msg=f"{row} {name}")
 
 
 @pytest.mark.parametrize("stride, padding, dilation", [(2, 1, 1), (1, 2, 2), ((1, 3), ((0, 2), (1, 0)), 1)])
@@ -118,34 +84,34 @@ def test_weight_gradient_is_deterministic(rng):
                 np.testing.assert_array_equal(a, b)
 
 
+BATCHED_SMALL_IMAGES = [conv_case(*c) for c in [
+    ((11, 6, 23, 27), (8, 3, 3, 3), 2, 1, 1, 2),   # 2 batches of 6 + 5 images, groups
+    ((9, 5, 11, 13), (7, 5, 3, 3), 1, 1, 1, 1),    # 143 pixels: 8 + 1 -> 5 + 4
+    ((6, 16, 5, 5), (12, 16, 1, 1), 1, 0, 1, 1),   # 1x1: grad_x batched, grad_w image by image
+    ((4, 5, 17, 19), (6, 5, 3, 3), 1, 1, 1, 1),    # 323 pixels, small gradient: per-thread sums
+    ((6, 7, 40, 37), (5, 7, 1, 1), 2, 0, 1, 1),    # 1x1 stride 2: only the strided pixels padded
+    ((4, 3, 41, 43), (8, 3, 7, 7), 2, 3, 1, 1),    # a 7x7 stride-2 stem: segments of 21
+]]
+
+
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("case", [
-    ((11, 6, 23, 27), (8, 3, 3, 3), 2, 1, 1, 2, False),   # 2 batches of 6 + 5 images, groups
-    ((9, 5, 11, 13), (7, 5, 3, 3), 1, 1, 1, 1, False),    # 143 pixels: 8 + 1 -> 5 + 4
-    ((6, 16, 5, 5), (12, 16, 1, 1), 1, 0, 1, 1, False),   # 1x1: grad_x batched, grad_w image by image
-    ((4, 5, 17, 19), (6, 5, 3, 3), 1, 1, 1, 1, False),    # 323 pixels, small gradient: per-thread sums
-    ((6, 7, 40, 37), (5, 7, 1, 1), 2, 0, 1, 1, False),    # 1x1 stride 2: only the strided pixels padded
-    ((4, 3, 41, 43), (8, 3, 7, 7), 2, 3, 1, 1, False),    # a 7x7 stride-2 stem: segments of 21
-], ids=_ids)
+@pytest.mark.parametrize("case", BATCHED_SMALL_IMAGES, ids=[c.id for c in BATCHED_SMALL_IMAGES])
 def test_backward_of_batched_small_images(case, threads, rng):
     """The threaded GEMMs put several small images into one GEMM (one thread always takes
     that plan); with two threads, images of many pixels whose weight gradient is small go one
     per GEMM into per-thread partial sums instead; uneven batches, groups and strides against
     the reference."""
-    params, pads, x, w, gy = _problem(case, np.float32, rng)
-    want = _reference(params, pads, x, w, gy)
+    params, pads, x, w, gy = conv_problem(case, np.float32, rng)
+    want = conv_backward_reference(params, pads, x, w, gy)
     before = fc.get_num_threads()
     fc.set_num_threads(threads)
     try:
         gx = nan_out(x.shape, np.float32)
-        _C.run("conv2d_backward_data", "im2col", params, {"grad_y": gy, "w": w, "grad_x": gx},
-               _workspace("im2col", params, np.float32, "conv2d_backward_data"))
         gw, gb = nan_out(w.shape, np.float32), nan_out((params.K,), np.float32)
-        _C.run("conv2d_backward_weight", "im2col", params, {"grad_y": gy, "x": x, "grad_w": gw, "grad_bias": gb},
-               _workspace("im2col", params, np.float32, "conv2d_backward_weight"))
+        run_conv_backward_kernels(Row("cpu", "im2col"), params, gy, x, w, gx, gw, gb)
     finally:
         fc.set_num_threads(before)
-    tol_x, tol_w = _tolerances("im2col", np.float32, params)
+    tol_x, tol_w = backward_tolerances("im2col", np.float32, params)
     assert_close(gx, want[0], tol_x, "grad_x")
     assert_close(gw, want[1], tol_w, "grad_w")
     assert_close(gb, want[2], tol_w, "grad_b")
@@ -227,11 +193,12 @@ def test_conv1d_backward_matches_torch(padding, rng):
 # with even kernels (the odd pad at the end), asymmetric pads, dilation 2, groups, pads of
 # exactly the dilated span (no transposed pad left), and sizes where auto picks Winograd.
 def _has_transposed(case):
-    params, pads = conv_params(*case[:6], "test")
+    params, pads = case.params()
     return fc.functional._transposed_problem(params, pads) is not None
 
 
-TRANSPOSED_CASES = [c[:6] for c in CASES if c[0][0] > 0 and _has_transposed(c)] + [
+TRANSPOSED_CASES = [c._replace(flip=False) for c in CONV_CASES if c.x[0] > 0 and _has_transposed(c)] + [
+    conv_case(*c) for c in [
     ((2, 3, 9, 10), (4, 3, 2, 2), 1, "same", 1, 1),
     ((1, 4, 11, 12), (5, 4, 4, 4), 1, "same", 2, 1),
     ((2, 5, 10, 9), (3, 5, 3, 3), 1, ((2, 0), (0, 1)), 1, 1),
@@ -240,7 +207,7 @@ TRANSPOSED_CASES = [c[:6] for c in CASES if c[0][0] > 0 and _has_transposed(c)] 
     ((4, 16, 12, 12), (24, 16, 3, 3), 1, 1, 1, 1),       # auto: Winograd F(4x4)
     ((4, 32, 13, 11), (32, 16, 3, 3), 1, "same", 1, 2),  # groups, Winograd
     ((5, 17, 9, 10), (19, 17, 3, 3), 1, 0, 1, 1),        # unpadded: transposed pads 2
-]
+]]
 
 
 def _transposed_forward_kernels(params, pads, dtype):
@@ -249,13 +216,13 @@ def _transposed_forward_kernels(params, pads, dtype):
     return t, [a for a in algorithms.kernel_names() if not _C.supports(a, t[0], np.dtype(dtype).name)]
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("case", TRANSPOSED_CASES, ids=[_ids(c + (False,)) for c in TRANSPOSED_CASES])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("case", TRANSPOSED_CASES, ids=[c.id for c in TRANSPOSED_CASES])
 def test_grad_input_by_every_forward_kernel(case, dtype, isa, rng):
     """grad_x = conv2d(grad_y, w'), run by each forward kernel that serves the transposed
     problem (Winograd, FFT, direct, im2col), into NaN-filled outputs."""
-    params, pads, x, w, gy = _problem(case + (False,), dtype, rng)
-    want_x = _reference(params, pads, x, w, gy)[0]
+    params, pads, x, w, gy = conv_problem(case, dtype, rng)
+    want_x = conv_backward_reference(params, pads, x, w, gy)[0]
     (t_params, t_pads), kernels = _transposed_forward_kernels(params, pads, dtype)
     assert {"direct", "im2col"} <= set(kernels)
     w_t = fc.functional._transposed_weight(w, params.groups)
@@ -266,7 +233,7 @@ def test_grad_input_by_every_forward_kernel(case, dtype, isa, rng):
         assert_close(gx, want_x, tolerance(algorithm, dtype, red_x), f"{algorithm}/{isa} grad_x")
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("shape, groups", [((33, 17, 3, 3), 1), ((16, 16, 1, 1), 1), ((7, 5, 2, 5), 1),
                                            ((24, 6, 3, 3), 4), ((34, 3, 1, 1), 2), ((1, 1, 3, 3), 1)])
 def test_transpose_rotate_weight_matches_numpy(shape, groups, dtype, rng):
@@ -293,31 +260,33 @@ def test_transpose_rotate_weight_rejects_bad_arguments():
         _C.transpose_rotate_weight(w, w.reshape(4, 6, 3, 3), 1)
 
 
-@pytest.mark.parametrize("case", TRANSPOSED_CASES[-3:], ids=[_ids(c + (False,)) for c in TRANSPOSED_CASES[-3:]])
+@pytest.mark.parametrize("case", TRANSPOSED_CASES[-3:], ids=[c.id for c in TRANSPOSED_CASES[-3:]])
 def test_auto_grad_input_uses_winograd_and_matches(case, rng):
-    params, pads, x, w, gy = _problem(case + (False,), np.float32, rng)
+    params, pads, x, w, gy = conv_problem(case, np.float32, rng)
     (t_params, _), _ = _transposed_forward_kernels(params, pads, np.float32)
     chosen = algorithms.choose(t_params, np.float32)
     assert chosen.startswith("winograd")
-    want = _reference(params, pads, x, w, gy)
-    got = fc.conv2d_backward(gy, x, w, stride=case[2], padding=case[3], dilation=case[4], groups=case[5])
-    tol_x, tol_w = _tolerances("im2col", np.float32, params)
+    want = conv_backward_reference(params, pads, x, w, gy)
+    got = fc.conv2d_backward(gy, x, w, stride=case.stride, padding=case.padding, dilation=case.dilation,
+                             groups=case.groups)
+    tol_x, tol_w = backward_tolerances("im2col", np.float32, params)
     assert_close(got[0], want[0], tolerance(chosen, np.float32, params.K // params.groups * 9), "auto grad_x")
     assert_close(got[1], want[1], tol_w, "auto grad_w")
     assert_close(got[2], want[2], tol_w, "auto grad_b")
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c.id for c in CONV_CASES])
 def test_auto_matches_reference(case, dtype, rng):
     """auto end to end on every case: the forward route where it exists, else the backward
     kernels (strides; pads beyond the dilated kernel)."""
-    params, pads, x, w, gy = _problem(case, dtype, rng)
-    want = _reference(params, pads, x, w, gy)
-    xs, ws, stride, padding, dilation, groups, _ = case  # flip: test_api_flip_needs_and_torch_tensors
-    got = fc.conv2d_backward(gy, x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    params, pads, x, w, gy = conv_problem(case, dtype, rng)
+    want = conv_backward_reference(params, pads, x, w, gy)
+    # flip: test_api_flip_needs_and_torch_tensors
+    got = fc.conv2d_backward(gy, x, w, stride=case.stride, padding=case.padding, dilation=case.dilation,
+                             groups=case.groups)
     algorithm = "winograd:4" if dtype == np.float32 else "im2col"  # the loosest auto may run
-    tol_x, tol_w = _tolerances(algorithm, dtype, params)
+    tol_x, tol_w = backward_tolerances(algorithm, dtype, params)
     for g, r, tol, name in zip(got, want, (tol_x, tol_w, tol_w), ("grad_x", "grad_w", "grad_b")):
         assert_close(g, r, tol, f"auto {name}")
 
@@ -335,13 +304,13 @@ def test_no_transposed_problem_for_strides_or_pads_beyond_the_kernel():
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_auto_grad_input_keeps_the_reference_nonfinite_pattern(where, value, rng):
     """Winograd would spread a NaN/Inf over its tile; auto must give the reference's pattern."""
-    case = ((4, 16, 12, 12), (24, 16, 3, 3), 1, 1, 1, 1, False)
-    params, pads, x, w, gy = _problem(case, np.float32, rng)
+    case = conv_case((4, 16, 12, 12), (24, 16, 3, 3), 1, 1)
+    params, pads, x, w, gy = conv_problem(case, np.float32, rng)
     if where == "grad_y":
         gy[1, 2, 5, 6] = value
     else:
         w[3, 2, 1, 1] = value
-    want = _reference(params, pads, x.astype(np.float64), w.astype(np.float64), gy.astype(np.float64))[0]
+    want = conv_backward_reference(params, pads, x.astype(np.float64), w.astype(np.float64), gy.astype(np.float64))[0]
     got = fc.conv2d_backward(gy, x, w, padding=1, needs=(True, False, False))[0]
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
@@ -352,7 +321,7 @@ def test_auto_grad_input_keeps_the_reference_nonfinite_pattern(where, value, rng
 
 def test_explicit_algorithms_keep_their_backward_kernels(rng, monkeypatch):
     """Only auto takes the forward route: 'im2col' and 'direct' name the backward kernels."""
-    params, pads, x, w, gy = _problem(((4, 16, 12, 12), (24, 16, 3, 3), 1, 1, 1, 1, False), np.float32, rng)
+    params, pads, x, w, gy = conv_problem(conv_case((4, 16, 12, 12), (24, 16, 3, 3), 1, 1), np.float32, rng)
     taken = []
     real = fc.functional._grad_input_as_forward
     monkeypatch.setattr(fc.functional, "_grad_input_as_forward", lambda *a: taken.append(1) or real(*a))

@@ -9,7 +9,7 @@ import pytest
 import fastconv
 from fastconv import _C
 from fastconv.functional import conv_params
-from conftest import assert_close, nan_out
+from compare import assert_close, nan_out
 
 TILES = (8, 16)
 # The accuracy contract: max |error| / max |y| on signed random float32 data.
@@ -90,7 +90,8 @@ def _cases():
 CASES = list(_cases())
 
 
-@pytest.mark.parametrize("n, case", CASES, ids=[f"fft{n}-x{s[0]}-w{s[1]}-p{s[2]}-g{s[3]}".replace(" ", "") for n, s in CASES])
+@pytest.mark.parametrize("n, case", CASES,
+                         ids=[f"fft{n}-x{s[0]}-w{s[1]}-p{s[2]}-g{s[3]}".replace(" ", "") for n, s in CASES])
 def test_conv_matches_reference(n, case, isa, rng):
     xs, ws, padding, groups = case
     x = rng.standard_normal(xs).astype(np.float32)
@@ -157,8 +158,8 @@ def test_prepared_equals_unprepared(n, case, rng):
     y1 = nan_out(shape, np.float32)
     _C.run("conv2d_forward", algo, params, {"x": x, "w": w, "bias": b, "y": y1}, np.empty(ws_plain, np.uint8))
     y2 = nan_out(shape, np.float32)
-    _C.run("conv2d_forward", algo, params, {"x": x, "w": prepared, "bias": b, "y": y2}, np.empty(max(ws_prep, 1), np.uint8),
-           prepared=True)
+    _C.run("conv2d_forward", algo, params, {"x": x, "w": prepared, "bias": b, "y": y2},
+           np.empty(max(ws_prep, 1), np.uint8), prepared=True)
     np.testing.assert_array_equal(y1, y2)
     want = fastconv.conv2d(x, w, b, padding=padding, groups=groups, algorithm="reference")
     assert_close(y2, want, CONTRACT, algo)

@@ -8,7 +8,8 @@ import fastconv as fc
 from fastconv import _C, algorithms
 from fastconv.functional import conv_params
 
-from conftest import CONV_ALGORITHMS, assert_close, conv_supported, nan_out, tolerance
+from cases import CONV_ALGORITHMS, conv_supported
+from compare import assert_close, nan_out, tolerance
 
 PREPARING = [a for a in CONV_ALGORITHMS if algorithms.prepares(a)]
 

@@ -1,115 +1,52 @@
-"""Pooling backward: every op's *_backward x float32/float64 x every ISA against the NumPy
-reference over test_pool's table of cases (kernels 1-5, strides 1-3, padding, dilation,
-ceil_mode, count_include_pad, divisor_override, adaptive sizes, Lp orders incl. +-inf,
-1-D ops); fastconv and the reference against torch's autograd (max with ties: the first
-max takes the gradient); NaN-filled outputs at the _C level; N == 0, unbatched inputs,
-torch tensors, caller-provided indices; errors.
+"""Pooling backward: every op's *_backward x its kernel-table rows x float32/float64 x every
+ISA against the NumPy reference over cases.py's table (kernels 1-5, strides 1-3, padding,
+dilation, ceil_mode, count_include_pad, divisor_override, adaptive sizes, Lp orders incl.
++-inf, 1-D ops; compare.pool_backward); fastconv and the reference against torch's autograd
+(max with ties: the first max takes the gradient); NaN-filled outputs at the _C level; N == 0,
+unbatched inputs, torch tensors, caller-provided indices; errors.
 """
-import functools
-
 import numpy as np
 import pytest
 
 import fastconv as fc
+from cases import DTYPE_IDS, DTYPES, POOL_CASES, pool_rows, row_param
+from compare import (POOL_BACKWARD_TOLERANCE, assert_grad_matches, pool_backward, pool_backward_reference,
+                     pool_reference, run_pool_backward)
 from fastconv import _C
 from fastconv import reference as ref
-from test_pool import CASES, CASE_IDS, DTYPES, _family, _input, _pair, run_reference
 
-# rtol (and atol relative to max |grad|): max adds the gradients of windows sharing a max in
-# output order, as the reference and torch, but the reference rounds a float64 sum once
-# (float32: one rounding per add); avg and Lp sums are reordered, Lp adds pow.
-TOL = {
-    "max": {np.float32: 1e-6, np.float64: 0.0},
-    "avg": {np.float32: 4e-6, np.float64: 1e-13},
-    "lp": {np.float32: 4e-5, np.float64: 1e-12},
-}
+TOL = POOL_BACKWARD_TOLERANCE["direct"]
 
 
-def _grad_y(case, dtype):
-    y = run_reference(case, _input(case, dtype))[0]
-    rng = np.random.default_rng(len(CASE_IDS) + y.size)
-    return rng.standard_normal(y.shape).astype(dtype)
+# ---- against the reference, every row of the kernel table, every ISA -----------------------
 
-
-def reference_backward(case, x, gy):
-    """The reference's grad_x (1-D ops run as 2-D ones with H = 1)."""
-    op, kw = case["op"], dict(case["kw"])
-    one_d = op.endswith("1d")
-    x4, gy4 = (x[:, :, None, :], gy[:, :, None, :]) if one_d else (x, gy)
-    lift = (lambda v, fill: (fill, v[0] if isinstance(v, (tuple, list)) else v)) if one_d else (lambda v, fill: _pair(v))
-    if op.startswith("adaptive"):
-        o = kw["output_size"]
-        o2 = (1, o) if one_d else tuple(x.shape[2 + i] if v is None else v for i, v in enumerate(_pair(o)))
-        if "max" in op:
-            gx = ref.max_pool2d_backward(gy4, x4.shape, ref.adaptive_max_pool2d(x4, o2)[1])
-        else:
-            gx = ref.adaptive_avg_pool2d_backward(gy4, x4, o2)
-    else:
-        k = lift(kw["kernel_size"], 1)
-        s = lift(kw.get("stride") or kw["kernel_size"], 1)
-        ceil = kw.get("ceil_mode", False)
-        if op.startswith("max"):
-            _, idx = ref.max_pool2d(x4, k, s, lift(kw.get("padding", 0), 0), lift(kw.get("dilation", 1), 1), ceil)
-            gx = ref.max_pool2d_backward(gy4, x4.shape, idx)
-        elif op.startswith("avg"):
-            gx = ref.avg_pool2d_backward(gy4, x4, k, s, lift(kw.get("padding", 0), 0), ceil,
-                                         kw.get("count_include_pad", True), kw.get("divisor_override"))
-        else:
-            gx = ref.lp_pool2d_backward(gy4, x4, kw["norm_type"], k, s, ceil)
-    return gx[:, :, 0, :] if one_d else gx
-
-
-@functools.lru_cache(maxsize=None)
-def _reference(index, dtype):
-    case = CASES[index]
-    x, gy = _input(case, dtype), _grad_y(case, dtype)
-    return x, gy, reference_backward(case, x, gy)
-
-
-def run_backward(case, x, gy, **extra):
-    return getattr(fc, case["op"] + "_backward")(gy, x, **case["kw"], **extra)
-
-
-def assert_grad(case, got, want, dtype, what=""):
-    assert got.shape == want.shape and got.dtype == want.dtype, (what, got.shape, want.shape, got.dtype)
-    tol = TOL[_family(case["op"])][dtype]
-    finite = want[np.isfinite(want)]
-    scale = float(np.max(np.abs(finite))) if finite.size else 1.0
-    if tol == 0:
-        np.testing.assert_array_equal(got, want, err_msg=what)
-    else:
-        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale, err_msg=what)
-
-
-# ---- against the reference, every ISA ------------------------------------------------------
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("index", range(len(CASES)), ids=CASE_IDS)
-def test_backward_matches_reference(isa, index, dtype):
-    case = CASES[index]
-    x, gy, want = _reference(index, dtype)
-    assert_grad(case, run_backward(case, x, gy), want, dtype, f"{CASE_IDS[index]}/{isa}")
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("row, case", [row_param(r, c, id_suffix=f"-{c.id}") for c in POOL_CASES
+                                       for r in pool_rows(c.op, "backward")])
+def test_backward_matches_reference(isa, row, case, dtype):
+    pool_backward(row, case, dtype, f"isa={isa}")
 
 
 # ---- against torch's autograd ----------------------------------------------------------------
 
 # Not the cases with a max window entirely in the padding: torch's backward writes out of
 # bounds there (its forward index lies past the plane) and can crash the process.
-TORCH_INDICES = [i for i, c in enumerate(CASES)
-                 if not ("max" in c["op"] and np.isneginf(run_reference(c, _input(c, np.float64))[0]).any())]
+TORCH_CASES = [c for c in POOL_CASES
+               if not (c.family == "max" and np.isneginf(pool_reference(c, np.float64)[1][0]).any())]
 
 
-@pytest.mark.parametrize("index", TORCH_INDICES, ids=[CASE_IDS[i] for i in TORCH_INDICES])
-def test_backward_matches_torch_autograd(index):
+@pytest.mark.parametrize("case", TORCH_CASES, ids=[c.id for c in TORCH_CASES])
+def test_backward_matches_torch_autograd(case):
     torch = pytest.importorskip("torch")
-    case, dtype = CASES[index], np.float64
-    x, gy, want_ref = _reference(index, dtype)
+    dtype = np.float64
+    x, _, gy = pool_reference(case, dtype)
+    want_ref = pool_backward_reference(case, dtype)
     xt = torch.tensor(x, requires_grad=True)
-    y = getattr(torch.nn.functional, case["op"])(xt, **case["kw"])
+    y = getattr(torch.nn.functional, case.op)(xt, **case.kw)
     y.backward(torch.tensor(gy))
     want = xt.grad.numpy()
-    assert_grad(case, run_backward(case, x, gy), want, dtype, "fastconv vs torch")
-    assert_grad(case, want_ref, want, dtype, "reference vs torch")
+    assert_grad_matches(case, run_pool_backward(case, x, gy), want, dtype, "fastconv vs torch")
+    assert_grad_matches(case, want_ref, want, dtype, "reference vs torch")
 
 
 def test_max_ties_and_indices_from_the_forward():
@@ -163,7 +100,7 @@ def _params(x, out, k=(1, 1), s=(1, 1), p=(0, 0), adaptive=False):
     return prm
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_cpp_backward_overwrites_nan(isa, dtype):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 3, 11, 13)).astype(dtype)

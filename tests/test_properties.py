@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from conftest import CONV_ALGORITHMS, EXACT_ALGORITHMS, conv_supported, tolerance
+from cases import CONV_ALGORITHMS, EXACT_ALGORITHMS, conv_supported
+from compare import tolerance
 
 
 @st.composite
@@ -76,5 +77,6 @@ def test_linear_in_the_input(a, b, seed, algorithm):
     x1, x2 = rng.standard_normal((2, 2, 3, 9, 10))
     w = rng.standard_normal((4, 3, 3, 3))
     lhs = fastconv.conv2d(a * x1 + b * x2, w, padding=1, algorithm=algorithm)
-    rhs = a * fastconv.conv2d(x1, w, padding=1, algorithm=algorithm) + b * fastconv.conv2d(x2, w, padding=1, algorithm=algorithm)
+    rhs = (a * fastconv.conv2d(x1, w, padding=1, algorithm=algorithm)
+           + b * fastconv.conv2d(x2, w, padding=1, algorithm=algorithm))
     np.testing.assert_allclose(lhs, rhs, rtol=1e-10, atol=1e-10)

@@ -9,7 +9,7 @@ import pytest
 
 import fastconv
 from fastconv import _C
-from conftest import assert_close, nan_out
+from compare import assert_close, nan_out
 
 TILES = (2, 4, 6)
 H = Fr(1, 2)
