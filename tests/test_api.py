@@ -108,6 +108,7 @@ def test_explain_lists_every_algorithm():
     assert dw.auto == "direct"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", ["scalar", "avx2"])
 def test_fastconv_isa_environment_variable(level):
     order = ["scalar", "avx2", "avx512"]
@@ -119,6 +120,7 @@ def test_fastconv_isa_environment_variable(level):
     assert out.stdout.strip() == level
 
 
+@pytest.mark.slow
 def test_fastconv_isa_environment_variable_rejects_unknown():
     env = dict(os.environ, FASTCONV_ISA="mmx")
     out = subprocess.run([sys.executable, "-c", "import fastconv"], env=env, capture_output=True, text=True)

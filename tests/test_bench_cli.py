@@ -187,6 +187,7 @@ def test_cuda_times_cudnn(capsys):
     assert "cudnn" in out and "fastconv has no CUDA kernels yet" in out
 
 
+@pytest.mark.slow
 def test_help_as_a_module():
     r = subprocess.run([sys.executable, "-m", "fastconv", "bench", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--network" in r.stdout and "--peak" in r.stdout
@@ -207,6 +208,7 @@ def test_model_option_parses_and_plans_cases():
             parse(*bad)
 
 
+@pytest.mark.slow  # times whole models
 def test_model_run_prints_the_table_and_json(tmp_path, capsys):
     pytest.importorskip("torch")
     out_json = tmp_path / "m.json"

@@ -58,7 +58,8 @@ def test_quick_subsets_exist():
 
 def test_parse_layer():
     l = networks.parse_layer("8,64,56,56,128,3,3,2,1")
-    assert (l.batch, l.C, l.H, l.W, l.K, l.R, l.S, l.stride, l.pad) == (8, 64, 56, 56, 128, 3, 3, (2, 2), ((1, 1), (1, 1)))
+    assert (l.batch, l.C, l.H, l.W, l.K, l.R, l.S) == (8, 64, 56, 56, 128, 3, 3)
+    assert (l.stride, l.pad) == ((2, 2), ((1, 1), (1, 1)))
     assert (l.P, l.Q, l.groups, l.dilation) == (28, 28, 1, (1, 1))
     l = networks.parse_layer("1,32,14,14,32,3,3,1,2,32,2")
     assert (l.groups, l.dilation, l.P) == (32, (2, 2), 14)

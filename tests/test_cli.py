@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from fastconv.__main__ import main
 
 
@@ -23,6 +25,7 @@ def test_explain_bad_problem_is_a_clear_error(capsys):
     assert "kernel height 9" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_runs_as_a_module(tmp_path):
     out = subprocess.run([sys.executable, "-m", "fastconv", "demo", "--save", str(tmp_path / "edges.npy")],
                          capture_output=True, text=True, check=True).stdout

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _C
 
 DTYPES = [np.float32, np.float64]
 

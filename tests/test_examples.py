@@ -9,6 +9,7 @@ import sys
 import pytest
 
 pytest.importorskip("torch")
+pytestmark = pytest.mark.slow  # each test runs a script in a new Python process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -16,7 +16,6 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as TF  # noqa: E402
 from torch import nn  # noqa: E402
 
-import fastconv  # noqa: E402
 import fastconv.torch as ft  # noqa: E402
 
 D64 = torch.float64
@@ -45,6 +44,7 @@ CONV2D_CASES = [  # x shape, w shape, stride, padding, dilation, groups, flip
 CHECKS = [torch.autograd.gradcheck, torch.autograd.gradgradcheck]
 
 
+@pytest.mark.slow  # numerical Jacobians of every input: 5-80 s a case on 2 cores
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("case", CONV2D_CASES, ids=str)
 def test_conv2d_gradcheck(case, check):
@@ -61,6 +61,7 @@ CONV1D_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("case", CONV1D_CASES, ids=str)
 def test_conv1d_gradcheck(case, check):
@@ -107,6 +108,7 @@ def test_pool_gradcheck(case, check):
 
 # ---- double backward: partial inputs, Lp pooling, a gradient penalty --------------------------
 
+@pytest.mark.slow
 def test_conv2d_gradgradcheck_of_one_input_at_a_time():
     """Second derivatives where only some of x, weight, bias require grad (each backward op
     then returns placeholders for the others)."""
@@ -160,6 +162,7 @@ MODULES = [  # fastconv layer (float64), input shape, positive inputs
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make,shape,positive", MODULES, ids=[f"m{i}" for i in range(len(MODULES))])
 def test_module_gradcheck(make, shape, positive):
     """d(output)/d(input) and d(output)/d(each parameter), through the module's own forward."""
@@ -499,7 +502,7 @@ def test_convert_matches_torch_outputs_and_gradients():
     _close(y, ty)
     y.square().sum().backward()
     ty.square().sum().backward()
-    for (name, p), tp in zip(ours.named_parameters(), theirs.parameters()):
+    for p, tp in zip(ours.parameters(), theirs.parameters()):
         _close(p.grad, tp.grad, rtol=1e-4)
     opt.step()                                 # the optimizer built before convert() still updates
     assert not torch.equal(ours.head.weight, theirs.head.weight)
@@ -565,6 +568,7 @@ def test_custom_ops_pass_opcheck(op, args):
     assert all(v == "SUCCESS" for v in result.values()), result
 
 
+@pytest.mark.slow
 def test_only_fastconv_torch_imports_torch():
     code = ("import sys, fastconv, fastconv.bench.cli, fastconv.__main__\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n"

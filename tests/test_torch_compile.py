@@ -7,7 +7,8 @@ import copy
 import pytest
 
 torch = pytest.importorskip("torch")
-import torch._dynamo  # noqa: E402
+dynamo = pytest.importorskip("torch._dynamo")
+pytestmark = pytest.mark.slow  # graph capture and compiles (inductor: a C++ compiler process)
 from torch import nn  # noqa: E402
 
 import fastconv.torch as ft  # noqa: E402
@@ -30,7 +31,7 @@ def _close(got, want, tol=1e-5):
 def test_converted_model_compiles_without_graph_breaks():
     model = ft.convert(cnn())
     x = torch.randn(2, 3, 17, 16)
-    explanation = torch._dynamo.explain(model)(x)
+    explanation = dynamo.explain(model)(x)
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
 
@@ -38,7 +39,7 @@ def test_converted_model_compiles_without_graph_breaks():
 def test_compiled_aot_eager_matches_torch_outputs_and_gradients():
     theirs = cnn()
     ours = ft.convert(copy.deepcopy(theirs))
-    torch._dynamo.reset()
+    dynamo.reset()
     compiled = torch.compile(ours, fullgraph=True, backend="aot_eager")
     x = torch.randn(2, 3, 17, 16)
     y, ty = compiled(x), theirs(x)
@@ -55,7 +56,7 @@ def test_compiled_aot_eager_matches_torch_outputs_and_gradients():
 def test_compiled_inductor_forward():
     theirs = cnn()
     ours = ft.convert(copy.deepcopy(theirs))
-    torch._dynamo.reset()
+    dynamo.reset()
     compiled = torch.compile(ours, fullgraph=True)
     x = torch.randn(2, 3, 17, 16)
     with torch.no_grad():

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.slow  # three training processes
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "ddp_train.py")
 
