@@ -1,9 +1,10 @@
 """The NumPy oracle every kernel is tested against.
 
 Deliberately plain: pad, slice one kernel tap at a time, accumulate in float64
-with einsum. Arguments are already normalised by ``fastconv.functional``:
-``stride=(sh, sw)``, ``pads=((top, bottom), (left, right))``, ``dilation=(dh, dw)``.
-The result has the input's dtype.
+with einsum. Arguments are already normalised (``fastconv._args``, as the public
+functions do): ``stride=(sh, sw)``, ``pads=((top, bottom), (left, right))``,
+``dilation=(dh, dw)``. The result has the input's dtype. Pooling follows torch's
+CPU semantics (see the section below); the output-size formulas are ``_args``'s.
 """
 from __future__ import annotations
 
