@@ -38,29 +38,31 @@
 // Internal linkage everywhere: this header is compiled into each per-ISA copy of the
 // kernels, and a shared (weak) out-of-line instantiation would let the linker pick one
 // ISA's code for all of them (the scalar copy's, say, for the AVX-512 kernel, or worse).
-// FC_FFT_FN (the butterflies, twiddles and compile-time loops inside one 1-D transform)
-// is forced inline, so each transform is one straight-line codelet. FC_FFT_PASS (the 1-D
-// transforms themselves, one pass over a tile) is not: forced inline too, a 2-D tile
-// transform flattened 10-26 codelets into one huge function per caller, which cost GCC
-// 4-6 minutes per ISA copy of conv2d_fft.cpp; left to GCC, it keeps the 16-point passes
-// out of line and inlines the 8-point ones, ~10 s per copy and as fast (the passes meet
-// in memory either way: a tile's row spectra do not fit in registers). The passes'
-// strides are template parameters, so every address in a codelet is a constant offset,
-// and their arrays are __restrict (inputs and outputs never overlap): out of line without
-// it, GCC could not reorder the unrolled lanes' real and imaginary stores into vectors
-// and the codelets ran as scalar code, 2x slower.
+// FC_FFT_FN (the butterflies, twiddles and compile-time loops inside one 1-D transform,
+// and the transforms themselves) is forced inline, so each transform is one straight-line
+// codelet. Forced into the 2-D tile transforms too, a tile transform flattened 10-26
+// codelets into one huge function per caller, which cost GCC 4-6 minutes per ISA copy of
+// conv2d_fft.cpp. So the 2-D transforms call the 16-point passes through out-of-line
+// copies (FC_FFT_OUTLINE, *_out below: one copy of each codelet per ISA) and inline only
+// the short 8-point ones, whose call overhead showed (fft:8 layers up to 5-10 % slower
+// with every pass out of line); 22-26 s per copy, as fast as before (the passes meet in
+// memory either way: a tile's row spectra do not fit in registers). The passes' strides
+// are template parameters, so every address in a codelet is a constant offset, and their
+// arrays are __restrict (inputs and outputs never overlap): out of line without it, GCC
+// could not reorder the unrolled lanes' real and imaginary stores into vectors and the
+// codelets ran as scalar code, 2x slower.
 #if defined(__CUDACC__)
 #define FC_FFT_FN static __forceinline__ __host__ __device__
 #define FC_FFT_LAMBDA
-#define FC_FFT_PASS static __forceinline__ __host__ __device__
+#define FC_FFT_OUTLINE static __forceinline__ __host__ __device__
 #elif defined(__GNUC__)
 #define FC_FFT_FN static inline __attribute__((always_inline))
 #define FC_FFT_LAMBDA __attribute__((always_inline))
-#define FC_FFT_PASS static inline
+#define FC_FFT_OUTLINE static __attribute__((noinline))
 #else
 #define FC_FFT_FN static inline
 #define FC_FFT_LAMBDA
-#define FC_FFT_PASS static inline
+#define FC_FFT_OUTLINE static
 #endif
 
 namespace fastconv::fft {
@@ -149,7 +151,7 @@ FC_FFT_FN void dif(T (*re)[L], T (*im)[L]) {
 
 // Complex DFT of length N (unnormalised; Inv: the conjugate twiddles).
 template <int N, bool Inv, int L, int IS, int OS, class T>
-FC_FFT_PASS void cfft(const T* __restrict ire, const T* __restrict iim, T* __restrict ore, T* __restrict oim) {
+FC_FFT_FN void cfft(const T* __restrict ire, const T* __restrict iim, T* __restrict ore, T* __restrict oim) {
   constexpr index_t is = IS, os = OS;
   T re[N][L], im[N][L];
 #pragma GCC unroll 16
@@ -174,7 +176,7 @@ FC_FFT_PASS void cfft(const T* __restrict ire, const T* __restrict iim, T* __res
 // Z = DFT_{N/2}(x[2k] + I x[2k+1]); E[k] = (Z[k] + conj Z[M-k]) / 2 (even samples),
 // O[k] = (Z[k] - conj Z[M-k]) / 2I (odd samples); X[k] = E[k] + w^k O[k].
 template <int N, int L, int IS, int OS, class T>
-FC_FFT_PASS void rfft(const T* __restrict x, T* __restrict ore, T* __restrict oim) {
+FC_FFT_FN void rfft(const T* __restrict x, T* __restrict ore, T* __restrict oim) {
   constexpr index_t is = IS, os = OS;
   constexpr int M = N / 2, B = log2i(M);
   T zr[M][L], zi[M][L];
@@ -217,7 +219,7 @@ FC_FFT_PASS void rfft(const T* __restrict x, T* __restrict ore, T* __restrict oi
 // read), unnormalised: N times numpy's irfft. Reverses rfft: Z'[k] = (X[k] + conj X[M-k])
 // + I w^{-k} (X[k] - conj X[M-k]) = 2 (E[k] + I O[k]); z = IDFT_{N/2}(Z') = N (x[2k] + I x[2k+1]).
 template <int N, int L, int IS, int OS, class T>
-FC_FFT_PASS void irfft(const T* __restrict ire, const T* __restrict iim, T* __restrict x) {
+FC_FFT_FN void irfft(const T* __restrict ire, const T* __restrict iim, T* __restrict x) {
   constexpr index_t is = IS, os = OS;
   constexpr int M = N / 2, B = log2i(M);
   T zr[M][L], zi[M][L];
@@ -255,6 +257,40 @@ FC_FFT_PASS void irfft(const T* __restrict ire, const T* __restrict iim, T* __re
       x[(2 * k + 1) * os + l] = zi[p][l];
     }
   });
+}
+
+// ---- the passes as the 2-D transforms call them ------------------------------------------
+// 16-point passes out of line (FC_FFT_OUTLINE: one copy of each codelet), 8-point ones
+// inline (see the header's note on inlining).
+constexpr int kInlinePassMax = 8;
+
+template <int N, bool Inv, int L, int IS, int OS, class T>
+FC_FFT_OUTLINE void cfft_out(const T* __restrict ire, const T* __restrict iim, T* __restrict ore,
+                             T* __restrict oim) {
+  cfft<N, Inv, L, IS, OS>(ire, iim, ore, oim);
+}
+template <int N, int L, int IS, int OS, class T>
+FC_FFT_OUTLINE void rfft_out(const T* __restrict x, T* __restrict ore, T* __restrict oim) {
+  rfft<N, L, IS, OS>(x, ore, oim);
+}
+template <int N, int L, int IS, int OS, class T>
+FC_FFT_OUTLINE void irfft_out(const T* __restrict ire, const T* __restrict iim, T* __restrict x) {
+  irfft<N, L, IS, OS>(ire, iim, x);
+}
+template <int N, bool Inv, int L, int IS, int OS, class T>
+FC_FFT_FN void cfft_pass(const T* ire, const T* iim, T* ore, T* oim) {
+  if constexpr (N <= kInlinePassMax) cfft<N, Inv, L, IS, OS>(ire, iim, ore, oim);
+  else cfft_out<N, Inv, L, IS, OS>(ire, iim, ore, oim);
+}
+template <int N, int L, int IS, int OS, class T>
+FC_FFT_FN void rfft_pass(const T* x, T* ore, T* oim) {
+  if constexpr (N <= kInlinePassMax) rfft<N, L, IS, OS>(x, ore, oim);
+  else rfft_out<N, L, IS, OS>(x, ore, oim);
+}
+template <int N, int L, int IS, int OS, class T>
+FC_FFT_FN void irfft_pass(const T* ire, const T* iim, T* x) {
+  if constexpr (N <= kInlinePassMax) irfft<N, L, IS, OS>(ire, iim, x);
+  else irfft_out<N, L, IS, OS>(ire, iim, x);
 }
 
 // ---- the distinct bins of an n x n real tile's spectrum -------------------------------------
@@ -297,7 +333,7 @@ FC_FFT_FN void forward(const T* t, int rows, T* re, T* im) {
   T rr[N][C][L], ri[N][C][L];  // row spectra R[i][v]
   for (int i = 0; i < N; ++i) {
     if (i < rows) {
-      rfft<N, L, L, L>(t + i * N * L, rr[i][0], ri[i][0]);
+      rfft_pass<N, L, L, L>(t + i * N * L, rr[i][0], ri[i][0]);
     } else {
 #pragma GCC unroll 16
       for (int v = 0; v < C; ++v)
@@ -308,7 +344,7 @@ FC_FFT_FN void forward(const T* t, int rows, T* re, T* im) {
   static_for<0, 2>([&](auto vc) FC_FFT_LAMBDA {  // the real columns v = 0, N/2
     constexpr int v = decltype(vc)::value * S::half;
     T cr[C][L], ci[C][L];
-    rfft<N, L, C * L, L>(rr[0][v], cr[0], ci[0]);
+    rfft_pass<N, L, C * L, L>(rr[0][v], cr[0], ci[0]);
     static_for<0, C>([&](auto uc) FC_FFT_LAMBDA {
       constexpr int u = decltype(uc)::value, b = real_column_bin<N>(u, v);
 #pragma GCC unroll 16
@@ -321,7 +357,7 @@ FC_FFT_FN void forward(const T* t, int rows, T* re, T* im) {
 #pragma GCC unroll 8
   for (int v = 1; v < S::half; ++v) {
     const int b0 = S::inner + (v - 1) * N;
-    cfft<N, false, L, C * L, L>(rr[0][v], ri[0][v], re + b0 * L, im + b0 * L);
+    cfft_pass<N, false, L, C * L, L>(rr[0][v], ri[0][v], re + b0 * L, im + b0 * L);
   }
 }
 
@@ -344,7 +380,7 @@ FC_FFT_FN void inverse(const T* re, const T* im, int rows, T* t) {
         ci[u][l] = b < S::real_bins ? T(0) : im[b * L + l];
       }
     });
-    irfft<N, L, L, L>(cr[0], ci[0], col[0]);
+    irfft_pass<N, L, L, L>(cr[0], ci[0], col[0]);
 #pragma GCC unroll 16
     for (int i = 0; i < N; ++i)
 #pragma GCC unroll 16
@@ -356,9 +392,9 @@ FC_FFT_FN void inverse(const T* re, const T* im, int rows, T* t) {
 #pragma GCC unroll 8
   for (int v = 1; v < S::half; ++v) {
     const int b0 = S::inner + (v - 1) * N;
-    cfft<N, true, L, L, C * L>(re + b0 * L, im + b0 * L, rr[0][v], ri[0][v]);
+    cfft_pass<N, true, L, L, C * L>(re + b0 * L, im + b0 * L, rr[0][v], ri[0][v]);
   }
-  for (int i = 0; i < rows; ++i) irfft<N, L, L, L>(rr[i][0], ri[i][0], t + i * N * L);
+  for (int i = 0; i < rows; ++i) irfft_pass<N, L, L, L>(rr[i][0], ri[i][0], t + i * N * L);
 }
 
 }  // namespace fastconv::fft
