@@ -42,10 +42,15 @@ DType dtype_of(const py::array& a, const char* name) {
 // A NumPy array is a CPU tensor described by itself; memory of other devices arrives as a
 // _C.Tensor that Python's array adapter made (pointer, dtype, shape, strides, device).
 DType element_type(const py::dtype& dt, const char* name) {
-  if (dt.is(py::dtype::of<float>())) return DType::f32;
-  if (dt.is(py::dtype::of<double>())) return DType::f64;
-  if (dt.is(py::dtype::of<std::int64_t>())) return DType::i64;
-  if (dt.is(py::dtype::of<std::uint8_t>())) return DType::u8;
+  // NumPy's type numbers, looked up once: making the dtype objects for every comparison cost
+  // a measurable part of a small call.
+  static const int f32 = py::dtype::of<float>().num(), f64 = py::dtype::of<double>().num(),
+                   i64 = py::dtype::of<std::int64_t>().num(), u8 = py::dtype::of<std::uint8_t>().num();
+  const int num = dt.num();
+  if (num == f32) return DType::f32;
+  if (num == f64) return DType::f64;
+  if (num == i64) return DType::i64;
+  if (num == u8) return DType::u8;
   throw dtype_error(str_cat("fastconv: ", name, " has dtype ", std::string(py::str(dt)),
                             "; supported: float32, float64 (int64 indices, uint8 workspaces)"));
 }
@@ -53,14 +58,15 @@ DType element_type(const py::dtype& dt, const char* name) {
 TensorDesc desc_of(py::handle h, const char* name) {
   TensorDesc d;
   if (!h || h.is_none()) return d;
-  if (py::isinstance<TensorDesc>(h)) {
-    d = h.cast<TensorDesc>();
-    d.present = true;
-    return d;
-  }
-  if (!py::isinstance<py::array>(h))
+  if (!py::isinstance<py::array>(h)) {  // NumPy's own check first: arrays are the common case
+    if (py::isinstance<TensorDesc>(h)) {
+      d = h.cast<TensorDesc>();
+      d.present = true;
+      return d;
+    }
     throw py::type_error(str_cat("fastconv: ", name, " must be a numpy.ndarray or a fastconv._C.Tensor, got ",
                                  std::string(py::str(py::type::handle_of(h).attr("__name__")))));
+  }
   auto a = py::reinterpret_borrow<py::array>(h);
   d.dtype = element_type(a.dtype(), name);
   FC_CHECK(a.ndim() <= TensorDesc::kMaxDims, name, " has ", a.ndim(), " dimensions, at most ",
@@ -82,7 +88,8 @@ TensorDesc desc_of(py::handle h, const char* name) {
 TensorArgs tensor_args(const py::dict& tensors) {
   TensorArgs t;
   for (auto item : tensors) {
-    const std::string key = py::str(item.first);
+    FC_CHECK(PyUnicode_Check(item.first.ptr()), "tensors must be keyed by slot names (str)");
+    const std::string_view key = PyUnicode_AsUTF8(item.first.ptr());
     TensorDesc* slot = key == "x"           ? &t.x
                        : key == "w"         ? &t.w
                        : key == "bias"      ? &t.bias
@@ -94,7 +101,7 @@ TensorArgs tensor_args(const py::dict& tensors) {
                        : key == "grad_bias" ? &t.grad_bias
                                             : nullptr;
     FC_CHECK(slot, "unknown tensor '", key, "'; expected x, w, bias, y, indices, grad_y, grad_x, grad_w, grad_bias");
-    *slot = desc_of(item.second, key.c_str());
+    *slot = desc_of(item.second, key.data());  // PyUnicode_AsUTF8: NUL-terminated
   }
   return t;
 }

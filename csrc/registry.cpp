@@ -313,12 +313,11 @@ const std::vector<Kernel>& kernel_table() {
 }
 
 const Kernel* find_kernel(Op op, std::string_view algorithm, Device device) {
-  std::string known;
-  for (const Kernel& k : kernel_table()) {
-    if (k.op != op || k.device != device) continue;
-    if (algorithm == k.algorithm) return &k;
-    known += (known.empty() ? "" : ", ") + std::string(k.algorithm);
-  }
+  for (const Kernel& k : kernel_table())
+    if (k.op == op && k.device == device && algorithm == k.algorithm) return &k;
+  std::string known;  // the error names the rows there are
+  for (const Kernel& k : kernel_table())
+    if (k.op == op && k.device == device) known += (known.empty() ? "" : ", ") + std::string(k.algorithm);
   FC_CHECK(false, "no ", device_name(device), " kernel '", algorithm, "' for ", op_name(op), " (have: ",
            known.empty() ? "none" : known, ")");
   return nullptr;
