@@ -100,7 +100,8 @@ TensorArgs tensor_args(const py::dict& tensors) {
                        : key == "grad_w"    ? &t.grad_w
                        : key == "grad_bias" ? &t.grad_bias
                                             : nullptr;
-    FC_CHECK(slot, "unknown tensor '", key, "'; expected x, w, bias, y, indices, grad_y, grad_x, grad_w, grad_bias");
+    FC_CHECK(slot, "unknown tensor '", key,
+             "'; expected x, w, bias, y, indices, grad_y, grad_x, grad_w, grad_bias");
     *slot = desc_of(item.second, key.data());  // PyUnicode_AsUTF8: NUL-terminated
   }
   return t;
@@ -119,9 +120,10 @@ ExecContext context(const std::string& device, int device_index, std::uintptr_t 
 Problem conv_problem(const std::string& op, const ConvParams& p, const std::string& dtype, bool prepared) {
   Problem pr;
   pr.op = op_from_name(op);
-  FC_CHECK(pr.op == Op::conv2d_forward || pr.op == Op::conv2d_backward_data || pr.op == Op::conv2d_backward_weight,
-           "op must be a convolution op (conv2d_forward, conv2d_backward_data, conv2d_backward_weight), got '", op,
-           "'");
+  FC_CHECK(
+      pr.op == Op::conv2d_forward || pr.op == Op::conv2d_backward_data || pr.op == Op::conv2d_backward_weight,
+      "op must be a convolution op (conv2d_forward, conv2d_backward_data, conv2d_backward_weight), got '", op,
+      "'");
   pr.conv = p;
   pr.dtype = dtype_from_name(dtype);
   pr.prepared = prepared;
@@ -133,8 +135,8 @@ Problem conv_problem(const std::string& op, const ConvParams& p, const std::stri
 Problem run_problem(const std::string& op, const py::handle& params, bool prepared) {
   Problem pr;
   pr.op = op_from_name(op);
-  const bool conv = pr.op == Op::conv2d_forward || pr.op == Op::conv2d_backward_data ||
-                    pr.op == Op::conv2d_backward_weight;
+  const bool conv =
+      pr.op == Op::conv2d_forward || pr.op == Op::conv2d_backward_data || pr.op == Op::conv2d_backward_weight;
   if (py::isinstance<ConvParams>(params)) {
     FC_CHECK(conv, op, " takes PoolParams");
     pr.conv = params.cast<ConvParams>();
@@ -152,12 +154,12 @@ Problem run_problem(const std::string& op, const py::handle& params, bool prepar
 // utility bindings below, which take NumPy arrays on the CPU).
 void* checked_data(const py::array& a, const char* name, py::dtype dtype,
                    std::initializer_list<index_t> shape, bool writable) {
-  FC_CHECK(a.dtype().is(dtype), name, " has dtype ", std::string(py::str(a.dtype())),
-           ", expected ", std::string(py::str(dtype)));
+  FC_CHECK(a.dtype().is(dtype), name, " has dtype ", std::string(py::str(a.dtype())), ", expected ",
+           std::string(py::str(dtype)));
   FC_CHECK(a.flags() & py::array::c_style, name, " must be C-contiguous");
   FC_CHECK(!writable || a.writeable(), name, " must be writable");
-  FC_CHECK(index_t(a.ndim()) == index_t(shape.size()), name, " must have ", shape.size(),
-           " dimensions, got ", a.ndim());
+  FC_CHECK(index_t(a.ndim()) == index_t(shape.size()), name, " must have ", shape.size(), " dimensions, got ",
+           a.ndim());
   int i = 0;
   for (index_t d : shape) {
     FC_CHECK(a.shape(i) == d, name, " dimension ", i, " is ", a.shape(i), ", expected ", d);
@@ -170,9 +172,9 @@ void* checked_data(const py::array& a, const char* name, py::dtype dtype,
 // form (gemm_ex), as plans and Winograd do; a_row0: with pack_a, op(A) may have more rows
 // than C and the product uses rows [a_row0, a_row0 + M) of its packed form.
 template <class T>
-void gemm_typed(bool ta, bool tb, double alpha, const py::array& A, const py::array& B,
-                double beta, py::array& C, const std::optional<py::array>& bias, bool pack_a,
-                bool pack_b, index_t a_row0) {
+void gemm_typed(bool ta, bool tb, double alpha, const py::array& A, const py::array& B, double beta,
+                py::array& C, const std::optional<py::array>& bias, bool pack_a, bool pack_b,
+                index_t a_row0) {
   FC_CHECK(A.ndim() == 2 && B.ndim() == 2 && C.ndim() == 2, "gemm takes 2-D arrays");
   const index_t M = C.shape(0), N = C.shape(1);
   const index_t K = ta ? A.shape(0) : A.shape(1);
@@ -232,9 +234,8 @@ void transpose_rotate_weight(const py::array& w, py::array& wt, index_t groups) 
     transpose_rotate_weight_typed<double>(w, wt, groups);
 }
 
-void gemm(bool ta, bool tb, double alpha, const py::array& A, const py::array& B, double beta,
-          py::array& C, const std::optional<py::array>& bias, bool pack_a, bool pack_b,
-          index_t a_row0) {
+void gemm(bool ta, bool tb, double alpha, const py::array& A, const py::array& B, double beta, py::array& C,
+          const std::optional<py::array>& bias, bool pack_a, bool pack_b, index_t a_row0) {
   if (dtype_of(C, "C") == DType::f32)
     gemm_typed<float>(ta, tb, alpha, A, B, beta, C, bias, pack_a, pack_b, a_row0);
   else
@@ -315,12 +316,15 @@ py::array_t<float> winograd_transform(int m, int which, const py::array& tile) {
 void bind_winograd(py::module_& m) {
   m.def("winograd_matrices", &winograd_matrices, py::arg("m"),
         "(AT, G, BT) of F(m x m, 3 x 3) as float64 arrays, as csrc/math/winograd.h holds them.");
-  m.def("winograd_transform_input", [](int mm, const py::array& d) { return winograd_transform(mm, 0, d); },
-        py::arg("m"), py::arg("d"), "B^T d B of one (m+2)x(m+2) float32 tile, by the kernel's code.");
-  m.def("winograd_transform_kernel", [](int mm, const py::array& g) { return winograd_transform(mm, 1, g); },
-        py::arg("m"), py::arg("g"), "G g G^T of one 3x3 float32 kernel, by the kernel's code.");
-  m.def("winograd_transform_output", [](int mm, const py::array& t) { return winograd_transform(mm, 2, t); },
-        py::arg("m"), py::arg("t"), "A^T t A of one (m+2)x(m+2) float32 tile, by the kernel's code.");
+  m.def(
+      "winograd_transform_input", [](int mm, const py::array& d) { return winograd_transform(mm, 0, d); },
+      py::arg("m"), py::arg("d"), "B^T d B of one (m+2)x(m+2) float32 tile, by the kernel's code.");
+  m.def(
+      "winograd_transform_kernel", [](int mm, const py::array& g) { return winograd_transform(mm, 1, g); },
+      py::arg("m"), py::arg("g"), "G g G^T of one 3x3 float32 kernel, by the kernel's code.");
+  m.def(
+      "winograd_transform_output", [](int mm, const py::array& t) { return winograd_transform(mm, 2, t); },
+      py::arg("m"), py::arg("t"), "A^T t A of one (m+2)x(m+2) float32 tile, by the kernel's code.");
 }
 
 // ---- FFT: one-tile transforms of math/fft.h, for the tests ------------------------------------
@@ -344,13 +348,15 @@ py::array fft_transform(int n, int which, const py::array& tile) {
 }
 
 void bind_fft(py::module_& m) {
-  m.def("fft_tile_forward", [](int n, const py::array& t) { return fft_transform(n, 0, t); },
-        py::arg("n"), py::arg("tile"),
-        "Unnormalised 2-D real FFT of one n x n float32 tile (n = 8, 16), by the kernel's code: "
-        "n x (n/2+1) complex64, as numpy.fft.rfft2.");
-  m.def("fft_tile_inverse", [](int n, const py::array& s) { return fft_transform(n, 1, s); },
-        py::arg("n"), py::arg("spectrum"),
-        "Unnormalised inverse of fft_tile_forward (n*n times numpy.fft.irfft2), by the kernel's code.");
+  m.def(
+      "fft_tile_forward", [](int n, const py::array& t) { return fft_transform(n, 0, t); }, py::arg("n"),
+      py::arg("tile"),
+      "Unnormalised 2-D real FFT of one n x n float32 tile (n = 8, 16), by the kernel's code: "
+      "n x (n/2+1) complex64, as numpy.fft.rfft2.");
+  m.def(
+      "fft_tile_inverse", [](int n, const py::array& s) { return fft_transform(n, 1, s); }, py::arg("n"),
+      py::arg("spectrum"),
+      "Unnormalised inverse of fft_tile_forward (n*n times numpy.fft.irfft2), by the kernel's code.");
 }
 
 }  // namespace
@@ -364,26 +370,40 @@ PYBIND11_MODULE(_C, m) {
 
   py::class_<ConvParams>(m, "ConvParams")
       .def(py::init<>())
-      .def_readwrite("N", &ConvParams::N).def_readwrite("C", &ConvParams::C)
-      .def_readwrite("H", &ConvParams::H).def_readwrite("W", &ConvParams::W)
-      .def_readwrite("K", &ConvParams::K).def_readwrite("R", &ConvParams::R)
-      .def_readwrite("S", &ConvParams::S).def_readwrite("P", &ConvParams::P)
+      .def_readwrite("N", &ConvParams::N)
+      .def_readwrite("C", &ConvParams::C)
+      .def_readwrite("H", &ConvParams::H)
+      .def_readwrite("W", &ConvParams::W)
+      .def_readwrite("K", &ConvParams::K)
+      .def_readwrite("R", &ConvParams::R)
+      .def_readwrite("S", &ConvParams::S)
+      .def_readwrite("P", &ConvParams::P)
       .def_readwrite("Q", &ConvParams::Q)
-      .def_readwrite("pad_h", &ConvParams::pad_h).def_readwrite("pad_w", &ConvParams::pad_w)
-      .def_readwrite("stride_h", &ConvParams::stride_h).def_readwrite("stride_w", &ConvParams::stride_w)
-      .def_readwrite("dil_h", &ConvParams::dil_h).def_readwrite("dil_w", &ConvParams::dil_w)
+      .def_readwrite("pad_h", &ConvParams::pad_h)
+      .def_readwrite("pad_w", &ConvParams::pad_w)
+      .def_readwrite("stride_h", &ConvParams::stride_h)
+      .def_readwrite("stride_w", &ConvParams::stride_w)
+      .def_readwrite("dil_h", &ConvParams::dil_h)
+      .def_readwrite("dil_w", &ConvParams::dil_w)
       .def_readwrite("groups", &ConvParams::groups)
       .def("flops", &ConvParams::flops);
 
   py::class_<PoolParams>(m, "PoolParams")
       .def(py::init<>())
-      .def_readwrite("N", &PoolParams::N).def_readwrite("C", &PoolParams::C)
-      .def_readwrite("H", &PoolParams::H).def_readwrite("W", &PoolParams::W)
-      .def_readwrite("P", &PoolParams::P).def_readwrite("Q", &PoolParams::Q)
-      .def_readwrite("R", &PoolParams::R).def_readwrite("S", &PoolParams::S)
-      .def_readwrite("pad_h", &PoolParams::pad_h).def_readwrite("pad_w", &PoolParams::pad_w)
-      .def_readwrite("stride_h", &PoolParams::stride_h).def_readwrite("stride_w", &PoolParams::stride_w)
-      .def_readwrite("dil_h", &PoolParams::dil_h).def_readwrite("dil_w", &PoolParams::dil_w)
+      .def_readwrite("N", &PoolParams::N)
+      .def_readwrite("C", &PoolParams::C)
+      .def_readwrite("H", &PoolParams::H)
+      .def_readwrite("W", &PoolParams::W)
+      .def_readwrite("P", &PoolParams::P)
+      .def_readwrite("Q", &PoolParams::Q)
+      .def_readwrite("R", &PoolParams::R)
+      .def_readwrite("S", &PoolParams::S)
+      .def_readwrite("pad_h", &PoolParams::pad_h)
+      .def_readwrite("pad_w", &PoolParams::pad_w)
+      .def_readwrite("stride_h", &PoolParams::stride_h)
+      .def_readwrite("stride_w", &PoolParams::stride_w)
+      .def_readwrite("dil_h", &PoolParams::dil_h)
+      .def_readwrite("dil_w", &PoolParams::dil_w)
       .def_readwrite("adaptive", &PoolParams::adaptive)
       .def_readwrite("count_include_pad", &PoolParams::count_include_pad)
       .def_readwrite("norm_type", &PoolParams::norm_type)
@@ -393,14 +413,15 @@ PYBIND11_MODULE(_C, m) {
                          "A tensor's description for the core (pointer, dtype, shape, strides in elements, "
                          "device): how memory that is not a NumPy array reaches a kernel.")
       .def(py::init([](std::uintptr_t data, const std::string& dtype, const std::vector<index_t>& shape,
-                       std::optional<std::vector<index_t>> strides, const std::string& device, int device_index,
-                       bool writable) {
+                       std::optional<std::vector<index_t>> strides, const std::string& device,
+                       int device_index, bool writable) {
              TensorDesc d;
              d.data = reinterpret_cast<void*>(data);
              d.dtype = dtype == "int64" ? DType::i64 : dtype == "uint8" ? DType::u8 : dtype_from_name(dtype);
              FC_CHECK(shape.size() <= size_t(TensorDesc::kMaxDims), "at most ", TensorDesc::kMaxDims,
                       " dimensions are supported (got ", shape.size(), ")");
-             FC_CHECK(!strides || strides->size() == shape.size(), "strides must have one entry per dimension");
+             FC_CHECK(!strides || strides->size() == shape.size(),
+                      "strides must have one entry per dimension");
              d.ndim = int(shape.size());
              index_t step = 1;
              for (int i = d.ndim - 1; i >= 0; --i) {
@@ -418,126 +439,154 @@ PYBIND11_MODULE(_C, m) {
            }),
            py::arg("data"), py::arg("dtype"), py::arg("shape"), py::arg("strides") = py::none(),
            py::arg("device") = "cpu", py::arg("device_index") = 0, py::arg("writable") = true)
-      .def_property_readonly("data", [](const TensorDesc& d) { return reinterpret_cast<std::uintptr_t>(d.data); })
+      .def_property_readonly("data",
+                             [](const TensorDesc& d) { return reinterpret_cast<std::uintptr_t>(d.data); })
       .def_property_readonly("dtype", [](const TensorDesc& d) { return std::string(dtype_name(d.dtype)); })
-      .def_property_readonly("shape", [](const TensorDesc& d) { return std::vector<index_t>(d.shape, d.shape + d.ndim); })
-      .def_property_readonly("strides",
-                             [](const TensorDesc& d) { return std::vector<index_t>(d.strides, d.strides + d.ndim); })
+      .def_property_readonly(
+          "shape", [](const TensorDesc& d) { return std::vector<index_t>(d.shape, d.shape + d.ndim); })
+      .def_property_readonly(
+          "strides", [](const TensorDesc& d) { return std::vector<index_t>(d.strides, d.strides + d.ndim); })
       .def_property_readonly("device", [](const TensorDesc& d) { return std::string(device_name(d.device)); })
       .def_property_readonly("device_index", [](const TensorDesc& d) { return d.device_index; })
       .def_property_readonly("writable", [](const TensorDesc& d) { return d.writable; })
-      .def_static("of", [](const py::array& a) { return desc_of(a, "array"); }, py::arg("array"),
-                  "The descriptor the core makes of a NumPy array.");
+      .def_static(
+          "of", [](const py::array& a) { return desc_of(a, "array"); }, py::arg("array"),
+          "The descriptor the core makes of a NumPy array.");
 
-  m.def("kernels", [] {
-    py::list rows;
-    for (const Kernel& k : kernel_table()) {
-      py::dict d;
-      d["algorithm"] = k.algorithm;
-      d["op"] = op_name(k.op);
-      d["device"] = device_name(k.device);
-      d["prepares"] = k.prepare != nullptr;
-      rows.append(d);
-    }
-    return rows;
-  }, "The kernel table: one dict per (algorithm, op, device).");
+  m.def(
+      "kernels",
+      [] {
+        py::list rows;
+        for (const Kernel& k : kernel_table()) {
+          py::dict d;
+          d["algorithm"] = k.algorithm;
+          d["op"] = op_name(k.op);
+          d["device"] = device_name(k.device);
+          d["prepares"] = k.prepare != nullptr;
+          rows.append(d);
+        }
+        return rows;
+      },
+      "The kernel table: one dict per (algorithm, op, device).");
 
-  m.def("run", [](const std::string& op, const std::string& algorithm, const py::handle& params,
-                  const py::dict& tensors, const py::handle& workspace, const std::string& device,
-                  int device_index, std::uintptr_t stream, bool prepared) {
-    const Problem pr = run_problem(op, params, prepared);
-    const TensorArgs args = tensor_args(tensors);
-    const TensorDesc ws = desc_of(workspace, "workspace");
-    const ExecContext ctx = context(device, device_index, stream);
-    py::gil_scoped_release nogil;
-    run(pr, algorithm, ctx, args, ws);
-  }, py::arg("op"), py::arg("algorithm"), py::arg("params"), py::arg("tensors"),
-     py::arg("workspace") = py::none(), py::arg("device") = "cpu", py::arg("device_index") = 0,
-     py::arg("stream") = 0, py::arg("prepared") = false,
-     "Runs one op of the kernel table. tensors maps slot names (x, w, bias, y, indices, grad_y, grad_x, "
-     "grad_w, grad_bias) to NumPy arrays or Tensor descriptors; outputs are overwritten. Every tensor is "
-     "checked (shape, dtype, contiguity, device, alignment) before the kernel runs; with prepared=True, "
-     "w is the output of prepare_weights.");
+  m.def(
+      "run",
+      [](const std::string& op, const std::string& algorithm, const py::handle& params,
+         const py::dict& tensors, const py::handle& workspace, const std::string& device, int device_index,
+         std::uintptr_t stream, bool prepared) {
+        const Problem pr = run_problem(op, params, prepared);
+        const TensorArgs args = tensor_args(tensors);
+        const TensorDesc ws = desc_of(workspace, "workspace");
+        const ExecContext ctx = context(device, device_index, stream);
+        py::gil_scoped_release nogil;
+        run(pr, algorithm, ctx, args, ws);
+      },
+      py::arg("op"), py::arg("algorithm"), py::arg("params"), py::arg("tensors"),
+      py::arg("workspace") = py::none(), py::arg("device") = "cpu", py::arg("device_index") = 0,
+      py::arg("stream") = 0, py::arg("prepared") = false,
+      "Runs one op of the kernel table. tensors maps slot names (x, w, bias, y, indices, grad_y, grad_x, "
+      "grad_w, grad_bias) to NumPy arrays or Tensor descriptors; outputs are overwritten. Every tensor is "
+      "checked (shape, dtype, contiguity, device, alignment) before the kernel runs; with prepared=True, "
+      "w is the output of prepare_weights.");
 
-  m.def("supports", [](const std::string& algorithm, const ConvParams& p, const std::string& dtype,
-                       const std::string& op, const std::string& device) {
-    return supports(conv_problem(op, p, dtype, false), algorithm, device_from_name(device));
-  }, py::arg("algorithm"), py::arg("params"), py::arg("dtype"), py::arg("op") = "conv2d_forward",
-     py::arg("device") = "cpu", "'' when the algorithm can run this convolution op, else the reason it cannot.");
+  m.def(
+      "supports",
+      [](const std::string& algorithm, const ConvParams& p, const std::string& dtype, const std::string& op,
+         const std::string& device) {
+        return supports(conv_problem(op, p, dtype, false), algorithm, device_from_name(device));
+      },
+      py::arg("algorithm"), py::arg("params"), py::arg("dtype"), py::arg("op") = "conv2d_forward",
+      py::arg("device") = "cpu",
+      "'' when the algorithm can run this convolution op, else the reason it cannot.");
 
-  m.def("workspace_bytes", [](const std::string& algorithm, const ConvParams& p, const std::string& dtype,
-                              bool prepared, const std::string& op, const std::string& device, int device_index) {
-    return workspace_bytes(conv_problem(op, p, dtype, prepared), algorithm,
-                           context(device, device_index, 0));
-  }, py::arg("algorithm"), py::arg("params"), py::arg("dtype"), py::arg("prepared") = false,
-     py::arg("op") = "conv2d_forward", py::arg("device") = "cpu", py::arg("device_index") = 0,
-     "Workspace bytes the algorithm needs for this convolution op (conv2d_forward, "
-     "conv2d_backward_data, conv2d_backward_weight) at the current thread count "
-     "(with prepared=True: when its weights come from prepare_weights).");
+  m.def(
+      "workspace_bytes",
+      [](const std::string& algorithm, const ConvParams& p, const std::string& dtype, bool prepared,
+         const std::string& op, const std::string& device, int device_index) {
+        return workspace_bytes(conv_problem(op, p, dtype, prepared), algorithm,
+                               context(device, device_index, 0));
+      },
+      py::arg("algorithm"), py::arg("params"), py::arg("dtype"), py::arg("prepared") = false,
+      py::arg("op") = "conv2d_forward", py::arg("device") = "cpu", py::arg("device_index") = 0,
+      "Workspace bytes the algorithm needs for this convolution op (conv2d_forward, "
+      "conv2d_backward_data, conv2d_backward_weight) at the current thread count "
+      "(with prepared=True: when its weights come from prepare_weights).");
 
-  m.def("prepared_bytes", [](const std::string& algorithm, const ConvParams& p, const std::string& dtype,
-                             const std::string& device) {
-    return prepared_bytes(conv_problem("conv2d_forward", p, dtype, false), algorithm,
-                          device_from_name(device));
-  }, py::arg("algorithm"), py::arg("params"), py::arg("dtype"), py::arg("device") = "cpu",
-     "Bytes of the algorithm's prepared (pre-transformed) weights; 0 when it has none.");
+  m.def(
+      "prepared_bytes",
+      [](const std::string& algorithm, const ConvParams& p, const std::string& dtype,
+         const std::string& device) {
+        return prepared_bytes(conv_problem("conv2d_forward", p, dtype, false), algorithm,
+                              device_from_name(device));
+      },
+      py::arg("algorithm"), py::arg("params"), py::arg("dtype"), py::arg("device") = "cpu",
+      "Bytes of the algorithm's prepared (pre-transformed) weights; 0 when it has none.");
 
-  m.def("prepare_weights", [](const std::string& algorithm, const ConvParams& p, const py::handle& w,
-                              const py::handle& out, const std::string& device, int device_index, std::uintptr_t stream) {
-    const TensorDesc wd = desc_of(w, "weight"), od = desc_of(out, "out");
-    FC_CHECK(wd.present && od.present, "prepare_weights needs w and out");
-    if (wd.dtype != DType::f32 && wd.dtype != DType::f64)
-      throw dtype_error(str_cat("fastconv: weight has dtype ", dtype_name(wd.dtype), "; supported: float32, float64"));
-    const Problem pr = conv_problem("conv2d_forward", p, dtype_name(wd.dtype), false);
-    const ExecContext ctx = context(device, device_index, stream);
-    py::gil_scoped_release nogil;
-    prepare(pr, algorithm, ctx, wd, od);
-  }, py::arg("algorithm"), py::arg("params"), py::arg("w"), py::arg("out"), py::arg("device") = "cpu",
-     py::arg("device_index") = 0, py::arg("stream") = 0,
-     "Writes the algorithm's prepared weights (1-D, prepared_bytes / itemsize elements) into out.");
+  m.def(
+      "prepare_weights",
+      [](const std::string& algorithm, const ConvParams& p, const py::handle& w, const py::handle& out,
+         const std::string& device, int device_index, std::uintptr_t stream) {
+        const TensorDesc wd = desc_of(w, "weight"), od = desc_of(out, "out");
+        FC_CHECK(wd.present && od.present, "prepare_weights needs w and out");
+        if (wd.dtype != DType::f32 && wd.dtype != DType::f64)
+          throw dtype_error(
+              str_cat("fastconv: weight has dtype ", dtype_name(wd.dtype), "; supported: float32, float64"));
+        const Problem pr = conv_problem("conv2d_forward", p, dtype_name(wd.dtype), false);
+        const ExecContext ctx = context(device, device_index, stream);
+        py::gil_scoped_release nogil;
+        prepare(pr, algorithm, ctx, wd, od);
+      },
+      py::arg("algorithm"), py::arg("params"), py::arg("w"), py::arg("out"), py::arg("device") = "cpu",
+      py::arg("device_index") = 0, py::arg("stream") = 0,
+      "Writes the algorithm's prepared weights (1-D, prepared_bytes / itemsize elements) into out.");
 
   m.def("transpose_rotate_weight", &transpose_rotate_weight, py::arg("w"), py::arg("wt"),
         py::arg("groups") = 1,
         "wt (C, K/groups, R, S) = w (K, C/groups, R, S), each group's channels swapped and the kernel "
         "rotated 180 degrees: the weight of the data gradient as a forward convolution.");
-  m.def("gemm", &gemm, py::arg("trans_a"), py::arg("trans_b"), py::arg("alpha"), py::arg("A"),
-        py::arg("B"), py::arg("beta"), py::arg("C"), py::arg("bias") = py::none(),
-        py::arg("pack_a") = false, py::arg("pack_b") = false, py::arg("a_row0") = 0,
+  m.def("gemm", &gemm, py::arg("trans_a"), py::arg("trans_b"), py::arg("alpha"), py::arg("A"), py::arg("B"),
+        py::arg("beta"), py::arg("C"), py::arg("bias") = py::none(), py::arg("pack_a") = false,
+        py::arg("pack_b") = false, py::arg("a_row0") = 0,
         "C = alpha * op(A) @ op(B) + beta * C + bias[:, None] with the project's packed GEMM "
         "(pack_a/pack_b: from operands packed ahead, as plans use them; a_row0: first packed row of A).");
-  m.def("gemm_gathered", &gemm_gathered, py::arg("alpha"), py::arg("A"), py::arg("data"), py::arg("k_offsets"),
-        py::arg("segment_offsets"), py::arg("segment"), py::arg("beta"), py::arg("C"),
+  m.def("gemm_gathered", &gemm_gathered, py::arg("alpha"), py::arg("A"), py::arg("data"),
+        py::arg("k_offsets"), py::arg("segment_offsets"), py::arg("segment"), py::arg("beta"), py::arg("C"),
         "C = alpha * A @ B + beta * C with B gathered from data (int64 offsets): B[k, n] = "
         "data[k_offsets[k] + segment_offsets[n // segment] + n % segment], the implicit im2col "
         "of the weight gradient.");
-  m.def("gemm_pack_a_rows_multiple", [](const std::string& dtype) {
-    return cpu::gemm_pack_a_rows_multiple(dtype_from_name(dtype));
-  }, py::arg("dtype"), "Row granularity of packed A operands at the active ISA (the kernel's mr).");
+  m.def(
+      "gemm_pack_a_rows_multiple",
+      [](const std::string& dtype) { return cpu::gemm_pack_a_rows_multiple(dtype_from_name(dtype)); },
+      py::arg("dtype"), "Row granularity of packed A operands at the active ISA (the kernel's mr).");
 
-  m.def("measure_peak", [](double seconds, std::int64_t copy_bytes) {
-    FC_CHECK(seconds > 0.0 && seconds <= 60.0, "seconds must be in (0, 60] (got ", seconds, ")");
-    FC_CHECK(copy_bytes >= (1 << 20), "copy_bytes must be at least 1 MiB (got ", copy_bytes, ")");
-    double gflops = 0.0, gbs = 0.0;
-    {
-      py::gil_scoped_release nogil;
-      enter_cpu();
-      gflops = FC_PICK_ISA(peak_fma_gflops)(seconds);
-      gbs = FC_PICK_ISA(peak_copy_gbs)(seconds, copy_bytes);
-    }
-    py::dict d;
-    d["gflops"] = gflops;
-    d["copy_gbs"] = gbs;
-    d["isa"] = std::string(isa_name(active_isa()));
-    d["threads"] = cpu::num_threads();
-    d["seconds"] = seconds;
-    d["copy_bytes"] = copy_bytes;
-    return d;
-  }, py::arg("seconds") = 0.2, py::arg("copy_bytes") = std::int64_t(256) << 20,
-     "Machine peak (csrc/cpu/peak.cpp): fp32 FMA GFLOP/s on every thread for `seconds`, then memory "
-     "copy GB/s (read + write, best repetition) over two buffers of `copy_bytes` for `seconds`.");
+  m.def(
+      "measure_peak",
+      [](double seconds, std::int64_t copy_bytes) {
+        FC_CHECK(seconds > 0.0 && seconds <= 60.0, "seconds must be in (0, 60] (got ", seconds, ")");
+        FC_CHECK(copy_bytes >= (1 << 20), "copy_bytes must be at least 1 MiB (got ", copy_bytes, ")");
+        double gflops = 0.0, gbs = 0.0;
+        {
+          py::gil_scoped_release nogil;
+          enter_cpu();
+          gflops = FC_PICK_ISA(peak_fma_gflops)(seconds);
+          gbs = FC_PICK_ISA(peak_copy_gbs)(seconds, copy_bytes);
+        }
+        py::dict d;
+        d["gflops"] = gflops;
+        d["copy_gbs"] = gbs;
+        d["isa"] = std::string(isa_name(active_isa()));
+        d["threads"] = cpu::num_threads();
+        d["seconds"] = seconds;
+        d["copy_bytes"] = copy_bytes;
+        return d;
+      },
+      py::arg("seconds") = 0.2, py::arg("copy_bytes") = std::int64_t(256) << 20,
+      "Machine peak (csrc/cpu/peak.cpp): fp32 FMA GFLOP/s on every thread for `seconds`, then memory "
+      "copy GB/s (read + write, best repetition) over two buffers of `copy_bytes` for `seconds`.");
 
-  m.def("set_isa", [](const std::string& name) { set_isa(isa_from_name(name)); }, py::arg("name"),
-        "Lower (never raise) the instruction set the CPU kernels use.");
+  m.def(
+      "set_isa", [](const std::string& name) { set_isa(isa_from_name(name)); }, py::arg("name"),
+      "Lower (never raise) the instruction set the CPU kernels use.");
   m.def("get_isa", [] { return std::string(isa_name(active_isa())); });
   m.def("detected_isa", [] { return std::string(isa_name(detected_isa())); });
   m.def("set_num_threads", &cpu::set_num_threads, py::arg("n"), "Threads the CPU kernels use.");

@@ -51,8 +51,7 @@ std::string str_cat(const Args&... args) {
 }  // namespace fastconv
 
 // Precondition check that throws std::invalid_argument (pybind11 -> ValueError).
-#define FC_CHECK(cond, ...)                                                         \
-  do {                                                                              \
-    if (!(cond))                                                                    \
-      throw std::invalid_argument(::fastconv::str_cat("fastconv: ", __VA_ARGS__)); \
+#define FC_CHECK(cond, ...)                                                                   \
+  do {                                                                                        \
+    if (!(cond)) throw std::invalid_argument(::fastconv::str_cat("fastconv: ", __VA_ARGS__)); \
   } while (0)

@@ -66,8 +66,8 @@ Isa detected_isa() {
 Isa active_isa() { return Isa(active().load(std::memory_order_relaxed)); }
 
 void set_isa(Isa isa) {
-  FC_CHECK(int(isa) <= int(detected_isa()), "ISA '", isa_name(isa),
-           "' is not supported by this CPU (best: '", isa_name(detected_isa()), "')");
+  FC_CHECK(int(isa) <= int(detected_isa()), "ISA '", isa_name(isa), "' is not supported by this CPU (best: '",
+           isa_name(detected_isa()), "')");
   active().store(int(isa), std::memory_order_relaxed);
 }
 

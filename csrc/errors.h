@@ -18,7 +18,7 @@ namespace fastconv {
 }  // namespace fastconv
 
 // Precondition check for per-ISA code; the message is a printf format and its arguments.
-#define FC_ISA_CHECK(cond, ...)                                  \
-  do {                                                           \
+#define FC_ISA_CHECK(cond, ...)                                   \
+  do {                                                            \
     if (!(cond)) ::fastconv::throw_invalid_argument(__VA_ARGS__); \
   } while (0)

@@ -34,8 +34,8 @@ struct ConvParams {
 };
 
 // Output extent of a sliding window: floor((in + pads - dil*(k-1) - 1) / stride) + 1.
-FC_HD inline index_t conv_out_size(index_t in, index_t pad_lo, index_t pad_hi, index_t k,
-                                   index_t stride, index_t dil) {
+FC_HD inline index_t conv_out_size(index_t in, index_t pad_lo, index_t pad_hi, index_t k, index_t stride,
+                                   index_t dil) {
   index_t span = in + pad_lo + pad_hi - dil * (k - 1) - 1;
   return span < 0 ? 0 : span / stride + 1;
 }

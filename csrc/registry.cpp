@@ -30,9 +30,7 @@ const char* op_name(Op op) {
 
 namespace {
 
-bool mul_overflows(index_t a, index_t b) {
-  return a != 0 && b > std::numeric_limits<index_t>::max() / a;
-}
+bool mul_overflows(index_t a, index_t b) { return a != 0 && b > std::numeric_limits<index_t>::max() / a; }
 
 index_t checked_count(std::initializer_list<index_t> dims, const char* what) {
   index_t n = 1;
@@ -46,18 +44,16 @@ index_t checked_count(std::initializer_list<index_t> dims, const char* what) {
 }  // namespace
 
 void check_conv_params(const ConvParams& p) {
-  FC_CHECK(p.N >= 0 && p.C > 0 && p.H > 0 && p.W > 0, "input shape (", p.N, ", ", p.C, ", ",
-           p.H, ", ", p.W, ") must have N >= 0 and C, H, W > 0");
-  FC_CHECK(p.K > 0 && p.R > 0 && p.S > 0, "weight shape needs K, R, S > 0 (got K=", p.K,
-           ", R=", p.R, ", S=", p.S, ")");
+  FC_CHECK(p.N >= 0 && p.C > 0 && p.H > 0 && p.W > 0, "input shape (", p.N, ", ", p.C, ", ", p.H, ", ", p.W,
+           ") must have N >= 0 and C, H, W > 0");
+  FC_CHECK(p.K > 0 && p.R > 0 && p.S > 0, "weight shape needs K, R, S > 0 (got K=", p.K, ", R=", p.R,
+           ", S=", p.S, ")");
   FC_CHECK(p.groups > 0 && p.C % p.groups == 0 && p.K % p.groups == 0, "groups=", p.groups,
            " must divide C=", p.C, " and K=", p.K);
-  FC_CHECK(p.stride_h > 0 && p.stride_w > 0, "stride must be positive (got ", p.stride_h, ", ",
-           p.stride_w, ")");
-  FC_CHECK(p.dil_h > 0 && p.dil_w > 0, "dilation must be positive (got ", p.dil_h, ", ",
-           p.dil_w, ")");
-  FC_CHECK(p.pad_h >= 0 && p.pad_w >= 0, "padding must be non-negative (got ", p.pad_h, ", ",
-           p.pad_w, ")");
+  FC_CHECK(p.stride_h > 0 && p.stride_w > 0, "stride must be positive (got ", p.stride_h, ", ", p.stride_w,
+           ")");
+  FC_CHECK(p.dil_h > 0 && p.dil_w > 0, "dilation must be positive (got ", p.dil_h, ", ", p.dil_w, ")");
+  FC_CHECK(p.pad_h >= 0 && p.pad_w >= 0, "padding must be non-negative (got ", p.pad_h, ", ", p.pad_w, ")");
   FC_CHECK(p.P > 0 && p.Q > 0, "output size must be positive (got P=", p.P, ", Q=", p.Q, ")");
   // Any P, Q >= 1 is a computable problem: rows and columns past the input read the
   // implied bottom/right padding (zeros), as with torch.nn.functional.pad + conv2d.
@@ -68,19 +64,18 @@ void check_conv_params(const ConvParams& p) {
 }
 
 void check_pool_params(const PoolParams& p) {
-  FC_CHECK(p.N >= 0 && p.C > 0 && p.H > 0 && p.W > 0, "input shape (", p.N, ", ", p.C, ", ",
-           p.H, ", ", p.W, ") must have N >= 0 and C, H, W > 0");
+  FC_CHECK(p.N >= 0 && p.C > 0 && p.H > 0 && p.W > 0, "input shape (", p.N, ", ", p.C, ", ", p.H, ", ", p.W,
+           ") must have N >= 0 and C, H, W > 0");
   FC_CHECK(p.P > 0 && p.Q > 0, "output size must be positive (got P=", p.P, ", Q=", p.Q, ")");
   if (!p.adaptive) {
     FC_CHECK(p.R > 0 && p.S > 0, "kernel_size must be positive (got ", p.R, ", ", p.S, ")");
-    FC_CHECK(p.stride_h > 0 && p.stride_w > 0, "stride must be positive (got ", p.stride_h,
-             ", ", p.stride_w, ")");
-    FC_CHECK(p.dil_h > 0 && p.dil_w > 0, "dilation must be positive (got ", p.dil_h, ", ",
-             p.dil_w, ")");
+    FC_CHECK(p.stride_h > 0 && p.stride_w > 0, "stride must be positive (got ", p.stride_h, ", ", p.stride_w,
+             ")");
+    FC_CHECK(p.dil_h > 0 && p.dil_w > 0, "dilation must be positive (got ", p.dil_h, ", ", p.dil_w, ")");
     const index_t eff_r = p.dil_h * (p.R - 1) + 1, eff_s = p.dil_w * (p.S - 1) + 1;
-    FC_CHECK(p.pad_h >= 0 && p.pad_w >= 0 && 2 * p.pad_h <= eff_r && 2 * p.pad_w <= eff_s,
-             "padding (", p.pad_h, ", ", p.pad_w,
-             ") must be >= 0 and at most half the effective kernel (", eff_r, ", ", eff_s, ")");
+    FC_CHECK(p.pad_h >= 0 && p.pad_w >= 0 && 2 * p.pad_h <= eff_r && 2 * p.pad_w <= eff_s, "padding (",
+             p.pad_h, ", ", p.pad_w, ") must be >= 0 and at most half the effective kernel (", eff_r, ", ",
+             eff_s, ")");
     FC_CHECK((p.P - 1) * p.stride_h - p.pad_h < p.H && (p.Q - 1) * p.stride_w - p.pad_w < p.W,
              "output size (", p.P, ", ", p.Q, ") has windows starting past the input");
   }
@@ -93,25 +88,33 @@ void check_pool_params(const PoolParams& p) {
 namespace {
 
 template <class T>
-const T* cp(const void* p) { return static_cast<const T*>(p); }
+const T* cp(const void* p) {
+  return static_cast<const T*>(p);
+}
 template <class T>
-T* mp(void* p) { return static_cast<T*>(p); }
-
-std::string any_conv(const Problem& pr) {
-  return pr.op == Op::conv2d_forward ? "" : "not a convolution";
+T* mp(void* p) {
+  return static_cast<T*>(p);
 }
 
+std::string any_conv(const Problem& pr) { return pr.op == Op::conv2d_forward ? "" : "not a convolution"; }
+
 // ---- direct -------------------------------------------------------------------
-index_t direct_ws(const Problem& pr, const ExecContext&) { return FC_PICK_ISA(conv2d_direct_workspace_bytes)(pr.conv, pr.dtype); }
+index_t direct_ws(const Problem& pr, const ExecContext&) {
+  return FC_PICK_ISA(conv2d_direct_workspace_bytes)(pr.conv, pr.dtype);
+}
 void direct_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   if (pr.dtype == DType::f32)
-    FC_PICK_ISA(conv2d_direct<float>)(pr.conv, cp<float>(t.x), cp<float>(t.w), cp<float>(t.bias), mp<float>(t.y), t.workspace);
+    FC_PICK_ISA(conv2d_direct<float>)(pr.conv, cp<float>(t.x), cp<float>(t.w), cp<float>(t.bias),
+                                      mp<float>(t.y), t.workspace);
   else
-    FC_PICK_ISA(conv2d_direct<double>)(pr.conv, cp<double>(t.x), cp<double>(t.w), cp<double>(t.bias), mp<double>(t.y), t.workspace);
+    FC_PICK_ISA(conv2d_direct<double>)(pr.conv, cp<double>(t.x), cp<double>(t.w), cp<double>(t.bias),
+                                       mp<double>(t.y), t.workspace);
 }
 
 // ---- im2col + GEMM --------------------------------------------------------------
-index_t im2col_ws(const Problem& pr, const ExecContext&) { return cpu::conv2d_im2col_workspace_bytes(pr.conv, pr.dtype); }
+index_t im2col_ws(const Problem& pr, const ExecContext&) {
+  return cpu::conv2d_im2col_workspace_bytes(pr.conv, pr.dtype);
+}
 template <class T>
 void im2col_run_t(const Problem& pr, const Tensors& t) {
   const T* w = cp<T>(t.w);
@@ -137,8 +140,9 @@ void im2col_prepare(const Problem& pr, const void* w, void* out, const ExecConte
 
 // ---- backward (direct and im2col) -----------------------------------------------------
 std::string any_conv_backward(const Problem& pr) {
-  return pr.op == Op::conv2d_backward_data || pr.op == Op::conv2d_backward_weight ? ""
-                                                                                  : "not a convolution backward";
+  return pr.op == Op::conv2d_backward_data || pr.op == Op::conv2d_backward_weight
+             ? ""
+             : "not a convolution backward";
 }
 void backward_bias(const Problem& pr, const Tensors& t) {
   if (!t.grad_bias) return;
@@ -149,33 +153,45 @@ void backward_bias(const Problem& pr, const Tensors& t) {
 }
 void direct_data_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   if (pr.dtype == DType::f32)
-    FC_PICK_ISA(conv2d_direct_backward_data<float>)(pr.conv, cp<float>(t.grad_y), cp<float>(t.w), mp<float>(t.grad_x));
+    FC_PICK_ISA(conv2d_direct_backward_data<float>)(pr.conv, cp<float>(t.grad_y), cp<float>(t.w),
+                                                    mp<float>(t.grad_x));
   else
-    FC_PICK_ISA(conv2d_direct_backward_data<double>)(pr.conv, cp<double>(t.grad_y), cp<double>(t.w), mp<double>(t.grad_x));
+    FC_PICK_ISA(conv2d_direct_backward_data<double>)(pr.conv, cp<double>(t.grad_y), cp<double>(t.w),
+                                                     mp<double>(t.grad_x));
 }
 void direct_weight_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   if (t.grad_w) {
     if (pr.dtype == DType::f32)
-      FC_PICK_ISA(conv2d_direct_backward_weight<float>)(pr.conv, cp<float>(t.grad_y), cp<float>(t.x), mp<float>(t.grad_w));
+      FC_PICK_ISA(conv2d_direct_backward_weight<float>)(pr.conv, cp<float>(t.grad_y), cp<float>(t.x),
+                                                        mp<float>(t.grad_w));
     else
-      FC_PICK_ISA(conv2d_direct_backward_weight<double>)(pr.conv, cp<double>(t.grad_y), cp<double>(t.x), mp<double>(t.grad_w));
+      FC_PICK_ISA(conv2d_direct_backward_weight<double>)(pr.conv, cp<double>(t.grad_y), cp<double>(t.x),
+                                                         mp<double>(t.grad_w));
   }
   backward_bias(pr, t);
 }
-index_t im2col_data_ws(const Problem& pr, const ExecContext&) { return cpu::conv2d_im2col_backward_data_workspace_bytes(pr.conv, pr.dtype); }
+index_t im2col_data_ws(const Problem& pr, const ExecContext&) {
+  return cpu::conv2d_im2col_backward_data_workspace_bytes(pr.conv, pr.dtype);
+}
 void im2col_data_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   if (pr.dtype == DType::f32)
-    cpu::conv2d_im2col_backward_data<float>(pr.conv, cp<float>(t.grad_y), cp<float>(t.w), mp<float>(t.grad_x), t.workspace);
+    cpu::conv2d_im2col_backward_data<float>(pr.conv, cp<float>(t.grad_y), cp<float>(t.w), mp<float>(t.grad_x),
+                                            t.workspace);
   else
-    cpu::conv2d_im2col_backward_data<double>(pr.conv, cp<double>(t.grad_y), cp<double>(t.w), mp<double>(t.grad_x), t.workspace);
+    cpu::conv2d_im2col_backward_data<double>(pr.conv, cp<double>(t.grad_y), cp<double>(t.w),
+                                             mp<double>(t.grad_x), t.workspace);
 }
-index_t im2col_weight_ws(const Problem& pr, const ExecContext&) { return cpu::conv2d_im2col_backward_weight_workspace_bytes(pr.conv, pr.dtype); }
+index_t im2col_weight_ws(const Problem& pr, const ExecContext&) {
+  return cpu::conv2d_im2col_backward_weight_workspace_bytes(pr.conv, pr.dtype);
+}
 void im2col_weight_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   if (t.grad_w) {
     if (pr.dtype == DType::f32)
-      cpu::conv2d_im2col_backward_weight<float>(pr.conv, cp<float>(t.grad_y), cp<float>(t.x), mp<float>(t.grad_w), t.workspace);
+      cpu::conv2d_im2col_backward_weight<float>(pr.conv, cp<float>(t.grad_y), cp<float>(t.x),
+                                                mp<float>(t.grad_w), t.workspace);
     else
-      cpu::conv2d_im2col_backward_weight<double>(pr.conv, cp<double>(t.grad_y), cp<double>(t.x), mp<double>(t.grad_w), t.workspace);
+      cpu::conv2d_im2col_backward_weight<double>(pr.conv, cp<double>(t.grad_y), cp<double>(t.x),
+                                                 mp<double>(t.grad_w), t.workspace);
   }
   backward_bias(pr, t);
 }
@@ -185,9 +201,9 @@ std::string winograd_supports(const Problem& pr) {
   if (pr.op != Op::conv2d_forward) return "not a convolution";
   const ConvParams& p = pr.conv;
   if (p.R != 3 || p.S != 3 || p.stride_h != 1 || p.stride_w != 1 || p.dil_h != 1 || p.dil_w != 1)
-    return str_cat("winograd supports only 3x3 kernels with stride 1 and dilation 1 (got kernel ",
-                   p.R, "x", p.S, ", stride (", p.stride_h, ", ", p.stride_w, "), dilation (",
-                   p.dil_h, ", ", p.dil_w, "))");
+    return str_cat("winograd supports only 3x3 kernels with stride 1 and dilation 1 (got kernel ", p.R, "x",
+                   p.S, ", stride (", p.stride_h, ", ", p.stride_w, "), dilation (", p.dil_h, ", ", p.dil_w,
+                   "))");
   if (pr.dtype != DType::f32)
     return str_cat("winograd supports only float32 (got ", dtype_name(pr.dtype),
                    "; float64 runs with direct, im2col or reference)");
@@ -218,25 +234,29 @@ std::string fft_supports(const Problem& pr) {
   if (pr.op != Op::conv2d_forward) return "not a convolution";
   const ConvParams& p = pr.conv;
   if (p.stride_h != 1 || p.stride_w != 1 || p.dil_h != 1 || p.dil_w != 1)
-    return str_cat("fft supports only stride 1 and dilation 1 (got stride (", p.stride_h, ", ",
-                   p.stride_w, "), dilation (", p.dil_h, ", ", p.dil_w, "))");
+    return str_cat("fft supports only stride 1 and dilation 1 (got stride (", p.stride_h, ", ", p.stride_w,
+                   "), dilation (", p.dil_h, ", ", p.dil_w, "))");
   if (p.R > N - 1 || p.S > N - 1)
-    return str_cat("fft:", N, " supports kernels up to ", N - 1, "x", N - 1, " (got kernel ", p.R,
-                   "x", p.S, (N == 8 && p.R <= 15 && p.S <= 15 ? "; fft:16 takes up to 15x15)" : ")"));
+    return str_cat("fft:", N, " supports kernels up to ", N - 1, "x", N - 1, " (got kernel ", p.R, "x", p.S,
+                   (N == 8 && p.R <= 15 && p.S <= 15 ? "; fft:16 takes up to 15x15)" : ")"));
   if (pr.dtype != DType::f32)
     return str_cat("fft supports only float32 (got ", dtype_name(pr.dtype),
                    "; float64 runs with direct, im2col or reference)");
   return "";
 }
 template <int N>
-index_t fft_ws(const Problem& pr, const ExecContext&) { return FC_PICK_ISA(conv2d_fft_workspace_bytes)(pr.conv, N, pr.prepared); }
+index_t fft_ws(const Problem& pr, const ExecContext&) {
+  return FC_PICK_ISA(conv2d_fft_workspace_bytes)(pr.conv, N, pr.prepared);
+}
 template <int N>
 void fft_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   FC_PICK_ISA(conv2d_fft)(pr.conv, N, cp<float>(t.x), cp<float>(t.w), cp<float>(t.bias), mp<float>(t.y),
                           t.workspace, pr.prepared);
 }
 template <int N>
-index_t fft_prepared_bytes(const Problem& pr) { return FC_PICK_ISA(conv2d_fft_prepared_bytes)(pr.conv, N); }
+index_t fft_prepared_bytes(const Problem& pr) {
+  return FC_PICK_ISA(conv2d_fft_prepared_bytes)(pr.conv, N);
+}
 template <int N>
 void fft_prepare(const Problem& pr, const void* w, void* out, const ExecContext&) {
   FC_PICK_ISA(conv2d_fft_prepare)(pr.conv, N, cp<float>(w), mp<float>(out));
@@ -277,9 +297,11 @@ void avg_pool_backward_run(const Problem& pr, const Tensors& t, const ExecContex
 }
 void lp_pool_backward_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   if (pr.dtype == DType::f32)
-    FC_PICK_ISA(lp_pool2d_backward<float>)(pr.pool, cp<float>(t.grad_y), cp<float>(t.x), cp<float>(t.y), mp<float>(t.grad_x));
+    FC_PICK_ISA(lp_pool2d_backward<float>)(pr.pool, cp<float>(t.grad_y), cp<float>(t.x), cp<float>(t.y),
+                                           mp<float>(t.grad_x));
   else
-    FC_PICK_ISA(lp_pool2d_backward<double>)(pr.pool, cp<double>(t.grad_y), cp<double>(t.x), cp<double>(t.y), mp<double>(t.grad_x));
+    FC_PICK_ISA(lp_pool2d_backward<double>)(pr.pool, cp<double>(t.grad_y), cp<double>(t.x), cp<double>(t.y),
+                                            mp<double>(t.grad_x));
 }
 
 }  // namespace
@@ -288,23 +310,26 @@ const std::vector<Kernel>& kernel_table() {
   static const std::vector<Kernel> table = {
       // algorithm  op  device  supports  workspace  run  [prepared_bytes  prepare]
       {"direct", Op::conv2d_forward, Device::cpu, any_conv, direct_ws, direct_run},
-      {"im2col", Op::conv2d_forward, Device::cpu, any_conv, im2col_ws, im2col_run,
-       im2col_prepared_bytes, im2col_prepare},
+      {"im2col", Op::conv2d_forward, Device::cpu, any_conv, im2col_ws, im2col_run, im2col_prepared_bytes,
+       im2col_prepare},
       {"winograd:2", Op::conv2d_forward, Device::cpu, winograd_supports, winograd_ws<2>, winograd_run<2>,
        winograd_prepared_bytes<2>, winograd_prepare<2>},
       {"winograd:4", Op::conv2d_forward, Device::cpu, winograd_supports, winograd_ws<4>, winograd_run<4>,
        winograd_prepared_bytes<4>, winograd_prepare<4>},
       {"winograd:6", Op::conv2d_forward, Device::cpu, winograd_supports, winograd_ws<6>, winograd_run<6>,
        winograd_prepared_bytes<6>, winograd_prepare<6>},
-      {"fft:8", Op::conv2d_forward, Device::cpu, fft_supports<8>, fft_ws<8>, fft_run<8>, fft_prepared_bytes<8>, fft_prepare<8>},
-      {"fft:16", Op::conv2d_forward, Device::cpu, fft_supports<16>, fft_ws<16>, fft_run<16>, fft_prepared_bytes<16>, fft_prepare<16>},
+      {"fft:8", Op::conv2d_forward, Device::cpu, fft_supports<8>, fft_ws<8>, fft_run<8>,
+       fft_prepared_bytes<8>, fft_prepare<8>},
+      {"fft:16", Op::conv2d_forward, Device::cpu, fft_supports<16>, fft_ws<16>, fft_run<16>,
+       fft_prepared_bytes<16>, fft_prepare<16>},
       {"direct", Op::max_pool2d_forward, Device::cpu, pool_supports, no_ws, max_pool_run},
       {"direct", Op::avg_pool2d_forward, Device::cpu, pool_supports, no_ws, avg_pool_run},
       {"direct", Op::lp_pool2d_forward, Device::cpu, pool_supports, no_ws, lp_pool_run},
       {"direct", Op::conv2d_backward_data, Device::cpu, any_conv_backward, no_ws, direct_data_run},
       {"im2col", Op::conv2d_backward_data, Device::cpu, any_conv_backward, im2col_data_ws, im2col_data_run},
       {"direct", Op::conv2d_backward_weight, Device::cpu, any_conv_backward, no_ws, direct_weight_run},
-      {"im2col", Op::conv2d_backward_weight, Device::cpu, any_conv_backward, im2col_weight_ws, im2col_weight_run},
+      {"im2col", Op::conv2d_backward_weight, Device::cpu, any_conv_backward, im2col_weight_ws,
+       im2col_weight_run},
       {"direct", Op::max_pool2d_backward, Device::cpu, pool_supports, no_ws, max_pool_backward_run},
       {"direct", Op::avg_pool2d_backward, Device::cpu, pool_supports, no_ws, avg_pool_backward_run},
       {"direct", Op::lp_pool2d_backward, Device::cpu, pool_supports, no_ws, lp_pool_backward_run},
@@ -318,8 +343,8 @@ const Kernel* find_kernel(Op op, std::string_view algorithm, Device device) {
   std::string known;  // the error names the rows there are
   for (const Kernel& k : kernel_table())
     if (k.op == op && k.device == device) known += (known.empty() ? "" : ", ") + std::string(k.algorithm);
-  FC_CHECK(false, "no ", device_name(device), " kernel '", algorithm, "' for ", op_name(op), " (have: ",
-           known.empty() ? "none" : known, ")");
+  FC_CHECK(false, "no ", device_name(device), " kernel '", algorithm, "' for ", op_name(op),
+           " (have: ", known.empty() ? "none" : known, ")");
   return nullptr;
 }
 
@@ -388,9 +413,11 @@ void* checked(const TensorDesc& d, const char* name, DType dtype, std::initializ
     return nullptr;
   }
   if (d.dtype != dtype)
-    throw dtype_error(str_cat("fastconv: ", name, " has dtype ", dtype_name(d.dtype), ", expected ", dtype_name(dtype)));
-  FC_CHECK(d.device == ctx.device && d.device_index == ctx.device_index, name, " is on ", device_name(d.device), ":",
-           d.device_index, " but the call runs on ", device_name(ctx.device), ":", ctx.device_index);
+    throw dtype_error(
+        str_cat("fastconv: ", name, " has dtype ", dtype_name(d.dtype), ", expected ", dtype_name(dtype)));
+  FC_CHECK(d.device == ctx.device && d.device_index == ctx.device_index, name, " is on ",
+           device_name(d.device), ":", d.device_index, " but the call runs on ", device_name(ctx.device), ":",
+           ctx.device_index);
   FC_CHECK(d.ndim == int(shape.size()), name, " must have ", shape.size(), " dimensions, got ", d.ndim);
   int i = 0;
   for (index_t want : shape) {
@@ -438,8 +465,8 @@ void prepare(const Problem& pr, std::string_view algorithm, const ExecContext& c
 namespace {
 
 bool is_backward(Op op) {
-  return op == Op::conv2d_backward_data || op == Op::conv2d_backward_weight || op == Op::max_pool2d_backward ||
-         op == Op::avg_pool2d_backward || op == Op::lp_pool2d_backward;
+  return op == Op::conv2d_backward_data || op == Op::conv2d_backward_weight ||
+         op == Op::max_pool2d_backward || op == Op::avg_pool2d_backward || op == Op::lp_pool2d_backward;
 }
 
 // The tensors of one call, checked slot by slot; remembers which slots the op read, so that a
@@ -448,23 +475,30 @@ class Slots {
  public:
   Slots(const TensorArgs& a, DType dtype, const ExecContext& ctx) : a_(a), dtype_(dtype), ctx_(ctx) {}
 
-  const void* in(const TensorDesc TensorArgs::*slot, const char* name, std::initializer_list<index_t> shape,
+  const void* in(const TensorDesc TensorArgs::* slot, const char* name, std::initializer_list<index_t> shape,
                  bool required = true) {
     return take(slot, name, shape, false, required, dtype_);
   }
-  void* out(const TensorDesc TensorArgs::*slot, const char* name, std::initializer_list<index_t> shape,
+  void* out(const TensorDesc TensorArgs::* slot, const char* name, std::initializer_list<index_t> shape,
             bool required = true) {
     return take(slot, name, shape, true, required, dtype_);
   }
   std::int64_t* indices(std::initializer_list<index_t> shape, bool writable, bool required) {
-    return static_cast<std::int64_t*>(take(&TensorArgs::indices, "indices", shape, writable, required, DType::i64));
+    return static_cast<std::int64_t*>(
+        take(&TensorArgs::indices, "indices", shape, writable, required, DType::i64));
   }
   // Throws if the caller gave a tensor that no in()/out()/indices() call read.
   void check_no_others(Op op) const {
     static constexpr std::pair<const TensorDesc TensorArgs::*, const char*> kAll[] = {
-        {&TensorArgs::x, "x"},           {&TensorArgs::w, "w"},           {&TensorArgs::bias, "bias"},
-        {&TensorArgs::y, "y"},           {&TensorArgs::indices, "indices"}, {&TensorArgs::grad_y, "grad_y"},
-        {&TensorArgs::grad_x, "grad_x"}, {&TensorArgs::grad_w, "grad_w"}, {&TensorArgs::grad_bias, "grad_bias"}};
+        {&TensorArgs::x, "x"},
+        {&TensorArgs::w, "w"},
+        {&TensorArgs::bias, "bias"},
+        {&TensorArgs::y, "y"},
+        {&TensorArgs::indices, "indices"},
+        {&TensorArgs::grad_y, "grad_y"},
+        {&TensorArgs::grad_x, "grad_x"},
+        {&TensorArgs::grad_w, "grad_w"},
+        {&TensorArgs::grad_bias, "grad_bias"}};
     for (const auto& [slot, name] : kAll) {
       bool read = false;
       for (int i = 0; i < taken_; ++i) read = read || taken_slots_[i] == slot;
@@ -473,7 +507,7 @@ class Slots {
   }
 
  private:
-  void* take(const TensorDesc TensorArgs::*slot, const char* name, std::initializer_list<index_t> shape,
+  void* take(const TensorDesc TensorArgs::* slot, const char* name, std::initializer_list<index_t> shape,
              bool writable, bool required, DType dtype) {
     taken_slots_[taken_++] = slot;
     return checked(a_.*slot, name, dtype, shape, writable, required, ctx_);
@@ -481,7 +515,7 @@ class Slots {
   const TensorArgs& a_;
   DType dtype_;
   const ExecContext& ctx_;
-  const TensorDesc TensorArgs::*taken_slots_[9] = {};
+  const TensorDesc TensorArgs::* taken_slots_[9] = {};
   int taken_ = 0;
 };
 
@@ -570,8 +604,8 @@ void run(Problem pr, std::string_view algorithm, const ExecContext& ctx, const T
     FC_CHECK(workspace.contiguous() && workspace.writable, "workspace must be contiguous and writable");
     const index_t have = workspace.numel() * dtype_size(workspace.dtype);
     FC_CHECK(have >= need, "workspace has ", have, " bytes, needs ", need);
-    FC_CHECK(reinterpret_cast<std::uintptr_t>(workspace.data) % kWorkspaceAlign == 0, "workspace must start on a ",
-             kWorkspaceAlign, "-byte boundary");
+    FC_CHECK(reinterpret_cast<std::uintptr_t>(workspace.data) % kWorkspaceAlign == 0,
+             "workspace must start on a ", kWorkspaceAlign, "-byte boundary");
     t.workspace = workspace.data;
   }
   if (skip_empty_batch && (is_conv(pr.op) ? pr.conv.N : pr.pool.N) == 0) return;

@@ -13,10 +13,16 @@
 namespace fastconv {
 
 enum class Op : int {
-  conv2d_forward, max_pool2d_forward, avg_pool2d_forward, lp_pool2d_forward,
+  conv2d_forward,
+  max_pool2d_forward,
+  avg_pool2d_forward,
+  lp_pool2d_forward,
   // Backward: grad_y -> grad_x (data), grad_w and grad_bias (weight), grad_x (pooling).
-  conv2d_backward_data, conv2d_backward_weight,
-  max_pool2d_backward, avg_pool2d_backward, lp_pool2d_backward,
+  conv2d_backward_data,
+  conv2d_backward_weight,
+  max_pool2d_backward,
+  avg_pool2d_backward,
+  lp_pool2d_backward,
 };
 const char* op_name(Op op);
 

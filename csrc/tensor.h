@@ -45,7 +45,7 @@ struct ExecContext {
   Device device = Device::cpu;
   int device_index = 0;
   void* stream = nullptr;  // the caller's cudaStream_t on CUDA (null: the default stream); unused on the CPU
-  int threads = 0;         // CPU: team size of the call; 0 = the CPU backend's setting (set_num_threads)
+  int threads = 0;  // CPU: team size of the call; 0 = the CPU backend's setting (set_num_threads)
 };
 
 }  // namespace fastconv

@@ -8,7 +8,7 @@
 namespace fastconv::cpu {
 
 void set_num_threads(int n);  // throws unless n > 0
-int num_threads();            // set_num_threads' value, else OpenMP's default (OMP_NUM_THREADS or all cores)
+int num_threads();  // set_num_threads' value, else OpenMP's default (OMP_NUM_THREADS or all cores)
 // OpenMP's team size is a per-OS-thread setting: apply ctx.threads (0: num_threads()) in
 // whichever thread is about to run a kernel.
 void enter(const ExecContext& ctx);

@@ -79,9 +79,13 @@ constexpr int kPixelsNP = 6;
 template <class T>
 struct VecOf;
 template <>
-struct VecOf<float> { typedef float type __attribute__((vector_size(kVecBytes))); };
+struct VecOf<float> {
+  typedef float type __attribute__((vector_size(kVecBytes)));
+};
 template <>
-struct VecOf<double> { typedef double type __attribute__((vector_size(kVecBytes))); };
+struct VecOf<double> {
+  typedef double type __attribute__((vector_size(kVecBytes)));
+};
 template <class T>
 using Vec = typename VecOf<T>::type;
 template <class T>
@@ -98,9 +102,13 @@ constexpr bool kHalfTail = false;
 template <class T>
 struct HalfOf;
 template <>
-struct HalfOf<float> { typedef float type __attribute__((vector_size(kVecBytes / 2))); };
+struct HalfOf<float> {
+  typedef float type __attribute__((vector_size(kVecBytes / 2)));
+};
 template <>
-struct HalfOf<double> { typedef double type __attribute__((vector_size(kVecBytes / 2))); };
+struct HalfOf<double> {
+  typedef double type __attribute__((vector_size(kVecBytes / 2)));
+};
 template <class T>
 using Half = typename HalfOf<T>::type;
 
@@ -226,8 +234,8 @@ inline void split2(const Vec<double>& a, const Vec<double>& b, double* d0, doubl
 // Band rows of one channel, padded and phase-split: dst is (rows, sw, Wph) with
 // dst[i][ph][j] = x[ih0 + i][j*sw + ph - pad_w], zero outside the image.
 template <class T>
-void fill_band(T* dst, const T* xplane, index_t H, index_t W, index_t ih0, index_t rows,
-               index_t pad_w, index_t sw, index_t Wph) {
+void fill_band(T* dst, const T* xplane, index_t H, index_t W, index_t ih0, index_t rows, index_t pad_w,
+               index_t sw, index_t Wph) {
   constexpr index_t L = kLanes<T>;
   const Vec<T> zero = splat(T(0));
   const index_t row_elems = sw * Wph;  // Wph is a multiple of the vector width
@@ -249,8 +257,8 @@ void fill_band(T* dst, const T* xplane, index_t H, index_t W, index_t ih0, index
     }
     if (sw == 2) {  // two masked loads, two cross-lane permutes per pair of output vectors
       for (index_t j = 0; j < Wph; j += L)
-        split2(load_clipped(src, 2 * j - pad_w, W), load_clipped(src, 2 * j + L - pad_w, W),
-               d + j, d + Wph + j);
+        split2(load_clipped(src, 2 * j - pad_w, W), load_clipped(src, 2 * j + L - pad_w, W), d + j,
+               d + Wph + j);
       continue;
     }
 #endif
@@ -302,8 +310,8 @@ struct Band {
 // (output channel 0 of the block) and holds nv[j] valid columns. The NQ vectors are
 // independent accumulation chains, enough to hide the FMA latency.
 template <class T, int KB, int NQ, int RSc, int CGc>
-inline void tile(const Band<T>& b, const T* w, const T* bias, const T* const* xp,
-                 T* const* yp, const index_t* nv) {
+inline void tile(const Band<T>& b, const T* w, const T* bias, const T* const* xp, T* const* yp,
+                 const index_t* nv) {
   const index_t cc = CGc ? CGc : b.cc;
   const index_t RS = RSc ? RSc : b.RS;
   Vec<T> acc[KB][NQ];
@@ -314,8 +322,7 @@ inline void tile(const Band<T>& b, const T* w, const T* bias, const T* const* xp
   for (int kb = 0; kb < KB; ++kb)
 #pragma GCC unroll 4
     for (int j = 0; j < NQ; ++j)
-      acc[kb][j] = b.accumulate ? load_n(yp[j] + kb * b.PQ, nv[j])
-                                : splat(bias ? bias[kb] : T(0));
+      acc[kb][j] = b.accumulate ? load_n(yp[j] + kb * b.PQ, nv[j]) : splat(bias ? bias[kb] : T(0));
   for (index_t c = 0; c < cc; ++c) {
     const index_t xc = c * b.cstride;
     const T* wc = w + c * RS;
@@ -352,8 +359,8 @@ inline Vec<T> broadcast(const T* p) {
 // tile() for NQ = 2 whose second vector has nv[1] <= lanes / 2 valid columns (kHalfTail):
 // it runs in half vectors.
 template <class T, int KB, int RSc, int CGc>
-inline void tile_half_last(const Band<T>& b, const T* w, const T* bias, const T* const* xp,
-                           T* const* yp, const index_t* nv) {
+inline void tile_half_last(const Band<T>& b, const T* w, const T* bias, const T* const* xp, T* const* yp,
+                           const index_t* nv) {
   const index_t cc = CGc ? CGc : b.cc;
   const index_t RS = RSc ? RSc : b.RS;
   auto half_of = [](const Vec<T>& v) {
@@ -426,8 +433,8 @@ void band_vectors(const Band<T>& b, const T* w, const T* bias, T* y, index_t& pr
 template <class T, int KB, int NQ, int RSc, int CGc>
 void band_rows(const Band<T>& b, index_t k) {
   index_t pr = 0, qv = 0, left = b.prows * ceil_div(b.Q, kLanes<T>);
-  band_vectors<T, KB, NQ, RSc, CGc>(b, b.w + k * b.wk, b.bias ? b.bias + k : nullptr,
-                                     b.y + k * b.PQ, pr, qv, left);
+  band_vectors<T, KB, NQ, RSc, CGc>(b, b.w + k * b.wk, b.bias ? b.bias + k : nullptr, b.y + k * b.PQ, pr, qv,
+                                    left);
 }
 
 // Channel-vector tiles, for narrow outputs with many channels (LeNet-5's 6->16 5x5 on
@@ -527,10 +534,18 @@ void rows3_strip(const Band<T>& b, const T* w9, T bias, T* y, index_t qv) {
   auto yt = [&](index_t r) { return y + r * b.Q + qv * L; };
   for (; pr + NR <= b.prows; pr += NR) tile_rows3<T, NR>(b, at(pr), w9, bias, yt(pr), nv);
   switch (b.prows - pr) {  // 0 .. NR-1 rows left
-    case 7: if constexpr (NR > 7) tile_rows3<T, 7>(b, at(pr), w9, bias, yt(pr), nv); break;
-    case 6: if constexpr (NR > 6) tile_rows3<T, 6>(b, at(pr), w9, bias, yt(pr), nv); break;
-    case 5: if constexpr (NR > 5) tile_rows3<T, 5>(b, at(pr), w9, bias, yt(pr), nv); break;
-    case 4: if constexpr (NR > 4) tile_rows3<T, 4>(b, at(pr), w9, bias, yt(pr), nv); break;
+    case 7:
+      if constexpr (NR > 7) tile_rows3<T, 7>(b, at(pr), w9, bias, yt(pr), nv);
+      break;
+    case 6:
+      if constexpr (NR > 6) tile_rows3<T, 6>(b, at(pr), w9, bias, yt(pr), nv);
+      break;
+    case 5:
+      if constexpr (NR > 5) tile_rows3<T, 5>(b, at(pr), w9, bias, yt(pr), nv);
+      break;
+    case 4:
+      if constexpr (NR > 4) tile_rows3<T, 4>(b, at(pr), w9, bias, yt(pr), nv);
+      break;
     case 3: tile_rows3<T, 3>(b, at(pr), w9, bias, yt(pr), nv); break;
     case 2: tile_rows3<T, 2>(b, at(pr), w9, bias, yt(pr), nv); break;
     case 1: tile_rows3<T, 1>(b, at(pr), w9, bias, yt(pr), nv); break;
@@ -615,8 +630,7 @@ void conv_banded(const ConvParams& p, const T* x, const T* w, const T* bias, T* 
   Buffer<index_t> off(RS);  // tap offsets inside one channel of the buffer
   for (index_t r = 0; r < p.R; ++r)
     for (index_t s = 0; s < p.S; ++s)
-      off[r * p.S + s] =
-          (r * p.dil_h * sw + (s * p.dil_w) % sw) * Wph + (s * p.dil_w) / sw;
+      off[r * p.S + s] = (r * p.dil_h * sw + (s * p.dil_w) % sw) * Wph + (s * p.dil_w) / sw;
 
   // Task t: image n, group g, output rows [p0, p0 + prows); its band reads the padded input
   // rows [ih0, ih0 + rows).
@@ -648,14 +662,16 @@ void conv_banded(const ConvParams& p, const T* x, const T* w, const T* bias, T* 
           __builtin_prefetch(a, 0, 3);
       }
     };
-    const index_t ih0 = std::clamp<index_t>(k.ih0, 0, p.H), ih1 = std::clamp<index_t>(k.ih0 + k.rows, ih0, p.H);
+    const index_t ih0 = std::clamp<index_t>(k.ih0, 0, p.H),
+                  ih1 = std::clamp<index_t>(k.ih0 + k.rows, ih0, p.H);
     index_t budget = kPrefetchBytes;
     for (index_t c = 0; c < cc && budget > 0; ++c)
-      lines(x + ((k.n * p.C + k.g * Cg + c) * p.H + ih0) * p.W, (ih1 - ih0) * p.W * index_t(sizeof(T)), budget,
-            false);
+      lines(x + ((k.n * p.C + k.g * Cg + c) * p.H + ih0) * p.W, (ih1 - ih0) * p.W * index_t(sizeof(T)),
+            budget, false);
     budget = kPrefetchBytes;
     for (index_t kk = 0; kk < Kg && budget > 0; ++kk)
-      lines(y + ((k.n * p.K + k.g * Kg + kk) * p.P + k.p0) * p.Q, k.prows * p.Q * index_t(sizeof(T)), budget, true);
+      lines(y + ((k.n * p.K + k.g * Kg + kk) * p.P + k.p0) * p.Q, k.prows * p.Q * index_t(sizeof(T)), budget,
+            true);
   };
 #pragma omp parallel
   {
@@ -671,8 +687,8 @@ void conv_banded(const ConvParams& p, const T* x, const T* w, const T* bias, T* 
       for (index_t c0 = 0; c0 < Cg; c0 += cc) {
         const index_t ncc = std::min(cc, Cg - c0);
         for (index_t c = 0; c < ncc; ++c)
-          fill_band(buf + c * rows * row_elems, x + (n * p.C + g * Cg + c0 + c) * p.H * p.W,
-                    p.H, p.W, ih0, rows, p.pad_w, sw, Wph);
+          fill_band(buf + c * rows * row_elems, x + (n * p.C + g * Cg + c0 + c) * p.H * p.W, p.H, p.W, ih0,
+                    rows, p.pad_w, sw, Wph);
         if (c0 == 0) prefetch_task(t + 1);  // likely this thread's next task (chunks of tasks)
         Band<T> b;
         b.buf = buf;
@@ -743,8 +759,8 @@ void conv_pointwise(const ConvParams& p, const T* x, const T* w, const T* bias, 
     }
   };
   auto job = [&](index_t n, index_t g, const T* B, index_t ldb) {
-    gemm<T>(false, false, Kg, PQ, Cg, T(1), w + g * Kg * Cg, Cg, B, ldb, T(0),
-            y + (n * p.K + g * Kg) * PQ, PQ, bias ? bias + g * Kg : nullptr);
+    gemm<T>(false, false, Kg, PQ, Cg, T(1), w + g * Kg * Cg, Cg, B, ldb, T(0), y + (n * p.K + g * Kg) * PQ,
+            PQ, bias ? bias + g * Kg : nullptr);
   };
 
   const index_t threads = omp_get_max_threads();
@@ -933,9 +949,9 @@ template void conv2d_direct_backward_data<double>(const ConvParams&, const doubl
 template void conv2d_direct_backward_weight<float>(const ConvParams&, const float*, const float*, float*);
 template void conv2d_direct_backward_weight<double>(const ConvParams&, const double*, const double*, double*);
 
-template void conv2d_direct<float>(const ConvParams&, const float*, const float*, const float*,
-                                   float*, void*);
-template void conv2d_direct<double>(const ConvParams&, const double*, const double*,
-                                    const double*, double*, void*);
+template void conv2d_direct<float>(const ConvParams&, const float*, const float*, const float*, float*,
+                                   void*);
+template void conv2d_direct<double>(const ConvParams&, const double*, const double*, const double*, double*,
+                                    void*);
 
 }  // namespace fastconv::cpu::FC_ISA

@@ -143,8 +143,8 @@ using TileGeo = tiles::Tile;
 
 // ---- 2. input spectra of one block: X[plane][c][t - t0] -----------------------------------
 template <int N>
-void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const TileGeo* geo,
-                      index_t T, float* X, bool parallel) {
+void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const TileGeo* geo, index_t T,
+                      float* X, bool parallel) {
   using Sp = fft::Spectrum<N>;
   const index_t Cg = p.C_per_group(), H = p.H, W = p.W, ldt = pl.ldt, ps = pl.x_ps;
   const int mw = pl.mw;
@@ -203,8 +203,8 @@ void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const
 }
 
 // ---- 3. the real GEMMs of the planes: Y[q] (K/g x T) = U_g[q] (K/g x C/g) . X[q] (C/g x T) ----
-void multiply(const ConvParams& p, const Plan& pl, const float* Ug, const float* X, index_t T,
-              float* Y, bool parallel) {
+void multiply(const ConvParams& p, const Plan& pl, const float* Ug, const float* X, index_t T, float* Y,
+              bool parallel) {
   const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), np = planes(pl.n);
 #pragma omp parallel for schedule(dynamic) if (parallel)
   for (index_t q = 0; q < np; ++q)
@@ -214,8 +214,8 @@ void multiply(const ConvParams& p, const Plan& pl, const float* Ug, const float*
 
 // ---- 4. inverse transforms of one block into y (N, K, P, Q), group g, + bias --------------
 template <int N>
-void transform_outputs(const ConvParams& p, const Plan& pl, const float* Y, const TileGeo* geo,
-                       index_t T, const float* bias_g, float* y, bool parallel) {
+void transform_outputs(const ConvParams& p, const Plan& pl, const float* Y, const TileGeo* geo, index_t T,
+                       const float* bias_g, float* y, bool parallel) {
   using Sp = fft::Spectrum<N>;
   const index_t P = p.P, Q = p.Q, ldt = pl.ldt, ps = pl.y_ps;
   const int mh = pl.mh, mw = pl.mw;
@@ -260,8 +260,8 @@ void transform_outputs(const ConvParams& p, const Plan& pl, const float* Y, cons
 // U: the kernel spectra (planes of every group, as prepare() writes them), computed here
 // into the workspace unless the call brings them (`prepared`).
 template <int N>
-void run(const ConvParams& p, const float* x, const float* w, const float* bias, float* y,
-         void* workspace, bool prepared) {
+void run(const ConvParams& p, const float* x, const float* w, const float* bias, float* y, void* workspace,
+         bool prepared) {
   if (p.N == 0) return;
   const int threads = omp_get_max_threads();
   const Plan pl = make_plan(p, N, threads, prepared);
@@ -317,15 +317,19 @@ index_t conv2d_fft_prepared_bytes(const ConvParams& p, int n) {
 void conv2d_fft_prepare(const ConvParams& p, int n, const float* w, float* prepared) {
   check_tile(n);
   const bool parallel = omp_get_max_threads() > 1;
-  if (n == 8) transform_kernels<8>(p, w, prepared, parallel);
-  else transform_kernels<16>(p, w, prepared, parallel);
+  if (n == 8)
+    transform_kernels<8>(p, w, prepared, parallel);
+  else
+    transform_kernels<16>(p, w, prepared, parallel);
 }
 
-void conv2d_fft(const ConvParams& p, int n, const float* x, const float* w, const float* bias,
-                float* y, void* workspace, bool prepared) {
+void conv2d_fft(const ConvParams& p, int n, const float* x, const float* w, const float* bias, float* y,
+                void* workspace, bool prepared) {
   check_tile(n);
-  if (n == 8) run<8>(p, x, w, bias, y, workspace, prepared);
-  else run<16>(p, x, w, bias, y, workspace, prepared);
+  if (n == 8)
+    run<8>(p, x, w, bias, y, workspace, prepared);
+  else
+    run<16>(p, x, w, bias, y, workspace, prepared);
 }
 
 // One tile through the transforms of math/fft.h, for the tests. Spectra are the Hermitian
@@ -366,8 +370,10 @@ void one_tile(int which, const float* in, float* out) {
 void fft_tile_transform(int n, int which, const float* in, float* out) {
   check_tile(n);
   FC_ISA_CHECK(which == 0 || which == 1, "fft transform must be forward or inverse");
-  if (n == 8) one_tile<8>(which, in, out);
-  else one_tile<16>(which, in, out);
+  if (n == 8)
+    one_tile<8>(which, in, out);
+  else
+    one_tile<16>(which, in, out);
 }
 
 }  // namespace fastconv::cpu::FC_ISA

@@ -204,8 +204,8 @@ GemmOperand<T> weights_of(const ConvParams& p, const T* w, const T* packed, inde
 
 // y_g (K/g, P*Q) = w_g @ unroll(x_g) + bias_g, chunk by chunk.
 template <class T>
-void conv_one(const ConvParams& p, const T* x_g, const GemmOperand<T>& w_g, const T* bias_g, T* y_g,
-              T* col, bool threaded) {
+void conv_one(const ConvParams& p, const T* x_g, const GemmOperand<T>& w_g, const T* bias_g, T* y_g, T* col,
+              bool threaded) {
   const index_t Kg = p.K_per_group(), rows = col_rows(p), PQ = p.P * p.Q;
   if (is_plain_gemm(p)) {
     gemm_ex<T>(Kg, PQ, rows, T(1), w_g, GemmOperand<T>::plain(x_g, PQ), T(0), y_g, PQ, bias_g);
@@ -215,16 +215,15 @@ void conv_one(const ConvParams& p, const T* x_g, const GemmOperand<T>& w_g, cons
   for (index_t j0 = 0; j0 < PQ; j0 += step) {
     const index_t j1 = std::min(PQ, j0 + step);
     unroll(p, x_g, j0, j1, col, j1 - j0, threaded);
-    gemm_ex<T>(Kg, j1 - j0, rows, T(1), w_g, GemmOperand<T>::plain(col, j1 - j0), T(0), y_g + j0, PQ,
-               bias_g);
+    gemm_ex<T>(Kg, j1 - j0, rows, T(1), w_g, GemmOperand<T>::plain(col, j1 - j0), T(0), y_g + j0, PQ, bias_g);
   }
 }
 
 // Images [n0, n1) of group g in one GEMM: col (rows, m*PQ) holds their unrolled patches
 // side by side, out (K/g, m*PQ) the products, scattered into y afterwards.
 template <class T>
-void conv_images(const ConvParams& p, const T* x, const GemmOperand<T>& w_g, const T* bias, T* y,
-                 index_t g, index_t n0, index_t n1, T* col, T* out) {
+void conv_images(const ConvParams& p, const T* x, const GemmOperand<T>& w_g, const T* bias, T* y, index_t g,
+                 index_t n0, index_t n1, T* col, T* out) {
   const index_t Kg = p.K_per_group(), rows = col_rows(p), PQ = p.P * p.Q;
   const index_t cols = (n1 - n0) * PQ;
   GemmOperand<T> patches = GemmOperand<T>::plain(col, cols);
@@ -266,7 +265,8 @@ void col2im(const ConvParams& p, const T* col, index_t j0, index_t j1, index_t l
           const index_t ih = op * p.stride_h - p.pad_h + r * p.dil_h;
           if (ih < 0 || ih >= p.H) return;
           const index_t lo = std::clamp(lo_row, oq0, oq1), hi = std::clamp(hi_row, lo, oq1);
-          strided_add(xc + ih * p.W, in + at - oq0, lo, hi, p.stride_w, iw_off);  // in[at - oq0 + oq]: (op, oq)
+          strided_add(xc + ih * p.W, in + at - oq0, lo, hi, p.stride_w,
+                      iw_off);  // in[at - oq0 + oq]: (op, oq)
         });
       }
   }
@@ -335,16 +335,16 @@ void conv2d_im2col_prepare(const ConvParams& p, const T* w, T* prepared) {
 }
 
 template <class T>
-void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* prepared, const T* bias,
-                   T* y, void* workspace) {
+void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* prepared, const T* bias, T* y,
+                   void* workspace) {
   const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), G = p.groups;
   const index_t x_group = Cg * p.H * p.W, y_group = Kg * p.P * p.Q;
   const int threads = omp_get_max_threads();
   T* ws = static_cast<T*>(workspace);
   auto pair = [&](index_t i, T* col, bool threaded) {
     const index_t n = i / G, g = i % G;
-    conv_one<T>(p, x + (n * G + g) * x_group, weights_of(p, w, prepared, g),
-                bias ? bias + g * Kg : nullptr, y + (n * G + g) * y_group, col, threaded);
+    conv_one<T>(p, x + (n * G + g) * x_group, weights_of(p, w, prepared, g), bias ? bias + g * Kg : nullptr,
+                y + (n * G + g) * y_group, col, threaded);
   };
   if (outer_parallel(p, threads)) {
     const index_t per_thread = col_bytes(p, sizeof(T)) / index_t(sizeof(T));
@@ -367,11 +367,10 @@ void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* prepare
   for (index_t i = 0; i < p.N * G; ++i) pair(i, ws, true);
 }
 
-#define FC_IM2COL_INSTANCES(T)                                                                 \
-  template index_t conv2d_im2col_prepared_elems<T>(const ConvParams&);                          \
-  template void conv2d_im2col_prepare<T>(const ConvParams&, const T*, T*);                      \
-  template void conv2d_im2col<T>(const ConvParams&, const T*, const T*, const T*, const T*, T*, \
-                                 void*);
+#define FC_IM2COL_INSTANCES(T)                                             \
+  template index_t conv2d_im2col_prepared_elems<T>(const ConvParams&);     \
+  template void conv2d_im2col_prepare<T>(const ConvParams&, const T*, T*); \
+  template void conv2d_im2col<T>(const ConvParams&, const T*, const T*, const T*, const T*, T*, void*);
 FC_IM2COL_INSTANCES(float)
 FC_IM2COL_INSTANCES(double)
 #undef FC_IM2COL_INSTANCES
@@ -386,7 +385,8 @@ index_t conv2d_im2col_backward_data_workspace_bytes(const ConvParams& p, DType d
 }
 
 template <class T>
-void conv2d_im2col_backward_data(const ConvParams& p, const T* grad_y, const T* w, T* grad_x, void* workspace) {
+void conv2d_im2col_backward_data(const ConvParams& p, const T* grad_y, const T* w, T* grad_x,
+                                 void* workspace) {
   const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), G = p.groups;
   const index_t x_group = Cg * p.H * p.W, y_group = Kg * p.P * p.Q, w_group = Kg * col_rows(p);
   const int threads = omp_get_max_threads();

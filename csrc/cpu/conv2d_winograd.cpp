@@ -128,7 +128,8 @@ void store_packed(const PackedLayout& lay, float* base, index_t xi_stride, index
   if (lanes == kL && i0 + kL <= outer_limit) {
     const index_t r = i0 % lay.panel, off = lay.offset(i0, k);
     if (r + kL <= lay.panel) {
-      for (int xi = 0; xi < NN; ++xi) std::memcpy(base + xi * xi_stride + off, v + xi * kL, sizeof(float) * kL);
+      for (int xi = 0; xi < NN; ++xi)
+        std::memcpy(base + xi * xi_stride + off, v + xi * kL, sizeof(float) * kL);
       return;
     }
     if (lay.panel == 8 && r == 0) {
@@ -154,8 +155,8 @@ void store_packed(const PackedLayout& lay, float* base, index_t xi_stride, index
 // operands Ug + xi * xi_stride, laid out by `lay`. Lanes run along output channels because
 // packed A keeps consecutive rows (mr of them) side by side at each depth.
 template <int M>
-void kernel_rows(const ConvParams& p, const float* w, index_t gk0, int lanes, float* Ug,
-                 index_t row0, const PackedLayout& lay, index_t xi_stride) {
+void kernel_rows(const ConvParams& p, const float* w, index_t gk0, int lanes, float* Ug, index_t row0,
+                 const PackedLayout& lay, index_t xi_stride) {
   constexpr int n = M + 2, nn = n * n;
   const index_t Cg = p.C_per_group(), kstride = Cg * 9;
   alignas(64) float gt[9 * kL] = {};
@@ -320,13 +321,13 @@ struct TileGeo : tiles::Tile {
 };
 
 template <int M>
-void tile_geometry(const ConvParams& p, const Plan& pl, index_t g, index_t t0, index_t T,
-                   TileGeo* geo) {
+void tile_geometry(const ConvParams& p, const Plan& pl, index_t g, index_t t0, index_t T, TileGeo* geo) {
   tiles::fill<kL>(p, pl, g, t0, T, geo);
   for (index_t i = 0; i < T; ++i) geo[i].interior8 = geo[i].full8 = false;
   for (index_t i = 0; i + 8 <= T; i += 8) {  // groups of 8 tiles for the 8 x 8 transposes
     geo[i].interior8 = std::all_of(geo + i, geo + i + 8, [](const TileGeo& e) { return e.interior; });
-    geo[i].full8 = std::all_of(geo + i, geo + i + 8, [](const TileGeo& e) { return e.rows == M && e.cols == M; });
+    geo[i].full8 =
+        std::all_of(geo + i, geo + i + 8, [](const TileGeo& e) { return e.rows == M && e.cols == M; });
   }
 }
 
@@ -358,8 +359,8 @@ inline void gather8_masked(const float* xc, const TileGeo* g8, int lanes, index_
 // Tile t (of every image of group g): image t / tiles, tile t % tiles of that image. Columns
 // T .. of the last panel get the transform of zeros (zero), so the products stay finite.
 template <int M>
-void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const TileGeo* geo,
-                      index_t T, float* V, bool parallel) {
+void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const TileGeo* geo, index_t T,
+                      float* V, bool parallel) {
   constexpr int n = M + 2, nn = n * n;
   const index_t Cg = p.C_per_group(), H = p.H, W = p.W, ldt = pl.ldt;
 #pragma omp parallel for schedule(static) if (parallel)
@@ -431,9 +432,8 @@ void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const
 // (rows, n*n, ldt): the output transform of one channel then reads one contiguous run
 // instead of n*n streams far apart. V was packed for pl.T columns; a shorter last block
 // uses its first T.
-void multiply(const ConvParams& p, const Plan& pl, const float* Ug, index_t u_outer, index_t u_xi,
-              index_t k0, index_t rows, const float* V, index_t T, float* Mb, bool parallel,
-              bool u_streamed) {
+void multiply(const ConvParams& p, const Plan& pl, const float* Ug, index_t u_outer, index_t u_xi, index_t k0,
+              index_t rows, const float* V, index_t T, float* Mb, bool parallel, bool u_streamed) {
   const index_t Cg = p.C_per_group(), nn = index_t(pl.n) * pl.n;
 #pragma omp parallel for schedule(dynamic) if (parallel)
   for (index_t xi = 0; xi < nn; ++xi) {
@@ -447,9 +447,8 @@ void multiply(const ConvParams& p, const Plan& pl, const float* Ug, index_t u_ou
 // ---- 4. output transform of one block into y (N, K, P, Q), group g, + bias ------------------
 // Mb holds rows k0 .. k1-1 of the group's output channels, laid out (k1 - k0, n*n, ldt).
 template <int M>
-void transform_outputs(const ConvParams& p, const Plan& pl, const float* Mb, const TileGeo* geo,
-                       index_t T, index_t k0, index_t k1, const float* bias_g, float* y,
-                       bool parallel) {
+void transform_outputs(const ConvParams& p, const Plan& pl, const float* Mb, const TileGeo* geo, index_t T,
+                       index_t k0, index_t k1, const float* bias_g, float* y, bool parallel) {
   constexpr int n = M + 2, nn = n * n;
   const index_t P = p.P, Q = p.Q, ldt = pl.ldt;
 #pragma omp parallel for schedule(static) if (parallel)
@@ -495,8 +494,8 @@ void transform_outputs(const ConvParams& p, const Plan& pl, const float* Mb, con
 }
 
 template <int M>
-void run_kblocked(const ConvParams& p, const Plan& pl, const float* x, const float* w,
-                  const float* U, const float* bias, float* y, float* ws) {
+void run_kblocked(const ConvParams& p, const Plan& pl, const float* x, const float* w, const float* U,
+                  const float* bias, float* y, float* ws) {
   const int threads = omp_get_max_threads();
   const index_t Kg = p.K_per_group(), nn = index_t(pl.n) * pl.n;
   const index_t T = pl.T, nkb = ceil_div(Kg, pl.kb);
@@ -529,8 +528,8 @@ void run_kblocked(const ConvParams& p, const Plan& pl, const float* x, const flo
 
 // U: the prepared (packed, transformed) kernel, or null to transform w in this call.
 template <int M>
-void run(const ConvParams& p, const float* x, const float* w, const float* U, const float* bias,
-         float* y, void* workspace) {
+void run(const ConvParams& p, const float* x, const float* w, const float* U, const float* bias, float* y,
+         void* workspace) {
   if (p.N == 0) return;
   const int threads = omp_get_max_threads();
   const Plan pl = make_plan(p, M, threads, U != nullptr);
@@ -598,8 +597,8 @@ void conv2d_winograd_prepare(const ConvParams& p, int m, const float* w, float* 
   }
 }
 
-void conv2d_winograd(const ConvParams& p, int m, const float* x, const float* w,
-                     const float* prepared, const float* bias, float* y, void* workspace) {
+void conv2d_winograd(const ConvParams& p, int m, const float* x, const float* w, const float* prepared,
+                     const float* bias, float* y, void* workspace) {
   switch (m) {
     case 2: run<2>(p, x, w, prepared, bias, y, workspace); break;
     case 4: run<4>(p, x, w, prepared, bias, y, workspace); break;

@@ -203,9 +203,9 @@ void pack_b_block(const GemmKernel<T>& kr, const GemmOperand<T>& B, index_t pc, 
 }
 
 template <class T>
-void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, index_t M, index_t N, index_t K,
-                T alpha, const GemmOperand<T>& A, const GemmOperand<T>& B, T beta, T* C,
-                index_t ldc, const T* bias, T* bbuf, T* abuf) {
+void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, index_t M, index_t N, index_t K, T alpha,
+                const GemmOperand<T>& A, const GemmOperand<T>& B, T beta, T* C, index_t ldc, const T* bias,
+                T* bbuf, T* abuf) {
   const int nt = pl.nt, mr = kr.mr, nr = kr.nr;
   const auto micro = micro_for(kr, A);
   const bool ta = A.trans;
@@ -307,10 +307,9 @@ index_t column_mode_min_panels(const GemmOperand<T>& B, index_t K, index_t N) {
 }
 
 template <class T>
-void run_thread_columns(const GemmKernel<T>& kr, const Plan& pl, index_t runs, int tid, index_t M,
-                        index_t N, index_t K, T alpha, const GemmOperand<T>& A,
-                        const GemmOperand<T>& B, T beta, T* C, index_t ldc, const T* bias,
-                        T* apack, bool a_by_block, T* bbuf) {
+void run_thread_columns(const GemmKernel<T>& kr, const Plan& pl, index_t runs, int tid, index_t M, index_t N,
+                        index_t K, T alpha, const GemmOperand<T>& A, const GemmOperand<T>& B, T beta, T* C,
+                        index_t ldc, const T* bias, T* apack, bool a_by_block, T* bbuf) {
   const int nt = pl.nt, mr = kr.mr, nr = kr.nr;
   const auto micro = micro_for(kr, A);
   const index_t mp = round_up(M, mr), npanels = ceil_div(N, nr);
@@ -355,7 +354,9 @@ void run_thread_columns(const GemmKernel<T>& kr, const Plan& pl, index_t runs, i
 // Balanced K blocks: K = 576 with kc 256 runs as 3 x 192, not 256 + 256 + 64. Depends on
 // K and the kernel only, so operands packed ahead of time share it.
 template <class T>
-index_t k_block(const GemmKernel<T>& kr, index_t K) { return ceil_div(K, ceil_div(K, kr.kc)); }
+index_t k_block(const GemmKernel<T>& kr, index_t K) {
+  return ceil_div(K, ceil_div(K, kr.kc));
+}
 
 // body(plan, tid) on every thread of a team of pl.nt (the caller alone for one), with two
 // fresh work counters. The runtime may give fewer threads than asked (OMP_THREAD_LIMIT,
@@ -380,9 +381,8 @@ void run_team(Plan pl, Body&& body) {
 }
 
 template <class T>
-void gemm_packed(const GemmKernel<T>& kr, index_t M, index_t N, index_t K, T alpha,
-                 const GemmOperand<T>& A, const GemmOperand<T>& B, T beta, T* C, index_t ldc,
-                 const T* bias) {
+void gemm_packed(const GemmKernel<T>& kr, index_t M, index_t N, index_t K, T alpha, const GemmOperand<T>& A,
+                 const GemmOperand<T>& B, T beta, T* C, index_t ldc, const T* bias) {
   const int mr = kr.mr, nr = kr.nr;
   Plan pl;
   pl.kc = k_block(kr, K);
@@ -414,8 +414,8 @@ void gemm_packed(const GemmKernel<T>& kr, index_t M, index_t N, index_t K, T alp
     T* apack = A.packed ? nullptr : base;
     T* bbase = base + a_elems;
     run_team(pl, [&](const Plan& mine, int tid) {
-      run_thread_columns<T>(kr, mine, runs, tid, M, N, K, alpha, A, B, beta, C, ldc, bias, apack,
-                            a_by_block, bbase + tid * b_stride);
+      run_thread_columns<T>(kr, mine, runs, tid, M, N, K, alpha, A, B, beta, C, ldc, bias, apack, a_by_block,
+                            bbase + tid * b_stride);
     });
     return;
   }
@@ -455,8 +455,15 @@ constexpr index_t kMcS = 128, kKcS = 256, kNcS = 2048;
 }  // namespace
 
 const GemmKernel<float>& kernel_scalar_f32() {
-  static const GemmKernel<float> k{"scalar", kMrS, kNrS, kMcS, kKcS, kNcS,
-      &pack_a<TransposeScalar<float>, float, kMrS>, &pack_b<TransposeScalar<float>, float, kNrS>,
+  static const GemmKernel<float> k{
+      "scalar",
+      kMrS,
+      kNrS,
+      kMcS,
+      kKcS,
+      kNcS,
+      &pack_a<TransposeScalar<float>, float, kMrS>,
+      &pack_b<TransposeScalar<float>, float, kNrS>,
       &pack_gathered<kNrS, float>,
       &MicroTable<VecScalar<float>, kMrS, kNrS>::dispatch<false>,
       &MicroTable<VecScalar<float>, kMrS, kNrS>::dispatch<false>};  // one lane: no prefetch
@@ -464,8 +471,15 @@ const GemmKernel<float>& kernel_scalar_f32() {
 }
 
 const GemmKernel<double>& kernel_scalar_f64() {
-  static const GemmKernel<double> k{"scalar", kMrS, kNrS, kMcS, kKcS, kNcS,
-      &pack_a<TransposeScalar<double>, double, kMrS>, &pack_b<TransposeScalar<double>, double, kNrS>,
+  static const GemmKernel<double> k{
+      "scalar",
+      kMrS,
+      kNrS,
+      kMcS,
+      kKcS,
+      kNcS,
+      &pack_a<TransposeScalar<double>, double, kMrS>,
+      &pack_b<TransposeScalar<double>, double, kNrS>,
       &pack_gathered<kNrS, double>,
       &MicroTable<VecScalar<double>, kMrS, kNrS>::dispatch<false>,
       &MicroTable<VecScalar<double>, kMrS, kNrS>::dispatch<false>};  // one lane: no prefetch
@@ -477,8 +491,8 @@ const GemmKernel<double>& kernel_scalar_f64() {
 // ---- entry point ------------------------------------------------------------------------------
 
 template <class T>
-void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, const T* A,
-          index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc, const T* bias_m) {
+void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, const T* A, index_t lda,
+          const T* B, index_t ldb, T beta, T* C, index_t ldc, const T* bias_m) {
   FC_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm: negative size (M=", M, ", N=", N, ", K=", K, ")");
   if (M == 0 || N == 0) return;
   FC_CHECK(ldc >= N, "gemm: ldc=", ldc, " < N=", N);
@@ -487,10 +501,10 @@ void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, 
     gemm_detail::scale_rows(M, N, beta, C, ldc, bias_m);
     return;
   }
-  FC_CHECK(lda >= (trans_a ? M : K), "gemm: lda=", lda, " too small (trans_a=", trans_a, ", M=", M,
-           ", K=", K, ")");
-  FC_CHECK(ldb >= (trans_b ? K : N), "gemm: ldb=", ldb, " too small (trans_b=", trans_b, ", K=", K,
-           ", N=", N, ")");
+  FC_CHECK(lda >= (trans_a ? M : K), "gemm: lda=", lda, " too small (trans_a=", trans_a, ", M=", M, ", K=", K,
+           ")");
+  FC_CHECK(ldb >= (trans_b ? K : N), "gemm: ldb=", ldb, " too small (trans_b=", trans_b, ", K=", K, ", N=", N,
+           ")");
   FC_CHECK(A != nullptr && B != nullptr, "gemm: A or B is null");
   const auto& kernel = gemm_detail::kernel_for(active_isa(), T(0));
   gemm_detail::gemm_packed<T>(kernel, M, N, K, alpha, GemmOperand<T>::plain(A, lda, trans_a),
@@ -551,8 +565,8 @@ void gemm_pack_b(bool trans_b, index_t K, index_t N, const T* B, index_t ldb, T*
 }
 
 template <class T>
-void gemm_ex(index_t M, index_t N, index_t K, T alpha, const GemmOperand<T>& A,
-             const GemmOperand<T>& B, T beta, T* C, index_t ldc, const T* bias_m) {
+void gemm_ex(index_t M, index_t N, index_t K, T alpha, const GemmOperand<T>& A, const GemmOperand<T>& B,
+             T beta, T* C, index_t ldc, const T* bias_m) {
   FC_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm: negative size (M=", M, ", N=", N, ", K=", K, ")");
   if (M == 0 || N == 0) return;
   FC_CHECK(ldc >= N && C != nullptr, "gemm: bad C (ldc=", ldc, ", N=", N, ")");
@@ -562,9 +576,8 @@ void gemm_ex(index_t M, index_t N, index_t K, T alpha, const GemmOperand<T>& A,
   }
   const auto& kernel = gemm_detail::kernel_for(active_isa(), T(0));
   if (A.packed)
-    FC_CHECK(A.offset % kernel.mr == 0 && A.offset + M <= A.packed_outer,
-             "gemm: packed A rows [", A.offset, ", ", A.offset + M, ") do not fit its ", A.packed_outer,
-             " rows in panels of ", kernel.mr);
+    FC_CHECK(A.offset % kernel.mr == 0 && A.offset + M <= A.packed_outer, "gemm: packed A rows [", A.offset,
+             ", ", A.offset + M, ") do not fit its ", A.packed_outer, " rows in panels of ", kernel.mr);
   else
     FC_CHECK(A.data && A.ld >= (A.trans ? M : K), "gemm: bad A (lda=", A.ld, ")");
   if (B.packed)
@@ -577,21 +590,21 @@ void gemm_ex(index_t M, index_t N, index_t K, T alpha, const GemmOperand<T>& A,
   gemm_detail::gemm_packed<T>(kernel, M, N, K, alpha, A, B, beta, C, ldc, bias_m);
 }
 
-#define FC_GEMM_PACKED_INSTANCES(T)                                                          \
-  template index_t gemm_pack_a_elems<T>(index_t, index_t);                                  \
-  template index_t gemm_pack_b_elems<T>(index_t, index_t);                                  \
-  template PackedLayout gemm_pack_a_layout<T>(index_t, index_t);                            \
-  template PackedLayout gemm_pack_b_layout<T>(index_t, index_t);                            \
-  template void gemm_pack_a<T>(bool, index_t, index_t, const T*, index_t, T*);              \
-  template void gemm_pack_b<T>(bool, index_t, index_t, const T*, index_t, T*);              \
-  template void gemm_ex<T>(index_t, index_t, index_t, T, const GemmOperand<T>&,             \
-                           const GemmOperand<T>&, T, T*, index_t, const T*);
+#define FC_GEMM_PACKED_INSTANCES(T)                                                                       \
+  template index_t gemm_pack_a_elems<T>(index_t, index_t);                                                \
+  template index_t gemm_pack_b_elems<T>(index_t, index_t);                                                \
+  template PackedLayout gemm_pack_a_layout<T>(index_t, index_t);                                          \
+  template PackedLayout gemm_pack_b_layout<T>(index_t, index_t);                                          \
+  template void gemm_pack_a<T>(bool, index_t, index_t, const T*, index_t, T*);                            \
+  template void gemm_pack_b<T>(bool, index_t, index_t, const T*, index_t, T*);                            \
+  template void gemm_ex<T>(index_t, index_t, index_t, T, const GemmOperand<T>&, const GemmOperand<T>&, T, \
+                           T*, index_t, const T*);
 FC_GEMM_PACKED_INSTANCES(float)
 FC_GEMM_PACKED_INSTANCES(double)
 #undef FC_GEMM_PACKED_INSTANCES
 
-template void gemm<float>(bool, bool, index_t, index_t, index_t, float, const float*, index_t,
-                          const float*, index_t, float, float*, index_t, const float*);
+template void gemm<float>(bool, bool, index_t, index_t, index_t, float, const float*, index_t, const float*,
+                          index_t, float, float*, index_t, const float*);
 template void gemm<double>(bool, bool, index_t, index_t, index_t, double, const double*, index_t,
                            const double*, index_t, double, double*, index_t, const double*);
 

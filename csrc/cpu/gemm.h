@@ -25,9 +25,8 @@ namespace fastconv::cpu {
 // Threads: the OpenMP team of the caller; called inside a parallel region it runs
 // on the calling thread alone (so batched callers can parallelise outside).
 template <class T>
-void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, const T* A,
-          index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc,
-          const T* bias_m = nullptr);
+void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, const T* A, index_t lda,
+          const T* B, index_t ldb, T beta, T* C, index_t ldc, const T* bias_m = nullptr);
 
 // ---- operands packed once, used by many products --------------------------------------
 // A product whose A (weights: Winograd's transformed kernel, a plan's GEMM panels) or B
@@ -90,7 +89,7 @@ struct GemmOperand {
                               // use its first N <= packed_outer columns)
   index_t offset = 0;         // A: first packed row used (a multiple of the row multiple)
   bool streamed = false;      // A: packed long before the product (a plan's weights), so
-                              // likely out of the caches: the micro-kernel prefetches it
+                          // likely out of the caches: the micro-kernel prefetches it
   static GemmOperand plain(const T* d, index_t ld, bool trans = false) {
     GemmOperand o;
     o.data = d;
@@ -119,7 +118,7 @@ struct GemmOperand {
 
 // gemm with either operand possibly pre-packed: C = alpha * A B + beta * C + bias_m.
 template <class T>
-void gemm_ex(index_t M, index_t N, index_t K, T alpha, const GemmOperand<T>& A,
-             const GemmOperand<T>& B, T beta, T* C, index_t ldc, const T* bias_m = nullptr);
+void gemm_ex(index_t M, index_t N, index_t K, T alpha, const GemmOperand<T>& A, const GemmOperand<T>& B,
+             T beta, T* C, index_t ldc, const T* bias_m = nullptr);
 
 }  // namespace fastconv::cpu

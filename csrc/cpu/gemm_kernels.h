@@ -46,12 +46,12 @@ struct GemmKernel {
   // c[0:m, 0:n] (row stride ldc; m <= mr, n <= nr) = alpha * ap.bp + beta * c + bias[i]
   // ap: one A micro-panel, bp: one B micro-panel, both k long. beta == 0: c is not read.
   // bias: m values, or nullptr.
-  void (*micro)(index_t k, const T* ap, const T* bp, T* c, index_t ldc, int m, int n, T alpha,
-                T beta, const T* bias);
+  void (*micro)(index_t k, const T* ap, const T* bp, T* c, index_t ldc, int m, int n, T alpha, T beta,
+                const T* bias);
   // The same, prefetching A ahead (see kPrefetchDepth): for an A packed long before the
   // product (GemmOperand::streamed), which is likely out of the caches.
-  void (*micro_streamed_a)(index_t k, const T* ap, const T* bp, T* c, index_t ldc, int m, int n,
-                           T alpha, T beta, const T* bias);
+  void (*micro_streamed_a)(index_t k, const T* ap, const T* bp, T* c, index_t ldc, int m, int n, T alpha,
+                           T beta, const T* bias);
 };
 
 // The per-ISA entry points. The scalar ones are defined in gemm.cpp; the AVX2 and AVX-512
@@ -337,9 +337,8 @@ void micro_kernel(index_t k, const typename V::T* __restrict ap, const typename 
 // contiguous (packing is k-major), so it loads as a vector; B values are broadcast.
 // KU interleaved k streams give enough independent accumulators to hide FMA latency.
 template <class V, int MRF, int NRF, int R>
-void column_kernel(index_t k, const typename V::T* __restrict ap,
-                   const typename V::T* __restrict bp, typename V::T* __restrict c, index_t ldc,
-                   int m, typename V::T alpha, typename V::T beta,
+void column_kernel(index_t k, const typename V::T* __restrict ap, const typename V::T* __restrict bp,
+                   typename V::T* __restrict c, index_t ldc, int m, typename V::T alpha, typename V::T beta,
                    const typename V::T* __restrict bias) {
   using Rg = typename V::reg;
   using T = typename V::T;
@@ -429,8 +428,8 @@ struct MicroTable {
   // The entry stored in GemmKernel::micro (micro_streamed_a with PFA): picks the
   // instance(s) for an m x n tile.
   template <bool PFA>
-  static void dispatch(index_t k, const T* ap, const T* bp, T* c, index_t ldc, int m, int n,
-                       T alpha, T beta, const T* bias) {
+  static void dispatch(index_t k, const T* ap, const T* bp, T* c, index_t ldc, int m, int n, T alpha, T beta,
+                       const T* bias) {
     static constexpr MicroTable table{};
     const auto& fn = PFA ? table.fn_streamed_a : table.fn;
     const int nvf = n / V::L, r = n % V::L;

@@ -70,8 +70,7 @@ struct Axis {
   Buffer<index_t> first, count, padded;
 };
 
-Axis make_axis(index_t in, index_t out, index_t k, index_t stride, index_t pad, index_t dil,
-               bool adaptive) {
+Axis make_axis(index_t in, index_t out, index_t k, index_t stride, index_t pad, index_t dil, bool adaptive) {
   Axis a;
   a.first.resize(out);
   a.count.resize(out);
@@ -110,7 +109,9 @@ Axis make_axis(index_t in, index_t out, index_t k, index_t stride, index_t pad, 
 // ---- reductions -----------------------------------------------------------------------
 // NaN-sticky max: once the running value is NaN it stays NaN (v > NaN is false).
 template <class T>
-inline T max_nan(T m, T v) { return (v > m || v != v) ? v : m; }
+inline T max_nan(T m, T v) {
+  return (v > m || v != v) ? v : m;
+}
 
 struct MaxOp {
   template <class T> static T init() { return -std::numeric_limits<T>::infinity(); }
@@ -196,8 +197,7 @@ void horizontal_scalar(const Axis& a, index_t q0, index_t q1, const T* t, T* y) 
 // One output row y (Q values) of plane xp: Op over each window (no division yet).
 // t is a scratch row of W values.
 template <class Op, class T>
-void pool_row(const Axis& ah, const Axis& aw, index_t op, const T* xp, index_t W, index_t Q,
-              T* t, T* y) {
+void pool_row(const Axis& ah, const Axis& aw, index_t op, const T* xp, index_t W, index_t Q, T* t, T* y) {
   const index_t n = ah.count[op], h0 = ah.first[op];
   if (n == 0) {  // dilated window entirely in the padding (max only): torch's -inf
     std::fill(y, y + Q, Op::template init<T>());
@@ -216,8 +216,8 @@ void pool_row(const Axis& ah, const Axis& aw, index_t op, const T* xp, index_t W
 // One output row of max pooling with indices: taps in row-major order, torch's update rule
 // (v > m || isnan(v)), so ties keep the first maximum and the last NaN wins.
 template <class T>
-void max_row_indices(const Axis& ah, const Axis& aw, index_t op, const T* xp, index_t W,
-                     index_t Q, T* y, std::int64_t* ind) {
+void max_row_indices(const Axis& ah, const Axis& aw, index_t op, const T* xp, index_t W, index_t Q, T* y,
+                     std::int64_t* ind) {
   const index_t nh = ah.count[op], h0 = ah.first[op], dh = ah.dil;
   const T ninf = -std::numeric_limits<T>::infinity();
   auto one = [&](index_t q) {
@@ -304,13 +304,15 @@ void for_each_row(const PoolParams& p, Fn fn) {
 // Horizontal sums with zero-masked extracts: GCC 12's unmasked ones (and _mm512_reduce_add_*)
 // start from an "undefined" register and trip -Wmaybe-uninitialized.
 inline float hsum(__m512 v) {
-  const __m256 h = _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xFF, v, 0), _mm512_maskz_extractf32x8_ps(0xFF, v, 1));
+  const __m256 h =
+      _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xFF, v, 0), _mm512_maskz_extractf32x8_ps(0xFF, v, 1));
   __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
   q = _mm_add_ps(q, _mm_movehl_ps(q, q));
   return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
 }
 inline double hsum(__m512d v) {
-  const __m256d h = _mm256_add_pd(_mm512_maskz_extractf64x4_pd(0xF, v, 0), _mm512_maskz_extractf64x4_pd(0xF, v, 1));
+  const __m256d h =
+      _mm256_add_pd(_mm512_maskz_extractf64x4_pd(0xF, v, 0), _mm512_maskz_extractf64x4_pd(0xF, v, 1));
   const __m128d q = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
   return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));
 }
@@ -402,7 +404,9 @@ void scatter_window_row(const Axis& ah, const Axis& aw, index_t op, const T* v, 
 
 // torch's sign: -1, 0, +1, NaN for NaN.
 template <class T>
-inline T sign_of(T v) { return v > 0 ? T(1) : v < 0 ? T(-1) : v; }
+inline T sign_of(T v) {
+  return v > 0 ? T(1) : v < 0 ? T(-1) : v;
+}
 
 bool pool_parallel(const PoolParams& p) { return p.N * p.C * (p.H * p.W + p.P * p.Q) > 32768; }
 
@@ -551,8 +555,8 @@ void max_pool2d_backward(const PoolParams& p, const T* grad_y, const std::int64_
       }
     }
   }
-  FC_ISA_CHECK(bad == 0, "max_pool2d_backward: %lld indices lie outside [0, H*W) = [0, %lld)",
-               (long long)bad, (long long)HW);
+  FC_ISA_CHECK(bad == 0, "max_pool2d_backward: %lld indices lie outside [0, H*W) = [0, %lld)", (long long)bad,
+               (long long)HW);
 }
 
 template <class T>
@@ -635,12 +639,12 @@ void lp_pool2d_backward(const PoolParams& p, const T* grad_y, const T* x, const 
   }
 }
 
-#define FC_INSTANTIATE(T)                                                        \
-  template void max_pool2d<T>(const PoolParams&, const T*, T*, std::int64_t*); \
-  template void avg_pool2d<T>(const PoolParams&, const T*, T*);                \
-  template void lp_pool2d<T>(const PoolParams&, const T*, T*);                \
+#define FC_INSTANTIATE(T)                                                                     \
+  template void max_pool2d<T>(const PoolParams&, const T*, T*, std::int64_t*);                \
+  template void avg_pool2d<T>(const PoolParams&, const T*, T*);                               \
+  template void lp_pool2d<T>(const PoolParams&, const T*, T*);                                \
   template void max_pool2d_backward<T>(const PoolParams&, const T*, const std::int64_t*, T*); \
-  template void avg_pool2d_backward<T>(const PoolParams&, const T*, T*);      \
+  template void avg_pool2d_backward<T>(const PoolParams&, const T*, T*);                      \
   template void lp_pool2d_backward<T>(const PoolParams&, const T*, const T*, const T*, T*);
 FC_INSTANTIATE(float)
 FC_INSTANTIATE(double)

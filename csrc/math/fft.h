@@ -80,7 +80,7 @@ FC_FFT_FN void static_for(F&& f) {
 }
 
 // cos and sin of 2 pi j / 16.
-constexpr double kCos16[8] = {1.0, 0.92387953251128674, 0.70710678118654752, 0.38268343236508977,
+constexpr double kCos16[8] = {1.0, 0.92387953251128674,  0.70710678118654752,  0.38268343236508977,
                               0.0, -0.38268343236508977, -0.70710678118654752, -0.92387953251128674};
 constexpr double kSin16[8] = {0.0, 0.38268343236508977, 0.70710678118654752, 0.92387953251128674,
                               1.0, 0.92387953251128674, 0.70710678118654752, 0.38268343236508977};
@@ -279,18 +279,24 @@ FC_FFT_OUTLINE void irfft_out(const T* __restrict ire, const T* __restrict iim, 
 }
 template <int N, bool Inv, int L, int IS, int OS, class T>
 FC_FFT_FN void cfft_pass(const T* ire, const T* iim, T* ore, T* oim) {
-  if constexpr (N <= kInlinePassMax) cfft<N, Inv, L, IS, OS>(ire, iim, ore, oim);
-  else cfft_out<N, Inv, L, IS, OS>(ire, iim, ore, oim);
+  if constexpr (N <= kInlinePassMax)
+    cfft<N, Inv, L, IS, OS>(ire, iim, ore, oim);
+  else
+    cfft_out<N, Inv, L, IS, OS>(ire, iim, ore, oim);
 }
 template <int N, int L, int IS, int OS, class T>
 FC_FFT_FN void rfft_pass(const T* x, T* ore, T* oim) {
-  if constexpr (N <= kInlinePassMax) rfft<N, L, IS, OS>(x, ore, oim);
-  else rfft_out<N, L, IS, OS>(x, ore, oim);
+  if constexpr (N <= kInlinePassMax)
+    rfft<N, L, IS, OS>(x, ore, oim);
+  else
+    rfft_out<N, L, IS, OS>(x, ore, oim);
 }
 template <int N, int L, int IS, int OS, class T>
 FC_FFT_FN void irfft_pass(const T* ire, const T* iim, T* x) {
-  if constexpr (N <= kInlinePassMax) irfft<N, L, IS, OS>(ire, iim, x);
-  else irfft_out<N, L, IS, OS>(ire, iim, x);
+  if constexpr (N <= kInlinePassMax)
+    irfft<N, L, IS, OS>(ire, iim, x);
+  else
+    irfft_out<N, L, IS, OS>(ire, iim, x);
 }
 
 // ---- the distinct bins of an n x n real tile's spectrum -------------------------------------
@@ -310,7 +316,11 @@ struct Spectrum {
                               : (b - inner) % N;
   }
   static constexpr int bin_v(int b) {
-    return b == 0 || b == 1 ? 0 : b == 2 || b == 3 ? half : b < colh ? 0 : b < inner ? half : (b - inner) / N + 1;
+    return b == 0 || b == 1   ? 0
+           : b == 2 || b == 3 ? half
+           : b < colh         ? 0
+           : b < inner        ? half
+                              : (b - inner) / N + 1;
   }
 };
 

@@ -69,12 +69,9 @@ struct WinogradMatrices<4> {
       {0.0, 0.0, 1.0},
   };
   static constexpr double BT[6][6] = {
-      {1.0 / 4, 0.0, -5.0 / 4, 0.0, 1.0, 0.0},
-      {0.0, -1.0 / 4, -1.0 / 4, 1.0, 1.0, 0.0},
-      {0.0, 1.0 / 4, -1.0 / 4, -1.0, 1.0, 0.0},
-      {0.0, 1.0 / 2, 1.0, -1.0 / 2, -1.0, 0.0},
-      {0.0, -1.0 / 2, 1.0, 1.0 / 2, -1.0, 0.0},
-      {0.0, 1.0 / 4, 0.0, -5.0 / 4, 0.0, 1.0},
+      {1.0 / 4, 0.0, -5.0 / 4, 0.0, 1.0, 0.0},  {0.0, -1.0 / 4, -1.0 / 4, 1.0, 1.0, 0.0},
+      {0.0, 1.0 / 4, -1.0 / 4, -1.0, 1.0, 0.0}, {0.0, 1.0 / 2, 1.0, -1.0 / 2, -1.0, 0.0},
+      {0.0, -1.0 / 2, 1.0, 1.0 / 2, -1.0, 0.0}, {0.0, 1.0 / 4, 0.0, -5.0 / 4, 0.0, 1.0},
   };
 };
 
@@ -121,7 +118,7 @@ struct WinogradMatrices<6> {
 // operation; the constant zeros and ones fold away once the loops are unrolled.
 template <int Rows, int Cols, int L, class T>
 static FC_HD inline void apply_1d(const double (&mat)[Rows][Cols], const T* in, index_t is, T* out,
-                           index_t os) {
+                                  index_t os) {
 #pragma GCC unroll 8
   for (int i = 0; i < Rows; ++i) {
     T acc[L];
