@@ -455,34 +455,17 @@ constexpr index_t kMcS = 128, kKcS = 256, kNcS = 2048;
 }  // namespace
 
 const GemmKernel<float>& kernel_scalar_f32() {
-  static const GemmKernel<float> k{
-      "scalar",
-      kMrS,
-      kNrS,
-      kMcS,
-      kKcS,
-      kNcS,
-      &pack_a<TransposeScalar<float>, float, kMrS>,
-      &pack_b<TransposeScalar<float>, float, kNrS>,
-      &pack_gathered<kNrS, float>,
-      &MicroTable<VecScalar<float>, kMrS, kNrS>::dispatch<false>,
-      &MicroTable<VecScalar<float>, kMrS, kNrS>::dispatch<false>};  // one lane: no prefetch
+  // One lane: no prefetch (the streamed entry is the plain one).
+  static const GemmKernel<float> k =
+      make_kernel<TransposeScalar<float>, VecScalar<float>, float, kMrS, kNrS, false>("scalar", kMcS, kKcS,
+                                                                                      kNcS);
   return k;
 }
 
 const GemmKernel<double>& kernel_scalar_f64() {
-  static const GemmKernel<double> k{
-      "scalar",
-      kMrS,
-      kNrS,
-      kMcS,
-      kKcS,
-      kNcS,
-      &pack_a<TransposeScalar<double>, double, kMrS>,
-      &pack_b<TransposeScalar<double>, double, kNrS>,
-      &pack_gathered<kNrS, double>,
-      &MicroTable<VecScalar<double>, kMrS, kNrS>::dispatch<false>,
-      &MicroTable<VecScalar<double>, kMrS, kNrS>::dispatch<false>};  // one lane: no prefetch
+  static const GemmKernel<double> k =
+      make_kernel<TransposeScalar<double>, VecScalar<double>, double, kMrS, kNrS, false>("scalar", kMcS, kKcS,
+                                                                                         kNcS);
   return k;
 }
 

@@ -67,32 +67,14 @@ namespace fastconv::cpu::avx2 {
 using namespace gemm_detail;
 
 const GemmKernel<float>& gemm_kernel_f32() {
-  static const GemmKernel<float> k{"avx2",
-                                   kMrF,
-                                   kNrF,
-                                   /*mc*/ 192,
-                                   /*kc*/ 256,
-                                   /*nc*/ 4800,
-                                   &pack_a<TransposeAvx<float>, float, kMrF>,
-                                   &pack_b<TransposeAvx<float>, float, kNrF>,
-                                   &pack_gathered<kNrF, float>,
-                                   &MicroTable<VecF, kMrF, kNrF>::dispatch<false>,
-                                   &MicroTable<VecF, kMrF, kNrF>::dispatch<true>};
+  static const GemmKernel<float> k =
+      make_kernel<TransposeAvx<float>, VecF, float, kMrF, kNrF>("avx2", /*mc*/ 192, /*kc*/ 256, /*nc*/ 4800);
   return k;
 }
 
 const GemmKernel<double>& gemm_kernel_f64() {
-  static const GemmKernel<double> k{"avx2",
-                                    kMrD,
-                                    kNrD,
-                                    /*mc*/ 192,
-                                    /*kc*/ 256,
-                                    /*nc*/ 2400,
-                                    &pack_a<TransposeAvx<double>, double, kMrD>,
-                                    &pack_b<TransposeAvx<double>, double, kNrD>,
-                                    &pack_gathered<kNrD, double>,
-                                    &MicroTable<VecD, kMrD, kNrD>::dispatch<false>,
-                                    &MicroTable<VecD, kMrD, kNrD>::dispatch<true>};
+  static const GemmKernel<double> k = make_kernel<TransposeAvx<double>, VecD, double, kMrD, kNrD>(
+      "avx2", /*mc*/ 192, /*kc*/ 256, /*nc*/ 2400);
   return k;
 }
 

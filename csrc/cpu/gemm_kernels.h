@@ -443,5 +443,24 @@ struct MicroTable {
   }
 };
 
+// One ISA's table entry for one element type: the register block Mr x Nr, the cache blocks,
+// and the packing and micro-kernel functions instantiated for them with the ISA's transpose
+// and vector types. Prefetch: whether micro_streamed_a prefetches A (the scalar kernel's one
+// lane does not: its streamed entry is its plain one).
+template <class Transpose, class Vec, class T, int Mr, int Nr, bool Prefetch = true>
+GemmKernel<T> make_kernel(const char* name, index_t mc, index_t kc, index_t nc) {
+  return {name,
+          Mr,
+          Nr,
+          mc,
+          kc,
+          nc,
+          &pack_a<Transpose, T, Mr>,
+          &pack_b<Transpose, T, Nr>,
+          &pack_gathered<Nr, T>,
+          &MicroTable<Vec, Mr, Nr>::template dispatch<false>,
+          &MicroTable<Vec, Mr, Nr>::template dispatch<Prefetch>};
+}
+
 }  // namespace
 }  // namespace fastconv::cpu::gemm_detail
