@@ -527,11 +527,8 @@ PYBIND11_MODULE(_C, m) {
       [](const std::string& algorithm, const ConvParams& p, const py::handle& w, const py::handle& out,
          const std::string& device, int device_index, std::uintptr_t stream) {
         const TensorDesc wd = desc_of(w, "weight"), od = desc_of(out, "out");
-        FC_CHECK(wd.present && od.present, "prepare_weights needs w and out");
-        if (wd.dtype != DType::f32 && wd.dtype != DType::f64)
-          throw dtype_error(
-              str_cat("fastconv: weight has dtype ", dtype_name(wd.dtype), "; supported: float32, float64"));
-        const Problem pr = conv_problem("conv2d_forward", p, dtype_name(wd.dtype), false);
+        Problem pr;  // its dtype comes from the weight (registry.h)
+        pr.conv = p;
         const ExecContext ctx = context(device, device_index, stream);
         py::gil_scoped_release nogil;
         prepare(pr, algorithm, ctx, wd, od);

@@ -404,6 +404,14 @@ void enter(const ExecContext& ctx) {
 // 128-bit accesses on them.
 constexpr std::uintptr_t kWorkspaceAlign = 16;
 
+// The dtype a call computes in, from its first input: float32 or float64, else dtype_error.
+DType compute_dtype(const TensorDesc& d, const char* name) {
+  if (d.dtype != DType::f32 && d.dtype != DType::f64)
+    throw dtype_error(
+        str_cat("fastconv: ", name, " has dtype ", dtype_name(d.dtype), "; supported: float32, float64"));
+  return d.dtype;
+}
+
 // Checks one descriptor against what the op expects; returns its pointer (null when the
 // tensor is optional and absent).
 void* checked(const TensorDesc& d, const char* name, DType dtype, std::initializer_list<index_t> shape,
@@ -450,9 +458,11 @@ index_t prepared_bytes(const Problem& pr, std::string_view algorithm, Device dev
   return k.prepare ? k.prepared_bytes(pr) : 0;
 }
 
-void prepare(const Problem& pr, std::string_view algorithm, const ExecContext& ctx, const TensorDesc& w,
+void prepare(Problem pr, std::string_view algorithm, const ExecContext& ctx, const TensorDesc& w,
              const TensorDesc& out) {
   FC_CHECK(pr.op == Op::conv2d_forward && !pr.prepared, "prepare takes a conv2d_forward problem");
+  FC_CHECK(w.present && out.present, "prepare needs the weight and out");
+  pr.dtype = compute_dtype(w, "weight");
   const Kernel& k = kernel_for(pr, algorithm, ctx.device);
   FC_CHECK(k.prepare, "algorithm '", algorithm, "' has no prepared weights");
   const ConvParams& p = pr.conv;
@@ -527,10 +537,7 @@ void run(Problem pr, std::string_view algorithm, const ExecContext& ctx, const T
   const TensorDesc& first = backward ? a.grad_y : a.x;
   const char* first_name = backward ? "grad_y" : "x";
   FC_CHECK(first.present, op_name(pr.op), " needs ", first_name);
-  if (first.dtype != DType::f32 && first.dtype != DType::f64)
-    throw dtype_error(str_cat("fastconv: ", first_name, " has dtype ", dtype_name(first.dtype),
-                              "; supported: float32, float64"));
-  pr.dtype = first.dtype;
+  pr.dtype = compute_dtype(first, first_name);
   const Kernel& k = kernel_for(pr, algorithm, ctx.device);
   Slots s(a, pr.dtype, ctx);
   Tensors t;

@@ -90,8 +90,9 @@ DType dtype_from_name(std::string_view name);  // float32 / float64, else throws
 std::string supports(const Problem& pr, std::string_view algorithm, Device device);
 index_t workspace_bytes(const Problem& pr, std::string_view algorithm, const ExecContext& ctx);
 index_t prepared_bytes(const Problem& pr, std::string_view algorithm, Device device);
-// Writes the kernel's prepared weights for w (K, C/groups, R, S) into out (1-D).
-void prepare(const Problem& pr, std::string_view algorithm, const ExecContext& ctx, const TensorDesc& w,
+// Writes the kernel's prepared weights for w (K, C/groups, R, S) into out (1-D); pr.dtype is
+// taken from w.
+void prepare(Problem pr, std::string_view algorithm, const ExecContext& ctx, const TensorDesc& w,
              const TensorDesc& out);
 // Runs pr.op; pr.dtype is taken from the op's first input (x, or grad_y for backward ops).
 void run(Problem pr, std::string_view algorithm, const ExecContext& ctx, const TensorArgs& t,

@@ -21,9 +21,9 @@ import numpy as np
 
 from . import _C
 
-SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 DTYPE_NAMES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
-_DTYPE_LIST = "float32, float64"
+SUPPORTED_DTYPES = tuple(DTYPE_NAMES)
+DTYPE_LIST = ", ".join(DTYPE_NAMES.values())
 
 
 def device_of(a):
@@ -58,7 +58,7 @@ class HostBackend:
         CPU tensors share their memory)."""
         arr = self.view(a)
         if arr.dtype not in SUPPORTED_DTYPES:
-            raise TypeError(f"{name} has dtype {arr.dtype}; supported dtypes: {_DTYPE_LIST}")
+            raise TypeError(f"{name} has dtype {arr.dtype}; supported dtypes: {DTYPE_LIST}")
         return np.ascontiguousarray(arr)
 
     def wrap(self, arr, kind):
@@ -140,13 +140,6 @@ def backend_for(named_arrays):
         return HOST, kind
     raise TypeError(f"{first} is on device '{device}': this build of fastconv runs on the CPU only "
                     f"(no CUDA kernels: fastconv.info()['cuda']); move it with .cpu() or cupy.asnumpy")
-
-
-def host_array(a, name):
-    """(contiguous ndarray of a, kind) for one NumPy array or CPU tensor (CPU-only callers:
-    the reference, plans' weights)."""
-    backend, kind = backend_for([(name, a)])
-    return backend.array(a, name), kind
 
 
 def same_dtype(named_arrays):

@@ -13,7 +13,7 @@ import numpy as np
 from . import _C, algorithms, reference
 from ._args import (as_int, as_tuple, check_flip, check_needs, conv_params, conv_problem,
                     normalize_padding)
-from ._arrays import DTYPE_NAMES, HOST, SUPPORTED_DTYPES, backend_for, same_dtype
+from ._arrays import DTYPE_LIST, HOST, SUPPORTED_DTYPES, backend_for, same_dtype
 
 __all__ = ["conv1d", "conv2d", "conv1d_backward", "conv2d_backward", "conv2d_output_shape", "explain", "info",
            "set_num_threads", "get_num_threads", "conv_params"]
@@ -297,7 +297,7 @@ def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
     ``device`` ('cpu' in this build)."""
     dtype = np.dtype(dtype)
     if dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"dtype {dtype} is not supported; supported dtypes: {', '.join(DTYPE_NAMES.values())}")
+        raise TypeError(f"dtype {dtype} is not supported; supported dtypes: {DTYPE_LIST}")
     params, pads = conv_params(tuple(input_shape), tuple(weight_shape), stride, padding, dilation, groups, "explain")
     rows = []
     for name in algorithms.available(device)[len(algorithms.POLICIES):]:

@@ -436,12 +436,16 @@ def plan_pool(op, x, *args):
 # ---- backward plumbing ---------------------------------------------------------------------
 # args is the forward's normalised (x as (N, C, H, W), caller, user rank, PoolParams, output size).
 
+def _check_same_device(arr, name, a):
+    """TypeError (backend_for's, naming both) unless a is on the device of the input arr."""
+    backend_for([("input", arr), (name, a)])
+
+
 def _grad_output(op, nd, grad_y, args):
     """grad_y checked against the forward's output (shape, device, and x's dtype) as (N, C, P, Q)."""
     arr, caller, rank, prm, o = args
     backend = caller[0]
-    if backend_for([("input", arr), ("grad_y", grad_y)])[0] is not backend:
-        raise TypeError(f"{op}: grad_y must be on the input's device ({backend.device})")
+    _check_same_device(arr, "grad_y", grad_y)
     g = backend.array(grad_y, "grad_y")
     if g.dtype != arr.dtype:
         raise TypeError(f"{op}: grad_y has dtype {g.dtype} but the input has {arr.dtype}; they must match")
@@ -477,8 +481,7 @@ def _max_backward(op, nd, grad_y, args, indices):
         idx = backend.empty((n, c, prm.P, prm.Q), np.int64)
         _run(caller, "max_pool2d_forward", prm, x=arr, y=backend.empty(idx.shape, arr.dtype), indices=idx)
     else:
-        if backend_for([("input", arr), ("indices", indices)])[0] is not backend:
-            raise TypeError(f"{op}: indices must be on the input's device ({backend.device})")
+        _check_same_device(arr, "indices", indices)
         idx = backend.view(indices)
         if idx.dtype != np.int64:
             raise TypeError(f"{op}: indices must be int64 (as the forward returns them), got {idx.dtype}")
