@@ -17,6 +17,31 @@
 #include "cpu_features.h"
 #include "math/winograd.h"
 #include "registry.h"
+#if FASTCONV_WITH_CUDA
+#include "cuda/backend.h"
+#include "cuda/gemm.h"
+#include "cuda/kernels.h"
+#endif
+#if FASTCONV_EMULATED_CUDA
+#include "cuda/emu_selftest.h"
+namespace fastconv::emu {  // the emulator's controls (cuda/emu/emu.h), without its CUDA names
+void set_order(const std::string& name);
+std::string order();
+std::uint64_t fiber_switches();
+}  // namespace fastconv::emu
+#endif
+
+#ifndef FASTCONV_WITH_CUDA
+#define FASTCONV_WITH_CUDA 0
+#endif
+#ifndef FASTCONV_EMULATED_CUDA
+#define FASTCONV_EMULATED_CUDA 0
+#endif
+
+// The module's name: _C, or _cuda_emu for the tests' build whose CUDA device is the emulator.
+#ifndef FASTCONV_MODULE
+#define FASTCONV_MODULE _C
+#endif
 
 namespace py = pybind11;
 using namespace fastconv;
@@ -359,9 +384,81 @@ void bind_fft(py::module_& m) {
       "Unnormalised inverse of fft_tile_forward (n*n times numpy.fft.irfft2), by the kernel's code.");
 }
 
+// ---- CUDA: the devices, and the GEMM hook of the tests and benchmarks ------------------------
+py::dict cuda_devices() {
+  py::dict d;
+  py::list list;
+#if FASTCONV_WITH_CUDA
+  const cuda::Devices devs = cuda::devices();
+  for (const cuda::DeviceInfo& g : devs.devices) {
+    py::dict e;
+    e["index"] = g.index;
+    e["name"] = g.name;
+    e["capability"] = py::make_tuple(g.major, g.minor);
+    e["memory_bytes"] = g.memory_bytes;
+    e["multiprocessors"] = g.multiprocessors;
+    e["clock_ghz"] = g.clock_ghz;
+    e["fp32_peak_tflops"] = g.fp32_peak_tflops;
+    e["memory_bandwidth_gbs"] = g.memory_bandwidth_gbs;
+    list.append(e);
+  }
+  d["why_none"] = devs.why_none;
+  d["runtime_version"] = devs.runtime_version;
+  d["driver_version"] = devs.driver_version;
+  d["emulated"] = devs.emulated;
+#else
+  d["why_none"] = "this build of fastconv has no CUDA kernels (built without nvcc or with FASTCONV_CUDA=OFF)";
+  d["runtime_version"] = 0;
+  d["driver_version"] = 0;
+  d["emulated"] = false;
+#endif
+  d["devices"] = list;
+  return d;
+}
+
+void cuda_gemm(bool trans_a, bool trans_b, double alpha, const py::handle& A, const py::handle& B, double beta,
+               const py::handle& C, int device_index, std::uintptr_t stream) {
+#if FASTCONV_WITH_CUDA
+  const TensorDesc a = desc_of(A, "A"), b = desc_of(B, "B"), c = desc_of(C, "C");
+  const ExecContext ctx = context("cuda", device_index, stream);
+  for (const TensorDesc* t : {&a, &b, &c}) {
+    FC_CHECK(t->present && t->device == Device::cuda && t->device_index == device_index,
+             "cuda_gemm takes CUDA tensors on device ", device_index);
+    FC_CHECK(t->ndim == c.ndim && (t->ndim == 2 || t->ndim == 3), "A, B and C must all be 2-D or all 3-D");
+    FC_CHECK(t->contiguous() && t->dtype == c.dtype, "A, B and C must be contiguous and of one dtype");
+  }
+  FC_CHECK(c.writable, "C must be writable");
+  FC_CHECK(c.dtype == DType::f32 || c.dtype == DType::f64, "cuda_gemm takes float32 or float64");
+  const int o = c.ndim - 2;  // the batch dimension, if any, comes first
+  const index_t batch = o ? c.shape[0] : 1;
+  FC_CHECK(!o || (a.shape[0] == batch && b.shape[0] == batch), "A, B and C must have one batch size");
+  const index_t M = c.shape[o], N = c.shape[o + 1];
+  const index_t K = trans_a ? a.shape[o] : a.shape[o + 1];
+  FC_CHECK((trans_a ? a.shape[o + 1] : a.shape[o]) == M, "op(A) must have C's rows (", M, ")");
+  FC_CHECK((trans_b ? b.shape[o + 1] : b.shape[o]) == K && (trans_b ? b.shape[o] : b.shape[o + 1]) == N,
+           "op(B) must be (", K, ", ", N, ")");
+  FC_CHECK(M > 0 && N > 0 && K > 0, "cuda_gemm needs M, N, K > 0");
+  const index_t lda = a.shape[o + 1], ldb = b.shape[o + 1], ldc = N;
+  py::gil_scoped_release nogil;
+  cuda::enter(ctx);
+  if (c.dtype == DType::f32)
+    cuda::gemm<float>(trans_a, trans_b, M, N, K, float(alpha), static_cast<const float*>(a.data), lda,
+                        static_cast<const float*>(b.data), ldb, float(beta), static_cast<float*>(c.data), ldc,
+                        ctx.stream, batch, M * K, K * N, M * N);
+    else
+      cuda::gemm<double>(trans_a, trans_b, M, N, K, alpha, static_cast<const double*>(a.data), lda,
+                         static_cast<const double*>(b.data), ldb, beta, static_cast<double*>(c.data), ldc,
+                         ctx.stream, batch, M * K, K * N, M * N);
+#else
+  (void)trans_a, (void)trans_b, (void)alpha, (void)A, (void)B, (void)beta, (void)C, (void)device_index,
+      (void)stream;
+  FC_CHECK(false, "this build of fastconv has no CUDA kernels");
+#endif
+}
+
 }  // namespace
 
-PYBIND11_MODULE(_C, m) {
+PYBIND11_MODULE(FASTCONV_MODULE, m) {
   m.doc() = "fastconv core: convolution and pooling kernels (see fastconv for the Python API)";
   py::register_exception<dtype_error>(m, "DTypeError", PyExc_TypeError);
   active_isa();  // reads FASTCONV_ISA now, so a bad value fails the import, not a later call
@@ -588,12 +685,37 @@ PYBIND11_MODULE(_C, m) {
   m.def("detected_isa", [] { return std::string(isa_name(detected_isa())); });
   m.def("set_num_threads", &cpu::set_num_threads, py::arg("n"), "Threads the CPU kernels use.");
   m.def("get_num_threads", &cpu::num_threads);
+  m.def("cuda_devices", &cuda_devices,
+        "The CUDA runtime's view: {'devices': [{index, name, capability, memory_bytes, multiprocessors, "
+        "clock_ghz, fp32_peak_tflops, memory_bandwidth_gbs}], 'why_none', 'runtime_version', "
+        "'driver_version', 'emulated'}. Never raises: a build without CUDA, no driver or no GPU gives no "
+        "devices and the reason.");
+  m.def("cuda_gemm", &cuda_gemm, py::arg("trans_a"), py::arg("trans_b"), py::arg("alpha"), py::arg("A"),
+        py::arg("B"), py::arg("beta"), py::arg("C"), py::arg("device_index") = 0, py::arg("stream") = 0,
+        "C = alpha * op(A) @ op(B) + beta * C on a CUDA device with the project's tiled GEMM (cuda/gemm.cu); "
+        "A, B, C are CUDA Tensor descriptors, 2-D or 3-D (a batch), row-major. Queued on stream.");
+#if FASTCONV_EMULATED_CUDA
+  m.def("selftest_names", &emu_selftest::names, "The emulator's self-test kernels (cuda/emu_selftest.cu).");
+  m.def(
+      "selftest",
+      [](const std::string& name) {
+        py::gil_scoped_release nogil;
+        return emu_selftest::run(name);
+      },
+      py::arg("name"),
+      "Runs one self-test kernel on the emulator: the max abs error of its output (emulator errors raise).");
+  m.def("set_order", &emu::set_order, py::arg("name"),
+        "Order the emulator runs a block's threads in at each barrier: forward, reverse or shuffle.");
+  m.def("get_order", &emu::order);
+  m.def("fiber_switches", &emu::fiber_switches, "Fiber switches the emulator has made in this thread.");
+#endif
   m.def("build_info", [] {
     py::dict d;
     d["version"] = FASTCONV_VERSION;
     int cuda_kernels = 0;  // rows of the kernel table that run on CUDA devices
     for (const Kernel& k : kernel_table()) cuda_kernels += k.device == Device::cuda;
     d["cuda_kernels"] = cuda_kernels;
+    d["cuda_emulated"] = bool(FASTCONV_EMULATED_CUDA);
     d["openmp"] = _OPENMP;
 #if defined(__VERSION__)
     d["compiler"] = __VERSION__;

@@ -10,6 +10,9 @@
 #include "cpu/backend.h"
 #include "cpu/kernels.h"
 #include "cpu_features.h"
+#if FASTCONV_WITH_CUDA
+#include "cuda/kernels.h"
+#endif
 
 namespace fastconv {
 
@@ -333,6 +336,27 @@ const std::vector<Kernel>& kernel_table() {
       {"direct", Op::max_pool2d_backward, Device::cpu, pool_supports, no_ws, max_pool_backward_run},
       {"direct", Op::avg_pool2d_backward, Device::cpu, pool_supports, no_ws, avg_pool_backward_run},
       {"direct", Op::lp_pool2d_backward, Device::cpu, pool_supports, no_ws, lp_pool_backward_run},
+#if FASTCONV_WITH_CUDA
+      // CUDA (csrc/cuda/; in fastconv._cuda_emu the same source on the SIMT emulator).
+      {"direct", Op::conv2d_forward, Device::cuda, cuda::conv2d_direct_supports,
+       cuda::conv2d_direct_workspace_bytes, cuda::conv2d_direct_forward},
+      {"im2col", Op::conv2d_forward, Device::cuda, cuda::conv2d_im2col_supports,
+       cuda::conv2d_im2col_workspace_bytes, cuda::conv2d_im2col_forward},
+      {"direct", Op::max_pool2d_forward, Device::cuda, pool_supports, no_ws, cuda::max_pool2d_forward},
+      {"direct", Op::avg_pool2d_forward, Device::cuda, pool_supports, no_ws, cuda::avg_pool2d_forward},
+      {"direct", Op::lp_pool2d_forward, Device::cuda, pool_supports, no_ws, cuda::lp_pool2d_forward},
+      {"direct", Op::conv2d_backward_data, Device::cuda, cuda::conv2d_direct_supports,
+       cuda::conv2d_direct_workspace_bytes, cuda::conv2d_direct_backward_data},
+      {"im2col", Op::conv2d_backward_data, Device::cuda, cuda::conv2d_im2col_supports,
+       cuda::conv2d_im2col_workspace_bytes, cuda::conv2d_im2col_backward_data},
+      {"direct", Op::conv2d_backward_weight, Device::cuda, cuda::conv2d_direct_supports,
+       cuda::conv2d_direct_workspace_bytes, cuda::conv2d_direct_backward_weight},
+      {"im2col", Op::conv2d_backward_weight, Device::cuda, cuda::conv2d_im2col_supports,
+       cuda::conv2d_im2col_workspace_bytes, cuda::conv2d_im2col_backward_weight},
+      {"direct", Op::max_pool2d_backward, Device::cuda, pool_supports, no_ws, cuda::max_pool2d_backward},
+      {"direct", Op::avg_pool2d_backward, Device::cuda, pool_supports, no_ws, cuda::avg_pool2d_backward},
+      {"direct", Op::lp_pool2d_backward, Device::cuda, pool_supports, no_ws, cuda::lp_pool2d_backward},
+#endif
   };
   return table;
 }
@@ -394,10 +418,14 @@ const Kernel& kernel_for(const Problem& pr, std::string_view algorithm, Device d
   return k;
 }
 
-// Makes ctx's device current for the calling thread (CPU: the OpenMP team size).
+// Makes ctx's device current for the calling thread (CPU: the OpenMP team size; CUDA: the
+// device index).
 void enter(const ExecContext& ctx) {
-  FC_CHECK(ctx.device == Device::cpu, "this build of fastconv has no ", device_name(ctx.device), " backend");
-  cpu::enter(ctx);
+  if (ctx.device == Device::cpu) return cpu::enter(ctx);
+#if FASTCONV_WITH_CUDA
+  if (ctx.device == Device::cuda) return cuda::enter(ctx);
+#endif
+  FC_CHECK(false, "this build of fastconv has no ", device_name(ctx.device), " backend");
 }
 
 // Workspaces, like NumPy's and malloc's buffers, start on 16 bytes: kernels may use aligned

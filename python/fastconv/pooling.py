@@ -488,7 +488,7 @@ def _max_backward(op, nd, grad_y, args, indices):
         want = _user_shape(n, c, o, rank, nd)
         if idx.shape != want:
             raise ValueError(f"{op}: indices must have the forward output's shape {want}, got {tuple(idx.shape)}")
-        idx = np.ascontiguousarray(idx).reshape(n, c, prm.P, prm.Q)
+        idx = backend.contiguous(idx).reshape(n, c, prm.P, prm.Q)
     _run(caller, "max_pool2d_backward", prm, grad_y=gy, indices=idx, grad_x=gx)
     return result
 
