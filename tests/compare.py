@@ -15,9 +15,11 @@ import functools
 
 import numpy as np
 
+import emulated
+
 import fastconv
 from cases import POOL_CASES, pool_input
-from fastconv import _C
+from fastconv._arrays import backend_for
 from fastconv import reference as ref
 
 # ---- tolerances ----------------------------------------------------------------------------
@@ -68,17 +70,23 @@ POOL_BACKWARD_TOLERANCE = {
 # ---- arrays --------------------------------------------------------------------------------
 
 def on_device(a, device):
-    """NumPy array ``a`` as the array type fastconv runs on ``device``: itself on the CPU, a
-    torch tensor on a CUDA device."""
+    """NumPy array ``a`` as the array type fastconv runs on ``device``: itself on the CPU; on a
+    CUDA device a torch tensor, or an emulated array when the CUDA rows run on the emulator."""
     if a is None or device == "cpu":
         return a
+    if emulated.emulating():
+        return emulated.EmulatedArray(np.ascontiguousarray(a).copy())
     import torch
     return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
 
 def to_host(a):
     """A NumPy array of fastconv's result, whatever device it lives on."""
-    return a if a is None or isinstance(a, np.ndarray) else a.detach().cpu().numpy()
+    if a is None or isinstance(a, np.ndarray):
+        return a
+    if isinstance(a, emulated.EmulatedArray):
+        return a.get()
+    return a.detach().cpu().numpy()
 
 
 def nan_out(shape, dtype, device="cpu"):
@@ -135,19 +143,23 @@ def backward_tolerances(algorithm, dtype, params):
     return tolerance(algorithm, dtype, red_x), tolerance(algorithm, dtype, red_w)
 
 
-def _workspace(row, params, dtype, op):
-    n = _C.workspace_bytes(row.algorithm, params, np.dtype(dtype).name, False, op, row.device)
-    return on_device(np.empty(n, np.uint8), row.device) if n else None
-
-
 def run_conv_backward_kernels(row, params, gy, x, w, gx, gw, gb):
-    """The row's data gradient (into gx) and weight and bias gradients (into gw, gb) kernels,
-    each with the workspace it asks for."""
-    dtype = gy.dtype
-    _C.run("conv2d_backward_data", row.algorithm, params, {"grad_y": gy, "w": w, "grad_x": gx},
-           _workspace(row, params, dtype, "conv2d_backward_data"))
-    _C.run("conv2d_backward_weight", row.algorithm, params, {"grad_y": gy, "x": x, "grad_w": gw, "grad_bias": gb},
-           _workspace(row, params, dtype, "conv2d_backward_weight"))
+    """The row's data gradient (into gx) and weight and bias gradients (into gw, gb) kernels on
+    the row's device, each with the workspace it asks for (NumPy arrays in and out)."""
+    dev = [on_device(a, row.device) for a in (gy, x, w, gx, gw, gb)]
+    backend, _ = backend_for([("grad_y", dev[0])])
+    d_gy, d_x, d_w, d_gx, d_gw, d_gb = (None if a is None else backend.view(a) for a in dev)
+
+    def workspace(op):
+        return backend.workspace(backend.workspace_bytes(row.algorithm, params, gy.dtype, False, op))
+
+    backend.run("conv2d_backward_data", row.algorithm, params, {"grad_y": d_gy, "w": d_w, "grad_x": d_gx},
+                workspace("conv2d_backward_data"))
+    backend.run("conv2d_backward_weight", row.algorithm, params,
+                {"grad_y": d_gy, "x": d_x, "grad_w": d_gw, "grad_bias": d_gb}, workspace("conv2d_backward_weight"))
+    for host, result in ((gx, dev[3]), (gw, dev[4]), (gb, dev[5])):
+        if host is not None and result is not host:
+            host[...] = to_host(result)
 
 
 def conv_backward(row, case, dtype, rng, what=""):

@@ -159,6 +159,9 @@ def backend_for(named_arrays):
                                       f"array, {name} a {k} array")
     if device is None or device == "cpu":
         return HOST, kind
+    if not device.startswith("cuda:"):
+        raise DeviceMismatchError(f"{first} is on device '{device}': fastconv runs on the CPU and on CUDA "
+                                  "devices; move it with .cpu() or .cuda()")
     return cuda_backend(kind, int(device.split(":")[1]), first), kind
 
 

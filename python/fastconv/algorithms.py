@@ -190,9 +190,33 @@ def _cpu_rules(params, dtype, inputs_finite=True):
     return "im2col"
 
 
-# ``auto``'s rules per device: a device's kernels win on different problems (a CUDA row
-# set brings its own rules here).
-_RULES = {"cpu": _cpu_rules}
+def _cuda_rules(params, dtype, inputs_finite=True):
+    """``auto``'s rules on a CUDA device (csrc/cuda/). Not measured yet (no GPU has run this
+    version): chosen by what each kernel's structure is built for, to be replaced by a measured
+    table (benchmarks/RESULTS.md) when a GPU session runs ``bench --device cuda``:
+
+    - depthwise-like (<= 4 input channels per group): direct, whose depthwise kernel stages an
+      input tile in shared memory, where a GEMM would have a reduction of R*S (9) and tiles of
+      one group's few channels;
+    - small reductions (C/groups * R * S < 32, e.g. a first layer of 3 channels and 3x3): direct;
+    - everything else: im2col on the tiled GEMM (register-blocked, shared-memory tiles).
+    """
+    cg = params.C // params.groups
+    if (params.groups > 1 and cg <= 4) or cg * params.R * params.S < 32:
+        return "direct"
+    return "im2col"
+
+
+# ``auto``'s rules per device: a device's kernels win on different problems.
+_RULES = {"cpu": _cpu_rules, "cuda": _cuda_rules}
+
+
+def _reference_on_host(algorithm, device):
+    """ValueError for algorithm='reference' on a GPU array: the reference is NumPy."""
+    if algorithm == "reference" and device != "cpu":
+        raise ValueError(f"algorithm 'reference' runs on the CPU only (NumPy) but the arrays are on {device}; "
+                         "move them with .cpu() / cupy.asnumpy, or choose a kernel of fastconv.algorithms.available"
+                         f"({device!r})")
 
 
 # ---- autotuning ------------------------------------------------------------------------
@@ -222,7 +246,10 @@ def autotune_cache_path():
 
 def autotune_key(params, dtype, device="cpu"):
     p = params
-    machine = f"cpu|{_C.get_isa()}|{_C.get_num_threads()}t" if device == "cpu" else device
+    if device == "cpu":
+        machine = f"cpu|{_C.get_isa()}|{_C.get_num_threads()}t"
+    else:  # the GPU's name: a cache shared by machines with different cards keeps them apart
+        machine = f"{device}|" + "+".join(d["name"] for d in _C.cuda_devices()["devices"])
     return (f"{_C.build_info()['version']}|{machine}|{np.dtype(dtype).name}|"
             f"N{p.N} C{p.C} H{p.H} W{p.W} K{p.K} R{p.R} S{p.S} P{p.P} Q{p.Q} pad{p.pad_h},{p.pad_w} "
             f"s{p.stride_h},{p.stride_w} d{p.dil_h},{p.dil_w} g{p.groups}")
@@ -277,6 +304,7 @@ def resolve(algorithm, params, dtype, device="cpu"):
     name to run."""
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm must be a string, got {algorithm!r}")
+    _reference_on_host(algorithm, device)
     names = available(device)
     if algorithm in POLICIES:  # functional.py turns these into a kernel (it has the data)
         return algorithm
@@ -329,6 +357,7 @@ def resolve_backward(algorithm, params, device="cpu"):
     """Validate conv2d_backward's ``algorithm=``; return the kernel name to run."""
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm must be a string, got {algorithm!r}")
+    _reference_on_host(algorithm, device)
     names = backward_available(device)
     if algorithm == "auto":
         return choose_backward(params, device)

@@ -226,7 +226,7 @@ def _conv_backward_nd(op, grad_y, x, weight, stride, padding, dilation, groups, 
     if flip:  # y = conv(x, flipped w): grad_w is the flipped gradient of the flipped weight
         w_arr = backend.flip_kernel(w_arr)
     gx, gw, gb = _run_conv_backward(gy_arr, x_arr, w_arr, params, pads, algo, needs,
-                                    data_as_forward=algorithm == "auto", backend=backend)
+                                    data_as_forward=algorithm == "auto" and backend is HOST, backend=backend)
     if gw is not None and flip:
         gw = backend.flip_kernel(gw)
     if one_d:
@@ -294,7 +294,7 @@ def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
     """Per algorithm: supported or why not, FLOPs, workspace bytes of a call, and of a plan
     (``plan_conv2d``) its prepared weights and workspace; and which one ``auto`` picks
     (within ``workspace_limit`` bytes, default the global ``set_workspace_limit``), on
-    ``device`` ('cpu' in this build)."""
+    ``device`` ('cpu' or 'cuda': the kernel table's rows of that device and its auto rules)."""
     dtype = np.dtype(dtype)
     if dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"dtype {dtype} is not supported; supported dtypes: {DTYPE_LIST}")
@@ -330,6 +330,20 @@ def get_num_threads():
     return _C.get_num_threads()
 
 
+def _cuda_status(build):
+    """One line: the CUDA kernels compiled and the GPUs they run on, or why everything runs on
+    the CPU."""
+    if not build["cuda_kernels"]:
+        return "none (this build has no CUDA kernels; everything runs on the CPU)"
+    status = _C.cuda_devices()
+    gpus = [f"cuda:{d['index']} {d['name']} (sm_{d['capability'][0]}{d['capability'][1]}, "
+            f"{d['memory_bytes'] / 2**30:.1f} GiB)" for d in status["devices"]]
+    if not gpus:
+        return (f"{build['cuda_kernels']} CUDA kernels compiled, no GPU ({status['why_none']}); "
+                "everything runs on the CPU")
+    return f"{build['cuda_kernels']} CUDA kernels on " + ", ".join(gpus)
+
+
 def info():
     """Version, instruction set in use, threads, CUDA status, build details."""
     b = _C.build_info()
@@ -338,10 +352,11 @@ def info():
         "isa": _C.get_isa(),
         "isa_detected": _C.detected_isa(),
         "threads": _C.get_num_threads(),
-        "cuda": (f"{b['cuda_kernels']} CUDA kernels compiled" if b["cuda_kernels"]
-                 else "none (this build has no CUDA kernels; everything runs on the CPU)"),
+        "cuda": _cuda_status(b),
+        "cuda_devices": _C.cuda_devices()["devices"],
         "openmp": b["openmp"],
         "compiler": b.get("compiler", "unknown"),
         "numpy": np.__version__,
         "algorithms": algorithms.available(),
+        "cuda_algorithms": algorithms.available("cuda") if b["cuda_kernels"] else (),
     }
