@@ -26,6 +26,8 @@ import logging
 import torch
 from torch import nn
 
+import fastconv as fc
+
 from .modules import FASTCONV_CLASSES, _FastconvModule
 
 __all__ = ["convert", "Skipped"]
@@ -36,6 +38,11 @@ Skipped = collections.namedtuple("Skipped", "name type reason")
 
 _FAMILY_MODULES = ("torch.nn.modules.conv", "torch.nn.modules.pooling")
 _DTYPES = (torch.float32, torch.float64)
+
+
+def _cuda_ready():
+    """True when this build has CUDA kernels and the CUDA runtime sees a GPU."""
+    return fc._C.build_info()["cuda_kernels"] > 0 and bool(fc._C.cuda_devices()["devices"])
 
 
 def _why_not(module):
@@ -51,8 +58,10 @@ def _why_not(module):
             return "fastconv has no equivalent of this layer"
         return None
     for name, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
-        if tensor.device.type != "cpu":
-            return f"{name} is on {tensor.device}; fastconv runs on the CPU"
+        if tensor.device.type == "cuda" and not _cuda_ready():
+            return f"{name} is on {tensor.device}; {fc.info()['cuda']}"
+        if tensor.device.type not in ("cpu", "cuda"):
+            return f"{name} is on {tensor.device}; fastconv runs on the CPU and on CUDA devices"
         if tensor.dtype not in _DTYPES:
             return f"{name} has dtype {tensor.dtype}; fastconv supports float32 and float64"
     return ""
