@@ -14,6 +14,7 @@ void enter(const ExecContext& ctx) {
   if (current != ctx.device_index) FC_CUDA_CHECK(cudaSetDevice(ctx.device_index));
 }
 
+#if !FC_EMULATED
 namespace {
 
 // FP32 lanes per SM by compute capability (the CUDA programming guide's arithmetic table).
@@ -23,6 +24,7 @@ int fp32_lanes_per_sm(int major, int minor) {
 }
 
 }  // namespace
+#endif
 
 Devices devices() {
   Devices out;

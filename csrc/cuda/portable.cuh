@@ -64,7 +64,8 @@ inline unsigned blocks_for(index_t n, int b) {
 
 #if FC_EMULATED
 #define FC_LAUNCH(kernel, grid, block, smem, stream, ...) \
-  ::fastconv::emu::launch(#kernel, kernel, dim3(grid), dim3(block), (smem), (stream), __VA_ARGS__)
+  ::fastconv::emu::launch(#kernel, kernel, dim3(grid), dim3(block), (smem), static_cast<cudaStream_t>(stream), \
+                          __VA_ARGS__)
 #define FC_DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(::fastconv::emu::dynamic_shared())
 #else
 // The launch error (bad configuration, too much shared memory) is checked here; an error while
