@@ -63,6 +63,9 @@ class EmulatedLibrary:
     def fill(self, a, value):
         a.host.fill(value)
 
+    def copy(self, a):
+        return EmulatedArray(a.host.copy())
+
     def flip_hw(self, a):
         return EmulatedArray(np.ascontiguousarray(a.host[:, :, ::-1, ::-1]))
 

@@ -208,6 +208,9 @@ class DeviceArray:
     def fill(self, value):
         self.lib.fill(self.obj, value)
 
+    def copy(self):
+        return DeviceArray(self.lib, self.lib.copy(self.obj))
+
     def descriptor(self, core):
         """The core's description of this memory (a contiguous array of the library)."""
         return core.Tensor(self.lib.pointer(self.obj), self.dtype.name, self.shape, None, "cuda",
@@ -255,6 +258,9 @@ class TorchCuda:
     def fill(self, a, value):
         a.fill_(value)
 
+    def copy(self, a):
+        return a.detach().clone()
+
     def flip_hw(self, a):
         return self.torch.flip(a, (2, 3)).contiguous()
 
@@ -301,6 +307,9 @@ class CuPy:
 
     def fill(self, a, value):
         a.fill(value)
+
+    def copy(self, a):
+        return a.copy()
 
     def flip_hw(self, a):
         return self.cupy.ascontiguousarray(a[:, :, ::-1, ::-1])

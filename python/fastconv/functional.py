@@ -303,7 +303,8 @@ def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
     for name in algorithms.available(device)[len(algorithms.POLICIES):]:
         if name in algorithms.ALIASES:  # 'winograd': its rows 'winograd:m' are listed
             continue
-        why = "" if name == "reference" else _C.supports(name, params, dtype.name, "conv2d_forward", device)
+        why = (("" if device == "cpu" else "the NumPy reference runs on the CPU only") if name == "reference"
+               else _C.supports(name, params, dtype.name, "conv2d_forward", device))
         ws = prep = plan_ws = 0
         if not why and name != "reference":
             ws = algorithms.workspace_bytes(name, params, dtype, device=device)
