@@ -947,34 +947,48 @@ struct WarpAt {
 // Public API of the emulator
 // =============================================================================================
 
+// The controls below are weak out-of-line definitions, not inline ones: every translation unit
+// that includes this header emits them and the linker keeps one, so code that only declares them
+// (bindings.cpp, which must not see the CUDA names this header defines) links.
+#define FASTCONV_EMU_CONTROL __attribute__((weak))
+
 // The order in which the threads of a block are started and resumed after each barrier:
 // "forward" (linear thread index ascending), "reverse", "shuffle" (a fresh random permutation
 // per block and barrier, from the seed). Process-wide; read by each launch when it starts.
 // Default: $FASTCONV_EMU_ORDER, else forward.
-inline void set_order(const std::string& name) {
+FASTCONV_EMU_CONTROL void set_order(const std::string& name) {
   const int o = detail::parse_order(name);
   if (o < 0)
     throw std::invalid_argument("fastconv emulator: unknown order '" + name +
                                 "' (forward, reverse or shuffle)");
   detail::settings().order = o;
 }
-inline std::string order() { return detail::order_name(detail::settings().order.load()); }
+FASTCONV_EMU_CONTROL std::string order() { return detail::order_name(detail::settings().order.load()); }
 // The seed of "shuffle" (default $FASTCONV_EMU_SEED, else a fixed value): a launch with the same
 // seed, grid and block runs its threads in the same orders.
-inline void set_seed(std::uint64_t seed) { detail::settings().seed = seed; }
-inline std::uint64_t seed() { return detail::settings().seed.load(); }
+FASTCONV_EMU_CONTROL void set_seed(std::uint64_t seed) { detail::settings().seed = seed; }
+FASTCONV_EMU_CONTROL std::uint64_t seed() { return detail::settings().seed.load(); }
 // Fiber switches made by every finished launch in this process (a resume and a park count 2).
-inline std::uint64_t fiber_switches() { return detail::settings().switches.load(); }
+FASTCONV_EMU_CONTROL std::uint64_t fiber_switches() { return detail::settings().switches.load(); }
 
 // The current block's dynamic shared memory (16-byte aligned; 0xFF bytes when each block starts).
 inline void* dynamic_shared() { return detail::current("dynamic_shared()").smem; }
+
+// The stream argument of launch(): a cudaStream_t, or a void* / nullptr holding one (as nvcc's
+// FC_LAUNCH static_casts it). Streams are no-ops here.
+struct StreamArg {
+  cudaStream_t stream;
+  StreamArg(cudaStream_t s) : stream(s) {}
+  StreamArg(void* s) : stream(static_cast<cudaStream_t>(s)) {}
+  StreamArg(std::nullptr_t) : stream(nullptr) {}
+};
 
 // Runs kernel<<<grid, block, dynamic_smem_bytes, stream>>>(args...) to completion on the calling
 // thread (see the top of this file). The arguments are converted to the kernel's parameter types
 // once; every thread gets its own copy, as on a GPU. Throws Error.
 template <class... P, class... A>
 void launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, std::size_t dynamic_smem_bytes,
-            cudaStream_t stream, A&&... args) {
+            StreamArg stream, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "fastconv emulator: wrong number of kernel arguments");
   (void)stream;
   using Params = std::tuple<std::decay_t<P>...>;
