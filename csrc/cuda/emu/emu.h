@@ -601,7 +601,7 @@ struct Run {
       throw Error(cat(where(t), site_str(site), " with mask ", hex32(mask), " names ",
                       lane_str(base + unsigned(__builtin_ctz(gone))),
                       ", which has exited: every lane of a warp operation's mask must reach it"));
-    for (unsigned m = eff & ~(1u << lane); m; m &= m - 1) {
+    for (unsigned m = bar_waiting ? eff & ~(1u << lane) : 0; m; m &= m - 1) {
       const Thread& u = threads[base + unsigned(__builtin_ctz(m))];
       if (u.state == State::barrier)
         throw Error(cat(where(t), site_str(site), " with mask ", hex32(mask), " names ", lane_str(u.linear),

@@ -5,9 +5,10 @@
 // Two implementations:
 //   - x86-64 (ELF, System V ABI): a hand-written switch of ~20 instructions that saves the
 //     callee-saved registers (rbx, rbp, r12-r15), the MXCSR and x87 control words, and swaps the
-//     stack pointer (~15-25 ns a switch). It is a global asm block placed in a COMDAT section
-//     group with weak, hidden symbols, so every translation unit that includes this header emits
-//     the same group and the linker keeps one copy (as it does for inline functions).
+//     stack pointer (~15-25 ns a switch). It is a naked inline function, so every translation
+//     unit that includes this header emits it in a COMDAT group and the linker (or LTO) keeps one
+//     copy. (A global asm block would not do: LTO puts all of them in one assembly file, where the
+//     copies clash.)
 //   - elsewhere, or when FASTCONV_EMU_UCONTEXT is defined: POSIX ucontext (makecontext /
 //     swapcontext), ~10x slower (each switch makes a signal-mask system call).
 // Stacks are mmap'ed with a PROT_NONE guard page below them (an overflow faults instead of
@@ -52,22 +53,22 @@
 
 // ---- the x86-64 switch ----------------------------------------------------------------------
 #if !defined(FASTCONV_EMU_UCONTEXT)
+// Naked inline functions: each translation unit emits them in a COMDAT group (one copy survives
+// the link, and LTO merges them like any inline function), without a compiler prologue. noipa
+// (GCC) keeps interprocedural passes from treating their bodies as known: IPA-RA would otherwise
+// assume the switch leaves the caller-saved registers alone (the asm declares no clobbers).
+#if defined(__clang__)
+#define FASTCONV_EMU_ASM_FUNCTION __attribute__((naked, noinline)) inline
+#else
+#define FASTCONV_EMU_ASM_FUNCTION __attribute__((naked, noipa)) inline
+#endif
 extern "C" {
-// Saves the caller's registers on its stack, stores its stack pointer in *save_sp, loads load_sp
-// and restores the registers saved there; "returns" into the other context.
-void fastconv_emu_switch_v1(void** save_sp, void* load_sp);
-// First code a new fiber runs: calls r12(r13) (set up by fiber::init); the callee never returns.
-void fastconv_emu_fiber_start_v1();
-}
-// A saved context, from the saved stack pointer upwards: MXCSR (4 bytes), x87 control word
-// (2 bytes), 2 bytes padding, r15, r14, r13, r12, rbx, rbp, return address (64 bytes).
-asm(R"(
-  .pushsection .text.fastconv_emu_switch_v1,"axG",@progbits,fastconv_emu_switch_v1,comdat
-  .weak fastconv_emu_switch_v1
-  .hidden fastconv_emu_switch_v1
-  .type fastconv_emu_switch_v1, @function
-  .p2align 4
-fastconv_emu_switch_v1:
+// Saves the caller's registers on its stack, stores its stack pointer in *save_sp (rdi), loads
+// load_sp (rsi) and restores the registers saved there: "returns" into the other context. A saved
+// context, from its stack pointer upwards: MXCSR (4 bytes), x87 control word (2 bytes), 2 bytes
+// padding, r15, r14, r13, r12, rbx, rbp, return address (64 bytes).
+FASTCONV_EMU_ASM_FUNCTION void fastconv_emu_switch_v1(void** /*save_sp*/, void* /*load_sp*/) {
+  asm(R"(
   pushq %rbp
   pushq %rbx
   pushq %r12
@@ -89,22 +90,19 @@ fastconv_emu_switch_v1:
   popq %rbx
   popq %rbp
   ret
-  .size fastconv_emu_switch_v1, .-fastconv_emu_switch_v1
-
-  .weak fastconv_emu_fiber_start_v1
-  .hidden fastconv_emu_fiber_start_v1
-  .type fastconv_emu_fiber_start_v1, @function
-  .p2align 4
-fastconv_emu_fiber_start_v1:
-  .cfi_startproc
+)");
+}
+// First code a new fiber runs (fiber::init sets it up as the return address): calls r12(r13);
+// the callee never returns. Unwinders stop here (rip undefined).
+FASTCONV_EMU_ASM_FUNCTION void fastconv_emu_fiber_start_v1() {
+  asm(R"(
   .cfi_undefined rip
   movq %r13, %rdi
   callq *%r12
   ud2
-  .cfi_endproc
-  .size fastconv_emu_fiber_start_v1, .-fastconv_emu_fiber_start_v1
-  .popsection
 )");
+}
+}  // extern "C"
 #endif
 
 namespace fastconv::emu::fiber {
@@ -211,11 +209,15 @@ inline void switch_to(Context& from, Context& to) {
   void* fake_stack = nullptr;
   __sanitizer_start_switch_fiber(&fake_stack, to.stack_bottom, to.stack_size);
 #endif
+  // Compiler barriers: whatever the compiler concludes about the switch routine, memory (shared
+  // arrays, the built-in variables) may have changed when another fiber resumes this one.
+  asm volatile("" ::: "memory");
 #if defined(FASTCONV_EMU_UCONTEXT)
   swapcontext(&from.uc, &to.uc);
 #else
   fastconv_emu_switch_v1(&from.sp, to.sp);
 #endif
+  asm volatile("" ::: "memory");
 #if defined(FASTCONV_EMU_ASAN)
   // Whoever resumed us is `to` (star protocol): learn its stack (the scheduler's is not known
   // before the first switch).
