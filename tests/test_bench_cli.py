@@ -34,12 +34,14 @@ def test_every_option_parses():
               "--batch", "1", "8", "--algorithms", "direct", "im2col", "auto",
               "--peers", "torch", "torch-prepacked", "nnpack", "cudnn", "--threads", "2", "--repeats", "3",
               "--warmup", "0", "--min-time", "0.1", "--max-time", "2", "--quick", "--sections", "conv", "gemm", "pool",
+              "backward",
               "--peak", "--peak-gflops", "233", "--json", "r.json", "--plot", "r.png", "--markdown", "R.md",
               "--no-progress")
     assert a.device == "cpu" and a.batch == [1, 8] and a.threads == 2 and a.quick and a.peak
     assert a.network[:5] == ["resnet50", "vgg16", "mobilenet", "lenet5", "all"]
     assert isinstance(a.network[5], networks.Layer) and a.network[5].batch == 1
-    assert a.peers == ["torch", "torch-prepacked", "nnpack", "cudnn"] and a.sections == ["conv", "gemm", "pool"]
+    assert a.peers == ["torch", "torch-prepacked", "nnpack", "cudnn"]
+    assert a.sections == ["conv", "gemm", "pool", "backward"]
     assert (a.json, a.plot, a.markdown, a.peak_gflops, a.min_time) == ("r.json", "r.png", "R.md", 233.0, 0.1)
     assert parse("--device", "cuda", "--full").full
     assert parse("--peers").peers == []
@@ -134,6 +136,41 @@ def test_gemm_and_pool_sections(capsys):
     assert main(["bench", "--sections", "gemm", "pool", *FAST]) == 0
     out = capsys.readouterr().out
     assert "## GEMM" in out and "1024×1024×1024" in out and "## Pooling" in out and "max 3×3 s2 p1" in out
+    assert "max 3×3 s2 p1 backward" in out and "global avg backward" in out and "✗" not in out
+
+
+def test_backward_section(tmp_path, capsys):
+    # conv2d_backward of each algorithm with both backward kernels (and auto) against torch's
+    # autograd on the same arrays; forward-only algorithms get one note, not a column.
+    js = tmp_path / "b.json"
+    assert main(["bench", "--network", TINY, "2,6,9,11,6,3,2,2,1,3", *FAST, "--sections", "backward",
+                 "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "custom, batch 1 backward (grad_x + grad_w)" in out and "summary of backward" in out
+    assert "have no backward kernels (forward only)" in out and "winograd:4" not in out.split("backward (grad_x")[1]
+    data = json.loads(js.read_text())
+    assert not data["conv"] and len(data["backward"]) == 2
+    for rec in data["backward"]:
+        assert {"direct", "im2col", "auto"} <= set(rec["times"]) and rec["auto_picks"] in ("direct", "im2col")
+        assert rec["flops"] == 2 * networks.parse_layer(rec["layer"]).flops(rec["batch"])
+        if has_torch():
+            assert rec["baseline"] == "torch" and "torch" in rec["times"] and not rec["wrong"]
+    assert main(["bench", "--load", str(js), "--no-progress"]) == 0
+    assert "summary of backward" in capsys.readouterr().out
+
+
+def test_algorithm_names_of_either_device_parse():
+    # --algorithms is checked before the device is known: any kernel of the CPU or CUDA table
+    for name in runner.conv_algorithms("cpu") + runner.conv_algorithms("cuda") + ["auto", "plan"]:
+        assert parse("--algorithms", name).algorithms == [name]
+    assert runner.default_algorithms("cuda") == runner.conv_algorithms("cuda") + ["auto"]
+    assert runner.default_algorithms("cpu")[-2:] == ["auto", "plan"]
+    layer = networks.parse_layer(TINY)
+    assert "named 'winograd:4'" in runner.why_not("winograd:4", runner.params_of(layer, 1), "cpu",
+                                                   "conv2d_backward_data")
+    if not runner.conv_algorithms("cuda"):   # a build without CUDA kernels says so
+        assert "no CUDA kernels" in runner.cuda_kernels_missing()
+        assert "no CUDA kernels" in runner.why_not("direct", runner.params_of(layer, 1), "cuda")
 
 
 def test_peak_is_plausible(capsys, tmp_path, monkeypatch):
@@ -177,16 +214,123 @@ def test_nnpack_unsupported_layer_is_a_note():
 
 
 @pytest.mark.skipif(cli._cuda_unavailable() == "", reason="a CUDA device is present")
-def test_cuda_without_gpu_skips_cleanly(capsys):
-    assert main(["bench", "--device", "cuda", "--network", TINY, *FAST]) == 0
+@pytest.mark.parametrize("extra", [[], ["--sections", "conv", "gemm", "pool", "backward"], ["--peak"],
+                                   ["--sections", "gemm", "--json", "never.json"]])
+def test_cuda_without_gpu_skips_cleanly(extra, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)   # restored after the test
+    assert main(["bench", "--device", "cuda", "--network", TINY, *FAST, *extra]) == 0
     assert "skipped: no CUDA device" in capsys.readouterr().out
+    assert not (tmp_path / "never.json").exists()
+    # TF32 is switched off for cuBLAS/cuDNN before anything could start CUDA
+    import os
+    assert os.environ["NVIDIA_TF32_OVERRIDE"] == "0"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(cli._cuda_unavailable() == "", reason="a CUDA device is present")
+def test_cuda_without_gpu_as_a_process():
+    r = subprocess.run([sys.executable, "-m", "fastconv", "bench", "--device", "cuda", "--sections", "gemm", "pool"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "skipped: no CUDA device" in r.stdout, r.stdout + r.stderr
 
 
 @pytest.mark.skipif(cli._cuda_unavailable() != "", reason="no CUDA device")
-def test_cuda_times_cudnn(capsys):
-    assert main(["bench", "--device", "cuda", "--network", TINY, *FAST]) == 0
+def test_cuda_times_fastconv_and_cudnn(capsys, tmp_path):
+    js = tmp_path / "c.json"
+    assert main(["bench", "--device", "cuda", "--network", TINY, *FAST, "--sections", "conv", "backward", "pool",
+                 "--json", str(js)]) == 0
     out = capsys.readouterr().out
-    assert "cudnn" in out and "fastconv has no CUDA kernels yet" in out
+    assert "cudnn" in out and "×cudnn" in out and "GPU peak:" in out
+    data = json.loads(js.read_text())
+    assert data["machine"]["gpu"]["name"] and data["machine"]["cuda_env"]["NVIDIA_TF32_OVERRIDE"] == "0"
+    (rec,) = data["conv"]
+    assert rec["baseline"] == "cudnn" and not rec["wrong"]
+    assert {"auto", "cudnn"} <= set(rec["times"]) and rec["auto_picks"]
+
+
+# ---- --device cuda's code path, on a stand-in device --------------------------------------------
+
+class _FakeDevice:
+    """What the CUDA path of the benchmark needs from torch and fastconv's core, served by the CPU:
+    torch CPU tensors stand in for CUDA tensors, fastconv's CPU kernels for its CUDA kernels, CPU
+    timers for CUDA events and torch.matmul for _C.cuda_gemm. Every line of the CUDA branches of
+    cli/runner/report/peers runs; what it cannot check is the GPU itself."""
+
+    GPU = {"index": 0, "name": "Stand-in GPU", "capability": (9, 0), "memory_bytes": 8e10,
+           "multiprocessors": 132, "clock_ghz": 1.98, "fp32_peak_tflops": 66.9, "memory_bandwidth_gbs": 3350.0}
+
+    def __init__(self, monkeypatch):
+        torch = pytest.importorskip("torch")
+        self.calls = []
+        compare = runner.timing.compare
+        cpu_algorithms = runner.conv_algorithms, runner.backward_algorithms
+        monkeypatch.setattr(cli, "_cuda_unavailable", lambda: "")
+        monkeypatch.setattr(runner.timing, "cuda_setup", lambda: None)
+        monkeypatch.setattr(runner.timing, "compare", lambda fns, cuda=False, **kw: compare(fns, **kw))
+        monkeypatch.setattr(runner, "_torch_cuda", lambda: (torch, torch.device("cpu")))
+        monkeypatch.setattr(runner, "_on_cuda", lambda a: isinstance(a, torch.Tensor))
+        monkeypatch.setattr(runner, "cuda_kernels_missing", lambda: "")
+        monkeypatch.setattr(runner, "cuda_device_info", lambda index=None: dict(self.GPU))
+        monkeypatch.setattr(runner, "conv_algorithms", lambda device="cpu": ["direct", "im2col"] if device == "cuda"
+                            else cpu_algorithms[0]("cpu"))
+        monkeypatch.setattr(runner, "backward_algorithms", lambda device="cpu": cpu_algorithms[1]("cpu"))
+        monkeypatch.setattr(runner, "supports", lambda k, params, device, op="conv2d_forward":
+                            runner._C.supports(k, params, "float32", op, "cpu"))
+        monkeypatch.setattr(runner, "current_stream", lambda dev: 1234)
+        monkeypatch.setattr(runner, "cuda_descriptor", lambda t: t)
+        monkeypatch.setattr(runner, "CUDA_GEMM_SIZES", ((67, 45, 33),))
+        monkeypatch.setattr(runner, "CUDA_POOL_BATCH", 2)
+        monkeypatch.setattr(runner, "CUDA_COPY_BYTES", 1 << 20)
+        monkeypatch.setattr(runner.peers, "why_unavailable", lambda name, device="cpu":
+                            "" if name == "cudnn" else "a CPU peer")
+        monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)
+
+        def cuda_gemm(ta, tb, alpha, a, b, beta, c, index, stream):
+            self.calls.append((ta, tb, alpha, beta, tuple(c.shape), index, stream))
+            torch.matmul(a, b, out=c)
+        monkeypatch.setattr(runner._C, "cuda_gemm", cuda_gemm, raising=False)
+
+
+def test_cuda_path_on_a_stand_in_device(monkeypatch, capsys, tmp_path):
+    fake = _FakeDevice(monkeypatch)
+    js, md = tmp_path / "c.json", tmp_path / "C.md"
+    assert main(["bench", "--device", "cuda", "--network", TINY, "2,6,9,11,6,3,3,2,1,3", *FAST[:-2],
+                 "--sections", "conv", "backward", "gemm", "pool", "--json", str(js), "--markdown", str(md)]) == 0
+    out = capsys.readouterr().out
+    assert "GPU peak: 66900 GFLOP/s fp32" in out and "Stand-in GPU" in out
+    assert "Ratios: cudnn_ms / ms" in out and "×cudnn" in out and "summary of backward" in out
+    assert "no CUDA kernels yet" not in out
+    data = json.loads(js.read_text())
+    assert data["machine"]["gpu"]["name"] == "Stand-in GPU" and data["peak"]["copy_gbs"] > 0
+    assert data["machine"]["cuda_env"]["NVIDIA_TF32_OVERRIDE"] == "0"
+    assert data["options"]["algorithms"] == ["direct", "im2col", "auto"]
+    for key in ("conv", "backward"):
+        assert len(data[key]) == 2
+        for rec in data[key]:
+            assert rec["device"] == "cuda" and rec["baseline"] == "cudnn" and rec["checked_against"] == "cudnn"
+            assert {"direct", "im2col", "auto", "cudnn"} <= set(rec["times"]) and not rec["wrong"]
+            assert rec["auto_picks"] in ("direct", "im2col")
+    assert data["backward"][0]["flops"] == 2 * data["conv"][0]["flops"]
+    (g,) = data["gemm"]
+    assert (g["M"], g["N"], g["K"], g["peer"]) == (67, 45, 33, "cublas") and not g["wrong"]
+    assert g["rel_err"]["fastconv"] < 1e-5 and set(g["times"]) == {"fastconv", "cublas"}
+    assert fake.calls[0] == (False, False, 1.0, 0.0, (67, 45), None, 1234)
+    ops = [p["op"] for p in data["pool"]]
+    assert len(ops) == 8 and ops[1] == "max 3×3 s2 p1 backward" and data["pool"][0]["input"][0] == 2
+    assert all(not p["wrong"] and p["ratio"] > 0 for p in data["pool"])
+    text = md.read_text()
+    assert "fastconv's CUDA kernels vs cuDNN" in text and "fastconv._C.cuda_gemm vs torch.matmul (cuBLAS" in text
+    assert "% of copy" in text and "Convolution backward" in text
+    # --peak alone prints the card's ceilings and measures nothing else
+    assert main(["bench", "--device", "cuda", "--peak", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "peak: 66900 GFLOP/s fp32 (nominal)" in out and "device-to-device" in out and "custom" not in out
+    # a wrong kernel shows as wrong, not as fast
+    monkeypatch.setattr(runner.functional, "conv2d_backward", lambda *a, **k: (None, None))
+    fns_wrong = runner.measure_backward(networks.parse_layer(TINY), 1, ["direct"], ["cudnn"],
+                                        dict(repeats=1, warmup=0, min_time=0.0, max_time=0.1), "cuda")
+    assert fns_wrong["wrong"] == ["direct"]
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 # outputs (console table and summary, --json, --plot, --markdown). Exit codes: 0 done (also
 # `--device cuda` without a GPU: it prints "skipped: no CUDA device" and measures nothing),
 # 2 bad arguments, 1 an output file could not be written.
+# --device cuda: fastconv's CUDA kernels against cuDNN/cuBLAS/torch on the same torch CUDA
+# tensors, TF32 off (NVIDIA_TF32_OVERRIDE=0 set before torch starts CUDA), CUDA-event timing.
 """python -m fastconv bench: which algorithm wins for each layer of a real network, and by how much.
 
 With no options: a quick run on the CPU (a few representative layers of ResNet-50, VGG-16,
@@ -13,6 +15,16 @@ torch, then one summary line per network.
 
 Modes: with --network and no --quick, every layer of the named networks with the longer
 timing (--full does that for all networks); --quick forces the short subset.
+
+GPU: --device cuda times fastconv's CUDA kernels (each conv2d kernel of the table's cuda rows,
+and auto) against cuDNN (torch's F.conv2d, cudnn.benchmark on, TF32 off everywhere:
+NVIDIA_TF32_OVERRIDE=0 is set before torch starts CUDA) on the same torch CUDA tensors, which
+fastconv takes zero-copy and runs on torch's current stream; CUDA events time both. % of peak is
+of the card's nominal fp32 peak (fastconv._C.cuda_devices()). --sections gemm: a 4096^3 SGEMM,
+fastconv._C.cuda_gemm vs torch.matmul (cuBLAS); pool: pooling forward and backward at batch 32
+vs torch, with GB/s as % of a device-to-device copy measured in the same run; backward:
+conv2d_backward vs autograd's cuDNN backward. Without a GPU (or torch with CUDA) it prints
+"skipped: no CUDA device" and exits with 0.
 
 Whole models: --model resnet18 resnet50 lenet5 times complete networks instead of single
 layers: a torch.nn model converted by fastconv.torch.convert against the same model in torch
@@ -31,7 +43,7 @@ import time
 from . import models, networks, peers, report, runner, timing
 
 NETWORK_NAMES = ("resnet50", "vgg16", "mobilenet", "lenet5")
-SECTIONS = ("conv", "gemm", "pool")
+SECTIONS = ("conv", "gemm", "pool", "backward")
 
 
 def _network(text):
@@ -71,7 +83,7 @@ def _positive_float(text):
 
 
 def _algorithm(text):
-    known = runner.conv_algorithms() + ["auto"]
+    known = list(dict.fromkeys(runner.conv_algorithms() + runner.conv_algorithms("cuda") + ["auto"]))
     base = text[len("plan:"):] if text.startswith("plan:") else text
     if text != "plan" and base not in known:
         raise argparse.ArgumentTypeError(f"unknown algorithm {text!r}; this build has: {', '.join(known)}, "
@@ -96,8 +108,9 @@ def add_parser(sub):
     p = sub.add_parser("bench", help="benchmark fastconv against torch, NNPACK and cuDNN on real network layers",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="cpu (default) or cuda: cuda times cuDNN with CUDA events (fastconv has no CUDA kernels "
-                        "yet); without a GPU it prints 'skipped: no CUDA device' and exits with 0")
+                   help="cpu (default) or cuda: fastconv's CUDA kernels vs cuDNN (cuBLAS, torch) on torch CUDA "
+                        "tensors, TF32 off, CUDA events; without a GPU it prints 'skipped: no CUDA device' and "
+                        "exits with 0")
     p.add_argument("--network", "-n", nargs="+", type=_network, default=None, metavar="NET",
                    help="resnet50, vgg16, mobilenet, lenet5, all, or a single layer N,C,H,W,K,R,S,stride,pad"
                         "[,groups[,dilation]] (its N is the batch unless --batch is given); default: all, quick subset")
@@ -109,8 +122,9 @@ def add_parser(sub):
     p.add_argument("--batch", "-b", nargs="+", type=_positive_int, default=None, metavar="N",
                    help="batch sizes (default 1)")
     p.add_argument("--algorithms", nargs="+", type=_algorithm, default=None, metavar="ALGO",
-                   help="fastconv algorithms to time (default: every conv2d CPU kernel of this build, auto, "
-                        "and plan: a fastconv.plan_conv2d made once, weights prepared; plan:ALGO forces its kernel)")
+                   help="fastconv algorithms to time (default: every conv2d kernel of this build on the device, "
+                        "auto, and on the CPU plan: a fastconv.plan_conv2d made once, weights prepared; plan:ALGO "
+                        "forces its kernel); names the device has no kernel for are skipped with a note")
     p.add_argument("--peers", nargs="*", type=_peer, default=None, metavar="PEER",
                    help="torch, torch-prepacked, nnpack, cudnn (default on cpu: torch and nnpack; on cuda: cudnn); "
                         "torch-prepacked is opt-in: torch's threads keep spinning after it and slow the next "
@@ -127,7 +141,9 @@ def add_parser(sub):
     mode.add_argument("--full", action="store_true",
                       help="every layer of every network (or of --network), longer timing (RESULTS.md)")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=None,
-                   help="conv (default), gemm (fastconv's GEMM vs numpy.matmul), pool (vs torch)")
+                   help="conv (default), gemm (fastconv's GEMM vs numpy.matmul; on cuda a 4096^3 SGEMM vs "
+                        "cuBLAS), pool (forward and backward vs torch), backward (conv2d_backward vs torch "
+                        "autograd; cuDNN on cuda) on the layers of --network")
     p.add_argument("--peak", action="store_true",
                    help="measure the machine's fp32 FMA peak and memory copy bandwidth for 1 s each and print "
                         "them; alone, that is all it does. Every run otherwise measures them briefly (2 x 0.15 s) "
@@ -245,35 +261,44 @@ def run(args, argv=None, allow_reexec=False):
     only_peak = args.peak and args.network is None and args.sections is None and args.model is None and not (
         args.json or args.plot or args.markdown or args.full or args.quick)
     if args.model and args.device != "cpu":
-        print("error: --model runs on the CPU only (fastconv.torch has no CUDA kernels)", file=sys.stderr)
+        print("error: --model runs on the CPU only (fastconv.torch's layers run on the CPU)", file=sys.stderr)
         return 2
     if args.model and peers._torch() is None:
         print("error: --model needs torch (pip install 'fastconv[torch]')", file=sys.stderr)
         return 2
-    if args.device == "cuda" and not only_peak:
+    device = args.device
+    if device == "cuda":
+        timing.cuda_environment(os.environ)   # before torch starts CUDA (cuBLAS, cuDNN read it)
         why = _cuda_unavailable()
         if why:
             print(f"skipped: no CUDA device ({why}); nothing was measured. "
                   "Run on a machine with a GPU and a CUDA build of torch.")
             return 0
-        if any(s != "conv" for s in sections):
-            print("note: the gemm and pool sections run on the CPU only; skipped on --device cuda")
-            sections = ["conv"]
-    if "gemm" in sections and allow_reexec and not timing.blas_environment_ok(os.environ) \
+        timing.cuda_setup()
+    if "gemm" in sections and device == "cpu" and allow_reexec and not timing.blas_environment_ok(os.environ) \
             and not os.environ.get("FASTCONV_BENCH_REEXEC"):
         _reexec_for_blas(argv if argv is not None else sys.argv[2:])
 
     threads = args.threads or fastconv.get_num_threads()
     applied = timing.set_threads(threads)
 
-    if args.peak_gflops:
+    if device == "cuda":
+        # The card's ceilings: its nominal fp32 peak and a device-to-device copy measured now.
+        peak = runner.cuda_peak()
+        if args.peak_gflops:
+            peak.update(gflops=args.peak_gflops, source="--peak-gflops; " + peak["source"])
+        if args.peak:
+            print(f"peak: {peak['gflops']:.0f} GFLOP/s fp32 (nominal), {peak['copy_gbs']:.0f} GB/s device-to-device "
+                  f"copy (read + write, measured: {peak['copy_ms']:.3f} ms for {peak['copy_bytes'] // 2 >> 20} MiB) "
+                  f"on {peak['source'].split(':')[0]}")
+            if only_peak:
+                return 0
+    elif args.peak_gflops:
         peak = {"gflops": args.peak_gflops, "copy_gbs": math.nan, "source": "--peak-gflops"}
-    elif args.device == "cuda" and not args.peak:
-        peak = None  # the CPU's peak says nothing of a GPU's rate: no % columns (--peak-gflops sets one)
     else:
         secs, tries = (1.0, 1) if args.peak else (0.15, 2)
         peak = runner.peak_with_cache(runner.measure_peak(secs, tries))
-    if args.peak:
+    if args.peak and device == "cpu":
         now = peak.get("this_run", peak)
         print(f"peak: {now['gflops']:.1f} GFLOP/s fp32 FMA, {now['copy_gbs']:.1f} GB/s memory copy "
               f"(read + write; ISA {fastconv.info()['isa']}, {threads} threads)")
@@ -284,34 +309,44 @@ def run(args, argv=None, allow_reexec=False):
             return 0
 
     work, opts, quick = plan(args)
-    if "conv" not in sections:
+    if "conv" not in sections and "backward" not in sections:
         work = []
     model_cases = models.cases(args.model, args.batch) if args.model else []
-    device = args.device
-    algos = (args.algorithms or (runner.conv_algorithms() + ["auto", "plan"]))
+    algos = args.algorithms or runner.default_algorithms(device)
     peer_names = list(args.peers) if args.peers is not None else list(
         peers.CUDA_DEFAULT if device == "cuda" else peers.CPU_DEFAULT)
     notes = []
     if device == "cuda":
-        timing.cuda_setup()
-        notes.append("fastconv has no CUDA kernels yet: on --device cuda only the peers are timed")
+        missing = runner.cuda_kernels_missing()
+        if missing:
+            notes.append(f"fastconv skipped: {missing}; only the peers are timed")
+        gpu = peak.get("gpu") or {}
+        notes.append(f"GPU {gpu.get('name', '?')} (sm_{''.join(map(str, gpu.get('capability', ())))}, "
+                     f"{gpu.get('multiprocessors', '?')} SMs): TF32 off (cudnn, matmul, NVIDIA_TF32_OVERRIDE=0), "
+                     "cudnn.benchmark on, CUDA-event times on torch's current stream")
     for p in peer_names:
         why = peers.why_unavailable(p, device)
         if why:
             notes.append(f"{p} skipped: {why}")
+    back_algos = [a for a in algos if a in ("auto", "reference") or a in runner.backward_algorithms(device)]
+    if "backward" in sections and len(back_algos) < len(algos):
+        notes.append("backward: " + ", ".join(a for a in algos if a not in back_algos)
+                     + " have no backward kernels (forward only); not timed there")
     result = {
         "schema": report.JSON_SCHEMA, "date": report.now(),
         "machine": runner.machine_info(threads, device), "peak": peak,
         "options": {"device": device, "quick": quick, "sections": sections, "algorithms": algos,
                     "peers": peer_names, "threads": threads, "threads_applied": applied, "timing": opts,
                     "batches": sorted({b for _, b in work}), "models": args.model, "image_size": args.image_size},
-        "conv": [], "gemm": [], "pool": [], "models": [], "notes": notes,
+        "conv": [], "backward": [], "gemm": [], "pool": [], "models": [], "notes": notes,
     }
     for n in notes:
         print(f"note: {n}")
     start = time.perf_counter()
-    total = (len(work) if "conv" in sections else 0) + (len(runner.GEMM_SIZES) if "gemm" in sections else 0) \
-        + (len(runner.pool_cases()) if "pool" in sections else 0) + len(model_cases)
+    gemm_sizes = runner.CUDA_GEMM_SIZES if device == "cuda" else runner.GEMM_SIZES
+    total = (len(work) if "conv" in sections else 0) + (len(work) if "backward" in sections else 0) \
+        + (len(gemm_sizes) if "gemm" in sections else 0) \
+        + (runner.pool_steps(device) if "pool" in sections else 0) + len(model_cases)
     progress = Progress(total, enabled=not args.no_progress)
     try:
         if "conv" in sections:
@@ -319,10 +354,17 @@ def run(args, argv=None, allow_reexec=False):
                 progress.start(f"{layer.network} {layer.name} b{batch}")
                 result["conv"].append(runner.measure_conv(layer, batch, algos, peer_names, opts, device))
                 progress()
+        if "backward" in sections:
+            for layer, batch in work:
+                progress.start(f"backward {layer.network} {layer.name} b{batch}")
+                result["backward"].append(runner.measure_backward(layer, batch, back_algos, peer_names, opts,
+                                                                  device))
+                progress()
         if "gemm" in sections:
-            result["gemm"] = runner.measure_gemm(opts, progress=progress)
+            result["gemm"] = (runner.measure_gemm_cuda(opts, gemm_sizes, progress=progress) if device == "cuda"
+                              else runner.measure_gemm(opts, gemm_sizes, progress=progress))
         if "pool" in sections:
-            result["pool"] = runner.measure_pool(opts, progress=progress)
+            result["pool"] = runner.measure_pool(opts, progress=progress, device=device)
         for name, mode, batch in model_cases:
             progress.start(f"{name} {mode} b{batch}")
             result["models"].append(models.measure_model(name, mode, batch, opts, args.image_size))
@@ -338,6 +380,8 @@ def _emit(result, args):
     print("\n".join(report.header_lines(result)))
     if result.get("conv"):
         print(report.console_conv(result))
+    if result.get("backward"):
+        print(report.console_conv(result, "backward"))
     if result.get("gemm"):
         print("\n" + report.md_gemm(result))
     if result.get("pool"):

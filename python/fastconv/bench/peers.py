@@ -28,7 +28,11 @@ with a reason. Nothing here raises for a missing library: it is reported and ski
 - ``nnpack``: ``torch._nnpack_spatial_convolution(x, w, bias, padding, stride)``, when
   ``torch.backends.nnpack.is_available()``; no groups, no dilation, symmetric padding only.
 - ``cudnn``: ``F.conv2d`` on CUDA tensors with ``torch.backends.cudnn.benchmark = True`` and
-  TF32 off (timing.cuda_setup), timed with CUDA events; ``--device cuda`` only.
+  TF32 off (timing.cuda_setup, NVIDIA_TF32_OVERRIDE=0), timed with CUDA events; ``--device
+  cuda`` only. fastconv runs on the same tensors.
+
+Backward (``--sections backward``): ``prepare_backward``, torch's autograd of F.conv2d: torch's
+CPU kernels on the CPU, cuDNN's on the GPU.
 """
 from __future__ import annotations
 
@@ -88,18 +92,26 @@ def why_unavailable(name, device="cpu"):
     return ""
 
 
+def _tensor(torch, a, cuda=False):
+    """a as a torch tensor: a tensor as it is; a NumPy array shared (on the CPU) or copied to the
+    current CUDA device (`cuda`)."""
+    if not isinstance(a, np.ndarray):
+        return a
+    t = torch.from_numpy(a)
+    return t.cuda() if cuda else t
+
+
 def prepare(name, layer, batch, x, w, device="cpu"):
     """A zero-argument callable running one convolution of `layer` with peer `name`.
 
-    x (N, C, H, W) and w (K, C/groups, R, S) are float32 NumPy arrays.
+    x (N, C, H, W) and w (K, C/groups, R, S) are float32 NumPy arrays (or, for cudnn, torch CUDA
+    tensors, used as they are: the benchmark gives fastconv the same ones).
     """
     import torch
     import torch.nn.functional as F
     sym = layer.symmetric_pad
     if name in ("torch", "cudnn"):
-        xt, wt = torch.from_numpy(x), torch.from_numpy(w)
-        if name == "cudnn":
-            xt, wt = xt.cuda(), wt.cuda()
+        xt, wt = _tensor(torch, x, name == "cudnn"), _tensor(torch, w, name == "cudnn")
         if sym is not None:
             return lambda: F.conv2d(xt, wt, None, layer.stride, sym, layer.dilation, layer.groups)
         (t, b), (l, r) = layer.pad
@@ -122,6 +134,26 @@ def prepare(name, layer, batch, x, w, device="cpu"):
         conv = torch._nnpack_spatial_convolution
         return lambda: conv(xt, wt, None, list(sym), list(layer.stride))
     raise Unsupported(f"unknown peer {name!r}")
+
+
+def prepare_backward(layer, x, w, grad_y):
+    """The backward of F.conv2d by torch's autograd (cuDNN's kernels for CUDA tensors): a
+    zero-argument callable returning (grad_x, grad_w) for `grad_y`. The forward runs once here,
+    its graph kept (retain_graph), so each call times the backward alone (plus F.pad's backward,
+    a copy, for asymmetric padding)."""
+    import torch
+    import torch.nn.functional as F
+    xr = _tensor(torch, x).detach().clone().requires_grad_(True)
+    wr = _tensor(torch, w).detach().clone().requires_grad_(True)
+    gy = _tensor(torch, grad_y)
+    sym = layer.symmetric_pad
+    if sym is not None:
+        y = F.conv2d(xr, wr, None, layer.stride, sym, layer.dilation, layer.groups)
+    else:
+        (t, b), (l, r) = layer.pad
+        y = F.conv2d(F.pad(xr, (l, r, t, b)), wr, None, layer.stride, 0, layer.dilation, layer.groups)
+    grad = torch.autograd.grad
+    return lambda: grad(y, (xr, wr), gy, retain_graph=True)
 
 
 def to_numpy(y):

@@ -4,7 +4,10 @@
 """Console, Markdown, JSON and PNG output of the benchmark.
 
 Ratios are ``baseline_ms / contender_ms`` of medians (baseline: torch's F.conv2d on the CPU,
-cuDNN on the GPU): > 1 means the contender is faster. Per network: **geo** is the geometric
+cuDNN on the GPU; for conv2d_backward torch's autograd, cuDNN's on the GPU; numpy.matmul or
+cuBLAS for GEMM): > 1 means the contender is faster. On the GPU, % of peak is of the card's
+nominal fp32 peak and pooling's GB/s is also given as % of a device-to-device copy measured in
+the same run (on the CPU, of the memory copy measured at the start). Per network: **geo** is the geometric
 mean of the per-layer ratios (each distinct shape once), **Σ** the ratio of the summed times
 with every layer weighted by its count in the network.
 """
@@ -52,6 +55,20 @@ def fmt_rate(value, peak=None):
 
 def _num(v, spec):
     return "—" if v is None or not math.isfinite(v) else format(v, spec)
+
+
+def peak_of(result, key="gflops"):
+    """The run's peak GFLOP/s (or copy GB/s with key='copy_gbs'); None when unknown."""
+    v = (result.get("peak") or {}).get(key)
+    return v if isinstance(v, (int, float)) and math.isfinite(v) and v > 0 else None
+
+
+def baseline_name(result):
+    """What the ratios divide: torch on the CPU, cuDNN on the GPU."""
+    return "cudnn" if result["machine"].get("device") == "cuda" else "torch"
+
+
+SECTION_TITLES = {"conv": "", "backward": " backward (grad_x + grad_w)"}
 
 
 def contender_names(records):
@@ -124,25 +141,32 @@ def header_lines(result):
     lines = [f"fastconv {m['fastconv']} | {m['cpu']} ({m['logical_cpus']} logical CPUs) | ISA {m['isa']} | "
              f"{m['threads']} threads for every contender | device {m['device']}"
              + (f" ({m['peers'].get('gpu')})" if m["device"] == "cuda" and m["peers"].get("gpu") else "")]
-    if pk:
+    if pk and m["device"] == "cuda":
+        lines.append(f"GPU peak: {_num(pk.get('gflops'), '.0f')} GFLOP/s fp32, {_num(pk.get('copy_gbs'), '.0f')} GB/s "
+                     f"device-to-device copy ({pk.get('source', 'measured')}); % below = GFLOP/s / peak")
+    elif pk:
         lines.append(f"machine peak: {_num(pk.get('gflops'), '.0f')} GFLOP/s fp32 FMA, "
                      f"{_num(pk.get('copy_gbs'), '.1f')} GB/s memory copy ({pk.get('source', 'measured')}); "
                      "% below = GFLOP/s / peak")
     o = result["options"]["timing"]
+    base = baseline_name(result)
     lines.append(f"timing: warm-up {o['warmup']}, then >= {o['repeats']} interleaved rounds and >= {o['min_time']:g} s "
-                 f"(at most {o['max_time']:g} s) per layer; medians. Ratios: torch_ms / ms (> 1: faster than torch)")
+                 f"(at most {o['max_time']:g} s) per layer; medians"
+                 + (", CUDA events" if m["device"] == "cuda" else "")
+                 + f". Ratios: {base}_ms / ms (> 1: faster than {base})")
     return lines
 
 
-def console_conv(result):
-    """The per-layer tables and the summary lines, as printed by the CLI."""
-    records = result["conv"]
-    peak = (result.get("peak") or {}).get("gflops")
+def console_conv(result, key="conv"):
+    """The per-layer tables and the summary lines, as printed by the CLI (key: 'conv', or
+    'backward' for conv2d_backward's records)."""
+    records = result[key]
+    peak = peak_of(result)
     names = contender_names(records)
     out = []
     for net, batch, recs in groups(records):
         timed = [n for n in names if any(n in r["times"] for r in recs)]
-        header = ["layer", "shape", "GFLOP"] + timed + ["winner", "×torch"]
+        header = ["layer", "shape", "GFLOP"] + timed + ["winner", f"×{recs[0].get('baseline') or 'torch'}"]
         rows = []
         for r in recs:
             t = r["times"]
@@ -158,23 +182,25 @@ def console_conv(result):
             win = r.get("winner")
             rows.append([r["layer"], r["shape"], f"{r['flops'] / 1e9:.3g}"] + cells
                         + [win or "—", fmt_x(r["ratios"].get(win)) if win else "—"])
-        out.append(f"\n{net}, batch {batch}: cells are median ms (GFLOP/s, % of peak)\n" + text_table(header, rows))
+        out.append(f"\n{net}, batch {batch}{SECTION_TITLES[key]}: cells are median ms (GFLOP/s, % of peak)\n"
+                   + text_table(header, rows))
         notes = skipped_notes(recs)
         if notes:
             out.append("not timed: " + "; ".join(notes))
-    out.append("\n" + "\n".join(summary_lines(result)))
+    out.append("\n" + "\n".join(summary_lines(result, key)))
     return "\n".join(out)
 
 
-def summary_lines(result):
+def summary_lines(result, key="conv"):
     """One line per (network, batch): geometric-mean ratios to the baseline."""
-    records = result["conv"]
+    records = result[key]
     names = contender_names(records)
-    lines = ["summary (geometric mean over layers of baseline_ms / ms; > 1: faster than the baseline):"]
+    lines = [("summary" if key == "conv" else f"summary of{SECTION_TITLES[key]}")
+             + " (geometric mean over layers of baseline_ms / ms; > 1: faster than the baseline):"]
     for net, batch, recs in groups(records):
         s = summarize(recs, names)
         if not s["baseline"]:
-            peak = (result.get("peak") or {}).get("gflops")
+            peak = peak_of(result)
             parts = []
             for n in ["best", "auto"]:
                 ts = [r["times"].get(r["best"] if n == "best" else n) for r in recs]
@@ -184,7 +210,8 @@ def summary_lines(result):
                     parts.append(f"{'fastconv best' if n == 'best' else n} {fmt_ms(secs)} ms, {gf:.3g} GFLOP/s"
                                  + (f" ({100 * gf / peak:.0f}% of peak)" if peak else ""))
             lines.append(f"  {net} batch {batch} ({s['layers']} layers, {s['gflop']:.3g} GFLOP, Σ count × ms): "
-                         + "; ".join(parts) + " — no torch baseline timed (pip install torch to compare)")
+                         + "; ".join(parts) + f" — no {baseline_name(result)} baseline timed"
+                         + (" (pip install torch to compare)" if baseline_name(result) == "torch" else ""))
             continue
         parts = [f"{n} {fmt_x(v)}" for n, v in s["geo"].items()]
         sums = f"; Σ(count×ms): best {fmt_x(s['sum']['best'])}" if "best" in s["sum"] else ""
@@ -208,10 +235,12 @@ def md_header(result, blas=False):
     parts = [f"**Machine:** {m['cpu']} ({m['logical_cpus']} logical CPUs), fastconv ISA `{m['isa']}` "
              f"(detected `{m['isa_detected']}`), {m['threads']} threads for every contender"
              + (f", GPU {pv.get('gpu')}" if pv.get("gpu") else "") + "."]
+    gpu = m.get("device") == "cuda"
     if pk:
-        parts.append(f"**Peak:** {_num(pk.get('gflops'), '.0f')} GFLOP/s fp32 FMA, "
-                     f"{_num(pk.get('copy_gbs'), '.1f')} GB/s copy "
-                     f"({pk.get('source', 'measured')}, `python -m fastconv bench --peak`).")
+        parts.append(f"**Peak:** {_num(pk.get('gflops'), '.0f')} GFLOP/s fp32{'' if gpu else ' FMA'}, "
+                     f"{_num(pk.get('copy_gbs'), '.1f')} GB/s {'device-to-device ' if gpu else ''}copy "
+                     f"({pk.get('source', 'measured')}, `python -m fastconv bench{' --device cuda' if gpu else ''} "
+                     "--peak`).")
     parts.append(f"**Versions:** fastconv {m['fastconv']}, numpy {m['numpy']}, "
                  f"torch {pv.get('torch') or 'not installed'}"
                  + (f", cuDNN {pv['cudnn']}" if pv.get("cudnn") else "") + f", Python {m['python']}.")
@@ -220,30 +249,39 @@ def md_header(result, blas=False):
         parts.append(f"**NumPy BLAS:** {m.get('blas')}; environment: "
                      + ", ".join(f"{k}={v}" if v is not None else f"{k} unset" for k, v in env.items()) + ".")
     parts.append(f"**Date:** {result['date']}. **Timing:** warm-up {o['warmup']}, then >= {o['repeats']} interleaved "
-                 f"rounds and >= {o['min_time']:g} s (at most {o['max_time']:g} s) per comparison; medians.")
+                 f"rounds and >= {o['min_time']:g} s (at most {o['max_time']:g} s) per comparison; medians"
+                 + (" of CUDA-event times." if gpu else "."))
     return "\n".join(p + "  " for p in parts).rstrip() + "\n"
 
 
-def md_conv(result):
-    records = result["conv"]
-    peak = (result.get("peak") or {}).get("gflops")
+def md_conv(result, key="conv"):
+    records = result[key]
+    peak = peak_of(result)
     names = contender_names(records)
     dev = result["machine"]["device"]
-    title = ("## Convolution: fastconv.conv2d vs torch (F.conv2d, prepacked oneDNN, NNPACK) (float32, CPU)\n"
-             if dev == "cpu" else "## Convolution on the GPU: cuDNN (float32, TF32 off, cudnn.benchmark on)\n")
+    base = baseline_name(result)
+    if key == "backward":
+        title = ("## Convolution backward: fastconv.conv2d_backward (grad_x + grad_w) vs torch autograd "
+                 + ("(float32, CPU)\n" if dev == "cpu" else
+                    "with cuDNN (float32, TF32 off, cudnn.benchmark on, CUDA events)\n")
+                 + "\nGFLOP counts both gradients: twice the forward's multiply-adds.\n")
+    else:
+        title = ("## Convolution: fastconv.conv2d vs torch (F.conv2d, prepacked oneDNN, NNPACK) (float32, CPU)\n"
+                 if dev == "cpu" else "## Convolution on the GPU: fastconv's CUDA kernels vs cuDNN "
+                 "(float32, TF32 off, cudnn.benchmark on, CUDA events)\n")
     out = [title, md_header(result),
            "Cells are `median ms (GFLOP/s, % of peak)`. *best* is the fastest fastconv algorithm, *winner* the "
-           "fastest of all; ratios are torch_ms / ms (> 1: faster than torch). Per network: geo, the geometric "
+           f"fastest of all; ratios are {base}_ms / ms (> 1: faster than {base}). Per network: geo, the geometric "
            "mean of the per-layer ratios, and Σ, the ratio of the summed times with every layer weighted by its "
            "count in the network. GFLOP counts the direct algorithm's multiply-adds, so a contender that does "
            "fewer (Winograd, FFT: NNPACK's 3×3 path) can exceed 100 % of peak. ✗ marks an output that did not "
-           "match torch's (max error > max(1e-3, 2e-4·sqrt(C·R·S)) of max |y|); n/a: the contender cannot run the "
-           "layer (see the notes under the table).\n"]
+           f"match {base}'s (max error > max(1e-3, 2e-4·sqrt(reduction)) of max |y|); n/a: the contender cannot run "
+           "the layer (see the notes under the table).\n"]
     summary_rows, sections = [], []
     for net, batch, recs in groups(records):
         timed = [n for n in names if any(n in r["times"] for r in recs)]
         header = (["layer", "shape", "count", "GFLOP"] + [f"{n} ms" for n in timed]
-                  + ["best", "best vs torch", "auto vs torch", "winner"])
+                  + ["best", f"best vs {base}", f"auto vs {base}", "winner"])
         rows = []
         for r in recs:
             t = r["times"]
@@ -279,50 +317,68 @@ def md_conv(result):
                             + [fmt_x(s["geo"].get(p)) for p in peer_cols])
         notes = skipped_notes(recs)
         quick = " (quick subset)" if result["options"].get("quick") else ""
-        sections.append(f"### {net}, batch {batch}{quick}\n\n" + md_table(header, rows)
+        sections.append(f"### {net}, batch {batch}{SECTION_TITLES[key]}{quick}\n\n" + md_table(header, rows)
                         + ("\nNot timed — " + "; ".join(notes) + ".\n" if notes else ""))
     peer_cols = [p for p in ("torch-prepacked", "nnpack") if p in names]
-    out.append("### Summary\n\n" + md_table(
-        ["network", "batch", "layers", "convs", "GFLOP", "geo best vs torch", "geo auto vs torch",
-         "Σ best vs torch", "Σ auto vs torch", "Σ plan vs torch", "Σ plan vs torch-prepacked"]
-        + [f"geo {p} vs torch" for p in peer_cols], summary_rows))
+    out.append(f"### Summary{SECTION_TITLES[key]}\n\n" + md_table(
+        ["network", "batch", "layers", "convs", "GFLOP", f"geo best vs {base}", f"geo auto vs {base}",
+         f"Σ best vs {base}", f"Σ auto vs {base}", f"Σ plan vs {base}", "Σ plan vs torch-prepacked"]
+        + [f"geo {p} vs {base}" for p in peer_cols], summary_rows))
     return "\n".join(out + sections)
 
 
 def md_gemm(result):
-    peak = (result.get("peak") or {}).get("gflops")
+    peak = peak_of(result)
+    gemms = result["gemm"]
+    peer = gemms[0].get("peer", "numpy") if gemms else "numpy"
+    errors = any("rel_err" in g for g in gemms)
     rows, ratios = [], []
-    for g in result["gemm"]:
+    for g in gemms:
         t = g["times"]
         ratios.append(g["ratio"])
         rows.append([f"{g['M']}×{g['N']}×{g['K']}", f"{g['flops'] / 1e9:.3g}",
                      f"{fmt_ms(t['fastconv'])} ({fmt_rate(timing.gflops(g['flops'], t['fastconv']), peak)})"
                      + (" ✗" if g["wrong"] else ""),
-                     f"{fmt_ms(t['numpy'])} ({fmt_rate(timing.gflops(g['flops'], t['numpy']), peak)})",
-                     fmt_x(g["ratio"])])
-    rows.append(["**geometric mean**", "", "", "", fmt_x(timing.geomean(ratios))])
-    return ("## GEMM: fastconv._C.gemm vs numpy.matmul (float32, row-major C = A @ B)\n\n"
-            + md_header(result, blas=True)
+                     f"{fmt_ms(t[peer])} ({fmt_rate(timing.gflops(g['flops'], t[peer]), peak)})",
+                     fmt_x(g["ratio"])]
+                    + ([f"{_num(g['rel_err'].get('fastconv'), '.1e')} / {_num(g['rel_err'].get(peer), '.1e')}"]
+                       if errors else []))
+    rows.append(["**geometric mean**", "", "", "", fmt_x(timing.geomean(ratios))] + ([""] if errors else []))
+    if peer == "cublas":
+        title = ("## GEMM on the GPU: fastconv._C.cuda_gemm vs torch.matmul (cuBLAS, TF32 off) "
+                 "(float32, row-major C = A @ B)\n\n")
+        err = (" Relative error: ‖C − C₆₄‖ / ‖C₆₄‖ against a float64 product (~1e-7 in fp32; ~1e-4 would mean "
+               "TF32).")
+    else:
+        title, err = "## GEMM: fastconv._C.gemm vs numpy.matmul (float32, row-major C = A @ B)\n\n", ""
+    return (title + md_header(result, blas=peer == "numpy")
             + "\nM × N × K: A is M × K, B is K × N. Cells are `median ms (GFLOP/s, % of peak)`; "
-              "ratio is numpy_ms / fastconv_ms (> 1: fastconv faster).\n\n"
-            + md_table(["M × N × K", "GFLOP", "fastconv ms", "numpy ms", "numpy / fastconv"], rows))
+              f"ratio is {peer}_ms / fastconv_ms (> 1: fastconv faster).{err}\n\n"
+            + md_table(["M × N × K", "GFLOP", "fastconv ms", f"{peer} ms", f"{peer} / fastconv"]
+                       + ([f"rel. error fastconv / {peer}"] if errors else []), rows))
 
 
 def md_pool(result):
+    copy = peak_of(result, "copy_gbs")
+    gpu = result["machine"].get("device") == "cuda"
     rows, ratios = [], []
     for p in result["pool"]:
         t = p["times"]
         ratios.append(p["ratio"])
         rows.append([p["op"], "×".join(map(str, p["input"])), "×".join(map(str, p["output"])),
-                     f"{fmt_ms(t['fastconv'])} ({fmt_rate(timing.gbytes(p['bytes'], t['fastconv']))})"
+                     f"{fmt_ms(t['fastconv'])} ({fmt_rate(timing.gbytes(p['bytes'], t['fastconv']), copy)})"
                      + (" ✗" if p["wrong"] else ""),
-                     (f"{fmt_ms(t['torch'])} ({fmt_rate(timing.gbytes(p['bytes'], t['torch']))})"
+                     (f"{fmt_ms(t['torch'])} ({fmt_rate(timing.gbytes(p['bytes'], t['torch']), copy)})"
                       if "torch" in t else "—"),
                      fmt_x(p["ratio"])])
     rows.append(["**geometric mean**", "", "", "", "", fmt_x(timing.geomean(ratios))])
-    return ("## Pooling: fastconv vs torch.nn.functional (float32, NCHW)\n\n" + md_header(result)
-            + "\nCells are `median ms (GB/s)`, bytes = input + output read/written once; "
-              "ratio is torch_ms / fastconv_ms (> 1: fastconv faster).\n\n"
+    where = ("a device-to-device copy measured in this run" if gpu else "the memory copy measured at the start")
+    return (f"## Pooling{' on the GPU' if gpu else ''}: fastconv vs torch.nn.functional, forward and backward "
+            "(autograd) (float32, NCHW)\n\n" + md_header(result)
+            + "\nCells are `median ms (GB/s" + (", % of copy" if copy else "") + ")`; bytes are the fewest a pass "
+              "moves: forward input + output, backward grad_y + grad_x (+ the int64 indices max pooling reads)"
+            + (f"; % of copy: of {where}, {copy:.0f} GB/s (read + write)" if copy else "")
+            + ". Ratio is torch_ms / fastconv_ms (> 1: fastconv faster).\n\n"
             + md_table(["op", "input", "output", "fastconv ms (GB/s)", "torch ms (GB/s)", "torch / fastconv"], rows))
 
 
@@ -330,6 +386,8 @@ def markdown(result):
     parts = []
     if result.get("conv"):
         parts.append(md_conv(result))
+    if result.get("backward"):
+        parts.append(md_conv(result, "backward"))
     if result.get("gemm"):
         parts.append(md_gemm(result))
     if result.get("pool"):
@@ -379,7 +437,7 @@ def read_json(path):
     result = json.loads(pathlib.Path(path).read_text())
     if result.get("schema") != JSON_SCHEMA:
         raise ValueError(f"{path}: not a fastconv bench JSON (schema {result.get('schema')!r}, expected {JSON_SCHEMA})")
-    for r in result.get("conv", []):   # null ratios back to NaN for the formatters
+    for r in result.get("conv", []) + result.get("backward", []):   # null ratios back to NaN for the formatters
         r["ratios"] = {k: (math.nan if v is None else v) for k, v in r.get("ratios", {}).items()}
     for g in result.get("gemm", []) + result.get("pool", []):
         g["ratio"] = math.nan if g.get("ratio") is None else g["ratio"]

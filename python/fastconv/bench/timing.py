@@ -17,8 +17,12 @@ then contender B lets drift (frequency, neighbours, page cache) land on one of t
 
 On the GPU (``compare(..., cuda=True)``) each sample is the time between two CUDA events
 recorded on the current stream around the call (``end.synchronize()`` before reading it),
-so it is GPU time, not launch time; the callers set ``torch.backends.cudnn.benchmark = True``
-and disable TF32 (``cuda_setup``) for a like-for-like fp32 comparison.
+so it is GPU time, not launch time (but a call whose host side is slower than its kernels
+shows that too: the GPU idles between the events); the callers set
+``torch.backends.cudnn.benchmark = True`` and disable TF32 (``cuda_setup``, and
+``NVIDIA_TF32_OVERRIDE=0`` by ``cuda_environment`` before CUDA starts) for a like-for-like
+fp32 comparison. fastconv's kernels take the same torch CUDA tensors zero-copy and queue on
+torch's current stream, the one the events are recorded on.
 
 Ratios are ``peer / ours`` of medians: > 1 means ours is faster.
 
@@ -89,12 +93,33 @@ QUICK = dict(warmup=1, repeats=11, min_time=2.0, max_time=6.0)
 FULL = dict(warmup=2, repeats=11, min_time=1.0, max_time=20.0)
 
 
+CUDA_ENV = {"NVIDIA_TF32_OVERRIDE": "0"}
+
+
+def cuda_environment(environ):
+    """Set what cuBLAS and cuDNN read when they load (before torch initialises CUDA): TF32 off for
+    every library call, also those torch's flags do not reach. Returns the previous values."""
+    before = {k: environ.get(k) for k in CUDA_ENV}
+    environ.update(CUDA_ENV)
+    return before
+
+
 def cuda_setup():
     """Like-for-like fp32 on the GPU: cuDNN autotuning on, TF32 off (matmul and cuDNN)."""
     import torch
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def cuda_settings():
+    """The fp32 settings in force, for the JSON: torch's flags and the environment."""
+    import os
+
+    import torch
+    return {"cudnn.benchmark": torch.backends.cudnn.benchmark, "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+            "matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            **{k: os.environ.get(k) for k in CUDA_ENV}}
 
 
 def _cuda_timed(fn):
