@@ -7,8 +7,9 @@
 //     qualifiers, threadIdx/blockIdx/blockDim/gridDim/warpSize, __syncthreads (and _count/_and/
 //     _or), warp operations (__syncwarp, __shfl*_sync, __ballot/__any/__all_sync, __activemask),
 //     atomics, vector types (float2/float4/double2/int2/int4/uint2/uint4), __ldg, the fast-math
-//     and bit intrinsics (see the sections below), and a runtime API subset (cudaMalloc, cudaMemcpy,
-//     cudaMemset, streams as no-ops, cudaFuncSetAttribute, device attributes of an sm_90 GPU).
+//     and bit intrinsics, __trap (see the sections below), and a runtime API subset (cudaMalloc,
+//     cudaMemcpy, cudaMemset, their Async forms, streams as no-ops, cudaFuncSetAttribute, the
+//     device attributes of an sm_90 GPU with 132 SMs, last-error handling).
 //   - fastconv::emu::launch(): checks the launch as an sm_90 GPU would (threads per block,
 //     block and grid dimensions, dynamic shared memory with the 48 KiB opt-in rule), then runs
 //     the blocks of the grid one after another on the calling OS thread, each CUDA thread of a
@@ -26,8 +27,11 @@
 //     disagree between lanes (overlapping but different); a mask without the calling lane;
 //     lanes of one mask at different warp operations;
 //   - a deadlock (no runnable thread), listing where each thread waits;
-//   - an exception thrown inside a kernel (rethrown from launch() as an Error);
-//   - a launch a GPU would refuse; a kernel that launches a kernel.
+//   - an exception thrown inside a kernel (rethrown from launch() as an Error with the thread's
+//     indices and the exception's message), __trap();
+//   - a launch a GPU would refuse; a kernel that launches a kernel;
+//   - with AddressSanitizer: out-of-bounds dynamic shared memory and cudaMalloc'ed memory
+//     (each an exact-size heap block); a stack overflow hits a guard page (SIGSEGV).
 // It also runs the threads of a block in a chosen order (set_order: forward, reverse, shuffle)
 // when a block starts and after every barrier, so code that relies on an order between
 // unsynchronised threads (a missing __syncthreads, legacy warp-synchronous code without
@@ -47,14 +51,22 @@
 //   - Inline PTX and __CUDA_ARCH__ paths (undefined here: the plain-CUDA fallback runs), warp
 //     lanes' lockstep (independent thread scheduling is assumed, as on sm_70+), floating-point
 //     contraction as nvcc does it (the host compiler decides), limits on registers and static
-//     shared memory.
+//     shared memory. A device-side assert() is the host's: it aborts the process.
 //   - __activemask() cannot know which lanes a GPU would have converged. Here a lane calling it
 //     waits until every other live lane of its warp has either called it too or stopped at
 //     another synchronisation point (or exited), and gets the lanes that called it at the same
 //     call site: the lanes that "arrived together", as a converged warp would report them.
 //
+// How: each block's threads are fibers (64 KiB stacks, pooled per OS thread) driven by a
+// scheduler on the launching thread's stack. A barrier or warp operation records its call site
+// (the macros pass __FILE__/__LINE__), parks the fiber and, when the last participant arrives,
+// makes all participants runnable again in the chosen order; the scheduler checks the rules above
+// at each arrival and exit. Static __shared__ is `static thread_local`.
+//
 // Build notes: include after the standard headers you need (this header defines macros such as
-// __noinline__ and __shared__). Warning-free under -Wall -Wextra.
+// __noinline__ and __shared__). Warning-free under -Wall -Wextra (g++ 12). -fno-strict-aliasing
+// is advisable for kernel code that reinterprets arrays (float4 loads of float data), as it is
+// for any host build of such code. Speed: ~1e7 fiber switches/s (two per thread per barrier).
 #pragma once
 
 #include <math.h>
@@ -1062,6 +1074,13 @@ inline bool is_device_ptr(const void* p) { return is_device_range(p, 1); }
 // The lanes of the caller's warp that call it together (see the top of this file).
 #define __activemask ::fastconv::emu::detail::WarpAt{__FILE__, __LINE__}.activemask
 
+// A device-side trap: an Error naming the thread (on a GPU: cudaErrorLaunchFailure).
+inline void __trap() {
+  auto& r = ::fastconv::emu::detail::current("__trap()");
+  throw ::fastconv::emu::Error(r.where(*r.cur) +
+                               "__trap() called (a GPU reports an unspecified launch failure)");
+}
+
 // Memory fences order nothing here: fibers switch only at synchronisation points.
 inline void __threadfence() {}
 inline void __threadfence_block() {}
@@ -1188,8 +1207,12 @@ inline To bit_cast(From v) {
 }
 }  // namespace fastconv::emu::detail
 
+#if !(defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 42)))
+// (glibc 2.42 declares C23's rsqrt and rsqrtf itself)
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
+#endif
+inline float __frsqrt_rn(float x) { return 1.0f / std::sqrt(x); }
 inline float __fdividef(float a, float b) { return a / b; }
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
@@ -1213,6 +1236,14 @@ inline unsigned __float_as_uint(float x) { return fastconv::emu::detail::bit_cas
 inline float __uint_as_float(unsigned x) { return fastconv::emu::detail::bit_cast<float>(x); }
 inline long long __double_as_longlong(double x) { return fastconv::emu::detail::bit_cast<long long>(x); }
 inline double __longlong_as_double(long long x) { return fastconv::emu::detail::bit_cast<double>(x); }
+inline int __float2int_rn(float x) { return int(std::nearbyint(x)); }  // round half to even
+inline int __float2int_rz(float x) { return int(x); }
+inline int __float2int_rd(float x) { return int(std::floor(x)); }
+inline int __float2int_ru(float x) { return int(std::ceil(x)); }
+inline float __int2float_rn(int x) { return float(x); }
+inline int __mulhi(int a, int b) { return int((long long)a * b >> 32); }
+inline unsigned __umulhi(unsigned a, unsigned b) { return unsigned((unsigned long long)a * b >> 32); }
+inline int __mul24(int a, int b) { return int(unsigned(a << 8 >> 8) * unsigned(b << 8 >> 8)); }
 inline int __clz(int x) { return x ? __builtin_clz(unsigned(x)) : 32; }
 inline int __clzll(long long x) { return x ? __builtin_clzll((unsigned long long)x) : 64; }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
@@ -1352,6 +1383,18 @@ inline cudaError_t cudaFree(void* p) {
   ::operator delete(p, std::align_val_t(256));
   return cudaSuccess;
 }
+inline cudaError_t cudaMallocAsync(void** ptr, std::size_t bytes, cudaStream_t stream) {
+  (void)stream;
+  return cudaMalloc(ptr, bytes);
+}
+template <class T>
+inline cudaError_t cudaMallocAsync(T** ptr, std::size_t bytes, cudaStream_t stream) {
+  return cudaMallocAsync(reinterpret_cast<void**>(ptr), bytes, stream);
+}
+inline cudaError_t cudaFreeAsync(void* p, cudaStream_t stream) {
+  (void)stream;
+  return cudaFree(p);
+}
 inline cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
   using namespace fastconv::emu::detail;
   if (bytes == 0) return cudaSuccess;
@@ -1399,6 +1442,21 @@ inline cudaError_t cudaFuncSetAttribute(T* entry, cudaFuncAttribute attr, int va
   if (attr == cudaFuncAttributePreferredSharedMemoryCarveout)
     return value >= -1 && value <= 100 ? cudaSuccess : record(cudaErrorInvalidValue);
   return record(cudaErrorInvalidValue);
+}
+
+// Blocks of `kernel` that fit on one SM of an sm_90 GPU at once, from the block size and dynamic
+// shared memory alone (registers are not known here): at most 32 blocks and 2048 threads per SM,
+// 228 KiB of shared memory (1 KiB of it reserved per block).
+template <class T>
+inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, T kernel, int block_size,
+                                                                 std::size_t dynamic_smem_bytes) {
+  using fastconv::emu::detail::record;
+  (void)kernel;
+  if (!blocks || block_size <= 0 || block_size > 1024) return record(cudaErrorInvalidValue);
+  long long n = std::min(32, 2048 / block_size);
+  n = std::min<long long>(n, 233472 / (long long)(dynamic_smem_bytes + 1024));
+  *blocks = int(n);
+  return cudaSuccess;
 }
 
 // =============================================================================================
