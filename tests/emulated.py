@@ -54,8 +54,9 @@ class EmulatedLibrary:
 
     def empty(self, shape, dtype, index):
         # As cudaMalloc in the emulator: NaN bytes, so a kernel that reads before writing shows.
-        return EmulatedArray(np.full(shape, 0xFF, np.uint8).view(dtype).reshape(shape) if np.prod(shape)
-                             else np.empty(shape, dtype))
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape))
+        return EmulatedArray(np.full(count * dtype.itemsize, 0xFF, np.uint8).view(dtype).reshape(shape))
 
     def reshape(self, a, shape):
         return EmulatedArray(a.host.reshape(shape))

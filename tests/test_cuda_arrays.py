@@ -69,7 +69,7 @@ def test_cpu_only_algorithms_are_refused_on_the_gpu(rng, algorithm, match):
 @needs_emulator
 def test_float64_backward_on_the_gpu(rng):
     x, w = _rand(rng, 2, 4, 7, 6, dtype=np.float64), _rand(rng, 6, 2, 3, 2, dtype=np.float64)
-    gy = _rand(rng, 2, 6, 4, 5, dtype=np.float64)
+    gy = _rand(rng, 2, 6, 5, 6, dtype=np.float64)
     got = fc.conv2d_backward(EmulatedArray(gy), EmulatedArray(x), EmulatedArray(w), padding=(0, 1),
                              dilation=(1, 2), groups=2)
     want = ref.conv2d_backward(gy, x, w, pads=((0, 0), (1, 1)), dilation=(1, 2), groups=2)

@@ -39,6 +39,8 @@ def device_of(a):
     """(device, kind) of one array: kind is the caller's library ('numpy', 'torch', 'cupy', or
     a registered library's name), device 'cpu' or e.g. 'cuda:0'. Raises TypeError for anything
     that is not an array."""
+    if isinstance(a, DeviceArray):  # already adapted (fastconv's own intermediate arrays)
+        return f"cuda:{a.device_index}", a.lib.name
     if type(a) in _REGISTERED:
         lib = _REGISTERED[type(a)]
         return f"cuda:{lib.device_index(a)}", lib.name
@@ -399,10 +401,13 @@ class CudaBackend:
         return self.empty((nbytes,), np.uint8) if nbytes else None
 
     def check_out(self, out, shape, dtype, name="out"):
-        try:
-            dev, kind = device_of(out)
-        except TypeError:
-            dev = kind = None
+        if isinstance(out, DeviceArray):  # fastconv's own scratch (autotune, plans)
+            dev, kind = f"cuda:{out.device_index}", out.lib.name
+        else:
+            try:
+                dev, kind = device_of(out)
+            except TypeError:
+                dev = kind = None
         if dev != f"cuda:{self.index}" or kind != self.lib.name:
             raise DeviceMismatchError(f"{name} must be a {self.lib.name} array on cuda:{self.index}, got "
                                       f"{type(out).__name__}" + (f" on {dev}" if dev else ""))
@@ -410,7 +415,7 @@ class CudaBackend:
         if arr.shape != tuple(shape) or arr.dtype != np.dtype(dtype):
             raise ValueError(f"{name} has shape {arr.shape} and dtype {arr.dtype}; "
                              f"expected shape {tuple(shape)} and dtype {np.dtype(dtype)}")
-        if not self.lib.is_contiguous(out):
+        if not self.lib.is_contiguous(arr.obj):
             raise ValueError(f"{name} must be C-contiguous")
         return arr
 

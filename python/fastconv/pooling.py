@@ -49,12 +49,12 @@ def _input(x, nd, op):
     arr = backend.array(x, "input")
     rank = arr.ndim
     if rank == nd + 1:  # unbatched, as torch: (C, H, W) or (C, L)
-        arr = arr[None]
+        arr = arr.reshape((1,) + tuple(arr.shape))
     elif rank != nd + 2:
         want = "(N, C, H, W) or (C, H, W)" if nd == 2 else "(N, C, L) or (C, L)"
         raise ValueError(f"{op}: input must be {nd + 2}-D or {nd + 1}-D {want}, got shape {tuple(arr.shape)}")
     if nd == 1:
-        arr = arr[:, :, None, :]
+        arr = arr.reshape(tuple(arr.shape[:2]) + (1,) + tuple(arr.shape[2:]))
     if any(d == 0 for d in arr.shape[1:]):
         raise ValueError(f"{op}: input of shape {tuple(x.shape)} has an empty channel or spatial dimension "
                          "(only the batch dimension may be 0)")
