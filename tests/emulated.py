@@ -24,6 +24,10 @@ class EmulatedArray:
     def dtype(self):
         return self.host.dtype
 
+    @property
+    def ndim(self):
+        return self.host.ndim
+
     def get(self):
         """A NumPy copy (as CuPy's .get())."""
         return self.host.copy()

@@ -71,7 +71,8 @@ def _as_2d(op, x_arr, w_arr, stride, padding, dilation):
         raise ValueError(f"{op}: input must be 3-D (N, C, L), got shape {x_arr.shape}")
     if w_arr.ndim != 3:
         raise ValueError(f"{op}: weight must be 3-D (K, C/groups, S), got shape {w_arr.shape}")
-    x_arr, w_arr = x_arr[:, :, None, :], w_arr[:, :, None, :]
+    x_arr = x_arr.reshape(tuple(x_arr.shape[:2]) + (1,) + tuple(x_arr.shape[2:]))  # views: both are contiguous
+    w_arr = w_arr.reshape(tuple(w_arr.shape[:2]) + (1,) + tuple(w_arr.shape[2:]))
     stride = (1, as_tuple(stride, 1, "stride")[0])
     dilation = (1, as_tuple(dilation, 1, "dilation")[0])
     if not isinstance(padding, str):
