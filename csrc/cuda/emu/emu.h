@@ -405,10 +405,11 @@ struct Run {
 
   std::vector<Thread> threads;
   std::vector<Warp> warps;
-  std::vector<unsigned> queue;  // ring buffer of ready threads
-  unsigned qhead = 0, qcount = 0;
+  std::vector<unsigned> queue;  // ring buffer of ready threads (a power of two >= n)
+  unsigned qhead = 0, qcount = 0, qmask = 0;
   std::vector<unsigned> scratch;
   Pool* pool = nullptr;
+  std::vector<Slot*> slots;  // the fiber of each thread of the block
   Thread* cur = nullptr;  // the thread whose fiber runs
 
   // The barrier being filled.
@@ -436,7 +437,7 @@ struct Run {
   // ---- ready queue
   void push(unsigned i) {
     threads[i].state = State::ready;
-    queue[(qhead + qcount++) % n] = i;
+    queue[(qhead + qcount++) & qmask] = i;
   }
   // Makes ids[0..k) (ascending) ready, in this launch's order.
   void push_ordered(unsigned* ids, unsigned k) {
@@ -456,7 +457,7 @@ struct Run {
 
   // ---- switching
   void park() {
-    Slot& s = *pool->slots[cur->linear];
+    Slot& s = *slots[cur->linear];
     fiber::switch_to(s.ctx, pool->main);
   }
   void resume(unsigned i) {
@@ -465,7 +466,7 @@ struct Run {
     threadIdx = t.idx;
     t.state = State::running;
     t.started = true;
-    Slot& s = *pool->slots[i];
+    Slot& s = *slots[i];
     if (!s.runnable) {
       fiber::init(s.ctx, s.stack, &fiber_main, &s);
       s.runnable = true;
@@ -499,7 +500,7 @@ struct Run {
     push_all();
     while (qcount) {
       const unsigned i = queue[qhead];
-      qhead = (qhead + 1) % n;
+      qhead = (qhead + 1) & qmask;
       --qcount;
       resume(i);
       if (error) return;
@@ -838,7 +839,11 @@ inline void run_grid(const char* name, const void* key, void (*invoke)(const voi
     t.site = Site{"", 0, Op::syncthreads};
   }
   r.warps.resize((r.n + 31) / 32);
-  r.queue.resize(r.n);
+  unsigned cap = 1;
+  while (cap < r.n) cap *= 2;
+  r.queue.resize(cap);
+  r.qmask = cap - 1;
+  for (unsigned i = 0; i < r.n; ++i) r.slots.push_back(p.slots[i].get());
   r.scratch.resize(r.n);
 
   struct Guard {
@@ -849,7 +854,7 @@ inline void run_grid(const char* name, const void* key, void (*invoke)(const voi
       st.switches.fetch_add(r.switches, std::memory_order_relaxed);
       // Fibers abandoned mid-kernel by an error are re-initialised before their next use.
       for (unsigned i = 0; i < r.n; ++i)
-        if (r.threads[i].started && r.threads[i].state != State::done) r.pool->slots[i]->runnable = false;
+        if (r.threads[i].started && r.threads[i].state != State::done) r.slots[i]->runnable = false;
     }
   } guard{r, st};
   tls_run = &r;
