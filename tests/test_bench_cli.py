@@ -159,6 +159,26 @@ def test_backward_section(tmp_path, capsys):
     assert "summary of backward" in capsys.readouterr().out
 
 
+def test_json_is_kept_when_a_run_is_cut_short(tmp_path, monkeypatch, capsys):
+    js = tmp_path / "cut.json"
+    measure = runner.measure_conv
+    calls = []
+
+    def cut(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt   # as a timeout's signal would end the run
+        return measure(*a, **k)
+    monkeypatch.setattr(runner, "measure_conv", cut)
+    with pytest.raises(KeyboardInterrupt):
+        main(["bench", "--network", TINY, "2,6,9,11,6,3,3,2,1,3", *FAST, "--algorithms", "direct", "--json", str(js)])
+    data = json.loads(js.read_text())
+    assert data["partial"] and len(data["conv"]) == 1 and data["conv"][0]["layer"] == TINY
+    capsys.readouterr()
+    assert main(["bench", "--load", str(js)]) == 0
+    assert "partial: this run was cut short" in capsys.readouterr().out
+
+
 def test_algorithm_names_of_either_device_parse():
     # --algorithms is checked before the device is known: any kernel of the CPU or CUDA table
     for name in runner.conv_algorithms("cpu") + runner.conv_algorithms("cuda") + ["auto", "plan"]:

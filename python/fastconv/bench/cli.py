@@ -151,7 +151,9 @@ def add_parser(sub):
                         "(cached in ~/.cache/fastconv/peak.json, or $FASTCONV_CACHE_DIR)")
     p.add_argument("--peak-gflops", type=_positive_float, default=None, metavar="GFLOPS",
                    help="use this fp32 peak for the %% columns instead of measuring it")
-    p.add_argument("--json", metavar="PATH", help="write every raw sample and the machine info as JSON")
+    p.add_argument("--json", metavar="PATH",
+                   help="write every raw sample and the machine info as JSON (rewritten, marked partial, after "
+                        "each measurement: a run cut short keeps what it measured)")
     p.add_argument("--plot", metavar="PATH.png", type=_png,
                    help="write a PNG: per-layer speedup over torch for each contender, one panel per network")
     p.add_argument("--markdown", metavar="PATH",
@@ -348,23 +350,36 @@ def run(args, argv=None, allow_reexec=False):
         + (len(gemm_sizes) if "gemm" in sections else 0) \
         + (runner.pool_steps(device) if "pool" in sections else 0) + len(model_cases)
     progress = Progress(total, enabled=not args.no_progress)
+
+    def checkpoint():
+        """--json rewritten after every measurement, marked partial: a run cut short (a timeout on a
+        lent GPU) keeps what it measured; --load renders it."""
+        if args.json:
+            try:
+                report.write_json(args.json, dict(result, partial=True, elapsed_s=time.perf_counter() - start))
+            except OSError:
+                pass   # the final write reports it
     try:
         if "conv" in sections:
             for layer, batch in work:
                 progress.start(f"{layer.network} {layer.name} b{batch}")
                 result["conv"].append(runner.measure_conv(layer, batch, algos, peer_names, opts, device))
                 progress()
+                checkpoint()
         if "backward" in sections:
             for layer, batch in work:
                 progress.start(f"backward {layer.network} {layer.name} b{batch}")
                 result["backward"].append(runner.measure_backward(layer, batch, back_algos, peer_names, opts,
                                                                   device))
                 progress()
+                checkpoint()
         if "gemm" in sections:
             result["gemm"] = (runner.measure_gemm_cuda(opts, gemm_sizes, progress=progress) if device == "cuda"
                               else runner.measure_gemm(opts, gemm_sizes, progress=progress))
+            checkpoint()
         if "pool" in sections:
             result["pool"] = runner.measure_pool(opts, progress=progress, device=device)
+            checkpoint()
         for name, mode, batch in model_cases:
             progress.start(f"{name} {mode} b{batch}")
             result["models"].append(models.measure_model(name, mode, batch, opts, args.image_size))

@@ -148,6 +148,8 @@ def header_lines(result):
         lines.append(f"machine peak: {_num(pk.get('gflops'), '.0f')} GFLOP/s fp32 FMA, "
                      f"{_num(pk.get('copy_gbs'), '.1f')} GB/s memory copy ({pk.get('source', 'measured')}); "
                      "% below = GFLOP/s / peak")
+    if result.get("partial"):
+        lines.append("partial: this run was cut short; what follows is what it measured")
     o = result["options"]["timing"]
     base = baseline_name(result)
     lines.append(f"timing: warm-up {o['warmup']}, then >= {o['repeats']} interleaved rounds and >= {o['min_time']:g} s "
