@@ -56,7 +56,6 @@ __global__ void bias_grad(const T* __restrict__ gy, T* __restrict__ gb, index_t 
   if (PQ > 0)
     while (n < N) {  // kUnroll loads in flight per thread, then their adds in order
       T v[kUnroll];
-#pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         v[u] = n < N ? __ldg(gy + (n * K + k) * PQ + j) : T(0);
         n += step_n;
@@ -66,7 +65,6 @@ __global__ void bias_grad(const T* __restrict__ gy, T* __restrict__ gb, index_t 
           ++n;
         }
       }
-#pragma unroll
       for (int u = 0; u < kUnroll; ++u) acc += double(v[u]);
     }
   const double sum = block_sum(acc, scratch);
@@ -80,8 +78,8 @@ void run(const ConvParams& p, const Tensors& t, const ExecContext& ctx) {
   int threads = kWarp;
   while (threads < kThreads && threads < values) threads *= 2;
   const auto kernel = bias_grad<T>;
-  FC_LAUNCH(kernel, blocks_for(p.K, 1), threads, 0, ctx.stream, static_cast<const T*>(t.grad_y),
-            static_cast<T*>(t.grad_bias), p.N, p.K, p.P * p.Q);
+  FC_LAUNCH(kernel, blocks_for(p.K, 1), threads, 0, static_cast<cudaStream_t>(ctx.stream),
+            static_cast<const T*>(t.grad_y), static_cast<T*>(t.grad_bias), p.N, p.K, p.P * p.Q);
 }
 
 }  // namespace conv2d_backward_bias_detail

@@ -31,12 +31,14 @@
 //     non-negative multiple of the stride below P*sh; the weights of a chunk of KC output
 //     channels are staged as [k][r*S+s][CB].
 //   weight gradient: a block owns one (k, c) pair and a chunk of TB (1, 4 or 9) taps, held in
-//     registers; its threads walk the N*P*Q output positions with a fixed stride, each adding
-//     gy * x for its taps, and a block reduction (warp shuffles, then one warp over the warps'
-//     sums) gives each tap's sum in a fixed order. When the pairs are too few to fill the GPU
-//     (depthwise: K pairs), the N*P*Q range is split into S parts, each block writes its
-//     partial sums to the workspace, and a second kernel adds the S parts in order: the same
-//     result on every run, no atomics.
+//     registers; its threads walk the N*P*Q output positions blockDim.x apart (small planes
+//     crossed image to image), each adding gy * x for its taps, and one block reduction for the
+//     TB sums (through shared memory: 32 lanes per tap add a warp's worth of entries each, then
+//     one thread per tap adds the 32 partial sums; two barriers for all taps, where shuffles
+//     would take 5 rounds per tap) gives each sum in a fixed order. When the blocks are too few
+//     to fill the GPU (depthwise: K pairs), the N*P*Q terms are split into parts (ranges of
+//     images x ranges of output pixels), each block writes its partial sums to the workspace,
+//     and a second kernel adds the parts in order: the same result on every run, no atomics.
 // Limits: every thread of the general kernels reads its inputs from L1/L2 rather than from a
 //   shared tile, and a thread computes one pixel, so many-channel layers run far from peak (the
 //   im2col row's GEMM is the fast path there); the depthwise tile is read with stride sw (2-way
@@ -87,20 +89,27 @@ inline index_t staged_chunk(index_t unit_values, index_t elem_bytes, index_t cou
   return chunk < count ? chunk : count;
 }
 
-// Sum over the block of v (blockDim.x a multiple of 32, at most 1024), in a fixed order: each
-// warp's lanes by shuffles, then warp 0 over the warps' sums. The result is valid in thread 0.
-// `scratch` holds 32 values; the caller separates two uses with __syncthreads().
-template <class T>
-__device__ inline T block_sum(T v, T* scratch) {
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
-  for (int d = kWarp / 2; d > 0; d /= 2) v += __shfl_down_sync(0xffffffffu, v, d);
-  if (lane == 0) scratch[warp] = v;
+// Sums over the block (blockDim.x a multiple of 32, at most kThreads) of each thread's TB
+// values acc[t], each in a fixed order: every value goes to shared memory, lane l of value t adds
+// the entries l, l + 32, l + 64, ... (one per warp), then thread t adds its 32 partial sums.
+// Two barriers and no shuffles for all TB sums at once (shuffles would cost 5 rounds a value).
+// Returns sum t in thread t < TB (other threads: unspecified). scratch: TB x kThreads values.
+template <class T, int TB>
+__device__ inline T block_sums(const T (&acc)[TB], T (*scratch)[kThreads]) {
+  const int tid = int(threadIdx.x), threads = int(blockDim.x);
+  for (int t = 0; t < TB; ++t) scratch[t][tid] = acc[t];
   __syncthreads();
-  if (warp == 0) {
-    v = lane < warps ? scratch[lane] : T(0);
-    for (int d = kWarp / 2; d > 0; d /= 2) v += __shfl_down_sync(0xffffffffu, v, d);
+  for (int j = tid; j < TB * kWarp; j += threads) {  // chain (t, l): scratch[t][l + 32 i], own column
+    const int t = j / kWarp, l = j % kWarp;
+    T s = scratch[t][l];
+    for (int i = l + kWarp; i < threads; i += kWarp) s += scratch[t][i];
+    scratch[t][l] = s;
   }
-  return v;
+  __syncthreads();
+  T s = T(0);
+  if (tid < TB)
+    for (int l = 0; l < kWarp; ++l) s += scratch[tid][l];
+  return s;
 }
 
 // ============================== forward, general ==============================================
@@ -134,7 +143,6 @@ __global__ void direct_forward_general(const ConvParams p, const T* __restrict__
   const T* xg = x + (n * p.C + index_t(g) * Cg) * HW;
 
   T acc[KB];
-#pragma unroll
   for (int b = 0; b < KB; ++b) acc[b] = T(0);
 
   const int chunk = Staged ? CB : Cg;
@@ -162,12 +170,10 @@ __global__ void direct_forward_general(const ConvParams p, const T* __restrict__
           const T xv = __ldg(xp);
           if (Staged) {
             const T* wt = ws + (c * RS + tap) * KB;
-#pragma unroll
             for (int b = 0; b < KB; ++b) acc[b] += xv * wt[b];
           } else {
             const T* wt = w + (k0 * Cg + c0 + c) * RS + tap;
             const index_t wk = index_t(Cg) * RS;  // between output channels
-#pragma unroll
             for (int b = 0; b < KB; ++b) acc[b] += xv * __ldg(wt + fc_min(b, nk - 1) * wk);
           }
         }
@@ -176,7 +182,6 @@ __global__ void direct_forward_general(const ConvParams p, const T* __restrict__
   }
   if (!active) return;
   T* yp = y + (n * p.K + k0) * PQ + pq;
-#pragma unroll
   for (int b = 0; b < KB; ++b)
     if (b < nk) yp[index_t(b) * PQ] = acc[b] + (bias ? __ldg(bias + k0 + b) : T(0));
 }
@@ -268,7 +273,6 @@ __global__ void direct_backward_data(const ConvParams p, const T* __restrict__ g
   const int th0 = ih + int(p.pad_h), tw0 = iw + int(p.pad_w);
 
   T acc[CB];
-#pragma unroll
   for (int b = 0; b < CB; ++b) acc[b] = T(0);
 
   const int chunk = Staged ? KC : Kg;
@@ -300,11 +304,9 @@ __global__ void direct_backward_data(const ConvParams p, const T* __restrict__ g
           const T gv = __ldg(gp);
           if (Staged) {
             const T* wt = ws + (k * RS + tap) * CB;
-#pragma unroll
             for (int b = 0; b < CB; ++b) acc[b] += gv * wt[b];
           } else {
             const T* wt = w + ((kg0 + k0 + k) * Cg + cl0) * RS + tap;
-#pragma unroll
             for (int b = 0; b < CB; ++b) acc[b] += gv * __ldg(wt + fc_min(b, nc - 1) * RS);
           }
         }
@@ -313,7 +315,6 @@ __global__ void direct_backward_data(const ConvParams p, const T* __restrict__ g
   }
   if (!active) return;
   T* gp = gx + (n * p.C + index_t(g) * Cg + cl0) * HW + hw;
-#pragma unroll
   for (int b = 0; b < CB; ++b)
     if (b < nc) gp[index_t(b) * HW] = acc[b];
 }
@@ -328,7 +329,7 @@ template <class T, int TB>
 __global__ void direct_backward_weight(const ConvParams p, const T* __restrict__ gy, const T* __restrict__ x,
                                        T* __restrict__ out, int chunks, int sn, int sp, index_t nlen,
                                        int plen) {
-  __shared__ T scratch[kWarp];
+  __shared__ T scratch[TB][kThreads];
   const int Cg = int(p.C) / int(p.groups), Kg = int(p.K) / int(p.groups), S = int(p.S), RS = int(p.R) * S;
   const int H = int(p.H), W = int(p.W), P = int(p.P), Q = int(p.Q), PQ = P * Q;
   const index_t HW = index_t(H) * W;
@@ -345,14 +346,12 @@ __global__ void direct_backward_weight(const ConvParams p, const T* __restrict__
   const int t0 = chunk * TB, nt = fc_min(TB, RS - t0);
 
   int offh[TB], offw[TB];  // the taps' offsets from (oh*sh, ow*sw)
-#pragma unroll
   for (int t = 0; t < TB; ++t) {
     const int tap = t0 + fc_min(t, nt - 1), r = tap / S, s = tap - r * S;
     offh[t] = r * int(p.dil_h) - int(p.pad_h);
     offw[t] = s * int(p.dil_w) - int(p.pad_w);
   }
   T acc[TB];
-#pragma unroll
   for (int t = 0; t < TB; ++t) acc[t] = T(0);
 
   // Terms (n, pq) of the part, blockDim.x apart in the order n-major, advanced by carries.
@@ -368,7 +367,6 @@ __global__ void direct_backward_weight(const ConvParams p, const T* __restrict__
       const T gv = __ldg(gy + (n * p.K + k) * PQ + pq);
       const T* xp = x + (n * p.C + c) * HW;
       const int ihb = oh * sh, iwb = ow * sw;
-#pragma unroll
       for (int t = 0; t < TB; ++t) {
         const int ih = ihb + offh[t], iw = iwb + offw[t];
         if (t < nt && unsigned(ih) < unsigned(H) && unsigned(iw) < unsigned(W))
@@ -394,12 +392,8 @@ __global__ void direct_backward_weight(const ConvParams p, const T* __restrict__
 
   const int parts = sn * sp, part = sn_i * sp + sp_i;
   const index_t e0 = index_t(pair) * RS + t0;  // first weight element of the chunk
-#pragma unroll
-  for (int t = 0; t < TB; ++t) {
-    const T sum = block_sum(acc[t], scratch);
-    if (threadIdx.x == 0 && t < nt) out[(e0 + t) * parts + part] = sum;
-    __syncthreads();  // scratch is reused by the next tap
-  }
+  const T sum = block_sums(acc, scratch);
+  if (int(threadIdx.x) < nt) out[(e0 + threadIdx.x) * parts + part] = sum;
 }
 
 // gw[e] = sum over j < parts of part[e * parts + j], in order. gw (elems), part (elems, parts).
@@ -449,10 +443,11 @@ bool forward_depthwise(const ConvParams& p, const Tensors& t, const ExecContext&
   for_image_chunks(p.N, p.C * tiles_p * tiles_q, [&](index_t n0, index_t images) {
     const index_t blocks = ceil_div(images * p.C, d.TZ) * tiles_p * tiles_q;
     const auto kernel = direct_forward_depthwise<T>;
-    FC_LAUNCH(kernel, blocks_for(blocks, 1), dim3(d.TQ, d.TP, d.TZ), size_t(d.smem), ctx.stream, p,
-              static_cast<const T*>(t.x) + n0 * p.C * p.H * p.W, static_cast<const T*>(t.w),
-              static_cast<const T*>(t.bias), static_cast<T*>(t.y) + n0 * p.K * p.P * p.Q, int(images),
-              int(tiles_p), int(tiles_q), int(d.IH), int(d.IW));
+    FC_LAUNCH(kernel, blocks_for(blocks, 1), dim3(d.TQ, d.TP, d.TZ), size_t(d.smem),
+              static_cast<cudaStream_t>(ctx.stream), p, static_cast<const T*>(t.x) + n0 * p.C * p.H * p.W,
+              static_cast<const T*>(t.w), static_cast<const T*>(t.bias),
+              static_cast<T*>(t.y) + n0 * p.K * p.P * p.Q, int(images), int(tiles_p), int(tiles_q), int(d.IH),
+              int(d.IW));
   });
   return true;
 }
@@ -470,11 +465,12 @@ void forward_general(const ConvParams& p, const Tensors& t, const ExecContext& c
     T* y = static_cast<T*>(t.y) + n0 * p.K * PQ;
     if (CB > 0) {
       const auto kernel = direct_forward_general<T, KB, true>;
-      FC_LAUNCH(kernel, grid, kThreads, size_t(CB * RS * KB * sizeof(T)), ctx.stream, p, x, w, bias, y,
-                int(images), int(kblocks), int(CB));
+      FC_LAUNCH(kernel, grid, kThreads, size_t(CB * RS * KB * sizeof(T)),
+                static_cast<cudaStream_t>(ctx.stream), p, x, w, bias, y, int(images), int(kblocks), int(CB));
     } else {
       const auto kernel = direct_forward_general<T, KB, false>;
-      FC_LAUNCH(kernel, grid, kThreads, 0, ctx.stream, p, x, w, bias, y, int(images), int(kblocks), 0);
+      FC_LAUNCH(kernel, grid, kThreads, 0, static_cast<cudaStream_t>(ctx.stream), p, x, w, bias, y,
+                int(images), int(kblocks), 0);
     }
   });
 }
@@ -504,11 +500,12 @@ void backward_data_run(const ConvParams& p, const Tensors& t, const ExecContext&
     T* gx = static_cast<T*>(t.grad_x) + n0 * p.C * HW;
     if (KC > 0) {
       const auto kernel = direct_backward_data<T, CB, true>;
-      FC_LAUNCH(kernel, grid, kThreads, size_t(KC * RS * CB * sizeof(T)), ctx.stream, p, gy, w, gx,
-                int(images), int(cblocks), int(KC));
+      FC_LAUNCH(kernel, grid, kThreads, size_t(KC * RS * CB * sizeof(T)),
+                static_cast<cudaStream_t>(ctx.stream), p, gy, w, gx, int(images), int(cblocks), int(KC));
     } else {
       const auto kernel = direct_backward_data<T, CB, false>;
-      FC_LAUNCH(kernel, grid, kThreads, 0, ctx.stream, p, gy, w, gx, int(images), int(cblocks), 0);
+      FC_LAUNCH(kernel, grid, kThreads, 0, static_cast<cudaStream_t>(ctx.stream), p, gy, w, gx, int(images),
+                int(cblocks), 0);
     }
   });
 }
@@ -570,12 +567,13 @@ void backward_weight_run(const ConvParams& p, const T* gy, const T* x, T* gw, T*
   while (threads < kThreads && threads < terms) threads *= 2;
   T* out = s.parts() > 1 ? workspace : gw;
   const auto kernel = direct_backward_weight<T, TB>;
-  FC_LAUNCH(kernel, blocks_for(p.K * p.C_per_group() * chunks * s.parts(), 1), threads, 0, ctx.stream, p, gy,
-            x, out, int(chunks), int(s.sn), int(s.sp), s.nlen, int(s.plen));
+  FC_LAUNCH(kernel, blocks_for(p.K * p.C_per_group() * chunks * s.parts(), 1), threads, 0,
+            static_cast<cudaStream_t>(ctx.stream), p, gy, x, out, int(chunks), int(s.sn), int(s.sp), s.nlen,
+            int(s.plen));
   if (s.parts() > 1) {
     const auto finish = sum_parts<T>;
-    FC_LAUNCH(finish, blocks_for(elems, kThreads), kThreads, 0, ctx.stream, workspace, gw, elems,
-              int(s.parts()));
+    FC_LAUNCH(finish, blocks_for(elems, kThreads), kThreads, 0, static_cast<cudaStream_t>(ctx.stream),
+              workspace, gw, elems, int(s.parts()));
   }
 }
 
