@@ -416,8 +416,8 @@ py::dict cuda_devices() {
   return d;
 }
 
-void cuda_gemm(bool trans_a, bool trans_b, double alpha, const py::handle& A, const py::handle& B, double beta,
-               const py::handle& C, int device_index, std::uintptr_t stream) {
+void cuda_gemm(bool trans_a, bool trans_b, double alpha, const py::handle& A, const py::handle& B,
+               double beta, const py::handle& C, int device_index, std::uintptr_t stream) {
 #if FASTCONV_WITH_CUDA
   const TensorDesc a = desc_of(A, "A"), b = desc_of(B, "B"), c = desc_of(C, "C");
   const ExecContext ctx = context("cuda", device_index, stream);
@@ -443,12 +443,12 @@ void cuda_gemm(bool trans_a, bool trans_b, double alpha, const py::handle& A, co
   cuda::enter(ctx);
   if (c.dtype == DType::f32)
     cuda::gemm<float>(trans_a, trans_b, M, N, K, float(alpha), static_cast<const float*>(a.data), lda,
-                        static_cast<const float*>(b.data), ldb, float(beta), static_cast<float*>(c.data), ldc,
-                        ctx.stream, batch, M * K, K * N, M * N);
-    else
-      cuda::gemm<double>(trans_a, trans_b, M, N, K, alpha, static_cast<const double*>(a.data), lda,
-                         static_cast<const double*>(b.data), ldb, beta, static_cast<double*>(c.data), ldc,
-                         ctx.stream, batch, M * K, K * N, M * N);
+                      static_cast<const float*>(b.data), ldb, float(beta), static_cast<float*>(c.data), ldc,
+                      ctx.stream, batch, M * K, K * N, M * N);
+  else
+    cuda::gemm<double>(trans_a, trans_b, M, N, K, alpha, static_cast<const double*>(a.data), lda,
+                       static_cast<const double*>(b.data), ldb, beta, static_cast<double*>(c.data), ldc,
+                       ctx.stream, batch, M * K, K * N, M * N);
 #else
   (void)trans_a, (void)trans_b, (void)alpha, (void)A, (void)B, (void)beta, (void)C, (void)device_index,
       (void)stream;

@@ -63,19 +63,19 @@ inline unsigned blocks_for(index_t n, int b) {
 #define FC_CUDA_CHECK(call) ::fastconv::cuda::check((call), #call)
 
 #if FC_EMULATED
-#define FC_LAUNCH(kernel, grid, block, smem, stream, ...) \
-  ::fastconv::emu::launch(#kernel, kernel, dim3(grid), dim3(block), (smem), static_cast<cudaStream_t>(stream), \
-                          __VA_ARGS__)
+#define FC_LAUNCH(kernel, grid, block, smem, stream, ...)                   \
+  ::fastconv::emu::launch(#kernel, kernel, dim3(grid), dim3(block), (smem), \
+                          static_cast<cudaStream_t>(stream), __VA_ARGS__)
 #define FC_DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(::fastconv::emu::dynamic_shared())
 #else
 // The launch error (bad configuration, too much shared memory) is checked here; an error while
 // the kernel runs surfaces at the caller's next synchronising call, as with every CUDA library.
 #define FC_LAUNCH(kernel, grid, block, smem, stream, ...)                                        \
-  do {                                                                                         \
+  do {                                                                                           \
     kernel<<<dim3(grid), dim3(block), (smem), static_cast<cudaStream_t>(stream)>>>(__VA_ARGS__); \
-    ::fastconv::cuda::check(cudaGetLastError(), "launch of kernel " #kernel);                  \
+    ::fastconv::cuda::check(cudaGetLastError(), "launch of kernel " #kernel);                    \
   } while (0)
-#define FC_DYNAMIC_SHARED(type, name)                  \
+#define FC_DYNAMIC_SHARED(type, name)                               \
   extern __shared__ __align__(16) unsigned char fc_dynamic_smem_[]; \
   type* name = reinterpret_cast<type*>(fc_dynamic_smem_)
 #endif
