@@ -255,18 +255,25 @@ def test_cuda_without_gpu_as_a_process():
     assert r.returncode == 0 and "skipped: no CUDA device" in r.stdout, r.stdout + r.stderr
 
 
+@pytest.mark.cuda   # on a GPU machine: device_run.sh's `pytest -m cuda` runs it
 @pytest.mark.skipif(cli._cuda_unavailable() != "", reason="no CUDA device")
-def test_cuda_times_fastconv_and_cudnn(capsys, tmp_path):
+def test_cuda_times_fastconv_and_cudnn(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
     js = tmp_path / "c.json"
-    assert main(["bench", "--device", "cuda", "--network", TINY, *FAST, "--sections", "conv", "backward", "pool",
-                 "--json", str(js)]) == 0
+    assert main(["bench", "--device", "cuda", "--network", TINY, *FAST, "--sections", "conv", "backward", "gemm",
+                 "pool", "--json", str(js)]) == 0
     out = capsys.readouterr().out
-    assert "cudnn" in out and "×cudnn" in out and "GPU peak:" in out
+    assert "cudnn" in out and "×cudnn" in out and "GPU peak:" in out and "cuBLAS" in out
     data = json.loads(js.read_text())
     assert data["machine"]["gpu"]["name"] and data["machine"]["cuda_env"]["NVIDIA_TF32_OVERRIDE"] == "0"
-    (rec,) = data["conv"]
-    assert rec["baseline"] == "cudnn" and not rec["wrong"]
-    assert {"auto", "cudnn"} <= set(rec["times"]) and rec["auto_picks"]
+    assert data["peak"]["gflops"] > 1000 and data["peak"]["copy_gbs"] > 100
+    for key in ("conv", "backward"):
+        (rec,) = data[key]
+        assert rec["baseline"] == "cudnn" and not rec["wrong"], rec["wrong"]
+        assert {"auto", "cudnn"} | set(runner.conv_algorithms("cuda")) <= set(rec["times"]) and rec["auto_picks"]
+    (g,) = data["gemm"]
+    assert not g["wrong"] and g["rel_err"]["fastconv"] < 1e-5 and g["rel_err"]["cublas"] < 1e-5   # TF32 off
+    assert len(data["pool"]) == 8 and not any(p["wrong"] for p in data["pool"])
 
 
 # ---- --device cuda's code path, on a stand-in device --------------------------------------------

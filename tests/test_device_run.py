@@ -214,6 +214,15 @@ def test_smoke_reports_wrong_and_failing_kernels(monkeypatch, capsys):
     assert n_forward == len(re.findall(r"^FAIL conv2d_forward", out, re.M))   # those failed, nothing else
 
 
+@pytest.mark.cuda
+def test_smoke_on_the_gpu(capsys, monkeypatch):
+    if smoke.why_no_device("cuda"):
+        pytest.skip(smoke.why_no_device("cuda"))
+    monkeypatch.setenv("PYTORCH_NO_CUDA_MEMORY_CACHING", os.environ.get("PYTORCH_NO_CUDA_MEMORY_CACHING", "0"))
+    assert smoke.main(["--device", "cuda", "--quiet"]) == 0, capsys.readouterr().out
+    assert "every row exercised" in capsys.readouterr().out
+
+
 def test_smoke_without_a_gpu_skips(capsys):
     if smoke.why_no_device("cuda") == "":
         pytest.skip("a CUDA device is present")

@@ -4,9 +4,15 @@
   shared with the pytest-benchmark suite in ``benchmarks/``;
 - ``networks``: layer shapes of ResNet-50, VGG-16, MobileNet and LeNet-5 (``networks.txt``);
 - ``peers``: torch, torch prepacked (oneDNN), NNPACK, cuDNN, each skipped with a note when missing;
-- ``runner``: measures layers (and GEMM, pooling) into plain records;
+- ``runner``: measures layers forward and backward (and GEMM, pooling) into plain records;
 - ``report``: console table and summary, Markdown for RESULTS.md, JSON, PNG plot;
-- ``cli``: the options.
+- ``cli``: the options;
+- ``smoke``: every kernel of a device's table once on small problems, checked against the CPU
+  (``python -m fastconv.bench.smoke --device cuda``: what tools/device_run.sh runs under
+  compute-sanitizer).
+
+``--device cuda`` times fastconv's CUDA kernels against cuDNN, cuBLAS and torch on the same torch
+CUDA tensors (TF32 off, CUDA events).
 
 torch, tqdm and matplotlib are optional and imported only where they are used.
 """
