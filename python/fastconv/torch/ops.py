@@ -15,8 +15,10 @@ ops are custom ops too, so a compiled graph's backward calls them as well, and t
 differentiable in turn (double backward) except Lp pooling's: each is linear in grad_y (and
 conv2d's in x and the weight apart), so its adjoints are fastconv's ops again.
 
-Tensors go to NumPy with ``.detach().numpy()`` (no copy when contiguous) and come back with
-``torch.from_numpy`` (fastconv's functions do both when handed torch tensors).
+fastconv's functions take the tensors as they are: a CPU tensor goes to NumPy with
+``.detach().numpy()`` (no copy when contiguous) and comes back with ``torch.from_numpy``; a CUDA
+tensor is described to the core by its data pointer (zero-copy), its outputs come from torch's
+caching allocator and its kernels run on ``torch.cuda.current_stream()`` (fastconv._arrays).
 """
 from __future__ import annotations
 
