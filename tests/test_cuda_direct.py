@@ -1,7 +1,8 @@
 """The CUDA direct convolution's own paths (csrc/cuda/conv2d_direct.cu, conv2d_backward_bias.cu),
 run on the SIMT emulator (fastconv._cuda_emu) through its run() against fastconv.reference, with
-every output pre-filled with NaN: the depthwise tile kernel with channel multipliers, stride 2
-and a halo too large for shared memory (the general kernel instead), the register blocks of 8
+every output pre-filled with NaN: the depthwise tile kernels with channel multipliers, stride 2,
+the 3x3 kernel's 4 and 2 rows a thread, and a halo too large for shared memory (the general
+kernel instead), the register blocks of 8
 and 16 output (and input) channels, which the launcher picks only when the problem has enough
 pixels to fill a GPU (so those cases have 2^17 output pixels, 1x1 or 3 input channels to stay
 cheap), weights too large to stage in shared memory, staging in several chunks, the weight
@@ -87,6 +88,18 @@ DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", 
 ], ids=["mult3", "mult17-s2", "s2", "s1-tall", "7x7", "asym", "1d-long"])
 def test_depthwise(x_shape, w_shape, stride, padding, dilation, groups, dtype):
     check(x_shape, w_shape, stride, padding, dilation, groups, dtype)
+
+
+@DTYPES
+@pytest.mark.parametrize("x_shape, w_shape, stride", [
+    ((2, 256, 33, 33), (512, 1, 3, 3), 1),          # 4 rows a thread (last row partial), multiplier 2
+    ((2, 117, 130, 66), (117, 1, 3, 3), 2),         # 4 rows a thread, stride 2, 3 x 2 tiles a plane
+    ((2, 256, 32, 32), (256, 1, 3, 3), (1, 2)),     # 2 rows a thread (4 would leave too few threads)
+], ids=["vp4-s1-mult2", "vp4-s2", "vp2-s1x2"])
+def test_depthwise_3x3_rows_per_thread(x_shape, w_shape, stride, dtype):
+    """The 3x3 kernel's register blocks of 4 and 2 output rows, which the launcher takes only
+    when they leave at least 2^17 threads (so these problems have many planes)."""
+    check(x_shape, w_shape, stride, 1, 1, x_shape[1], dtype)
 
 
 @DTYPES

@@ -1,30 +1,34 @@
 // conv2d_direct.cu: direct convolution (cross-correlation) on the GPU, float and double, forward,
 // data gradient and weight gradient, for every problem a ConvParams describes (params.h): any
 // stride, per-side padding (pad_h/pad_w top/left; rows and columns past the input read zeros),
-// dilation, groups, N >= 0.
-//   forward  y  (N, K, P, Q)  [n,k,p,q]   = bias[k] + sum_{c,r,s} x[n, g*Cg+c, p*sh-ph+r*dh, q*sw-pw+s*dw] *
-//   w[k,c,r,s] data     gx (N, C, H, W)  [n,c,ih,iw] = sum over k of c's group and taps (r, s) with
-//                                           ih = p*sh-ph+r*dh, iw = q*sw-pw+s*dw of gy[n,k,p,q] * w[k,c,r,s]
-//   weight   gw (K, Cg, R, S) [k,c,r,s]   = sum_{n,p,q} gy[n,k,p,q] * x[n, g*Cg+c, p*sh-ph+r*dh,
-//   q*sw-pw+s*dw] (the bias gradient is conv2d_backward_bias.cu's, called from the weight op when asked for)
-// x (N, C, H, W), w (K, Cg = C/groups, R, S), gy = grad_y (N, K, P, Q); NCHW, contiguous.
+// dilation, groups, N >= 0. With x (N, C, H, W), w (K, Cg = C/groups, R, S), gy = grad_y
+// (N, K, P, Q), NCHW and contiguous, ih = p*sh - ph + r*dh, iw = q*sw - pw + s*dw, g = k's group:
+//   forward  y[n,k,p,q]    = bias[k] + sum over c < Cg, r, s of x[n, g*Cg + c, ih, iw] * w[k,c,r,s]
+//   data     gx[n,c,ih,iw] = sum over k of c's group and the (p, q, r, s) reading (ih, iw) of
+//                            gy[n,k,p,q] * w[k, c % Cg, r, s]
+//   weight   gw[k,c,r,s]   = sum over n, p, q of gy[n,k,p,q] * x[n, g*Cg + c, ih, iw]
+// (the bias gradient is conv2d_backward_bias.cu's, called by the weight op when asked for).
 //
 // Idea (the classic one-output-per-thread direct convolution, register-blocked over channels):
 //   forward, general: a thread owns one output pixel (n, p, q) and KB (1, 4, 8 or 16) output
 //     channels of one group, accumulated in registers. Threads of a block take consecutive
 //     pixels (coalesced along q) and share the KB channels, whose weights the block stages in
 //     shared memory as [c][r*S+s][KB] (a chunk of CB input channels at a time), so each input
-//     value loaded feeds KB FMAs and the KB weights are broadcast vector loads. The tap loops
-//     test the borders once per (r, s) and run the channel loop inside, free of tests.
-//     Small channel counts (C/groups <= 4: the first layer 3->64 7x7/2) take this path with KB
-//     = 16: 16 FMAs per input load, the whole weight block in shared memory at once.
+//     value loaded feeds KB FMAs and the KB weights are broadcast vector loads (ld.shared.v4).
+//     The tap loops test the borders once per (r, s) and run the channel loop inside, free of
+//     tests. KB is the largest block that wastes at most a quarter of the FMAs on padding
+//     channels and still leaves 2^17 threads; small channel counts (the first layer 3->64 7x7/2
+//     of a batch) get KB = 16: 16 FMAs per input load, all the weights staged at once.
 //   forward, depthwise (C/groups == 1, any channel multiplier M = K/groups): a block computes an
-//     output tile of TZ planes (n, c) x TP rows x TQ columns (blockDim (TQ, TP, TZ), 256
+//     output tile of TZ planes (n, c) x TP*VP rows x TQ columns (blockDim (TQ, TP, TZ), 256
 //     threads, TQ and TP sized to the map so 7x7 and 14x14 maps keep most threads busy) and
-//     stages the input tile with its halo, (TP-1)*sh + (R-1)*dh + 1 rows by (TQ-1)*sw +
+//     stages the input tile with its halo, (TP*VP-1)*sh + (R-1)*dh + 1 rows by (TQ-1)*sw +
 //     (S-1)*dw + 1 columns per plane, in dynamic shared memory; each thread then computes its
-//     output pixel for the M output channels of its plane from shared memory. Tiles whose
-//     halo does not fit (huge dilations) go to the general kernel.
+//     column's VP output rows for the M output channels of its plane. 3x3 kernels (dilation 1,
+//     vertical stride 1 or 2: MobileNet's) have their own kernel with VP = 4 (2, 1 when that
+//     leaves too few threads): the (VP-1)*sh + 3 x 3 input values and the 9 weights sit in
+//     registers (stride 1: 18 shared loads per 36 FMAs). Other shapes: VP = 1, runtime taps.
+//     Tiles whose halo does not fit (huge dilations) go to the general kernel.
 //   data gradient: the gather form of the same loop (no atomics, deterministic): a thread owns
 //     one input pixel (n, ih, iw) and CB input channels of one group; output row p reads row
 //     ih through tap r when ih + ph - r*dh = p*sh, so each r (and s) is kept when that is a
@@ -39,12 +43,14 @@
 //     to fill the GPU (depthwise: K pairs), the N*P*Q terms are split into parts (ranges of
 //     images x ranges of output pixels), each block writes its partial sums to the workspace,
 //     and a second kernel adds the parts in order: the same result on every run, no atomics.
-// Limits: every thread of the general kernels reads its inputs from L1/L2 rather than from a
-//   shared tile, and a thread computes one pixel, so many-channel layers run far from peak (the
-//   im2col row's GEMM is the fast path there); the depthwise tile is read with stride sw (2-way
-//   bank conflicts at stride 2); the weight gradient's 1x1 layers with many channels re-read
-//   gy once per input channel (again im2col's case). Spatial extents (H, W, P, Q and the padded
-//   spans) must fit in 32 bits (supports() says so); offsets into tensors are 64-bit.
+// Limits: the general kernels read their inputs from L1/L2 rather than from a shared tile, and a
+//   thread computes one pixel, so many-channel layers run far from peak (the im2col row's GEMM
+//   is the fast path there); the depthwise tile is read with stride sw (2-way bank conflicts at
+//   stride 2); the depthwise data gradient is the general gather (one input channel a thread);
+//   the weight gradient's 1x1 layers with many channels re-read gy once per input channel
+//   (again im2col's case). Spatial extents (H, W, P, Q and the padded spans) must fit in 32 bits
+//   (supports() says so); offsets into tensors are 64-bit. Kernels are built without
+//   __launch_bounds__: with it, ptxas (CUDA 13) capped registers at occupancy steps and spilled.
 #include <string>
 
 #include "cuda/kernels.h"
@@ -190,28 +196,33 @@ __global__ void direct_forward_general(const ConvParams p, const T* __restrict__
 // x (N, C, H, W), w (K, 1, R, S), bias (K) or null, y (N, K, P, Q) with groups == C, K = C * M;
 // x and y start at the launch's first image, `images` of them (images * C < 2^31).
 // Block (TQ, TP, TZ): z-slice z computes plane nc = plane_block * TZ + z (nc = n*C + c) over the
-// output tile rows [tp*TP, +TP) x columns [tq*TQ, +TQ), for the M output channels c*M .. c*M+M-1.
-// Dynamic shared memory: TZ planes of IH x IW input values (the tile and its halo, zeros outside
-// the image). Grid: blockIdx.x = (plane_block * tiles_p + tp) * tiles_q + tq.
+// output tile rows [tp*TP*VP, +TP*VP) x columns [tq*TQ, +TQ), for the M output channels
+// c*M .. c*M+M-1; thread (x, y) owns column q0 + x and the VP rows from p0 + y*VP. Dynamic shared
+// memory: TZ planes of IH x IW input values (the tile and its halo, zeros outside the image).
+// Grid: blockIdx.x = (plane_block * tiles_p + tp) * tiles_q + tq.
+
+// Position of the block's tile and the staging of its TZ input planes (all threads, then a
+// barrier); returns the thread's plane (may be >= planes: then it has nothing to compute).
+struct DepthwiseBlock {
+  int plane0, p0, q0;
+};
 template <class T>
-__global__ void direct_forward_depthwise(const ConvParams p, const T* __restrict__ x, const T* __restrict__ w,
-                                         const T* __restrict__ bias, T* __restrict__ y, int images,
-                                         int tiles_p, int tiles_q, int IH, int IW) {
-  FC_DYNAMIC_SHARED(T, tile);
+__device__ inline DepthwiseBlock stage_depthwise_tile(const ConvParams& p, const T* __restrict__ x, T* tile,
+                                                      int images, int tiles_p, int tiles_q, int VP, int IH,
+                                                      int IW) {
   const int TQ = int(blockDim.x), TP = int(blockDim.y), TZ = int(blockDim.z);
-  const int H = int(p.H), W = int(p.W), P = int(p.P), Q = int(p.Q), R = int(p.R), S = int(p.S);
-  const int C = int(p.C), M = int(p.K) / C;
+  const int H = int(p.H), W = int(p.W);
   unsigned b = blockIdx.x;
   const int tq = int(b % unsigned(tiles_q));
   b /= unsigned(tiles_q);
   const int tp = int(b % unsigned(tiles_p));
-  const int plane0 = int(b / unsigned(tiles_p)) * TZ;
-  const int p0 = tp * TP, q0 = tq * TQ;
-  const int ih0 = p0 * int(p.stride_h) - int(p.pad_h), iw0 = q0 * int(p.stride_w) - int(p.pad_w);
-  const int planes = images * C;
+  DepthwiseBlock d;
+  d.plane0 = int(b / unsigned(tiles_p)) * TZ;
+  d.p0 = tp * TP * VP;
+  d.q0 = tq * TQ;
+  const int ih0 = d.p0 * int(p.stride_h) - int(p.pad_h), iw0 = d.q0 * int(p.stride_w) - int(p.pad_w);
+  const int planes = images * int(p.C);
   const index_t HW = index_t(H) * W;
-
-  // Stage the TZ planes' input tiles (all the block's threads, row by row).
   const int tid = int(threadIdx.x) + TQ * (int(threadIdx.y) + TP * int(threadIdx.z));
   const int tile_vals = IH * IW;
   for (int i = tid; i < TZ * tile_vals; i += kThreads) {
@@ -219,16 +230,26 @@ __global__ void direct_forward_depthwise(const ConvParams p, const T* __restrict
     const int ii = j / IW, jj = j - ii * IW;
     const int ih = ih0 + ii, iw = iw0 + jj;
     T v = T(0);
-    if (plane0 + z < planes && unsigned(ih) < unsigned(H) && unsigned(iw) < unsigned(W))
-      v = __ldg(x + (plane0 + z) * HW + index_t(ih) * W + iw);
+    if (d.plane0 + z < planes && unsigned(ih) < unsigned(H) && unsigned(iw) < unsigned(W))
+      v = __ldg(x + (d.plane0 + z) * HW + index_t(ih) * W + iw);
     tile[i] = v;
   }
   __syncthreads();
+  return d;
+}
 
-  const int nc = plane0 + int(threadIdx.z);
-  const int oh = p0 + int(threadIdx.y), ow = q0 + int(threadIdx.x);
-  if (nc >= planes || oh >= P || ow >= Q) return;
-  const T* t0 = tile + int(threadIdx.z) * tile_vals + int(threadIdx.y) * int(p.stride_h) * IW +
+// Any R x S, stride, dilation; one output row per thread (VP = 1).
+template <class T>
+__global__ void direct_forward_depthwise(const ConvParams p, const T* __restrict__ x, const T* __restrict__ w,
+                                         const T* __restrict__ bias, T* __restrict__ y, int images,
+                                         int tiles_p, int tiles_q, int IH, int IW) {
+  FC_DYNAMIC_SHARED(T, tile);
+  const DepthwiseBlock d = stage_depthwise_tile(p, x, tile, images, tiles_p, tiles_q, 1, IH, IW);
+  const int P = int(p.P), Q = int(p.Q), R = int(p.R), S = int(p.S), C = int(p.C), M = int(p.K) / C;
+  const int nc = d.plane0 + int(threadIdx.z);
+  const int oh = d.p0 + int(threadIdx.y), ow = d.q0 + int(threadIdx.x);
+  if (nc >= images * C || oh >= P || ow >= Q) return;
+  const T* t0 = tile + int(threadIdx.z) * IH * IW + int(threadIdx.y) * int(p.stride_h) * IW +
                 int(threadIdx.x) * int(p.stride_w);
   const int dh = int(p.dil_h) * IW, dw = int(p.dil_w);
   const int c = nc % C;
@@ -242,6 +263,44 @@ __global__ void direct_forward_depthwise(const ConvParams p, const T* __restrict
       for (int s = 0; s < S; ++s) acc += t0[r * dh + s * dw] * __ldg(wk + r * S + s);
     if (bias) acc += __ldg(bias + k);
     yp[m * PQ] = acc;
+  }
+}
+
+// 3x3, dilation 1, vertical stride SH (1 or 2), any horizontal stride: a thread computes VP
+// consecutive output rows of its column from (VP-1)*SH + 3 input rows x 3 columns held in
+// registers (stride 1, VP = 4: 18 shared loads for 36 FMAs instead of 36), and the 9 weights
+// of each output channel in registers.
+template <class T, int SH, int VP>
+__global__ void direct_forward_depthwise3x3(const ConvParams p, const T* __restrict__ x,
+                                            const T* __restrict__ w, const T* __restrict__ bias,
+                                            T* __restrict__ y, int images, int tiles_p, int tiles_q, int IH,
+                                            int IW) {
+  FC_DYNAMIC_SHARED(T, tile);
+  const DepthwiseBlock d = stage_depthwise_tile(p, x, tile, images, tiles_p, tiles_q, VP, IH, IW);
+  const int P = int(p.P), Q = int(p.Q), C = int(p.C), M = int(p.K) / C;
+  const int nc = d.plane0 + int(threadIdx.z);
+  const int oh0 = d.p0 + int(threadIdx.y) * VP, ow = d.q0 + int(threadIdx.x);
+  if (nc >= images * C || oh0 >= P || ow >= Q) return;
+  constexpr int kRows = (VP - 1) * SH + 3;
+  const T* t0 = tile + int(threadIdx.z) * IH * IW + int(threadIdx.y) * VP * SH * IW +
+                int(threadIdx.x) * int(p.stride_w);
+  T v[kRows][3];
+  for (int i = 0; i < kRows; ++i)
+    for (int s = 0; s < 3; ++s) v[i][s] = t0[i * IW + s];
+  const int c = nc % C, rows = fc_min(VP, P - oh0);
+  const index_t PQ = index_t(P) * Q;
+  T* yp = y + index_t(nc) * M * PQ + oh0 * Q + ow;  // (n*K + c*M) * PQ: n*K + c*M == nc*M
+  for (int m = 0; m < M; ++m) {
+    const index_t k = index_t(c) * M + m;
+    T wk[9];
+    for (int i = 0; i < 9; ++i) wk[i] = __ldg(w + k * 9 + i);
+    const T b = bias ? __ldg(bias + k) : T(0);
+    for (int j = 0; j < VP; ++j) {
+      T acc = T(0);
+      for (int r = 0; r < 3; ++r)
+        for (int s = 0; s < 3; ++s) acc += v[j * SH + r][s] * wk[r * 3 + s];
+      if (j < rows) yp[m * PQ + j * Q] = acc + b;
+    }
   }
 }
 
@@ -418,37 +477,83 @@ void for_image_chunks(index_t N, index_t per_image, F f) {
   for (index_t n0 = 0; n0 < N; n0 += chunk) f(n0, N - n0 < chunk ? N - n0 : chunk);
 }
 
-// Depthwise tile: (TQ, TP, TZ), input tile IH x IW per plane, and the shared bytes.
+// Depthwise tile: (TQ, TP, TZ) threads, VP output rows a thread, input tile IH x IW per plane,
+// the shared bytes and the grid.
 struct DepthwiseTile {
-  int TQ, TP, TZ;
-  index_t IH, IW, smem;
+  int TQ, TP, TZ, VP;
+  index_t IH, IW, smem, tiles_p, tiles_q;
+  index_t blocks(index_t images, index_t C) const { return ceil_div(images * C, TZ) * tiles_p * tiles_q; }
 };
-inline DepthwiseTile depthwise_tile(const ConvParams& p, index_t elem_bytes) {
+inline DepthwiseTile depthwise_tile(const ConvParams& p, index_t elem_bytes, int VP) {
   DepthwiseTile d;
+  d.VP = VP;
   d.TQ = p.Q > 16 ? 32 : p.Q > 8 ? 16 : 8;
   d.TP = 1;
-  while (d.TP < p.P && d.TQ * d.TP * 2 <= kThreads) d.TP *= 2;
+  while (d.TP * VP < p.P && d.TQ * d.TP * 2 <= kThreads) d.TP *= 2;
   d.TZ = kThreads / (d.TQ * d.TP);
-  d.IH = (d.TP - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1;
+  d.IH = (d.TP * VP - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1;
   d.IW = (d.TQ - 1) * p.stride_w + (p.S - 1) * p.dil_w + 1;
   d.smem = d.TZ * d.IH * d.IW * elem_bytes;
+  d.tiles_p = ceil_div(p.P, d.TP * VP);
+  d.tiles_q = ceil_div(p.Q, d.TQ);
   return d;
 }
 
+// SH = 0: the general depthwise kernel; 1, 2: the 3x3 kernel with that vertical stride.
+template <class T, int SH, int VP>
+void launch_depthwise(const ConvParams& p, const Tensors& t, const ExecContext& ctx, const DepthwiseTile& d) {
+  for_image_chunks(p.N, p.C * d.tiles_p * d.tiles_q, [&](index_t n0, index_t images) {
+    const T* x = static_cast<const T*>(t.x) + n0 * p.C * p.H * p.W;
+    const T* w = static_cast<const T*>(t.w);
+    const T* bias = static_cast<const T*>(t.bias);
+    T* y = static_cast<T*>(t.y) + n0 * p.K * p.P * p.Q;
+    const unsigned grid = blocks_for(d.blocks(images, p.C), 1);
+    const dim3 block(d.TQ, d.TP, d.TZ);
+    if constexpr (SH > 0) {
+      const auto kernel = direct_forward_depthwise3x3<T, SH, VP>;
+      FC_LAUNCH(kernel, grid, block, size_t(d.smem), static_cast<cudaStream_t>(ctx.stream), p, x, w, bias, y,
+                int(images), int(d.tiles_p), int(d.tiles_q), int(d.IH), int(d.IW));
+    } else {
+      const auto kernel = direct_forward_depthwise<T>;
+      FC_LAUNCH(kernel, grid, block, size_t(d.smem), static_cast<cudaStream_t>(ctx.stream), p, x, w, bias, y,
+                int(images), int(d.tiles_p), int(d.tiles_q), int(d.IH), int(d.IW));
+    }
+  });
+}
+
+// The depthwise kernels; false when the tile does not fit in shared memory (the general kernel
+// runs instead). 3x3 with dilation 1 and vertical stride 1 or 2 takes the register-blocked
+// kernel with 4 rows a thread, or 2 or 1 when 4 would leave fewer than kFillThreads threads.
 template <class T>
 bool forward_depthwise(const ConvParams& p, const Tensors& t, const ExecContext& ctx) {
-  const DepthwiseTile d = depthwise_tile(p, sizeof(T));
+  const bool is3x3 = p.R == 3 && p.S == 3 && p.dil_h == 1 && p.dil_w == 1 && p.stride_h <= 2;
+  if (is3x3) {
+    for (int VP : {4, 2, 1}) {
+      const DepthwiseTile d = depthwise_tile(p, sizeof(T), VP);
+      if (d.smem > kDepthwiseSmemBytes) continue;
+      if (VP > 1 && p.N * p.C * ceil_div(p.P, VP) * p.Q < kFillThreads) continue;  // too few threads
+      if (p.stride_h == 1) {
+        if (VP == 4)
+          launch_depthwise<T, 1, 4>(p, t, ctx, d);
+        else if (VP == 2)
+          launch_depthwise<T, 1, 2>(p, t, ctx, d);
+        else
+          launch_depthwise<T, 1, 1>(p, t, ctx, d);
+      } else {
+        if (VP == 4)
+          launch_depthwise<T, 2, 4>(p, t, ctx, d);
+        else if (VP == 2)
+          launch_depthwise<T, 2, 2>(p, t, ctx, d);
+        else
+          launch_depthwise<T, 2, 1>(p, t, ctx, d);
+      }
+      return true;
+    }
+    return false;
+  }
+  const DepthwiseTile d = depthwise_tile(p, sizeof(T), 1);
   if (d.smem > kDepthwiseSmemBytes) return false;
-  const index_t tiles_p = ceil_div(p.P, d.TP), tiles_q = ceil_div(p.Q, d.TQ);
-  for_image_chunks(p.N, p.C * tiles_p * tiles_q, [&](index_t n0, index_t images) {
-    const index_t blocks = ceil_div(images * p.C, d.TZ) * tiles_p * tiles_q;
-    const auto kernel = direct_forward_depthwise<T>;
-    FC_LAUNCH(kernel, blocks_for(blocks, 1), dim3(d.TQ, d.TP, d.TZ), size_t(d.smem),
-              static_cast<cudaStream_t>(ctx.stream), p, static_cast<const T*>(t.x) + n0 * p.C * p.H * p.W,
-              static_cast<const T*>(t.w), static_cast<const T*>(t.bias),
-              static_cast<T*>(t.y) + n0 * p.K * p.P * p.Q, int(images), int(tiles_p), int(tiles_q), int(d.IH),
-              int(d.IW));
-  });
+  launch_depthwise<T, 0, 1>(p, t, ctx, d);
   return true;
 }
 
