@@ -25,9 +25,10 @@
 //
 // How: the forward runs one thread per output (grid-stride over N*C*P*Q, consecutive threads on
 // consecutive q, so a warp reads neighbouring windows of one row through the read-only cache);
-// windows of 32 taps or more (adaptive and global pooling, large kernels) run one warp per
-// output instead, the lanes striding over the window's taps, reduced by shuffles (max with
-// indices reduces (value, index) pairs by the row-major rule: the NaN of highest index, else the
+// windows of 32 taps or more (adaptive and global pooling, large kernels) run a group of 8, 16
+// or 32 lanes per output instead (about a quarter of the taps), the lanes striding over the
+// window's taps (contiguous ones for global pooling), reduced by shuffles (max with indices
+// reduces (value, index) pairs by the row-major rule: the NaN of highest index, else the
 // maximum of lowest index). Flat indices are split by multiply-high division (32-bit indexing
 // when every tensor and coordinate fits, else plain 64-bit division).
 // Sums run in the CPU's order (each window column's rows, then the columns) in the thread
@@ -52,7 +53,7 @@ namespace {
 constexpr int kBlock = 256;              // threads per block, both kernels
 constexpr int kWarp = 32;                // lanes per warp
 constexpr unsigned kMaxBlocks = 1u << 16;  // grid-stride: at most this many blocks (enough for any GPU)
-constexpr index_t kWideTaps = 32;        // windows of at least this many taps: one warp per output
+constexpr index_t kWideTaps = 32;        // windows of at least this many taps: lanes per output
 
 enum Mode : int { kMax, kMaxIndices, kAvg, kLp, kLpInf };
 
@@ -279,47 +280,58 @@ FC_HD inline bool takes(T v, std::int64_t iv, T m, std::int64_t im) {
   return v > m || (v == m && iv < im);
 }
 
-// The same as pool_forward_kernel, one warp per output (windows of kWideTaps taps or more):
-// the lanes stride over the window's taps in row-major order and reduce by shuffles.
-template <class T, int M, class I>
+// The same as pool_forward_kernel with G lanes per output (G = 8, 16 or 32; windows of kWideTaps
+// taps or more): the lanes stride over the window's taps in row-major order and reduce by
+// shuffles within their group. The loop over outputs is warp-uniform (every lane reaches the
+// shuffles), a group past the end idles through it.
+template <class T, int M, class I, int G>
 __global__ void __launch_bounds__(kBlock)
     pool_forward_wide_kernel(const T* __restrict__ x, T* __restrict__ y, std::int64_t* __restrict__ indices,
                              const Args<T, I> a) {
+  static_assert(G == 8 || G == 16 || G == 32, "lanes per output: 8, 16 or 32");
   const I W = a.w.in, plane_size = a.h.in * a.w.in;
-  const I lane = I(threadIdx.x) % kWarp;
-  const I step = I(gridDim.x) * (I(blockDim.x) / kWarp);
+  const I lane = I(threadIdx.x) % G, group = (I(threadIdx.x) % kWarp) / G;
+  const I step = I(gridDim.x) * (kBlock / G);
   constexpr std::int64_t kNone = 0x7fffffffffffffff;  // no tap above -inf seen yet
-  for (I i = I(blockIdx.x) * (I(blockDim.x) / kWarp) + I(threadIdx.x) / kWarp; i < a.total; i += step) {
-    I plane, p, q;
-    a.split(i, plane, p, q);
-    const Window<I> wh = window_of(a.h, p), ww = window_of(a.w, q);
-    const I start = wh.first * W + ww.first, rs = a.h.dil * W, cs = a.w.dil;
-    const T* xp = x + plane * plane_size + start;
-    const I taps = wh.count * ww.count, cw = ww.count > 0 ? ww.count : I(1);
-    // Whole rows (global pooling): the taps are contiguous, tap t at offset t. Else this lane's
-    // taps t = lane, lane + 32, ... as (row r, column s), stepped without division.
-    const bool flat = cs == 1 && rs == ww.count;
-    I r = small_div(lane, cw), s = lane - r * cw;
-    const I dr = small_div(I(kWarp), cw), ds = I(kWarp) - dr * cw;
+  for (I base = (I(blockIdx.x) * kBlock + I(threadIdx.x)) / kWarp * (kWarp / G); base < a.total;
+       base += step) {
+    const I i = base + group;
+    const bool active = i < a.total;
     T m = M == kAvg || M == kLp ? T(0) : -inf_of<T>();
     std::int64_t arg = kNone;
-    for (I t = lane; t < taps; t += kWarp) {
-      const I off = flat ? t : r * rs + s * cs;
-      const T v = load(xp + off);
-      if (M == kMaxIndices) {
-        if (v > m || v != v) m = v, arg = std::int64_t(start + off);
-      } else if (M == kMax) {
-        m = max_nan(m, v);
-      } else if (M == kLpInf) {
-        m = max_nan(m, a.negative ? -abs_of(v) : abs_of(v));
-      } else {
-        m += M == kLp ? a.power(v) : v;
+    I start = 0;
+    Window<I> wh{0, 0, 0}, ww{0, 0, 0};
+    if (active) {
+      I plane, p, q;
+      a.split(i, plane, p, q);
+      wh = window_of(a.h, p), ww = window_of(a.w, q);
+      start = wh.first * W + ww.first;
+      const I rs = a.h.dil * W, cs = a.w.dil;
+      const T* xp = x + plane * plane_size + start;
+      const I taps = wh.count * ww.count, cw = ww.count > 0 ? ww.count : I(1);
+      // Whole rows (global pooling): the taps are contiguous, tap t at offset t. Else this
+      // lane's taps t = lane, lane + G, ... as (row r, column s), stepped without division.
+      const bool flat = cs == 1 && rs == ww.count;
+      I r = small_div(lane, cw), s = lane - r * cw;
+      const I dr = small_div(I(G), cw), ds = I(G) - dr * cw;
+      for (I t = lane; t < taps; t += G) {
+        const I off = flat ? t : r * rs + s * cs;
+        const T v = load(xp + off);
+        if (M == kMaxIndices) {
+          if (v > m || v != v) m = v, arg = std::int64_t(start + off);
+        } else if (M == kMax) {
+          m = max_nan(m, v);
+        } else if (M == kLpInf) {
+          m = max_nan(m, a.negative ? -abs_of(v) : abs_of(v));
+        } else {
+          m += M == kLp ? a.power(v) : v;
+        }
+        s += ds;
+        r += dr;
+        if (s >= cw) s -= cw, ++r;
       }
-      s += ds;
-      r += dr;
-      if (s >= cw) s -= cw, ++r;
     }
-    for (int o = kWarp / 2; o > 0; o /= 2) {
+    for (int o = G / 2; o > 0; o /= 2) {  // xor below G: within the group
       const T v = __shfl_xor_sync(0xffffffffu, m, o);
       if (M == kMaxIndices) {
         const std::int64_t iv = __shfl_xor_sync(0xffffffffu, arg, o);
@@ -330,7 +342,7 @@ __global__ void __launch_bounds__(kBlock)
         m += v;
       }
     }
-    if (lane == 0) {
+    if (active && lane == 0) {
       if (M == kMaxIndices) {
         y[i] = m;
         indices[i] = arg == kNone ? std::int64_t(start) : arg;  // every tap -inf: the first one
@@ -492,11 +504,20 @@ void forward_as(const PoolParams& p, const Tensors& t, cudaStream_t stream) {
   const Args<T, I> a = make_args<T, I>(p, true, M == kMax || M == kMaxIndices);
   const T* x = static_cast<const T*>(t.x);
   T* y = static_cast<T*>(t.y);
-  if (max_taps(p) >= kWideTaps) {
-    const unsigned blocks = blocks_for(a.total, kBlock / kWarp);
-    const auto pool_forward_wide = pool_forward_wide_kernel<T, M, I>;
-    FC_LAUNCH(pool_forward_wide, blocks < kMaxBlocks ? blocks : kMaxBlocks, kBlock, 0, stream, x, y,
-              t.indices, a);
+  const index_t taps = max_taps(p);
+  if (taps >= kWideTaps) {  // lanes per output: about a quarter of the taps, 8 to 32
+    const int lanes = taps >= 128 ? 32 : taps >= 64 ? 16 : 8;
+    const unsigned blocks = blocks_for(a.total, kBlock / lanes),
+                   grid = blocks < kMaxBlocks ? blocks : kMaxBlocks;
+    const auto pool_forward_wide8 = pool_forward_wide_kernel<T, M, I, 8>;
+    const auto pool_forward_wide16 = pool_forward_wide_kernel<T, M, I, 16>;
+    const auto pool_forward_wide32 = pool_forward_wide_kernel<T, M, I, 32>;
+    if (lanes == 8)
+      FC_LAUNCH(pool_forward_wide8, grid, kBlock, 0, stream, x, y, t.indices, a);
+    else if (lanes == 16)
+      FC_LAUNCH(pool_forward_wide16, grid, kBlock, 0, stream, x, y, t.indices, a);
+    else
+      FC_LAUNCH(pool_forward_wide32, grid, kBlock, 0, stream, x, y, t.indices, a);
   } else {
     const unsigned blocks = blocks_for(a.total, kBlock);
     const auto pool_forward = pool_forward_kernel<T, M, I>;
