@@ -95,6 +95,9 @@ inline index_t staged_chunk(index_t unit_values, index_t elem_bytes, index_t cou
   return chunk < count ? chunk : count;
 }
 
+// t / s for t >= 0 without a division for the usual strides 1 and 2 (s is uniform: no divergence).
+__device__ inline int div_stride(int t, int s) { return s == 1 ? t : s == 2 ? t >> 1 : t / s; }
+
 // Sums over the block (blockDim.x a multiple of 32, at most kThreads) of each thread's TB
 // values acc[t], each in a fixed order: every value goes to shared memory, lane l of value t adds
 // the entries l, l + 32, l + 64, ... (one per warp), then thread t adds its 32 partial sums.
@@ -350,12 +353,12 @@ __global__ void direct_backward_data(const ConvParams p, const T* __restrict__ g
     for (int r = 0; r < R; ++r) {
       const int th = th0 - r * dh;  // = oh * sh when tap r of output row oh reads row ih
       if (th < 0) break;           // and for every later r
-      const int oh = th / sh;
+      const int oh = div_stride(th, sh);
       if (oh * sh != th || oh >= P) continue;
       for (int s = 0; s < S; ++s) {
         const int tw = tw0 - s * dw;
         if (tw < 0) break;
-        const int ow = tw / sw;
+        const int ow = div_stride(tw, sw);
         if (ow * sw != tw || ow >= Q) continue;
         const T* gp = gy + (n * p.K + kg0 + k0) * PQ + index_t(oh) * Q + ow;
         const int tap = r * S + s;
