@@ -15,6 +15,8 @@
 #                JOBS                 parallel compile jobs (default: the number of cores)
 # Build tree: build/gpu-wheel (kept: a rebuild recompiles only what changed); its venv:
 # build/gpu-wheel-venv (scikit-build-core, pybind11, ninja, numpy; from the package index once).
+# Time: 18 min from scratch on 2 busy cores (7 min of CPU: about 4 on 2 idle ones), a rebuild after
+# small changes about 2 min (configure 30 s); the wheel is 3.7 MB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARCHS=${FASTCONV_CUDA_ARCHS:-90}
@@ -54,6 +56,7 @@ if ! "$VENV/bin/python" -c "import scikit_build_core, pybind11, ninja, numpy" 2>
   "$VENV/bin/python" -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" ninja numpy
 fi
 
+hash=$(source_hash)   # taken before compiling: the sources the build starts from
 rm -rf "$DIST"
 mkdir -p "$DIST/lib" "$BUILD_DIR"
 echo "building (sm_$ARCHS, $JOBS jobs, nice 10; log: $BUILD_DIR.log) ..."
@@ -68,7 +71,8 @@ if ! PATH="$PWD/$VENV/bin:$PATH" FASTCONV_CUDA=ON FASTCONV_CUDA_ARCHS="$ARCHS" F
 fi
 wheel=$(ls "$DIST"/fastconv-*-cp312-*.whl)
 cp -L "$(gcc -print-file-name=libgomp.so.1)" "$DIST/lib/" 2>/dev/null || echo "note: no libgomp.so.1 copied"
-source_hash >"$DIST/SOURCE_HASH"
+echo "$hash" >"$DIST/SOURCE_HASH"
+[[ $(source_hash) == "$hash" ]] || echo "note: sources changed while building; rebuild before carrying"
 build_s=$(( $(date +%s) - t0 ))
 
 # Check: it imports under Python 3.12 without a GPU and says so.
