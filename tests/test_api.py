@@ -90,7 +90,13 @@ def test_info_and_threads():
     assert info["version"] == fastconv.__version__
     assert info["isa"] in ("scalar", "avx2", "avx512") and info["isa_detected"] == _C.detected_isa()
     assert info["threads"] == fastconv.get_num_threads() >= 1
-    assert "none" in info["cuda"]
+    build, status = _C.build_info(), _C.cuda_devices()
+    if not build["cuda_kernels"]:
+        assert info["cuda"].startswith("none (this build has no CUDA kernels")
+    elif not status["devices"]:
+        assert f"{build['cuda_kernels']} CUDA kernels compiled, no GPU ({status['why_none']})" in info["cuda"]
+    else:
+        assert all(d["name"] in info["cuda"] for d in status["devices"]) and info["cuda_devices"] == status["devices"]
     assert {"auto", "direct", "im2col", "reference"} <= set(info["algorithms"])
 
 
