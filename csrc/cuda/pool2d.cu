@@ -30,9 +30,12 @@
 // window's taps (contiguous ones for global pooling), reduced by shuffles (max with indices
 // reduces (value, index) pairs by the row-major rule: the NaN of highest index, else the
 // maximum of lowest index). Flat indices are split by multiply-high division (32-bit indexing
-// when every tensor and coordinate fits, else plain 64-bit division).
+// when every tensor and coordinate fits, else plain 64-bit division; the window bounds divide by
+// the stride, or by in and out for adaptive windows, the same way). No __launch_bounds__: with
+// it ptxas (CUDA 13) capped registers at occupancy steps and spilled around the division and
+// pow calls on sm_75-89.
 // Sums run in the CPU's order (each window column's rows, then the columns) in the thread
-// kernel, so avg and max results are those of the CPU bit for bit (the warp kernel and the
+// kernel, so avg and max results are those of the CPU bit for bit (the lane-group kernel and the
 // global average reorder the sum; Lp may differ by pow's rounding and nvcc's FMA contraction).
 //
 // Limits: the max backward adds a gradient only where a window's index names one of that
@@ -129,11 +132,13 @@ FC_HD inline T sign_of(T v) {
   return v > T(0) ? T(1) : v < T(0) ? T(-1) : v;
 }
 
-// One spatial axis of the windows (the CPU's make_axis before its tables).
+// One spatial axis of the windows (the CPU's make_axis before its tables), with dividers by the
+// stride (regular windows) or by in and out (adaptive ones).
 template <class I>
 struct Axis {
   I in = 1, out = 1, k = 1, stride = 1, pad = 0, dil = 1;
   bool adaptive = false;
+  typename DivOf<I>::type by_stride, by_in, by_out;
 };
 
 // Output o's window along an axis: taps first + j*dil, j < count, inside the input; padded is
@@ -146,10 +151,9 @@ struct Window {
 template <class I>
 FC_HD inline Window<I> window_of(const Axis<I>& a, I o) {
   Window<I> w;
-  if (a.adaptive) {  // 64-bit: o*in may not fit 32 bits
-    const index_t s = index_t(o) * a.in / a.out, e = ((index_t(o) + 1) * a.in + a.out - 1) / a.out;
-    w.first = I(s);
-    w.count = w.padded = I(e - s);
+  if (a.adaptive) {  // [floor(o*in/out), ceil((o+1)*in/out))
+    w.first = a.by_out.div(o * a.in);
+    w.count = w.padded = a.by_out.div((o + 1) * a.in + a.out - 1) - w.first;
     return w;
   }
   const I s = o * a.stride - a.pad, span = (a.k - 1) * a.dil + 1;
@@ -169,14 +173,14 @@ FC_HD inline Window<I> window_of(const Axis<I>& a, I o) {
 // check is_tap (adaptive windows and dil 1: every one of them does).
 template <class I>
 FC_HD inline void windows_covering(const Axis<I>& a, I h, I& lo, I& hi) {
-  if (a.adaptive) {
-    lo = I(index_t(h) * a.out / a.in);
-    hi = I(fc_min((index_t(h + 1) * a.out + a.in - 1) / a.in, index_t(a.out)));
+  if (a.adaptive) {  // [floor(h*out/in), ceil((h+1)*out/in))
+    lo = a.by_in.div(h * a.out);
+    hi = fc_min(a.by_in.div((h + 1) * a.out + a.in - 1), a.out);
     return;
   }
   const I num = h + a.pad, low = num - (a.k - 1) * a.dil;
-  lo = low <= 0 ? I(0) : (low + a.stride - 1) / a.stride;
-  hi = fc_min(num / a.stride + 1, a.out);
+  lo = low <= 0 ? I(0) : a.by_stride.div(low + a.stride - 1);
+  hi = fc_min(a.by_stride.div(num) + 1, a.out);
 }
 template <class I>
 FC_HD inline bool is_tap(const Axis<I>& a, I h, I o) {
@@ -225,9 +229,8 @@ FC_HD inline T load(const T* p) {
 // x (N, C, H, W) -> y (N, C, P, Q) [and indices (N, C, P, Q) for kMaxIndices]: one thread per
 // output, flat index i over N*C*P*Q (a.cols = Q, a.rows = P).
 template <class T, int M, class I>
-__global__ void __launch_bounds__(kBlock)
-    pool_forward_kernel(const T* __restrict__ x, T* __restrict__ y, std::int64_t* __restrict__ indices,
-                        const Args<T, I> a) {
+__global__ void pool_forward_kernel(const T* __restrict__ x, T* __restrict__ y,
+                                    std::int64_t* __restrict__ indices, const Args<T, I> a) {
   const I W = a.w.in, plane_size = a.h.in * a.w.in;
   const I step = I(gridDim.x) * I(blockDim.x);
   for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < a.total; i += step) {
@@ -285,9 +288,8 @@ FC_HD inline bool takes(T v, std::int64_t iv, T m, std::int64_t im) {
 // shuffles within their group. The loop over outputs is warp-uniform (every lane reaches the
 // shuffles), a group past the end idles through it.
 template <class T, int M, class I, int G>
-__global__ void __launch_bounds__(kBlock)
-    pool_forward_wide_kernel(const T* __restrict__ x, T* __restrict__ y, std::int64_t* __restrict__ indices,
-                             const Args<T, I> a) {
+__global__ void pool_forward_wide_kernel(const T* __restrict__ x, T* __restrict__ y,
+                                         std::int64_t* __restrict__ indices, const Args<T, I> a) {
   static_assert(G == 8 || G == 16 || G == 32, "lanes per output: 8, 16 or 32");
   const I W = a.w.in, plane_size = a.h.in * a.w.in;
   const I lane = I(threadIdx.x) % G, group = (I(threadIdx.x) % kWarp) / G;
@@ -362,10 +364,9 @@ __global__ void __launch_bounds__(kBlock)
 // kLp and kLpInf] -> grad_x (N, C, H, W), every element written: one thread per input element,
 // flat index i over N*C*H*W (a.cols = W, a.rows = H), gathering the windows that have it as a tap.
 template <class T, int M, class I>
-__global__ void __launch_bounds__(kBlock)
-    pool_backward_kernel(const T* __restrict__ grad_y, const std::int64_t* __restrict__ indices,
-                         const T* __restrict__ x, const T* __restrict__ y, T* __restrict__ grad_x,
-                         const Args<T, I> a) {
+__global__ void pool_backward_kernel(const T* __restrict__ grad_y, const std::int64_t* __restrict__ indices,
+                                     const T* __restrict__ x, const T* __restrict__ y, T* __restrict__ grad_x,
+                                     const Args<T, I> a) {
   const I W = a.w.in, Q = a.w.out, plane_size = a.h.in * a.w.in, out_size = a.h.out * a.w.out;
   const I step = I(gridDim.x) * I(blockDim.x);
   for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < a.total; i += step) {
@@ -385,22 +386,19 @@ __global__ void __launch_bounds__(kBlock)
           if (is_tap(a.w, w, q) && load(ind + p * Q + q) == std::int64_t(me)) acc += load(gy + p * Q + q);
       }
     } else if (M == kLpInf) {  // the covering windows whose first max of +-|x| is this element
-      const T* xp = x + plane * plane_size;
-      const T xv = load(xp + me);
+      const T* xp = x + plane * plane_size;  // (Lp windows have no dilation)
+      const T xv = load(xp + me), sgn = a.negative ? T(-1) : T(1);
       for (I p = p0; p < p1; ++p) {
-        if (!is_tap(a.h, h, p)) continue;
         const Window<I> wh = window_of(a.h, p);
         for (I q = q0; q < q1; ++q) {
-          if (!is_tap(a.w, w, q)) continue;
           const Window<I> ww = window_of(a.w, q);
-          const I start = wh.first * W + ww.first, rs = a.h.dil * W, cs = a.w.dil;
+          const I start = wh.first * W + ww.first;
           T m = -inf_of<T>();
           I arg = start;
-          for (I r = 0; r < wh.count; ++r)
-            for (I s = 0; s < ww.count; ++s) {
-              const T v = a.negative ? -abs_of(load(xp + start + r * rs + s * cs))
-                                     : abs_of(load(xp + start + r * rs + s * cs));
-              if (v > m || v != v) m = v, arg = start + r * rs + s * cs;
+          for (I r = 0, row = start; r < wh.count; ++r, row += W)
+            for (I s = row; s < row + ww.count; ++s) {
+              const T v = sgn * abs_of(load(xp + s));
+              if (v > m || v != v) m = v, arg = s;
             }
           if (arg == me) acc += load(gy + p * Q + q) * sign_of(xv);
         }
@@ -445,15 +443,17 @@ Axis<I> make_axis(index_t in, index_t out, index_t k, index_t stride, index_t pa
     pad = 0;
     dil = 1;
   }
+  using Div = typename DivOf<I>::type;
   Axis<I> a;
   a.in = I(in), a.out = I(out), a.adaptive = adaptive;
-  if (!adaptive) a.k = I(k), a.stride = I(stride), a.pad = I(pad), a.dil = I(dil);
+  a.by_in = Div(in), a.by_out = Div(out);
+  if (!adaptive) a.k = I(k), a.stride = I(stride), a.pad = I(pad), a.dil = I(dil), a.by_stride = Div(stride);
   return a;
 }
 
 // Whether every offset and coordinate of the problem fits a 32-bit int, with room for the
-// grid-stride step and the window arithmetic (a window's first tap lies below in + span, and
-// an empty window's index is (first row)*W + first column).
+// grid-stride step and the window arithmetic (a window's first tap lies below in + span, an
+// empty window's index is (first row)*W + first column, adaptive bounds take (in+1)*(out+1)).
 bool fits_32(const PoolParams& p, bool dilated) {
   constexpr index_t kLimit = (index_t(1) << 31) - 1 - index_t(kMaxBlocks) * kBlock;
   constexpr index_t kAxisLimit = index_t(1) << 30;
@@ -464,9 +464,11 @@ bool fits_32(const PoolParams& p, bool dilated) {
   const index_t span_h = span(p.R, p.dil_h), span_w = span(p.S, p.dil_w);
   const index_t reach_h = p.H + p.pad_h + span_h, reach_w = p.W + p.pad_w + span_w;  // < 2^30 each
   const index_t stride_h = p.adaptive ? 1 : p.stride_h, stride_w = p.adaptive ? 1 : p.stride_w;
+  const bool adaptive_ok =
+      !p.adaptive || ((p.H + 1) * (p.P + 1) <= kLimit && (p.W + 1) * (p.Q + 1) <= kLimit);
   return reach_h < kAxisLimit && reach_w < kAxisLimit && p.P * stride_h < kAxisLimit &&
          p.Q * stride_w < kAxisLimit && reach_h * reach_w <= kLimit && planes * p.H * p.W <= kLimit &&
-         planes * p.P * p.Q <= kLimit;
+         planes * p.P * p.Q <= kLimit && adaptive_ok;
 }
 
 // Args of a problem; forward: the flat index over outputs, else over inputs. Avg and Lp have no
