@@ -238,28 +238,36 @@ struct PlainRow {
   const int tid;
   const T* q[Slots::N];  // the slot's run in the current k-tile
   int lim[Slots::N];     // valid values of the run
+  bool full;             // every run whole and 128-bit aligned
   T r[Slots::N][V];
   FC_GEMM_DEV PlainRow(const Args& a_, index_t batch, index_t i0, index_t I, index_t kbeg, int tid_)
-      : a(a_), tid(tid_) {
+      : a(a_), tid(tid_), full(a_.vec) {
     FC_GEMM_UNROLL
     for (int s = 0; s < Slots::N; ++s) {
       const index_t i = i0 + Slots::i(tid, s);
       lim[s] = run_limit<V>(i, I);
+      full = full && lim[s] == V;
       q[s] = a.p + batch * a.batch_stride + (kbeg + Slots::k(tid, s)) * a.ld + (lim[s] > 0 ? i : 0);
     }
   }
   FC_GEMM_DEV void load(int k_left) {
-    FC_GEMM_UNROLL
-    for (int s = 0; s < Slots::N; ++s) {
-      const bool k_in = Slots::k(tid, s) < k_left;
-      if (k_in && a.vec && lim[s] == V) {
-        load_vec(q[s], r[s]);
-      } else {
-        FC_GEMM_UNROLL
-        for (int v = 0; v < V; ++v) r[s][v] = k_in && v < lim[s] ? q[s][v] : T(0);
+    if (full && k_left >= Cfg::BK) {  // the common case: one 128-bit load a slot, no tests
+      FC_GEMM_UNROLL
+      for (int s = 0; s < Slots::N; ++s) load_vec(q[s], r[s]);
+    } else {
+      FC_GEMM_UNROLL
+      for (int s = 0; s < Slots::N; ++s) {
+        const bool k_in = Slots::k(tid, s) < k_left;
+        if (k_in && a.vec && lim[s] == V) {
+          load_vec(q[s], r[s]);
+        } else {
+          FC_GEMM_UNROLL
+          for (int v = 0; v < V; ++v) r[s][v] = k_in && v < lim[s] ? q[s][v] : T(0);
+        }
       }
-      q[s] += Cfg::BK * a.ld;
     }
+    FC_GEMM_UNROLL
+    for (int s = 0; s < Slots::N; ++s) q[s] += Cfg::BK * a.ld;
   }
   FC_GEMM_DEV void store(T* S) const { Slots::store(S, tid, r); }
 };
@@ -273,28 +281,36 @@ struct PlainCol {
   const int tid;
   const T* q[Slots::N];  // the slot's run in the current k-tile
   bool ok[Slots::N];     // its row is inside the extent
+  bool full;             // every row inside and 128-bit aligned
   T r[Slots::N][V];
   FC_GEMM_DEV PlainCol(const Args& a_, index_t batch, index_t i0, index_t I, index_t kbeg, int tid_)
-      : a(a_), tid(tid_) {
+      : a(a_), tid(tid_), full(a_.vec) {
     FC_GEMM_UNROLL
     for (int s = 0; s < Slots::N; ++s) {
       const index_t i = i0 + Slots::i(tid, s);
       ok[s] = i < I;
+      full = full && ok[s];
       q[s] = a.p + batch * a.batch_stride + (ok[s] ? i : 0) * a.ld + kbeg + Slots::k(tid, s);
     }
   }
   FC_GEMM_DEV void load(int k_left) {
-    FC_GEMM_UNROLL
-    for (int s = 0; s < Slots::N; ++s) {
-      const int k = Slots::k(tid, s);
-      if (ok[s] && a.vec && k + V <= k_left) {
-        load_vec(q[s], r[s]);
-      } else {
-        FC_GEMM_UNROLL
-        for (int v = 0; v < V; ++v) r[s][v] = ok[s] && k + v < k_left ? q[s][v] : T(0);
+    if (full && k_left >= Cfg::BK) {  // the common case: one 128-bit load a slot, no tests
+      FC_GEMM_UNROLL
+      for (int s = 0; s < Slots::N; ++s) load_vec(q[s], r[s]);
+    } else {
+      FC_GEMM_UNROLL
+      for (int s = 0; s < Slots::N; ++s) {
+        const int k = Slots::k(tid, s);
+        if (ok[s] && a.vec && k + V <= k_left) {
+          load_vec(q[s], r[s]);
+        } else {
+          FC_GEMM_UNROLL
+          for (int v = 0; v < V; ++v) r[s][v] = ok[s] && k + v < k_left ? q[s][v] : T(0);
+        }
       }
-      q[s] += Cfg::BK;
     }
+    FC_GEMM_UNROLL
+    for (int s = 0; s < Slots::N; ++s) q[s] += Cfg::BK;
   }
   FC_GEMM_DEV void store(T* S) const { Slots::store(S, tid, r); }
 };
@@ -327,13 +343,15 @@ struct ColsRow {
   const int tid;
   const T* q[Slots::N];  // the run's first column in the current k-tile
   int at[Slots::N], lim[Slots::N];
+  bool full;  // every run whole and 128-bit aligned
   T r[Slots::N][V];
   FC_GEMM_DEV ColsRow(const Args& a_, index_t batch, index_t i0, index_t I, index_t kbeg, int tid_)
-      : a(a_), tid(tid_) {
+      : a(a_), tid(tid_), full(a_.vec) {
     FC_GEMM_UNROLL
     for (int s = 0; s < Slots::N; ++s) {
       const index_t j = i0 + Slots::i(tid, s);
       lim[s] = run_limit<V>(j, I);
+      full = full && lim[s] == V;
       const index_t jj = lim[s] > 0 ? j : 0, img = jj / a.per_img;
       at[s] = int(jj - img * a.per_img);
       q[s] = a.p + batch * a.batch_stride + (kbeg + Slots::k(tid, s)) * a.row_stride + img * a.img_stride +
@@ -341,23 +359,29 @@ struct ColsRow {
     }
   }
   FC_GEMM_DEV void load(int k_left) {
-    FC_GEMM_UNROLL
-    for (int s = 0; s < Slots::N; ++s) {
-      const bool k_in = Slots::k(tid, s) < k_left;
-      if (k_in && a.vec && lim[s] == V) {
-        load_vec(q[s], r[s]);
-      } else {
-        index_t o = 0;
-        int at_v = at[s];
-        FC_GEMM_UNROLL
-        for (int v = 0; v < V; ++v) {
-          r[s][v] = k_in && v < lim[s] ? q[s][o] : T(0);
-          ++o;
-          if (++at_v == a.per_img) at_v = 0, o += a.img_stride - a.per_img;  // the next image
+    if (full && k_left >= Cfg::BK) {  // the common case: one 128-bit load a slot, no tests
+      FC_GEMM_UNROLL
+      for (int s = 0; s < Slots::N; ++s) load_vec(q[s], r[s]);
+    } else {
+      FC_GEMM_UNROLL
+      for (int s = 0; s < Slots::N; ++s) {
+        const bool k_in = Slots::k(tid, s) < k_left;
+        if (k_in && a.vec && lim[s] == V) {
+          load_vec(q[s], r[s]);
+        } else {
+          index_t o = 0;
+          int at_v = at[s];
+          FC_GEMM_UNROLL
+          for (int v = 0; v < V; ++v) {
+            r[s][v] = k_in && v < lim[s] ? q[s][o] : T(0);
+            ++o;
+            if (++at_v == a.per_img) at_v = 0, o += a.img_stride - a.per_img;  // the next image
+          }
         }
       }
-      q[s] += Cfg::BK * a.row_stride;
     }
+    FC_GEMM_UNROLL
+    for (int s = 0; s < Slots::N; ++s) q[s] += Cfg::BK * a.row_stride;
   }
   FC_GEMM_DEV void store(T* S) const { Slots::store(S, tid, r); }
 };
@@ -658,15 +682,16 @@ __global__ void FC_GEMM_BOUNDS(Cfg::NT, Cfg::MIN_BLOCKS)
     al.store(As);
     bl.store(Bs);
     __syncthreads();
-    int buf = 0;
+    // The buffers being multiplied and filled: swapped after each k-tile.
+    T *a_cur = As, *a_next = As + BK * BM, *b_cur = Bs, *b_next = Bs + BK * BN;
     for (int k_left = k_total - BK;; k_left -= BK) {  // the values left after the current k-tile
       const bool more = k_left > 0;
       if (more) {  // the next k-tile into registers while this one is multiplied
         al.load(k_left);
         bl.load(k_left);
       }
-      const T* A = As + buf * BK * BM + ty * V;
-      const T* B = Bs + buf * BK * BN + tx * V;
+      const T* A = a_cur + ty * V;
+      const T* B = b_cur + tx * V;
       FC_GEMM_UNROLL
       for (int k = 0; k < BK; ++k) {
         T fa[TM], fb[TN];
@@ -681,10 +706,13 @@ __global__ void FC_GEMM_BOUNDS(Cfg::NT, Cfg::MIN_BLOCKS)
         }
       }
       if (!more) break;
-      buf ^= 1;
-      al.store(As + buf * BK * BM);
-      bl.store(Bs + buf * BK * BN);
+      al.store(a_next);
+      bl.store(b_next);
       __syncthreads();
+      T* t = a_cur;
+      a_cur = a_next, a_next = t;
+      t = b_cur;
+      b_cur = b_next, b_next = t;
     }
   }
   Epi::store(e, batch, split, m0, n0, sh.M, sh.N, tx, ty, acc);
