@@ -32,9 +32,15 @@ def test_run_matches_the_public_call():
 def test_kernel_table_has_a_device_column():
     rows = _C.kernels()
     assert rows and all(set(r) == {"algorithm", "op", "device", "prepares"} for r in rows)
-    assert {r["device"] for r in rows} == {"cpu"}  # no CUDA kernels in this build
-    assert _C.build_info()["cuda_kernels"] == 0
-    assert "no CUDA kernels" in fc.info()["cuda"]
+    cuda_rows = [r for r in rows if r["device"] == "cuda"]
+    assert {r["device"] for r in rows} <= {"cpu", "cuda"}
+    assert _C.build_info()["cuda_kernels"] == len(cuda_rows)
+    if cuda_rows:  # every op has its CUDA rows: direct everywhere, im2col for convolution
+        assert {(r["op"], r["algorithm"]) for r in cuda_rows} == (
+            {(op, "direct") for op in _C.build_info()["ops"]}
+            | {(op, "im2col") for op in ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")})
+    else:
+        assert "no CUDA kernels" in fc.info()["cuda"]
 
 
 def test_descriptor_of_an_array():
@@ -82,8 +88,8 @@ def test_device_and_alignment_are_checked_in_cpp():
     on_gpu = _C.Tensor(X.ctypes.data, "float32", X.shape, device="cuda")
     with pytest.raises(ValueError, match="x is on cuda:0 but the call runs on cpu:0"):
         _run({"x": on_gpu, "w": W, "y": y})
-    with pytest.raises(ValueError, match="no cuda kernel 'direct'"):
-        _run({"x": on_gpu, "w": W, "y": y}, device="cuda")
+    with pytest.raises(ValueError, match="no cuda kernel 'winograd:2'"):
+        _run({"x": on_gpu, "w": W, "y": y}, device="cuda", algorithm="winograd:2")
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         _run({"x": X, "w": W, "y": y}, device="tpu")
     misaligned = _C.Tensor(X.ctypes.data + 2, "float32", X.shape)
