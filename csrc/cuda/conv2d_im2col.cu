@@ -47,30 +47,32 @@ index_t data_chunk_images(const ConvParams& p, int elem) {
 // grad_x of m images (m*C*H*W values = count, gx (m, C, H, W)) from their col (groups, C/g*R*S,
 // cols = m*P*Q): gx[n, c, h, w] = sum over (r, s) with h = p*stride_h - pad_h + r*dil_h,
 // w = q*stride_w - pad_w + s*dil_w for some output pixel (p, q) of col[g, (c%C/g*R + r)*S + s,
-// n*P*Q + p*Q + q], r and s ascending. One thread per value, grid-stride.
-template <class T>
-__global__ void col2im_gather(const ConvParams p, const T* col, index_t cols, index_t count, T* gx) {
-  const index_t HW = p.H * p.W, CHW = p.C * HW, Cg = p.C_per_group(), RS = p.R * p.S, PQ = p.P * p.Q;
-  const int R = int(p.R), S = int(p.S), P = int(p.P), Q = int(p.Q), W = int(p.W);
+// n*P*Q + p*Q + q], r and s ascending. One thread per value, grid-stride. I: the index type, int
+// when every index of gx and col fits (the divisions are then 32-bit), else index_t.
+template <class T, class I>
+__global__ void col2im_gather(const ConvParams p, const T* col, I cols, I count, T* gx) {
+  const I W = I(p.W), HW = I(p.H) * W, CHW = I(p.C) * HW, Cg = I(p.C_per_group()), RS = I(p.R * p.S);
+  const I PQ = I(p.P * p.Q);
+  const int R = int(p.R), S = int(p.S), P = int(p.P), Q = int(p.Q);
   const int sh = int(p.stride_h), sw = int(p.stride_w), dh = int(p.dil_h), dw = int(p.dil_w);
   const int ph = int(p.pad_h), pw = int(p.pad_w);
-  const index_t step = index_t(gridDim.x) * blockDim.x;
-  for (index_t e = index_t(blockIdx.x) * blockDim.x + threadIdx.x; e < count; e += step) {
-    const index_t n = e / CHW, chw = e - n * CHW, c = chw / HW;
-    const int hw = int(chw - c * HW), h = hw / W, w = hw - h * W;
-    const index_t g = c / Cg;
+  const I step = I(gridDim.x) * I(blockDim.x);
+  for (I e = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); e < count; e += step) {
+    const I n = e / CHW, chw = e - n * CHW, c = chw / HW, hw = chw - c * HW;
+    const int h = int(hw / W), w = int(hw - I(h) * W);
+    const I g = c / Cg;
     const T* cc = col + (g * Cg * RS + (c - g * Cg) * RS) * cols + n * PQ;
     T sum = T(0);
     for (int r = 0; r < R; ++r) {
       const int th = h + ph - r * dh;  // = p * stride_h for the output row p that reads (h, w)
       if (th < 0) break;               // and for every later r
       if (th % sh != 0 || th / sh >= P) continue;
-      const T* cr = cc + index_t(r) * S * cols + index_t(th / sh) * Q;
+      const T* cr = cc + I(r) * S * cols + I(th / sh) * Q;
       for (int s = 0; s < S; ++s) {
         const int tw = w + pw - s * dw;
         if (tw < 0) break;
         if (tw % sw != 0 || tw / sw >= Q) continue;
-        sum += cr[index_t(s) * cols + tw / sw];
+        sum += cr[I(s) * cols + tw / sw];
       }
     }
     gx[e] = sum;
@@ -85,9 +87,16 @@ void col2im(const ConvParams& p, const T* col, index_t m, T* gx, void* stream) {
   if (count == 0) return;
   constexpr int kThreads = 256;
   constexpr index_t kMaxBlocks = index_t(1) << 20;  // grid-stride beyond
-  const auto col2im_kernel = col2im_gather<T>;
-  FC_LAUNCH(col2im_kernel, blocks_for(fc_min(count, kMaxBlocks * kThreads), kThreads), kThreads, 0, stream, p,
-            col, m * p.P * p.Q, count, gx);
+  const unsigned blocks = blocks_for(fc_min(count, kMaxBlocks * kThreads), kThreads);
+  const index_t cols = m * p.P * p.Q;
+  constexpr index_t kIntMax = 0x7fffffff;
+  if (count + index_t(blocks) * kThreads <= kIntMax && p.C * p.R * p.S * cols <= kIntMax) {
+    const auto col2im_kernel = col2im_gather<T, int>;
+    FC_LAUNCH(col2im_kernel, blocks, kThreads, 0, stream, p, col, int(cols), int(count), gx);
+  } else {
+    const auto col2im_kernel_64 = col2im_gather<T, index_t>;
+    FC_LAUNCH(col2im_kernel_64, blocks, kThreads, 0, stream, p, col, cols, count, gx);
+  }
 }
 
 template <class T>
@@ -130,14 +139,9 @@ std::string conv2d_im2col_supports(const Problem& pr) {
     return str_cat("im2col computes convolutions, not ", op_name(pr.op));
   if (pr.dtype != DType::f32 && pr.dtype != DType::f64)
     return str_cat("im2col on CUDA takes float32 and float64, not ", dtype_name(pr.dtype));
-  const ConvParams& p = pr.conv;
-  constexpr index_t kMaxDim = index_t(1) << 30, kMaxReduction = (index_t(1) << 31) - 64;
-  for (const index_t v : {p.H, p.W, p.P, p.Q, p.R, p.S, p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dil_h,
-                          p.dil_w, p.N, p.H + p.pad_h + p.dil_h * p.R, p.W + p.pad_w + p.dil_w * p.S})
-    if (v >= kMaxDim) return "im2col on CUDA takes image sizes, padding, strides and dilations below 2^30";
-  if (p.C_per_group() * p.R * p.S > kMaxReduction || p.K_per_group() > kMaxReduction ||
-      p.N * p.P * p.Q > kMaxReduction)
-    return "im2col on CUDA takes GEMM reductions (C/groups*R*S, K/groups, N*P*Q) below 2^31";
+  if (!conv_gemm_fits(pr.conv))
+    return "im2col on CUDA takes image sizes, padding, strides and dilations below 2^30 and GEMM sizes "
+           "(C/groups*R*S, K/groups, N*P*Q) below 2^31";
   return "";
 }
 

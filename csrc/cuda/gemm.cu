@@ -320,15 +320,18 @@ struct PlainCol {
 // (K/g, images*P*Q) rows (img_stride K*P*Q), x's (C/g, images*H*W) for 1x1 stride-1 unpadded
 // kernels, and y's / grad_x's output rows. vec: p aligned, every stride and per_img multiples of V
 // (a run of V columns starting at a multiple of V is then contiguous and aligned).
+// Column indices and per_img are below 2^31 (the convolutions' entry points check it).
 template <class T>
 struct ColsOp {
   const T* p;
-  index_t batch_stride, row_stride, per_img, img_stride;
+  index_t batch_stride, row_stride;
+  int per_img;
+  index_t img_stride;
   bool vec;
 };
 // Offset of column j within a row.
-FC_GEMM_DEV index_t col_offset(index_t j, index_t per_img, index_t img_stride) {
-  const index_t img = j / per_img;
+FC_GEMM_DEV index_t col_offset(int j, int per_img, index_t img_stride) {
+  const int img = j / per_img;
   return img * img_stride + (j - img * per_img);
 }
 
@@ -352,8 +355,8 @@ struct ColsRow {
       const index_t j = i0 + Slots::i(tid, s);
       lim[s] = run_limit<V>(j, I);
       full = full && lim[s] == V;
-      const index_t jj = lim[s] > 0 ? j : 0, img = jj / a.per_img;
-      at[s] = int(jj - img * a.per_img);
+      const int jj = lim[s] > 0 ? int(j) : 0, img = jj / a.per_img;
+      at[s] = jj - img * a.per_img;
       q[s] = a.p + batch * a.batch_stride + (kbeg + Slots::k(tid, s)) * a.row_stride + img * a.img_stride +
              at[s];
     }
@@ -395,12 +398,12 @@ struct ColsCol {
   static constexpr int V = Cfg::V;
   const Args& a;
   const int tid;
-  index_t k0;              // the current k-tile's first reduction index
+  int k0;                  // the current k-tile's first reduction index
   const T* row[Slots::N];  // the slot's row
   bool ok[Slots::N];       // inside the extent
   T r[Slots::N][V];
   FC_GEMM_DEV ColsCol(const Args& a_, index_t batch, index_t i0, index_t I, index_t kbeg, int tid_)
-      : a(a_), tid(tid_), k0(kbeg) {
+      : a(a_), tid(tid_), k0(int(kbeg)) {
     FC_GEMM_UNROLL
     for (int s = 0; s < Slots::N; ++s) {
       const index_t i = i0 + Slots::i(tid, s);
@@ -412,8 +415,8 @@ struct ColsCol {
     FC_GEMM_UNROLL
     for (int s = 0; s < Slots::N; ++s) {
       const int kt = Slots::k(tid, s);
-      const index_t k = k0 + kt, img = k / a.per_img;
-      int at = int(k - img * a.per_img);
+      const int k = k0 + kt, img = k / a.per_img;
+      int at = k - img * a.per_img;
       const T* q = row[s] + img * a.img_stride + at;
       if (ok[s] && a.vec && kt + V <= k_left) {
         load_vec(q, r[s]);
@@ -438,8 +441,8 @@ struct ColsCol {
 template <class T>
 struct PatchOp {
   const T* x;
-  index_t batch_stride, img_stride, HW, PQ, RS;
-  int H, W, P, Q, S;
+  index_t batch_stride, img_stride, HW;
+  int PQ, RS, H, W, P, Q, S;  // the columns (N*P*Q) and rows (C/g*R*S) are below 2^31 too
   int stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
 };
 // A row index past every image (bounds tests then fail whatever the kernel offset adds).
@@ -456,16 +459,15 @@ struct PatchRow {
   const Args& a;
   const T* x;
   const int tid;
-  index_t k0;  // the current k-tile's first reduction index
+  int k0;  // the current k-tile's first reduction index
   int img[Slots::N], op[Slots::N], oq[Slots::N], lim[Slots::N];
   T r[Slots::N][V];
   FC_GEMM_DEV PatchRow(const Args& a_, index_t batch, index_t i0, index_t I, index_t kbeg, int tid_)
-      : a(a_), x(a_.x + batch * a_.batch_stride), tid(tid_), k0(kbeg) {
+      : a(a_), x(a_.x + batch * a_.batch_stride), tid(tid_), k0(int(kbeg)) {
     FC_GEMM_UNROLL
     for (int s = 0; s < Slots::N; ++s) {
-      const index_t j = i0 + Slots::i(tid, s), n = j / a.PQ;
-      const int pq = int(j - n * a.PQ);
-      img[s] = int(n);
+      const int j = int(i0) + Slots::i(tid, s), n = j / a.PQ, pq = j - n * a.PQ;
+      img[s] = n;
       op[s] = pq / a.Q;
       oq[s] = pq - op[s] * a.Q;
       lim[s] = run_limit<V>(j, I);
@@ -475,8 +477,8 @@ struct PatchRow {
     FC_GEMM_UNROLL
     for (int s = 0; s < Slots::N; ++s) {
       const bool k_in = Slots::k(tid, s) < k_left;
-      const index_t k = k_in ? k0 + Slots::k(tid, s) : 0, c = k / a.RS;
-      const int rs = int(k - c * a.RS), rr = rs / a.S, ss = rs - rr * a.S;
+      const int k = k_in ? k0 + Slots::k(tid, s) : 0, c = k / a.RS;
+      const int rs = k - c * a.RS, rr = rs / a.S, ss = rs - rr * a.S;
       const int dh = rr * a.dil_h - a.pad_h, dw = ss * a.dil_w - a.pad_w;
       const T* xk = x + c * a.HW;
       int n = img[s], p = op[s], q = oq[s];
@@ -506,16 +508,16 @@ struct PatchCol {
   static constexpr int V = Cfg::V;
   const Args& a;
   const int tid;
-  index_t k0;                          // the current k-tile's first reduction index
+  int k0;                              // the current k-tile's first reduction index
   const T* xc[Slots::N];               // x's channel c of the group
   int hoff[Slots::N], woff[Slots::N];  // r*dil_h - pad_h, s*dil_w - pad_w (kFar past the extent)
   T r[Slots::N][V];
   FC_GEMM_DEV PatchCol(const Args& a_, index_t batch, index_t i0, index_t I, index_t kbeg, int tid_)
-      : a(a_), tid(tid_), k0(kbeg) {
+      : a(a_), tid(tid_), k0(int(kbeg)) {
     FC_GEMM_UNROLL
     for (int s = 0; s < Slots::N; ++s) {
-      const index_t i = i0 + Slots::i(tid, s), c = i / a.RS;
-      const int rs = int(i - c * a.RS), rr = rs / a.S, ss = rs - rr * a.S;
+      const int i = int(i0) + Slots::i(tid, s), c = i / a.RS;
+      const int rs = i - c * a.RS, rr = rs / a.S, ss = rs - rr * a.S;
       xc[s] = a.x + batch * a.batch_stride + (i < I ? c : 0) * a.HW;
       hoff[s] = i < I ? rr * a.dil_h - a.pad_h : kFar;
       woff[s] = ss * a.dil_w - a.pad_w;
@@ -525,9 +527,8 @@ struct PatchCol {
     FC_GEMM_UNROLL
     for (int s = 0; s < Slots::N; ++s) {
       const int kt = Slots::k(tid, s);
-      const index_t k = k0 + kt, n0 = k / a.PQ;
-      const int pq = int(k - n0 * a.PQ);
-      int n = int(n0), p = pq / a.Q, q = pq - p * a.Q;
+      const int k = k0 + kt, n0 = k / a.PQ, pq = k - n0 * a.PQ;
+      int n = n0, p = pq / a.Q, q = pq - p * a.Q;
       FC_GEMM_UNROLL
       for (int v = 0; v < V; ++v) {
         const int ih = p * a.stride_h + hoff[s], iw = q * a.stride_w + woff[s];
@@ -606,7 +607,9 @@ struct PlainEpi {
 template <class T>
 struct ColsOut {
   T* p;
-  index_t batch_stride, row_stride, per_img, img_stride;
+  index_t batch_stride, row_stride;
+  int per_img;
+  index_t img_stride;
   const T* bias;
   index_t bias_stride;
   bool vec;
@@ -622,7 +625,7 @@ struct ColsEpi {
     FC_GEMM_UNROLL
     for (int t = 0; t < Cfg::TN; ++t) {
       const index_t n = n0 + tile_col<Cfg>(t, tx);
-      off[t] = n < N ? col_offset(n, e.per_img, e.img_stride) : -1;
+      off[t] = n < N ? col_offset(int(n), e.per_img, e.img_stride) : -1;
     }
     FC_GEMM_UNROLL
     for (int t = 0; t < Cfg::TM; ++t) {
@@ -782,7 +785,7 @@ ColsOp<T> cols_op(const T* p, index_t batch_stride, index_t row_stride, index_t 
   constexpr index_t V = 16 / sizeof(T);
   const bool vec =
       aligned16(p) && batch_stride % V == 0 && row_stride % V == 0 && per_img % V == 0 && img_stride % V == 0;
-  return {p, batch_stride, row_stride, per_img, img_stride, vec};
+  return {p, batch_stride, row_stride, int(per_img), img_stride, vec};
 }
 
 template <class T>
@@ -792,13 +795,20 @@ PatchOp<T> make_patch_op(const ConvParams& p, const T* x) {
   a.batch_stride = p.C_per_group() * p.H * p.W;
   a.img_stride = p.C * p.H * p.W;
   a.HW = p.H * p.W;
-  a.PQ = p.P * p.Q;
-  a.RS = p.R * p.S;
+  a.PQ = int(p.P * p.Q);
+  a.RS = int(p.R * p.S);
   a.H = int(p.H), a.W = int(p.W), a.P = int(p.P), a.Q = int(p.Q), a.S = int(p.S);
   a.stride_h = int(p.stride_h), a.stride_w = int(p.stride_w);
   a.pad_h = int(p.pad_h), a.pad_w = int(p.pad_w);
   a.dil_h = int(p.dil_h), a.dil_w = int(p.dil_w);
   return a;
+}
+
+// The convolutions' kernels index images, columns (N*P*Q) and GEMM reductions with ints.
+void check_conv_fits(const ConvParams& p) {
+  FC_CHECK(conv_gemm_fits(p),
+           "the CUDA im2col kernels take image sizes, padding, strides and dilations below 2^30 "
+           "and GEMM sizes (C/groups*R*S, K/groups, N*P*Q) below 2^31");
 }
 
 // The weight gradient's tile and reduction slices.
@@ -856,13 +866,14 @@ void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, 
 
 template <class T>
 void conv_forward_gemm(const ConvParams& p, const T* x, const T* w, const T* bias, T* y, void* stream) {
+  check_conv_fits(p);
   const index_t Kg = p.K_per_group(), Cg = p.C_per_group(), CRS = Cg * p.R * p.S, PQ = p.P * p.Q;
   const index_t cols = p.N * PQ, HW = p.H * p.W;
   if (Kg == 0 || cols == 0) return;
   constexpr index_t V = 16 / sizeof(T);
   // A = w_g (K/g, CRS): element (k = crs, i = kg) at w[g*Kg*CRS + kg*CRS + crs].
   const PlainOp<T> a{w, CRS, Kg * CRS, aligned16(w) && CRS % V == 0};
-  ColsOut<T> e{y, Kg * PQ, PQ, PQ, p.K * PQ, bias, Kg, false};
+  ColsOut<T> e{y, Kg * PQ, PQ, int(PQ), p.K * PQ, bias, Kg, false};
   e.vec = cols_op<T>(y, e.batch_stride, e.row_stride, e.per_img, e.img_stride).vec;
   const Shape s = one_slice(Kg, cols, CRS);
   const TileKind kind = pick_tile<T>(Kg, cols, p.groups, false);
@@ -876,6 +887,7 @@ void conv_forward_gemm(const ConvParams& p, const T* x, const T* w, const T* bia
 template <class T>
 void conv_backward_data_gemm(const ConvParams& p, const T* grad_y, const T* w, index_t n0, index_t m, T* out,
                              void* stream) {
+  check_conv_fits(p);
   const index_t Kg = p.K_per_group(), Cg = p.C_per_group(), CRS = Cg * p.R * p.S, PQ = p.P * p.Q;
   const index_t cols = m * PQ, HW = p.H * p.W;
   if (CRS == 0 || cols == 0) return;
@@ -888,13 +900,22 @@ void conv_backward_data_gemm(const ConvParams& p, const T* grad_y, const T* w, i
   const TileKind kind = pick_tile<T>(CRS, cols, p.groups, false);
   if (conv_data_gemm_is_grad_x(p)) {  // col is grad_x's (C/g, m*H*W) rows
     T* gx = out + n0 * p.C * HW;
-    ColsOut<T> e{gx, Cg * HW, HW, HW, p.C * HW, nullptr, 0, false};
+    ColsOut<T> e{gx, Cg * HW, HW, int(HW), p.C * HW, nullptr, 0, false};
     e.vec = cols_op<T>(gx, e.batch_stride, e.row_stride, e.per_img, e.img_stride).vec;
     run_tiled<T, PlainRow, ColsRow, ColsEpi>(kind, s, p.groups, a, b, e, stream);
   } else {
     const PlainOut<T> e{out, cols, CRS * cols, 0, T(1), T(0), aligned16(out) && cols % V == 0};
     run_tiled<T, PlainRow, ColsRow, PlainEpi>(kind, s, p.groups, a, b, e, stream);
   }
+}
+
+bool conv_gemm_fits(const ConvParams& p) {
+  constexpr index_t kMaxDim = index_t(1) << 30;
+  for (const index_t v : {p.H, p.W, p.P, p.Q, p.R, p.S, p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dil_h,
+                          p.dil_w, p.N, p.H + p.pad_h + p.dil_h * p.R, p.W + p.pad_w + p.dil_w * p.S})
+    if (v >= kMaxDim) return false;
+  return p.C_per_group() * p.R * p.S <= kMaxReduction && p.K_per_group() <= kMaxReduction &&
+         p.N * p.P * p.Q <= kMaxReduction && p.P * p.Q <= kMaxReduction;
 }
 
 index_t conv_backward_weight_gemm_workspace(const ConvParams& p, int elem_bytes) {
@@ -905,6 +926,7 @@ index_t conv_backward_weight_gemm_workspace(const ConvParams& p, int elem_bytes)
 template <class T>
 void conv_backward_weight_gemm(const ConvParams& p, const T* x, const T* grad_y, T* grad_w, void* workspace,
                                void* stream) {
+  check_conv_fits(p);
   const index_t Kg = p.K_per_group(), Cg = p.C_per_group(), CRS = Cg * p.R * p.S, PQ = p.P * p.Q;
   const index_t J = p.N * PQ, HW = p.H * p.W;
   if (Kg == 0 || CRS == 0) return;

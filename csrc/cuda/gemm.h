@@ -25,6 +25,10 @@ void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha, 
 // One launch each, the groups as the GEMM's batch. The unrolled patch matrix of im2col is never
 // written: the GEMM's tile loads gather it from x (see gemm.cu).
 
+// Whether the problem's sizes fit the kernels' 32-bit indices: H, W, P, Q, R, S, N, pads, strides
+// and dilations below 2^30, C/g*R*S, K/g and N*P*Q below 2^31. The functions below throw otherwise.
+bool conv_gemm_fits(const ConvParams& p);
+
 // y = conv(x, w) + bias (bias may be null): per group g, y_g (K/g, N*P*Q) = w_g (K/g, C/g*R*S)
 // @ patches_g (C/g*R*S, N*P*Q), the images side by side in the GEMM's columns.
 template <class T>
