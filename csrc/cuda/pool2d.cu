@@ -169,6 +169,17 @@ FC_HD inline Window<I> window_of(const Axis<I>& a, I o) {
   return w;
 }
 
+// window_of for a regular axis without dilation (the K x K kernels' axes).
+template <class I>
+FC_HD inline Window<I> window_undilated(const Axis<I>& a, I o) {
+  const I s = o * a.stride - a.pad, e = s + a.k;
+  Window<I> w;
+  w.first = fc_max(s, I(0));
+  w.count = fc_max(fc_min(e, a.in) - w.first, I(0));
+  w.padded = fc_min(e, a.in + a.pad) - s;
+  return w;
+}
+
 // The outputs [lo, hi) whose windows may have input position h as a tap; with dilation, also
 // check is_tap (adaptive windows and dil 1: every one of them does).
 template <class I>
@@ -226,9 +237,47 @@ FC_HD inline T load(const T* p) {
 
 // ---- kernels: forward ----------------------------------------------------------------------
 
-// x (N, C, H, W) -> y (N, C, P, Q) [and indices (N, C, P, Q) for kMaxIndices]: one thread per
-// output, flat index i over N*C*P*Q (a.cols = Q, a.rows = P).
+// One window's reduction by mode M over its nh x nw taps at xp + r*rs + s*cs: the max (kMax,
+// kMaxIndices with off the offset of torch's pick, kLpInf of +-|x|), or the sum (kAvg, kLp of
+// x^p) in the CPU's order: each column's rows, then the columns.
 template <class T, int M, class I>
+FC_HD inline T reduce_window(const T* xp, I nh, I nw, I rs, I cs, const Args<T, I>& a, I& off) {
+  if (M == kMaxIndices) {  // row-major, torch's update rule
+    T m = -inf_of<T>();
+    off = 0;
+    for (I r = 0; r < nh; ++r)
+      for (I s = 0; s < nw; ++s) {
+        const T v = load(xp + r * rs + s * cs);
+        if (v > m || v != v) m = v, off = r * rs + s * cs;
+      }
+    return m;
+  } else if (M == kMax || M == kLpInf) {
+    T m = -inf_of<T>();
+    for (I r = 0; r < nh; ++r)
+      for (I s = 0; s < nw; ++s) {
+        const T v = load(xp + r * rs + s * cs);
+        m = max_nan(m, M == kLpInf ? (a.negative ? -abs_of(v) : abs_of(v)) : v);
+      }
+    return m;
+  } else {
+    T acc = T(0);
+    if (nh > 0)
+      for (I s = 0; s < nw; ++s) {
+        T c = M == kLp ? a.power(load(xp + s * cs)) : load(xp + s * cs);
+        for (I r = 1; r < nh; ++r) {
+          const T v = load(xp + r * rs + s * cs);
+          c += M == kLp ? a.power(v) : v;
+        }
+        acc = s == 0 ? c : acc + c;
+      }
+    return acc;
+  }
+}
+
+// x (N, C, H, W) -> y (N, C, P, Q) [and indices (N, C, P, Q) for kMaxIndices]: one thread per
+// output, flat index i over N*C*P*Q (a.cols = Q, a.rows = P). K > 0: K x K windows of regular
+// undilated axes, whose full (interior) ones run the reduction unrolled.
+template <class T, int M, class I, int K>
 __global__ void pool_forward_kernel(const T* __restrict__ x, T* __restrict__ y,
                                     std::int64_t* __restrict__ indices, const Args<T, I> a) {
   const I W = a.w.in, plane_size = a.h.in * a.w.in;
@@ -236,39 +285,21 @@ __global__ void pool_forward_kernel(const T* __restrict__ x, T* __restrict__ y,
   for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < a.total; i += step) {
     I plane, p, q;
     a.split(i, plane, p, q);
-    const Window<I> wh = window_of(a.h, p), ww = window_of(a.w, q);
-    const I start = wh.first * W + ww.first, rs = a.h.dil * W, cs = a.w.dil;
+    const Window<I> wh = K > 0 ? window_undilated(a.h, p) : window_of(a.h, p);
+    const Window<I> ww = K > 0 ? window_undilated(a.w, q) : window_of(a.w, q);
+    const I start = wh.first * W + ww.first;
     const T* xp = x + plane * plane_size + start;
-    if (M == kMaxIndices) {  // row-major, torch's update rule
-      T m = -inf_of<T>();
-      I arg = start;
-      for (I r = 0; r < wh.count; ++r)
-        for (I s = 0; s < ww.count; ++s) {
-          const T v = load(xp + r * rs + s * cs);
-          if (v > m || v != v) m = v, arg = start + r * rs + s * cs;
-        }
+    I off = 0;
+    const T m = K > 0 && wh.count == K && ww.count == K
+                    ? reduce_window<T, M, I>(xp, I(K), I(K), W, I(1), a, off)
+                    : reduce_window<T, M, I>(xp, wh.count, ww.count, a.h.dil * W, a.w.dil, a, off);
+    if (M == kMaxIndices) {
       y[i] = m;
-      indices[i] = std::int64_t(arg);
+      indices[i] = std::int64_t(start + off);
     } else if (M == kMax || M == kLpInf) {
-      T m = -inf_of<T>();
-      for (I r = 0; r < wh.count; ++r)
-        for (I s = 0; s < ww.count; ++s) {
-          const T v = load(xp + r * rs + s * cs);
-          m = max_nan(m, M == kLpInf ? (a.negative ? -abs_of(v) : abs_of(v)) : v);
-        }
       y[i] = M == kLpInf && a.negative ? -m : m;
-    } else {  // sums, in the CPU's order: each column's rows, then the columns
-      T acc = T(0);
-      if (wh.count > 0)
-        for (I s = 0; s < ww.count; ++s) {
-          T c = M == kLp ? a.power(load(xp + s * cs)) : load(xp + s * cs);
-          for (I r = 1; r < wh.count; ++r) {
-            const T v = load(xp + r * rs + s * cs);
-            c += M == kLp ? a.power(v) : v;
-          }
-          acc = s == 0 ? c : acc + c;
-        }
-      const T v = acc / a.divisor(wh, ww);
+    } else {
+      const T v = m / a.divisor(wh, ww);
       y[i] = M == kLp ? a.root(v * a.full) : v;
     }
   }
@@ -520,10 +551,23 @@ void forward_as(const PoolParams& p, const Tensors& t, cudaStream_t stream) {
       FC_LAUNCH(pool_forward_wide16, grid, kBlock, 0, stream, x, y, t.indices, a);
     else
       FC_LAUNCH(pool_forward_wide32, grid, kBlock, 0, stream, x, y, t.indices, a);
-  } else {
-    const unsigned blocks = blocks_for(a.total, kBlock);
-    const auto pool_forward = pool_forward_kernel<T, M, I>;
-    FC_LAUNCH(pool_forward, blocks < kMaxBlocks ? blocks : kMaxBlocks, kBlock, 0, stream, x, y, t.indices, a);
+  } else {  // one thread per output; 2x2 and 3x3 undilated windows unrolled where full
+    const unsigned blocks = blocks_for(a.total, kBlock), grid = blocks < kMaxBlocks ? blocks : kMaxBlocks;
+    const auto pool_forward = pool_forward_kernel<T, M, I, 0>;
+    if constexpr (sizeof(I) == 4) {  // (the 64-bit path keeps the general kernel only)
+      const bool undilated = !a.h.adaptive && !a.w.adaptive && a.h.dil == 1 && a.w.dil == 1 && a.h.k == a.w.k;
+      const auto pool_forward_2x2 = pool_forward_kernel<T, M, I, 2>;
+      const auto pool_forward_3x3 = pool_forward_kernel<T, M, I, 3>;
+      if (undilated && a.h.k == 2) {
+        FC_LAUNCH(pool_forward_2x2, grid, kBlock, 0, stream, x, y, t.indices, a);
+        return;
+      }
+      if (undilated && a.h.k == 3) {
+        FC_LAUNCH(pool_forward_3x3, grid, kBlock, 0, stream, x, y, t.indices, a);
+        return;
+      }
+    }
+    FC_LAUNCH(pool_forward, grid, kBlock, 0, stream, x, y, t.indices, a);
   }
 }
 
