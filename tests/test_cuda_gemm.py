@@ -19,8 +19,9 @@ pytestmark = pytest.mark.cuda
 
 TILES = ["auto", "small", "medium", "large"]
 # (M, N, K): a single element; primes below one small tile; edges of every tile in M, N and K
-# (the large tile is 128 x 64, k-tiles of 8 and 16); a size where every row is 16-byte aligned.
-SHAPES = [(1, 1, 1), (3, 5, 7), (37, 23, 19), (131, 67, 21), (33, 130, 17), (64, 64, 32)]
+# (the large tile is 128 x 64, k-tiles of 8 and 16); sizes whose rows are all 16-byte aligned, one
+# of them whole large tiles (the loads' unconditional path on every tile) with a partial k-tile.
+SHAPES = [(1, 1, 1), (3, 5, 7), (37, 23, 19), (131, 67, 21), (33, 130, 17), (64, 64, 32), (128, 128, 44)]
 
 
 def _tol(dtype, k):
