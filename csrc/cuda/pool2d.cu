@@ -193,6 +193,13 @@ FC_HD inline void windows_covering(const Axis<I>& a, I h, I& lo, I& hi) {
   lo = low <= 0 ? I(0) : a.by_stride.div(low + a.stride - 1);
   hi = fc_min(a.by_stride.div(num) + 1, a.out);
 }
+// windows_covering for a regular axis without dilation (every window in the range has h).
+template <class I>
+FC_HD inline void windows_covering_undilated(const Axis<I>& a, I h, I& lo, I& hi) {
+  const I num = h + a.pad, low = num - (a.k - 1);
+  lo = low <= 0 ? I(0) : a.by_stride.div(low + a.stride - 1);
+  hi = fc_min(a.by_stride.div(num) + 1, a.out);
+}
 template <class I>
 FC_HD inline bool is_tap(const Axis<I>& a, I h, I o) {
   return a.adaptive || a.dil == 1 || (h + a.pad - o * a.stride) % a.dil == 0;
@@ -394,7 +401,8 @@ __global__ void pool_forward_wide_kernel(const T* __restrict__ x, T* __restrict_
 // grad_y (N, C, P, Q) [, indices (N, C, P, Q) for kMax; x (N, C, H, W) and y (N, C, P, Q) for
 // kLp and kLpInf] -> grad_x (N, C, H, W), every element written: one thread per input element,
 // flat index i over N*C*H*W (a.cols = W, a.rows = H), gathering the windows that have it as a tap.
-template <class T, int M, class I>
+// Plain: both axes regular and undilated (no adaptive or dilation branches).
+template <class T, int M, class I, bool Plain>
 __global__ void pool_backward_kernel(const T* __restrict__ grad_y, const std::int64_t* __restrict__ indices,
                                      const T* __restrict__ x, const T* __restrict__ y, T* __restrict__ grad_x,
                                      const Args<T, I> a) {
@@ -404,25 +412,31 @@ __global__ void pool_backward_kernel(const T* __restrict__ grad_y, const std::in
     I plane, h, w;
     a.split(i, plane, h, w);
     I p0, p1, q0, q1;
-    windows_covering(a.h, h, p0, p1);
-    windows_covering(a.w, w, q0, q1);
+    if (Plain) {
+      windows_covering_undilated(a.h, h, p0, p1);
+      windows_covering_undilated(a.w, w, q0, q1);
+    } else {
+      windows_covering(a.h, h, p0, p1);
+      windows_covering(a.w, w, q0, q1);
+    }
     const I me = h * W + w;
     const T* gy = grad_y + plane * out_size;
     T acc = T(0);
     if (M == kMax) {  // the covering windows whose forward index is this element
       const std::int64_t* ind = indices + plane * out_size;
       for (I p = p0; p < p1; ++p) {
-        if (!is_tap(a.h, h, p)) continue;
+        if (!Plain && !is_tap(a.h, h, p)) continue;
         for (I q = q0; q < q1; ++q)
-          if (is_tap(a.w, w, q) && load(ind + p * Q + q) == std::int64_t(me)) acc += load(gy + p * Q + q);
+          if ((Plain || is_tap(a.w, w, q)) && load(ind + p * Q + q) == std::int64_t(me))
+            acc += load(gy + p * Q + q);
       }
     } else if (M == kLpInf) {  // the covering windows whose first max of +-|x| is this element
       const T* xp = x + plane * plane_size;  // (Lp windows have no dilation)
       const T xv = load(xp + me), sgn = a.negative ? T(-1) : T(1);
       for (I p = p0; p < p1; ++p) {
-        const Window<I> wh = window_of(a.h, p);
+        const Window<I> wh = Plain ? window_undilated(a.h, p) : window_of(a.h, p);
         for (I q = q0; q < q1; ++q) {
-          const Window<I> ww = window_of(a.w, q);
+          const Window<I> ww = Plain ? window_undilated(a.w, q) : window_of(a.w, q);
           const I start = wh.first * W + ww.first;
           T m = -inf_of<T>();
           I arg = start;
@@ -437,10 +451,10 @@ __global__ void pool_backward_kernel(const T* __restrict__ grad_y, const std::in
     } else {  // avg, Lp: per window row, the columns' terms summed, then added (the CPU's order)
       const T* yp = y + plane * out_size;
       for (I p = p0; p < p1; ++p) {
-        const Window<I> wh = window_of(a.h, p);
+        const Window<I> wh = Plain ? window_undilated(a.h, p) : window_of(a.h, p);
         T t = T(0);
         for (I q = q0; q < q1; ++q) {
-          const Window<I> ww = window_of(a.w, q);
+          const Window<I> ww = Plain ? window_undilated(a.w, q) : window_of(a.w, q);
           const T g = load(gy + p * Q + q);
           if (M == kAvg) {
             t += g / a.divisor(wh, ww);
@@ -574,11 +588,20 @@ void forward_as(const PoolParams& p, const Tensors& t, cudaStream_t stream) {
 template <class T, int M, class I>
 void backward_as(const PoolParams& p, const Tensors& t, cudaStream_t stream) {
   const Args<T, I> a = make_args<T, I>(p, false, M == kMax);
-  const unsigned blocks = blocks_for(a.total, kBlock);
-  const auto pool_backward = pool_backward_kernel<T, M, I>;
-  FC_LAUNCH(pool_backward, blocks < kMaxBlocks ? blocks : kMaxBlocks, kBlock, 0, stream,
-            static_cast<const T*>(t.grad_y), t.indices, static_cast<const T*>(t.x),
-            static_cast<const T*>(t.y), static_cast<T*>(t.grad_x), a);
+  const unsigned blocks = blocks_for(a.total, kBlock), grid = blocks < kMaxBlocks ? blocks : kMaxBlocks;
+  const T* gy = static_cast<const T*>(t.grad_y);
+  const T* x = static_cast<const T*>(t.x);
+  const T* y = static_cast<const T*>(t.y);
+  T* gx = static_cast<T*>(t.grad_x);
+  if constexpr (sizeof(I) == 4) {  // (the 64-bit path keeps the general kernel only)
+    if (!a.h.adaptive && !a.w.adaptive && a.h.dil == 1 && a.w.dil == 1) {
+      const auto pool_backward_plain = pool_backward_kernel<T, M, I, true>;
+      FC_LAUNCH(pool_backward_plain, grid, kBlock, 0, stream, gy, t.indices, x, y, gx, a);
+      return;
+    }
+  }
+  const auto pool_backward = pool_backward_kernel<T, M, I, false>;
+  FC_LAUNCH(pool_backward, grid, kBlock, 0, stream, gy, t.indices, x, y, gx, a);
 }
 
 // Runs mode M (or M_inf for an Lp of +-inf norm) in the problem's dtype and index width.
