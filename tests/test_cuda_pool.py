@@ -3,8 +3,9 @@ copy, on what the case table (test_pool.py, test_pool_backward.py: integer data,
 at a tolerance) does not reach:
 
 - NaN and -inf in max pooling's windows (the last NaN's index, -inf-only windows giving the
-  first tap's index), ties, with the per-thread kernel and the warp-per-output one (windows of 32
-  taps or more: large kernels, adaptive and global pooling, 1-D windows), forward and backward;
+  first tap's index), ties, with the per-thread kernels (2x2, 3x3, any) and the lane-group one
+  (windows of 32 taps or more: large kernels, adaptive and global pooling, 1-D windows), forward
+  and backward;
 - bit-for-bit agreement with the CPU where the CUDA kernel sums in the CPU's order (max, the
   per-thread average, every backward but Lp's pow);
 - Lp with zeros in the windows (0-sum windows pass no gradient; x^(p-1) of a zero), negative and
@@ -59,14 +60,14 @@ def _data(kind, shape, dtype, rng):
     return a
 
 
-# (op, input shape, arguments): per-thread and warp-per-output windows, dilated, adaptive, 1-D.
+# (op, input shape, arguments): per-thread and lane-group windows, dilated, adaptive, 1-D.
 MAX_CASES = [
     ("max_pool2d", (2, 3, 13, 17), dict(kernel_size=3, stride=2, padding=1)),
     ("max_pool2d", (1, 2, 11, 12), dict(kernel_size=3, stride=1, padding=1, dilation=2, ceil_mode=True)),
-    ("max_pool2d", (1, 2, 20, 21), dict(kernel_size=7, stride=3, padding=3)),            # 49 taps: a warp each
+    ("max_pool2d", (1, 2, 20, 21), dict(kernel_size=7, stride=3, padding=3)),            # 49 taps: lanes each
     ("max_pool2d", (1, 2, 13, 14), dict(kernel_size=6, stride=2, padding=3, dilation=2)),  # 36 taps, dilated
     ("max_pool2d", (1, 1, 3, 4), dict(kernel_size=2, stride=1, padding=1, dilation=3)),   # empty windows
-    ("adaptive_max_pool2d", (2, 3, 23, 19), dict(output_size=(2, 3))),                    # uneven, a warp each
+    ("adaptive_max_pool2d", (2, 3, 23, 19), dict(output_size=(2, 3))),                    # uneven, lanes each
     ("adaptive_max_pool2d", (2, 3, 23, 19), dict(output_size=1)),                         # global
     ("adaptive_max_pool2d", (1, 3, 23, 19), dict(output_size=(5, 4))),
     ("max_pool1d", (2, 3, 70), dict(kernel_size=40, stride=7, padding=20)),               # 1-D, 40 taps
@@ -111,7 +112,7 @@ AVG_CASES = [
 
 
 def _taps(op, shape, kw):
-    """Taps of the largest window, as pool2d.cu's max_taps (32 or more: a warp per output)."""
+    """Taps of the largest window, as pool2d.cu's max_taps (32 or more: lanes per output)."""
     if op.startswith("adaptive"):
         out = kw["output_size"]
         out = (1, out) if op.endswith("1d") else (out, out) if isinstance(out, int) else out
@@ -125,7 +126,7 @@ def _taps(op, shape, kw):
 @pytest.mark.parametrize("case", AVG_CASES, ids=_id)
 def test_avg_pool_matches_the_cpu(case, dtype, rng):
     """Bit for bit where the CUDA kernel sums in the CPU's order (one thread per output, every
-    backward); the warp-per-output forward and the CPU's global average reorder the sum."""
+    backward); the lane-group forward and the CPU's global average reorder the sum."""
     op, shape, kw = case
     x = rng.standard_normal(shape).astype(dtype)
     y, want_y = _run(op, "cuda", x, **kw), _run(op, "cpu", x, **kw)
@@ -143,7 +144,7 @@ def test_avg_pool_matches_the_cpu(case, dtype, rng):
 LP_CASES = [
     ((2, 3, 13, 17), dict(kernel_size=3, stride=2, ceil_mode=True)),
     ((1, 2, 12, 13), dict(kernel_size=(2, 3), stride=1)),
-    ((1, 2, 19, 17), dict(kernel_size=6, stride=4, ceil_mode=True)),  # 36 taps: a warp each
+    ((1, 2, 19, 17), dict(kernel_size=6, stride=4, ceil_mode=True)),  # 36 taps: lanes each
 ]
 
 
@@ -154,7 +155,7 @@ LP_CASES = [
 def test_lp_pool_matches_the_cpu(case, p, dtype, rng):
     """Zeros in the data: all-zero windows (y = 0 passes no gradient for p > 0; for p < 0 a
     zero makes y 0 and x^(p-1) infinite), ties of |x| for +-inf. +-inf is bit for bit; finite
-    orders differ by pow's rounding and the order of the warp kernel's sum."""
+    orders differ by pow's rounding and the order of the lane-group kernel's sum."""
     shape, kw = case
     kind = "positive" if p not in (1, 2) and not math.isinf(p) else "zeros"
     x = _data(kind, shape, dtype, rng)

@@ -24,16 +24,18 @@
 //        the window scanned) is this element.
 //
 // How: the forward runs one thread per output (grid-stride over N*C*P*Q, consecutive threads on
-// consecutive q, so a warp reads neighbouring windows of one row through the read-only cache);
+// consecutive q, so a warp reads neighbouring windows of one row through the read-only cache;
+// 2x2 and 3x3 undilated windows have their own kernels, whose full windows reduce unrolled);
 // windows of 32 taps or more (adaptive and global pooling, large kernels) run a group of 8, 16
 // or 32 lanes per output instead (about a quarter of the taps), the lanes striding over the
 // window's taps (contiguous ones for global pooling), reduced by shuffles (max with indices
 // reduces (value, index) pairs by the row-major rule: the NaN of highest index, else the
 // maximum of lowest index). Flat indices are split by multiply-high division (32-bit indexing
 // when every tensor and coordinate fits, else plain 64-bit division; the window bounds divide by
-// the stride, or by in and out for adaptive windows, the same way). No __launch_bounds__: with
-// it ptxas (CUDA 13) capped registers at occupancy steps and spilled around the division and
-// pow calls on sm_75-89.
+// the stride, or by in and out for adaptive windows, the same way). The backward's "plain"
+// kernel drops the adaptive and dilation branches where no axis has them. No __launch_bounds__:
+// with it ptxas (CUDA 13) capped registers at occupancy steps and spilled around the division
+// and pow calls on sm_75-89.
 // Sums run in the CPU's order (each window column's rows, then the columns) in the thread
 // kernel, so avg and max results are those of the CPU bit for bit (the lane-group kernel and the
 // global average reorder the sum; Lp may differ by pow's rounding and nvcc's FMA contraction).
@@ -53,7 +55,7 @@ namespace {
 
 // ---- helpers ------------------------------------------------------------------------------
 
-constexpr int kBlock = 256;              // threads per block, both kernels
+constexpr int kBlock = 256;              // threads per block, every kernel
 constexpr int kWarp = 32;                // lanes per warp
 constexpr unsigned kMaxBlocks = 1u << 16;  // grid-stride: at most this many blocks (enough for any GPU)
 constexpr index_t kWideTaps = 32;        // windows of at least this many taps: lanes per output
