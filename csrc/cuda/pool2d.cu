@@ -314,6 +314,20 @@ __global__ void pool_forward_kernel(const T* __restrict__ x, T* __restrict__ y,
   }
 }
 
+// One tap v (at offset `at`) into a lane's running reduction (m, arg) by mode M.
+template <class T, int M, class I>
+FC_HD inline void take_tap(T& m, std::int64_t& arg, T v, std::int64_t at, const Args<T, I>& a) {
+  if (M == kMaxIndices) {
+    if (v > m || v != v) m = v, arg = at;
+  } else if (M == kMax) {
+    m = max_nan(m, v);
+  } else if (M == kLpInf) {
+    m = max_nan(m, a.negative ? -abs_of(v) : abs_of(v));
+  } else {
+    m += M == kLp ? a.power(v) : v;
+  }
+}
+
 // (value, index) of the row-major rule, combined across lanes: a NaN beats any number and the
 // later NaN (higher index) wins; else the larger value, and the lower index on a tie.
 template <class T>
@@ -353,24 +367,20 @@ __global__ void pool_forward_wide_kernel(const T* __restrict__ x, T* __restrict_
       const I taps = wh.count * ww.count, cw = ww.count > 0 ? ww.count : I(1);
       // Whole rows (global pooling): the taps are contiguous, tap t at offset t. Else this
       // lane's taps t = lane, lane + G, ... as (row r, column s), stepped without division.
-      const bool flat = cs == 1 && rs == ww.count;
-      I r = small_div(lane, cw), s = lane - r * cw;
-      const I dr = small_div(I(G), cw), ds = I(G) - dr * cw;
-      for (I t = lane; t < taps; t += G) {
-        const I off = flat ? t : r * rs + s * cs;
-        const T v = load(xp + off);
-        if (M == kMaxIndices) {
-          if (v > m || v != v) m = v, arg = std::int64_t(start + off);
-        } else if (M == kMax) {
-          m = max_nan(m, v);
-        } else if (M == kLpInf) {
-          m = max_nan(m, a.negative ? -abs_of(v) : abs_of(v));
-        } else {
-          m += M == kLp ? a.power(v) : v;
+      if (cs == 1 && rs == ww.count) {
+        const T* end = xp + taps;
+        for (const T* tp = xp + lane; tp < end; tp += G)
+          take_tap<T, M, I>(m, arg, load(tp), std::int64_t(start) + (tp - xp), a);
+      } else {
+        I r = small_div(lane, cw), s = lane - r * cw;
+        const I dr = small_div(I(G), cw), ds = I(G) - dr * cw;
+        for (I t = lane; t < taps; t += G) {
+          const I off = r * rs + s * cs;
+          take_tap<T, M, I>(m, arg, load(xp + off), std::int64_t(start + off), a);
+          s += ds;
+          r += dr;
+          if (s >= cw) s -= cw, ++r;
         }
-        s += ds;
-        r += dr;
-        if (s >= cw) s -= cw, ++r;
       }
     }
     for (int o = G / 2; o > 0; o /= 2) {  // xor below G: within the group
