@@ -707,7 +707,8 @@ PYBIND11_MODULE(FASTCONV_MODULE, m) {
   m.def("set_order", &emu::set_order, py::arg("name"),
         "Order the emulator runs a block's threads in at each barrier: forward, reverse or shuffle.");
   m.def("get_order", &emu::order);
-  m.def("fiber_switches", &emu::fiber_switches, "Fiber switches the emulator has made in this process (over finished launches).");
+  m.def("fiber_switches", &emu::fiber_switches,
+        "Fiber switches the emulator has made in this process (over finished launches).");
 #endif
   m.def("build_info", [] {
     py::dict d;
