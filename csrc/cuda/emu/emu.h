@@ -1092,92 +1092,72 @@ inline void __threadfence_block() {}
 inline void __threadfence_system() {}
 
 // ---- atomics: a plain read-modify-write is atomic between fibers ----------------------------
+namespace fastconv::emu::detail {
+// Every atomic is this: *a = f(*a), returning the old value.
+template <class T, class F>
+inline T rmw(T* a, F f) {
+  const T old = *a;
+  *a = f(old);
+  return old;
+}
+}  // namespace fastconv::emu::detail
+// int wraps as the GPU's does (through unsigned: signed overflow is undefined in C++).
 inline int atomicAdd(int* a, int v) {
-  const int old = *a;
-  *a = int(unsigned(old) + unsigned(v));
-  return old;
-}
-inline unsigned atomicAdd(unsigned* a, unsigned v) {
-  const unsigned old = *a;
-  *a = old + v;
-  return old;
-}
-inline unsigned long long atomicAdd(unsigned long long* a, unsigned long long v) {
-  const unsigned long long old = *a;
-  *a = old + v;
-  return old;
-}
-inline float atomicAdd(float* a, float v) {
-  const float old = *a;
-  *a = old + v;
-  return old;
-}
-inline double atomicAdd(double* a, double v) {
-  const double old = *a;
-  *a = old + v;
-  return old;
+  return ::fastconv::emu::detail::rmw(a, [v](int o) { return int(unsigned(o) + unsigned(v)); });
 }
 inline int atomicSub(int* a, int v) {
-  const int old = *a;
-  *a = int(unsigned(old) - unsigned(v));
-  return old;
+  return ::fastconv::emu::detail::rmw(a, [v](int o) { return int(unsigned(o) - unsigned(v)); });
 }
+#define FASTCONV_EMU_ADD(T)                                                             \
+  inline T atomicAdd(T* a, T v) {                                                       \
+    return ::fastconv::emu::detail::rmw(a, [v](T o) { return static_cast<T>(o + v); }); \
+  }
+FASTCONV_EMU_ADD(unsigned)
+FASTCONV_EMU_ADD(unsigned long long)
+FASTCONV_EMU_ADD(float)
+FASTCONV_EMU_ADD(double)
+#undef FASTCONV_EMU_ADD
 inline unsigned atomicSub(unsigned* a, unsigned v) {
-  const unsigned old = *a;
-  *a = old - v;
-  return old;
+  return ::fastconv::emu::detail::rmw(a, [v](unsigned o) { return o - v; });
 }
-#define FASTCONV_EMU_MINMAX(T)    \
-  inline T atomicMax(T* a, T v) { \
-    const T old = *a;             \
-    *a = old < v ? v : old;       \
-    return old;                   \
-  }                               \
-  inline T atomicMin(T* a, T v) { \
-    const T old = *a;             \
-    *a = v < old ? v : old;       \
-    return old;                   \
+#define FASTCONV_EMU_MINMAX(T)                                                  \
+  inline T atomicMax(T* a, T v) {                                               \
+    return ::fastconv::emu::detail::rmw(a, [v](T o) { return o < v ? v : o; }); \
+  }                                                                             \
+  inline T atomicMin(T* a, T v) {                                               \
+    return ::fastconv::emu::detail::rmw(a, [v](T o) { return v < o ? v : o; }); \
   }
 FASTCONV_EMU_MINMAX(int)
 FASTCONV_EMU_MINMAX(unsigned)
 FASTCONV_EMU_MINMAX(long long)
 FASTCONV_EMU_MINMAX(unsigned long long)
 #undef FASTCONV_EMU_MINMAX
-#define FASTCONV_EMU_EXCH_CAS(T)             \
-  inline T atomicExch(T* a, T v) {           \
-    const T old = *a;                        \
-    *a = v;                                  \
-    return old;                              \
-  }                                          \
-  inline T atomicCAS(T* a, T compare, T v) { \
-    const T old = *a;                        \
-    if (old == compare) *a = v;              \
-    return old;                              \
+#define FASTCONV_EMU_EXCH(T)                                      \
+  inline T atomicExch(T* a, T v) {                                \
+    return ::fastconv::emu::detail::rmw(a, [v](T) { return v; }); \
   }
-FASTCONV_EMU_EXCH_CAS(int)
-FASTCONV_EMU_EXCH_CAS(unsigned)
-FASTCONV_EMU_EXCH_CAS(unsigned long long)
-#undef FASTCONV_EMU_EXCH_CAS
-inline float atomicExch(float* a, float v) {
-  const float old = *a;
-  *a = v;
-  return old;
-}
-#define FASTCONV_EMU_BITWISE(T)   \
-  inline T atomicAnd(T* a, T v) { \
-    const T old = *a;             \
-    *a = old & v;                 \
-    return old;                   \
-  }                               \
-  inline T atomicOr(T* a, T v) {  \
-    const T old = *a;             \
-    *a = old | v;                 \
-    return old;                   \
-  }                               \
-  inline T atomicXor(T* a, T v) { \
-    const T old = *a;             \
-    *a = old ^ v;                 \
-    return old;                   \
+FASTCONV_EMU_EXCH(int)
+FASTCONV_EMU_EXCH(unsigned)
+FASTCONV_EMU_EXCH(unsigned long long)
+FASTCONV_EMU_EXCH(float)
+#undef FASTCONV_EMU_EXCH
+#define FASTCONV_EMU_CAS(T)                                                            \
+  inline T atomicCAS(T* a, T compare, T v) {                                           \
+    return ::fastconv::emu::detail::rmw(a, [=](T o) { return o == compare ? v : o; }); \
+  }
+FASTCONV_EMU_CAS(int)
+FASTCONV_EMU_CAS(unsigned)
+FASTCONV_EMU_CAS(unsigned long long)
+#undef FASTCONV_EMU_CAS
+#define FASTCONV_EMU_BITWISE(T)                                                         \
+  inline T atomicAnd(T* a, T v) {                                                       \
+    return ::fastconv::emu::detail::rmw(a, [v](T o) { return static_cast<T>(o & v); }); \
+  }                                                                                     \
+  inline T atomicOr(T* a, T v) {                                                        \
+    return ::fastconv::emu::detail::rmw(a, [v](T o) { return static_cast<T>(o | v); }); \
+  }                                                                                     \
+  inline T atomicXor(T* a, T v) {                                                       \
+    return ::fastconv::emu::detail::rmw(a, [v](T o) { return static_cast<T>(o ^ v); }); \
   }
 FASTCONV_EMU_BITWISE(int)
 FASTCONV_EMU_BITWISE(unsigned)
