@@ -26,13 +26,7 @@ BUILD_DIR=build/gpu-wheel
 VENV=build/gpu-wheel-venv
 t0=$(date +%s)
 
-# The hash of what the wheel is built from: the same command in device_run.sh over the carried tree.
-source_hash() {
-  find csrc python/fastconv CMakeLists.txt pyproject.toml -type f \
-    \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name '*.py' -o -name '*.pyi' \
-       -o -name '*.txt' -o -name '*.toml' \) -not -path '*/__pycache__/*' -print0 \
-    | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
-}
+. tools/source_hash.sh  # source_hash: the same hash as device_run.sh's over the carried tree
 
 find_python() {
   if [[ -n ${FASTCONV_GPU_PYTHON:-} ]]; then echo "$FASTCONV_GPU_PYTHON"; return; fi

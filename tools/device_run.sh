@@ -51,13 +51,7 @@ step() {
   return 0
 }
 
-# The hash of the sources, as tools/build_gpu_wheel.sh computes it: the wheel is this tree's or stale.
-source_hash() {
-  find csrc python/fastconv CMakeLists.txt pyproject.toml -type f \
-    \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name '*.py' -o -name '*.pyi' \
-       -o -name '*.txt' -o -name '*.toml' \) -not -path '*/__pycache__/*' -print0 \
-    | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
-}
+. tools/source_hash.sh  # source_hash: the same hash as build_gpu_wheel.sh's: the wheel is this tree's or stale
 
 main() {
 # ---- machine ------------------------------------------------------------------------------------
