@@ -213,9 +213,9 @@ class DeviceArray:
     def copy(self):
         return DeviceArray(self.lib, self.lib.copy(self.obj))
 
-    def descriptor(self, core):
+    def descriptor(self):
         """The core's description of this memory (a contiguous array of the library)."""
-        return core.Tensor(self.lib.pointer(self.obj), self.dtype.name, self.shape, None, "cuda",
+        return _C.Tensor(self.lib.pointer(self.obj), self.dtype.name, self.shape, None, "cuda",
                            self.device_index, True)
 
 
@@ -330,8 +330,8 @@ _REGISTERED = {}  # array type -> library instance (register_library)
 
 def register_library(array_type, library):
     """Make arrays of ``array_type`` CUDA arrays served by ``library`` (an object with TorchCuda's
-    methods, a ``name`` and a ``core``: the module whose kernel table runs them). The tests
-    register their emulated arrays this way."""
+    methods and a ``name``), run by ``_C``'s CUDA rows (on the emulator, ``_C`` is the
+    emulator module: the root conftest.py). The tests register their emulated arrays this way."""
     _REGISTERED[array_type] = library
     _LIBRARIES[library.name] = lambda: library
     _BACKENDS.clear()
@@ -349,26 +349,25 @@ def cuda_backend(kind, index, name="input"):
     if backend is None:
         with _backends_lock:
             lib = _LIBRARIES[kind]()
-            core = getattr(lib, "core", _C)
-            status = core.cuda_devices()
-            if not any(k["device"] == "cuda" for k in core.kernels()):
+            status = _C.cuda_devices()
+            if not any(k["device"] == "cuda" for k in _C.kernels()):
                 raise DeviceMismatchError(f"{name} is on cuda:{index} but this build of fastconv has no CUDA "
                                           f"kernels ({status['why_none']}); move it with .cpu() or cupy.asnumpy")
             if index >= len(status["devices"]):
                 raise DeviceMismatchError(f"{name} is on cuda:{index} but fastconv sees "
                                           f"{len(status['devices'])} CUDA device(s) ({status['why_none']})")
-            backend = _BACKENDS[key] = CudaBackend(lib, core, index)
+            backend = _BACKENDS[key] = CudaBackend(lib, index)
     return backend
 
 
 class CudaBackend:
-    """Arrays of one library on one CUDA device, run by the core's CUDA kernels (``core``: _C, or
-    in the tests the emulator module) on the library's current stream."""
+    """Arrays of one library on one CUDA device, run by _C's CUDA kernels (in the tests, _C is the
+    emulator module) on the library's current stream."""
 
     device = "cuda"
 
-    def __init__(self, lib, core, index):
-        self.lib, self.core, self.index = lib, core, index
+    def __init__(self, lib, index):
+        self.lib, self.index = lib, index
 
     # ---- the caller's arrays ----------------------------------------------------------
     def view(self, a):
@@ -428,17 +427,17 @@ class CudaBackend:
 
     # ---- the core -------------------------------------------------------------------------
     def _describe(self, a):
-        return None if a is None else self.view(a).descriptor(self.core)
+        return None if a is None else self.view(a).descriptor()
 
     def run(self, op, algorithm, params, tensors, workspace=None, prepared=False):
         described = {slot: self._describe(a) for slot, a in tensors.items() if a is not None}
-        self.core.run(op, algorithm, params, described, self._describe(workspace), "cuda", self.index,
+        _C.run(op, algorithm, params, described, self._describe(workspace), "cuda", self.index,
                       self.stream(), prepared)
 
     def workspace_bytes(self, algorithm, params, dtype, prepared=False, op="conv2d_forward"):
-        return self.core.workspace_bytes(algorithm, params, DTYPE_NAMES[np.dtype(dtype)], prepared, op, "cuda",
+        return _C.workspace_bytes(algorithm, params, DTYPE_NAMES[np.dtype(dtype)], prepared, op, "cuda",
                                          self.index)
 
     def prepare(self, algorithm, params, w, out):
-        self.core.prepare_weights(algorithm, params, self._describe(w), self._describe(out), "cuda", self.index,
+        _C.prepare_weights(algorithm, params, self._describe(w), self._describe(out), "cuda", self.index,
                                   self.stream())
