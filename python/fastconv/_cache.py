@@ -3,14 +3,22 @@
 They live in $FASTCONV_CACHE_DIR, else $XDG_CACHE_HOME/fastconv (~/.cache/fastconv).
 A cache is a JSON object; a missing, corrupt or unwritable file never breaks a call: it
 reads as empty and writing it is skipped. Writes go to a temporary file that replaces
-the old one atomically, after merging with what another process may have written.
+the old one atomically (a reader never sees a torn file), after merging with what another
+process may have written; the read-merge-replace holds an advisory lock (``<name>.lock``,
+fcntl.flock where the OS has it) so that two processes writing at once both keep their entries.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import tempfile
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory lock; the atomic replace still keeps the file valid
+    fcntl = None
 
 
 def cache_dir():
@@ -29,9 +37,34 @@ def read(path):
     return data if isinstance(data, dict) else {}
 
 
+@contextlib.contextmanager
+def _locked(path):
+    """Hold an exclusive lock on path's lock file, or nothing where it cannot be had."""
+    lock = None
+    if fcntl is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(path.with_name(path.name + ".lock"), "a")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError:
+            if lock is not None:
+                lock.close()
+            lock = None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.close()  # closing releases the flock
+
+
 def update(path, entries):
     """Merge entries into the object in path and replace the file atomically (best effort)."""
     path = pathlib.Path(path)
+    with _locked(path):
+        return _merge_and_replace(path, entries)
+
+
+def _merge_and_replace(path, entries):
     data = read(path)
     data.update(entries)
     try:
