@@ -4,6 +4,7 @@
 // setup (the CPU backend's team size) before the kernel runs.
 #include "registry.h"
 
+#include <algorithm>
 #include <limits>
 #include <utility>
 
@@ -64,6 +65,11 @@ void check_conv_params(const ConvParams& p) {
   checked_count({p.N, p.K, p.P, p.Q}, "output");
   checked_count({p.K, p.C_per_group(), p.R, p.S}, "weight");
   checked_count({p.N, p.C, p.R, p.S, p.P, p.Q}, "unrolled input");
+  // Workspaces hold unrolled images (C*R*S*P*Q values of up to 8 bytes) for a batch or for
+  // each thread: their sizes in bytes, for any batch or thread count up to kMaxTeam, fit int64
+  // too, so no workspace_bytes() can wrap around to a size that a kernel would overrun.
+  constexpr index_t kMaxTeam = 4096;
+  checked_count({std::max(p.N, kMaxTeam), p.C, p.R, p.S, p.P, p.Q, 8}, "unrolled input in bytes");
 }
 
 void check_pool_params(const PoolParams& p) {

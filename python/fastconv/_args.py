@@ -25,9 +25,12 @@ def as_int(v, name):
     if isinstance(v, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got {v!r}")
     try:
-        return operator.index(v)
+        i = operator.index(v)
     except TypeError:
         raise TypeError(f"{name} must be an integer or a tuple of integers, got {v!r}") from None
+    if not -INT64_MAX - 1 <= i <= INT64_MAX:  # C++ holds every size and index as int64
+        raise ValueError(f"{name} = {i} is out of range: sizes, strides, paddings and dilations must fit in int64")
+    return i
 
 
 def as_tuple(v, n, name):
