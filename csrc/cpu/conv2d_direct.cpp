@@ -879,10 +879,37 @@ void direct_backward_data(const ConvParams& p, const T* gy, const T* w, T* gx) {
     }
 }
 
+// True when every value of a[0, n) is finite (no NaN, no Inf).
+template <class T>
+bool all_finite(const T* a, index_t n) {
+  T z = T(0);
+#pragma omp simd reduction(+ : z)
+  for (index_t i = 0; i < n; ++i) z += a[i] * T(0);  // 0 for finite values, NaN for NaN/Inf
+  return z == T(0);
+}
+
+// sum of grad_y * 0 over the outputs of plane gk (P x Q) outside [pr) x [qr): those outputs
+// read tap (r, s) from the zero padding, which the kernel skips. The reference multiplies them
+// (IEEE: NaN * 0 and Inf * 0 are NaN), so a non-finite grad_y there makes the tap's gradient
+// NaN; for finite grad_y the sum is an exact 0.
+template <class T>
+T padding_products(const T* gk, index_t P, index_t Q, TapRange pr, TapRange qr) {
+  T z = T(0);
+  for (index_t op = 0; op < P; ++op) {
+    const T* gr = gk + op * Q;
+    const bool row_inside = op >= pr.lo && op < pr.hi;
+    for (index_t q = 0; q < Q; ++q)
+      if (!row_inside || q < qr.lo || q >= qr.hi) z += gr[q] * T(0);
+  }
+  return z;
+}
+
 template <class T>
 void direct_backward_weight(const ConvParams& p, const T* gy, const T* x, T* gw) {
   const index_t Cg = p.C_per_group(), Kg = p.K_per_group(), HW = p.H * p.W, PQ = p.P * p.Q, RS = p.R * p.S;
   const bool big = p.flops() > 1e5;
+  // Finite grad_y (the usual case): the padding's products are zeros and are skipped.
+  const bool gy_finite = all_finite(gy, p.N * p.K * PQ);
 #pragma omp parallel for collapse(2) schedule(static) if (big)
   for (index_t k = 0; k < p.K; ++k)
     for (index_t cl = 0; cl < Cg; ++cl) {
@@ -905,6 +932,7 @@ void direct_backward_weight(const ConvParams& p, const T* gy, const T* x, T* gw)
               for (index_t q = qr.lo; q < qr.hi; ++q) dot += gr[q] * xr[q * sw];
               acc += dot;
             }
+            if (!gy_finite) acc += padding_products(gk, p.P, p.Q, pr, qr);
           }
           gw[(k * Cg + cl) * RS + r * p.S + s] = acc;
         }

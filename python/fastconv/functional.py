@@ -173,7 +173,9 @@ def _grad_input_as_forward(gy, w_arr, params, pads, backend=HOST):
     backward GEMM + col2im), or None when there is no such problem. Like the forward's
     auto, it takes an exact algorithm when grad_y or w holds NaN/Inf."""
     transposed = _transposed_problem(params, pads)
-    if transposed is None:
+    if transposed is None or not backend.all_finite(w_arr):
+        # Non-finite weights: the forward formulation would multiply them by grad_y's zero
+        # padding (Inf * 0 = NaN) at pixels the reference's gather never reaches.
         return None
     t_params, t_pads = transposed
     w_t = _transposed_weight(w_arr, params.groups, backend)
@@ -325,7 +327,10 @@ def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
 
 def set_num_threads(n):
     """Threads the CPU kernels use (default: OpenMP's, i.e. OMP_NUM_THREADS or all cores)."""
-    _C.set_num_threads(as_int(n, "n"))
+    n = as_int(n, "n")
+    if n > 2**31 - 1:  # OpenMP takes a C int
+        raise ValueError(f"number of threads must be at most {2**31 - 1}, got {n}")
+    _C.set_num_threads(n)
 
 
 def get_num_threads():

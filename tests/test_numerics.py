@@ -1,0 +1,110 @@
+"""Numerics (issue 19 item 5): NaN and +-Inf land exactly where the reference puts them for
+direct, im2col and auto, forward and backward; results are bit-identical run to run at a fixed
+thread count, for every algorithm."""
+import numpy as np
+import pytest
+
+import fastconv as fc
+from cases import CONV_ALGORITHMS
+from compare import tolerance
+
+EXACT = ["direct", "im2col", "auto"]
+
+# (x shape, w shape, conv kwargs): padding (where an Inf weight meets the zero padding: Inf * 0
+# is NaN in the reference), stride, dilation, groups, a 1x1 (the GEMM path) and a 3x3 that auto
+# would give to Winograd if the data were finite.
+PROBLEMS = [
+    ((2, 6, 11, 9), (4, 3, 3, 3), dict(padding=1, groups=2)),
+    ((1, 5, 13, 12), (6, 5, 3, 2), dict(stride=(2, 1), padding=((2, 0), (1, 1)), dilation=(1, 2))),
+    ((2, 8, 7, 7), (16, 8, 1, 1), dict()),
+    ((1, 32, 30, 30), (32, 32, 3, 3), dict(padding=1)),
+    ((1, 4, 9, 9), (4, 1, 3, 3), dict(padding=2, groups=4, dilation=2)),
+]
+
+
+def _poisoned(rng, shape, dtype, where):
+    """Signed random data with a few NaN, +Inf and -Inf at random positions (`where` picks
+    which of the three)."""
+    a = rng.standard_normal(shape).astype(dtype)
+    flat = a.reshape(-1)
+    for value in where:
+        flat[rng.integers(0, flat.size, size=max(1, flat.size // 97))] = value
+    return a
+
+
+def assert_same_nonfinite(got, want, tol, what):
+    """NaN, +Inf and -Inf in the same places; the finite values within tol (compare.py's: error
+    relative to the largest finite |value| of the reference)."""
+    for mask, name in ((np.isnan, "NaN"), (np.isposinf, "+Inf"), (np.isneginf, "-Inf")):
+        g, w = mask(got), mask(want)
+        if not np.array_equal(g, w):
+            bad = np.argwhere(g != w)[:5].tolist()
+            raise AssertionError(f"{what}: {name} at {int(g.sum())} places, reference {int(w.sum())}; "
+                                 f"first differences at {bad}")
+    finite = np.isfinite(want)
+    if finite.any():
+        scale = max(float(np.abs(want[finite]).max()), np.finfo(want.dtype).tiny)
+        np.testing.assert_allclose(got[finite], want[finite], rtol=0, atol=tol * scale, err_msg=what)
+
+
+POISONS = [("nan", [np.nan]), ("inf", [np.inf, -np.inf]), ("all", [np.nan, np.inf, -np.inf])]
+
+
+@pytest.mark.parametrize("algorithm", EXACT)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("poison, values", POISONS, ids=[p[0] for p in POISONS])
+@pytest.mark.parametrize("in_x, in_w", [(True, False), (False, True), (True, True)], ids=["x", "w", "xw"])
+@pytest.mark.parametrize("problem", range(len(PROBLEMS)))
+def test_forward_propagates_nonfinite_as_the_reference(problem, in_x, in_w, poison, values, dtype, algorithm):
+    xs, ws, kw = PROBLEMS[problem]
+    rng = np.random.default_rng(problem * 31 + len(values))
+    x = _poisoned(rng, xs, dtype, values if in_x else [])
+    w = _poisoned(rng, ws, dtype, values if in_w else [])
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    want = fc.conv2d(x, w, b, algorithm="reference", **kw)
+    got = fc.conv2d(x, w, b, algorithm=algorithm, **kw)
+    tol = tolerance("im2col", dtype, ws[1] * ws[2] * ws[3])
+    assert_same_nonfinite(got, want, tol, f"{algorithm} forward")
+
+
+@pytest.mark.parametrize("algorithm", EXACT)
+@pytest.mark.parametrize("poison, values", POISONS, ids=[p[0] for p in POISONS])
+@pytest.mark.parametrize("where", ["x", "w", "gy"])
+@pytest.mark.parametrize("problem", range(len(PROBLEMS)))
+def test_backward_propagates_nonfinite_as_the_reference(problem, where, poison, values, algorithm):
+    xs, ws, kw = PROBLEMS[problem]
+    rng = np.random.default_rng(problem * 17 + len(values))
+    x = _poisoned(rng, xs, np.float32, values if where == "x" else [])
+    w = _poisoned(rng, ws, np.float32, values if where == "w" else [])
+    ys = fc.conv2d_output_shape(xs, ws, **kw)
+    gy = _poisoned(rng, ys, np.float32, values if where == "gy" else [])
+    want = fc.conv2d_backward(gy, x, w, algorithm="reference", **kw)
+    got = fc.conv2d_backward(gy, x, w, algorithm=algorithm, **kw)
+    reductions = (ws[0] // kw.get("groups", 1) * ws[2] * ws[3], ys[0] * ys[2] * ys[3], ys[0] * ys[2] * ys[3])
+    for g, r, n, red in zip(got, want, ("grad_x", "grad_w", "grad_bias"), reductions):
+        assert_same_nonfinite(g, r, tolerance("im2col", np.float32, red), f"{algorithm} {n}")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("algorithm", CONV_ALGORITHMS + ["auto"])
+def test_results_are_bit_identical_run_to_run(algorithm, threads):
+    before = fc.get_num_threads()
+    fc.set_num_threads(threads)
+    try:
+        rng = np.random.default_rng(5)
+        x = rng.standard_normal((2, 24, 29, 27)).astype(np.float32)
+        w = rng.standard_normal((32, 24, 3, 3)).astype(np.float32)
+        gy = rng.standard_normal((2, 32, 29, 27)).astype(np.float32)
+        runs = []
+        for _ in range(4):
+            y = fc.conv2d(x, w, padding=1, algorithm=algorithm)
+            grads = ()
+            if algorithm in ("direct", "im2col", "auto"):
+                grads = fc.conv2d_backward(gy, x, w, padding=1, algorithm=algorithm)
+            pools = fc.max_pool2d(x, 3, stride=2, return_indices=True) + (fc.lp_pool2d(x, 2.0, 3),)
+            runs.append((y, *grads, *pools))
+        for run in runs[1:]:
+            for a, b in zip(runs[0], run):
+                np.testing.assert_array_equal(a, b, err_msg=f"{algorithm} at {threads} threads differs run to run")
+    finally:
+        fc.set_num_threads(before)
