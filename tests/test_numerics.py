@@ -108,3 +108,23 @@ def test_results_are_bit_identical_run_to_run(algorithm, threads):
                 np.testing.assert_array_equal(a, b, err_msg=f"{algorithm} at {threads} threads differs run to run")
     finally:
         fc.set_num_threads(before)
+
+
+@pytest.mark.parametrize("algorithm", EXACT)
+def test_subnormal_inputs_are_computed_not_flushed(algorithm):
+    """fastconv keeps IEEE subnormals (no flush-to-zero; benchmarks/bench_denormals.py measures
+    their cost): inputs scaled into the subnormal range give the reference's results."""
+    rng = np.random.default_rng(3)
+    tiny = np.float32(2.0**-130)  # |x| * tiny < 2^-126: every input value subnormal
+    x = (rng.standard_normal((2, 6, 13, 11)) * tiny).astype(np.float32)
+    assert np.abs(x).max() < np.finfo(np.float32).smallest_normal and np.count_nonzero(x) > x.size // 2
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((2, 4, 13, 11)).astype(np.float32)
+    kw = dict(padding=1, groups=2)
+    for got, want, what in ((fc.conv2d(x, w, algorithm=algorithm, **kw), fc.conv2d(x, w, algorithm="reference", **kw),
+                             "forward"),
+                            (fc.conv2d_backward(gy, x, w, algorithm=algorithm, **kw)[1],
+                             fc.conv2d_backward(gy, x, w, algorithm="reference", **kw)[1], "grad_w")):
+        assert np.count_nonzero(got) > got.size // 2, f"{what}: subnormal inputs were flushed to zero"
+        # Subnormals carry fewer significant bits: a few ulps of 2^-149 on each product.
+        np.testing.assert_allclose(got, want, rtol=0, atol=float(np.abs(want).max()) * 1e-4, err_msg=what)
