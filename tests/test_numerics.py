@@ -6,9 +6,11 @@ import pytest
 
 import fastconv as fc
 from cases import CONV_ALGORITHMS
-from compare import tolerance
+from compare import on_device, to_host, tolerance
 
 EXACT = ["direct", "im2col", "auto"]
+# The CUDA kernels (on a GPU, else on the SIMT emulator) follow the same contract.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 # (x shape, w shape, conv kwargs): padding (where an Inf weight meets the zero padding: Inf * 0
 # is NaN in the reference), stride, dilation, groups, a 1x1 (the GEMM path) and a 3x3 that auto
@@ -50,28 +52,31 @@ def assert_same_nonfinite(got, want, tol, what):
 POISONS = [("nan", [np.nan]), ("inf", [np.inf, -np.inf]), ("all", [np.nan, np.inf, -np.inf])]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("algorithm", EXACT)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("poison, values", POISONS, ids=[p[0] for p in POISONS])
 @pytest.mark.parametrize("in_x, in_w", [(True, False), (False, True), (True, True)], ids=["x", "w", "xw"])
 @pytest.mark.parametrize("problem", range(len(PROBLEMS)))
-def test_forward_propagates_nonfinite_as_the_reference(problem, in_x, in_w, poison, values, dtype, algorithm):
+def test_forward_propagates_nonfinite_as_the_reference(problem, in_x, in_w, poison, values, dtype, algorithm,
+                                                       device):
     xs, ws, kw = PROBLEMS[problem]
     rng = np.random.default_rng(problem * 31 + len(values))
     x = _poisoned(rng, xs, dtype, values if in_x else [])
     w = _poisoned(rng, ws, dtype, values if in_w else [])
     b = rng.standard_normal(ws[0]).astype(dtype)
     want = fc.conv2d(x, w, b, algorithm="reference", **kw)
-    got = fc.conv2d(x, w, b, algorithm=algorithm, **kw)
+    got = to_host(fc.conv2d(*(on_device(a, device) for a in (x, w, b)), algorithm=algorithm, **kw))
     tol = tolerance("im2col", dtype, ws[1] * ws[2] * ws[3])
     assert_same_nonfinite(got, want, tol, f"{algorithm} forward")
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("algorithm", EXACT)
 @pytest.mark.parametrize("poison, values", POISONS, ids=[p[0] for p in POISONS])
 @pytest.mark.parametrize("where", ["x", "w", "gy"])
 @pytest.mark.parametrize("problem", range(len(PROBLEMS)))
-def test_backward_propagates_nonfinite_as_the_reference(problem, where, poison, values, algorithm):
+def test_backward_propagates_nonfinite_as_the_reference(problem, where, poison, values, algorithm, device):
     xs, ws, kw = PROBLEMS[problem]
     rng = np.random.default_rng(problem * 17 + len(values))
     x = _poisoned(rng, xs, np.float32, values if where == "x" else [])
@@ -79,7 +84,8 @@ def test_backward_propagates_nonfinite_as_the_reference(problem, where, poison, 
     ys = fc.conv2d_output_shape(xs, ws, **kw)
     gy = _poisoned(rng, ys, np.float32, values if where == "gy" else [])
     want = fc.conv2d_backward(gy, x, w, algorithm="reference", **kw)
-    got = fc.conv2d_backward(gy, x, w, algorithm=algorithm, **kw)
+    got = [to_host(g) for g in fc.conv2d_backward(*(on_device(a, device) for a in (gy, x, w)), algorithm=algorithm,
+                                                  **kw)]
     reductions = (ws[0] // kw.get("groups", 1) * ws[2] * ws[3], ys[0] * ys[2] * ys[3], ys[0] * ys[2] * ys[3])
     for g, r, n, red in zip(got, want, ("grad_x", "grad_w", "grad_bias"), reductions):
         assert_same_nonfinite(g, r, tolerance("im2col", np.float32, red), f"{algorithm} {n}")

@@ -167,16 +167,19 @@ __global__ void direct_forward_general(const ConvParams p, const T* __restrict__
       __syncthreads();
     }
     if (!active) continue;
+    // Taps in the padding multiply zeros rather than being skipped: the reference's products
+    // (a NaN/Inf weight times the padding is NaN). A warp runs every tap any of its threads
+    // needs anyway, so this costs only warps lying wholly in the padding's band.
     for (int r = 0; r < R; ++r) {
       const int ih = ih0 + r * dh;
-      if (unsigned(ih) >= unsigned(H)) continue;
+      const bool row_in = unsigned(ih) < unsigned(H);
       for (int s = 0; s < S; ++s) {
         const int iw = iw0 + s * dw;
-        if (unsigned(iw) >= unsigned(W)) continue;
-        const T* xp = xg + c0 * HW + index_t(ih) * W + iw;
+        const bool in = row_in && unsigned(iw) < unsigned(W);
+        const T* xp = xg + c0 * HW + (in ? index_t(ih) * W + iw : 0);
         const int tap = r * S + s;
         for (int c = 0; c < cb; ++c, xp += HW) {
-          const T xv = __ldg(xp);
+          const T xv = in ? __ldg(xp) : T(0);
           if (Staged) {
             const T* wt = ws + (c * RS + tap) * KB;
             for (int b = 0; b < KB; ++b) acc[b] += xv * wt[b];
@@ -431,8 +434,11 @@ __global__ void direct_backward_weight(const ConvParams p, const T* __restrict__
       const int ihb = oh * sh, iwb = ow * sw;
       for (int t = 0; t < TB; ++t) {
         const int ih = ihb + offh[t], iw = iwb + offw[t];
-        if (t < nt && unsigned(ih) < unsigned(H) && unsigned(iw) < unsigned(W))
-          acc[t] += gv * __ldg(xp + index_t(ih) * W + iw);
+        // A tap in the padding adds gv * 0, as the reference (NaN/Inf grad_y: NaN).
+        if (t < nt)
+          acc[t] += gv * (unsigned(ih) < unsigned(H) && unsigned(iw) < unsigned(W)
+                              ? __ldg(xp + index_t(ih) * W + iw)
+                              : T(0));
       }
       n += step_n;
       pq += step_pq;
