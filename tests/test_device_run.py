@@ -159,7 +159,7 @@ def test_device_run_end_to_end_on_stand_ins(tmp_path):
     assert any(c.startswith("python3 -m pip install") and "--no-index" in c and "--no-deps" in c for c in calls)
     assert any(c.startswith("python3 -m pytest tests -m cuda") for c in calls)
     sanitizer = [c for c in calls if c.startswith("compute-sanitizer")]
-    assert [c.split()[2] for c in sanitizer] == ["memcheck", "racecheck"]
+    assert [c.split()[2] for c in sanitizer] == ["memcheck", "racecheck", "initcheck"]
     # what comes back: at most 8 files, plain names, the card's name on the benchmark files
     files = sorted(p.name for p in out.iterdir())
     assert files == sorted(["run.log", "tests.txt", "sanitizer.txt", "Stand-in_GPU_80GB_conv.json",
@@ -169,7 +169,7 @@ def test_device_run_end_to_end_on_stand_ins(tmp_path):
     assert (out / "run.log").read_text().count("== summary") == 1
     assert (out / "Stand-in_GPU_80GB_results.md").read_text().count("## stand-in tables") == 3
     san = (out / "sanitizer.txt").read_text()
-    assert san.count("skipped: no CUDA device") == 2 and "==== racecheck" in san   # the smoke ran, found no GPU
+    assert san.count("skipped: no CUDA device") == 3 and "==== initcheck" in san   # the smoke ran, found no GPU
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 # device_run.sh: one call on the GPU machine a session may be lent (issue 18 item 6). Nothing is
 # compiled there: the wheel comes built from this machine (tools/build_gpu_wheel.sh: Python 3.12,
 # CUDA for sm_90, in dist/gpu, carried). It installs that wheel (pip --no-deps --no-index), runs the
-# CUDA tests of the carried tree (pytest -m cuda), compute-sanitizer's memcheck and racecheck over
+# CUDA tests of the carried tree (pytest -m cuda), compute-sanitizer's memcheck, racecheck and initcheck over
 # every CUDA kernel once (python -m fastconv.bench.smoke: small odd-sized problems), then the GPU
 # benchmark (python -m fastconv bench --device cuda): ResNet-50 and VGG-16 layers at batch 1 and 8
 # against cuDNN, conv2d_backward at batch 8 against autograd's cuDNN backward, the 4096^3 SGEMM
@@ -91,9 +91,9 @@ tail -3 "$OUT/tests.txt"
 
 # ---- compute-sanitizer: each CUDA kernel once (torch's caching allocator off: exact bounds) ---------
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-for tool in memcheck racecheck; do
+for tool in memcheck racecheck initcheck; do  # initcheck: no kernel reads memory nothing wrote
   echo "==== $tool" >>"$OUT/sanitizer.txt"
-  step --to "$OUT/sanitizer.txt" "compute-sanitizer $tool" 60 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$SAN" \
+  step --to "$OUT/sanitizer.txt" "compute-sanitizer $tool" 45 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$SAN" \
     --tool "$tool" --error-exitcode 86 --print-limit 20 python3 -m fastconv.bench.smoke --device cuda --quiet
   sed -n "/^==== $tool/,\$p" "$OUT/sanitizer.txt" | grep -E "ERROR SUMMARY|RACECHECK SUMMARY|^smoke|FAIL" | head -5
 done
