@@ -8,6 +8,7 @@ The public names are listed in ``__all__``; docs/api.md is the contract (arrays,
 padding, errors, algorithms); ``fastconv.torch`` holds the autograd functions and layers.
 """
 from . import _C
+from .arithmetic import NETWORKS, ConvCost, Layer, conv2d_flops, conv2d_params, receptive_field
 from .algorithms import get_autotune, get_workspace_limit, set_autotune, set_workspace_limit
 from .functional import (conv1d, conv1d_backward, conv2d, conv2d_backward, conv2d_output_shape, explain,
                          get_num_threads, info, set_num_threads)
@@ -29,4 +30,5 @@ __all__ = [
     "max_pool2d_backward", "avg_pool2d_backward", "lp_pool2d_backward", "adaptive_avg_pool2d_backward",
     "adaptive_max_pool2d_backward", "max_pool1d_backward", "avg_pool1d_backward", "lp_pool1d_backward",
     "adaptive_avg_pool1d_backward", "adaptive_max_pool1d_backward",
+    "conv2d_params", "conv2d_flops", "ConvCost", "Layer", "receptive_field", "NETWORKS",
 ]

@@ -30,6 +30,15 @@ def cmd_info(args):
 
 
 def cmd_explain(args):
+    if args.model:
+        table = fastconv.receptive_field(args.model, args.input_size)
+        size = table.rows[0].size
+        print(f"{args.model} at {size[0]}x{size[1]}: output size, receptive field, jump (effective stride), "
+              "start (centre of output 0's field, input pixels) and unused input pixels, per layer")
+        print(table)
+        return
+    if args.input_shape is None or args.weight_shape is None:
+        raise SystemExit("explain: give INPUT_SHAPE and WEIGHT_SHAPE (one convolution), or --model NAME")
     print(fastconv.explain(args.input_shape, args.weight_shape, stride=args.stride, padding=args.padding,
                            dilation=args.dilation, groups=args.groups, dtype=args.dtype))
 
@@ -84,9 +93,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastconv", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="version, instruction set, threads, CUDA").set_defaults(fn=cmd_info)
-    ex = sub.add_parser("explain", help="what each algorithm would do with one convolution")
-    ex.add_argument("input_shape", type=_shape, help="N,C,H,W")
-    ex.add_argument("weight_shape", type=_shape, help="K,C/groups,R,S")
+    ex = sub.add_parser("explain", help="what each algorithm would do with one convolution; "
+                                         "--model: a network's receptive fields")
+    ex.add_argument("input_shape", type=_shape, nargs="?", help="N,C,H,W")
+    ex.add_argument("weight_shape", type=_shape, nargs="?", help="K,C/groups,R,S")
+    ex.add_argument("--model", choices=sorted(fastconv.NETWORKS),
+                    help="print each layer's output size, receptive field, jump and start instead")
+    ex.add_argument("--input-size", type=int, default=None, help="with --model: the input's side (default: its own)")
     ex.add_argument("--stride", type=_shape, default=(1,))
     ex.add_argument("--padding", type=_padding, default=0, help="int, ph,pw, valid, same or full")
     ex.add_argument("--dilation", type=_shape, default=(1,))
