@@ -46,14 +46,6 @@ def inputs():
     return x, xs, w
 
 
-@pytest.fixture(scope="module", autouse=True)
-def threads():
-    before = fc.get_num_threads()
-    fc.set_num_threads(THREADS)
-    yield
-    fc.set_num_threads(before)
-
-
 @pytest.mark.parametrize("kind", ["normal", "subnormal"])
 @pytest.mark.parametrize("call", CALLS, ids=IDS)
 def test_denormals(benchmark, call, kind):

@@ -44,14 +44,6 @@ def _nbytes(x, result):
     return x.nbytes + sum(np.asarray(o).nbytes for o in outs)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def threads():
-    before = fc.get_num_threads()
-    fc.set_num_threads(THREADS)
-    yield
-    fc.set_num_threads(before)
-
-
 @pytest.mark.parametrize("layer", LAYERS, ids=IDS)
 def test_fastconv(benchmark, layer):
     name, shape, fn, args, kw = layer
