@@ -13,6 +13,8 @@
 //   Lp:  (avg(x^p) * R*S)^(1/p) (torch's formula; its sign(out)*relu(|out|) is the
 //        identity); p = +inf is the max of |x|, p = -inf the min of |x|.
 //   adaptive: window o is [floor(o*in/out), ceil((o+1)*in/out)), as torch.
+//   weighted (distance-weighted average): sum of w[r][s] * x over the taps inside the input,
+//        divided (normalize) by the weight of the taps avg counts; see the section below.
 //
 // How: a work item is one output row of one plane (OpenMP over all of them). Max and sum
 // are separable, so the window's rows are first combined into a row buffer, then a
@@ -639,13 +641,271 @@ void lp_pool2d_backward(const PoolParams& p, const T* grad_y, const T* x, const 
   }
 }
 
+// ---- distance-weighted average ------------------------------------------------------------
+// y = sum over the window's taps inside the input of w[r][s] * x (zero padding), divided (with
+// p.normalize) by the sum of the weights of the taps avg_pool2d counts: the window clipped to
+// the padded input (count_include_pad), else the taps inside the input. w is the (R, S) window
+// row-major, or, with p.separable, its two factors: wv (R) then wh (S), w[r][s] = wv[r]*wh[s].
+// Separable windows (every Gaussian) take a vertical then a horizontal pass, R + S
+// multiply-adds per output instead of R*S; the passes run in avg_pool2d's order, so a window of
+// ones gives avg_pool2d's result bit for bit (forward and backward; multiplying by 1 is exact).
+namespace {
+
+// Window coordinate of the first counted tap of output o, and how many taps are counted.
+inline void counted_taps(const Axis& a, index_t o, bool include_pad, index_t& first, index_t& n) {
+  const index_t start = o * a.stride - a.pad;  // >= -pad: the window starts inside the padded input
+  first = include_pad ? 0 : a.first[o] - start;
+  n = include_pad ? a.padded[o] : a.count[o];
+}
+
+// Per output along one axis: the sum of the factor f over the counted taps (separable windows).
+template <class T>
+Buffer<T> axis_weight_sums(const Axis& a, index_t out, const T* f, bool include_pad) {
+  Buffer<T> d(out);
+  for (index_t o = 0; o < out; ++o) {
+    index_t b = 0, n = 0;
+    counted_taps(a, o, include_pad, b, n);
+    T sum = 0;
+    for (index_t j = 0; j < n; ++j) sum += f[b + j];
+    d[o] = sum;
+  }
+  return d;
+}
+
+// Per output (P x Q) of a 2-D window: the sum of w over the counted rectangle.
+template <class T>
+Buffer<T> window_weight_sums(const PoolParams& p, const Axis& ah, const Axis& aw, const T* w) {
+  Buffer<T> d(p.P * p.Q), colsum(p.S);
+  for (index_t op = 0; op < p.P; ++op) {
+    index_t rb = 0, rn = 0;
+    counted_taps(ah, op, p.count_include_pad, rb, rn);
+    for (index_t s = 0; s < p.S; ++s) {
+      T sum = 0;
+      for (index_t j = 0; j < rn; ++j) sum += w[(rb + j) * p.S + s];
+      colsum[s] = sum;
+    }
+    for (index_t q = 0; q < p.Q; ++q) {
+      index_t sb = 0, sn = 0;
+      counted_taps(aw, q, p.count_include_pad, sb, sn);
+      T sum = 0;
+      for (index_t i = 0; i < sn; ++i) sum += colsum[sb + i];
+      d[op * p.Q + q] = sum;
+    }
+  }
+  return d;
+}
+
+// y[q] = sum over the taps of column window q of wh[s] * t[col], for every q (t: one row).
+template <class T>
+void weighted_horizontal(const Axis& a, index_t Q, const T* wh, const T* t, T* y) {
+  auto border = [&](index_t q) {
+    const index_t s0 = a.first[q] - (q * a.stride - a.pad);
+    const T* tq = t + a.first[q];
+    T m = 0;
+    for (index_t i = 0; i < a.count[q]; ++i) m += wh[s0 + i] * tq[i];
+    y[q] = m;
+  };
+  for (index_t q = 0; q < a.lo; ++q) border(q);
+  for (index_t q = a.hi; q < Q; ++q) border(q);
+  const index_t lo = a.lo, hi = a.hi, S = a.k, sw = a.stride, pw = a.pad;
+  if (lo >= hi) return;
+  if (sw == 1) {  // S contiguous passes over the output row (in L1)
+    const T* b = t + (lo - pw);
+    T* o = y + lo;
+    const index_t n = hi - lo;
+    const T w0 = wh[0];
+#pragma omp simd
+    for (index_t i = 0; i < n; ++i) o[i] = w0 * b[i];
+    for (index_t s = 1; s < S; ++s) {
+      const T* bs = b + s;
+      const T ws = wh[s];
+#pragma omp simd
+      for (index_t i = 0; i < n; ++i) o[i] += ws * bs[i];
+    }
+  } else if (S == 3) {  // 3-wide strided (3x3/2): the three taps in one pass
+    const T w0 = wh[0], w1 = wh[1], w2 = wh[2];
+#pragma omp simd
+    for (index_t q = lo; q < hi; ++q) {
+      const index_t c = q * sw - pw;
+      T v = w0 * t[c];
+      v += w1 * t[c + 1];
+      v += w2 * t[c + 2];
+      y[q] = v;
+    }
+  } else {
+    const T w0 = wh[0];
+#pragma omp simd
+    for (index_t q = lo; q < hi; ++q) y[q] = w0 * t[q * sw - pw];
+    for (index_t s = 1; s < S; ++s) {
+      const index_t c = s - pw;
+      const T ws = wh[s];
+#pragma omp simd
+      for (index_t q = lo; q < hi; ++q) y[q] += ws * t[q * sw + c];
+    }
+  }
+}
+
+// 2-D window, one output row: y[q] = sum over counted-inside rows j and the columns of window q
+// of w[rb + j][s] * x[h0 + j][col]; R*S passes over the output row.
+template <class T>
+void weighted_row_2d(const Axis& ah, const Axis& aw, index_t op, const T* xp, index_t W, index_t Q,
+                     const T* w, T* y) {
+  const index_t n = ah.count[op], h0 = ah.first[op], rb = h0 - (op * ah.stride - ah.pad), S = aw.k;
+  std::fill(y, y + Q, T(0));
+  const index_t lo = aw.lo, hi = aw.hi, sw = aw.stride, pw = aw.pad;
+  for (index_t j = 0; j < n; ++j) {
+    const T* xr = xp + (h0 + j) * W;
+    const T* wr = w + (rb + j) * S;
+    auto border = [&](index_t q) {
+      const index_t s0 = aw.first[q] - (q * sw - pw);
+      T m = 0;
+      for (index_t i = 0; i < aw.count[q]; ++i) m += wr[s0 + i] * xr[aw.first[q] + i];
+      y[q] += m;
+    };
+    for (index_t q = 0; q < lo; ++q) border(q);
+    for (index_t q = hi; q < Q; ++q) border(q);
+    if (lo >= hi) continue;
+    for (index_t s = 0; s < S; ++s) {
+      const T ws = wr[s];
+      const index_t c = s - pw;
+#pragma omp simd
+      for (index_t q = lo; q < hi; ++q) y[q] += ws * xr[q * sw + c];
+    }
+  }
+}
+
+// Adds wh[s] * v[q] into t at every column tap of window q inside the input, for every q. A
+// column receives its windows in ascending q (left border, then the interior by descending s,
+// then the right border): avg_pool2d_backward's order.
+template <class T>
+void weighted_scatter_row(const Axis& a, index_t Q, const T* wh, const T* v, T* t) {
+  auto border = [&](index_t q) {
+    const index_t s0 = a.first[q] - (q * a.stride - a.pad);
+    T* tq = t + a.first[q];
+    for (index_t i = 0; i < a.count[q]; ++i) tq[i] += wh[s0 + i] * v[q];
+  };
+  for (index_t q = 0; q < a.lo; ++q) border(q);
+  const index_t lo = a.lo, hi = a.hi, sw = a.stride, pw = a.pad;
+  for (index_t s = a.k - 1; s >= 0 && lo < hi; --s) {
+    const T ws = wh[s];
+    T* ts = t + (s - pw);
+    // For one s, distinct q write distinct columns: no dependence across the vector lanes.
+#pragma omp simd
+    for (index_t q = lo; q < hi; ++q) ts[q * sw] += ws * v[q];
+  }
+  for (index_t q = a.hi; q < Q; ++q) border(q);
+}
+
+}  // namespace
+
+template <class T>
+void weighted_avg_pool2d(const PoolParams& p, const T* x, const T* w, T* y) {
+  const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, false);
+  const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, false);
+  const index_t HW = p.H * p.W, PQ = p.P * p.Q;
+  if (p.separable) {
+    const T* wv = w;
+    const T* wh = w + p.R;
+    Buffer<T> rsum, csum;
+    if (p.normalize) {
+      rsum = axis_weight_sums(ah, p.P, wv, p.count_include_pad);
+      csum = axis_weight_sums(aw, p.Q, wh, p.count_include_pad);
+    }
+    for_each_row<T>(p, [&](index_t plane, index_t op, T* t) {
+      const T* xp = x + plane * HW;
+      T* yr = y + plane * PQ + op * p.Q;
+      const index_t n = ah.count[op], h0 = ah.first[op], rb = h0 - (op * ah.stride - ah.pad);
+      // Vertical pass: t = the counted rows weighted by wv, summed top to bottom.
+      const T* r0 = xp + h0 * p.W;
+      const T c0 = wv[rb];
+#pragma omp simd
+      for (index_t i = 0; i < p.W; ++i) t[i] = c0 * r0[i];
+      for (index_t j = 1; j < n; ++j) {
+        const T* r = r0 + j * p.W;
+        const T c = wv[rb + j];
+#pragma omp simd
+        for (index_t i = 0; i < p.W; ++i) t[i] += c * r[i];
+      }
+      weighted_horizontal(aw, p.Q, wh, t, yr);
+      if (p.normalize) {
+        const T dh = rsum[op];
+        const T* cd = csum.data();
+#pragma omp simd
+        for (index_t q = 0; q < p.Q; ++q) yr[q] = yr[q] / (dh * cd[q]);  // division, as avg_pool2d
+      }
+    });
+    return;
+  }
+  Buffer<T> div;
+  if (p.normalize) div = window_weight_sums(p, ah, aw, w);
+  for_each_row<T>(p, [&](index_t plane, index_t op, T*) {
+    T* yr = y + plane * PQ + op * p.Q;
+    weighted_row_2d(ah, aw, op, x + plane * HW, p.W, p.Q, w, yr);
+    if (p.normalize) {
+      const T* d = div.data() + op * p.Q;
+#pragma omp simd
+      for (index_t q = 0; q < p.Q; ++q) yr[q] = yr[q] / d[q];
+    }
+  });
+}
+
+// grad_x[h][w] = sum over the windows o covering (h, w) of w[tap] * grad_y[o] / divisor[o]; one
+// plane per work item (no two threads write one value), each plane's windows in row order.
+template <class T>
+void weighted_avg_pool2d_backward(const PoolParams& p, const T* grad_y, const T* w, T* grad_x) {
+  const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, false);
+  const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, false);
+  const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
+  Buffer<T> rsum, csum, div;
+  if (p.normalize && p.separable) {
+    rsum = axis_weight_sums(ah, p.P, w, p.count_include_pad);
+    csum = axis_weight_sums(aw, p.Q, w + p.R, p.count_include_pad);
+  } else if (p.normalize) {
+    div = window_weight_sums(p, ah, aw, w);
+  }
+#pragma omp parallel if (pool_parallel(p))
+  {
+    Buffer<T> t(p.W), v(p.Q);
+#pragma omp for schedule(static)
+    for (index_t plane = 0; plane < planes; ++plane) {
+      T* gxp = grad_x + plane * HW;
+      std::fill(gxp, gxp + HW, T(0));
+      for (index_t op = 0; op < p.P; ++op) {
+        const T* gr = grad_y + plane * PQ + op * p.Q;
+        if (!p.normalize)
+          std::copy(gr, gr + p.Q, v.data());
+        else if (p.separable)
+          for (index_t q = 0; q < p.Q; ++q) v[q] = gr[q] / (rsum[op] * csum[q]);  // the forward's divisor
+        else
+          for (index_t q = 0; q < p.Q; ++q) v[q] = gr[q] / div[op * p.Q + q];
+        const index_t n = ah.count[op], h0 = ah.first[op], rb = h0 - (op * ah.stride - ah.pad);
+        if (p.separable) {  // horizontal transpose into t, then t weighted into each counted row
+          std::fill(t.data(), t.data() + p.W, T(0));
+          weighted_scatter_row(aw, p.Q, w + p.R, v.data(), t.data());
+          for (index_t j = 0; j < n; ++j) {
+            T* row = gxp + (h0 + j) * p.W;
+            const T c = w[rb + j];
+#pragma omp simd
+            for (index_t i = 0; i < p.W; ++i) row[i] += c * t[i];
+          }
+        } else {
+          for (index_t j = 0; j < n; ++j)
+            weighted_scatter_row(aw, p.Q, w + (rb + j) * p.S, v.data(), gxp + (h0 + j) * p.W);
+        }
+      }
+    }
+  }
+}
+
 #define FC_INSTANTIATE(T)                                                                     \
   template void max_pool2d<T>(const PoolParams&, const T*, T*, std::int64_t*);                \
   template void avg_pool2d<T>(const PoolParams&, const T*, T*);                               \
   template void lp_pool2d<T>(const PoolParams&, const T*, T*);                                \
   template void max_pool2d_backward<T>(const PoolParams&, const T*, const std::int64_t*, T*); \
   template void avg_pool2d_backward<T>(const PoolParams&, const T*, T*);                      \
-  template void lp_pool2d_backward<T>(const PoolParams&, const T*, const T*, const T*, T*);
+  template void lp_pool2d_backward<T>(const PoolParams&, const T*, const T*, const T*, T*);   \
+  template void weighted_avg_pool2d<T>(const PoolParams&, const T*, const T*, T*);            \
+  template void weighted_avg_pool2d_backward<T>(const PoolParams&, const T*, const T*, T*);
 FC_INSTANTIATE(float)
 FC_INSTANTIATE(double)
 
