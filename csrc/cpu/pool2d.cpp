@@ -44,6 +44,9 @@
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #include "cpu/isa_buffer.h"
 #include "cpu/kernels.h"
@@ -796,57 +799,222 @@ void weighted_scatter_row(const Axis& a, index_t Q, const T* wh, const T* v, T* 
   for (index_t q = a.hi; q < Q; ++q) border(q);
 }
 
+// out[i] = fin(sum over j < n of c[j] * in[i + j*step], i) for i < len, the taps summed first
+// to last. Tap counts up to 7 keep the n products in registers (one load per tap, one store per
+// output); more taps run pass by pass over out.
+template <int K, class T, class Fin>
+inline void taps_fixed(const T* in, index_t step, const T* c, index_t len, T* out, Fin fin) {
+  T cc[K];
+  for (int j = 0; j < K; ++j) cc[j] = c[j];
+#pragma omp simd
+  for (index_t i = 0; i < len; ++i) {
+    T a = cc[0] * in[i];
+    for (int j = 1; j < K; ++j) a += cc[j] * in[i + j * step];
+    out[i] = fin(a, i);
+  }
+}
+template <class T, class Fin>
+void taps(const T* in, index_t step, const T* c, index_t n, index_t len, T* out, Fin fin) {
+  switch (n) {
+    case 1: return taps_fixed<1>(in, step, c, len, out, fin);
+    case 2: return taps_fixed<2>(in, step, c, len, out, fin);
+    case 3: return taps_fixed<3>(in, step, c, len, out, fin);
+    case 4: return taps_fixed<4>(in, step, c, len, out, fin);
+    case 5: return taps_fixed<5>(in, step, c, len, out, fin);
+    case 6: return taps_fixed<6>(in, step, c, len, out, fin);
+    case 7: return taps_fixed<7>(in, step, c, len, out, fin);
+    default: break;
+  }
+  taps_fixed<7>(in, step, c, len, out, [](T a, index_t) { return a; });
+  for (index_t j = 7; j < n; ++j) {
+    const T* b = in + j * step;
+    const T cj = c[j];
+#pragma omp simd
+    for (index_t i = 0; i < len; ++i) out[i] += cj * b[i];
+  }
+#pragma omp simd
+  for (index_t i = 0; i < len; ++i) out[i] = fin(out[i], i);
+}
+
+// Column window q of the row t weighted by wh (its taps inside the input only).
+template <class T>
+inline T weighted_border_column(const Axis& a, index_t q, const T* wh, const T* t) {
+  const index_t s0 = a.first[q] - (q * a.stride - a.pad);
+  const T* tq = t + a.first[q];
+  T m = 0;
+  for (index_t i = 0; i < a.count[q]; ++i) m += wh[s0 + i] * tq[i];
+  return m;
+}
+
+// Output rows [op0, op1) of one plane with a separable window; t is scratch of (op1 - op0) * W.
+// div: the divisor of every output of the plane (null: no division); exact: divide (a window of
+// ones: avg_pool2d's rounding), else multiply by inv = 1 / div. Rows whose taps are all inside
+// the input take whole-block loops where the layout allows: with stride 1 the vertical pass is
+// one flat pass over the block's rows, and with horizontal stride 1 and Q == W ("same" pooling)
+// the horizontal pass is one flat pass too (the values it computes at border columns read
+// across rows and are then recomputed), so short rows (28, 14, 7) cost no per-row loop
+// overhead. Each pass keeps its R (S) products in registers and stores once; the sums run in
+// the per-row order (first tap first).
+template <class T>
+void weighted_separable_rows(const PoolParams& p, const Axis& ah, const Axis& aw, const T* wv, const T* wh,
+                             const T* div, const T* inv, bool exact, const T* xp, T* yp, index_t op0,
+                             index_t op1, T* t) {
+  const index_t W = p.W, Q = p.Q, R = p.R, S = p.S;
+  const index_t ilo = std::min(std::max(op0, ah.lo), op1), ihi = std::max(ilo, std::min(op1, ah.hi));
+  auto vertical = [&](const T* r0, const T* c, index_t n_rows, index_t n, T* out) {
+    taps(r0, W, c, n_rows, n, out, [](T a, index_t) { return a; });
+  };
+  auto vertical_row = [&](index_t op) {  // the counted-inside rows of output row op
+    const index_t h0 = ah.first[op], rb = h0 - (op * ah.stride - ah.pad);
+    vertical(xp + h0 * W, wv + rb, ah.count[op], W, t + (op - op0) * W);
+  };
+  for (index_t op = op0; op < ilo; ++op) vertical_row(op);
+  for (index_t op = ihi; op < op1; ++op) vertical_row(op);
+  if (ah.stride == 1 && ihi > ilo)
+    vertical(xp + (ilo - ah.pad) * W, wv, R, (ihi - ilo) * W, t + (ilo - op0) * W);
+  else
+    for (index_t op = ilo; op < ihi; ++op) vertical_row(op);
+  const index_t rows = op1 - op0, pw = aw.pad;
+  T* y0 = yp + op0 * Q;
+  const index_t flat_end = rows * W - (S - 1 - pw);
+  const T* d0 = div ? div + op0 * Q : nullptr;
+  const T* i0 = inv ? inv + op0 * Q : nullptr;
+  if (aw.stride == 1 && Q == W && aw.lo < aw.hi && flat_end > pw) {
+    // y0[i] reads t[i - pw + s]: as i starts at pw, the loop runs over j = i - pw from 0.
+    T* yb = y0 + pw;
+    const index_t n = flat_end - pw;
+    if (!div)
+      taps(t, 1, wh, S, n, yb, [](T a, index_t) { return a; });
+    else if (exact)
+      taps(t, 1, wh, S, n, yb,
+           [d = d0 + pw](T a, index_t i) { return a / d[i]; });  // division, as avg_pool2d
+    else
+      taps(t, 1, wh, S, n, yb, [v = i0 + pw](T a, index_t i) { return a * v[i]; });
+    // Border columns, column by column over the block's rows (their taps fixed per column).
+    auto border = [&](index_t q) {
+      const index_t s0 = aw.first[q] - (q - pw), c0 = aw.first[q], cnt = aw.count[q];
+      for (index_t r = 0; r < rows; ++r) {
+        const T* tq = t + r * W + c0;
+        T a = 0;
+        for (index_t i = 0; i < cnt; ++i) a += wh[s0 + i] * tq[i];
+        const index_t i = r * Q + q;
+        y0[i] = !div ? a : exact ? a / d0[i] : a * i0[i];
+      }
+    };
+    for (index_t q = 0; q < aw.lo; ++q) border(q);
+    for (index_t q = aw.hi; q < Q; ++q) border(q);
+    return;
+  }
+  for (index_t r = 0; r < rows; ++r) weighted_horizontal(aw, Q, wh, t + r * W, y0 + r * Q);
+  const index_t n = rows * Q;
+  if (div && exact) {
+#pragma omp simd
+    for (index_t i = 0; i < n; ++i) y0[i] = y0[i] / d0[i];  // division, as avg_pool2d
+  } else if (div) {
+#pragma omp simd
+    for (index_t i = 0; i < n; ++i) y0[i] *= i0[i];
+  }
+}
+
+// Output rows [op0, op1) of one plane with a 2-D window. With strides 1 and Q == W the rows
+// whose taps are all inside the input are one flat pass over the block (border columns
+// recomputed after), else R*S passes per row.
+template <class T>
+void weighted_2d_rows(const PoolParams& p, const Axis& ah, const Axis& aw, const T* w, const T* inv,
+                      const T* xp, T* yp, index_t op0, index_t op1) {
+  const index_t W = p.W, Q = p.Q, R = p.R, S = p.S, pw = aw.pad;
+  const index_t ilo = std::min(std::max(op0, ah.lo), op1), ihi = std::max(ilo, std::min(op1, ah.hi));
+  const bool flat = ah.stride == 1 && aw.stride == 1 && Q == W && aw.lo < aw.hi;
+  for (index_t op = op0; op < op1; ++op)
+    if (!flat || op < ilo || op >= ihi) weighted_row_2d(ah, aw, op, xp, W, Q, w, yp + op * Q);
+  if (flat && ihi > ilo) {
+    // y[i] (i = op * W + q) reads x[i + (r - pad_h) * W + s - pw]: offsets from x0 = the input
+    // element of i0's first tap, so that no pointer points before the plane.
+    const index_t i0 = ilo * W + pw, n = (ihi - 1) * W + aw.hi - i0;
+    T* y = yp + i0;
+    const T* x0 = xp + (ilo - ah.pad) * W;
+    for (index_t r = 0; r < R; ++r) {  // a row of the window per pass, its S products in registers
+      if (r == 0)
+        taps(x0, 1, w, S, n, y, [](T a, index_t) { return a; });
+      else
+        taps(x0 + r * W, 1, w + r * S, S, n, y, [y](T a, index_t i) { return y[i] + a; });
+    }
+    for (index_t op = ilo; op < ihi; ++op) {
+      const T* x0 = xp + (op - ah.pad) * W;
+      T* yr = yp + op * Q;
+      auto border = [&](index_t q) {
+        T m = 0;
+        for (index_t r = 0; r < R; ++r) m += weighted_border_column(aw, q, w + r * S, x0 + r * W);
+        yr[q] = m;
+      };
+      for (index_t q = 0; q < aw.lo; ++q) border(q);
+      for (index_t q = aw.hi; q < Q; ++q) border(q);
+    }
+  }
+  if (inv) {
+    T* y0 = yp + op0 * Q;
+    const T* i0 = inv + op0 * Q;
+    const index_t n = (op1 - op0) * Q;
+#pragma omp simd
+    for (index_t i = 0; i < n; ++i) y0[i] *= i0[i];
+  }
+}
+
 }  // namespace
 
 template <class T>
 void weighted_avg_pool2d(const PoolParams& p, const T* x, const T* w, T* y) {
   const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, false);
   const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, false);
-  const index_t HW = p.H * p.W, PQ = p.P * p.Q;
-  if (p.separable) {
-    const T* wv = w;
-    const T* wh = w + p.R;
-    Buffer<T> rsum, csum;
-    if (p.normalize) {
-      rsum = axis_weight_sums(ah, p.P, wv, p.count_include_pad);
-      csum = axis_weight_sums(aw, p.Q, wh, p.count_include_pad);
-    }
-    for_each_row<T>(p, [&](index_t plane, index_t op, T* t) {
-      const T* xp = x + plane * HW;
-      T* yr = y + plane * PQ + op * p.Q;
-      const index_t n = ah.count[op], h0 = ah.first[op], rb = h0 - (op * ah.stride - ah.pad);
-      // Vertical pass: t = the counted rows weighted by wv, summed top to bottom.
-      const T* r0 = xp + h0 * p.W;
-      const T c0 = wv[rb];
-#pragma omp simd
-      for (index_t i = 0; i < p.W; ++i) t[i] = c0 * r0[i];
-      for (index_t j = 1; j < n; ++j) {
-        const T* r = r0 + j * p.W;
-        const T c = wv[rb + j];
-#pragma omp simd
-        for (index_t i = 0; i < p.W; ++i) t[i] += c * r[i];
-      }
-      weighted_horizontal(aw, p.Q, wh, t, yr);
-      if (p.normalize) {
-        const T dh = rsum[op];
-        const T* cd = csum.data();
-#pragma omp simd
-        for (index_t q = 0; q < p.Q; ++q) yr[q] = yr[q] / (dh * cd[q]);  // division, as avg_pool2d
-      }
-    });
-    return;
+  const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
+  // The divisor of every output of a plane (the same for every plane), as avg_pool2d's
+  // row divisor times column divisor for a separable window. A window of ones divides, as
+  // avg_pool2d (the same result bit for bit); any other multiplies by the reciprocal.
+  Buffer<T> div, inv;
+  bool exact = false;
+  if (p.normalize && p.separable) {
+    const Buffer<T> rsum = axis_weight_sums(ah, p.P, w, p.count_include_pad);
+    const Buffer<T> csum = axis_weight_sums(aw, p.Q, w + p.R, p.count_include_pad);
+    div.resize(PQ);
+    for (index_t op = 0; op < p.P; ++op)
+      for (index_t q = 0; q < p.Q; ++q) div[op * p.Q + q] = rsum[op] * csum[q];
+    exact = std::all_of(w, w + p.R + p.S, [](T v) { return v == T(1); });
+  } else if (p.normalize) {
+    div = window_weight_sums(p, ah, aw, w);
   }
-  Buffer<T> div;
-  if (p.normalize) div = window_weight_sums(p, ah, aw, w);
-  for_each_row<T>(p, [&](index_t plane, index_t op, T*) {
-    T* yr = y + plane * PQ + op * p.Q;
-    weighted_row_2d(ah, aw, op, x + plane * HW, p.W, p.Q, w, yr);
-    if (p.normalize) {
-      const T* d = div.data() + op * p.Q;
-#pragma omp simd
-      for (index_t q = 0; q < p.Q; ++q) yr[q] = yr[q] / d[q];
+  if (p.normalize && !exact) {
+    inv.resize(PQ);
+    for (index_t i = 0; i < PQ; ++i) inv[i] = T(1) / div[i];
+  }
+  // Work items: blocks of output rows of one plane; whole planes unless there are fewer planes
+  // than a few per thread (one large image), so that every thread gets work.
+#if defined(_OPENMP)
+  const index_t threads = omp_get_max_threads();
+#else
+  const index_t threads = 1;
+#endif
+  const index_t blocks =
+      std::min(p.P, std::max<index_t>(1, (4 * threads + planes - 1) / std::max<index_t>(planes, 1)));
+  const index_t rows_per_block = (p.P + blocks - 1) / blocks;
+  const index_t items = planes * blocks;
+  const bool big = planes * PQ * (p.separable ? p.R + p.S : p.R * p.S) > 32768;
+  const T* d = div.data();
+  const T* di = inv.data();
+#pragma omp parallel if (big)
+  {
+    Buffer<T> t(p.separable ? rows_per_block * p.W : 0);
+#pragma omp for schedule(static)
+    for (index_t item = 0; item < items; ++item) {
+      const index_t plane = item / blocks, b = item % blocks;
+      const index_t op0 = b * rows_per_block, op1 = std::min(p.P, op0 + rows_per_block);
+      if (op0 >= op1) continue;
+      if (p.separable)
+        weighted_separable_rows(p, ah, aw, w, w + p.R, d, di, exact, x + plane * HW, y + plane * PQ, op0, op1,
+                                t.data());
+      else
+        weighted_2d_rows(p, ah, aw, w, di, x + plane * HW, y + plane * PQ, op0, op1);
     }
-  });
+  }
 }
 
 // grad_x[h][w] = sum over the windows o covering (h, w) of w[tap] * grad_y[o] / divisor[o]; one

@@ -21,6 +21,7 @@ shape and dtype to write into; with ``return_indices=True`` it may be a pair
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -349,19 +350,28 @@ def _weighted_args(op, nd, x, kernel_size, stride, padding, ceil_mode, count_inc
                                           None)
     normalize = as_bool(normalize, "normalize", op)
     k = (prm.R, prm.S)
+    prm.normalize = normalize
     if weight is None:
-        sig = _lift(nd, _sigmas(op, nd, sigma), math.inf)
-        wv, wh = _gaussian(k[0], sig[0]), _gaussian(k[1], sig[1])
-        if not normalize:  # a Gaussian blur: the whole window sums to 1
-            wv, wh = wv / wv.sum(), wh / wh.sum()
-        factors = wv, wh
+        prm.separable = True
+        window = _gaussian_factors(k, _lift(nd, _sigmas(op, nd, sigma), math.inf), normalize, arr.dtype)
     else:
         w = _user_window(op, nd, k[2 - nd:], weight, normalize)
         factors = _factors(w, arr.dtype, normalize)
-    prm.normalize = normalize
-    prm.separable = factors is not None
-    window = np.concatenate(factors) if factors is not None else w
-    return arr, caller, rank, prm, o, _device_window(caller, np.ascontiguousarray(window, dtype=arr.dtype))
+        prm.separable = factors is not None
+        window = np.ascontiguousarray(np.concatenate(factors) if factors is not None else w, dtype=arr.dtype)
+    return arr, caller, rank, prm, o, _device_window(caller, window)
+
+
+@functools.lru_cache(maxsize=64)
+def _gaussian_factors(k, sig, normalize, dtype):
+    """The Gaussian window's factors (rows then columns) as the kernel takes them, read-only
+    (made once per layer: a model calls the same pooling again and again)."""
+    wv, wh = _gaussian(k[0], sig[0]), _gaussian(k[1], sig[1])
+    if not normalize:  # a Gaussian blur: the whole window sums to 1
+        wv, wh = wv / wv.sum(), wh / wh.sum()
+    window = np.concatenate([wv, wh]).astype(dtype)
+    window.flags.writeable = False
+    return window
 
 
 def _device_window(caller, window):
