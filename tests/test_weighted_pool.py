@@ -304,3 +304,51 @@ def test_core_checks_the_window():
     with pytest.raises(ValueError, match="w"):
         _C.run("weighted_avg_pool2d_forward", "direct", prm, {"x": x, "y": y})
     _C.run("weighted_avg_pool2d_forward", "direct", prm, {"x": x, "w": np.ones(4), "y": y})
+
+
+# ---- fastconv.torch ------------------------------------------------------------------------------
+
+def test_torch_layer_forward_gradcheck_state_dict():
+    torch = pytest.importorskip("torch")
+    import fastconv.torch as ft
+    assert "WeightedAvgPool2d" in ft.__all__ and "weighted_avg_pool2d" in ft.__all__
+    layer = ft.WeightedAvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False, sigma=0.8)
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64, requires_grad=True)
+    y = layer(x)
+    np.testing.assert_array_equal(y.detach().numpy(), fc.weighted_avg_pool2d(x.detach().numpy(), 3, 2, 1, True,
+                                                                             False, sigma=0.8))
+    assert torch.autograd.gradcheck(layer, (x,))
+    assert torch.autograd.gradgradcheck(layer, (x,))
+    # float32 through autograd: the backward op's result
+    x32 = x.detach().float().requires_grad_()
+    layer(x32).sum().backward()
+    np.testing.assert_array_equal(x32.grad.numpy(), fc.weighted_avg_pool2d_backward(
+        np.ones(y.shape, np.float32), x32.detach().numpy(), 3, 2, 1, True, False, sigma=0.8))
+    # state_dict: the window is a buffer; loading it into a layer made with another window
+    state = layer.state_dict()
+    assert list(state) == ["weight"] and state["weight"].shape == (3, 3)
+    np.testing.assert_allclose(state["weight"].numpy(), fc.pool_window_weights(3, sigma=0.8))
+    other = ft.WeightedAvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False, sigma=5.0)
+    assert not torch.equal(other(x), y)
+    other.load_state_dict(state)
+    torch.testing.assert_close(other(x), y, rtol=0, atol=0)
+    assert not any(True for _ in layer.parameters())
+
+
+def test_torch_layer_user_window_and_sum():
+    torch = pytest.importorskip("torch")
+    import fastconv.torch as ft
+    w = torch.rand(3, 5, dtype=torch.float64) + 0.1
+    layer = ft.WeightedAvgPool2d((3, 5), 1, (1, 2), weight=w, normalize=False)
+    x = torch.randn(1, 2, 7, 9, dtype=torch.float64, requires_grad=True)
+    want = ref.weighted_avg_pool2d(x.detach().numpy(), w.numpy(), (1, 1), (1, 2), False, True, False)
+    np.testing.assert_allclose(layer(x).detach().numpy(), want, rtol=1e-13, atol=1e-13)
+    assert torch.autograd.gradcheck(layer, (x,))
+    assert "weight" in repr(layer)
+    with pytest.raises(ValueError, match="shape"):
+        ft.WeightedAvgPool2d(3, weight=torch.ones(3, 4))
+    with pytest.raises(ValueError, match="sigma"):
+        ft.WeightedAvgPool2d(3, sigma=0)
+    y = ft.weighted_avg_pool2d(x, 3, 2, 1, sigma=1.5)
+    np.testing.assert_array_equal(y.detach().numpy(), fc.weighted_avg_pool2d(x.detach().numpy(), 3, 2, 1,
+                                                                             sigma=1.5))

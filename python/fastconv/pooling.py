@@ -337,7 +337,7 @@ def _factors(w, dtype, normalize):
     pivot = w[i, j]
     wv, wh = w[:, j] / (pivot if normalize else 1.0), w[i, :] / pivot
     if not np.all(np.abs(np.outer(wv, wh) * (pivot if normalize else 1.0) - w)
-                  <= 4 * np.finfo(dtype).eps * np.abs(w)):
+                  <= 16 * np.finfo(dtype).eps * np.abs(w)):
         return None
     return wv, wh
 
@@ -431,7 +431,7 @@ def weighted_avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     (a depthwise convolution with the window); the Gaussian is then scaled to sum to 1.
 
     Computed in C++: an outer-product window (every Gaussian; a ``weight`` that is one within
-    a few rounding errors) takes a separable vertical + horizontal pass (R + S multiply-adds per
+    16 rounding errors of x's dtype) takes a separable vertical + horizontal pass (R + S multiply-adds per
     output), any other window the direct R*S one.
     """
     return _weighted_pool("weighted_avg_pool2d", 2, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
