@@ -388,6 +388,10 @@ const std::vector<Kernel>& kernel_table() {
       {"direct", Op::max_pool2d_backward, Device::cuda, pool_supports, no_ws, cuda::max_pool2d_backward},
       {"direct", Op::avg_pool2d_backward, Device::cuda, pool_supports, no_ws, cuda::avg_pool2d_backward},
       {"direct", Op::lp_pool2d_backward, Device::cuda, pool_supports, no_ws, cuda::lp_pool2d_backward},
+      {"direct", Op::weighted_avg_pool2d_forward, Device::cuda, weighted_pool_supports, no_ws,
+       cuda::weighted_avg_pool2d_forward},
+      {"direct", Op::weighted_avg_pool2d_backward, Device::cuda, weighted_pool_supports, no_ws,
+       cuda::weighted_avg_pool2d_backward},
 #endif
   };
   return table;
