@@ -8,7 +8,8 @@ map computed once per shape, outside the timing), NCHW, CPU, batch 1.
 
 Both libraries run with FASTCONV_BENCH_THREADS threads (default 2), timed with
 fastconv.bench.timing.compare (interleaved in one process, so both see the same machine
-noise). GB/s counts the input read and the output written once (the floor's traffic).
+noise). GB/s counts the input read and the output written once (the floor's traffic); "copy ms"
+times a copy that moves as many bytes (read + write), interleaved with the two: the floor.
 """
 import os
 import sys
@@ -69,20 +70,24 @@ def table(reps=50):
     torch.set_num_threads(THREADS)
     fc.set_num_threads(THREADS)
     print(f"{THREADS} threads, {reps} interleaved repetitions, medians; fastconv ISA {fc._C.get_isa()}")
-    print(f"| {'op':<20} | {'shape':<16} | {'fastconv ms':>11} | {'torch ms':>9} | {'ratio':>6} | {'GB/s':>6} |")
-    print(f"|{'-' * 22}|{'-' * 18}|{'-' * 13}|{'-' * 11}|{'-' * 8}|{'-' * 8}|")
+    print(f"| {'op':<20} | {'shape':<16} | {'fastconv ms':>11} | {'torch ms':>9} | {'ratio':>6} | {'GB/s':>6} | "
+          f"{'copy ms':>7} |")
+    print(f"|{'-' * 22}|{'-' * 18}|{'-' * 13}|{'-' * 11}|{'-' * 8}|{'-' * 8}|{'-' * 9}|")
     for name, shape, k, s, p, cip, kw in LAYERS:
         x = _input(shape)
         t = torch.from_numpy(x)
         g0 = torch_formulation(shape, k, s, p, cip, kw)
         y = fc.weighted_avg_pool2d(x, k, s, p, False, cip, **kw)
         out = np.empty_like(y)
+        src = np.ones((x.nbytes + y.nbytes) // 2, np.uint8)
+        dst = np.empty_like(src)
         f = lambda: fc.weighted_avg_pool2d(x, k, s, p, False, cip, out=out, **kw)  # noqa: E731
         g = lambda: g0(t)  # noqa: E731
-        cmp_ = timing.compare({"fastconv": f, "torch": g}, warmup=2, repeats=reps, min_time=0.0)
+        cmp_ = timing.compare({"fastconv": f, "torch": g, "copy": lambda: np.copyto(dst, src)}, warmup=2,
+                              repeats=reps, min_time=0.0)
         ma, mb = cmp_.ms("fastconv"), cmp_.ms("torch")
         print(f"| {name:<20} | {'x'.join(map(str, shape)):<16} | {ma:11.3f} | {mb:9.3f} | {mb / ma:6.2f} | "
-              f"{(x.nbytes + y.nbytes) / ma / 1e6:6.1f} |")
+              f"{(x.nbytes + y.nbytes) / ma / 1e6:6.1f} | {cmp_.ms('copy'):7.3f} |")
 
 
 if __name__ == "__main__":

@@ -836,6 +836,41 @@ void taps(const T* in, index_t step, const T* c, index_t n, index_t len, T* out,
   for (index_t i = 0; i < len; ++i) out[i] = fin(out[i], i);
 }
 
+// out[r * ostride] = fin(sum over j < n of c[j] * in[r * istride + j], r) for r < rows: one
+// border column of a block, its taps (n of them, fixed for the column) unrolled for n <= 7.
+template <int K, class T, class Fin>
+inline void column_fixed(const T* in, index_t istride, const T* c, index_t rows, T* out, index_t ostride,
+                         Fin fin) {
+  T cc[K];
+  for (int j = 0; j < K; ++j) cc[j] = c[j];
+  for (index_t r = 0; r < rows; ++r) {
+    const T* x = in + r * istride;
+    T a = cc[0] * x[0];
+    for (int j = 1; j < K; ++j) a += cc[j] * x[j];
+    out[r * ostride] = fin(a, r);
+  }
+}
+template <class T, class Fin>
+void column_taps(const T* in, index_t istride, const T* c, index_t n, index_t rows, T* out, index_t ostride,
+                 Fin fin) {
+  switch (n) {
+    case 1: return column_fixed<1>(in, istride, c, rows, out, ostride, fin);
+    case 2: return column_fixed<2>(in, istride, c, rows, out, ostride, fin);
+    case 3: return column_fixed<3>(in, istride, c, rows, out, ostride, fin);
+    case 4: return column_fixed<4>(in, istride, c, rows, out, ostride, fin);
+    case 5: return column_fixed<5>(in, istride, c, rows, out, ostride, fin);
+    case 6: return column_fixed<6>(in, istride, c, rows, out, ostride, fin);
+    case 7: return column_fixed<7>(in, istride, c, rows, out, ostride, fin);
+    default: break;
+  }
+  for (index_t r = 0; r < rows; ++r) {
+    const T* x = in + r * istride;
+    T a = c[0] * x[0];
+    for (index_t j = 1; j < n; ++j) a += c[j] * x[j];
+    out[r * ostride] = fin(a, r);
+  }
+}
+
 // Column window q of the row t weighted by wh (its taps inside the input only).
 template <class T>
 inline T weighted_border_column(const Axis& a, index_t q, const T* wh, const T* t) {
@@ -846,19 +881,38 @@ inline T weighted_border_column(const Axis& a, index_t q, const T* wh, const T* 
   return m;
 }
 
+// Normalised windows other than ones run with the window scaled to sum 1, which is every
+// interior output's divisor; the outputs whose windows reach past the input (border rows and
+// columns) are then multiplied by corr = full sum / their divisor.
+template <class T>
+void correct_border(const Axis& ah, const Axis& aw, index_t Q, const T* corr, T* yp, index_t op0,
+                    index_t op1) {
+  for (index_t op = op0; op < op1; ++op) {
+    T* yr = yp + op * Q;
+    const T* cr = corr + op * Q;
+    if (op < ah.lo || op >= ah.hi) {
+#pragma omp simd
+      for (index_t q = 0; q < Q; ++q) yr[q] *= cr[q];
+      continue;
+    }
+    for (index_t q = 0; q < aw.lo; ++q) yr[q] *= cr[q];
+    for (index_t q = aw.hi; q < Q; ++q) yr[q] *= cr[q];
+  }
+}
+
 // Output rows [op0, op1) of one plane with a separable window; t is scratch of (op1 - op0) * W.
-// div: the divisor of every output of the plane (null: no division); exact: divide (a window of
-// ones: avg_pool2d's rounding), else multiply by inv = 1 / div. Rows whose taps are all inside
-// the input take whole-block loops where the layout allows: with stride 1 the vertical pass is
-// one flat pass over the block's rows, and with horizontal stride 1 and Q == W ("same" pooling)
-// the horizontal pass is one flat pass too (the values it computes at border columns read
+// div: the divisor of every output of the plane, to divide by (a window of ones: avg_pool2d's
+// rounding), or null; corr: the border outputs' corrections of a scaled window (correct_border),
+// or null. Rows whose taps are all inside the input take whole-block loops where the layout allows: with
+// stride 1 the vertical pass is one flat pass over the block's rows, and with horizontal stride 1 and Q == W
+// ("same" pooling) the horizontal pass is one flat pass too (the values it computes at border columns read
 // across rows and are then recomputed), so short rows (28, 14, 7) cost no per-row loop
 // overhead. Each pass keeps its R (S) products in registers and stores once; the sums run in
 // the per-row order (first tap first).
 template <class T>
 void weighted_separable_rows(const PoolParams& p, const Axis& ah, const Axis& aw, const T* wv, const T* wh,
-                             const T* div, const T* inv, bool exact, const T* xp, T* yp, index_t op0,
-                             index_t op1, T* t) {
+                             const T* div, const T* corr, const T* xp, T* yp, index_t op0, index_t op1,
+                             T* t) {
   const index_t W = p.W, Q = p.Q, R = p.R, S = p.S;
   const index_t ilo = std::min(std::max(op0, ah.lo), op1), ihi = std::max(ilo, std::min(op1, ah.hi));
   auto vertical = [&](const T* r0, const T* c, index_t n_rows, index_t n, T* out) {
@@ -878,49 +932,46 @@ void weighted_separable_rows(const PoolParams& p, const Axis& ah, const Axis& aw
   T* y0 = yp + op0 * Q;
   const index_t flat_end = rows * W - (S - 1 - pw);
   const T* d0 = div ? div + op0 * Q : nullptr;
-  const T* i0 = inv ? inv + op0 * Q : nullptr;
   if (aw.stride == 1 && Q == W && aw.lo < aw.hi && flat_end > pw) {
     // y0[i] reads t[i - pw + s]: as i starts at pw, the loop runs over j = i - pw from 0.
     T* yb = y0 + pw;
     const index_t n = flat_end - pw;
     if (!div)
       taps(t, 1, wh, S, n, yb, [](T a, index_t) { return a; });
-    else if (exact)
+    else
       taps(t, 1, wh, S, n, yb,
            [d = d0 + pw](T a, index_t i) { return a / d[i]; });  // division, as avg_pool2d
-    else
-      taps(t, 1, wh, S, n, yb, [v = i0 + pw](T a, index_t i) { return a * v[i]; });
     // Border columns, column by column over the block's rows (their taps fixed per column).
+    // The first tap starts the sum (avg_pool2d's 0 + t: the same value but for the sign of 0).
     auto border = [&](index_t q) {
-      const index_t s0 = aw.first[q] - (q - pw), c0 = aw.first[q], cnt = aw.count[q];
-      for (index_t r = 0; r < rows; ++r) {
-        const T* tq = t + r * W + c0;
-        T a = 0;
-        for (index_t i = 0; i < cnt; ++i) a += wh[s0 + i] * tq[i];
-        const index_t i = r * Q + q;
-        y0[i] = !div ? a : exact ? a / d0[i] : a * i0[i];
-      }
+      const index_t s0 = aw.first[q] - (q - pw), cnt = aw.count[q];
+      const T* tq = t + aw.first[q];
+      T* yq = y0 + q;
+      if (!div)
+        column_taps(tq, W, wh + s0, cnt, rows, yq, Q, [](T a, index_t) { return a; });
+      else
+        column_taps(tq, W, wh + s0, cnt, rows, yq, Q,
+                    [d = d0 + q, Q](T a, index_t r) { return a / d[r * Q]; });
     };
     for (index_t q = 0; q < aw.lo; ++q) border(q);
     for (index_t q = aw.hi; q < Q; ++q) border(q);
+    if (corr) correct_border(ah, aw, Q, corr, yp, op0, op1);
     return;
   }
   for (index_t r = 0; r < rows; ++r) weighted_horizontal(aw, Q, wh, t + r * W, y0 + r * Q);
   const index_t n = rows * Q;
-  if (div && exact) {
+  if (div) {
 #pragma omp simd
     for (index_t i = 0; i < n; ++i) y0[i] = y0[i] / d0[i];  // division, as avg_pool2d
-  } else if (div) {
-#pragma omp simd
-    for (index_t i = 0; i < n; ++i) y0[i] *= i0[i];
   }
+  if (corr) correct_border(ah, aw, Q, corr, yp, op0, op1);
 }
 
 // Output rows [op0, op1) of one plane with a 2-D window. With strides 1 and Q == W the rows
 // whose taps are all inside the input are one flat pass over the block (border columns
 // recomputed after), else R*S passes per row.
 template <class T>
-void weighted_2d_rows(const PoolParams& p, const Axis& ah, const Axis& aw, const T* w, const T* inv,
+void weighted_2d_rows(const PoolParams& p, const Axis& ah, const Axis& aw, const T* w, const T* corr,
                       const T* xp, T* yp, index_t op0, index_t op1) {
   const index_t W = p.W, Q = p.Q, R = p.R, S = p.S, pw = aw.pad;
   const index_t ilo = std::min(std::max(op0, ah.lo), op1), ihi = std::max(ilo, std::min(op1, ah.hi));
@@ -951,13 +1002,7 @@ void weighted_2d_rows(const PoolParams& p, const Axis& ah, const Axis& aw, const
       for (index_t q = aw.hi; q < Q; ++q) border(q);
     }
   }
-  if (inv) {
-    T* y0 = yp + op0 * Q;
-    const T* i0 = inv + op0 * Q;
-    const index_t n = (op1 - op0) * Q;
-#pragma omp simd
-    for (index_t i = 0; i < n; ++i) y0[i] *= i0[i];
-  }
+  if (corr) correct_border(ah, aw, Q, corr, yp, op0, op1);
 }
 
 }  // namespace
@@ -967,24 +1012,42 @@ void weighted_avg_pool2d(const PoolParams& p, const T* x, const T* w, T* y) {
   const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, false);
   const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, false);
   const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
-  // The divisor of every output of a plane (the same for every plane), as avg_pool2d's
-  // row divisor times column divisor for a separable window. A window of ones divides, as
-  // avg_pool2d (the same result bit for bit); any other multiplies by the reciprocal.
-  Buffer<T> div, inv;
-  bool exact = false;
-  if (p.normalize && p.separable) {
-    const Buffer<T> rsum = axis_weight_sums(ah, p.P, w, p.count_include_pad);
-    const Buffer<T> csum = axis_weight_sums(aw, p.Q, w + p.R, p.count_include_pad);
-    div.resize(PQ);
-    for (index_t op = 0; op < p.P; ++op)
-      for (index_t q = 0; q < p.Q; ++q) div[op * p.Q + q] = rsum[op] * csum[q];
-    exact = std::all_of(w, w + p.R + p.S, [](T v) { return v == T(1); });
-  } else if (p.normalize) {
-    div = window_weight_sums(p, ah, aw, w);
-  }
-  if (p.normalize && !exact) {
-    inv.resize(PQ);
-    for (index_t i = 0; i < PQ; ++i) inv[i] = T(1) / div[i];
+  // A window of ones divides each output by its divisor (avg_pool2d's row divisor times column
+  // divisor: the same result bit for bit). Any other normalised window runs scaled to sum 1,
+  // the interior outputs' divisor, and corrects the border outputs (correct_border).
+  Buffer<T> div, corr, scaled;
+  const T* wk = w;  // the window the passes use
+  if (p.normalize) {
+    Buffer<T> d;
+    T full = 0;
+    if (p.separable) {
+      const Buffer<T> rsum = axis_weight_sums(ah, p.P, w, p.count_include_pad);
+      const Buffer<T> csum = axis_weight_sums(aw, p.Q, w + p.R, p.count_include_pad);
+      d.resize(PQ);
+      for (index_t op = 0; op < p.P; ++op)
+        for (index_t q = 0; q < p.Q; ++q) d[op * p.Q + q] = rsum[op] * csum[q];
+      T sv = 0, sh = 0;
+      for (index_t r = 0; r < p.R; ++r) sv += w[r];
+      for (index_t s = 0; s < p.S; ++s) sh += w[p.R + s];
+      full = sv * sh;
+      if (std::all_of(w, w + p.R + p.S, [](T v) { return v == T(1); })) {
+        div = std::move(d);
+      } else {
+        scaled.resize(p.R + p.S);
+        for (index_t r = 0; r < p.R; ++r) scaled[r] = w[r] / sv;
+        for (index_t s = 0; s < p.S; ++s) scaled[p.R + s] = w[p.R + s] / sh;
+      }
+    } else {
+      d = window_weight_sums(p, ah, aw, w);
+      for (index_t i = 0; i < p.R * p.S; ++i) full += w[i];
+      scaled.resize(p.R * p.S);
+      for (index_t i = 0; i < p.R * p.S; ++i) scaled[i] = w[i] / full;
+    }
+    if (!div.data()) {
+      corr.resize(PQ);
+      for (index_t i = 0; i < PQ; ++i) corr[i] = full / d[i];
+      wk = scaled.data();
+    }
   }
   // Work items: blocks of output rows of one plane; whole planes unless there are fewer planes
   // than a few per thread (one large image), so that every thread gets work.
@@ -999,7 +1062,7 @@ void weighted_avg_pool2d(const PoolParams& p, const T* x, const T* w, T* y) {
   const index_t items = planes * blocks;
   const bool big = planes * PQ * (p.separable ? p.R + p.S : p.R * p.S) > 32768;
   const T* d = div.data();
-  const T* di = inv.data();
+  const T* c = corr.data();
 #pragma omp parallel if (big)
   {
     Buffer<T> t(p.separable ? rows_per_block * p.W : 0);
@@ -1009,10 +1072,10 @@ void weighted_avg_pool2d(const PoolParams& p, const T* x, const T* w, T* y) {
       const index_t op0 = b * rows_per_block, op1 = std::min(p.P, op0 + rows_per_block);
       if (op0 >= op1) continue;
       if (p.separable)
-        weighted_separable_rows(p, ah, aw, w, w + p.R, d, di, exact, x + plane * HW, y + plane * PQ, op0, op1,
+        weighted_separable_rows(p, ah, aw, wk, wk + p.R, d, c, x + plane * HW, y + plane * PQ, op0, op1,
                                 t.data());
       else
-        weighted_2d_rows(p, ah, aw, w, di, x + plane * HW, y + plane * PQ, op0, op1);
+        weighted_2d_rows(p, ah, aw, wk, c, x + plane * HW, y + plane * PQ, op0, op1);
     }
   }
 }
