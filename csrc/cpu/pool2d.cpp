@@ -871,6 +871,35 @@ void column_taps(const T* in, index_t istride, const T* c, index_t n, index_t ro
   }
 }
 
+// y[i] = sum over r < R, s < S of w[r*S + s] * x[i + r*W + s], i < n. Square windows of 2, 3, 5
+// and 7 run one pass with the R*S products in registers (sizes fixed at compile time: with a
+// run-time row count GCC's vector code was 3-4x slower); other windows a pass per window row.
+template <int K, class T>
+void window_2d_fixed(const T* x, index_t W, const T* w, index_t n, T* y) {
+  T c[K * K];
+  for (int j = 0; j < K * K; ++j) c[j] = w[j];
+#pragma omp simd
+  for (index_t i = 0; i < n; ++i) {
+    T a = 0;
+    for (int r = 0; r < K; ++r)
+      for (int s = 0; s < K; ++s) a += c[r * K + s] * x[i + r * W + s];
+    y[i] = a;
+  }
+}
+template <class T>
+void window_2d(const T* x, index_t W, const T* w, index_t R, index_t S, index_t n, T* y) {
+  if (R == S && R == 2) return window_2d_fixed<2>(x, W, w, n, y);
+  if (R == S && R == 3) return window_2d_fixed<3>(x, W, w, n, y);
+  if (R == S && R == 5) return window_2d_fixed<5>(x, W, w, n, y);
+  if (R == S && R == 7) return window_2d_fixed<7>(x, W, w, n, y);
+  for (index_t r = 0; r < R; ++r) {
+    if (r == 0)
+      taps(x, 1, w, S, n, y, [](T a, index_t) { return a; });
+    else
+      taps(x + r * W, 1, w + r * S, S, n, y, [y](T a, index_t i) { return y[i] + a; });
+  }
+}
+
 // Column window q of the row t weighted by wh (its taps inside the input only).
 template <class T>
 inline T weighted_border_column(const Axis& a, index_t q, const T* wh, const T* t) {
@@ -984,12 +1013,7 @@ void weighted_2d_rows(const PoolParams& p, const Axis& ah, const Axis& aw, const
     const index_t i0 = ilo * W + pw, n = (ihi - 1) * W + aw.hi - i0;
     T* y = yp + i0;
     const T* x0 = xp + (ilo - ah.pad) * W;
-    for (index_t r = 0; r < R; ++r) {  // a row of the window per pass, its S products in registers
-      if (r == 0)
-        taps(x0, 1, w, S, n, y, [](T a, index_t) { return a; });
-      else
-        taps(x0 + r * W, 1, w + r * S, S, n, y, [y](T a, index_t i) { return y[i] + a; });
-    }
+    window_2d(x0, W, w, R, S, n, y);
     for (index_t op = ilo; op < ihi; ++op) {
       const T* x0 = xp + (op - ah.pad) * W;
       T* yr = yp + op * Q;
