@@ -4,6 +4,9 @@ window (with count_include_pad=False also divided by the window's weight inside 
 map computed once per shape, outside the timing), NCHW, CPU, batch 1.
 
     python benchmarks/bench_weighted_pool.py [reps]   # interleaved table: medians, ratio, GB/s
+    FASTCONV_BENCH_THREADS=1 FASTCONV_BENCH_CPU_TIME=1 python benchmarks/bench_weighted_pool.py
+        # one thread, timed in the thread's CPU time (time.thread_time): on a loaded machine the
+        # time the process waits for a core stays out of the samples
     pytest benchmarks/bench_weighted_pool.py          # checks both formulations agree
 
 Both libraries run with FASTCONV_BENCH_THREADS threads (default 2), timed with
@@ -13,6 +16,7 @@ times a copy that moves as many bytes (read + write), interleaved with the two: 
 """
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -21,6 +25,7 @@ import fastconv as fc
 from fastconv.bench import timing
 
 THREADS = int(os.environ.get("FASTCONV_BENCH_THREADS", "2"))
+CPU_TIME = os.environ.get("FASTCONV_BENCH_CPU_TIME") == "1"
 
 # (name, input shape, kernel, stride, padding, count_include_pad, fastconv keyword arguments)
 LAYERS = [
@@ -69,7 +74,11 @@ def table(reps=50):
     import torch
     torch.set_num_threads(THREADS)
     fc.set_num_threads(THREADS)
-    print(f"{THREADS} threads, {reps} interleaved repetitions, medians; fastconv ISA {fc._C.get_isa()}")
+    if CPU_TIME and THREADS != 1:
+        raise SystemExit("FASTCONV_BENCH_CPU_TIME=1 needs FASTCONV_BENCH_THREADS=1 (the thread's own CPU time)")
+    clock = time.thread_time if CPU_TIME else time.perf_counter
+    print(f"{THREADS} threads, {reps} interleaved repetitions, medians of {'thread CPU' if CPU_TIME else 'wall'} "
+          f"time; fastconv ISA {fc._C.get_isa()}")
     print(f"| {'op':<20} | {'shape':<16} | {'fastconv ms':>11} | {'torch ms':>9} | {'ratio':>6} | {'GB/s':>6} | "
           f"{'copy ms':>7} |")
     print(f"|{'-' * 22}|{'-' * 18}|{'-' * 13}|{'-' * 11}|{'-' * 8}|{'-' * 8}|{'-' * 9}|")
@@ -84,7 +93,7 @@ def table(reps=50):
         f = lambda: fc.weighted_avg_pool2d(x, k, s, p, False, cip, out=out, **kw)  # noqa: E731
         g = lambda: g0(t)  # noqa: E731
         cmp_ = timing.compare({"fastconv": f, "torch": g, "copy": lambda: np.copyto(dst, src)}, warmup=2,
-                              repeats=reps, min_time=0.0)
+                              repeats=reps, min_time=0.0, timer=clock)
         ma, mb = cmp_.ms("fastconv"), cmp_.ms("torch")
         print(f"| {name:<20} | {'x'.join(map(str, shape)):<16} | {ma:11.3f} | {mb:9.3f} | {mb / ma:6.2f} | "
               f"{(x.nbytes + y.nbytes) / ma / 1e6:6.1f} | {cmp_.ms('copy'):7.3f} |")

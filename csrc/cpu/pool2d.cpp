@@ -725,15 +725,29 @@ void weighted_horizontal(const Axis& a, index_t Q, const T* wh, const T* t, T* y
 #pragma omp simd
       for (index_t i = 0; i < n; ++i) o[i] += ws * bs[i];
     }
-  } else if (S == 3) {  // 3-wide strided (3x3/2): the three taps in one pass
+  } else if (S == 3 && sw == 2) {  // 3x3/2: the three taps in one pass; the stride a constant,
+    // so the loads are even/odd deinterleaves rather than gathers
     const T w0 = wh[0], w1 = wh[1], w2 = wh[2];
+    const T* b = t + (2 * lo - pw);
+    T* o = y + lo;
+    const index_t n = hi - lo;
 #pragma omp simd
-    for (index_t q = lo; q < hi; ++q) {
-      const index_t c = q * sw - pw;
-      T v = w0 * t[c];
-      v += w1 * t[c + 1];
-      v += w2 * t[c + 2];
-      y[q] = v;
+    for (index_t i = 0; i < n; ++i) {
+      T v = w0 * b[2 * i];
+      v += w1 * b[2 * i + 1];
+      v += w2 * b[2 * i + 2];
+      o[i] = v;
+    }
+  } else if (S == 2 && sw == 2) {  // 2x2/2
+    const T w0 = wh[0], w1 = wh[1];
+    const T* b = t + (2 * lo - pw);
+    T* o = y + lo;
+    const index_t n = hi - lo;
+#pragma omp simd
+    for (index_t i = 0; i < n; ++i) {
+      T v = w0 * b[2 * i];
+      v += w1 * b[2 * i + 1];
+      o[i] = v;
     }
   } else {
     const T w0 = wh[0];
@@ -1069,7 +1083,12 @@ void weighted_avg_pool2d(const PoolParams& p, const T* x, const T* w, T* y) {
     }
     if (!div.data()) {
       corr.resize(PQ);
-      for (index_t i = 0; i < PQ; ++i) corr[i] = full / d[i];
+      bool any = false;  // count_include_pad without ceil_mode's partial windows: none
+      for (index_t i = 0; i < PQ; ++i) {
+        corr[i] = full / d[i];
+        any = any || corr[i] != T(1);
+      }
+      if (!any) corr = Buffer<T>();
       wk = scaled.data();
     }
   }
@@ -1080,8 +1099,12 @@ void weighted_avg_pool2d(const PoolParams& p, const T* x, const T* w, T* y) {
 #else
   const index_t threads = 1;
 #endif
+  // Blocks also small enough that a block's intermediate rows (8 KiB) and the input and output
+  // rows it touches stay in L1 (a 56x56 plane's 12 KiB of intermediate rows did not).
+  const index_t cache_rows = std::max<index_t>(1, index_t(8192 / sizeof(T)) / p.W);
   const index_t blocks =
-      std::min(p.P, std::max<index_t>(1, (4 * threads + planes - 1) / std::max<index_t>(planes, 1)));
+      std::min(p.P, std::max<index_t>({1, (4 * threads + planes - 1) / std::max<index_t>(planes, 1),
+                                       (p.P + cache_rows - 1) / cache_rows}));
   const index_t rows_per_block = (p.P + blocks - 1) / blocks;
   const index_t items = planes * blocks;
   const bool big = planes * PQ * (p.separable ? p.R + p.S : p.R * p.S) > 32768;
