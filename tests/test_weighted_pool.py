@@ -34,6 +34,7 @@ CASES = [
     ((1, 2, 23, 29), 5, (2, 3), 2, True, False),
     ((1, 1, 1, 1), 1, 1, 0, False, True),
     ((0, 2, 5, 5), 3, 2, 1, False, True),
+    ((1, 1, 4, 2053), 3, (1, 2), 1, True, False),  # rows wider than the kernel's L1 blocks
 ]
 CASE_IDS = [f"{c[0]}-k{c[1]}-s{c[2]}-p{c[3]}-{'ceil' if c[4] else 'floor'}-{'cip' if c[5] else 'nocip'}"
             for c in CASES]
