@@ -356,3 +356,28 @@ def test_torch_layer_user_window_and_sum():
     y = ft.weighted_avg_pool2d(x, 3, 2, 1, sigma=1.5)
     np.testing.assert_array_equal(y.detach().numpy(), fc.weighted_avg_pool2d(x.detach().numpy(), 3, 2, 1,
                                                                              sigma=1.5))
+
+
+def test_torch_ops_opcheck():
+    torch = pytest.importorskip("torch")
+    import fastconv.torch as ft
+    layer = ft.WeightedAvgPool2d(3, 2, 1, sigma=0.8)
+    x = torch.randn(1, 2, 7, 7, dtype=torch.float64, requires_grad=True)
+    args = ([3, 3], [2, 2], [1, 1], False, True, True)
+    torch.library.opcheck(torch.ops.fastconv.weighted_avg_pool2d, (x, layer.weight) + args)
+    gy = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.fastconv.weighted_avg_pool2d_backward, (gy, x.detach(), layer.weight) + args)
+
+
+@pytest.mark.slow
+def test_torch_compile_fullgraph():
+    torch = pytest.importorskip("torch")
+    import fastconv.torch as ft
+    layer = ft.WeightedAvgPool2d(3, 2, 1, sigma=0.8)
+    f = torch.compile(lambda x: layer(x).sum(), fullgraph=True)
+    x = torch.randn(2, 3, 9, 8, requires_grad=True)
+    f(x).backward()
+    got = x.grad.clone()
+    x.grad = None
+    layer(x).sum().backward()
+    torch.testing.assert_close(got, x.grad, rtol=0, atol=0)
