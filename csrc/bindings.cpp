@@ -504,7 +504,9 @@ PYBIND11_MODULE(FASTCONV_MODULE, m) {
       .def_readwrite("adaptive", &PoolParams::adaptive)
       .def_readwrite("count_include_pad", &PoolParams::count_include_pad)
       .def_readwrite("norm_type", &PoolParams::norm_type)
-      .def_readwrite("divisor_override", &PoolParams::divisor_override);
+      .def_readwrite("divisor_override", &PoolParams::divisor_override)
+      .def_readwrite("normalize", &PoolParams::normalize)
+      .def_readwrite("separable", &PoolParams::separable);
 
   py::class_<TensorDesc>(m, "Tensor",
                          "A tensor's description for the core (pointer, dtype, shape, strides in elements, "
@@ -722,7 +724,7 @@ PYBIND11_MODULE(FASTCONV_MODULE, m) {
     d["compiler"] = __VERSION__;
 #endif
     py::list ops;  // every op the kernel table has a row for, in Op order
-    for (int i = 0; i <= int(Op::lp_pool2d_backward); ++i) ops.append(op_name(Op(i)));
+    for (int i = 0; i <= int(Op::weighted_avg_pool2d_backward); ++i) ops.append(op_name(Op(i)));
     d["ops"] = py::tuple(ops);
     return d;
   });

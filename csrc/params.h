@@ -51,6 +51,10 @@ struct PoolParams {
   bool count_include_pad = true;  // avg pooling divisor
   double norm_type = 2.0;         // Lp pooling
   index_t divisor_override = 0;   // avg pooling: divide by this instead of the count (0 = none)
+  // Weighted average pooling: divide by the counted taps' weight sum (else a plain weighted
+  // sum); the window w is (R, S), or its factors (R + S: rows then columns) when separable.
+  bool normalize = true;
+  bool separable = false;
 };
 
 // Checks that a ConvParams is self-consistent; throws std::invalid_argument.

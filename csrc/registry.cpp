@@ -28,6 +28,8 @@ const char* op_name(Op op) {
     case Op::max_pool2d_backward: return "max_pool2d_backward";
     case Op::avg_pool2d_backward: return "avg_pool2d_backward";
     case Op::lp_pool2d_backward: return "lp_pool2d_backward";
+    case Op::weighted_avg_pool2d_forward: return "weighted_avg_pool2d_forward";
+    case Op::weighted_avg_pool2d_backward: return "weighted_avg_pool2d_backward";
   }
   return "?";
 }
@@ -273,6 +275,12 @@ void fft_prepare(const Problem& pr, const void* w, void* out, const ExecContext&
 
 // ---- pooling --------------------------------------------------------------------
 std::string pool_supports(const Problem&) { return ""; }
+std::string weighted_pool_supports(const Problem& pr) {
+  const PoolParams& p = pr.pool;
+  if (p.adaptive || p.dil_h != 1 || p.dil_w != 1 || p.divisor_override != 0)
+    return "weighted average pooling takes no adaptive windows, dilation or divisor_override";
+  return "";
+}
 index_t no_ws(const Problem&, const ExecContext&) { return 0; }
 void max_pool_run(const Problem& pr, const Tensors& t, const ExecContext&) {
   if (pr.dtype == DType::f32)
@@ -312,6 +320,20 @@ void lp_pool_backward_run(const Problem& pr, const Tensors& t, const ExecContext
     FC_PICK_ISA(lp_pool2d_backward<double>)(pr.pool, cp<double>(t.grad_y), cp<double>(t.x), cp<double>(t.y),
                                             mp<double>(t.grad_x));
 }
+void weighted_avg_pool_run(const Problem& pr, const Tensors& t, const ExecContext&) {
+  if (pr.dtype == DType::f32)
+    FC_PICK_ISA(weighted_avg_pool2d<float>)(pr.pool, cp<float>(t.x), cp<float>(t.w), mp<float>(t.y));
+  else
+    FC_PICK_ISA(weighted_avg_pool2d<double>)(pr.pool, cp<double>(t.x), cp<double>(t.w), mp<double>(t.y));
+}
+void weighted_avg_pool_backward_run(const Problem& pr, const Tensors& t, const ExecContext&) {
+  if (pr.dtype == DType::f32)
+    FC_PICK_ISA(weighted_avg_pool2d_backward<float>)(pr.pool, cp<float>(t.grad_y), cp<float>(t.w),
+                                                     mp<float>(t.grad_x));
+  else
+    FC_PICK_ISA(weighted_avg_pool2d_backward<double>)(pr.pool, cp<double>(t.grad_y), cp<double>(t.w),
+                                                      mp<double>(t.grad_x));
+}
 
 }  // namespace
 
@@ -342,6 +364,10 @@ const std::vector<Kernel>& kernel_table() {
       {"direct", Op::max_pool2d_backward, Device::cpu, pool_supports, no_ws, max_pool_backward_run},
       {"direct", Op::avg_pool2d_backward, Device::cpu, pool_supports, no_ws, avg_pool_backward_run},
       {"direct", Op::lp_pool2d_backward, Device::cpu, pool_supports, no_ws, lp_pool_backward_run},
+      {"direct", Op::weighted_avg_pool2d_forward, Device::cpu, weighted_pool_supports, no_ws,
+       weighted_avg_pool_run},
+      {"direct", Op::weighted_avg_pool2d_backward, Device::cpu, weighted_pool_supports, no_ws,
+       weighted_avg_pool_backward_run},
 #if FASTCONV_WITH_CUDA
       // CUDA (csrc/cuda/; in fastconv._cuda_emu the same source on the SIMT emulator).
       {"direct", Op::conv2d_forward, Device::cuda, cuda::conv2d_direct_supports,
@@ -362,6 +388,10 @@ const std::vector<Kernel>& kernel_table() {
       {"direct", Op::max_pool2d_backward, Device::cuda, pool_supports, no_ws, cuda::max_pool2d_backward},
       {"direct", Op::avg_pool2d_backward, Device::cuda, pool_supports, no_ws, cuda::avg_pool2d_backward},
       {"direct", Op::lp_pool2d_backward, Device::cuda, pool_supports, no_ws, cuda::lp_pool2d_backward},
+      {"direct", Op::weighted_avg_pool2d_forward, Device::cuda, weighted_pool_supports, no_ws,
+       cuda::weighted_avg_pool2d_forward},
+      {"direct", Op::weighted_avg_pool2d_backward, Device::cuda, weighted_pool_supports, no_ws,
+       cuda::weighted_avg_pool2d_backward},
 #endif
   };
   return table;
@@ -381,7 +411,7 @@ const Kernel* find_kernel(Op op, std::string_view algorithm, Device device) {
 // ---- the boundary ----------------------------------------------------------------------------
 
 Op op_from_name(std::string_view name) {
-  for (int i = 0; i <= int(Op::lp_pool2d_backward); ++i)
+  for (int i = 0; i <= int(Op::weighted_avg_pool2d_backward); ++i)
     if (name == op_name(Op(i))) return Op(i);
   FC_CHECK(false, "unknown op '", name, "'");
   return Op::conv2d_forward;
@@ -512,7 +542,8 @@ namespace {
 
 bool is_backward(Op op) {
   return op == Op::conv2d_backward_data || op == Op::conv2d_backward_weight ||
-         op == Op::max_pool2d_backward || op == Op::avg_pool2d_backward || op == Op::lp_pool2d_backward;
+         op == Op::max_pool2d_backward || op == Op::avg_pool2d_backward || op == Op::lp_pool2d_backward ||
+         op == Op::weighted_avg_pool2d_backward;
 }
 
 // The tensors of one call, checked slot by slot; remembers which slots the op read, so that a
@@ -609,6 +640,11 @@ void run(Problem pr, std::string_view algorithm, const ExecContext& ctx, const T
   } else {
     const PoolParams& p = pr.pool;
     const auto x_shape = {p.N, p.C, p.H, p.W}, y_shape = {p.N, p.C, p.P, p.Q};
+    // Weighted average pooling's window: (R, S), or its two factors (R + S) when separable.
+    auto window = [&] {
+      return p.separable ? s.in(&TensorArgs::w, "w (window factors)", {p.R + p.S})
+                         : s.in(&TensorArgs::w, "w (window)", {p.R, p.S});
+    };
     switch (pr.op) {
       case Op::max_pool2d_forward:
         t.x = s.in(&TensorArgs::x, "x", x_shape);
@@ -627,6 +663,16 @@ void run(Problem pr, std::string_view algorithm, const ExecContext& ctx, const T
         break;
       case Op::avg_pool2d_backward:
         t.grad_y = s.in(&TensorArgs::grad_y, "grad_y", y_shape);
+        t.grad_x = s.out(&TensorArgs::grad_x, "grad_x", x_shape);
+        break;
+      case Op::weighted_avg_pool2d_forward:
+        t.x = s.in(&TensorArgs::x, "x", x_shape);
+        t.w = window();
+        t.y = s.out(&TensorArgs::y, "y", y_shape);
+        break;
+      case Op::weighted_avg_pool2d_backward:
+        t.grad_y = s.in(&TensorArgs::grad_y, "grad_y", y_shape);
+        t.w = window();
         t.grad_x = s.out(&TensorArgs::grad_x, "grad_x", x_shape);
         break;
       default:  // lp_pool2d_backward

@@ -23,6 +23,9 @@ enum class Op : int {
   max_pool2d_backward,
   avg_pool2d_backward,
   lp_pool2d_backward,
+  // Distance-weighted average pooling: the window in slot w.
+  weighted_avg_pool2d_forward,
+  weighted_avg_pool2d_backward,
 };
 const char* op_name(Op op);
 

@@ -74,6 +74,9 @@ class EmulatedLibrary:
     def flip_hw(self, a):
         return EmulatedArray(np.ascontiguousarray(a.host[:, :, ::-1, ::-1]))
 
+    def from_host(self, a, index):
+        return EmulatedArray(np.array(a, copy=True, order="C"))
+
     def all_finite(self, a):
         return bool(np.isfinite(np.add.reduce(a.host, axis=None)))
 

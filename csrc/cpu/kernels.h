@@ -42,6 +42,12 @@
   void avg_pool2d_backward(const PoolParams& p, const T* grad_y, T* grad_x);                              \
   template <class T>                                                                                      \
   void lp_pool2d_backward(const PoolParams& p, const T* grad_y, const T* x, const T* y, T* grad_x);       \
+  /* pool2d.cpp, distance-weighted average: w is the (R,S) window, or (R + S) factors when                \
+     p.separable; forward x -> y, backward grad_y -> grad_x (overwritten) */                              \
+  template <class T>                                                                                      \
+  void weighted_avg_pool2d(const PoolParams& p, const T* x, const T* w, T* y);                            \
+  template <class T>                                                                                      \
+  void weighted_avg_pool2d_backward(const PoolParams& p, const T* grad_y, const T* w, T* grad_x);         \
   /* peak.cpp: fp32 FMA GFLOP/s on every OpenMP thread; copy GB/s (read + write) */                       \
   double peak_fma_gflops(double seconds);                                                                 \
   double peak_copy_gbs(double seconds, index_t bytes);

@@ -13,6 +13,8 @@
 //   Lp:  (avg(x^p) * R*S)^(1/p) (torch's formula; its sign(out)*relu(|out|) is the
 //        identity); p = +inf is the max of |x|, p = -inf the min of |x|.
 //   adaptive: window o is [floor(o*in/out), ceil((o+1)*in/out)), as torch.
+//   weighted (distance-weighted average): sum of w[r][s] * x over the taps inside the input,
+//        divided (normalize) by the weight of the taps avg counts; see the section below.
 //
 // How: a work item is one output row of one plane (OpenMP over all of them). Max and sum
 // are separable, so the window's rows are first combined into a row buffer, then a
@@ -41,6 +43,9 @@
 
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
+#endif
+#if defined(_OPENMP)
+#include <omp.h>
 #endif
 
 #include "cpu/isa_buffer.h"
@@ -639,13 +644,546 @@ void lp_pool2d_backward(const PoolParams& p, const T* grad_y, const T* x, const 
   }
 }
 
+// ---- distance-weighted average ------------------------------------------------------------
+// y = sum over the window's taps inside the input of w[r][s] * x (zero padding), divided (with
+// p.normalize) by the sum of the weights of the taps avg_pool2d counts: the window clipped to
+// the padded input (count_include_pad), else the taps inside the input. w is the (R, S) window
+// row-major, or, with p.separable, its two factors: wv (R) then wh (S), w[r][s] = wv[r]*wh[s].
+// Separable windows (every Gaussian) take a vertical then a horizontal pass, R + S
+// multiply-adds per output instead of R*S; the passes run in avg_pool2d's order, so a window of
+// ones gives avg_pool2d's result bit for bit (forward and backward; multiplying by 1 is exact).
+namespace {
+
+// Window coordinate of the first counted tap of output o, and how many taps are counted.
+inline void counted_taps(const Axis& a, index_t o, bool include_pad, index_t& first, index_t& n) {
+  const index_t start = o * a.stride - a.pad;  // >= -pad: the window starts inside the padded input
+  first = include_pad ? 0 : a.first[o] - start;
+  n = include_pad ? a.padded[o] : a.count[o];
+}
+
+// Per output along one axis: the sum of the factor f over the counted taps (separable windows).
+template <class T>
+Buffer<T> axis_weight_sums(const Axis& a, index_t out, const T* f, bool include_pad) {
+  Buffer<T> d(out);
+  for (index_t o = 0; o < out; ++o) {
+    index_t b = 0, n = 0;
+    counted_taps(a, o, include_pad, b, n);
+    T sum = 0;
+    for (index_t j = 0; j < n; ++j) sum += f[b + j];
+    d[o] = sum;
+  }
+  return d;
+}
+
+// Per output (P x Q) of a 2-D window: the sum of w over the counted rectangle.
+template <class T>
+Buffer<T> window_weight_sums(const PoolParams& p, const Axis& ah, const Axis& aw, const T* w) {
+  Buffer<T> d(p.P * p.Q), colsum(p.S);
+  for (index_t op = 0; op < p.P; ++op) {
+    index_t rb = 0, rn = 0;
+    counted_taps(ah, op, p.count_include_pad, rb, rn);
+    for (index_t s = 0; s < p.S; ++s) {
+      T sum = 0;
+      for (index_t j = 0; j < rn; ++j) sum += w[(rb + j) * p.S + s];
+      colsum[s] = sum;
+    }
+    for (index_t q = 0; q < p.Q; ++q) {
+      index_t sb = 0, sn = 0;
+      counted_taps(aw, q, p.count_include_pad, sb, sn);
+      T sum = 0;
+      for (index_t i = 0; i < sn; ++i) sum += colsum[sb + i];
+      d[op * p.Q + q] = sum;
+    }
+  }
+  return d;
+}
+
+// y[q] = sum over the taps of column window q of wh[s] * t[col], for every q (t: one row).
+template <class T>
+void weighted_horizontal(const Axis& a, index_t Q, const T* wh, const T* t, T* y) {
+  auto border = [&](index_t q) {
+    const index_t s0 = a.first[q] - (q * a.stride - a.pad);
+    const T* tq = t + a.first[q];
+    T m = 0;
+    for (index_t i = 0; i < a.count[q]; ++i) m += wh[s0 + i] * tq[i];
+    y[q] = m;
+  };
+  for (index_t q = 0; q < a.lo; ++q) border(q);
+  for (index_t q = a.hi; q < Q; ++q) border(q);
+  const index_t lo = a.lo, hi = a.hi, S = a.k, sw = a.stride, pw = a.pad;
+  if (lo >= hi) return;
+  if (sw == 1) {  // S contiguous passes over the output row (in L1)
+    const T* b = t + (lo - pw);
+    T* o = y + lo;
+    const index_t n = hi - lo;
+    const T w0 = wh[0];
+#pragma omp simd
+    for (index_t i = 0; i < n; ++i) o[i] = w0 * b[i];
+    for (index_t s = 1; s < S; ++s) {
+      const T* bs = b + s;
+      const T ws = wh[s];
+#pragma omp simd
+      for (index_t i = 0; i < n; ++i) o[i] += ws * bs[i];
+    }
+  } else if (S == 3 && sw == 2) {  // 3x3/2: the three taps in one pass; the stride a constant,
+    // so the loads are even/odd deinterleaves rather than gathers
+    const T w0 = wh[0], w1 = wh[1], w2 = wh[2];
+    const T* b = t + (2 * lo - pw);
+    T* o = y + lo;
+    const index_t n = hi - lo;
+#pragma omp simd
+    for (index_t i = 0; i < n; ++i) {
+      T v = w0 * b[2 * i];
+      v += w1 * b[2 * i + 1];
+      v += w2 * b[2 * i + 2];
+      o[i] = v;
+    }
+  } else if (S == 2 && sw == 2) {  // 2x2/2
+    const T w0 = wh[0], w1 = wh[1];
+    const T* b = t + (2 * lo - pw);
+    T* o = y + lo;
+    const index_t n = hi - lo;
+#pragma omp simd
+    for (index_t i = 0; i < n; ++i) {
+      T v = w0 * b[2 * i];
+      v += w1 * b[2 * i + 1];
+      o[i] = v;
+    }
+  } else {
+    const T w0 = wh[0];
+#pragma omp simd
+    for (index_t q = lo; q < hi; ++q) y[q] = w0 * t[q * sw - pw];
+    for (index_t s = 1; s < S; ++s) {
+      const index_t c = s - pw;
+      const T ws = wh[s];
+#pragma omp simd
+      for (index_t q = lo; q < hi; ++q) y[q] += ws * t[q * sw + c];
+    }
+  }
+}
+
+// 2-D window, one output row: y[q] = sum over counted-inside rows j and the columns of window q
+// of w[rb + j][s] * x[h0 + j][col]; R*S passes over the output row.
+template <class T>
+void weighted_row_2d(const Axis& ah, const Axis& aw, index_t op, const T* xp, index_t W, index_t Q,
+                     const T* w, T* y) {
+  const index_t n = ah.count[op], h0 = ah.first[op], rb = h0 - (op * ah.stride - ah.pad), S = aw.k;
+  std::fill(y, y + Q, T(0));
+  const index_t lo = aw.lo, hi = aw.hi, sw = aw.stride, pw = aw.pad;
+  for (index_t j = 0; j < n; ++j) {
+    const T* xr = xp + (h0 + j) * W;
+    const T* wr = w + (rb + j) * S;
+    auto border = [&](index_t q) {
+      const index_t s0 = aw.first[q] - (q * sw - pw);
+      T m = 0;
+      for (index_t i = 0; i < aw.count[q]; ++i) m += wr[s0 + i] * xr[aw.first[q] + i];
+      y[q] += m;
+    };
+    for (index_t q = 0; q < lo; ++q) border(q);
+    for (index_t q = hi; q < Q; ++q) border(q);
+    if (lo >= hi) continue;
+    for (index_t s = 0; s < S; ++s) {
+      const T ws = wr[s];
+      const index_t c = s - pw;
+#pragma omp simd
+      for (index_t q = lo; q < hi; ++q) y[q] += ws * xr[q * sw + c];
+    }
+  }
+}
+
+// Adds wh[s] * v[q] into t at every column tap of window q inside the input, for every q. A
+// column receives its windows in ascending q (left border, then the interior by descending s,
+// then the right border): avg_pool2d_backward's order.
+template <class T>
+void weighted_scatter_row(const Axis& a, index_t Q, const T* wh, const T* v, T* t) {
+  auto border = [&](index_t q) {
+    const index_t s0 = a.first[q] - (q * a.stride - a.pad);
+    T* tq = t + a.first[q];
+    for (index_t i = 0; i < a.count[q]; ++i) tq[i] += wh[s0 + i] * v[q];
+  };
+  for (index_t q = 0; q < a.lo; ++q) border(q);
+  const index_t lo = a.lo, hi = a.hi, sw = a.stride, pw = a.pad;
+  for (index_t s = a.k - 1; s >= 0 && lo < hi; --s) {
+    const T ws = wh[s];
+    T* ts = t + (s - pw);
+    // For one s, distinct q write distinct columns: no dependence across the vector lanes.
+#pragma omp simd
+    for (index_t q = lo; q < hi; ++q) ts[q * sw] += ws * v[q];
+  }
+  for (index_t q = a.hi; q < Q; ++q) border(q);
+}
+
+// out[i] = fin(sum over j < n of c[j] * in[i + j*step], i) for i < len, the taps summed first
+// to last. Tap counts up to 7 keep the n products in registers (one load per tap, one store per
+// output); more taps run pass by pass over out.
+template <int K, class T, class Fin>
+inline void taps_fixed(const T* in, index_t step, const T* c, index_t len, T* out, Fin fin) {
+  T cc[K];
+  for (int j = 0; j < K; ++j) cc[j] = c[j];
+#pragma omp simd
+  for (index_t i = 0; i < len; ++i) {
+    T a = cc[0] * in[i];
+    for (int j = 1; j < K; ++j) a += cc[j] * in[i + j * step];
+    out[i] = fin(a, i);
+  }
+}
+template <class T, class Fin>
+void taps(const T* in, index_t step, const T* c, index_t n, index_t len, T* out, Fin fin) {
+  switch (n) {
+    case 1: return taps_fixed<1>(in, step, c, len, out, fin);
+    case 2: return taps_fixed<2>(in, step, c, len, out, fin);
+    case 3: return taps_fixed<3>(in, step, c, len, out, fin);
+    case 4: return taps_fixed<4>(in, step, c, len, out, fin);
+    case 5: return taps_fixed<5>(in, step, c, len, out, fin);
+    case 6: return taps_fixed<6>(in, step, c, len, out, fin);
+    case 7: return taps_fixed<7>(in, step, c, len, out, fin);
+    default: break;
+  }
+  taps_fixed<7>(in, step, c, len, out, [](T a, index_t) { return a; });
+  for (index_t j = 7; j < n; ++j) {
+    const T* b = in + j * step;
+    const T cj = c[j];
+#pragma omp simd
+    for (index_t i = 0; i < len; ++i) out[i] += cj * b[i];
+  }
+#pragma omp simd
+  for (index_t i = 0; i < len; ++i) out[i] = fin(out[i], i);
+}
+
+// out[r * ostride] = fin(sum over j < n of c[j] * in[r * istride + j], r) for r < rows: one
+// border column of a block, its taps (n of them, fixed for the column) unrolled for n <= 7.
+template <int K, class T, class Fin>
+inline void column_fixed(const T* in, index_t istride, const T* c, index_t rows, T* out, index_t ostride,
+                         Fin fin) {
+  T cc[K];
+  for (int j = 0; j < K; ++j) cc[j] = c[j];
+  for (index_t r = 0; r < rows; ++r) {
+    const T* x = in + r * istride;
+    T a = cc[0] * x[0];
+    for (int j = 1; j < K; ++j) a += cc[j] * x[j];
+    out[r * ostride] = fin(a, r);
+  }
+}
+template <class T, class Fin>
+void column_taps(const T* in, index_t istride, const T* c, index_t n, index_t rows, T* out, index_t ostride,
+                 Fin fin) {
+  switch (n) {
+    case 1: return column_fixed<1>(in, istride, c, rows, out, ostride, fin);
+    case 2: return column_fixed<2>(in, istride, c, rows, out, ostride, fin);
+    case 3: return column_fixed<3>(in, istride, c, rows, out, ostride, fin);
+    case 4: return column_fixed<4>(in, istride, c, rows, out, ostride, fin);
+    case 5: return column_fixed<5>(in, istride, c, rows, out, ostride, fin);
+    case 6: return column_fixed<6>(in, istride, c, rows, out, ostride, fin);
+    case 7: return column_fixed<7>(in, istride, c, rows, out, ostride, fin);
+    default: break;
+  }
+  for (index_t r = 0; r < rows; ++r) {
+    const T* x = in + r * istride;
+    T a = c[0] * x[0];
+    for (index_t j = 1; j < n; ++j) a += c[j] * x[j];
+    out[r * ostride] = fin(a, r);
+  }
+}
+
+// y[i] = sum over r < R, s < S of w[r*S + s] * x[i + r*W + s], i < n. Square windows of 2, 3, 5
+// and 7 run one pass with the R*S products in registers (sizes fixed at compile time: with a
+// run-time row count GCC's vector code was 3-4x slower); other windows a pass per window row.
+template <int K, class T>
+void window_2d_fixed(const T* x, index_t W, const T* w, index_t n, T* y) {
+  T c[K * K];
+  for (int j = 0; j < K * K; ++j) c[j] = w[j];
+#pragma omp simd
+  for (index_t i = 0; i < n; ++i) {
+    T a = 0;
+    for (int r = 0; r < K; ++r)
+      for (int s = 0; s < K; ++s) a += c[r * K + s] * x[i + r * W + s];
+    y[i] = a;
+  }
+}
+template <class T>
+void window_2d(const T* x, index_t W, const T* w, index_t R, index_t S, index_t n, T* y) {
+  if (R == S && R == 2) return window_2d_fixed<2>(x, W, w, n, y);
+  if (R == S && R == 3) return window_2d_fixed<3>(x, W, w, n, y);
+  if (R == S && R == 5) return window_2d_fixed<5>(x, W, w, n, y);
+  if (R == S && R == 7) return window_2d_fixed<7>(x, W, w, n, y);
+  for (index_t r = 0; r < R; ++r) {
+    if (r == 0)
+      taps(x, 1, w, S, n, y, [](T a, index_t) { return a; });
+    else
+      taps(x + r * W, 1, w + r * S, S, n, y, [y](T a, index_t i) { return y[i] + a; });
+  }
+}
+
+// Column window q of the row t weighted by wh (its taps inside the input only).
+template <class T>
+inline T weighted_border_column(const Axis& a, index_t q, const T* wh, const T* t) {
+  const index_t s0 = a.first[q] - (q * a.stride - a.pad);
+  const T* tq = t + a.first[q];
+  T m = 0;
+  for (index_t i = 0; i < a.count[q]; ++i) m += wh[s0 + i] * tq[i];
+  return m;
+}
+
+// Normalised windows other than ones run with the window scaled to sum 1, which is every
+// interior output's divisor; the outputs whose windows reach past the input (border rows and
+// columns) are then multiplied by corr = full sum / their divisor.
+template <class T>
+void correct_border(const Axis& ah, const Axis& aw, index_t Q, const T* corr, T* yp, index_t op0,
+                    index_t op1) {
+  for (index_t op = op0; op < op1; ++op) {
+    T* yr = yp + op * Q;
+    const T* cr = corr + op * Q;
+    if (op < ah.lo || op >= ah.hi) {
+#pragma omp simd
+      for (index_t q = 0; q < Q; ++q) yr[q] *= cr[q];
+      continue;
+    }
+    for (index_t q = 0; q < aw.lo; ++q) yr[q] *= cr[q];
+    for (index_t q = aw.hi; q < Q; ++q) yr[q] *= cr[q];
+  }
+}
+
+// Output rows [op0, op1) of one plane with a separable window; t is scratch of (op1 - op0) * W.
+// div: the divisor of every output of the plane, to divide by (a window of ones: avg_pool2d's
+// rounding), or null; corr: the border outputs' corrections of a scaled window (correct_border),
+// or null. Rows whose taps are all inside the input take whole-block loops where the layout allows: with
+// stride 1 the vertical pass is one flat pass over the block's rows, and with horizontal stride 1 and Q == W
+// ("same" pooling) the horizontal pass is one flat pass too (the values it computes at border columns read
+// across rows and are then recomputed), so short rows (28, 14, 7) cost no per-row loop
+// overhead. Each pass keeps its R (S) products in registers and stores once; the sums run in
+// the per-row order (first tap first).
+template <class T>
+void weighted_separable_rows(const PoolParams& p, const Axis& ah, const Axis& aw, const T* wv, const T* wh,
+                             const T* div, const T* corr, const T* xp, T* yp, index_t op0, index_t op1,
+                             T* t) {
+  const index_t W = p.W, Q = p.Q, R = p.R, S = p.S;
+  const index_t ilo = std::min(std::max(op0, ah.lo), op1), ihi = std::max(ilo, std::min(op1, ah.hi));
+  auto vertical = [&](const T* r0, const T* c, index_t n_rows, index_t n, T* out) {
+    taps(r0, W, c, n_rows, n, out, [](T a, index_t) { return a; });
+  };
+  auto vertical_row = [&](index_t op) {  // the counted-inside rows of output row op
+    const index_t h0 = ah.first[op], rb = h0 - (op * ah.stride - ah.pad);
+    vertical(xp + h0 * W, wv + rb, ah.count[op], W, t + (op - op0) * W);
+  };
+  for (index_t op = op0; op < ilo; ++op) vertical_row(op);
+  for (index_t op = ihi; op < op1; ++op) vertical_row(op);
+  if (ah.stride == 1 && ihi > ilo)
+    vertical(xp + (ilo - ah.pad) * W, wv, R, (ihi - ilo) * W, t + (ilo - op0) * W);
+  else
+    for (index_t op = ilo; op < ihi; ++op) vertical_row(op);
+  const index_t rows = op1 - op0, pw = aw.pad;
+  T* y0 = yp + op0 * Q;
+  const index_t flat_end = rows * W - (S - 1 - pw);
+  const T* d0 = div ? div + op0 * Q : nullptr;
+  if (aw.stride == 1 && Q == W && aw.lo < aw.hi && flat_end > pw) {
+    // y0[i] reads t[i - pw + s]: as i starts at pw, the loop runs over j = i - pw from 0.
+    T* yb = y0 + pw;
+    const index_t n = flat_end - pw;
+    if (!div)
+      taps(t, 1, wh, S, n, yb, [](T a, index_t) { return a; });
+    else
+      taps(t, 1, wh, S, n, yb,
+           [d = d0 + pw](T a, index_t i) { return a / d[i]; });  // division, as avg_pool2d
+    // Border columns, column by column over the block's rows (their taps fixed per column).
+    // The first tap starts the sum (avg_pool2d's 0 + t: the same value but for the sign of 0).
+    auto border = [&](index_t q) {
+      const index_t s0 = aw.first[q] - (q - pw), cnt = aw.count[q];
+      const T* tq = t + aw.first[q];
+      T* yq = y0 + q;
+      if (!div)
+        column_taps(tq, W, wh + s0, cnt, rows, yq, Q, [](T a, index_t) { return a; });
+      else
+        column_taps(tq, W, wh + s0, cnt, rows, yq, Q,
+                    [d = d0 + q, Q](T a, index_t r) { return a / d[r * Q]; });
+    };
+    for (index_t q = 0; q < aw.lo; ++q) border(q);
+    for (index_t q = aw.hi; q < Q; ++q) border(q);
+    if (corr) correct_border(ah, aw, Q, corr, yp, op0, op1);
+    return;
+  }
+  for (index_t r = 0; r < rows; ++r) weighted_horizontal(aw, Q, wh, t + r * W, y0 + r * Q);
+  const index_t n = rows * Q;
+  if (div) {
+#pragma omp simd
+    for (index_t i = 0; i < n; ++i) y0[i] = y0[i] / d0[i];  // division, as avg_pool2d
+  }
+  if (corr) correct_border(ah, aw, Q, corr, yp, op0, op1);
+}
+
+// Output rows [op0, op1) of one plane with a 2-D window. With strides 1 and Q == W the rows
+// whose taps are all inside the input are one flat pass over the block (border columns
+// recomputed after), else R*S passes per row.
+template <class T>
+void weighted_2d_rows(const PoolParams& p, const Axis& ah, const Axis& aw, const T* w, const T* corr,
+                      const T* xp, T* yp, index_t op0, index_t op1) {
+  const index_t W = p.W, Q = p.Q, R = p.R, S = p.S, pw = aw.pad;
+  const index_t ilo = std::min(std::max(op0, ah.lo), op1), ihi = std::max(ilo, std::min(op1, ah.hi));
+  const bool flat = ah.stride == 1 && aw.stride == 1 && Q == W && aw.lo < aw.hi;
+  for (index_t op = op0; op < op1; ++op)
+    if (!flat || op < ilo || op >= ihi) weighted_row_2d(ah, aw, op, xp, W, Q, w, yp + op * Q);
+  if (flat && ihi > ilo) {
+    // y[i] (i = op * W + q) reads x[i + (r - pad_h) * W + s - pw]: offsets from x0 = the input
+    // element of i0's first tap, so that no pointer points before the plane.
+    const index_t i0 = ilo * W + pw, n = (ihi - 1) * W + aw.hi - i0;
+    T* y = yp + i0;
+    const T* x0 = xp + (ilo - ah.pad) * W;
+    window_2d(x0, W, w, R, S, n, y);
+    for (index_t op = ilo; op < ihi; ++op) {
+      const T* x0 = xp + (op - ah.pad) * W;
+      T* yr = yp + op * Q;
+      auto border = [&](index_t q) {
+        T m = 0;
+        for (index_t r = 0; r < R; ++r) m += weighted_border_column(aw, q, w + r * S, x0 + r * W);
+        yr[q] = m;
+      };
+      for (index_t q = 0; q < aw.lo; ++q) border(q);
+      for (index_t q = aw.hi; q < Q; ++q) border(q);
+    }
+  }
+  if (corr) correct_border(ah, aw, Q, corr, yp, op0, op1);
+}
+
+}  // namespace
+
+template <class T>
+void weighted_avg_pool2d(const PoolParams& p, const T* x, const T* w, T* y) {
+  const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, false);
+  const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, false);
+  const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
+  // A window of ones divides each output by its divisor (avg_pool2d's row divisor times column
+  // divisor: the same result bit for bit). Any other normalised window runs scaled to sum 1,
+  // the interior outputs' divisor, and corrects the border outputs (correct_border).
+  Buffer<T> div, corr, scaled;
+  const T* wk = w;  // the window the passes use
+  if (p.normalize) {
+    Buffer<T> d;
+    T full = 0;
+    if (p.separable) {
+      const Buffer<T> rsum = axis_weight_sums(ah, p.P, w, p.count_include_pad);
+      const Buffer<T> csum = axis_weight_sums(aw, p.Q, w + p.R, p.count_include_pad);
+      d.resize(PQ);
+      for (index_t op = 0; op < p.P; ++op)
+        for (index_t q = 0; q < p.Q; ++q) d[op * p.Q + q] = rsum[op] * csum[q];
+      T sv = 0, sh = 0;
+      for (index_t r = 0; r < p.R; ++r) sv += w[r];
+      for (index_t s = 0; s < p.S; ++s) sh += w[p.R + s];
+      full = sv * sh;
+      if (std::all_of(w, w + p.R + p.S, [](T v) { return v == T(1); })) {
+        div = std::move(d);
+      } else {
+        scaled.resize(p.R + p.S);
+        for (index_t r = 0; r < p.R; ++r) scaled[r] = w[r] / sv;
+        for (index_t s = 0; s < p.S; ++s) scaled[p.R + s] = w[p.R + s] / sh;
+      }
+    } else {
+      d = window_weight_sums(p, ah, aw, w);
+      for (index_t i = 0; i < p.R * p.S; ++i) full += w[i];
+      scaled.resize(p.R * p.S);
+      for (index_t i = 0; i < p.R * p.S; ++i) scaled[i] = w[i] / full;
+    }
+    if (!div.data()) {
+      corr.resize(PQ);
+      bool any = false;  // count_include_pad without ceil_mode's partial windows: none
+      for (index_t i = 0; i < PQ; ++i) {
+        corr[i] = full / d[i];
+        any = any || corr[i] != T(1);
+      }
+      if (!any) corr = Buffer<T>();
+      wk = scaled.data();
+    }
+  }
+  // Work items: blocks of output rows of one plane; whole planes unless there are fewer planes
+  // than a few per thread (one large image), so that every thread gets work.
+#if defined(_OPENMP)
+  const index_t threads = omp_get_max_threads();
+#else
+  const index_t threads = 1;
+#endif
+  // Blocks also small enough that a block's intermediate rows (8 KiB) and the input and output
+  // rows it touches stay in L1 (a 56x56 plane's 12 KiB of intermediate rows did not).
+  const index_t cache_rows = std::max<index_t>(1, index_t(8192 / sizeof(T)) / p.W);
+  const index_t blocks =
+      std::min(p.P, std::max<index_t>({1, (4 * threads + planes - 1) / std::max<index_t>(planes, 1),
+                                       (p.P + cache_rows - 1) / cache_rows}));
+  const index_t rows_per_block = (p.P + blocks - 1) / blocks;
+  const index_t items = planes * blocks;
+  const bool big = planes * PQ * (p.separable ? p.R + p.S : p.R * p.S) > 32768;
+  const T* d = div.data();
+  const T* c = corr.data();
+#pragma omp parallel if (big)
+  {
+    Buffer<T> t(p.separable ? rows_per_block * p.W : 0);
+#pragma omp for schedule(static)
+    for (index_t item = 0; item < items; ++item) {
+      const index_t plane = item / blocks, b = item % blocks;
+      const index_t op0 = b * rows_per_block, op1 = std::min(p.P, op0 + rows_per_block);
+      if (op0 >= op1) continue;
+      if (p.separable)
+        weighted_separable_rows(p, ah, aw, wk, wk + p.R, d, c, x + plane * HW, y + plane * PQ, op0, op1,
+                                t.data());
+      else
+        weighted_2d_rows(p, ah, aw, wk, c, x + plane * HW, y + plane * PQ, op0, op1);
+    }
+  }
+}
+
+// grad_x[h][w] = sum over the windows o covering (h, w) of w[tap] * grad_y[o] / divisor[o]; one
+// plane per work item (no two threads write one value), each plane's windows in row order.
+template <class T>
+void weighted_avg_pool2d_backward(const PoolParams& p, const T* grad_y, const T* w, T* grad_x) {
+  const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, false);
+  const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, false);
+  const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
+  Buffer<T> rsum, csum, div;
+  if (p.normalize && p.separable) {
+    rsum = axis_weight_sums(ah, p.P, w, p.count_include_pad);
+    csum = axis_weight_sums(aw, p.Q, w + p.R, p.count_include_pad);
+  } else if (p.normalize) {
+    div = window_weight_sums(p, ah, aw, w);
+  }
+#pragma omp parallel if (pool_parallel(p))
+  {
+    Buffer<T> t(p.W), v(p.Q);
+#pragma omp for schedule(static)
+    for (index_t plane = 0; plane < planes; ++plane) {
+      T* gxp = grad_x + plane * HW;
+      std::fill(gxp, gxp + HW, T(0));
+      for (index_t op = 0; op < p.P; ++op) {
+        const T* gr = grad_y + plane * PQ + op * p.Q;
+        if (!p.normalize)
+          std::copy(gr, gr + p.Q, v.data());
+        else if (p.separable)
+          for (index_t q = 0; q < p.Q; ++q) v[q] = gr[q] / (rsum[op] * csum[q]);  // the forward's divisor
+        else
+          for (index_t q = 0; q < p.Q; ++q) v[q] = gr[q] / div[op * p.Q + q];
+        const index_t n = ah.count[op], h0 = ah.first[op], rb = h0 - (op * ah.stride - ah.pad);
+        if (p.separable) {  // horizontal transpose into t, then t weighted into each counted row
+          std::fill(t.data(), t.data() + p.W, T(0));
+          weighted_scatter_row(aw, p.Q, w + p.R, v.data(), t.data());
+          for (index_t j = 0; j < n; ++j) {
+            T* row = gxp + (h0 + j) * p.W;
+            const T c = w[rb + j];
+#pragma omp simd
+            for (index_t i = 0; i < p.W; ++i) row[i] += c * t[i];
+          }
+        } else {
+          for (index_t j = 0; j < n; ++j)
+            weighted_scatter_row(aw, p.Q, w + (rb + j) * p.S, v.data(), gxp + (h0 + j) * p.W);
+        }
+      }
+    }
+  }
+}
+
 #define FC_INSTANTIATE(T)                                                                     \
   template void max_pool2d<T>(const PoolParams&, const T*, T*, std::int64_t*);                \
   template void avg_pool2d<T>(const PoolParams&, const T*, T*);                               \
   template void lp_pool2d<T>(const PoolParams&, const T*, T*);                                \
   template void max_pool2d_backward<T>(const PoolParams&, const T*, const std::int64_t*, T*); \
   template void avg_pool2d_backward<T>(const PoolParams&, const T*, T*);                      \
-  template void lp_pool2d_backward<T>(const PoolParams&, const T*, const T*, const T*, T*);
+  template void lp_pool2d_backward<T>(const PoolParams&, const T*, const T*, const T*, T*);   \
+  template void weighted_avg_pool2d<T>(const PoolParams&, const T*, const T*, T*);            \
+  template void weighted_avg_pool2d_backward<T>(const PoolParams&, const T*, const T*, T*);
 FC_INSTANTIATE(float)
 FC_INSTANTIATE(double)
 

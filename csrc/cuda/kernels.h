@@ -40,5 +40,8 @@ void lp_pool2d_forward(const Problem& pr, const Tensors& t, const ExecContext& c
 void max_pool2d_backward(const Problem& pr, const Tensors& t, const ExecContext& ctx);
 void avg_pool2d_backward(const Problem& pr, const Tensors& t, const ExecContext& ctx);
 void lp_pool2d_backward(const Problem& pr, const Tensors& t, const ExecContext& ctx);
+// distance-weighted average pooling: the window (or its factors) in t.w
+void weighted_avg_pool2d_forward(const Problem& pr, const Tensors& t, const ExecContext& ctx);
+void weighted_avg_pool2d_backward(const Problem& pr, const Tensors& t, const ExecContext& ctx);
 
 }  // namespace fastconv::cuda

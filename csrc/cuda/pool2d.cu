@@ -666,4 +666,168 @@ void lp_pool2d_backward(const Problem& pr, const Tensors& t, const ExecContext& 
   is_inf(pr.pool.norm_type) ? backward<kLpInf>(pr, t, ctx) : backward<kLp>(pr, t, ctx);
 }
 
+// ---- distance-weighted average pooling --------------------------------------------------------
+// As cpu/pool2d.cpp's: y = sum over the taps inside the input of w[r][s] * x, divided (normalize)
+// by the weight of the counted taps (the window clipped to the padded input with
+// count_include_pad, else the taps inside the input); w is the (R, S) window, or its factors
+// wv (R) then wh (S) when separable. Forward: one thread per output, the separable sum in the
+// CPU's order (each column's rows, then the columns), so a window of ones gives avg_pool2d's
+// result bit for bit (the divisor is the row weight times the column weight, as there).
+// Backward: a gather, one thread per input element over the windows that cover it (output rows
+// ascending, then columns), each window's grad_y / divisor times the tap's weight; the separable
+// sum in the CPU's order (each output row's columns, then the rows). No atomics.
+namespace {
+
+template <class I>
+struct WeightedArgs {
+  I H, W, P, Q, R, S, sh, sw, ph, pw, total;
+  typename DivOf<I>::type rows, cols;  // split a flat index: by P (or H), by Q (or W)
+  bool separable, normalize, include_pad;
+};
+
+// Counted taps of a window starting at `start` on an axis of `in` values (pad before it): the
+// taps inside the input [b, e), and the ones the divisor counts [cb, ce).
+template <class I>
+FC_HD inline void weighted_taps(I start, I in, I k, I pad, bool include_pad, I& b, I& e, I& cb, I& ce) {
+  b = fc_max(I(0), -start);
+  e = fc_min(k, in - start);
+  cb = include_pad ? I(0) : b;
+  ce = include_pad ? fc_min(k, in + pad - start) : e;
+}
+
+template <class T, class I>
+FC_HD inline T weighted_divisor(const T* __restrict__ w, const WeightedArgs<I>& a, I cb_h, I ce_h, I cb_w,
+                                I ce_w) {
+  if (a.separable) {
+    T rs = T(0), cs = T(0);
+    for (I r = cb_h; r < ce_h; ++r) rs += load(w + r);
+    for (I s = cb_w; s < ce_w; ++s) cs += load(w + a.R + s);
+    return rs * cs;
+  }
+  T d = T(0);
+  for (I r = cb_h; r < ce_h; ++r) {
+    T c = T(0);  // the CPU's order: each column's rows, then the columns
+    for (I s = cb_w; s < ce_w; ++s) c += load(w + r * a.S + s);
+    d += c;
+  }
+  return d;
+}
+
+template <class T, class I>
+__global__ void weighted_pool_forward_kernel(const T* __restrict__ x, const T* __restrict__ w,
+                                             T* __restrict__ y, const WeightedArgs<I> a) {
+  const I step = I(gridDim.x) * I(blockDim.x);
+  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < a.total; i += step) {
+    const I pq = a.cols.div(i), q = i - pq * a.Q, plane = a.rows.div(pq), p = pq - plane * a.P;
+    const I h0 = p * a.sh - a.ph, w0 = q * a.sw - a.pw;
+    I rb, re, cb_h, ce_h, sb, se, cb_w, ce_w;
+    weighted_taps(h0, a.H, a.R, a.ph, a.include_pad, rb, re, cb_h, ce_h);
+    weighted_taps(w0, a.W, a.S, a.pw, a.include_pad, sb, se, cb_w, ce_w);
+    const T* xp = x + plane * a.H * a.W + h0 * a.W + w0;
+    T acc = T(0);
+    for (I s = sb; s < se; ++s) {
+      T c = T(0);
+      if (a.separable) {
+        for (I r = rb; r < re; ++r)
+          c = r == rb ? load(w + r) * load(xp + r * a.W + s) : c + load(w + r) * load(xp + r * a.W + s);
+        acc = s == sb ? load(w + a.R + s) * c : acc + load(w + a.R + s) * c;
+      } else {
+        for (I r = rb; r < re; ++r) c += load(w + r * a.S + s) * load(xp + r * a.W + s);
+        acc += c;
+      }
+    }
+    y[i] = a.normalize ? acc / weighted_divisor(w, a, cb_h, ce_h, cb_w, ce_w) : acc;
+  }
+}
+
+// The output windows covering input coordinate v of an axis: [lo, hi].
+template <class I>
+FC_HD inline void covering(I v, I k, I stride, I pad, I out, I& lo, I& hi) {
+  const I top = v + pad;  // window o covers v when 0 <= top - o*stride < k
+  lo = top - (k - 1) <= 0 ? I(0) : (top - (k - 1) + stride - 1) / stride;
+  hi = fc_min(out - 1, top / stride);
+}
+
+template <class T, class I>
+__global__ void weighted_pool_backward_kernel(const T* __restrict__ grad_y, const T* __restrict__ w,
+                                              T* __restrict__ grad_x, const WeightedArgs<I> a) {
+  const I step = I(gridDim.x) * I(blockDim.x);
+  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < a.total; i += step) {
+    const I hw = a.cols.div(i), v = i - hw * a.W, plane = a.rows.div(hw), h = hw - plane * a.H;
+    I p_lo, p_hi, q_lo, q_hi;
+    covering(h, a.R, a.sh, a.ph, a.P, p_lo, p_hi);
+    covering(v, a.S, a.sw, a.pw, a.Q, q_lo, q_hi);
+    const T* gy = grad_y + plane * a.P * a.Q;
+    T acc = T(0);
+    for (I p = p_lo; p <= p_hi; ++p) {
+      const I r = h + a.ph - p * a.sh, h0 = p * a.sh - a.ph;
+      I rb, re, cb_h, ce_h;
+      weighted_taps(h0, a.H, a.R, a.ph, a.include_pad, rb, re, cb_h, ce_h);
+      T c = T(0);
+      for (I q = q_lo; q <= q_hi; ++q) {
+        const I s = v + a.pw - q * a.sw, w0 = q * a.sw - a.pw;
+        T g = load(gy + p * a.Q + q);
+        if (a.normalize) {
+          I sb, se, cb_w, ce_w;
+          weighted_taps(w0, a.W, a.S, a.pw, a.include_pad, sb, se, cb_w, ce_w);
+          g = g / weighted_divisor(w, a, cb_h, ce_h, cb_w, ce_w);
+        }
+        c += (a.separable ? load(w + a.R + s) : load(w + r * a.S + s)) * g;
+      }
+      acc += a.separable ? load(w + r) * c : c;
+    }
+    grad_x[i] = acc;
+  }
+}
+
+template <class I>
+WeightedArgs<I> weighted_args(const PoolParams& p, bool forward) {
+  WeightedArgs<I> a;
+  a.H = I(p.H), a.W = I(p.W), a.P = I(p.P), a.Q = I(p.Q), a.R = I(p.R), a.S = I(p.S);
+  a.sh = I(p.stride_h), a.sw = I(p.stride_w), a.ph = I(p.pad_h), a.pw = I(p.pad_w);
+  a.total = I(p.N * p.C * (forward ? p.P * p.Q : p.H * p.W));
+  a.rows = typename DivOf<I>::type(forward ? p.P : p.H);
+  a.cols = typename DivOf<I>::type(forward ? p.Q : p.W);
+  a.separable = p.separable, a.normalize = p.normalize, a.include_pad = p.count_include_pad;
+  return a;
+}
+
+template <class T, class I>
+void weighted_run(const PoolParams& p, const Tensors& t, bool forward, cudaStream_t stream) {
+  const WeightedArgs<I> a = weighted_args<I>(p, forward);
+  const unsigned blocks = blocks_for(a.total, kBlock), grid = blocks < kMaxBlocks ? blocks : kMaxBlocks;
+  const T* w = static_cast<const T*>(t.w);
+  if (forward) {
+    const auto weighted_pool_forward = weighted_pool_forward_kernel<T, I>;
+    FC_LAUNCH(weighted_pool_forward, grid, kBlock, 0, stream, static_cast<const T*>(t.x), w,
+              static_cast<T*>(t.y), a);
+  } else {
+    const auto weighted_pool_backward = weighted_pool_backward_kernel<T, I>;
+    FC_LAUNCH(weighted_pool_backward, grid, kBlock, 0, stream, static_cast<const T*>(t.grad_y), w,
+              static_cast<T*>(t.grad_x), a);
+  }
+}
+
+void weighted(const Problem& pr, const Tensors& t, const ExecContext& ctx, bool forward) {
+  const PoolParams& p = pr.pool;
+  if (p.N * p.C * (forward ? p.P * p.Q : p.H * p.W) == 0) return;
+  const bool i64 = !fits_32(p, false);
+  const cudaStream_t stream = static_cast<cudaStream_t>(ctx.stream);
+  if (pr.dtype == DType::f32)
+    i64 ? weighted_run<float, index_t>(p, t, forward, stream)
+        : weighted_run<float, int>(p, t, forward, stream);
+  else
+    i64 ? weighted_run<double, index_t>(p, t, forward, stream)
+        : weighted_run<double, int>(p, t, forward, stream);
+}
+
+}  // namespace
+
+void weighted_avg_pool2d_forward(const Problem& pr, const Tensors& t, const ExecContext& ctx) {
+  weighted(pr, t, ctx, true);
+}
+void weighted_avg_pool2d_backward(const Problem& pr, const Tensors& t, const ExecContext& ctx) {
+  weighted(pr, t, ctx, false);
+}
+
 }  // namespace fastconv::cuda

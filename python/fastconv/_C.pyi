@@ -23,6 +23,8 @@ class PoolParams:
     count_include_pad: bool
     norm_type: float
     divisor_override: int
+    normalize: bool
+    separable: bool
     def __init__(self) -> None: ...
 
 class Tensor:

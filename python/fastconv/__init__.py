@@ -18,6 +18,8 @@ from .pooling import (adaptive_avg_pool1d, adaptive_avg_pool1d_backward, adaptiv
                       adaptive_max_pool2d, adaptive_max_pool2d_backward, avg_pool1d, avg_pool1d_backward,
                       avg_pool2d, avg_pool2d_backward, lp_pool1d, lp_pool1d_backward, lp_pool2d,
                       lp_pool2d_backward, max_pool1d, max_pool1d_backward, max_pool2d, max_pool2d_backward)
+from .pooling import (pool_window_weights, weighted_avg_pool1d, weighted_avg_pool1d_backward, weighted_avg_pool2d,
+                      weighted_avg_pool2d_backward)
 
 __version__ = _C.build_info()["version"]
 
@@ -31,4 +33,6 @@ __all__ = [
     "adaptive_max_pool2d_backward", "max_pool1d_backward", "avg_pool1d_backward", "lp_pool1d_backward",
     "adaptive_avg_pool1d_backward", "adaptive_max_pool1d_backward",
     "conv2d_params", "conv2d_flops", "ConvCost", "Layer", "receptive_field", "NETWORKS",
+    "weighted_avg_pool2d", "weighted_avg_pool1d", "weighted_avg_pool2d_backward", "weighted_avg_pool1d_backward",
+    "pool_window_weights",
 ]

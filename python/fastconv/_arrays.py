@@ -267,6 +267,9 @@ class TorchCuda:
     def flip_hw(self, a):
         return self.torch.flip(a, (2, 3)).contiguous()
 
+    def from_host(self, a, index):
+        return self.torch.from_numpy(a).to(f"cuda:{index}")
+
     def all_finite(self, a):
         return bool(self.torch.isfinite(a.sum()).item())
 
@@ -316,6 +319,10 @@ class CuPy:
 
     def flip_hw(self, a):
         return self.cupy.ascontiguousarray(a[:, :, ::-1, ::-1])
+
+    def from_host(self, a, index):
+        with self.cupy.cuda.Device(index):
+            return self.cupy.asarray(a)
 
     def all_finite(self, a):
         return bool(self.cupy.isfinite(a.sum()))
@@ -389,6 +396,10 @@ class CudaBackend:
 
     def flip_kernel(self, w):
         return DeviceArray(self.lib, self.lib.flip_hw(w.obj))
+
+    def from_host(self, a):
+        """A copy of the small host array a (a pooling window) on this device."""
+        return DeviceArray(self.lib, self.lib.from_host(np.ascontiguousarray(a), self.index))
 
     # ---- allocation (the caller's library: its pool or caching allocator) ---------------
     def empty(self, shape, dtype):

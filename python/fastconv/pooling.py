@@ -21,13 +21,15 @@ shape and dtype to write into; with ``return_indices=True`` it may be a pair
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
 import numpy as np
 
 from . import _C
-from ._args import adaptive_size, as_bool, as_int, check_element_count, pool_output_size, pool_window
+from ._args import (adaptive_size, as_bool, as_int, as_tuple, check_element_count, pool_output_size, pool_window,
+                    positive)
 from ._arrays import backend_for
 
 __all__ = [
@@ -37,6 +39,8 @@ __all__ = [
     "adaptive_max_pool2d_backward", "max_pool1d_backward", "avg_pool1d_backward", "lp_pool1d_backward",
     "adaptive_avg_pool1d_backward", "adaptive_max_pool1d_backward",
     "pool_output_size", "plan_pool", "PoolPlan",
+    "weighted_avg_pool2d", "weighted_avg_pool1d", "weighted_avg_pool2d_backward", "weighted_avg_pool1d_backward",
+    "pool_window_weights",
 ]
 
 
@@ -282,6 +286,184 @@ def lp_pool1d_backward(grad_y, x, norm_type, kernel_size, stride=None, ceil_mode
     return _lp_backward("lp_pool1d_backward", 1, grad_y, args)
 
 
+# ---- distance-weighted average -------------------------------------------------------------
+# The window reaches the kernel as a small host array in the slot "w": its two factors
+# (R + S values, rows then columns) when it is an outer product (every Gaussian; a user window
+# checked to be one), else the (R, S) window itself.
+
+def _sigmas(op, nd, sigma):
+    """sigma as nd positive reals (inf allowed): a number, or one per axis."""
+    values = tuple(sigma) if isinstance(sigma, (tuple, list)) else (sigma,) * nd
+    if len(values) != nd:
+        raise ValueError(f"{op}: sigma must be a number or {nd} numbers, got {sigma!r}")
+    for v in values:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{op}: sigma must be a positive real number (or inf), got {sigma!r}")
+        if not float(v) > 0:  # also NaN
+            raise ValueError(f"{op}: sigma must be > 0 (inf: a uniform window), got {sigma!r}")
+    return tuple(float(v) for v in values)
+
+
+def _gaussian(k, sigma):
+    """exp(-d^2 / (2 sigma^2)) of each tap's distance d from the window's centre, (k-1)/2; ones
+    for sigma = inf."""
+    d = np.arange(k, dtype=np.float64) - (k - 1) / 2
+    return np.ones(k) if math.isinf(sigma) else np.exp(-d * d / (2 * sigma * sigma))
+
+
+def _user_window(op, nd, k, weight, normalize):
+    """The caller's window as a float64 (R, S) array (a 1-D window as (1, S)), checked."""
+    if hasattr(weight, "detach"):  # a torch tensor (any device): a small window, read on the host
+        weight = weight.detach().cpu().numpy()
+    w = np.asarray(weight)
+    if w.dtype.kind not in "iuf":
+        raise TypeError(f"{op}: weight must be a real array (float or int), got dtype {w.dtype}")
+    if w.shape != tuple(k):
+        raise ValueError(f"{op}: weight must have the kernel's shape {tuple(k)}, got {w.shape}")
+    w = w.astype(np.float64).reshape((1,) * (2 - nd) + w.shape)
+    if not np.isfinite(w).all():
+        raise ValueError(f"{op}: weight must be finite")
+    if normalize and ((w < 0).any() or not w.sum() > 0):
+        raise ValueError(f"{op}: with normalize=True weight must be non-negative with a positive sum "
+                         "(the output is a weighted mean)")
+    return w
+
+
+def _factors(w, dtype, normalize):
+    """(wv, wh) with outer(wv, wh) == w within a few rounding errors of dtype, or None. With
+    normalize the factors are scaled so that the largest tap is 1 (a uniform window: ones, so
+    it gives avg_pool2d's result exactly; normalising makes the result independent of the scale)."""
+    i, j = np.unravel_index(np.argmax(np.abs(w)), w.shape)
+    pivot = w[i, j]
+    wv, wh = w[:, j] / (pivot if normalize else 1.0), w[i, :] / pivot
+    if not np.all(np.abs(np.outer(wv, wh) * (pivot if normalize else 1.0) - w)
+                  <= 16 * np.finfo(dtype).eps * np.abs(w)):
+        return None
+    return wv, wh
+
+
+def _weighted_args(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad, sigma, weight,
+                   normalize):
+    """(x as (N, C, H, W), caller, user rank, PoolParams, output size, window) of a weighted
+    average pooling call; window is the kernel's w (host NumPy array of x's dtype)."""
+    arr, caller, rank, prm, o = _avg_args(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                          None)
+    normalize = as_bool(normalize, "normalize", op)
+    k = (prm.R, prm.S)
+    prm.normalize = normalize
+    if weight is None:
+        prm.separable = True
+        window = _gaussian_factors(k, _lift(nd, _sigmas(op, nd, sigma), math.inf), normalize, arr.dtype)
+    else:
+        w = _user_window(op, nd, k[2 - nd:], weight, normalize)
+        factors = _factors(w, arr.dtype, normalize)
+        prm.separable = factors is not None
+        window = np.ascontiguousarray(np.concatenate(factors) if factors is not None else w, dtype=arr.dtype)
+    return arr, caller, rank, prm, o, _device_window(caller, window)
+
+
+@functools.lru_cache(maxsize=64)
+def _gaussian_factors(k, sig, normalize, dtype):
+    """The Gaussian window's factors (rows then columns) as the kernel takes them, read-only
+    (made once per layer: a model calls the same pooling again and again)."""
+    wv, wh = _gaussian(k[0], sig[0]), _gaussian(k[1], sig[1])
+    if not normalize:  # a Gaussian blur: the whole window sums to 1
+        wv, wh = wv / wv.sum(), wh / wh.sum()
+    window = np.concatenate([wv, wh]).astype(dtype)
+    window.flags.writeable = False
+    return window
+
+
+def _device_window(caller, window):
+    """The window on the caller's device."""
+    backend = caller[0]
+    return window if backend.device == "cpu" else backend.from_host(window)
+
+
+def pool_window_weights(kernel_size, sigma=1.0, weight=None, normalize=True, nd=2):
+    """The (R, S) window (or (S,) with nd=1) that weighted_avg_pool2d / 1d weigh the taps by:
+    the Gaussian of ``sigma`` (times a constant that normalize=True divides out; summing to 1
+    with normalize=False), or ``weight`` itself (float64)."""
+    op = "pool_window_weights"
+    if nd not in (1, 2):
+        raise ValueError(f"{op}: nd must be 1 or 2, got {nd!r}")
+    k = positive(as_tuple(kernel_size, nd, "kernel_size"), "kernel_size")
+    normalize = as_bool(normalize, "normalize", op)
+    if weight is not None:
+        w = _user_window(op, nd, k, weight, normalize)
+    else:
+        sig = _sigmas(op, nd, sigma)
+        gs = [_gaussian(ki, si) for ki, si in zip(k, sig)]
+        if not normalize:
+            gs = [g / g.sum() for g in gs]
+        w = np.outer(gs[0], gs[1]) if nd == 2 else gs[0][None, :]
+    return w if nd == 2 else w[0]
+
+
+def _weighted_pool(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad, sigma, weight, normalize,
+                   out):
+    arr, caller, rank, prm, o, window = _weighted_args(op, nd, x, kernel_size, stride, padding, ceil_mode,
+                                                       count_include_pad, sigma, weight, normalize)
+    n, c = arr.shape[:2]
+    y, y4, _, _ = _outputs(caller[0], out, (n, c, prm.P, prm.Q), _user_shape(n, c, o, rank, nd), arr.dtype, False)
+    _run(caller, "weighted_avg_pool2d_forward", prm, x=arr, w=window, y=y4)
+    return _wrap(caller, y)
+
+
+def weighted_avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, *,
+                        sigma=1.0, weight=None, normalize=True, out=None):
+    """2-D distance-weighted average pooling (Goodfellow et al., ch. 9: "a weighted average
+    based on the distance from the central pixel"). x is (N, C, H, W) or (C, H, W); windows,
+    stride (default: kernel_size), padding, ceil_mode and count_include_pad as avg_pool2d.
+
+    Window weights: ``weight``, an (R, S) array (real, finite), or by default the Gaussian
+    exp(-d^2 / (2 sigma^2)) of each tap's distance d from the window's centre ((R-1)/2, (S-1)/2);
+    ``sigma`` a positive number or one per axis, inf for a uniform window (``sigma`` is unused
+    when ``weight`` is given).
+
+    normalize=True: the weighted mean over the taps avg_pool2d counts, sum(w * x) / sum(w) over
+    the window clipped to the padded input (count_include_pad; padding taps add 0 to the sum and
+    their weight to the divisor), else over the taps inside the input. ``weight`` must then be
+    non-negative with a positive sum, and its scale does not matter; a uniform window (sigma=inf,
+    or equal weights) gives avg_pool2d's result exactly, in every mode. A window whose counted
+    taps all weigh 0 gives NaN (0/0).
+    normalize=False: the weighted sum of the taps inside the input (zero padding), no division
+    (a depthwise convolution with the window); the Gaussian is then scaled to sum to 1.
+
+    Computed in C++: an outer-product window (every Gaussian; a ``weight`` that is one within
+    16 rounding errors of x's dtype) takes a separable vertical + horizontal pass (R + S multiply-adds per
+    output), any other window the direct R*S one.
+    """
+    return _weighted_pool("weighted_avg_pool2d", 2, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                          sigma, weight, normalize, out)
+
+
+def weighted_avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, *,
+                        sigma=1.0, weight=None, normalize=True, out=None):
+    """1-D distance-weighted average pooling (see weighted_avg_pool2d). x is (N, C, L) or (C, L);
+    ``weight`` is a (kernel_size,) window."""
+    return _weighted_pool("weighted_avg_pool1d", 1, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                          sigma, weight, normalize, out)
+
+
+def weighted_avg_pool2d_backward(grad_y, x, kernel_size, stride=None, padding=0, ceil_mode=False,
+                                 count_include_pad=True, *, sigma=1.0, weight=None, normalize=True):
+    """grad_x of weighted_avg_pool2d: each window's grad_y (divided by its weight sum with
+    normalize) times the tap's weight, added to its taps inside the input. The window is a
+    constant (no gradient with respect to it)."""
+    args = _weighted_args("weighted_avg_pool2d_backward", 2, x, kernel_size, stride, padding, ceil_mode,
+                          count_include_pad, sigma, weight, normalize)
+    return _weighted_backward("weighted_avg_pool2d_backward", 2, grad_y, args)
+
+
+def weighted_avg_pool1d_backward(grad_y, x, kernel_size, stride=None, padding=0, ceil_mode=False,
+                                 count_include_pad=True, *, sigma=1.0, weight=None, normalize=True):
+    """grad_x of weighted_avg_pool1d (see weighted_avg_pool2d_backward)."""
+    args = _weighted_args("weighted_avg_pool1d_backward", 1, x, kernel_size, stride, padding, ceil_mode,
+                          count_include_pad, sigma, weight, normalize)
+    return _weighted_backward("weighted_avg_pool1d_backward", 1, grad_y, args)
+
+
 # ---- adaptive ----------------------------------------------------------------------------
 
 def _adaptive_args(op, nd, x, output_size):
@@ -501,6 +683,14 @@ def _avg_backward(op, nd, grad_y, args):
         gx.fill(0)
         return result
     _run(caller, "avg_pool2d_backward", prm, grad_y=gy, grad_x=gx)
+    return result
+
+
+def _weighted_backward(op, nd, grad_y, args):
+    caller, window = args[1], args[5]
+    gy = _grad_output(op, nd, grad_y, args[:5])
+    gx, result = _grad_input(nd, args[:5])
+    _run(caller, "weighted_avg_pool2d_backward", args[3], grad_y=gy, w=window, grad_x=gx)
     return result
 
 

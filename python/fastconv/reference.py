@@ -281,3 +281,71 @@ def adaptive_max_pool2d(x, output_size):
             cols = _adaptive_taps(j, w, Q)
             y[:, :, i, j], idx[:, :, i, j] = _max_select(x, [(r, s) for r in rows for s in cols])
     return y, idx
+
+
+# ---- distance-weighted average pooling -------------------------------------------------------
+# weight is the (R, S) window (float64). Window (i, j) covers rows i*sh - ph + r, columns
+# j*sw - pw + s. normalize: sum over the taps inside the input of weight * x, divided by the sum
+# of the weights of the counted taps (inside the padded input with count_include_pad, else
+# inside the input); else the weighted sum alone.
+
+def gaussian_window(kernel, sigma):
+    """exp(-d^2 / (2 sigma^2)), d the Euclidean distance of tap (r, s) from the window's centre;
+    sigma a pair (inf: that axis uniform)."""
+    r = np.arange(kernel[0]) - (kernel[0] - 1) / 2
+    s = np.arange(kernel[1]) - (kernel[1] - 1) / 2
+    inv = [0.0 if np.isinf(sg) else 1 / (2 * sg * sg) for sg in sigma]
+    return np.exp(-(r[:, None] ** 2 * inv[0] + s[None, :] ** 2 * inv[1]))
+
+
+def _weighted_windows(h, w, weight, stride, pads, ceil_mode, count_include_pad):
+    """(P, Q, [(i, j, tap weights (R, S) with 0 outside the input, divisor weights (R, S)), ...])."""
+    R, S = weight.shape
+    P = pool_output_size(h, R, stride[0], pads[0], 1, ceil_mode)
+    Q = pool_output_size(w, S, stride[1], pads[1], 1, ceil_mode)
+    out = []
+    for i in range(P):
+        rows = i * stride[0] - pads[0] + np.arange(R)
+        for j in range(Q):
+            cols = j * stride[1] - pads[1] + np.arange(S)
+            inside = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :]
+            padded = ((rows < h + pads[0])[:, None] & (cols < w + pads[1])[None, :])  # starts are >= -pad
+            counted = padded if count_include_pad else inside
+            out.append((i, j, rows, cols, np.where(inside, weight, 0.0), np.where(counted, weight, 0.0).sum()))
+    return P, Q, out
+
+
+@_ieee
+def weighted_avg_pool2d(x, weight, stride, pads=(0, 0), ceil_mode=False, count_include_pad=True, normalize=True):
+    """Distance-weighted average pooling of x (N, C, H, W) with the (R, S) window weight."""
+    x = np.asarray(x)
+    n, c, h, w = x.shape
+    weight = np.asarray(weight, np.float64)
+    P, Q, windows = _weighted_windows(h, w, weight, stride, pads, ceil_mode, count_include_pad)
+    xp = np.zeros((n, c, h + 2 * weight.shape[0], w + 2 * weight.shape[1]))  # room for any window
+    off_h, off_w = weight.shape
+    xp[:, :, off_h:off_h + h, off_w:off_w + w] = x
+    y = np.empty((n, c, P, Q))
+    for i, j, rows, cols, tw, div in windows:
+        patch = xp[:, :, rows[0] + off_h:rows[-1] + off_h + 1, cols[0] + off_w:cols[-1] + off_w + 1]
+        v = np.einsum("ncrs,rs->nc", patch, tw)
+        y[:, :, i, j] = v / div if normalize else v
+    return y.astype(x.dtype)
+
+
+@_ieee
+def weighted_avg_pool2d_backward(grad_y, x, weight, stride, pads=(0, 0), ceil_mode=False, count_include_pad=True,
+                                 normalize=True):
+    """grad_x (N, C, H, W) of weighted_avg_pool2d given grad_y (N, C, P, Q)."""
+    x = np.asarray(x)
+    n, c, h, w = x.shape
+    weight = np.asarray(weight, np.float64)
+    gy = np.asarray(grad_y, np.float64)
+    _, _, windows = _weighted_windows(h, w, weight, stride, pads, ceil_mode, count_include_pad)
+    off_h, off_w = weight.shape
+    gxp = np.zeros((n, c, h + 2 * off_h, w + 2 * off_w))
+    for i, j, rows, cols, tw, div in windows:
+        g = gy[:, :, i, j] / div if normalize else gy[:, :, i, j]
+        gxp[:, :, rows[0] + off_h:rows[-1] + off_h + 1, cols[0] + off_w:cols[-1] + off_w + 1] += \
+            g[:, :, None, None] * tw
+    return gxp[:, :, off_h:off_h + h, off_w:off_w + w].astype(x.dtype)

@@ -15,12 +15,14 @@ from __future__ import annotations
 import torch
 
 from fastconv._args import as_int, as_tuple, normalize_padding
+from fastconv.pooling import pool_window_weights
 
 from . import ops
 
 __all__ = [
     "conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "lp_pool1d", "lp_pool2d",
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+    "weighted_avg_pool2d",
 ]
 
 
@@ -182,3 +184,21 @@ def adaptive_max_pool1d(input, output_size, return_indices=False):
                       [1] + _adaptive_size(output_size, input.shape[-1:], 1))
     y = y.squeeze(-2)
     return (y, idx.squeeze(-2)) if return_indices else y
+
+
+def _window_tensor(kernel, sigma, weight, normalize):
+    """The window the op takes: ``weight`` as given (checked by fastconv), else the Gaussian's."""
+    if weight is not None:
+        return weight if isinstance(weight, torch.Tensor) else torch.as_tensor(weight)
+    return torch.from_numpy(pool_window_weights(tuple(kernel), sigma=sigma, normalize=bool(normalize)))
+
+
+def weighted_avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, *,
+                        sigma=1.0, weight=None, normalize=True):
+    """fastconv.weighted_avg_pool2d (distance-weighted average pooling), differentiable in
+    input; the window (``weight``, or the Gaussian of ``sigma``) is a constant."""
+    _dims("weighted_avg_pool2d", input, (3, 4))
+    k = _pair(kernel_size, "kernel_size")
+    return ops.call(ops.weighted_avg_pool2d, input, _window_tensor(k, sigma, weight, normalize), k,
+                    _pair(_stride(stride, k), "stride"), _pair(padding, "padding"), bool(ceil_mode),
+                    bool(count_include_pad), bool(normalize))

@@ -27,14 +27,14 @@ from torch import nn
 from torch.nn import functional as torch_F
 
 import fastconv as fc
-from fastconv._args import normalize_padding
+from fastconv._args import as_tuple, normalize_padding, positive
 from fastconv.pooling import plan_pool
 
 from . import functional as F
 from . import ops
 
 __all__ = ["Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "LPPool1d", "LPPool2d",
-           "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d"]
+           "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "WeightedAvgPool2d"]
 
 _TORCH_DTYPES = (torch.float32, torch.float64)  # the dtypes fastconv computes in
 
@@ -363,3 +363,34 @@ FASTCONV_CLASSES = {
     nn.AdaptiveAvgPool1d: AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d: AdaptiveAvgPool2d,
     nn.AdaptiveMaxPool1d: AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d: AdaptiveMaxPool2d,
 }
+
+
+class WeightedAvgPool2d(nn.Module):
+    """Distance-weighted average pooling (fastconv.weighted_avg_pool2d) as a layer: the window
+    (``weight``, or the Gaussian of ``sigma``; float64, (R, S)) is the buffer ``weight``, part of
+    the state_dict and not trained. Differentiable in the input; any device fastconv runs on."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, sigma=1.0,
+                 weight=None, normalize=True):
+        super().__init__()
+        k = tuple(positive(as_tuple(kernel_size, 2, "kernel_size"), "kernel_size"))
+        self.kernel_size = k
+        self.stride = k if stride is None else tuple(as_tuple(stride, 2, "stride"))
+        self.padding = tuple(as_tuple(padding, 2, "padding"))
+        self.ceil_mode, self.count_include_pad, self.normalize = bool(ceil_mode), bool(count_include_pad), \
+            bool(normalize)
+        self.sigma = None if weight is not None else sigma
+        if isinstance(weight, torch.Tensor):
+            weight = weight.detach().cpu().numpy()
+        window = fc.pool_window_weights(k, sigma=sigma, weight=weight, normalize=self.normalize)
+        self.register_buffer("weight", torch.from_numpy(np.ascontiguousarray(window, np.float64)))
+
+    def forward(self, input):
+        return F.weighted_avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                                     self.count_include_pad, weight=self.weight, normalize=self.normalize)
+
+    def extra_repr(self):
+        window = "weight" if self.sigma is None else f"sigma={self.sigma}"
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"ceil_mode={self.ceil_mode}, count_include_pad={self.count_include_pad}, {window}, "
+                f"normalize={self.normalize}")

@@ -406,3 +406,61 @@ def _adaptive_max_pool2d_grad(ctx, grad_y, _grad_indices):
 
 adaptive_max_pool2d.register_autograd(_adaptive_max_pool2d_grad, setup_context=_max_pool2d_setup)
 adaptive_max_pool2d_backward.register_autograd(_max_pool_backward_grad, setup_context=_indices_setup)
+
+
+# ---- distance-weighted average pooling ----------------------------------------------------------
+# The window is a tensor argument (a constant: it gets no gradient), so a module keeps it as a
+# buffer and torch.compile sees it as an input.
+
+@_custom_op("fastconv::weighted_avg_pool2d")
+def weighted_avg_pool2d(x: Tensor, window: Tensor, kernel_size: List[int], stride: List[int], padding: List[int],
+                        ceil_mode: bool, count_include_pad: bool, normalize: bool) -> Tensor:
+    return fc.weighted_avg_pool2d(x, tuple(kernel_size), tuple(stride), tuple(padding), ceil_mode, count_include_pad,
+                                  weight=window, normalize=normalize)
+
+
+@weighted_avg_pool2d.register_fake
+def _weighted_avg_pool2d_fake(x, window, kernel_size, stride, padding, ceil_mode, count_include_pad, normalize):
+    return x.new_empty(_pool_shape(x, kernel_size, stride, padding, (1, 1), ceil_mode))
+
+
+@_custom_op("fastconv::weighted_avg_pool2d_backward")
+def weighted_avg_pool2d_backward(grad_y: Tensor, x: Tensor, window: Tensor, kernel_size: List[int],
+                                 stride: List[int], padding: List[int], ceil_mode: bool, count_include_pad: bool,
+                                 normalize: bool) -> Tensor:
+    return fc.weighted_avg_pool2d_backward(grad_y, x, tuple(kernel_size), tuple(stride), tuple(padding), ceil_mode,
+                                           count_include_pad, weight=window, normalize=normalize)
+
+
+@weighted_avg_pool2d_backward.register_fake
+def _weighted_avg_pool2d_backward_fake(grad_y, x, window, kernel_size, stride, padding, ceil_mode,
+                                       count_include_pad, normalize):
+    return x.new_empty(x.shape)
+
+
+def _weighted_setup(ctx, inputs, output):
+    x, window, *args = inputs
+    ctx.save_for_backward(x, window)
+    ctx.args = args
+
+
+def _weighted_grad(ctx, grad_y):
+    x, window = ctx.saved_tensors
+    return (weighted_avg_pool2d_backward(grad_y, x, window, *ctx.args), None) + (None,) * 6
+
+
+weighted_avg_pool2d.register_autograd(_weighted_grad, setup_context=_weighted_setup)
+
+
+def _weighted_backward_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[2])
+    ctx.args = inputs[3:]
+
+
+def _weighted_backward_grad(ctx, gg_x):
+    """Linear in grad_y: the double backward is the forward on gg_x (nothing for x, the window)."""
+    (window,) = ctx.saved_tensors
+    return (weighted_avg_pool2d(gg_x, window, *ctx.args), None, None) + (None,) * 6
+
+
+weighted_avg_pool2d_backward.register_autograd(_weighted_backward_grad, setup_context=_weighted_backward_setup)
