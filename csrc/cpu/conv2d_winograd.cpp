@@ -244,10 +244,7 @@ inline void scatter_row(const float* yt, float b, float* dst) {
     _mm512_storeu_ps(dst + 48, _mm512_permutex2var_ps(a1, hi, b1));
   }
 }
-
-#else
-constexpr bool kVectorRuns = false;
-#endif
+#endif  // __AVX512F__: kVectorRuns is only read under the same condition
 
 // ---- 8 tiles at a time through an 8 x 8 transpose (AVX2 and AVX-512) ----------------------
 // The runs above need 16 tiles in one row of tiles, which ResNet's maps never give (14 tiles
