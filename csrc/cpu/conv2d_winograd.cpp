@@ -377,7 +377,7 @@ void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const
         {
           for (int i = 0; i < n; ++i)
             for (int j = 0; j < n; ++j)
-#pragma GCC unroll 16
+FC_UNROLL(16)
               for (int l = 0; l < kL; ++l) dt[(i * n + j) * kL + l] = src[i * W + j + M * l];
         }
       }
@@ -468,7 +468,7 @@ void transform_outputs(const ConvParams& p, const Plan& pl, const float* Mb, con
 #endif
         for (int i = 0; i < M; ++i)
           for (int j = 0; j < M; ++j)
-#pragma GCC unroll 16
+FC_UNROLL(16)
             for (int l = 0; l < kL; ++l) dst[i * Q + j + M * l] = yt[(i * M + j) * kL + l] + b;
         continue;
       }
