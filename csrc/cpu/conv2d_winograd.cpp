@@ -376,9 +376,10 @@ void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const
 #endif
         {
           for (int i = 0; i < n; ++i)
-            for (int j = 0; j < n; ++j)
-FC_UNROLL(16)
+            for (int j = 0; j < n; ++j) {
+              FC_UNROLL(16)
               for (int l = 0; l < kL; ++l) dt[(i * n + j) * kL + l] = src[i * W + j + M * l];
+            }
         }
       }
 #if defined(__AVX512F__)
@@ -467,9 +468,10 @@ void transform_outputs(const ConvParams& p, const Plan& pl, const float* Mb, con
         }
 #endif
         for (int i = 0; i < M; ++i)
-          for (int j = 0; j < M; ++j)
-FC_UNROLL(16)
+          for (int j = 0; j < M; ++j) {
+            FC_UNROLL(16)
             for (int l = 0; l < kL; ++l) dst[i * Q + j + M * l] = yt[(i * M + j) * kL + l] + b;
+          }
         continue;
       }
       const int lanes = int(std::min<index_t>(kL, T - tb));

@@ -656,8 +656,9 @@ double oob_test(Kernel kernel, bool dynamic_shared) {
 #else
   (void)kernel;
   (void)dynamic_shared;
-  throw std::runtime_error("fastconv emulator: this planted out-of-bounds self-test runs only in an "
-                           "AddressSanitizer build (FASTCONV_SANITIZE=address)");
+  throw std::runtime_error(
+      "fastconv emulator: this planted out-of-bounds self-test runs only in an "
+      "AddressSanitizer build (FASTCONV_SANITIZE=address)");
 #endif
 }
 
