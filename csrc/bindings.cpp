@@ -51,6 +51,9 @@ namespace {
 #ifndef FASTCONV_VERSION
 #define FASTCONV_VERSION "0.0.0"
 #endif
+#ifndef FASTCONV_SANITIZERS
+#define FASTCONV_SANITIZERS ""
+#endif
 
 // Utility bindings (GEMM, weight transpose, peak) run CPU code directly: the CPU backend
 // sets the calling thread's team size first, as the registry does for kernels.
@@ -723,6 +726,7 @@ PYBIND11_MODULE(FASTCONV_MODULE, m) {
 #if defined(__VERSION__)
     d["compiler"] = __VERSION__;
 #endif
+    d["sanitizers"] = FASTCONV_SANITIZERS;  // FASTCONV_SANITIZE of the build, e.g. "address,undefined"
     py::list ops;  // every op the kernel table has a row for, in Op order
     for (int i = 0; i <= int(Op::weighted_avg_pool2d_backward); ++i) ops.append(op_name(Op(i)));
     d["ops"] = py::tuple(ops);

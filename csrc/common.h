@@ -12,6 +12,19 @@
 #define FC_HD
 #endif
 
+// FC_UNROLL(n): `#pragma GCC unroll n` on the loop that follows: the FFT and Winograd codelets'
+// short fixed-trip loops, fully unrolled into straight-line code. Not in a sanitizer build
+// (FASTCONV_SANITIZE defines FC_SANITIZE): every access there carries its checks, and the
+// unrolled, force-inlined codelets grew into functions that took clang and GCC over half an
+// hour per ISA copy of conv2d_fft.cpp (/work/shared/notes/build-times.md). Unrolling changes no
+// result; the sanitizers check the same source.
+#define FC_PRAGMA(text) _Pragma(#text)
+#if defined(FC_SANITIZE)
+#define FC_UNROLL(n)
+#else
+#define FC_UNROLL(n) FC_PRAGMA(GCC unroll n)
+#endif
+
 namespace fastconv {
 
 using index_t = std::int64_t;  // every size and offset: tensors may exceed 2^31 elements

@@ -87,6 +87,16 @@ RAISES = {
     "memcpy_host_as_device": (r"cudaMemcpy\(.*cudaMemcpyHostToDevice\): cudaErrorInvalidValue", []),
 }
 
+# Planted out-of-bounds writes only AddressSanitizer stops (one float past a cudaMalloc'ed array,
+# past a block's dynamic shared memory, past a local array on a fiber's stack): the kind of report
+# it must give and the kernel its stack must name. A build without ASan refuses to run them.
+ASAN_CATCHES = {
+    "global_oob_write": ("heap-buffer-overflow", "global_oob_kernel"),
+    "shared_oob_write": ("heap-buffer-overflow", "shared_oob_kernel"),
+    "local_oob_write": ("stack-buffer-overflow", "local_oob_kernel"),
+}
+ASAN = "address" in emu.build_info().get("sanitizers", "")
+
 
 @pytest.fixture(autouse=True)
 def _restore_order():
@@ -97,7 +107,7 @@ def _restore_order():
 
 def test_every_selftest_is_classified():
     names = set(emu.selftest_names())
-    known = set(CORRECT) | set(WRONG_IN) | set(RAISES)
+    known = set(CORRECT) | set(WRONG_IN) | set(RAISES) | set(ASAN_CATCHES)
     assert names == known, f"unclassified: {sorted(names - known)}, missing: {sorted(known - names)}"
 
 
@@ -133,6 +143,22 @@ def test_planted_race_gives_wrong_result(name, order):
     error = emu.selftest(name)  # never raises: the emulator cannot see these races
     if order in WRONG_IN[name]:
         assert error > 1e-2
+
+
+@pytest.mark.parametrize("name", sorted(ASAN_CATCHES))
+def test_planted_out_of_bounds_write(name):
+    if not ASAN:
+        with pytest.raises(RuntimeError, match="runs only in an AddressSanitizer build"):
+            emu.selftest(name)
+        return
+    # ASan ends the process at its report: run it in a child (which inherits LD_PRELOAD and the
+    # sanitizer options) and read the report.
+    kind, kernel = ASAN_CATCHES[name]
+    code = f"import fastconv._cuda_emu as emu; emu.selftest({name!r}); print('not caught')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "not caught" not in r.stdout, r.stdout + r.stderr[-4000:]
+    assert f"ERROR: AddressSanitizer: {kind}" in r.stderr, r.stderr[-4000:]
+    assert kernel in r.stderr, r.stderr[-4000:]  # the symbolised stack runs through the kernel
 
 
 def test_shuffle_is_reproducible():

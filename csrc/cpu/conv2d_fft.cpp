@@ -159,9 +159,10 @@ void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const
         // 16 interior tiles side by side: lane l reads src[i * W + j + mw * l].
         const float* src = xc + geo[tb].x_off;
         for (int i = 0; i < N; ++i)
-          for (int j = 0; j < N; ++j)
-#pragma GCC unroll 16
+          for (int j = 0; j < N; ++j) {
+            FC_UNROLL(16)
             for (int l = 0; l < kL; ++l) t[(i * N + j) * kL + l] = src[i * W + j + mw * l];
+          }
       } else {
         for (int l = 0; l < kL; ++l) {
           if (tb + l >= T) {
@@ -191,7 +192,7 @@ void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const
         float* dst = X + (4 + 3 * (b - 4)) * ps + c * ldt + tb;
         const float* cr = re + b * kL;
         const float* ci = im + b * kL;
-#pragma GCC unroll 16
+        FC_UNROLL(16)
         for (int l = 0; l < kL; ++l) {
           dst[l] = cr[l] + ci[l];
           dst[ps + l] = ci[l];
@@ -230,7 +231,7 @@ void transform_outputs(const ConvParams& p, const Plan& pl, const float* Y, cons
       for (int q = 0; q < 4; ++q) std::memcpy(re + q * kL, Y + q * ps + k * ldt + tb, sizeof(float) * kL);
       for (int q = 4; q < Sp::bins; ++q) {  // Re = k1 - k2, Im = k1 + k3
         const float* src = Y + (4 + 3 * (q - 4)) * ps + k * ldt + tb;
-#pragma GCC unroll 16
+        FC_UNROLL(16)
         for (int l = 0; l < kL; ++l) {
           re[q * kL + l] = src[l] - src[ps + l];
           im[q * kL + l] = src[l] + src[2 * ps + l];
@@ -240,9 +241,10 @@ void transform_outputs(const ConvParams& p, const Plan& pl, const float* Y, cons
       if (tb + kL <= T && geo[tb].run) {  // 16 full tiles side by side
         float* dst = yk + geo[tb].y_off;
         for (int i = 0; i < mh; ++i)
-          for (int j = 0; j < mw; ++j)
-#pragma GCC unroll 16
+          for (int j = 0; j < mw; ++j) {
+            FC_UNROLL(16)
             for (int l = 0; l < kL; ++l) dst[i * Q + j + mw * l] = t[(i * N + j) * kL + l] + b;
+          }
         continue;
       }
       const int lanes = int(std::min<index_t>(kL, T - tb));

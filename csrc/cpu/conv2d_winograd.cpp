@@ -244,10 +244,7 @@ inline void scatter_row(const float* yt, float b, float* dst) {
     _mm512_storeu_ps(dst + 48, _mm512_permutex2var_ps(a1, hi, b1));
   }
 }
-
-#else
-constexpr bool kVectorRuns = false;
-#endif
+#endif  // __AVX512F__: kVectorRuns is only read under the same condition
 
 // ---- 8 tiles at a time through an 8 x 8 transpose (AVX2 and AVX-512) ----------------------
 // The runs above need 16 tiles in one row of tiles, which ResNet's maps never give (14 tiles
@@ -379,9 +376,10 @@ void transform_inputs(const ConvParams& p, const Plan& pl, const float* x, const
 #endif
         {
           for (int i = 0; i < n; ++i)
-            for (int j = 0; j < n; ++j)
-#pragma GCC unroll 16
+            for (int j = 0; j < n; ++j) {
+              FC_UNROLL(16)
               for (int l = 0; l < kL; ++l) dt[(i * n + j) * kL + l] = src[i * W + j + M * l];
+            }
         }
       }
 #if defined(__AVX512F__)
@@ -470,9 +468,10 @@ void transform_outputs(const ConvParams& p, const Plan& pl, const float* Mb, con
         }
 #endif
         for (int i = 0; i < M; ++i)
-          for (int j = 0; j < M; ++j)
-#pragma GCC unroll 16
+          for (int j = 0; j < M; ++j) {
+            FC_UNROLL(16)
             for (int l = 0; l < kL; ++l) dst[i * Q + j + M * l] = yt[(i * M + j) * kL + l] + b;
+          }
         continue;
       }
       const int lanes = int(std::min<index_t>(kL, T - tb));

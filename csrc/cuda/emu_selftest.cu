@@ -12,6 +12,8 @@
 //     lane at __syncthreads while named in a __syncwarp mask, an exception inside a kernel,
 //     launches a GPU refuses (1025 threads, block z 65, grid y 65536, 64 KiB of dynamic shared
 //     memory without opting in), an opt-in above 227 KiB, a host pointer given as a device one.
+//   Planted out-of-bounds writes (global, dynamic shared and local memory) that AddressSanitizer
+//     must stop; refused (an error) in a build without it.
 //   Planted bugs that must give wrong results in some thread order: a tiled SGEMM without its
 //     second __syncthreads, a legacy warp-synchronous shared-memory reduction without __syncwarp.
 #include <cmath>
@@ -356,6 +358,35 @@ __global__ void exception_kernel(float* out) {
 // A kernel for the launch-limit checks (never runs). Block: 1.
 __global__ void noop_kernel(float* out) { out[0] = 1.0f; }
 
+// Planted out-of-bounds writes, one past the end of: a cudaMalloc'ed array of n floats (the
+// last thread of the grid), a block's n floats of dynamic shared memory (the last thread of the
+// block), a thread's local array (thread 5). Grid: 2 blocks of n/2 threads. Only AddressSanitizer
+// sees them (the emulator gives each allocation its exact size, and each fiber stack holds ASan's
+// redzones), so they run only in an ASan build, and there in a child process that ASan ends.
+__global__ void global_oob_kernel(float* out, int n) {
+  const int g = int(blockIdx.x * blockDim.x + threadIdx.x);
+  out[g + (g == n - 1)] = 1.0f;
+}
+
+__global__ void shared_oob_kernel(float* out, int n) {
+  FC_DYNAMIC_SHARED(float, s);
+  const int t = int(threadIdx.x), m = int(blockDim.x);
+  s[t + (t == m - 1)] = float(t);
+  __syncthreads();
+  out[blockIdx.x * m + t] = t < m - 1 ? s[t] : 0.0f;
+  (void)n;
+}
+
+__global__ void local_oob_kernel(float* out, int n) {
+  float local[5];
+  const int t = int(threadIdx.x);
+  for (int i = 0; i < 5; ++i) local[i] = float(t + i);
+  float* p = local;  // through a pointer: UBSan's bounds check would see local[5] first
+  p[t == 5 ? 5 : t % 5] = 0.0f;
+  out[blockIdx.x * blockDim.x + t] = local[t % 5];
+  (void)n;
+}
+
 // =============================================================================================
 // Tests (host side)
 // =============================================================================================
@@ -612,6 +643,25 @@ double grid_y_too_large_test() {
   return 0;
 }
 
+// The planted out-of-bounds kernels above: refused unless AddressSanitizer is there to stop them
+// (without it they would corrupt the heap or a fiber stack and run on).
+template <class Kernel>
+double oob_test(Kernel kernel, bool dynamic_shared) {
+#if defined(FASTCONV_EMU_ASAN)
+  const int n = 64;
+  DeviceBuffer<float> out(n);
+  FC_LAUNCH(kernel, 2, n / 2, dynamic_shared ? (n / 2) * sizeof(float) : 0, nullptr, out.p, n);
+  FC_CUDA_CHECK(cudaDeviceSynchronize());
+  return 0;
+#else
+  (void)kernel;
+  (void)dynamic_shared;
+  throw std::runtime_error(
+      "fastconv emulator: this planted out-of-bounds self-test runs only in an "
+      "AddressSanitizer build (FASTCONV_SANITIZE=address)");
+#endif
+}
+
 // A host pointer given as the destination of a host-to-device copy.
 double memcpy_host_as_device_test() {
   std::vector<float> host(16, 0.0f), other(16, 1.0f);
@@ -644,6 +694,9 @@ const std::vector<std::pair<std::string, std::function<double()>>>& table() {
       {"block_z_too_large", block_z_too_large_test},
       {"grid_y_too_large", grid_y_too_large_test},
       {"memcpy_host_as_device", memcpy_host_as_device_test},
+      {"global_oob_write", [] { return oob_test(global_oob_kernel, false); }},
+      {"shared_oob_write", [] { return oob_test(shared_oob_kernel, true); }},
+      {"local_oob_write", [] { return oob_test(local_oob_kernel, false); }},
   };
   return t;
 }

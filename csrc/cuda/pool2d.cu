@@ -461,7 +461,7 @@ __global__ void pool_backward_kernel(const T* __restrict__ grad_y, const std::in
         }
       }
     } else {  // avg, Lp: per window row, the columns' terms summed, then added (the CPU's order)
-      const T* yp = y + plane * out_size;
+      const T* yp = M == kLp ? y + plane * out_size : nullptr;  // avg pooling's backward has no y (null)
       for (I p = p0; p < p1; ++p) {
         const Window<I> wh = Plain ? window_undilated(a.h, p) : window_of(a.h, p);
         T t = T(0);

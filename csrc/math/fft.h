@@ -55,7 +55,7 @@
 #define FC_FFT_FN static __forceinline__ __host__ __device__
 #define FC_FFT_LAMBDA
 #define FC_FFT_OUTLINE static __forceinline__ __host__ __device__
-#elif defined(__GNUC__)
+#elif defined(__GNUC__) && !defined(FC_SANITIZE)  // sanitizer builds: see FC_UNROLL (common.h)
 #define FC_FFT_FN static inline __attribute__((always_inline))
 #define FC_FFT_LAMBDA __attribute__((always_inline))
 #define FC_FFT_OUTLINE static __attribute__((noinline))
@@ -100,7 +100,7 @@ FC_FFT_FN void twiddle(T* re, T* im) {
   if constexpr (j == 0) {
     return;
   } else if constexpr (j == 4) {  // w = s I: (re, im) -> (-s im, s re), no multiplication
-#pragma GCC unroll 16
+    FC_UNROLL(16)
     for (int l = 0; l < L; ++l) {
       const T r = re[l];
       re[l] = s > 0 ? -im[l] : im[l];
@@ -108,14 +108,14 @@ FC_FFT_FN void twiddle(T* re, T* im) {
     }
   } else if constexpr (j == 2 || j == 6) {  // |c| = |s| = sqrt(1/2): two multiplications
     constexpr double q = s / c;             // +-1
-#pragma GCC unroll 16
+    FC_UNROLL(16)
     for (int l = 0; l < L; ++l) {
       const T r = re[l], i = im[l];
       re[l] = T(c) * (q > 0 ? r - i : r + i);
       im[l] = T(c) * (q > 0 ? i + r : i - r);
     }
   } else {
-#pragma GCC unroll 16
+    FC_UNROLL(16)
     for (int l = 0; l < L; ++l) {
       const T r = re[l], i = im[l];
       re[l] = r * T(c) - i * T(s);
@@ -132,7 +132,7 @@ FC_FFT_FN void dif(T (*re)[L], T (*im)[L]) {
     constexpr int H = S / 2;
     static_for<0, H>([&](auto kc) FC_FFT_LAMBDA {
       constexpr int k = decltype(kc)::value;
-#pragma GCC unroll 16
+      FC_UNROLL(16)
       for (int l = 0; l < L; ++l) {
         const T ar = re[k][l], ai = im[k][l], br = re[k + H][l], bi = im[k + H][l];
         re[k][l] = ar + br;
@@ -154,17 +154,18 @@ template <int N, bool Inv, int L, int IS, int OS, class T>
 FC_FFT_FN void cfft(const T* __restrict ire, const T* __restrict iim, T* __restrict ore, T* __restrict oim) {
   constexpr index_t is = IS, os = OS;
   T re[N][L], im[N][L];
-#pragma GCC unroll 16
-  for (int k = 0; k < N; ++k)
-#pragma GCC unroll 16
+  FC_UNROLL(16)
+  for (int k = 0; k < N; ++k) {
+    FC_UNROLL(16)
     for (int l = 0; l < L; ++l) {
       re[k][l] = ire[k * is + l];
       im[k][l] = iim[k * is + l];
     }
+  }
   dif<N, Inv, L>(re, im);
   static_for<0, N>([&](auto pc) FC_FFT_LAMBDA {
     constexpr int p = decltype(pc)::value, k = bit_reverse(p, log2i(N));
-#pragma GCC unroll 16
+    FC_UNROLL(16)
     for (int l = 0; l < L; ++l) {
       ore[k * os + l] = re[p][l];
       oim[k * os + l] = im[p][l];
@@ -180,15 +181,16 @@ FC_FFT_FN void rfft(const T* __restrict x, T* __restrict ore, T* __restrict oim)
   constexpr index_t is = IS, os = OS;
   constexpr int M = N / 2, B = log2i(M);
   T zr[M][L], zi[M][L];
-#pragma GCC unroll 16
-  for (int k = 0; k < M; ++k)
-#pragma GCC unroll 16
+  FC_UNROLL(16)
+  for (int k = 0; k < M; ++k) {
+    FC_UNROLL(16)
     for (int l = 0; l < L; ++l) {
       zr[k][l] = x[(2 * k) * is + l];
       zi[k][l] = x[(2 * k + 1) * is + l];
     }
+  }
   dif<M, false, L>(zr, zi);
-#pragma GCC unroll 16
+  FC_UNROLL(16)
   for (int l = 0; l < L; ++l) {  // Z[0] sits at position 0
     ore[0 * os + l] = zr[0][l] + zi[0][l];
     oim[0 * os + l] = T(0);
@@ -198,7 +200,7 @@ FC_FFT_FN void rfft(const T* __restrict x, T* __restrict ore, T* __restrict oim)
   static_for<1, M>([&](auto kc) FC_FFT_LAMBDA {
     constexpr int k = decltype(kc)::value, pa = bit_reverse(k, B), pb = bit_reverse(M - k, B);
     T er[L], ei[L], orr[L], oi[L];
-#pragma GCC unroll 16
+    FC_UNROLL(16)
     for (int l = 0; l < L; ++l) {
       const T ar = zr[pa][l], ai = zi[pa][l], br = zr[pb][l], bi = -zi[pb][l];  // b = conj Z[M-k]
       er[l] = T(0.5) * (ar + br);
@@ -207,7 +209,7 @@ FC_FFT_FN void rfft(const T* __restrict x, T* __restrict ore, T* __restrict oim)
       oi[l] = T(0.5) * (br - ar);
     }
     twiddle<N, k, false, L>(orr, oi);
-#pragma GCC unroll 16
+    FC_UNROLL(16)
     for (int l = 0; l < L; ++l) {
       ore[k * os + l] = er[l] + orr[l];
       oim[k * os + l] = ei[l] + oi[l];
@@ -223,7 +225,7 @@ FC_FFT_FN void irfft(const T* __restrict ire, const T* __restrict iim, T* __rest
   constexpr index_t is = IS, os = OS;
   constexpr int M = N / 2, B = log2i(M);
   T zr[M][L], zi[M][L];
-#pragma GCC unroll 16
+  FC_UNROLL(16)
   for (int l = 0; l < L; ++l) {
     const T a = ire[0 * is + l], b = ire[M * is + l];
     zr[0][l] = a + b;
@@ -232,7 +234,7 @@ FC_FFT_FN void irfft(const T* __restrict ire, const T* __restrict iim, T* __rest
   static_for<1, M>([&](auto kc) FC_FFT_LAMBDA {
     constexpr int k = decltype(kc)::value;
     T dr[L], di[L];
-#pragma GCC unroll 16
+    FC_UNROLL(16)
     for (int l = 0; l < L; ++l) {
       const T ar = ire[k * is + l], ai = iim[k * is + l];
       const T br = ire[(M - k) * is + l], bi = -iim[(M - k) * is + l];
@@ -242,7 +244,7 @@ FC_FFT_FN void irfft(const T* __restrict ire, const T* __restrict iim, T* __rest
       di[l] = ai - bi;
     }
     twiddle<N, k, true, L>(dr, di);
-#pragma GCC unroll 16
+    FC_UNROLL(16)
     for (int l = 0; l < L; ++l) {  // + I d
       zr[k][l] -= di[l];
       zi[k][l] += dr[l];
@@ -251,7 +253,7 @@ FC_FFT_FN void irfft(const T* __restrict ire, const T* __restrict iim, T* __rest
   dif<M, true, L>(zr, zi);
   static_for<0, M>([&](auto pc) FC_FFT_LAMBDA {
     constexpr int p = decltype(pc)::value, k = bit_reverse(p, B);
-#pragma GCC unroll 16
+    FC_UNROLL(16)
     for (int l = 0; l < L; ++l) {
       x[(2 * k) * os + l] = zr[p][l];
       x[(2 * k + 1) * os + l] = zi[p][l];
@@ -345,10 +347,11 @@ FC_FFT_FN void forward(const T* t, int rows, T* re, T* im) {
     if (i < rows) {
       rfft_pass<N, L, L, L>(t + i * N * L, rr[i][0], ri[i][0]);
     } else {
-#pragma GCC unroll 16
-      for (int v = 0; v < C; ++v)
-#pragma GCC unroll 16
+      FC_UNROLL(16)
+      for (int v = 0; v < C; ++v) {
+        FC_UNROLL(16)
         for (int l = 0; l < L; ++l) rr[i][v][l] = ri[i][v][l] = T(0);
+      }
     }
   }
   static_for<0, 2>([&](auto vc) FC_FFT_LAMBDA {  // the real columns v = 0, N/2
@@ -357,14 +360,14 @@ FC_FFT_FN void forward(const T* t, int rows, T* re, T* im) {
     rfft_pass<N, L, C * L, L>(rr[0][v], cr[0], ci[0]);
     static_for<0, C>([&](auto uc) FC_FFT_LAMBDA {
       constexpr int u = decltype(uc)::value, b = real_column_bin<N>(u, v);
-#pragma GCC unroll 16
+      FC_UNROLL(16)
       for (int l = 0; l < L; ++l) {
         re[b * L + l] = cr[u][l];
         im[b * L + l] = ci[u][l];
       }
     });
   });
-#pragma GCC unroll 8
+  FC_UNROLL(8)
   for (int v = 1; v < S::half; ++v) {
     const int b0 = S::inner + (v - 1) * N;
     cfft_pass<N, false, L, C * L, L>(rr[0][v], ri[0][v], re + b0 * L, im + b0 * L);
@@ -384,22 +387,23 @@ FC_FFT_FN void inverse(const T* re, const T* im, int rows, T* t) {
     T cr[C][L], ci[C][L], col[N][L];
     static_for<0, C>([&](auto uc) FC_FFT_LAMBDA {
       constexpr int u = decltype(uc)::value, b = real_column_bin<N>(u, v);
-#pragma GCC unroll 16
+      FC_UNROLL(16)
       for (int l = 0; l < L; ++l) {
         cr[u][l] = re[b * L + l];
         ci[u][l] = b < S::real_bins ? T(0) : im[b * L + l];
       }
     });
     irfft_pass<N, L, L, L>(cr[0], ci[0], col[0]);
-#pragma GCC unroll 16
-    for (int i = 0; i < N; ++i)
-#pragma GCC unroll 16
+    FC_UNROLL(16)
+    for (int i = 0; i < N; ++i) {
+      FC_UNROLL(16)
       for (int l = 0; l < L; ++l) {
         rr[i][v][l] = col[i][l];
         ri[i][v][l] = T(0);
       }
+    }
   });
-#pragma GCC unroll 8
+  FC_UNROLL(8)
   for (int v = 1; v < S::half; ++v) {
     const int b0 = S::inner + (v - 1) * N;
     cfft_pass<N, true, L, L, C * L>(re + b0 * L, im + b0 * L, rr[0][v], ri[0][v]);

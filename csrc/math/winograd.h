@@ -119,19 +119,19 @@ struct WinogradMatrices<6> {
 template <int Rows, int Cols, int L, class T>
 static FC_HD inline void apply_1d(const double (&mat)[Rows][Cols], const T* in, index_t is, T* out,
                                   index_t os) {
-#pragma GCC unroll 8
+  FC_UNROLL(8)
   for (int i = 0; i < Rows; ++i) {
     T acc[L];
-#pragma GCC unroll 16
+    FC_UNROLL(16)
     for (int l = 0; l < L; ++l) acc[l] = T(0);
-#pragma GCC unroll 8
+    FC_UNROLL(8)
     for (int j = 0; j < Cols; ++j) {
       const T c = T(mat[i][j]);
       if (mat[i][j] == 0.0) continue;
-#pragma GCC unroll 16
+      FC_UNROLL(16)
       for (int l = 0; l < L; ++l) acc[l] += c * in[j * is + l];
     }
-#pragma GCC unroll 16
+    FC_UNROLL(16)
     for (int l = 0; l < L; ++l) out[i * os + l] = acc[l];
   }
 }
@@ -142,10 +142,10 @@ static FC_HD inline void apply_1d(const double (&mat)[Rows][Cols], const T* in, 
 template <int Rows, int Cols, int L, class T>
 static FC_HD inline void apply_2d(const double (&mat)[Rows][Cols], const T* t, T* out) {
   T tmp[Rows * Cols * L];  // Mat t: Rows x Cols
-#pragma GCC unroll 8
+  FC_UNROLL(8)
   for (int col = 0; col < Cols; ++col)
     apply_1d<Rows, Cols, L>(mat, t + col * L, Cols * L, tmp + col * L, Cols * L);
-#pragma GCC unroll 8
+  FC_UNROLL(8)
   for (int row = 0; row < Rows; ++row)  // (Mat t) Mat^T, row by row
     apply_1d<Rows, Cols, L>(mat, tmp + row * Cols * L, L, out + row * Rows * L, L);
 }

@@ -140,6 +140,11 @@ inline Stack stack_alloc(std::size_t size = kStackBytes) {
 }
 
 inline void stack_free(Stack& s) {
+#if defined(FASTCONV_EMU_ASAN)
+  // ASan does not clear the shadow of unmapped memory: frames' redzones left poisoned here
+  // would be false reports in whatever is mapped at these addresses next.
+  if (s.lo) __asan_unpoison_memory_region(s.lo, s.size);
+#endif
   if (s.lo) munmap(s.lo - page_bytes(), s.size + page_bytes());
   s = Stack{};
 }
