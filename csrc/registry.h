@@ -23,6 +23,11 @@ enum class Op : int {
   max_pool2d_backward,
   avg_pool2d_backward,
   lp_pool2d_backward,
+  // Tiled / locally connected convolution (ConvParams::tiles_h x tiles_w kernel sets): w is
+  // (tiles_h, tiles_w, K, C/groups, R, S), bias and grad_bias (tiles_h, tiles_w, K).
+  tiled_conv2d_forward,
+  tiled_conv2d_backward_data,
+  tiled_conv2d_backward_weight,
 };
 const char* op_name(Op op);
 
