@@ -24,6 +24,9 @@
 //           once per image block, written to the workspace (unrolled gradient, N_blk x P*Q x
 //           C*R*S); (2) per (image, input channel) plane (parallel), col2im: each plane adds
 //           its taps in position order.
+// Work items are handed out dynamically (forward: blocks of 32 positions): each writes outputs of its
+// own, so the results do not depend on the schedule, and on a shared machine a thread that
+// loses its core does not hold the others up at a static partition's end.
 // Limits: the dot products of the forward are horizontal reductions (4 per 4 rows); at
 // batch > 1 and tiles 1x1 this is not a packed GEMM and conv2d's kernels are faster; the data
 // gradient's workspace is the unrolled gradient of up to 64 MiB of images at a time.
@@ -40,6 +43,7 @@ namespace {  // everything here differs per ISA: internal linkage keeps the 3 co
 
 constexpr index_t kPatchBlockBytes = 96 * 1024;     // a block of gathered patches (L2)
 constexpr index_t kMaxImageBlock = 16;              // images sharing one pass over the weights
+constexpr index_t kPosBlock = 32;                   // output positions of one forward work item
 constexpr index_t kColBlockBytes = 64 * 1024 * 1024;  // the data gradient's unrolled block
 constexpr double kParallelMinMacs = 1 << 15;         // smaller problems run on one thread
 
@@ -133,35 +137,46 @@ template <class T>
 void tiled_conv2d(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
   const Shape sh(p);
   const index_t nb = image_block(p, sizeof(T));
+  const index_t blocks = (sh.PQ + kPosBlock - 1) / kPosBlock;
 #pragma omp parallel if (parallel_worth(p))
   {
     Buffer<T> patches = Buffer<T>::uninitialized(nb * sh.CRS);
-#pragma omp for schedule(static)
-    for (index_t pos = 0; pos < sh.PQ; ++pos) {
-      const index_t oh = pos / p.Q, ow = pos % p.Q, set = set_of(p, oh, ow);
-      const T* ws = w + set * sh.set_elems;
-      const T* bs = bias ? bias + set * p.K : nullptr;
+    Buffer<T> out = Buffer<T>::uninitialized(nb * p.K * kPosBlock);  // (image, k, position of the block)
+#pragma omp for schedule(dynamic, 1)
+    for (index_t b = 0; b < blocks; ++b) {
+      const index_t pos0 = b * kPosBlock, npos = std::min(kPosBlock, sh.PQ - pos0);
       for (index_t n0 = 0; n0 < p.N; n0 += nb) {
         const index_t nn = std::min(nb, p.N - n0);
-        for (index_t i = 0; i < nn; ++i)
-          gather_patch(p, x + (n0 + i) * p.C * p.H * p.W, oh, ow, patches.data() + i * sh.CRS);
-        for (index_t g = 0; g < p.groups; ++g) {
-          const index_t kend = (g + 1) * sh.Kg;
-          index_t k = g * sh.Kg;
-          for (; k + 4 <= kend; k += 4) {  // 4 weight rows stay in L1 while every image reads them
-            const T* w0 = ws + k * sh.L;
-            for (index_t i = 0; i < nn; ++i) {
-              T acc[4];
-              dot4(patches.data() + i * sh.CRS + g * sh.L, w0, w0 + sh.L, w0 + 2 * sh.L, w0 + 3 * sh.L, sh.L, acc);
-              T* yo = y + ((n0 + i) * p.K + k) * sh.PQ + pos;
-              for (int j = 0; j < 4; ++j) yo[j * sh.PQ] = acc[j] + (bs ? bs[k + j] : T(0));
+        for (index_t j = 0; j < npos; ++j) {
+          const index_t pos = pos0 + j, oh = pos / p.Q, ow = pos % p.Q, set = set_of(p, oh, ow);
+          const T* ws = w + set * sh.set_elems;
+          const T* bs = bias ? bias + set * p.K : nullptr;
+          for (index_t i = 0; i < nn; ++i)
+            gather_patch(p, x + (n0 + i) * p.C * p.H * p.W, oh, ow, patches.data() + i * sh.CRS);
+          for (index_t g = 0; g < p.groups; ++g) {
+            const index_t kend = (g + 1) * sh.Kg;
+            index_t k = g * sh.Kg;
+            for (; k + 4 <= kend; k += 4) {  // 4 weight rows stay in L1 while every image reads them
+              const T* w0 = ws + k * sh.L;
+              for (index_t i = 0; i < nn; ++i) {
+                T acc[4];
+                dot4(patches.data() + i * sh.CRS + g * sh.L, w0, w0 + sh.L, w0 + 2 * sh.L, w0 + 3 * sh.L, sh.L,
+                     acc);
+                T* o = out.data() + (i * p.K + k) * kPosBlock + j;
+                for (int r = 0; r < 4; ++r) o[r * kPosBlock] = acc[r] + (bs ? bs[k + r] : T(0));
+              }
             }
+            for (; k < kend; ++k)
+              for (index_t i = 0; i < nn; ++i)
+                out[(i * p.K + k) * kPosBlock + j] =
+                    dot1(patches.data() + i * sh.CRS + g * sh.L, ws + k * sh.L, sh.L) + (bs ? bs[k] : T(0));
           }
-          for (; k < kend; ++k)
-            for (index_t i = 0; i < nn; ++i)
-              y[((n0 + i) * p.K + k) * sh.PQ + pos] =
-                  dot1(patches.data() + i * sh.CRS + g * sh.L, ws + k * sh.L, sh.L) + (bs ? bs[k] : T(0));
         }
+        // Runs of npos outputs per (image, channel): threads never share a cache line of y
+        // except at block ends (writing y position by position made them fight over every line).
+        for (index_t i = 0; i < nn; ++i)
+          for (index_t k = 0; k < p.K; ++k)
+            std::copy_n(out.data() + (i * p.K + k) * kPosBlock, npos, y + ((n0 + i) * p.K + k) * sh.PQ + pos0);
       }
     }
   }
@@ -182,7 +197,7 @@ void tiled_conv2d_backward_data(const ConvParams& p, const T* grad_y, const T* w
   for (index_t c0 = 0; c0 < p.N; c0 += chunk) {
     const index_t cn = std::min(chunk, p.N - c0);
     // (1) dpatch per position: each weight row read once per block of nb images.
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(dynamic, 4) if (par)
     for (index_t pos = 0; pos < sh.PQ; ++pos) {
       const index_t set = set_of(p, pos / p.Q, pos % p.Q);
       const T* ws = w + set * sh.set_elems;
@@ -215,7 +230,7 @@ void tiled_conv2d_backward_data(const ConvParams& p, const T* grad_y, const T* w
       }
     }
     // (2) col2im: one (image, channel) plane per work item, taps added in position order.
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(dynamic, 1) if (par)
     for (index_t nc = 0; nc < cn * p.C; ++nc) {
       const index_t i = nc / p.C, c = nc % p.C;
       T* plane = grad_x + ((c0 + i) * p.C + c) * p.H * p.W;
