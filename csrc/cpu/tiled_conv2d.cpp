@@ -30,13 +30,14 @@
 // Limits: the dot products of the forward are horizontal reductions (4 per 4 rows); at
 // batch > 1 and tiles 1x1 this is not a packed GEMM and conv2d's kernels are faster; the data
 // gradient's workspace is the unrolled gradient of up to 64 MiB of images at a time.
+#include "cpu/tiled_conv2d.h"
+
 #include <omp.h>
 
 #include <algorithm>
 #include <cstring>
 
 #include "cpu/isa_buffer.h"
-#include "cpu/tiled_conv2d.h"
 
 namespace fastconv::cpu::FC_ISA {
 namespace {  // everything here differs per ISA: internal linkage keeps the 3 copies apart
@@ -75,7 +76,8 @@ index_t col_images(const ConvParams& p, index_t elem_bytes) {
 }
 
 bool parallel_worth(const ConvParams& p) {
-  return double(p.N) * double(p.P * p.Q) * double(p.K) * double(p.C_per_group() * p.R * p.S) >= kParallelMinMacs;
+  return double(p.N) * double(p.P * p.Q) * double(p.K) * double(p.C_per_group() * p.R * p.S) >=
+         kParallelMinMacs;
 }
 
 // patch[c*R*S + r*S + s] = x[n, c, oh*sh - ph + r*dh, ow*sw - pw + s*dw], 0 outside the image.
@@ -160,8 +162,8 @@ void tiled_conv2d(const ConvParams& p, const T* x, const T* w, const T* bias, T*
               const T* w0 = ws + k * sh.L;
               for (index_t i = 0; i < nn; ++i) {
                 T acc[4];
-                dot4(patches.data() + i * sh.CRS + g * sh.L, w0, w0 + sh.L, w0 + 2 * sh.L, w0 + 3 * sh.L, sh.L,
-                     acc);
+                dot4(patches.data() + i * sh.CRS + g * sh.L, w0, w0 + sh.L, w0 + 2 * sh.L, w0 + 3 * sh.L,
+                     sh.L, acc);
                 T* o = out.data() + (i * p.K + k) * kPosBlock + j;
                 for (int r = 0; r < 4; ++r) o[r * kPosBlock] = acc[r] + (bs ? bs[k + r] : T(0));
               }
@@ -176,7 +178,8 @@ void tiled_conv2d(const ConvParams& p, const T* x, const T* w, const T* bias, T*
         // except at block ends (writing y position by position made them fight over every line).
         for (index_t i = 0; i < nn; ++i)
           for (index_t k = 0; k < p.K; ++k)
-            std::copy_n(out.data() + (i * p.K + k) * kPosBlock, npos, y + ((n0 + i) * p.K + k) * sh.PQ + pos0);
+            std::copy_n(out.data() + (i * p.K + k) * kPosBlock, npos,
+                        y + ((n0 + i) * p.K + k) * sh.PQ + pos0);
       }
     }
   }
@@ -188,7 +191,8 @@ index_t tiled_conv2d_backward_data_workspace_bytes(const ConvParams& p, DType dt
 }
 
 template <class T>
-void tiled_conv2d_backward_data(const ConvParams& p, const T* grad_y, const T* w, T* grad_x, void* workspace) {
+void tiled_conv2d_backward_data(const ConvParams& p, const T* grad_y, const T* w, T* grad_x,
+                                void* workspace) {
   const Shape sh(p);
   const index_t chunk = col_images(p, sizeof(T));
   const index_t nb = std::min(chunk, image_block(p, sizeof(T)));
@@ -262,7 +266,8 @@ void tiled_conv2d_backward_weight(const ConvParams& p, const T* grad_y, const T*
   // Work items: (set, block of K rows). Enough of them for every thread even with one set
   // (tiles 1x1); the sums inside an item do not depend on how K is split.
   const index_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  const index_t kblocks = sh.tiles >= 2 * threads ? 1 : std::min(p.K, (2 * threads + sh.tiles - 1) / sh.tiles);
+  const index_t kblocks =
+      sh.tiles >= 2 * threads ? 1 : std::min(p.K, (2 * threads + sh.tiles - 1) / sh.tiles);
   const index_t krows = (p.K + kblocks - 1) / kblocks;
 #pragma omp parallel if (parallel_worth(p))
   {
@@ -308,8 +313,8 @@ void tiled_conv2d_backward_weight(const ConvParams& p, const T* grad_y, const T*
   }
 }
 
-#define FC_TILED_INSTANTIATE(T)                                                                    \
-  template void tiled_conv2d<T>(const ConvParams&, const T*, const T*, const T*, T*);              \
+#define FC_TILED_INSTANTIATE(T)                                                                  \
+  template void tiled_conv2d<T>(const ConvParams&, const T*, const T*, const T*, T*);            \
   template void tiled_conv2d_backward_data<T>(const ConvParams&, const T*, const T*, T*, void*); \
   template void tiled_conv2d_backward_weight<T>(const ConvParams&, const T*, const T*, T*, T*);
 FC_TILED_INSTANTIATE(float)

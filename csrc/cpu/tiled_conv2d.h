@@ -10,17 +10,18 @@
 #pragma once
 #include "params.h"
 
-#define FC_TILED_DECLARATIONS                                                                              \
-  template <class T>                                                                                       \
-  void tiled_conv2d(const ConvParams& p, const T* x, const T* w, const T* bias, T* y);                     \
-  index_t tiled_conv2d_backward_data_workspace_bytes(const ConvParams& p, DType dtype);                    \
-  template <class T>                                                                                       \
-  void tiled_conv2d_backward_data(const ConvParams& p, const T* grad_y, const T* w, T* grad_x,             \
-                                  void* workspace);                                                        \
+#define FC_TILED_DECLARATIONS                                                                             \
+  template <class T>                                                                                      \
+  void tiled_conv2d(const ConvParams& p, const T* x, const T* w, const T* bias, T* y);                    \
+  index_t tiled_conv2d_backward_data_workspace_bytes(const ConvParams& p, DType dtype);                   \
+  template <class T>                                                                                      \
+  void tiled_conv2d_backward_data(const ConvParams& p, const T* grad_y, const T* w, T* grad_x,            \
+                                  void* workspace);                                                       \
   /* grad_w (tiles_h, tiles_w, K, C/groups, R, S) and grad_bias (tiles_h, tiles_w, K): either may be null \
-   */                                                                                                      \
-  template <class T>                                                                                       \
-  void tiled_conv2d_backward_weight(const ConvParams& p, const T* grad_y, const T* x, T* grad_w, T* grad_bias);
+   */                                                                                                     \
+  template <class T>                                                                                      \
+  void tiled_conv2d_backward_weight(const ConvParams& p, const T* grad_y, const T* x, T* grad_w,          \
+                                    T* grad_bias);
 
 namespace fastconv::cpu {
 namespace scalar {
