@@ -333,3 +333,77 @@ def test_core_rejects_tiles_on_other_ops_and_bad_tiles():
         _C.run("tiled_conv2d_forward", "direct", params, {"x": x, "w": wt, "bias": b[0, 0], "y": np.empty(gy.shape)})
     with pytest.raises(ValueError, match="no cpu kernel 'im2col' for tiled_conv2d_forward"):
         _C.run("tiled_conv2d_forward", "im2col", params, {"x": x, "w": wt, "y": np.empty(gy.shape)})
+
+
+# ---- fastconv.torch: ops, autograd, layers ------------------------------------------------------
+
+def test_torch_gradcheck_float64():
+    torch = pytest.importorskip("torch")
+    from fastconv.torch import local_conv2d, tiled_conv2d
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 6, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(2, 3, 6, 2, 3, 2, dtype=torch.float64, generator=g, requires_grad=True)
+    for b in (torch.randn(6, dtype=torch.float64, generator=g, requires_grad=True),
+              torch.randn(2, 3, 6, dtype=torch.float64, generator=g, requires_grad=True)):
+        assert torch.autograd.gradcheck(lambda x, w, b: tiled_conv2d(x, w, b, (2, 1), 1, (1, 2), 2), (x, w, b))
+    p, q = fc.local_conv2d_output_size((6, 5), (3, 2), 1, ((1, 0), (0, 1)))
+    wl = torch.randn(p, q, 3, 4, 3, 2, dtype=torch.float64, generator=g, requires_grad=True)
+    bl = torch.randn(p, q, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: local_conv2d(x, w, b, 1, ((1, 0), (0, 1))), (x, wl, bl))
+
+
+def test_torch_ops_have_fake_shapes():
+    torch = pytest.importorskip("torch")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        x = torch.empty(2, 4, 9, 8)
+        w = torch.empty(2, 3, 5, 4, 3, 3)
+        y = torch.ops.fastconv.tiled_conv2d(x, w, None, [2, 1], [1, 1, 0, 0], [1, 1], 1)
+        gx, gw, gb = torch.ops.fastconv.tiled_conv2d_backward(y, x, w, [2, 1], [1, 1, 0, 0], [1, 1], 1,
+                                                                [True, True, True])
+    assert tuple(y.shape) == (2, 5, 5, 6) and tuple(gw.shape) == tuple(w.shape) and tuple(gb.shape) == (2, 3, 5)
+    assert tuple(gx.shape) == (2, 4, 9, 8)
+
+
+def test_torch_layers_state_dict_and_training_step():
+    torch = pytest.importorskip("torch")
+    from fastconv.torch import LocallyConnected2d, TiledConv2d
+    torch.manual_seed(0)
+    lc = LocallyConnected2d(3, 5, 3, input_size=(8, 7), stride=1, padding=1)
+    assert tuple(lc.weight.shape) == (8, 7, 5, 3, 3, 3) and tuple(lc.bias.shape) == (8, 7, 5)
+    tc = TiledConv2d(3, 5, (3, 2), tiles=2, groups=1, bias="channel")
+    assert tuple(tc.weight.shape) == (2, 2, 5, 3, 3, 2) and tuple(tc.bias.shape) == (5,)
+    x = torch.randn(4, 3, 8, 7)
+    for layer in (lc, tc):
+        y = layer(x)
+        want = torch.from_numpy(fc.tiled_conv2d(x.numpy(), layer.weight.detach().numpy(),
+                                                layer.bias.detach().numpy(), layer.stride, layer.padding))
+        torch.testing.assert_close(y.detach(), want)
+        y.square().mean().backward()
+        assert layer.weight.grad is not None and layer.bias.grad.shape == layer.bias.shape
+        fresh = (LocallyConnected2d(3, 5, 3, input_size=(8, 7), padding=1) if layer is lc
+                 else TiledConv2d(3, 5, (3, 2), tiles=2, bias="channel"))
+        fresh.load_state_dict(layer.state_dict())
+        torch.testing.assert_close(fresh(x), layer(x))
+    with pytest.raises(ValueError, match="positions"):
+        lc(torch.randn(1, 3, 9, 7))  # a locally connected layer is tied to its input size
+    assert "LocallyConnected2d" in repr(lc) and "sets=(8, 7)" in repr(lc)
+
+
+def test_tiled_layer_with_tiles_1_equals_conv2d():
+    torch = pytest.importorskip("torch")
+    from fastconv.torch import TiledConv2d
+    layer = TiledConv2d(4, 6, 3, tiles=1, padding=1, groups=2, bias="channel").double()
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1, groups=2).double()
+    with torch.no_grad():
+        conv.weight.copy_(layer.weight[0, 0])
+        conv.bias.copy_(layer.bias)
+    x = torch.randn(2, 4, 7, 7, dtype=torch.float64, requires_grad=True)
+    y1 = layer(x)
+    y2 = conv(x)
+    torch.testing.assert_close(y1, y2)
+    g1 = torch.autograd.grad(y1.sum(), (x, layer.weight, layer.bias))
+    g2 = torch.autograd.grad(y2.sum(), (x, conv.weight, conv.bias))
+    torch.testing.assert_close(g1[0], g2[0])
+    torch.testing.assert_close(g1[1][0, 0], g2[1])
+    torch.testing.assert_close(g1[2], g2[2])

@@ -15,6 +15,7 @@ from .convert import Skipped, convert
 from .functional import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_max_pool1d, adaptive_max_pool2d,
                          avg_pool1d, avg_pool2d, conv1d, conv2d, lp_pool1d, lp_pool2d, max_pool1d, max_pool2d)
 from .receptive import receptive_field
+from .local import LocallyConnected2d, TiledConv2d, local_conv2d, tiled_conv2d
 from .modules import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveMaxPool1d, AdaptiveMaxPool2d, AvgPool1d,
                       AvgPool2d, Conv1d, Conv2d, LPPool1d, LPPool2d, MaxPool1d, MaxPool2d)
 
@@ -24,4 +25,5 @@ __all__ = [
     "Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "LPPool1d", "LPPool2d",
     "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d",
     "convert", "Skipped", "ops", "receptive_field",
+    "local_conv2d", "tiled_conv2d", "LocallyConnected2d", "TiledConv2d",
 ]
