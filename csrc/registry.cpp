@@ -406,6 +406,11 @@ const std::vector<Kernel>& kernel_table() {
       {"direct", Op::max_pool2d_backward, Device::cuda, pool_supports, no_ws, cuda::max_pool2d_backward},
       {"direct", Op::avg_pool2d_backward, Device::cuda, pool_supports, no_ws, cuda::avg_pool2d_backward},
       {"direct", Op::lp_pool2d_backward, Device::cuda, pool_supports, no_ws, cuda::lp_pool2d_backward},
+      {"direct", Op::tiled_conv2d_forward, Device::cuda, tiled_supports, no_ws, cuda::tiled_conv2d_forward},
+      {"direct", Op::tiled_conv2d_backward_data, Device::cuda, tiled_supports, no_ws,
+       cuda::tiled_conv2d_backward_data},
+      {"direct", Op::tiled_conv2d_backward_weight, Device::cuda, tiled_supports, no_ws,
+       cuda::tiled_conv2d_backward_weight},
 #endif
   };
   return table;

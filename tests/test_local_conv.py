@@ -407,3 +407,68 @@ def test_tiled_layer_with_tiles_1_equals_conv2d():
     torch.testing.assert_close(g1[0], g2[0])
     torch.testing.assert_close(g1[1][0, 0], g2[1])
     torch.testing.assert_close(g1[2], g2[2])
+
+
+# ---- CUDA rows on the SIMT emulator (csrc/cuda/tiled_conv2d.cu) --------------------------------
+
+CUDA_CASES = [c for c in CASES if c[0] <= 3 and c[1] * c[2] * c[3] <= 1100]
+
+
+def _emulator():
+    return pytest.importorskip("fastconv._cuda_emu")
+
+
+def _cuda_rows(E, params, x, wt, b, gy):
+    """(y, grad_x, grad_w, grad_b) of the CUDA rows, every output NaN-filled first."""
+    def dev(a):
+        return E.Tensor(a.ctypes.data, a.dtype.name, a.shape, device="cuda")
+    p = E.ConvParams()
+    for f in "N C H W K R S P Q pad_h pad_w stride_h stride_w dil_h dil_w groups tiles_h tiles_w".split():
+        setattr(p, f, getattr(params, f))
+    y = np.full(gy.shape, np.nan, x.dtype)
+    E.run("tiled_conv2d_forward", "direct", p, {"x": dev(x), "w": dev(wt), "bias": dev(b), "y": dev(y)}, None,
+          "cuda")
+    gx = np.full(x.shape, np.nan, x.dtype)
+    E.run("tiled_conv2d_backward_data", "direct", p, {"grad_y": dev(gy), "w": dev(wt), "grad_x": dev(gx)}, None,
+          "cuda")
+    gw = np.full(wt.shape, np.nan, x.dtype)
+    gb = np.full(b.shape, np.nan, x.dtype)
+    E.run("tiled_conv2d_backward_weight", "direct", p,
+          {"grad_y": dev(gy), "x": dev(x), "grad_w": dev(gw), "grad_bias": dev(gb)}, None, "cuda")
+    return y, gx, gw, gb
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CUDA_CASES, ids=[f"cuda{i}" for i in range(len(CUDA_CASES))])
+def test_cuda_rows_match_reference_in_every_thread_order(case, dtype):
+    E = _emulator()
+    rng = np.random.default_rng(12)
+    x, wt, b, gy, kw = _make(case, dtype, rng)
+    params, pads = _params(x, wt, kw)
+    rkw = dict(stride=(params.stride_h, params.stride_w), pads=pads, dilation=(params.dil_h, params.dil_w),
+               groups=params.groups)
+    want = (ref.tiled_conv2d(x, wt, b, **rkw),) + ref.tiled_conv2d_backward(gy, x, wt, **rkw)
+    before = E.get_order()
+    try:
+        results = {}
+        for order in ("forward", "reverse", "shuffle"):
+            E.set_order(order)
+            results[order] = _cuda_rows(E, params, x, wt, b, gy)
+    finally:
+        E.set_order(before)
+    for got, wnt, name in zip(results["forward"], want, ("forward", "grad_x", "grad_w", "grad_bias")):
+        if params.N == 0 and name in ("forward", "grad_x"):
+            continue  # nothing to compute: the boundary returns before the kernel
+        _close(got, wnt, dtype, name)
+    for order in ("reverse", "shuffle"):  # no atomics, fixed reduction orders
+        for a, b_ in zip(results["forward"], results[order]):
+            np.testing.assert_array_equal(a, b_)
+
+
+@pytest.mark.cuda
+def test_cuda_kernel_rows_listed():
+    E = _emulator()
+    rows = {(k["algorithm"], k["op"], k["device"]) for k in E.kernels()}
+    for op in ("tiled_conv2d_forward", "tiled_conv2d_backward_data", "tiled_conv2d_backward_weight"):
+        assert ("direct", op, "cuda") in rows and ("direct", op, "cpu") in rows

@@ -33,7 +33,8 @@ _ALGORITHMS = ("direct", "reference")
 def _host_arrays(op, named):
     backend, kind = backend_for(named)
     if backend.device != "cpu":
-        raise ValueError(f"{op}: runs on the CPU only (no CUDA kernel yet); move the arrays with .cpu()")
+        raise ValueError(f"{op}: takes CPU arrays only for now (its CUDA kernel rows are not wired to the "
+                         "Python API); move the arrays with .cpu()")
     arrays = [backend.array(a, name) if a is not None else None for name, a in named]
     same_dtype([(name, a) for (name, _), a in zip(named, arrays)])
     return backend, kind, arrays
