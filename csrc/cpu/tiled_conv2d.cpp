@@ -166,14 +166,19 @@ template <class T>
 void tiled_conv2d(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
   const Shape sh(p);
   const index_t nb = image_block(p, sizeof(T));
-  const index_t blocks = (sh.PQ + kPosBlock - 1) / kPosBlock;
+  // Blocks of up to 32 positions, but at least 4 per thread (a 12x12 output on 2 threads: 18
+  // positions a block, not 5 blocks of 32 split 3:2) and at least 16 positions (64 bytes of y).
+  const index_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const index_t pb = std::max<index_t>(std::min<index_t>(16, sh.PQ),
+                                       std::min(kPosBlock, (sh.PQ + 4 * threads - 1) / (4 * threads)));
+  const index_t blocks = (sh.PQ + pb - 1) / pb;
 #pragma omp parallel if (parallel_worth(p))
   {
     Buffer<T> patches = Buffer<T>::uninitialized(nb * sh.CRS);
     Buffer<T> out = Buffer<T>::uninitialized(nb * p.K * kPosBlock);  // (image, k, position of the block)
 #pragma omp for schedule(dynamic, 1)
     for (index_t b = 0; b < blocks; ++b) {
-      const index_t pos0 = b * kPosBlock, npos = std::min(kPosBlock, sh.PQ - pos0);
+      const index_t pos0 = b * pb, npos = std::min(pb, sh.PQ - pos0);
       for (index_t n0 = 0; n0 < p.N; n0 += nb) {
         const index_t nn = std::min(nb, p.N - n0);
         for (index_t j = 0; j < npos; ++j) {

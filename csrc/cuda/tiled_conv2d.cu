@@ -27,8 +27,8 @@ constexpr int kThreads = 256;
 constexpr int kWarp = 32;
 
 template <class T>
-__device__ inline T patch_value(const ConvParams& p, const T* __restrict__ xn, index_t c, index_t r, index_t s,
-                                index_t oh, index_t ow) {
+__device__ inline T patch_value(const ConvParams& p, const T* __restrict__ xn, index_t c, index_t r,
+                                index_t s, index_t oh, index_t ow) {
   const index_t ih = oh * p.stride_h - p.pad_h + r * p.dil_h, iw = ow * p.stride_w - p.pad_w + s * p.dil_w;
   return ih >= 0 && ih < p.H && iw >= 0 && iw < p.W ? xn[(c * p.H + ih) * p.W + iw] : T(0);
 }
@@ -96,7 +96,8 @@ __global__ void tiled_backward_weight(const ConvParams p, const T* __restrict__ 
   for (index_t oh = set / p.tiles_w; oh < p.P; oh += p.tiles_h)
     for (index_t ow = set % p.tiles_w; ow < p.Q; ow += p.tiles_w)
       for (index_t n = 0; n < p.N; ++n)
-        acc += gy[(n * p.K + k) * PQ + oh * p.Q + ow] * patch_value(p, x + n * p.C * p.H * p.W, c, r, s, oh, ow);
+        acc +=
+            gy[(n * p.K + k) * PQ + oh * p.Q + ow] * patch_value(p, x + n * p.C * p.H * p.W, c, r, s, oh, ow);
   gw[i] = acc;
 }
 
@@ -132,8 +133,8 @@ template <class T>
 void backward_weight(const ConvParams& p, const Tensors& t, const ExecContext& ctx) {
   if (t.grad_w) {
     const auto kernel = tiled_backward_weight<T>;
-    FC_LAUNCH(kernel, blocks_for(p.tiles_h * p.tiles_w * p.K * (p.C / p.groups) * p.R * p.S, kThreads), kThreads,
-              0, ctx.stream, p, static_cast<const T*>(t.grad_y), static_cast<const T*>(t.x),
+    FC_LAUNCH(kernel, blocks_for(p.tiles_h * p.tiles_w * p.K * (p.C / p.groups) * p.R * p.S, kThreads),
+              kThreads, 0, ctx.stream, p, static_cast<const T*>(t.grad_y), static_cast<const T*>(t.x),
               static_cast<T*>(t.grad_w));
   }
   if (t.grad_bias) {
