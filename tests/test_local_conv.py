@@ -350,6 +350,8 @@ def test_torch_gradcheck_float64():
     wl = torch.randn(p, q, 3, 4, 3, 2, dtype=torch.float64, generator=g, requires_grad=True)
     bl = torch.randn(p, q, 3, dtype=torch.float64, generator=g, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, w, b: local_conv2d(x, w, b, 1, ((1, 0), (0, 1))), (x, wl, bl))
+    # second derivatives, through the backward op's own formula
+    assert torch.autograd.gradgradcheck(lambda x, w, b: tiled_conv2d(x, w, b, (2, 1), 1, (1, 2), 2), (x, w, b))
 
 
 def test_torch_ops_have_fake_shapes():
@@ -472,3 +474,21 @@ def test_cuda_kernel_rows_listed():
     rows = {(k["algorithm"], k["op"], k["device"]) for k in E.kernels()}
     for op in ("tiled_conv2d_forward", "tiled_conv2d_backward_data", "tiled_conv2d_backward_weight"):
         assert ("direct", op, "cuda") in rows and ("direct", op, "cpu") in rows
+
+
+def test_torch_custom_ops_pass_opcheck():
+    """Schema, autograd registration, fake tensor shapes and AOT dispatch, as torch checks them."""
+    torch = pytest.importorskip("torch")
+    import fastconv.torch  # noqa: F401  (registers the ops)
+    g = torch.Generator().manual_seed(1)
+
+    def rand(*shape):
+        return torch.randn(*shape, dtype=torch.float64, generator=g, requires_grad=True)
+    x, w = rand(2, 4, 7, 6), rand(2, 3, 6, 2, 3, 2)
+    for bias in (None, rand(6), rand(2, 3, 6)):
+        result = torch.library.opcheck(torch.ops.fastconv.tiled_conv2d, (x, w, bias, [2, 1], [1, 0, 0, 1], [1, 2], 2))
+        assert all(v == "SUCCESS" for v in result.values()), result
+    gy = rand(2, 6, 3, 5)
+    result = torch.library.opcheck(torch.ops.fastconv.tiled_conv2d_backward,
+                                   (gy, x, w, [2, 1], [1, 0, 0, 1], [1, 2], 2, [True, True, True]))
+    assert all(v == "SUCCESS" for v in result.values()), result

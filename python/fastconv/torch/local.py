@@ -4,8 +4,8 @@ for conv2d), the functions ``tiled_conv2d`` / ``local_conv2d`` and the layers
 ``LocallyConnected2d`` / ``TiledConv2d``.
 
 Weights are position-major, (TP, TQ, K, C/groups, R, S) (fastconv.local explains why); bias
-is (K,) per channel or per set / position (TP, TQ, K). First derivatives only: the backward
-op has no autograd formula of its own (no double backward).
+is (K,) per channel or per set / position (TP, TQ, K). The backward op is differentiable in
+turn (double backward: it is linear in grad_y, and in x and the weight apart).
 """
 from __future__ import annotations
 
@@ -79,6 +79,40 @@ def _grad(ctx, grad_y):
 
 
 tiled_conv2d_op.register_autograd(_grad, setup_context=_setup)
+
+
+def _backward_setup(ctx, inputs, output):
+    grad_y, x, weight, stride, padding, dilation, groups, needs = inputs
+    ctx.save_for_backward(grad_y, x, weight)
+    ctx.args = (stride, padding, dilation, groups)
+    ctx.needs = needs
+
+
+def _backward_grad(ctx, gg_x, gg_w, gg_b):
+    """Double backward. The backward's outputs are linear in grad_y, grad_x also in the weight
+    and grad_weight in x, so each adjoint is the op again (gg_*: the gradients arriving for
+    grad_x, grad_weight, grad_bias per set):
+      grad_y <- tiled_conv2d(gg_x, weight, bias=gg_b) + tiled_conv2d(x, gg_w)
+      x      <- the grad_x of the backward with gg_w as the weight
+      weight <- the grad_weight of the backward with gg_x as the input"""
+    grad_y, x, weight = ctx.saved_tensors
+    gg_x, gg_w, gg_b = (g if need and g is not None and g.numel() else None
+                        for need, g in zip(ctx.needs, (gg_x, gg_w, gg_b)))
+    d_grad_y = d_x = d_weight = None
+    if ctx.needs_input_grad[0]:
+        if gg_x is not None or gg_b is not None:
+            d_grad_y = tiled_conv2d_op(gg_x if gg_x is not None else torch.zeros_like(x), weight, gg_b, *ctx.args)
+        if gg_w is not None:
+            term = tiled_conv2d_op(x, gg_w, None, *ctx.args)
+            d_grad_y = term if d_grad_y is None else d_grad_y + term
+    if ctx.needs_input_grad[1] and gg_w is not None:
+        d_x = tiled_conv2d_backward_op(grad_y, x, gg_w, *ctx.args, [True, False, False])[0]
+    if ctx.needs_input_grad[2] and gg_x is not None:
+        d_weight = tiled_conv2d_backward_op(grad_y, gg_x, weight, *ctx.args, [False, True, False])[1]
+    return (d_grad_y, d_x, d_weight) + (None,) * 5
+
+
+tiled_conv2d_backward_op.register_autograd(_backward_grad, setup_context=_backward_setup)
 
 
 def _args(x, weight, stride, padding, dilation):
