@@ -730,7 +730,7 @@ PYBIND11_MODULE(FASTCONV_MODULE, m) {
     d["compiler"] = __VERSION__;
 #endif
     py::list ops;  // every op the kernel table has a row for, in Op order
-    for (int i = 0; i <= int(Op::lp_pool2d_backward); ++i) ops.append(op_name(Op(i)));
+    for (int i = 0; i <= int(kLastOp); ++i) ops.append(op_name(Op(i)));
     d["ops"] = py::tuple(ops);
     return d;
   });

@@ -430,7 +430,7 @@ const Kernel* find_kernel(Op op, std::string_view algorithm, Device device) {
 // ---- the boundary ----------------------------------------------------------------------------
 
 Op op_from_name(std::string_view name) {
-  for (int i = 0; i <= int(Op::tiled_conv2d_backward_weight); ++i)
+  for (int i = 0; i <= int(kLastOp); ++i)
     if (name == op_name(Op(i))) return Op(i);
   FC_CHECK(false, "unknown op '", name, "'");
   return Op::conv2d_forward;

@@ -29,6 +29,7 @@ enum class Op : int {
   tiled_conv2d_backward_data,
   tiled_conv2d_backward_weight,
 };
+constexpr Op kLastOp = Op::tiled_conv2d_backward_weight;  // keep it the enum's last entry
 const char* op_name(Op op);
 
 struct Problem {
