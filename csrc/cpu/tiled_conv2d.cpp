@@ -10,8 +10,8 @@
 // group g's rows are a (K/g, L = Cg*R*S) matrix whose rows are contiguous runs. For one
 // output position the patches of a block of images are gathered (C*R*S values each, zeros
 // in the padding) into a small per-thread buffer that stays in L1/L2; then every weight row
-// is read once and dotted with each image's patch (4 rows at a time: 4 independent vector
-// accumulators per image), vectorised along the contiguous L axis. At batch 1 this is a
+// is read once and dotted with each image's patch (4 rows and 2 images at a time: 8
+// independent vector accumulators), vectorised along the contiguous L axis. At batch 1 this is a
 // matrix-vector product per position, bound by reading the weights once
 // (P*Q*K*Cg*R*S values for a locally connected layer); positions are split over threads.
 // Backward, gy = grad_y (N, K, P, Q):
@@ -24,8 +24,8 @@
 //           once per image block, written to the workspace (unrolled gradient, N_blk x P*Q x
 //           C*R*S); (2) per (image, input channel) plane (parallel), col2im: each plane adds
 //           its taps in position order.
-// Work items are handed out dynamically (forward: blocks of 32 positions): each writes outputs of its
-// own, so the results do not depend on the schedule, and on a shared machine a thread that
+// Work items are handed out dynamically (forward: blocks of 16-32 positions, at least 4 a
+// thread, written to y as runs): each writes outputs of its own, so the results do not depend on the schedule, and on a shared machine a thread that
 // loses its core does not hold the others up at a static partition's end.
 // Limits: the dot products of the forward are horizontal reductions (4 per 4 rows); at
 // batch > 1 and tiles 1x1 this is not a packed GEMM and conv2d's kernels are faster; the data
