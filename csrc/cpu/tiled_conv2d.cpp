@@ -25,8 +25,9 @@
 //           C*R*S); (2) per (image, input channel) plane (parallel), col2im: each plane adds
 //           its taps in position order.
 // Work items are handed out dynamically (forward: blocks of 16-32 positions, at least 4 a
-// thread, written to y as runs): each writes outputs of its own, so the results do not depend on the schedule, and on a shared machine a thread that
-// loses its core does not hold the others up at a static partition's end.
+// thread, written to y as runs): each writes outputs of its own, so the results do not depend
+// on the schedule, and on a shared machine a thread that loses its core does not hold the
+// others up at a static partition's end.
 // Limits: the dot products of the forward are horizontal reductions (4 per 4 rows); at
 // batch > 1 and tiles 1x1 this is not a packed GEMM and conv2d's kernels are faster; the data
 // gradient's workspace is the unrolled gradient of up to 64 MiB of images at a time.
