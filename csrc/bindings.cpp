@@ -144,14 +144,20 @@ ExecContext context(const std::string& device, int device_index, std::uintptr_t 
   return ctx;
 }
 
+bool is_tiled_op(Op op) {
+  return op == Op::tiled_conv2d_forward || op == Op::tiled_conv2d_backward_data ||
+         op == Op::tiled_conv2d_backward_weight;
+}
+
 // A convolution problem for the queries (supports, workspace_bytes, ...), which name the dtype.
 Problem conv_problem(const std::string& op, const ConvParams& p, const std::string& dtype, bool prepared) {
   Problem pr;
   pr.op = op_from_name(op);
-  FC_CHECK(
-      pr.op == Op::conv2d_forward || pr.op == Op::conv2d_backward_data || pr.op == Op::conv2d_backward_weight,
-      "op must be a convolution op (conv2d_forward, conv2d_backward_data, conv2d_backward_weight), got '", op,
-      "'");
+  FC_CHECK(pr.op == Op::conv2d_forward || pr.op == Op::conv2d_backward_data ||
+               pr.op == Op::conv2d_backward_weight || is_tiled_op(pr.op),
+           "op must be a convolution op (conv2d_forward, conv2d_backward_data, conv2d_backward_weight, "
+           "tiled_conv2d_*), got '",
+           op, "'");
   pr.conv = p;
   pr.dtype = dtype_from_name(dtype);
   pr.prepared = prepared;
@@ -163,8 +169,8 @@ Problem conv_problem(const std::string& op, const ConvParams& p, const std::stri
 Problem run_problem(const std::string& op, const py::handle& params, bool prepared) {
   Problem pr;
   pr.op = op_from_name(op);
-  const bool conv =
-      pr.op == Op::conv2d_forward || pr.op == Op::conv2d_backward_data || pr.op == Op::conv2d_backward_weight;
+  const bool conv = pr.op == Op::conv2d_forward || pr.op == Op::conv2d_backward_data ||
+                    pr.op == Op::conv2d_backward_weight || is_tiled_op(pr.op);
   if (py::isinstance<ConvParams>(params)) {
     FC_CHECK(conv, op, " takes PoolParams");
     pr.conv = params.cast<ConvParams>();
@@ -486,6 +492,8 @@ PYBIND11_MODULE(FASTCONV_MODULE, m) {
       .def_readwrite("dil_h", &ConvParams::dil_h)
       .def_readwrite("dil_w", &ConvParams::dil_w)
       .def_readwrite("groups", &ConvParams::groups)
+      .def_readwrite("tiles_h", &ConvParams::tiles_h)
+      .def_readwrite("tiles_w", &ConvParams::tiles_w)
       .def("flops", &ConvParams::flops);
 
   py::class_<PoolParams>(m, "PoolParams")
@@ -728,7 +736,7 @@ PYBIND11_MODULE(FASTCONV_MODULE, m) {
 #endif
     d["sanitizers"] = FASTCONV_SANITIZERS;  // FASTCONV_SANITIZE of the build, e.g. "address,undefined"
     py::list ops;  // every op the kernel table has a row for, in Op order
-    for (int i = 0; i <= int(Op::weighted_avg_pool2d_backward); ++i) ops.append(op_name(Op(i)));
+    for (int i = 0; i <= int(kLastOp); ++i) ops.append(op_name(Op(i)));
     d["ops"] = py::tuple(ops);
     return d;
   });

@@ -8,6 +8,10 @@
 //   pads; the bottom/right pads are implied by P and Q (they may differ from the top/left).
 // Pooling: x is (N, C, H, W), y is (N, C, P, Q), windows of R x S (see pool_window()).
 // 1-D problems are 2-D problems with H = R = P = 1.
+// Tiled convolution (ops tiled_conv2d_*): tiles_h x tiles_w kernel sets cycled over the
+// outputs, w (tiles_h, tiles_w, K, C/groups, R, S), output (p, q) using set
+// (p % tiles_h, q % tiles_w); 1 x 1 is conv2d, P x Q a locally connected layer. Every other
+// op requires tiles 1 x 1.
 #pragma once
 #include "common.h"
 
@@ -21,6 +25,7 @@ struct ConvParams {
   index_t stride_h = 1, stride_w = 1;
   index_t dil_h = 1, dil_w = 1;
   index_t groups = 1;
+  index_t tiles_h = 1, tiles_w = 1;  // kernel sets (tiled_conv2d_* ops only)
 
   FC_HD index_t C_per_group() const { return C / groups; }
   FC_HD index_t K_per_group() const { return K / groups; }

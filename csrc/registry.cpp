@@ -10,6 +10,7 @@
 
 #include "cpu/backend.h"
 #include "cpu/kernels.h"
+#include "cpu/tiled_conv2d.h"
 #include "cpu_features.h"
 #if FASTCONV_WITH_CUDA
 #include "cuda/kernels.h"
@@ -30,6 +31,9 @@ const char* op_name(Op op) {
     case Op::lp_pool2d_backward: return "lp_pool2d_backward";
     case Op::weighted_avg_pool2d_forward: return "weighted_avg_pool2d_forward";
     case Op::weighted_avg_pool2d_backward: return "weighted_avg_pool2d_backward";
+    case Op::tiled_conv2d_forward: return "tiled_conv2d_forward";
+    case Op::tiled_conv2d_backward_data: return "tiled_conv2d_backward_data";
+    case Op::tiled_conv2d_backward_weight: return "tiled_conv2d_backward_weight";
   }
   return "?";
 }
@@ -65,7 +69,9 @@ void check_conv_params(const ConvParams& p) {
   // implied bottom/right padding (zeros), as with torch.nn.functional.pad + conv2d.
   checked_count({p.N, p.C, p.H, p.W}, "input");
   checked_count({p.N, p.K, p.P, p.Q}, "output");
-  checked_count({p.K, p.C_per_group(), p.R, p.S}, "weight");
+  FC_CHECK(p.tiles_h > 0 && p.tiles_w > 0 && p.tiles_h <= p.P && p.tiles_w <= p.Q, "tiles (", p.tiles_h, ", ",
+           p.tiles_w, ") must be positive and at most the output size (", p.P, ", ", p.Q, ")");
+  checked_count({p.tiles_h, p.tiles_w, p.K, p.C_per_group(), p.R, p.S}, "weight");
   checked_count({p.N, p.C, p.R, p.S, p.P, p.Q}, "unrolled input");
   // Workspaces hold unrolled images (C*R*S*P*Q values of up to 8 bytes) for a batch or for
   // each thread: their sizes in bytes, for any batch or thread count up to kMaxTeam, fit int64
@@ -335,6 +341,41 @@ void weighted_avg_pool_backward_run(const Problem& pr, const Tensors& t, const E
                                                       mp<double>(t.grad_x));
 }
 
+// ---- tiled / locally connected convolution -------------------------------------------------
+std::string tiled_supports(const Problem& pr) {
+  return pr.op == Op::tiled_conv2d_forward || pr.op == Op::tiled_conv2d_backward_data ||
+                 pr.op == Op::tiled_conv2d_backward_weight
+             ? ""
+             : "not a tiled convolution";
+}
+void tiled_run(const Problem& pr, const Tensors& t, const ExecContext&) {
+  if (pr.dtype == DType::f32)
+    FC_PICK_ISA(tiled_conv2d<float>)(pr.conv, cp<float>(t.x), cp<float>(t.w), cp<float>(t.bias),
+                                     mp<float>(t.y));
+  else
+    FC_PICK_ISA(tiled_conv2d<double>)(pr.conv, cp<double>(t.x), cp<double>(t.w), cp<double>(t.bias),
+                                      mp<double>(t.y));
+}
+index_t tiled_data_ws(const Problem& pr, const ExecContext&) {
+  return FC_PICK_ISA(tiled_conv2d_backward_data_workspace_bytes)(pr.conv, pr.dtype);
+}
+void tiled_data_run(const Problem& pr, const Tensors& t, const ExecContext&) {
+  if (pr.dtype == DType::f32)
+    FC_PICK_ISA(tiled_conv2d_backward_data<float>)(pr.conv, cp<float>(t.grad_y), cp<float>(t.w),
+                                                   mp<float>(t.grad_x), t.workspace);
+  else
+    FC_PICK_ISA(tiled_conv2d_backward_data<double>)(pr.conv, cp<double>(t.grad_y), cp<double>(t.w),
+                                                    mp<double>(t.grad_x), t.workspace);
+}
+void tiled_weight_run(const Problem& pr, const Tensors& t, const ExecContext&) {
+  if (pr.dtype == DType::f32)
+    FC_PICK_ISA(tiled_conv2d_backward_weight<float>)(pr.conv, cp<float>(t.grad_y), cp<float>(t.x),
+                                                     mp<float>(t.grad_w), mp<float>(t.grad_bias));
+  else
+    FC_PICK_ISA(tiled_conv2d_backward_weight<double>)(pr.conv, cp<double>(t.grad_y), cp<double>(t.x),
+                                                      mp<double>(t.grad_w), mp<double>(t.grad_bias));
+}
+
 }  // namespace
 
 const std::vector<Kernel>& kernel_table() {
@@ -368,6 +409,9 @@ const std::vector<Kernel>& kernel_table() {
        weighted_avg_pool_run},
       {"direct", Op::weighted_avg_pool2d_backward, Device::cpu, weighted_pool_supports, no_ws,
        weighted_avg_pool_backward_run},
+      {"direct", Op::tiled_conv2d_forward, Device::cpu, tiled_supports, no_ws, tiled_run},
+      {"direct", Op::tiled_conv2d_backward_data, Device::cpu, tiled_supports, tiled_data_ws, tiled_data_run},
+      {"direct", Op::tiled_conv2d_backward_weight, Device::cpu, tiled_supports, no_ws, tiled_weight_run},
 #if FASTCONV_WITH_CUDA
       // CUDA (csrc/cuda/; in fastconv._cuda_emu the same source on the SIMT emulator).
       {"direct", Op::conv2d_forward, Device::cuda, cuda::conv2d_direct_supports,
@@ -392,6 +436,11 @@ const std::vector<Kernel>& kernel_table() {
        cuda::weighted_avg_pool2d_forward},
       {"direct", Op::weighted_avg_pool2d_backward, Device::cuda, weighted_pool_supports, no_ws,
        cuda::weighted_avg_pool2d_backward},
+      {"direct", Op::tiled_conv2d_forward, Device::cuda, tiled_supports, no_ws, cuda::tiled_conv2d_forward},
+      {"direct", Op::tiled_conv2d_backward_data, Device::cuda, tiled_supports, no_ws,
+       cuda::tiled_conv2d_backward_data},
+      {"direct", Op::tiled_conv2d_backward_weight, Device::cuda, tiled_supports, no_ws,
+       cuda::tiled_conv2d_backward_weight},
 #endif
   };
   return table;
@@ -411,7 +460,7 @@ const Kernel* find_kernel(Op op, std::string_view algorithm, Device device) {
 // ---- the boundary ----------------------------------------------------------------------------
 
 Op op_from_name(std::string_view name) {
-  for (int i = 0; i <= int(Op::weighted_avg_pool2d_backward); ++i)
+  for (int i = 0; i <= int(kLastOp); ++i)
     if (name == op_name(Op(i))) return Op(i);
   FC_CHECK(false, "unknown op '", name, "'");
   return Op::conv2d_forward;
@@ -432,15 +481,25 @@ DType dtype_from_name(std::string_view name) {
 
 namespace {
 
+bool is_tiled(Op op) {
+  return op == Op::tiled_conv2d_forward || op == Op::tiled_conv2d_backward_data ||
+         op == Op::tiled_conv2d_backward_weight;
+}
+
 bool is_conv(Op op) {
-  return op == Op::conv2d_forward || op == Op::conv2d_backward_data || op == Op::conv2d_backward_weight;
+  return op == Op::conv2d_forward || op == Op::conv2d_backward_data || op == Op::conv2d_backward_weight ||
+         is_tiled(op);
 }
 
 void check_params(const Problem& pr) {
-  if (is_conv(pr.op))
+  if (is_conv(pr.op)) {
     check_conv_params(pr.conv);
-  else
+    FC_CHECK(is_tiled(pr.op) || (pr.conv.tiles_h == 1 && pr.conv.tiles_w == 1), op_name(pr.op),
+             " takes tiles 1 x 1 (got ", pr.conv.tiles_h, " x ", pr.conv.tiles_w,
+             "); tiled_conv2d_* take more");
+  } else {
     check_pool_params(pr.pool);
+  }
 }
 
 // The kernel of (op, algorithm, device) after checking the problem and that the kernel can
@@ -542,6 +601,7 @@ namespace {
 
 bool is_backward(Op op) {
   return op == Op::conv2d_backward_data || op == Op::conv2d_backward_weight ||
+         op == Op::tiled_conv2d_backward_data || op == Op::tiled_conv2d_backward_weight ||
          op == Op::max_pool2d_backward || op == Op::avg_pool2d_backward || op == Op::lp_pool2d_backward ||
          op == Op::weighted_avg_pool2d_backward;
 }
@@ -613,7 +673,29 @@ void run(Problem pr, std::string_view algorithm, const ExecContext& ctx, const T
     const ConvParams& p = pr.conv;
     const auto x_shape = {p.N, p.C, p.H, p.W}, y_shape = {p.N, p.K, p.P, p.Q},
                w_shape = {p.K, p.C_per_group(), p.R, p.S};
+    const auto tw_shape = {p.tiles_h, p.tiles_w, p.K, p.C_per_group(), p.R, p.S},
+               tb_shape = {p.tiles_h, p.tiles_w, p.K};
     switch (pr.op) {
+      case Op::tiled_conv2d_forward:
+        t.x = s.in(&TensorArgs::x, "x", x_shape);
+        t.w = s.in(&TensorArgs::w, "weight", tw_shape);
+        t.bias = s.in(&TensorArgs::bias, "bias", tb_shape, false);
+        t.y = s.out(&TensorArgs::y, "y", y_shape);
+        break;
+      case Op::tiled_conv2d_backward_data:
+        t.grad_y = s.in(&TensorArgs::grad_y, "grad_y", y_shape);
+        t.w = s.in(&TensorArgs::w, "weight", tw_shape);
+        t.grad_x = s.out(&TensorArgs::grad_x, "grad_x", x_shape);
+        break;
+      case Op::tiled_conv2d_backward_weight:
+        t.grad_y = s.in(&TensorArgs::grad_y, "grad_y", y_shape);
+        t.x = s.in(&TensorArgs::x, "x", x_shape);
+        t.grad_w = s.out(&TensorArgs::grad_w, "grad_w", tw_shape, false);
+        t.grad_bias = s.out(&TensorArgs::grad_bias, "grad_bias", tb_shape, false);
+        FC_CHECK(t.grad_w || t.grad_bias, "tiled_conv2d_backward_weight needs grad_w, grad_bias or both");
+        needs_workspace = false;
+        skip_empty_batch = false;  // N == 0 runs too: the gradients are then zero
+        break;
       case Op::conv2d_forward:
         t.x = s.in(&TensorArgs::x, "x", x_shape);
         if (pr.prepared)

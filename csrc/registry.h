@@ -26,7 +26,13 @@ enum class Op : int {
   // Distance-weighted average pooling: the window in slot w.
   weighted_avg_pool2d_forward,
   weighted_avg_pool2d_backward,
+  // Tiled / locally connected convolution (ConvParams::tiles_h x tiles_w kernel sets): w is
+  // (tiles_h, tiles_w, K, C/groups, R, S), bias and grad_bias (tiles_h, tiles_w, K).
+  tiled_conv2d_forward,
+  tiled_conv2d_backward_data,
+  tiled_conv2d_backward_weight,
 };
+constexpr Op kLastOp = Op::tiled_conv2d_backward_weight;  // keep it the enum's last entry
 const char* op_name(Op op);
 
 struct Problem {

@@ -44,3 +44,12 @@ def test_resnet_quick_matches_torch():
     out = run_example("resnet.py", "--quick")
     errors = [float(v) for v in re.findall(r"max \|fastconv - torch\| / max \|torch\| = ([\d.e+-]+)", out)]
     assert len(errors) == 2 and max(errors) < 1e-4, out
+
+
+def test_locally_connected_beats_shared_conv_where_position_matters():
+    out = run_example("locally_connected.py", "--quick")
+    acc = {name: float(v) for name, v in re.findall(r"^(shared conv|locally connected) .*?([\d.]+)%", out, re.M)}
+    assert acc["locally connected"] >= 90.0 and acc["shared conv"] <= 75.0, out
+    params = {name: int(v.replace(",", "")) for name, v in
+              re.findall(r"^(shared conv|locally connected) \S.*?\s([\d,]+)\s+[\d,]+\s+[\d.]+%", out, re.M)}
+    assert params["locally connected"] > 10 * params["shared conv"], out

@@ -44,4 +44,10 @@ void lp_pool2d_backward(const Problem& pr, const Tensors& t, const ExecContext& 
 void weighted_avg_pool2d_forward(const Problem& pr, const Tensors& t, const ExecContext& ctx);
 void weighted_avg_pool2d_backward(const Problem& pr, const Tensors& t, const ExecContext& ctx);
 
+// ---- tiled_conv2d.cu: tiled / locally connected convolution (tiles_h x tiles_w kernel sets) ---
+void tiled_conv2d_forward(const Problem& pr, const Tensors& t, const ExecContext& ctx);
+void tiled_conv2d_backward_data(const Problem& pr, const Tensors& t, const ExecContext& ctx);
+// grad_w when t.grad_w, grad_bias (per set) when t.grad_bias (either may be null).
+void tiled_conv2d_backward_weight(const Problem& pr, const Tensors& t, const ExecContext& ctx);
+
 }  // namespace fastconv::cuda

@@ -10,6 +10,7 @@ class ConvParams:
     stride_h: int; stride_w: int
     dil_h: int; dil_w: int
     groups: int
+    tiles_h: int; tiles_w: int
     def __init__(self) -> None: ...
     def flops(self) -> float: ...
 

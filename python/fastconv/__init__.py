@@ -12,6 +12,9 @@ from .arithmetic import NETWORKS, ConvCost, Layer, conv2d_flops, conv2d_params, 
 from .algorithms import get_autotune, get_workspace_limit, set_autotune, set_workspace_limit
 from .functional import (conv1d, conv1d_backward, conv2d, conv2d_backward, conv2d_output_shape, explain,
                          get_num_threads, info, set_num_threads)
+from .local import (local_conv1d, local_conv1d_backward, local_conv2d, local_conv2d_backward,
+                    local_conv2d_output_size, tiled_conv1d, tiled_conv1d_backward, tiled_conv2d,
+                    tiled_conv2d_backward)
 from .plan import ConvPlan, plan_conv2d
 from .pooling import (adaptive_avg_pool1d, adaptive_avg_pool1d_backward, adaptive_avg_pool2d,
                       adaptive_avg_pool2d_backward, adaptive_max_pool1d, adaptive_max_pool1d_backward,
@@ -35,4 +38,6 @@ __all__ = [
     "conv2d_params", "conv2d_flops", "ConvCost", "Layer", "receptive_field", "NETWORKS",
     "weighted_avg_pool2d", "weighted_avg_pool1d", "weighted_avg_pool2d_backward", "weighted_avg_pool1d_backward",
     "pool_window_weights",
+    "tiled_conv2d", "tiled_conv1d", "local_conv2d", "local_conv1d", "tiled_conv2d_backward", "tiled_conv1d_backward",
+    "local_conv2d_backward", "local_conv1d_backward", "local_conv2d_output_size",
 ]

@@ -77,6 +77,76 @@ def conv2d_backward(grad_y, x, w, stride=(1, 1), pads=((0, 0), (0, 0)), dilation
     return gx.astype(x.dtype), gw.reshape(w.shape).astype(x.dtype), gb.astype(x.dtype)
 
 
+# ---- tiled / locally connected convolution ---------------------------------------------------
+
+def _tiled_patches(x, w_shape, stride, pads, dilation):
+    """(padded float64 x, P, Q, patch(i, j)): the (N, C, R, S) window of output (i, j)."""
+    n, c, h, wd = x.shape
+    r, s = w_shape[-2:]
+    (pt, pb), (pl, pr) = pads
+    sh, sw = stride
+    dh, dw = dilation
+    p = _out_size(h, pt, pb, r, sh, dh)
+    q = _out_size(wd, pl, pr, s, sw, dw)
+    xp = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+
+    def window(i, j):
+        return (slice(None), slice(None), slice(i * sh, i * sh + dh * (r - 1) + 1, dh),
+                slice(j * sw, j * sw + dw * (s - 1) + 1, dw))
+    return xp, p, q, window
+
+
+@_ieee
+def tiled_conv2d(x, w, bias=None, stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), groups=1):
+    """Tiled convolution of x (N, C, H, W) with w (TP, TQ, K, C/groups, R, S): output (i, j)
+    is the sum of products of its zero-padded window with set w[i % TP, j % TQ]; bias None,
+    (K,) or per set (TP, TQ, K). TP x TQ = P x Q is a locally connected layer. One position
+    at a time, in float64."""
+    x = np.asarray(x)
+    w = np.asarray(w)
+    n, c = x.shape[:2]
+    tp, tq, k, cg, r, s = w.shape
+    xp, p, q, window = _tiled_patches(x, w.shape, stride, pads, dilation)
+    wg = w.astype(np.float64).reshape(tp, tq, groups, k // groups, cg, r, s)
+    b = None if bias is None else np.asarray(bias, np.float64)
+    y = np.zeros((n, k, p, q), np.float64)
+    for i in range(p):
+        for j in range(q):
+            patch = xp[window(i, j)].reshape(n, groups, cg, r, s)
+            y[:, :, i, j] = np.einsum("ngcrs,gkcrs->ngk", patch, wg[i % tp, j % tq]).reshape(n, k)
+            if b is not None:
+                y[:, :, i, j] += b if b.ndim == 1 else b[i % tp, j % tq]
+    return y.astype(x.dtype)
+
+
+@_ieee
+def tiled_conv2d_backward(grad_y, x, w, stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), groups=1):
+    """Gradients of tiled_conv2d (above) given grad_y (N, K, P, Q): (grad_x (N, C, H, W),
+    grad_w (TP, TQ, K, C/groups, R, S), grad_bias per set (TP, TQ, K)), one position at a
+    time: its window gets grad_y times its set's weights, its set gets grad_y times the
+    window."""
+    x = np.asarray(x)
+    w = np.asarray(w)
+    gy = np.asarray(grad_y, np.float64)
+    n, c, h, wd = x.shape
+    tp, tq, k, cg, r, s = w.shape
+    (pt, _), (pl, _) = pads
+    xp, p, q, window = _tiled_patches(x, w.shape, stride, pads, dilation)
+    wg = w.astype(np.float64).reshape(tp, tq, groups, k // groups, cg, r, s)
+    gxp = np.zeros_like(xp)
+    gw = np.zeros_like(wg)
+    gb = np.zeros((tp, tq, k), np.float64)
+    for i in range(p):
+        for j in range(q):
+            g = gy[:, :, i, j].reshape(n, groups, k // groups)
+            patch = xp[window(i, j)].reshape(n, groups, cg, r, s)
+            gxp[window(i, j)] += np.einsum("ngk,gkcrs->ngcrs", g, wg[i % tp, j % tq]).reshape(n, c, r, s)
+            gw[i % tp, j % tq] += np.einsum("ngk,ngcrs->gkcrs", g, patch)
+            gb[i % tp, j % tq] += gy[:, :, i, j].sum(axis=0)
+    gx = gxp[:, :, pt:pt + h, pl:pl + wd]
+    return gx.astype(x.dtype), gw.reshape(w.shape).astype(x.dtype), gb.astype(x.dtype)
+
+
 # ---- pooling -------------------------------------------------------------------------------
 # Plain loops over output positions, vectorised over (N, C) only; float64 accumulation.
 # x is (N, C, H, W); per-axis arguments are pairs (h, w); pads are symmetric (top, left).

@@ -33,6 +33,12 @@ CONV_CASES = (
     ("1x1", (1, 17, 5, 7), (19, 17, 1, 1), {}),
     ("grouped 3x3 s2", (1, 8, 8, 9), (6, 4, 3, 3), dict(stride=2, groups=2)),
 )
+# Tiled / locally connected convolution: (label, x shape, weight shape (TP, TQ, K, C/groups, R, S),
+# tiled_conv2d keyword arguments); the second is locally connected (TP x TQ = the output size).
+TILED_CASES = (
+    ("tiled 2x3 sets 3x3 p1 d(1,2)", (2, 4, 9, 11), (2, 3, 5, 4, 3, 3), dict(padding=1, dilation=(1, 2))),
+    ("local 3x2 s2 groups 2", (1, 6, 11, 9), (5, 4, 4, 3, 3, 2), dict(stride=2, groups=2)),
+)
 POOL_X = (2, 5, 11, 13)   # Lp pooling takes |x| + 0.1: a fractional power of a negative number is NaN
 # (label, function, positional args, keyword args, backward function)
 POOL_CASES = (
@@ -120,6 +126,7 @@ def run(device_name="cuda", verbose=True, seed=0):
     import fastconv as fc
     from fastconv import _C, reference
     from fastconv._args import conv_params
+    from fastconv.local import _problem as _tiled_problem
 
     from . import runner
 
@@ -158,6 +165,46 @@ def run(device_name="cuda", verbose=True, seed=0):
                         ("grad_bias", gb, gb_ref, back_red[1])]
             chk.check(f"conv2d_backward {a}: {label}", {("conv2d_backward_data", a), ("conv2d_backward_weight", a)},
                       backward)
+
+    for label, xs, ws, kw in TILED_CASES:
+        x, w, b = rand(*xs), rand(*ws), rand(*ws[:3])
+        params, pads, _, _ = _tiled_problem("smoke", x, w, kw.get("stride", 1), kw.get("padding", 0),
+                                            kw.get("dilation", 1), kw.get("groups", 1), False, False)
+        ref_kw = dict(stride=(params.stride_h, params.stride_w), pads=pads, dilation=(params.dil_h, params.dil_w),
+                      groups=params.groups)
+        y_ref = reference.tiled_conv2d(x, w, b, **ref_kw)
+        gy = rand(*y_ref.shape)
+        gx_ref, gw_ref, gb_ref = reference.tiled_conv2d_backward(gy, x, w, **ref_kw)
+        red = (params.C // params.groups) * params.R * params.S
+
+        def tiled(x=x, w=w, b=b, gy=gy, params=params, y_ref=y_ref, gx_ref=gx_ref, gw_ref=gw_ref, gb_ref=gb_ref,
+                  red=red):
+            # The Python functions take CPU arrays only: the rows run through _C.run, on the
+            # device's arrays (outputs uninitialised), the data gradient's workspace included.
+            outs = {name: dev.put(np.empty(shape, np.float32)) for name, shape in
+                    (("y", y_ref.shape), ("grad_x", x.shape), ("grad_w", w.shape), ("grad_bias", b.shape))}
+            ins = {"x": dev.put(x), "w": dev.put(w), "bias": dev.put(b), "grad_y": dev.put(gy)}
+            desc = (lambda a: a) if dev.torch is None else runner.cuda_descriptor
+            index = 0 if dev.torch is None else ins["x"].device.index
+            stream = 0 if dev.torch is None else dev.torch.cuda.current_stream().cuda_stream
+            nbytes = _C.workspace_bytes("direct", params, "float32", False, "tiled_conv2d_backward_data",
+                                        device_name, index)
+            ws = dev.put(np.empty(nbytes, np.uint8)) if nbytes else None
+
+            def run_op(op, **t):
+                _C.run(op, "direct", params, {k: desc(v) for k, v in t.items()},
+                       desc(ws) if ws is not None and op == "tiled_conv2d_backward_data" else None, device_name,
+                       index, stream)
+            run_op("tiled_conv2d_forward", x=ins["x"], w=ins["w"], bias=ins["bias"], y=outs["y"])
+            run_op("tiled_conv2d_backward_data", grad_y=ins["grad_y"], w=ins["w"], grad_x=outs["grad_x"])
+            run_op("tiled_conv2d_backward_weight", grad_y=ins["grad_y"], x=ins["x"], grad_w=outs["grad_w"],
+                   grad_bias=outs["grad_bias"])
+            back_red = params.N * params.P * params.Q
+            return [("y", outs["y"], y_ref, red), ("grad_x", outs["grad_x"], gx_ref, params.K * params.R * params.S),
+                    ("grad_w", outs["grad_w"], gw_ref, back_red), ("grad_bias", outs["grad_bias"], gb_ref, back_red)]
+        chk.check(f"tiled_conv2d forward and backward direct: {label}",
+                  {("tiled_conv2d_forward", "direct"), ("tiled_conv2d_backward_data", "direct"),
+                   ("tiled_conv2d_backward_weight", "direct")}, tiled)
 
     signed = rand(*POOL_X)
     for label, name, args, kw, back in POOL_CASES:
