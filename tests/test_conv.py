@@ -50,8 +50,10 @@ def test_conv1d_matches_reference(row, dtype, rng):
         b = rng.standard_normal(ws[0]).astype(dtype)
         kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
         want = fastconv.conv1d(x, w, b, algorithm="reference", **kw)
+        out = nan_out(want.shape, dtype, row.device)
         got = fastconv.conv1d(*(on_device(a, row.device) for a in (x, w, b)), algorithm=row.algorithm,
-                              out=nan_out(want.shape, dtype, row.device), **kw)
+                              out=out, **kw)
+        assert got is out  # out= itself, not a view of it (found by test_fuzz.py)
         assert got.ndim == 3
         tol_algo = "im2col" if row.algorithm == "auto" else row.algorithm
         assert_close(to_host(got), want, tolerance(tol_algo, dtype, ws[1] * ws[2]), f"conv1d {row} {xs}")
