@@ -132,6 +132,8 @@ def conv_params(x_shape, w_shape, stride, padding, dilation, groups, op="conv2d"
         raise ValueError(f"{op}: input shape {tuple(x_shape)} has an empty channel or spatial dimension")
     if k <= 0 or cg <= 0 or r <= 0 or s <= 0:
         raise ValueError(f"{op}: weight shape {tuple(w_shape)} has an empty dimension")
+    if c % groups != 0:
+        raise ValueError(f"{op}: input channels C={c} must be divisible by groups={groups}")
     if c != cg * groups:
         raise ValueError(f"{op}: input has C={c} channels but weight expects "
                          f"C/groups={cg} x groups={groups} = {cg * groups}")
