@@ -37,7 +37,7 @@ except ImportError:  # the torch cross-check of validity is skipped without torc
     torch = F = None
 
 LONG_RUN = "FASTCONV_FUZZ_EXAMPLES" in os.environ
-EXAMPLES = int(os.environ.get("FASTCONV_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("FASTCONV_FUZZ_EXAMPLES", "200"))
 # A call that takes longer than this is a hang: faulthandler prints every thread's stack and
 # exits the run (the emulator runs a small conv in well under a second).
 HANG_SECONDS = 120
@@ -541,13 +541,15 @@ def draw_conv(data, device):
     gy = None
     out_shape = None
     meta_huge = False
-    if not reasons:
+    if pads is not None and rank_x == nd + 2 and rank_w == nd + 2:
+        # the output's shape (even of a call invalid for another reason: a huge one may raise
+        # MemoryError before the other check)
         out_sizes = tuple((sizes[i] + pads[i][0] + pads[i][1] - dl_t[i] * (kernel[i] - 1) - 1) // st_t[i] + 1
                           for i in range(nd))
-        out_shape = (n, k) + out_sizes
-        if is_huge(out_shape):
-            torch_ok = False
-            meta_huge = True
+        meta_huge = is_huge((n, k) + out_sizes)
+        torch_ok = torch_ok and not meta_huge
+        if not reasons:
+            out_shape = (n, k) + out_sizes
     if backward:
         gy_shape = out_shape if out_shape is not None and not meta_huge else (n, max(k, 1)) + (2,) * nd
         if fz.bad("grad_y shape", 8):
@@ -593,12 +595,12 @@ def draw_conv(data, device):
         call = lambda: fn(x, w, b, **kw, flip=flip, algorithm=algorithm, out=out)  # noqa: E731
 
     meta = dict(nd=nd, backward=backward, algorithm=algorithm, dtype=dtype, kind=arrays.kind, out=out,
-                reasons=reasons, torch_ok=torch_ok, huge=meta_huge, x_shape=x_shape,
+                reasons=reasons, torch_ok=torch_ok, huge=meta_huge, x_shape=x_shape, out_shape=out_shape,
                 desc=describe(f"conv{nd}d" + ("_backward" if backward else "") + (" (plan)" if via_plan else ""),
                               (gy, x, w, b) if backward else (x, w, b), dict(kw, flip=flip, algorithm=algorithm,
                               needs=needs if backward else None, out=out)))
     if not reasons and not meta_huge:
-        meta.update(pads=pads, stride=st_t, dilation=dl_t, groups=groups, flip=flip, out_shape=out_shape,
+        meta.update(pads=pads, stride=st_t, dilation=dl_t, groups=groups, flip=flip,
                     x=host_of(x).astype(np.float64), w=host_of(w).astype(np.float64),
                     b=None if b is None else host_of(b).astype(np.float64),
                     gy=None if gy is None else host_of(gy).astype(np.float64), needs=needs if backward else None)
