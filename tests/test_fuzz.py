@@ -10,9 +10,15 @@ Whether a draw is valid is decided by the predicates below, written from the con
 the CPU, where torch can express the problem, torch must also agree on validity, so an
 "invalid" draw is invalid for torch too and not just for fastconv and this file.
 
-Budget: a short run by default (CI: well under a minute with the emulator);
-``FASTCONV_FUZZ_EXAMPLES=N`` sets max_examples per test for a long run. Failing examples are
-kept in .hypothesis/ (ignored by git) and replayed first on the next run.
+Sizes are small (the reference is NumPy); a few draws take 2**40 or 2**62 for a stride, pad,
+kernel or output size: such a call must raise ValueError/MemoryError, or, when its output is
+empty, return the right shape (it is not computed against the reference).
+
+Budget: 200 examples per test by default (CI: about 20 s for the four tests with the emulator);
+``FASTCONV_FUZZ_EXAMPLES=N`` sets max_examples per test for a long run, and
+``FASTCONV_FUZZ_PROGRESS=PATH`` writes its counts and the call each test is running (a crash
+stops the process before hypothesis can report). Failing examples are kept in .hypothesis/
+(ignored by git) and replayed first on the next run.
 """
 import faulthandler
 import math
@@ -36,7 +42,6 @@ try:
 except ImportError:  # the torch cross-check of validity is skipped without torch
     torch = F = None
 
-LONG_RUN = "FASTCONV_FUZZ_EXAMPLES" in os.environ
 EXAMPLES = int(os.environ.get("FASTCONV_FUZZ_EXAMPLES", "200"))
 # A call that takes longer than this is a hang: faulthandler prints every thread's stack and
 # exits the run (the emulator runs a small conv in well under a second).
