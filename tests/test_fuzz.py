@@ -528,7 +528,9 @@ def draw_conv(data, device):
                 raise Invalid("kernel larger than the padded input")
         if with_bias and bias_len != k:
             raise Invalid("bias length")
-        if device == "cuda" and max(st_t + dl_t + tuple(v for pair in pads for v in pair)) >= 2**30:
+        # (a stride past the padded input gives one output whatever its value: not a limit)
+        st_eff = tuple(min(st_t[i], sizes[i] + sum(pads[i]) - dl_t[i] * (kernel[i] - 1)) for i in range(nd))
+        if device == "cuda" and max(st_eff + dl_t + tuple(v for pair in pads for v in pair)) >= 2**30:
             raise NotForTorch("the CUDA kernels index with 32 bits: strides, dilations, pads below 2^30")
         try:
             if not isinstance(algorithm, str):
