@@ -528,7 +528,8 @@ def draw_conv(data, device):
                 raise Invalid("kernel larger than the padded input")
         if with_bias and bias_len != k:
             raise Invalid("bias length")
-        # (a stride past the padded input gives one output whatever its value: not a limit)
+        # A stride past the padded input gives one output whatever its value: it limits nothing
+        # (the 32-bit rule, Winograd's and FFT's stride 1).
         st_eff = tuple(min(st_t[i], sizes[i] + sum(pads[i]) - dl_t[i] * (kernel[i] - 1)) for i in range(nd))
         if device == "cuda" and max(st_eff + dl_t + tuple(v for pair in pads for v in pair)) >= 2**30:
             raise NotForTorch("the CUDA kernels index with 32 bits: strides, dilations, pads below 2^30")
@@ -536,7 +537,7 @@ def draw_conv(data, device):
             if not isinstance(algorithm, str):
                 raise Invalid("algorithm not a string")
             serves(algorithm, device, backward, dtype, (1,) * (2 - nd) + kernel,
-                   (1,) * (2 - nd) + st_t, (1,) * (2 - nd) + dl_t)
+                   (1,) * (2 - nd) + st_eff, (1,) * (2 - nd) + dl_t)
         except Invalid as e:
             raise NotForTorch(str(e)) from None
     except Invalid as e:
