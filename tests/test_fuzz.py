@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 import emulated
 import fastconv
 from cases import CONV_ROWS, CONV_BACKWARD_ROWS, pool_case, pool_rows
-from compare import (CONV_TOLERANCE, POOL_BACKWARD_TOLERANCE, POOL_TOLERANCE, assert_close,
+from compare import (CONV_TOLERANCE, POOL_BACKWARD_TOLERANCE, POOL_TOLERANCE,
                      pool_reference_backward, pool_reference_forward)
 from fastconv import reference as ref
 
@@ -622,11 +622,16 @@ def lift(a, nd):
     return a if nd == 2 else a[:, :, None, :]
 
 
-def conv_reference(meta):
+def conv_reference(meta, magnitude=False):
     """(y,) or (grad_x, grad_w, grad_b) of the NumPy oracle (float64 accumulation) for a valid
-    draw, in the draw's dtype."""
+    draw; with ``magnitude``, of |x|, |w|, |b|, |grad_y|: each output's sum of |terms|, the
+    scale of its rounding error (a result that cancels to near 0 still carries it)."""
     nd = meta["nd"]
     x, w = lift(meta["x"], nd), lift(meta["w"], nd)
+    if magnitude:
+        x, w = np.abs(x), np.abs(w)
+        meta = dict(meta, b=None if meta["b"] is None else np.abs(meta["b"]),
+                    gy=None if meta["gy"] is None else np.abs(meta["gy"]))
     if meta["flip"]:
         w = w[:, :, ::-1, ::-1]
     two = lambda t, fill: (fill,) * (2 - nd) + tuple(t)  # noqa: E731
@@ -642,6 +647,18 @@ def conv_reference(meta):
     if nd == 1:
         gx, gw = gx[:, :, 0, :], gw[:, :, 0, :]
     return gx, gw, gb
+
+
+def assert_close_to(got, want, magnitude, tol, what):
+    """compare.assert_close's check (shape, finite, max error <= tol x a scale), the scale being
+    the larger of max |want| and max of the sums of |terms| (``magnitude``)."""
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    assert np.all(np.isfinite(got)), f"{what}: non-finite values in output"
+    if not want.size:
+        return
+    scale = max(float(np.max(np.abs(want))), float(np.max(magnitude)), 1e-30)
+    err = float(np.max(np.abs(got.astype(np.float64) - want.astype(got.dtype).astype(np.float64))))
+    assert err <= tol * scale, f"{what}: max error {err:.3e} > {tol:.1e} x {scale:.3e}"
 
 
 def torch_accepts_conv(meta):
@@ -683,14 +700,14 @@ def check_conv(call, meta):
     if meta["huge"]:
         return check_huge(call, meta["out_shape"] if not meta["backward"] else meta["x_shape"])
     got = guarded(call)
-    want = conv_reference(meta)
+    want, scale = conv_reference(meta), conv_reference(meta, magnitude=True)
     dtype = meta["dtype"]
     if not meta["backward"]:
         check_result_type(got, meta["kind"])
         if meta["out"] is not None:
             assert_is_out(got, meta["out"], meta["kind"])
         red = int(np.prod(meta["w"].shape[1:]))
-        assert_close(host_of(got), want[0].astype(dtype), tolerance_of(meta["algorithm"], dtype, red), "forward")
+        assert_close_to(host_of(got), want[0], scale[0], tolerance_of(meta["algorithm"], dtype, red), "forward")
         assert host_of(got).dtype == dtype
         return
     assert isinstance(got, tuple) and len(got) == 3
@@ -699,14 +716,14 @@ def check_conv(call, meta):
     red_x = k // meta["groups"] * int(np.prod(w_shape[2:]))
     red_w = max(int(np.prod(meta["out_shape"][2:])) * n, 1)
     algo = "auto" if meta["algorithm"] == "auto" else meta["algorithm"]
-    for name, g, wnt, red, need in zip(("grad_x", "grad_w", "grad_b"), got, want, (red_x, red_w, red_w),
-                                       meta["needs"]):
+    for name, g, wnt, sc, red, need in zip(("grad_x", "grad_w", "grad_b"), got, want, scale, (red_x, red_w, red_w),
+                                           meta["needs"]):
         if not need:
             assert g is None, f"{name} computed though not needed"
             continue
         check_result_type(g, meta["kind"])
         assert host_of(g).dtype == dtype
-        assert_close(host_of(g), wnt.astype(dtype), tolerance_of(algo, dtype, red), name)
+        assert_close_to(host_of(g), wnt, sc, tolerance_of(algo, dtype, red), name)
 
 
 @pytest.fixture(scope="module", autouse=True)
