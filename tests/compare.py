@@ -239,8 +239,10 @@ def pool_reference_backward(case, x, gy):
         s = lift(kw.get("stride") or kw["kernel_size"], 1)
         ceil = kw.get("ceil_mode", False)
         if case.family == "max":
-            _, idx = ref.max_pool2d(x4, k, s, lift(kw.get("padding", 0), 0), lift(kw.get("dilation", 1), 1), ceil)
-            gx = ref.max_pool2d_backward(gy4, x4.shape, idx)
+            pads, dil = lift(kw.get("padding", 0), 0), lift(kw.get("dilation", 1), 1)
+            _, idx = ref.max_pool2d(x4, k, s, pads, dil, ceil)
+            empty = ref.max_pool2d_empty_windows(*x4.shape[2:], k, s, pads, dil, ceil)
+            gx = ref.max_pool2d_backward(gy4, x4.shape, idx, empty)
         elif case.family == "avg":
             gx = ref.avg_pool2d_backward(gy4, x4, k, s, lift(kw.get("padding", 0), 0), ceil,
                                          kw.get("count_include_pad", True), kw.get("divisor_override"))

@@ -166,6 +166,24 @@ def test_api_flip_needs_and_torch_tensors(rng):
     np.testing.assert_allclose(tw.numpy(), fc.conv2d_backward(gy, x, w, **kw)[1], rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("n, kernel", [(0, (1, 1)), (2, (1, 1)), (2, (1, 3)), (1, (3, 1))])
+def test_flip_with_unit_kernel_axes_gives_torch_tensors(n, kernel, rng):
+    """flip=True with a kernel axis of size 1 on torch tensors: the flipped weight gradient is a
+    tensor (it was a NumPy view with a negative stride on that axis, which NumPy calls contiguous
+    and torch.from_numpy refuses: found by test_fuzz.py with x (0, 1, 1, 1), w (1, 1, 1, 1),
+    flip=True, algorithm='direct', torch tensors)."""
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((n, 2) + (4, 4)).astype(np.float32)
+    w = rng.standard_normal((3, 2) + kernel).astype(np.float32)
+    gy = rng.standard_normal(fc.conv2d(x, w).shape).astype(np.float32)
+    for algorithm in ("direct", "im2col", "auto"):
+        tx, tw, tb = fc.conv2d_backward(*(torch.from_numpy(a) for a in (gy, x, w)), flip=True, algorithm=algorithm)
+        gx, gw, gb = fc.conv2d_backward(gy, x, w, flip=True, algorithm=algorithm)
+        assert all(isinstance(t, torch.Tensor) for t in (tx, tw, tb))
+        np.testing.assert_array_equal(tw.numpy(), gw)
+        np.testing.assert_array_equal(tx.numpy(), gx)
+
+
 @pytest.mark.parametrize("padding", [0, 2, (1, 3), "valid", "same", "full"])
 def test_conv1d_backward_matches_torch(padding, rng):
     torch = pytest.importorskip("torch")

@@ -50,8 +50,10 @@ def test_conv1d_matches_reference(row, dtype, rng):
         b = rng.standard_normal(ws[0]).astype(dtype)
         kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
         want = fastconv.conv1d(x, w, b, algorithm="reference", **kw)
+        out = nan_out(want.shape, dtype, row.device)
         got = fastconv.conv1d(*(on_device(a, row.device) for a in (x, w, b)), algorithm=row.algorithm,
-                              out=nan_out(want.shape, dtype, row.device), **kw)
+                              out=out, **kw)
+        assert got is out  # out= itself, not a view of it (found by test_fuzz.py)
         assert got.ndim == 3
         tol_algo = "im2col" if row.algorithm == "auto" else row.algorithm
         assert_close(to_host(got), want, tolerance(tol_algo, dtype, ws[1] * ws[2]), f"conv1d {row} {xs}")
@@ -127,3 +129,19 @@ def test_auto_uses_winograd_only_on_finite_inputs(rng):
     got = fastconv.conv2d(x, wb, padding=1)
     want = fastconv.conv2d(x, wb, padding=1, algorithm="reference")
     np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+
+
+@pytest.mark.parametrize("row", [row_param(r) for r in CONV_ROWS + [Row(d, "auto") for d in DEVICES]
+                                 if r.algorithm in ("auto", "direct", "im2col")])
+@pytest.mark.parametrize("stride", [2**31, 2**40, (1, 2**40), (2**62, 1)])
+def test_stride_past_the_input(row, stride, rng):
+    """A stride past the padded input gives one output along that axis: it matches the reference
+    (the direct kernel aborted the process at stride 2**40, sizing its band by the stride:
+    found by test_fuzz.py with x (1, 4, 3, 11), w (3, 4, 2, 2), padding ((2, 2), (0, 3)),
+    dilation 3, flip=True, algorithm='autotune')."""
+    x = rng.standard_normal((1, 4, 3, 11)).astype(np.float32)
+    w = rng.standard_normal((3, 4, 2, 2)).astype(np.float32)
+    kw = dict(stride=stride, padding=((2, 2), (0, 3)), dilation=3, flip=True)
+    want = fastconv.conv2d(x, w, algorithm="reference", **kw)
+    got = fastconv.conv2d(on_device(x, row.device), on_device(w, row.device), algorithm=row.algorithm, **kw)
+    assert_close(to_host(got), want, tolerance("direct", np.float32, 16), f"{row} stride {stride}")

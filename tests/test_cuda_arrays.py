@@ -59,7 +59,8 @@ def test_mixing_cpu_and_gpu_arrays_is_a_value_error(rng):
 
 @needs_emulator
 @pytest.mark.parametrize("algorithm, match", [("reference", "runs on the CPU only"),
-                                              ("winograd", "no cuda kernel"), ("fft:8", "unknown algorithm")])
+                                              ("winograd", "no cuda kernel"), ("fft:8", "no cuda kernel"),
+                                              ("bogus", "unknown algorithm")])
 def test_cpu_only_algorithms_are_refused_on_the_gpu(rng, algorithm, match):
     x, w = EmulatedArray(_rand(rng, 1, 16, 8, 8)), EmulatedArray(_rand(rng, 16, 16, 3, 3))
     with pytest.raises(ValueError, match=match):

@@ -1,10 +1,16 @@
 """Every bad input of DESIGN.md's list raises ValueError/TypeError naming the
 argument and its values, before C++ runs; the C++ layer re-checks on its own."""
+import importlib.util
+import pathlib
+
 import numpy as np
 import pytest
 
+import bad_inputs
 import fastconv
 from fastconv import _C
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 X = np.zeros((2, 4, 8, 8), np.float32)
 W = np.zeros((6, 4, 3, 3), np.float32)
@@ -113,3 +119,37 @@ def test_arrays_of_other_devices_are_refused_clearly():
     for error in (TypeError, ValueError):
         with pytest.raises(error, match="CPU and on CUDA devices"):
             fastconv.conv2d(meta, meta)
+
+
+# ---- the table of bad inputs (tests/bad_inputs.py; README.md's "Errors") -----------------------
+
+@pytest.mark.parametrize("row", [pytest.param(r, id=r.what, marks=[pytest.mark.cuda] if r.cuda else [])
+                                 for r in bad_inputs.ROWS])
+def test_bad_input_table(row):
+    """Each row's call raises its exception with exactly its message (or, for an accepted edge
+    case, returns what the row says)."""
+    exc, message = bad_inputs.run(row)
+    assert (exc, message) == (row.exception, row.message)
+    if row.exception is not None:
+        with pytest.raises((ValueError, TypeError, MemoryError)):
+            eval(row.call, bad_inputs.namespace())  # noqa: S307 (the table's own source)
+
+
+def test_bad_input_table_covers_issue_19():
+    """The kinds of bad input issue 19 asks the table to hold, each in at least one row."""
+    kinds = ["wrong rank", "channel mismatch", "groups do not divide", "groups 0", "stride 0", "dilation 0",
+             "negative padding", "kernel larger than the padded input", "output size < 1", "unsupported dtype",
+             "mixed dtypes", "mixed devices", "unknown algorithm", "unknown padding string", "non-integer stride",
+             "object array", "plain list", "pooling kernel 0", "pooling padding more than half the kernel",
+             "adaptive output size 0", "Lp norm 0", "backward grad of the wrong shape"]
+    whats = [r.what for r in bad_inputs.ROWS]
+    assert [k for k in kinds if not any(w.startswith(k) for w in whats)] == []
+
+
+def test_readme_errors_table_is_the_rows():
+    """README.md's Errors table is tools/errors_table.py's rendering of the rows."""
+    spec = importlib.util.spec_from_file_location("errors_table", ROOT / "tools" / "errors_table.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    readme = (ROOT / "README.md").read_text()
+    assert tool.with_table(readme, bad_inputs.render()) == readme, "run python tools/errors_table.py"

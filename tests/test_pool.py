@@ -222,6 +222,11 @@ ERRORS = [  # (call, exception, words the message must contain, torch raises too
     (lambda m: m.max_pool1d(X1, 2, padding=2), ValueError, "padding", True),
     (lambda m: m.avg_pool1d(X1, 10), ValueError, "output size", True),
     (lambda m: m.adaptive_max_pool1d(X1, -2), ValueError, "output_size", True),
+    # the kernel area past int64 (found by test_fuzz.py: lp_pool2d(ones (1, 1, 3, 3), 2, 2**40,
+    # ceil_mode=True) returned 0, its area 2**80 wrapped around in int64, where torch's rule gives 2**40)
+    (lambda m: m.lp_pool2d(X, 2, 2**40, ceil_mode=True), ValueError, "int64", False),
+    (lambda m: m.lp_pool2d(X, 2, 2**32, ceil_mode=True), ValueError, "int64", False),
+    (lambda m: m.max_pool2d(X, 2**32, ceil_mode=True), ValueError, "int64", False),
 ]
 
 
@@ -242,6 +247,12 @@ def test_errors(i):
         # torch's checks raise RuntimeError or TypeError (lp_pool2d's norm_type=0: ZeroDivisionError)
         with pytest.raises((RuntimeError, TypeError, ValueError, ZeroDivisionError)):
             call(TorchArgs())
+
+
+def test_kernel_area_within_int64_is_exact():
+    """The largest kernel area int64 holds: Lp pooling rescales a clipped window to it as torch."""
+    y = fc.lp_pool2d(np.ones((1, 1, 3, 3), np.float32), 2, 2**31, ceil_mode=True)
+    np.testing.assert_allclose(y.ravel(), [2.0**31], rtol=1e-6)
 
 
 def test_out_is_checked():

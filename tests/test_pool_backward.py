@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import fastconv as fc
-from cases import DTYPE_IDS, DTYPES, POOL_CASES, pool_rows, row_param
-from compare import (POOL_BACKWARD_TOLERANCE, assert_grad_matches, pool_backward, pool_backward_reference,
-                     pool_reference, run_pool_backward)
+from cases import DTYPE_IDS, DTYPES, POOL_CASES, pool_case, pool_rows, row_param
+from compare import (POOL_BACKWARD_TOLERANCE, assert_grad_matches, on_device, pool_backward, pool_backward_reference,
+                     pool_reference, run_pool_backward, to_host)
 from fastconv import _C
 from fastconv import reference as ref
 
@@ -167,3 +167,27 @@ def test_errors(call, exc, words):
     with pytest.raises(exc) as info:
         call()
     assert words in str(info.value)
+
+
+# A dilated window in the padding whose index (first row past the top padding) * W + (first
+# column past the left padding) wraps past the row's end onto an element it never read: x
+# (1, 1, 2, 1), kernel (1, 2), padding (0, 1), dilation 2 gives y = -inf with indices [1, 2].
+# fastconv passes no gradient from such a window, the reference too; torch adds window 0's
+# gradient at x[1] (found by test_fuzz.py, where the reference still added it).
+WRAPPED_EMPTY = pool_case("max_pool2d", (1, 1, 2, 1), kernel_size=(1, 2), padding=(0, 1), dilation=2)
+
+
+@pytest.mark.parametrize("row", [row_param(r) for r in pool_rows("max_pool2d", "backward")])
+def test_empty_window_with_an_index_inside_the_plane_passes_no_gradient(row):
+    x = np.array([1.0, 2.0], np.float32).reshape(WRAPPED_EMPTY.shape)
+    gy = np.array([5.0, 7.0], np.float32).reshape(1, 1, 2, 1)
+    y, idx = fc.max_pool2d(x, **WRAPPED_EMPTY.kw, return_indices=True)
+    np.testing.assert_array_equal(idx.ravel(), [1, 2])
+    assert np.all(y == -np.inf)
+    want = ref.max_pool2d_backward(gy, x.shape, idx, ref.max_pool2d_empty_windows(2, 1, (1, 2), (1, 2), (0, 1), (2, 2)))
+    np.testing.assert_array_equal(want, np.zeros_like(x))
+    for indices in (None, idx):
+        extra = {} if indices is None else {"indices": on_device(indices, row.device)}
+        got = to_host(fc.max_pool2d_backward(on_device(gy, row.device), on_device(x, row.device), **WRAPPED_EMPTY.kw,
+                                             **extra))
+        np.testing.assert_array_equal(got, want)

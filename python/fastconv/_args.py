@@ -135,6 +135,8 @@ def conv_params(x_shape, w_shape, stride, padding, dilation, groups, op="conv2d"
         raise ValueError(f"{op}: input shape {tuple(x_shape)} has an empty channel or spatial dimension")
     if k <= 0 or cg <= 0 or r <= 0 or s <= 0:
         raise ValueError(f"{op}: weight shape {tuple(w_shape)} has an empty dimension")
+    if c % groups != 0:
+        raise ValueError(f"{op}: input channels C={c} must be divisible by groups={groups}")
     if c != cg * groups:
         raise ValueError(f"{op}: input has C={c} channels but weight expects "
                          f"C/groups={cg} x groups={groups} = {cg * groups}")
@@ -157,6 +159,11 @@ def conv_params(x_shape, w_shape, stride, padding, dilation, groups, op="conv2d"
     p.pad_h, p.pad_w = pads[0][0], pads[1][0]
     p.P = output_size(h, pads[0][0], pads[0][1], r, stride[0], dilation[0])
     p.Q = output_size(w, pads[1][0], pads[1][1], s, stride[1], dilation[1])
+    # A stride past the padded input gives one output whatever its value: it is cut to the
+    # smallest that does, so no kernel sizes a buffer by it (direct's band, de-interleaved by
+    # the stride, asked for terabytes at stride 2**40, and its OpenMP region aborted the process).
+    p.stride_h = min(p.stride_h, h + pads[0][0] + pads[0][1] - (dilation[0] * (r - 1) + 1) + 1)
+    p.stride_w = min(p.stride_w, w + pads[1][0] + pads[1][1] - (dilation[1] * (s - 1) + 1) + 1)
     p.groups = groups
     check_element_count((n, k, p.P, p.Q), "output")
     check_element_count((n, c, r, s, p.P, p.Q), "unrolled input")

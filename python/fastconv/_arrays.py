@@ -84,7 +84,9 @@ class HostBackend:
 
     def flip_kernel(self, w):
         """w (K, C, R, S) with each kernel rotated 180 degrees, as a contiguous copy."""
-        return np.ascontiguousarray(w[:, :, ::-1, ::-1])
+        # a copy, not ascontiguousarray: that keeps a view whose size-1 axes have negative
+        # strides (NumPy calls it contiguous), which torch.from_numpy refuses
+        return w[:, :, ::-1, ::-1].copy()
 
     def contiguous(self, a):
         """a (already this backend's array, any dtype) C-contiguous: itself or a copy."""

@@ -308,6 +308,9 @@ def resolve(algorithm, params, dtype, device="cpu"):
     names = available(device)
     if algorithm in POLICIES:  # functional.py turns these into a kernel (it has the data)
         return algorithm
+    if device != "cpu" and algorithm not in names and algorithm in available("cpu"):
+        raise ValueError(f"algorithm {algorithm!r} has no {device} kernel (it runs on the CPU); on {device}: "
+                         f"{', '.join(n for n in names if n != 'reference')}")
     if algorithm == "winograd":
         why = _C.supports("winograd:2", params, dtype.name, "conv2d_forward", device)
         if why:

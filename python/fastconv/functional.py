@@ -95,13 +95,15 @@ def _conv_nd(op, x, weight, bias, stride, padding, dilation, groups, flip, algor
         w_arr = backend.flip_kernel(w_arr)
     algo = algorithms.resolve(algorithm, params, x_arr.dtype, device=backend.device)
     y_shape = (params.N, params.K, params.Q) if one_d else None
+    out_1d = None
     if out is not None and one_d:
-        out = backend.check_out(out, y_shape, x_arr.dtype).reshape(params.N, params.K, 1, params.Q)
+        out_1d = backend.check_out(out, y_shape, x_arr.dtype)
+        out = out_1d.reshape(params.N, params.K, 1, params.Q)
     if algo in algorithms.POLICIES:
         algo = _choose(algo, x_arr, w_arr, b_arr, params, pads, out, backend)
     y = _run_conv(x_arr, w_arr, b_arr, params, pads, algo, out, backend)
-    if one_d:
-        y = y.reshape(y_shape)
+    if one_d:  # out= is returned itself, as in 2-D, not a reshaped view of it
+        y = out_1d if out_1d is not None else y.reshape(y_shape)
     return backend.wrap(y, kind)
 
 

@@ -74,6 +74,9 @@ def _user_shape(n, c, out, rank, nd):
 
 def _params(arr, out2, k2=(1, 1), s2=(1, 1), p2=(0, 0), d2=(1, 1), adaptive=False):
     n, c, h, w = arr.shape
+    # The kernels count taps as int64 (Lp's kernel area, the work per call): like conv's
+    # unrolled input, the taps of all windows must not overflow it.
+    check_element_count((n, c) + tuple(out2) + tuple(k2), "pooling windows (N, C, P, Q, kH, kW)")
     prm = _C.PoolParams()
     prm.N, prm.C, prm.H, prm.W = n, c, h, w
     prm.P, prm.Q = out2

@@ -274,16 +274,30 @@ def avg_pool2d_backward(grad_y, x, kernel, stride, pads=(0, 0), ceil_mode=False,
     return _average_backward(grad_y, x.shape, windows).astype(x.dtype)
 
 
-def max_pool2d_backward(grad_y, x_shape, indices):
+def max_pool2d_empty_windows(h, w, kernel, stride, pads=(0, 0), dilation=(1, 1), ceil_mode=False):
+    """(P, Q) mask of max pooling's windows with no tap inside the input (dilated, all in the
+    padding): y = -inf whatever x is."""
+    P = pool_output_size(h, kernel[0], stride[0], pads[0], dilation[0], ceil_mode)
+    Q = pool_output_size(w, kernel[1], stride[1], pads[1], dilation[1], ceil_mode)
+    rows = np.array([not _pool_taps(i, h, kernel[0], stride[0], pads[0], dilation[0]) for i in range(P)], bool)
+    cols = np.array([not _pool_taps(j, w, kernel[1], stride[1], pads[1], dilation[1]) for j in range(Q)], bool)
+    return rows[:, None] | cols[None, :]
+
+
+def max_pool2d_backward(grad_y, x_shape, indices, empty=None):
     """grad_x (N, C, H, W) of max pooling: grad_y added at the forward's indices (flat into
     each H*W plane); works for adaptive max pooling too. A dilated window with no tap inside
-    the input (y = -inf whatever x is; its index lies past the plane) passes no gradient."""
+    the input (``empty``, max_pool2d_empty_windows; y = -inf whatever x is) passes no
+    gradient: its index may lie past the plane, or, wrapping past a row's end, name an
+    element the window never read (torch adds the gradient there)."""
     gy = np.asarray(grad_y)
     n, c, h, w = x_shape
     gx = np.zeros((n * c, h * w), np.float64)
     rows = np.repeat(np.arange(n * c), gy.shape[2] * gy.shape[3])
     idx = np.asarray(indices).reshape(-1)
     inside = idx < h * w
+    if empty is not None:
+        inside &= ~np.broadcast_to(empty, gy.shape).reshape(-1)
     np.add.at(gx, (rows[inside], idx[inside]), gy.reshape(-1).astype(np.float64)[inside])
     return gx.reshape(x_shape).astype(gy.dtype)
 
