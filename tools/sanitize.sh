@@ -81,7 +81,8 @@ tests=(tests/test_conv.py tests/test_boundary.py tests/test_errors.py tests/test
   tests/test_pool_backward.py tests/test_backward.py tests/test_direct_paths.py tests/test_fft.py
   tests/test_winograd.py tests/test_gemm.py tests/test_plan.py tests/test_api.py
   tests/test_reference.py tests/test_emulator.py tests/test_cuda_gemm.py tests/test_cuda_pool.py
-  tests/test_cuda_direct.py tests/test_cuda_arrays.py tests/test_threads.py tests/test_numerics.py)
+  tests/test_cuda_direct.py tests/test_cuda_arrays.py tests/test_threads.py tests/test_numerics.py
+  tests/test_local_conv.py tests/test_weighted_pool.py)
 shopt -s nullglob
 tests+=(tests/test_fuzz*.py)  # the fuzz tests, at CI's short budget, where they exist
 shopt -u nullglob
