@@ -1,6 +1,7 @@
 # smoke.py: `python -m fastconv.bench.smoke --device cuda`: every kernel of the table on one device
 # run once on small odd-sized problems (conv2d forward and backward per algorithm, every pooling op
-# forward and backward, and on CUDA the tiled GEMM), each result checked against the CPU: a few
+# forward and backward (distance-weighted included), tiled/locally connected convolution, and on
+# CUDA the tiled GEMM), each result checked against the CPU: a few
 # seconds' run that tools/device_run.sh puts under compute-sanitizer (memcheck, racecheck), where
 # the full test suite would take far too long. Exit codes: 0 all matched (also --device cuda
 # without a GPU: "skipped: no CUDA device"), 1 a mismatch or an error, 2 bad arguments.
@@ -51,6 +52,11 @@ POOL_CASES = (
     ("adaptive avg (3,5)", "adaptive_avg_pool2d", ((3, 5),), {}, "adaptive_avg_pool2d_backward"),
     ("adaptive max (3,5) +indices", "adaptive_max_pool2d", ((3, 5),), dict(return_indices=True),
      "adaptive_max_pool2d_backward"),
+    # distance-weighted: a Gaussian (the separable path) and a window that is no outer product
+    ("weighted gauss 3x3 s2 p1 ceil no-pad-count", "weighted_avg_pool2d", (3, 2, 1, True, False),
+     dict(sigma=1.3), "weighted_avg_pool2d_backward"),
+    ("weighted 2-D window (2,3) unnormalised", "weighted_avg_pool2d", ((2, 3), 1),
+     dict(weight=np.array([[1.0, 2.0, 0.5], [0.25, 3.0, 1.0]]), normalize=False), "weighted_avg_pool2d_backward"),
 )
 GEMM_CASES = ((False, False, 37, 29, 41, 1), (True, False, 37, 29, 41, 1), (False, True, 37, 29, 41, 1),
               (True, True, 37, 29, 41, 1), (False, False, 33, 65, 17, 3))   # trans_a, trans_b, M, N, K, batch
