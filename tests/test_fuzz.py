@@ -687,18 +687,28 @@ def torch_accepts_conv(meta):
         return False
 
 
-def check_conv(call, meta):
+def settled_without_values(call, meta, accepted, huge_shape):
+    """The checks every drawn call gets before its values: an invalid call raises (and torch
+    refuses it too, where torch can express it), a valid one is accepted by torch, a huge one
+    gives the right shape or MemoryError/ValueError. True when nothing is left to compare."""
     event("valid" if not meta["reasons"] else f"invalid: {meta['reasons'][0].split('=')[0]}")
-    accepted = torch_accepts_conv(meta)
     if meta["reasons"]:
         expect_raise(call, "; ".join(meta["reasons"]), meta["huge"])
         if accepted is not None:
             assert not accepted, f"torch accepts what the predicate calls invalid: {meta['reasons']}"
-        return
+        return True
     if accepted is not None:
         assert accepted, "torch refuses what the predicate calls valid"
     if meta["huge"]:
-        return check_huge(call, meta["out_shape"] if not meta["backward"] else meta["x_shape"])
+        check_huge(call, huge_shape)
+        return True
+    return False
+
+
+def check_conv(call, meta):
+    if settled_without_values(call, meta, torch_accepts_conv(meta),
+                              meta["out_shape"] if not meta["backward"] else meta["x_shape"]):
+        return
     got = guarded(call)
     want, scale = conv_reference(meta), conv_reference(meta, magnitude=True)
     dtype = meta["dtype"]
@@ -988,17 +998,9 @@ def pool_reference(meta):
 
 
 def check_pool(call, meta):
-    event("valid" if not meta["reasons"] else f"invalid: {meta['reasons'][0].split('=')[0]}")
-    accepted = torch_accepts_pool(meta)
-    if meta["reasons"]:
-        expect_raise(call, "; ".join(meta["reasons"]), meta["huge"])
-        if accepted is not None:
-            assert not accepted, f"torch accepts what the predicate calls invalid: {meta['reasons']}"
+    if settled_without_values(call, meta, torch_accepts_pool(meta),
+                              meta["shape"] if meta["backward"] else meta["y_shape"]):
         return
-    if accepted is not None:
-        assert accepted, "torch refuses what the predicate calls valid"
-    if meta["huge"]:
-        return check_huge(call, meta["shape"] if meta["backward"] else meta["y_shape"])
     got = guarded(call)
     dtype, family = meta["dtype"], meta["family"]
     if meta["backward"]:

@@ -115,20 +115,21 @@ def test_reference_gradients_by_finite_differences():
     y = ref.tiled_conv2d(x, w, b, **kw)
     gy = rng.standard_normal(y.shape)
     gx, gw, gb = ref.tiled_conv2d_backward(gy, x, w, **kw)
+    _check_by_central_differences(lambda *a: ref.tiled_conv2d(*a, **kw), (x, w, b), (gx, gw, gb), gy, rng, 12)
+
+
+def _check_by_central_differences(forward, arrays, grads, gy, rng, samples):
+    """grads[i] at `samples` random elements against d(sum(forward(*arrays) * gy)) / d arrays[i]
+    by central differences (float64)."""
     eps = 1e-6
-
-    def loss(xx, ww, bb):
-        return float((ref.tiled_conv2d(xx, ww, bb, **kw) * gy).sum())
-
-    for which, grad in enumerate((gx, gw, gb)):
-        for _ in range(12):
-            arrs = [x, w, b]
-            idx = tuple(rng.integers(0, d) for d in arrs[which].shape)
-            plus = [a.copy() for a in arrs]
-            minus = [a.copy() for a in arrs]
+    for which, grad in enumerate(grads):
+        for _ in range(samples):
+            idx = tuple(rng.integers(0, d) for d in arrays[which].shape)
+            plus = [a.copy() for a in arrays]
+            minus = [a.copy() for a in arrays]
             plus[which][idx] += eps
             minus[which][idx] -= eps
-            fd = (loss(*plus) - loss(*minus)) / (2 * eps)
+            fd = float(((forward(*plus) - forward(*minus)) * gy).sum()) / (2 * eps)
             assert abs(fd - grad[idx]) <= 1e-6 * max(1.0, abs(fd)), (which, idx, fd, grad[idx])
 
 
@@ -142,17 +143,7 @@ def test_fastconv_gradients_by_finite_differences():
     y = fc.tiled_conv2d(x, w, b, **kw)
     gy = rng.standard_normal(y.shape)
     gx, gw, gb = fc.tiled_conv2d_backward(gy, x, w, per_position_bias=True, **kw)
-    eps = 1e-6
-    for which, grad in enumerate((gx, gw, gb)):
-        for _ in range(10):
-            arrs = [x, w, b]
-            idx = tuple(rng.integers(0, d) for d in arrs[which].shape)
-            plus = [a.copy() for a in arrs]
-            minus = [a.copy() for a in arrs]
-            plus[which][idx] += eps
-            minus[which][idx] -= eps
-            fd = float(((fc.tiled_conv2d(*plus, **kw) - fc.tiled_conv2d(*minus, **kw)) * gy).sum()) / (2 * eps)
-            assert abs(fd - grad[idx]) <= 1e-6 * max(1.0, abs(fd))
+    _check_by_central_differences(lambda *a: fc.tiled_conv2d(*a, **kw), (x, w, b), (gx, gw, gb), gy, rng, 10)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
