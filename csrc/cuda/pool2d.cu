@@ -682,6 +682,7 @@ template <class I>
 struct WeightedArgs {
   I H, W, P, Q, R, S, sh, sw, ph, pw, total;
   typename DivOf<I>::type rows, cols;  // split a flat index: by P (or H), by Q (or W)
+  Axis<I> ah, aw;  // the window axes (undilated), for windows_covering_undilated in the backward
   bool separable, normalize, include_pad;
 };
 
@@ -740,14 +741,6 @@ __global__ void weighted_pool_forward_kernel(const T* __restrict__ x, const T* _
   }
 }
 
-// The output windows covering input coordinate v of an axis: [lo, hi].
-template <class I>
-FC_HD inline void covering(I v, I k, I stride, I pad, I out, I& lo, I& hi) {
-  const I top = v + pad;  // window o covers v when 0 <= top - o*stride < k
-  lo = top - (k - 1) <= 0 ? I(0) : (top - (k - 1) + stride - 1) / stride;
-  hi = fc_min(out - 1, top / stride);
-}
-
 template <class T, class I>
 __global__ void weighted_pool_backward_kernel(const T* __restrict__ grad_y, const T* __restrict__ w,
                                               T* __restrict__ grad_x, const WeightedArgs<I> a) {
@@ -755,16 +748,16 @@ __global__ void weighted_pool_backward_kernel(const T* __restrict__ grad_y, cons
   for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < a.total; i += step) {
     const I hw = a.cols.div(i), v = i - hw * a.W, plane = a.rows.div(hw), h = hw - plane * a.H;
     I p_lo, p_hi, q_lo, q_hi;
-    covering(h, a.R, a.sh, a.ph, a.P, p_lo, p_hi);
-    covering(v, a.S, a.sw, a.pw, a.Q, q_lo, q_hi);
+    windows_covering_undilated(a.ah, h, p_lo, p_hi);  // outputs [lo, hi) whose windows hold (h, v)
+    windows_covering_undilated(a.aw, v, q_lo, q_hi);
     const T* gy = grad_y + plane * a.P * a.Q;
     T acc = T(0);
-    for (I p = p_lo; p <= p_hi; ++p) {
+    for (I p = p_lo; p < p_hi; ++p) {
       const I r = h + a.ph - p * a.sh, h0 = p * a.sh - a.ph;
       I rb, re, cb_h, ce_h;
       weighted_taps(h0, a.H, a.R, a.ph, a.include_pad, rb, re, cb_h, ce_h);
       T c = T(0);
-      for (I q = q_lo; q <= q_hi; ++q) {
+      for (I q = q_lo; q < q_hi; ++q) {
         const I s = v + a.pw - q * a.sw, w0 = q * a.sw - a.pw;
         T g = load(gy + p * a.Q + q);
         if (a.normalize) {
@@ -788,6 +781,8 @@ WeightedArgs<I> weighted_args(const PoolParams& p, bool forward) {
   a.total = I(p.N * p.C * (forward ? p.P * p.Q : p.H * p.W));
   a.rows = typename DivOf<I>::type(forward ? p.P : p.H);
   a.cols = typename DivOf<I>::type(forward ? p.Q : p.W);
+  a.ah = make_axis<I>(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, false);
+  a.aw = make_axis<I>(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, false);
   a.separable = p.separable, a.normalize = p.normalize, a.include_pad = p.count_include_pad;
   return a;
 }
