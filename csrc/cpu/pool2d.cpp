@@ -698,6 +698,19 @@ Buffer<T> window_weight_sums(const PoolParams& p, const Axis& ah, const Axis& aw
   return d;
 }
 
+// Per output (P x Q): the normalised window's divisor, the weight of its counted taps (separable:
+// the row factor's sum times the column factor's). The forward and the backward divide by it.
+template <class T>
+Buffer<T> window_divisors(const PoolParams& p, const Axis& ah, const Axis& aw, const T* w) {
+  if (!p.separable) return window_weight_sums(p, ah, aw, w);
+  const Buffer<T> rsum = axis_weight_sums(ah, p.P, w, p.count_include_pad);
+  const Buffer<T> csum = axis_weight_sums(aw, p.Q, w + p.R, p.count_include_pad);
+  Buffer<T> d(p.P * p.Q);
+  for (index_t op = 0; op < p.P; ++op)
+    for (index_t q = 0; q < p.Q; ++q) d[op * p.Q + q] = rsum[op] * csum[q];
+  return d;
+}
+
 // y[q] = sum over the taps of column window q of wh[s] * t[col], for every q (t: one row).
 template <class T>
 void weighted_horizontal(const Axis& a, index_t Q, const T* wh, const T* t, T* y) {
@@ -1056,14 +1069,9 @@ void weighted_avg_pool2d(const PoolParams& p, const T* x, const T* w, T* y) {
   Buffer<T> div, corr, scaled;
   const T* wk = w;  // the window the passes use
   if (p.normalize) {
-    Buffer<T> d;
+    Buffer<T> d = window_divisors(p, ah, aw, w);
     T full = 0;
     if (p.separable) {
-      const Buffer<T> rsum = axis_weight_sums(ah, p.P, w, p.count_include_pad);
-      const Buffer<T> csum = axis_weight_sums(aw, p.Q, w + p.R, p.count_include_pad);
-      d.resize(PQ);
-      for (index_t op = 0; op < p.P; ++op)
-        for (index_t q = 0; q < p.Q; ++q) d[op * p.Q + q] = rsum[op] * csum[q];
       T sv = 0, sh = 0;
       for (index_t r = 0; r < p.R; ++r) sv += w[r];
       for (index_t s = 0; s < p.S; ++s) sh += w[p.R + s];
@@ -1076,7 +1084,6 @@ void weighted_avg_pool2d(const PoolParams& p, const T* x, const T* w, T* y) {
         for (index_t s = 0; s < p.S; ++s) scaled[p.R + s] = w[p.R + s] / sh;
       }
     } else {
-      d = window_weight_sums(p, ah, aw, w);
       for (index_t i = 0; i < p.R * p.S; ++i) full += w[i];
       scaled.resize(p.R * p.S);
       for (index_t i = 0; i < p.R * p.S; ++i) scaled[i] = w[i] / full;
@@ -1134,13 +1141,7 @@ void weighted_avg_pool2d_backward(const PoolParams& p, const T* grad_y, const T*
   const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, false);
   const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, false);
   const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
-  Buffer<T> rsum, csum, div;
-  if (p.normalize && p.separable) {
-    rsum = axis_weight_sums(ah, p.P, w, p.count_include_pad);
-    csum = axis_weight_sums(aw, p.Q, w + p.R, p.count_include_pad);
-  } else if (p.normalize) {
-    div = window_weight_sums(p, ah, aw, w);
-  }
+  const Buffer<T> div = p.normalize ? window_divisors(p, ah, aw, w) : Buffer<T>();  // the forward's
 #pragma omp parallel if (pool_parallel(p))
   {
     Buffer<T> t(p.W), v(p.Q);
@@ -1152,8 +1153,6 @@ void weighted_avg_pool2d_backward(const PoolParams& p, const T* grad_y, const T*
         const T* gr = grad_y + plane * PQ + op * p.Q;
         if (!p.normalize)
           std::copy(gr, gr + p.Q, v.data());
-        else if (p.separable)
-          for (index_t q = 0; q < p.Q; ++q) v[q] = gr[q] / (rsum[op] * csum[q]);  // the forward's divisor
         else
           for (index_t q = 0; q < p.Q; ++q) v[q] = gr[q] / div[op * p.Q + q];
         const index_t n = ah.count[op], h0 = ah.first[op], rb = h0 - (op * ah.stride - ah.pad);
