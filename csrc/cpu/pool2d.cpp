@@ -898,10 +898,46 @@ void column_taps(const T* in, index_t istride, const T* c, index_t n, index_t ro
   }
 }
 
-// y[i] = sum over r < R, s < S of w[r*S + s] * x[i + r*W + s], i < n. Square windows of 2, 3, 5
-// and 7 run one pass with the R*S products in registers (sizes fixed at compile time: with a
-// run-time row count GCC's vector code was 3-4x slower); other windows a pass per window row.
-template <int K, class T>
+// out[i] = fin(sum over j < n of c[j] * in[i * stride + j], i) for i < len: a row of windows
+// `stride` apart (taps() is stride 1). Stride 2 is fixed at compile time, so its loads are
+// even/odd deinterleaves rather than gathers.
+template <int K, class T, class Fin>
+inline void stride2_taps_fixed(const T* in, const T* c, index_t len, T* out, Fin fin) {
+  T cc[K];
+  for (int j = 0; j < K; ++j) cc[j] = c[j];
+#pragma omp simd
+  for (index_t i = 0; i < len; ++i) {
+    T a = cc[0] * in[2 * i];
+    for (int j = 1; j < K; ++j) a += cc[j] * in[2 * i + j];
+    out[i] = fin(a, i);
+  }
+}
+template <class T, class Fin>
+void strided_taps(const T* in, index_t stride, const T* c, index_t n, index_t len, T* out, Fin fin) {
+  if (stride == 1) return taps(in, 1, c, n, len, out, fin);
+  if (stride == 2) {
+    switch (n) {
+      case 1: return stride2_taps_fixed<1>(in, c, len, out, fin);
+      case 2: return stride2_taps_fixed<2>(in, c, len, out, fin);
+      case 3: return stride2_taps_fixed<3>(in, c, len, out, fin);
+      case 4: return stride2_taps_fixed<4>(in, c, len, out, fin);
+      case 5: return stride2_taps_fixed<5>(in, c, len, out, fin);
+      default: break;
+    }
+  }
+  for (index_t i = 0; i < len; ++i) {
+    const T* x = in + i * stride;
+    T a = c[0] * x[0];
+    for (index_t j = 1; j < n; ++j) a += c[j] * x[j];
+    out[i] = fin(a, i);
+  }
+}
+
+// y[i] = sum over r < R, s < S of w[r*S + s] * x[i * stride + r*W + s], i < n (stride 1 or 2).
+// Square windows of 2, 3, 5 and 7 run one pass with the R*S products in registers (sizes fixed
+// at compile time: with a run-time row count GCC's vector code was 3-4x slower); other windows
+// a pass per window row.
+template <int K, int STRIDE, class T>
 void window_2d_fixed(const T* x, index_t W, const T* w, index_t n, T* y) {
   T c[K * K];
   for (int j = 0; j < K * K; ++j) c[j] = w[j];
@@ -909,22 +945,52 @@ void window_2d_fixed(const T* x, index_t W, const T* w, index_t n, T* y) {
   for (index_t i = 0; i < n; ++i) {
     T a = 0;
     for (int r = 0; r < K; ++r)
-      for (int s = 0; s < K; ++s) a += c[r * K + s] * x[i + r * W + s];
+      for (int s = 0; s < K; ++s) a += c[r * K + s] * x[STRIDE * i + r * W + s];
     y[i] = a;
   }
 }
+template <int STRIDE, class T>
+bool window_2d_square(const T* x, index_t W, const T* w, index_t K, index_t n, T* y) {
+  switch (K) {
+    case 2: return window_2d_fixed<2, STRIDE>(x, W, w, n, y), true;
+    case 3: return window_2d_fixed<3, STRIDE>(x, W, w, n, y), true;
+    case 5: return window_2d_fixed<5, STRIDE>(x, W, w, n, y), true;
+    case 7: return window_2d_fixed<7, STRIDE>(x, W, w, n, y), true;
+    default: return false;
+  }
+}
 template <class T>
-void window_2d(const T* x, index_t W, const T* w, index_t R, index_t S, index_t n, T* y) {
-  if (R == S && R == 2) return window_2d_fixed<2>(x, W, w, n, y);
-  if (R == S && R == 3) return window_2d_fixed<3>(x, W, w, n, y);
-  if (R == S && R == 5) return window_2d_fixed<5>(x, W, w, n, y);
-  if (R == S && R == 7) return window_2d_fixed<7>(x, W, w, n, y);
+void window_2d(const T* x, index_t W, index_t stride, const T* w, index_t R, index_t S, index_t n, T* y) {
+  if (R == S && stride == 1 && window_2d_square<1>(x, W, w, R, n, y)) return;
+  if (R == S && stride == 2 && window_2d_square<2>(x, W, w, R, n, y)) return;
   for (index_t r = 0; r < R; ++r) {
     if (r == 0)
-      taps(x, 1, w, S, n, y, [](T a, index_t) { return a; });
+      strided_taps(x, stride, w, S, n, y, [](T a, index_t) { return a; });
     else
-      taps(x + r * W, 1, w + r * S, S, n, y, [y](T a, index_t i) { return y[i] + a; });
+      strided_taps(x + r * W, stride, w + r * S, S, n, y, [y](T a, index_t i) { return y[i] + a; });
   }
+}
+
+// The width of a zero-padded row holding every column the Q windows read: column c is input
+// column c - pad (zero outside the input).
+inline index_t padded_width(const Axis& a, index_t Q) { return (Q - 1) * a.stride + a.k; }
+
+// dst[i] = src[i], i < n, for short rows (7-112 values): 64-byte blocks, the last one
+// overlapping, inline; a memcpy call (what GCC makes of a plain loop) cost more than the copy.
+template <class T>
+inline void copy_short_row(const T* src, index_t n, T* dst) {
+  constexpr index_t L = 64 / sizeof(T);
+  auto block = [&](index_t i) {
+    T v[L];
+    for (index_t j = 0; j < L; ++j) v[j] = src[i + j];
+    for (index_t j = 0; j < L; ++j) dst[i + j] = v[j];
+  };
+  if (n < L) {
+    for (index_t i = 0; i < n; ++i) dst[i] = src[i];
+    return;
+  }
+  for (index_t i = 0; i + L < n; i += L) block(i);
+  block(n - L);
 }
 
 // Column window q of the row t weighted by wh (its taps inside the input only).
@@ -967,13 +1033,43 @@ void correct_border(const Axis& ah, const Axis& aw, index_t Q, const T* corr, T*
 // the per-row order (first tap first).
 template <class T>
 void weighted_separable_rows(const PoolParams& p, const Axis& ah, const Axis& aw, const T* wv, const T* wh,
-                             const T* div, const T* corr, const T* xp, T* yp, index_t op0, index_t op1,
-                             T* t) {
+                             const T* div, const T* corr, bool zero_pad, const T* xp, T* yp, index_t op0,
+                             index_t op1, T* t) {
   const index_t W = p.W, Q = p.Q, R = p.R, S = p.S;
   const index_t ilo = std::min(std::max(op0, ah.lo), op1), ihi = std::max(ilo, std::min(op1, ah.hi));
   auto vertical = [&](const T* r0, const T* c, index_t n_rows, index_t n, T* out) {
     taps(r0, W, c, n_rows, n, out, [](T a, index_t) { return a; });
   };
+  const index_t rows = op1 - op0, pw = aw.pad;
+  T* y0 = yp + op0 * Q;
+  const T* d0 = div ? div + op0 * Q : nullptr;
+  // The same for every block of a call (an interior window means S <= W, so flat_end > pw):
+  // the padded path's zero columns in t are never overwritten by the flat path's rows.
+  const index_t flat_end = rows * W - (S - 1 - pw);
+  const bool flat = aw.stride == 1 && Q == W && aw.lo < aw.hi;
+  auto divide_and_correct = [&] {
+    if (div) {
+      const index_t n = rows * Q;
+#pragma omp simd
+      for (index_t i = 0; i < n; ++i) y0[i] = y0[i] / d0[i];  // division, as avg_pool2d
+    }
+    if (corr) correct_border(ah, aw, Q, corr, yp, op0, op1);
+  };
+  if (!flat && zero_pad) {
+    // Each output row's vertical sums land in t between zero columns (rows Wp wide), so every
+    // horizontal window reads a whole row with no border case (short rows had spent more time in
+    // the scalar border windows than in the vector loop). The zeros add nothing, as the weights
+    // are finite (zero_pad), and leave each sum's order: first tap first.
+    // t came zeroed and only columns [pw, pw + nc) are ever written: the others stay zero.
+    const index_t Wp = padded_width(aw, Q), nc = std::max<index_t>(0, std::min(W, Wp - pw));
+    for (index_t op = op0; op < op1; ++op) {
+      const index_t h0 = ah.first[op], rb = h0 - (op * ah.stride - ah.pad);
+      vertical(xp + h0 * W, wv + rb, ah.count[op], nc, t + (op - op0) * Wp + pw);
+    }
+    for (index_t r = 0; r < rows; ++r)
+      strided_taps(t + r * Wp, aw.stride, wh, S, Q, y0 + r * Q, [](T a, index_t) { return a; });
+    return divide_and_correct();
+  }
   auto vertical_row = [&](index_t op) {  // the counted-inside rows of output row op
     const index_t h0 = ah.first[op], rb = h0 - (op * ah.stride - ah.pad);
     vertical(xp + h0 * W, wv + rb, ah.count[op], W, t + (op - op0) * W);
@@ -984,11 +1080,7 @@ void weighted_separable_rows(const PoolParams& p, const Axis& ah, const Axis& aw
     vertical(xp + (ilo - ah.pad) * W, wv, R, (ihi - ilo) * W, t + (ilo - op0) * W);
   else
     for (index_t op = ilo; op < ihi; ++op) vertical_row(op);
-  const index_t rows = op1 - op0, pw = aw.pad;
-  T* y0 = yp + op0 * Q;
-  const index_t flat_end = rows * W - (S - 1 - pw);
-  const T* d0 = div ? div + op0 * Q : nullptr;
-  if (aw.stride == 1 && Q == W && aw.lo < aw.hi && flat_end > pw) {
+  if (flat) {
     // y0[i] reads t[i - pw + s]: as i starts at pw, the loop runs over j = i - pw from 0.
     T* yb = y0 + pw;
     const index_t n = flat_end - pw;
@@ -1015,12 +1107,7 @@ void weighted_separable_rows(const PoolParams& p, const Axis& ah, const Axis& aw
     return;
   }
   for (index_t r = 0; r < rows; ++r) weighted_horizontal(aw, Q, wh, t + r * W, y0 + r * Q);
-  const index_t n = rows * Q;
-  if (div) {
-#pragma omp simd
-    for (index_t i = 0; i < n; ++i) y0[i] = y0[i] / d0[i];  // division, as avg_pool2d
-  }
-  if (corr) correct_border(ah, aw, Q, corr, yp, op0, op1);
+  divide_and_correct();
 }
 
 // Output rows [op0, op1) of one plane with a 2-D window. With strides 1 and Q == W the rows
@@ -1028,8 +1115,37 @@ void weighted_separable_rows(const PoolParams& p, const Axis& ah, const Axis& aw
 // recomputed after), else R*S passes per row.
 template <class T>
 void weighted_2d_rows(const PoolParams& p, const Axis& ah, const Axis& aw, const T* w, const T* corr,
-                      const T* xp, T* yp, index_t op0, index_t op1) {
+                      bool zero_pad, const T* xp, T* yp, index_t op0, index_t op1, T* scratch) {
   const index_t W = p.W, Q = p.Q, R = p.R, S = p.S, pw = aw.pad;
+  if (zero_pad) {
+    // The block's input rows are copied between zero rows and columns (xb: rows_in x Wp), so
+    // that every window reads whole rows with no border case; the zeros add nothing (finite
+    // weights). Strides 1: one flat pass over the block (output (r, q) at tb[r * Wp + q], the
+    // values between rows discarded), else one pass per output row.
+    // The scratch came zeroed and only the input's columns [pw, pw + nc) are ever written, so
+    // the padding columns stay zero.
+    const index_t Wp = padded_width(aw, Q), rows = op1 - op0, sh = ah.stride, sw = aw.stride;
+    const index_t rows_in = (rows - 1) * sh + R, h_first = op0 * sh - ah.pad;
+    const index_t nc = std::max<index_t>(0, std::min(W, Wp - pw));
+    T* xb = scratch;
+    for (index_t i = 0; i < rows_in; ++i) {
+      const index_t h = h_first + i;
+      T* b = xb + i * Wp + pw;
+      if (h < 0 || h >= p.H)
+        std::fill(b, b + nc, T(0));
+      else
+        copy_short_row(xp + h * W, nc, b);
+    }
+    if (sh == 1 && sw == 1) {
+      T* tb = xb + rows_in * Wp;
+      window_2d(xb, Wp, 1, w, R, S, (rows - 1) * Wp + Q, tb);
+      for (index_t r = 0; r < rows; ++r) copy_short_row(tb + r * Wp, Q, yp + (op0 + r) * Q);
+    } else {
+      for (index_t r = 0; r < rows; ++r) window_2d(xb + r * sh * Wp, Wp, sw, w, R, S, Q, yp + (op0 + r) * Q);
+    }
+    if (corr) correct_border(ah, aw, Q, corr, yp, op0, op1);
+    return;
+  }
   const index_t ilo = std::min(std::max(op0, ah.lo), op1), ihi = std::max(ilo, std::min(op1, ah.hi));
   const bool flat = ah.stride == 1 && aw.stride == 1 && Q == W && aw.lo < aw.hi;
   for (index_t op = op0; op < op1; ++op)
@@ -1040,7 +1156,7 @@ void weighted_2d_rows(const PoolParams& p, const Axis& ah, const Axis& aw, const
     const index_t i0 = ilo * W + pw, n = (ihi - 1) * W + aw.hi - i0;
     T* y = yp + i0;
     const T* x0 = xp + (ilo - ah.pad) * W;
-    window_2d(x0, W, w, R, S, n, y);
+    window_2d(x0, W, 1, w, R, S, n, y);
     for (index_t op = ilo; op < ihi; ++op) {
       const T* x0 = xp + (op - ah.pad) * W;
       T* yr = yp + op * Q;
@@ -1117,19 +1233,26 @@ void weighted_avg_pool2d(const PoolParams& p, const T* x, const T* w, T* y) {
   const bool big = planes * PQ * (p.separable ? p.R + p.S : p.R * p.S) > 32768;
   const T* d = div.data();
   const T* c = corr.data();
+  // Zero padding serves the windows that reach past the input only while every weight is finite
+  // (Inf * 0 would put a NaN where the taps outside the input count for nothing).
+  const index_t n_weights = p.separable ? p.R + p.S : p.R * p.S;
+  const bool zero_pad = std::all_of(wk, wk + n_weights, [](T v) { return std::isfinite(v); });
+  const index_t Wp = padded_width(aw, p.Q);
+  const index_t scratch = p.separable ? rows_per_block * std::max(p.W, Wp)
+                                      : ((rows_per_block - 1) * p.stride_h + p.R + rows_per_block) * Wp;
 #pragma omp parallel if (big)
   {
-    Buffer<T> t(p.separable ? rows_per_block * p.W : 0);
+    Buffer<T> t(scratch, T(0));  // zeroed: the padded paths' zero columns
 #pragma omp for schedule(static)
     for (index_t item = 0; item < items; ++item) {
       const index_t plane = item / blocks, b = item % blocks;
       const index_t op0 = b * rows_per_block, op1 = std::min(p.P, op0 + rows_per_block);
       if (op0 >= op1) continue;
       if (p.separable)
-        weighted_separable_rows(p, ah, aw, wk, wk + p.R, d, c, x + plane * HW, y + plane * PQ, op0, op1,
-                                t.data());
+        weighted_separable_rows(p, ah, aw, wk, wk + p.R, d, c, zero_pad, x + plane * HW, y + plane * PQ, op0,
+                                op1, t.data());
       else
-        weighted_2d_rows(p, ah, aw, wk, c, x + plane * HW, y + plane * PQ, op0, op1);
+        weighted_2d_rows(p, ah, aw, wk, c, zero_pad, x + plane * HW, y + plane * PQ, op0, op1, t.data());
     }
   }
 }
