@@ -7,7 +7,9 @@ Ratios are ``baseline_ms / contender_ms`` of medians (baseline: torch's F.conv2d
 cuDNN on the GPU; for conv2d_backward torch's autograd, cuDNN's on the GPU; numpy.matmul or
 cuBLAS for GEMM): > 1 means the contender is faster. On the GPU, % of peak is of the card's
 nominal fp32 peak and pooling's GB/s is also given as % of a device-to-device copy measured in
-the same run (on the CPU, of the memory copy measured at the start). Per network: **geo** is the geometric
+the same run (on the CPU, of the memory copy measured at the start); locally connected / tiled
+convolution divide the faster torch formulation (unfold + einsum or + bmm), weighted pooling its
+depthwise-conv2d formulation. Per network: **geo** is the geometric
 mean of the per-layer ratios (each distinct shape once), **Σ** the ratio of the summed times
 with every layer weighted by its count in the network.
 """

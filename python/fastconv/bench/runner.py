@@ -1,10 +1,11 @@
 # runner.py: measures what `python -m fastconv bench` reports: per layer and batch every
 # fastconv algorithm and every peer, timed together with timing.compare (interleaved, medians),
 # outputs checked against torch (cuDNN on the GPU); the same for conv2d_backward against torch's
-# autograd; plus GEMM vs NumPy (cuBLAS on the GPU), pooling forward and backward vs torch, and on
-# the GPU its nominal fp32 peak and a measured device-to-device copy. Returns plain dicts
+# autograd; plus GEMM vs NumPy (cuBLAS on the GPU), pooling forward and backward vs torch,
+# locally connected / tiled convolution and weighted pooling vs the torch formulations of
+# formulations.py, and on the GPU its nominal fp32 peak and a measured device-to-device copy. Returns plain dicts
 # (JSON-ready); report.py turns them into tables, Markdown and plots.
-"""Measurement of convolution layers (forward and backward), GEMM and pooling, on the CPU
+"""Measurement of convolution layers (forward and backward), GEMM, pooling and issue 21's layers, on the CPU
 (NumPy arrays) or on a CUDA device (torch CUDA tensors, which fastconv takes zero-copy and
 runs on torch's current stream; timed with CUDA events)."""
 from __future__ import annotations
