@@ -453,7 +453,8 @@ def md_local(result):
               "% of peak)`, GFLOP = 2·N·K·P·Q·C·R·S (twice that for the backward). *floor*: a locally connected "
               "forward reads every weight once, weight bytes at the copy bandwidth"
             + (f" ({copy:.1f} GB/s, read + write, the header's)" if copy else " (not measured in this run: —)")
-            + "; a batch-1 forward does little else. Tiled weights stay in cache (no floor). Results checked "
+            + "; a batch-1 forward does little else (weights that fit the last-level cache can beat it in a timing "
+              "loop). Tiled weights stay in cache (no floor). Results checked "
               f"against {check}; ✗: a result that differs.\n\n"
             + md_table(["problem", "pass", "weight", "weights MB", "floor ms", "fastconv ms", "einsum ms", "bmm ms",
                         "torch best / fastconv"], rows))
