@@ -20,77 +20,18 @@ import pytest
 
 import fastconv as fc
 from fastconv.bench import timing
+from fastconv.bench.formulations import (LOCAL_SHAPES, local_fastconv_backward_fn, local_fastconv_fn,
+                                           local_problem, local_torch_backward_fns, local_torch_fns)
 
 THREADS = int(os.environ.get("FASTCONV_BENCH_THREADS", "2"))
 
-# (name, (N, C, H, W), K, kernel, tiles: None = locally connected)
-SHAPES = [
-    ("local 1x16x32x32 k16", (1, 16, 32, 32), 16, 3, None),
-    ("local 8x32x16x16 k32", (8, 32, 16, 16), 32, 3, None),
-    ("local 1x64x14x14 k64", (1, 64, 14, 14), 64, 3, None),
-    ("tiled2 8x32x16x16 k32", (8, 32, 16, 16), 32, 3, (2, 2)),
-]
+SHAPES = LOCAL_SHAPES
 IDS = [s[0] for s in SHAPES]
 
 
-def _problem(shape, k, r, tiles):
-    rng = np.random.default_rng(0)
-    n, c, h, w = shape
-    p, q = h - r + 1, w - r + 1
-    sets = tiles or (p, q)
-    x = rng.standard_normal(shape, dtype=np.float32)
-    wt = (rng.standard_normal(sets + (k, c, r, r), dtype=np.float32) / np.float32(np.sqrt(c * r * r)))
-    return x, wt, (p, q)
-
-
-def _torch_fns(x, wt, pq, tiles):
-    """The unfold + einsum and unfold + bmm formulations; a tiled weight is expanded to every
-    position first (what a user of torch does: index the sets per position)."""
-    import torch
-    import torch.nn.functional as F
-    n, c = x.shape[:2]
-    p, q = pq
-    sets_h, sets_w, k, _, r, s = wt.shape
-    tx = torch.from_numpy(x)
-    tw = torch.from_numpy(wt)
-
-    def weight_per_position(w):
-        if tiles is None:
-            return w.reshape(p * q, k, -1)
-        ih = torch.arange(p) % sets_h
-        iw = torch.arange(q) % sets_w
-        return w[ih[:, None], iw[None, :]].reshape(p * q, k, -1)
-
-    def einsum(x=tx, w=tw):
-        cols = F.unfold(x, (r, s))
-        return torch.einsum("ncl,lkc->nkl", cols, weight_per_position(w)).reshape(n, k, p, q)
-
-    def bmm(x=tx, w=tw):
-        cols = F.unfold(x, (r, s))  # (N, CRS, L) -> (L, CRS, N)
-        return torch.bmm(weight_per_position(w), cols.permute(2, 1, 0)).permute(2, 1, 0).reshape(n, k, p, q)
-
-    return einsum, bmm
-
-
-def _fastconv_fn(x, wt, tiles):
-    return (lambda: fc.local_conv2d(x, wt)) if tiles is None else (lambda: fc.tiled_conv2d(x, wt))
-
-
 def _backward_fns(x, wt, pq, tiles, gy):
-    """fastconv's backward (grad_x and grad_w) and torch autograd through the formulation."""
-    import torch
-    einsum, bmm = _torch_fns(x, wt, pq, tiles)
-    tgy = torch.from_numpy(gy)
-
-    def torch_backward(form):
-        def run():
-            tx = torch.from_numpy(x).requires_grad_()
-            tw = torch.from_numpy(wt).requires_grad_()
-            return torch.autograd.grad(form(tx, tw), (tx, tw), tgy)
-        return run
-
-    bwd = fc.local_conv2d_backward if tiles is None else fc.tiled_conv2d_backward
-    return (lambda: bwd(gy, x, wt, needs=(True, True, False))), torch_backward(einsum), torch_backward(bmm)
+    """fastconv's backward (grad_x and grad_w) and torch autograd through both formulations."""
+    return (local_fastconv_backward_fn(x, wt, tiles, gy),) + local_torch_backward_fns(x, wt, pq, tiles, gy)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -105,8 +46,8 @@ def threads():
 def test_fastconv(benchmark, shape):
     name, xs, k, r, tiles = shape
     benchmark.group = name
-    x, wt, _ = _problem(xs, k, r, tiles)
-    benchmark(_fastconv_fn(x, wt, tiles))
+    x, wt, _ = local_problem(xs, k, r, tiles)
+    benchmark(local_fastconv_fn(x, wt, tiles))
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
@@ -115,10 +56,10 @@ def test_torch_unfold_einsum(benchmark, shape):
     name, xs, k, r, tiles = shape
     benchmark.group = name
     torch.set_num_threads(THREADS)
-    x, wt, pq = _problem(xs, k, r, tiles)
-    einsum, bmm = _torch_fns(x, wt, pq, tiles)
+    x, wt, pq = local_problem(xs, k, r, tiles)
+    einsum, bmm = local_torch_fns(x, wt, pq, tiles)
     got = benchmark(einsum)
-    mine = _fastconv_fn(x, wt, tiles)()  # the timings mean something only if the results agree
+    mine = local_fastconv_fn(x, wt, tiles)()  # the timings mean something only if the results agree
     np.testing.assert_allclose(mine, got.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(mine, bmm().numpy(), rtol=1e-4, atol=1e-4)
 
@@ -138,9 +79,9 @@ def table(reps=30):
     print(f"|{'-' * 24}|{'-' * 9}|{'-' * 12}|{'-' * 10}|{'-' * 13}|{'-' * 11}|{'-' * 10}|{'-' * 8}|")
     rng = np.random.default_rng(1)
     for name, xs, k, r, tiles in SHAPES:
-        x, wt, pq = _problem(xs, k, r, tiles)
-        einsum, bmm = _torch_fns(x, wt, pq, tiles)
-        mine = _fastconv_fn(x, wt, tiles)
+        x, wt, pq = local_problem(xs, k, r, tiles)
+        einsum, bmm = local_torch_fns(x, wt, pq, tiles)
+        mine = local_fastconv_fn(x, wt, tiles)
         np.testing.assert_allclose(mine(), einsum().numpy(), rtol=1e-4, atol=1e-4)
         # A local forward reads every weight once: its bytes at the copy's rate (read + write
         # bytes a second, about what reading alone sustains). Tiled weights stay in cache.

@@ -23,50 +23,21 @@ import pytest
 
 import fastconv as fc
 from fastconv.bench import timing
+from fastconv.bench.formulations import WEIGHTED_LAYERS, weighted_input, weighted_torch_formulation
 
 THREADS = int(os.environ.get("FASTCONV_BENCH_THREADS", "2"))
 CPU_TIME = os.environ.get("FASTCONV_BENCH_CPU_TIME") == "1"
 
-# (name, input shape, kernel, stride, padding, count_include_pad, fastconv keyword arguments)
-LAYERS = [
-    ("gauss3x3s2p1", (1, 64, 112, 112), 3, 2, 1, True, {"sigma": 1.0}),
-    ("gauss5x5s1p2", (1, 256, 56, 56), 5, 1, 2, True, {"sigma": 1.0}),
-    ("gauss3x3s1p1", (1, 512, 28, 28), 3, 1, 1, True, {"sigma": 1.0}),
-    ("gauss3x3s1p1-nocip", (1, 512, 28, 28), 3, 1, 1, False, {"sigma": 1.0}),
-    ("dense3x3s1p1", (1, 512, 28, 28), 3, 1, 1, True,
-     {"weight": np.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 3.0]])}),
-    ("gauss5x5s1p2-sum", (1, 256, 56, 56), 5, 1, 2, True, {"sigma": 1.0, "normalize": False}),
-]
+LAYERS = WEIGHTED_LAYERS
 IDS = [layer[0] for layer in LAYERS]
-
-
-def _input(shape):
-    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-
-
-def torch_formulation(shape, k, s, p, cip, kw):
-    """A callable t -> the same result with torch: depthwise conv2d with the fixed window."""
-    import torch
-    import torch.nn.functional as F
-    c = shape[1]
-    normalize = kw.get("normalize", True)
-    w = fc.pool_window_weights(k, sigma=kw.get("sigma", 1.0), weight=kw.get("weight"), normalize=normalize)
-    if normalize:
-        w = w / w.sum()
-    wt = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(w, (c, 1, k, k)), np.float32))
-    if normalize and not cip:  # divide by the window's share inside the input (once per shape)
-        ones = torch.ones((1, 1) + tuple(shape[2:]))
-        share = F.conv2d(ones, wt[:1], stride=s, padding=p)
-        return lambda t: F.conv2d(t, wt, stride=s, padding=p, groups=c) / share
-    return lambda t: F.conv2d(t, wt, stride=s, padding=p, groups=c)
 
 
 @pytest.mark.parametrize("layer", LAYERS, ids=IDS)
 def test_formulations_agree(layer):
     torch = pytest.importorskip("torch")
     name, shape, k, s, p, cip, kw = layer
-    x = _input(shape)
-    want = torch_formulation(shape, k, s, p, cip, kw)(torch.from_numpy(x)).numpy()
+    x = weighted_input(shape)
+    want = weighted_torch_formulation(shape, k, s, p, cip, kw)(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(fc.weighted_avg_pool2d(x, k, s, p, False, cip, **kw), want, rtol=1e-5, atol=2e-6)
 
 
@@ -83,9 +54,9 @@ def table(reps=50):
           f"{'copy ms':>7} |")
     print(f"|{'-' * 22}|{'-' * 18}|{'-' * 13}|{'-' * 11}|{'-' * 8}|{'-' * 8}|{'-' * 9}|")
     for name, shape, k, s, p, cip, kw in LAYERS:
-        x = _input(shape)
+        x = weighted_input(shape)
         t = torch.from_numpy(x)
-        g0 = torch_formulation(shape, k, s, p, cip, kw)
+        g0 = weighted_torch_formulation(shape, k, s, p, cip, kw)
         y = fc.weighted_avg_pool2d(x, k, s, p, False, cip, **kw)
         out = np.empty_like(y)
         src = np.ones((x.nbytes + y.nbytes) // 2, np.uint8)

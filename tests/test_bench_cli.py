@@ -9,10 +9,11 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from fastconv.__main__ import main
-from fastconv.bench import cli, networks, peers, report, runner
+from fastconv.bench import cli, formulations, networks, peers, report, runner
 
 TINY = "1,8,12,12,8,3,3,1,1"
 FAST = ["--repeats", "1", "--warmup", "0", "--min-time", "0.001", "--max-time", "0.5", "--no-progress",
@@ -34,14 +35,14 @@ def test_every_option_parses():
               "--batch", "1", "8", "--algorithms", "direct", "im2col", "auto",
               "--peers", "torch", "torch-prepacked", "nnpack", "cudnn", "--threads", "2", "--repeats", "3",
               "--warmup", "0", "--min-time", "0.1", "--max-time", "2", "--quick", "--sections", "conv", "gemm", "pool",
-              "backward",
+              "backward", "local", "weighted",
               "--peak", "--peak-gflops", "233", "--json", "r.json", "--plot", "r.png", "--markdown", "R.md",
               "--no-progress")
     assert a.device == "cpu" and a.batch == [1, 8] and a.threads == 2 and a.quick and a.peak
     assert a.network[:5] == ["resnet50", "vgg16", "mobilenet", "lenet5", "all"]
     assert isinstance(a.network[5], networks.Layer) and a.network[5].batch == 1
     assert a.peers == ["torch", "torch-prepacked", "nnpack", "cudnn"]
-    assert a.sections == ["conv", "gemm", "pool", "backward"]
+    assert a.sections == ["conv", "gemm", "pool", "backward", "local", "weighted"]
     assert (a.json, a.plot, a.markdown, a.peak_gflops, a.min_time) == ("r.json", "r.png", "R.md", 233.0, 0.1)
     assert parse("--device", "cuda", "--full").full
     assert parse("--peers").peers == []
@@ -159,6 +160,125 @@ def test_backward_section(tmp_path, capsys):
     assert "summary of backward" in capsys.readouterr().out
 
 
+# ---- --sections local weighted: issue 21's layers against the torch code a user writes --------------
+
+@pytest.fixture
+def small_new_ops(monkeypatch):
+    """The local and weighted sections on small shapes (every case kind of the real lists: local at
+    batch 1 and 2, tiled with unequal tiles; weighted Gaussian strided, count_include_pad=False, a
+    given non-separable window, normalize=False), so that a run takes a second."""
+    monkeypatch.setattr(formulations, "LOCAL_SHAPES", [
+        ("local 1x3x7x7 k4", (1, 3, 7, 7), 4, 3, None),
+        ("local 2x4x6x8 k3", (2, 4, 6, 8), 3, 3, None),
+        ("tiled 2x4x8x8 k5", (2, 4, 8, 8), 5, 3, (2, 3))])
+    monkeypatch.setattr(formulations, "WEIGHTED_LAYERS", [
+        ("gauss3x3s2p1", (1, 4, 11, 11), 3, 2, 1, True, {"sigma": 1.0}),
+        ("gauss3x3s1p1-nocip", (1, 3, 9, 9), 3, 1, 1, False, {"sigma": 1.0}),
+        ("dense3x3s1p1", (1, 3, 8, 8), 3, 1, 1, True,
+         {"weight": np.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 3.0]])}),
+        ("gauss5x5s1p2-sum", (1, 3, 10, 10), 5, 1, 2, True, {"sigma": 1.0, "normalize": False})])
+
+
+def test_local_and_weighted_sections(small_new_ops, tmp_path, capsys):
+    # end to end: timed, checked against the torch formulations, console + --json + --markdown,
+    # and --load renders the same tables; no --peak-gflops, so the copy bandwidth (the floor) is measured
+    js, md = tmp_path / "l.json", tmp_path / "L.md"
+    assert main(["bench", "--sections", "local", "weighted", *FAST[:-2], "--json", str(js),
+                 "--markdown", str(md)]) == 0
+    out = capsys.readouterr().out
+    assert "## Locally connected and tiled convolution" in out and "## Distance-weighted average pooling" in out
+    assert "tiled 2x4x8x8 k5" in out and "gauss5x5s1p2-sum backward" in out and " ✗ |" not in out
+    data = json.loads(js.read_text())
+    assert data["options"]["sections"] == ["local", "weighted"] and not data["conv"] and not data["pool"]
+    loc = data["local"]
+    assert [(r["op"], r["pass"]) for r in loc] == [(name, p) for name, *_ in formulations.LOCAL_SHAPES
+                                                  for p in ("forward", "backward")]
+    copy = report.peak_of(data, "copy_gbs")
+    assert copy and copy > 0
+    for r in loc:
+        assert len(r["samples"]["fastconv"]) == r["rounds"] >= 1 and all(t > 0 for t in r["times"].values())
+        assert r["kind"] == ("tiled" if r["op"].startswith("tiled") else "local")
+        weight = np.prod(r["weight"]) * 4
+        assert r["weight_bytes"] == weight
+        assert r["floor_bytes"] == (weight if r["kind"] == "local" and r["pass"] == "forward" else None)
+        if has_torch():
+            assert set(r["times"]) == {"fastconv", "einsum", "bmm"} and not r["wrong"]
+            assert r["checked_against"] == "einsum" and r["peer"] in ("einsum", "bmm")
+            assert r["ratio"] == pytest.approx(r["times"][r["peer"]] / r["times"]["fastconv"])
+            assert r["times"][r["peer"]] == min(r["times"]["einsum"], r["times"]["bmm"])
+    (fwd,) = [r for r in loc if r["op"] == "local 2x4x6x8 k3" and r["pass"] == "forward"]
+    assert fwd["flops"] == 2 * 2 * 3 * 4 * 6 * 4 * 9 and fwd["weight"] == [4, 6, 3, 4, 3, 3]
+    floor_cell = report.fmt_ms(fwd["floor_bytes"] / (copy * 1e9))
+    weight_mb = 4 * 6 * 3 * 4 * 9 * 4 / 1e6
+    assert f"| local 2x4x6x8 k3 | forward | 4×6×3×4×3×3 | {weight_mb:.2f} | {floor_cell} |" in out
+    wp = data["weighted"]
+    assert [p["op"] for p in wp[:2]] == ["gauss3x3s2p1", "gauss3x3s2p1 backward"] and len(wp) == 8
+    assert wp[0]["output"] == [1, 4, 6, 6] and wp[0]["bytes"] == 4 * (4 * 11 * 11 + 4 * 6 * 6)
+    assert wp[2]["window"] == "gauss σ=1 3×3 s1 p1, count_include_pad=False" and wp[4]["window"].startswith("given")
+    for p in wp:
+        assert not p["wrong"] and p["times"]["fastconv"] > 0
+        if has_torch():
+            assert p["checked_against"] == "torch" and p["ratio"] == pytest.approx(
+                p["times"]["torch"] / p["times"]["fastconv"])
+    # --markdown holds both tables; --load renders them again, measuring nothing
+    text = md.read_text()
+    assert "torch best / fastconv" in text and "| window |" in text and "floor ms" in text
+    assert main(["bench", "--load", str(js), "--no-progress"]) == 0
+    again = capsys.readouterr().out
+    tables = [l for l in out.splitlines() if l.startswith("|")]
+    assert len(tables) == 2 * 2 + 6 + 2 + 8 + 1 and tables == [l for l in again.splitlines() if l.startswith("|")]
+
+
+def test_local_and_weighted_flag_wrong_results(small_new_ops, monkeypatch):
+    # a wrong fastconv result is marked wrong (✗), its time is not passed off as a result
+    pytest.importorskip("torch")
+    import fastconv
+    opts = dict(repeats=1, warmup=0, min_time=0.0, max_time=0.1)
+    right_fwd, right_bwd = formulations.local_fastconv_fn, formulations.local_fastconv_backward_fn
+
+    def scaled_forward(*a):
+        f = right_fwd(*a)
+        return lambda: f() * 1.01
+
+    def zero_grad_w(*a):
+        f = right_bwd(*a)
+        return lambda: (f()[0], np.zeros_like(f()[1]))
+    monkeypatch.setattr(formulations, "local_fastconv_fn", scaled_forward)
+    monkeypatch.setattr(formulations, "local_fastconv_backward_fn", zero_grad_w)
+    loc = runner.measure_local(opts)
+    assert all(r["wrong"] == ["fastconv"] and r["peer"] for r in loc)
+    right_pool, right_back = fastconv.weighted_avg_pool2d, fastconv.weighted_avg_pool2d_backward
+    monkeypatch.setattr(fastconv, "weighted_avg_pool2d", lambda *a, **k: right_pool(*a, **k)[..., ::-1, :])
+    monkeypatch.setattr(fastconv, "weighted_avg_pool2d_backward", lambda *a, **k: 2 * right_back(*a, **k))
+    wp = runner.measure_weighted(opts)
+    assert all(p["wrong"] == ["fastconv"] for p in wp)
+    result = {"machine": {"device": "cpu", **{k: "x" for k in ("cpu", "isa", "isa_detected", "fastconv", "numpy",
+                                                                 "python")},
+                          "logical_cpus": 2, "threads": 2, "peers": {}},
+              "options": {"timing": dict(opts, max_time=0.1)}, "date": "now", "peak": {}, "local": loc,
+              "weighted": wp}
+    text = report.markdown(result)
+    rows = [l for l in text.splitlines() if l.startswith("| local ") or l.startswith("| gauss")]
+    assert rows and all(" ✗ |" in l for l in rows)
+
+
+def test_local_and_weighted_without_torch(small_new_ops, monkeypatch, tmp_path, capsys):
+    # fastconv alone is timed, the torch columns say unavailable; local is still checked (NumPy reference)
+    monkeypatch.setattr(peers, "_torch", lambda: None)
+    js = tmp_path / "n.json"
+    assert main(["bench", "--sections", "local", "weighted", *FAST, "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "torch is not installed: fastconv alone is timed" in out and "unavailable" in out and " ✗ |" not in out
+    data = json.loads(js.read_text())
+    for r in data["local"]:
+        assert set(r["times"]) == {"fastconv"} and r["checked_against"] == "reference" and not r["wrong"]
+        assert r["peer"] is None and r["ratio"] is None
+    for p in data["weighted"]:
+        assert set(p["times"]) == {"fastconv"} and p["checked_against"] is None and p["ratio"] is None
+    assert main(["bench", "--load", str(js)]) == 0
+    assert "results unchecked, torch unavailable" in capsys.readouterr().out
+
+
 def test_json_is_kept_when_a_run_is_cut_short(tmp_path, monkeypatch, capsys):
     js = tmp_path / "cut.json"
     measure = runner.measure_conv
@@ -234,7 +354,8 @@ def test_nnpack_unsupported_layer_is_a_note():
 
 
 @pytest.mark.skipif(cli._cuda_unavailable() == "", reason="a CUDA device is present")
-@pytest.mark.parametrize("extra", [[], ["--sections", "conv", "gemm", "pool", "backward"], ["--peak"],
+@pytest.mark.parametrize("extra", [[], ["--sections", "conv", "gemm", "pool", "backward", "local", "weighted"],
+                                   ["--peak"],
                                    ["--sections", "gemm", "--json", "never.json"]])
 def test_cuda_without_gpu_skips_cleanly(extra, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
@@ -261,7 +382,7 @@ def test_cuda_times_fastconv_and_cudnn(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
     js = tmp_path / "c.json"
     assert main(["bench", "--device", "cuda", "--network", TINY, *FAST, "--sections", "conv", "backward", "gemm",
-                 "pool", "--json", str(js)]) == 0
+                 "pool", "local", "weighted", "--json", str(js)]) == 0
     out = capsys.readouterr().out
     assert "cudnn" in out and "×cudnn" in out and "GPU peak:" in out and "cuBLAS" in out
     data = json.loads(js.read_text())
@@ -274,6 +395,9 @@ def test_cuda_times_fastconv_and_cudnn(capsys, tmp_path, monkeypatch):
     (g,) = data["gemm"]
     assert not g["wrong"] and g["rel_err"]["fastconv"] < 1e-5 and g["rel_err"]["cublas"] < 1e-5   # TF32 off
     assert len(data["pool"]) == 8 and not any(p["wrong"] for p in data["pool"])
+    assert "note: local skipped on cuda" in out and not data["local"]
+    assert len(data["weighted"]) == 2 * len(formulations.WEIGHTED_LAYERS)
+    assert all(p["device"] == "cuda" and p["checked_against"] == "torch" and not p["wrong"] for p in data["weighted"])
 
 
 # ---- --device cuda's code path, on a stand-in device --------------------------------------------
@@ -319,13 +443,16 @@ class _FakeDevice:
         monkeypatch.setattr(runner._C, "cuda_gemm", cuda_gemm, raising=False)
 
 
-def test_cuda_path_on_a_stand_in_device(monkeypatch, capsys, tmp_path):
+def test_cuda_path_on_a_stand_in_device(monkeypatch, capsys, tmp_path, small_new_ops):
     fake = _FakeDevice(monkeypatch)
     js, md = tmp_path / "c.json", tmp_path / "C.md"
     assert main(["bench", "--device", "cuda", "--network", TINY, "2,6,9,11,6,3,3,2,1,3", *FAST[:-2],
-                 "--sections", "conv", "backward", "gemm", "pool", "--json", str(js), "--markdown", str(md)]) == 0
+                 "--sections", "conv", "backward", "gemm", "pool", "local", "weighted", "--json", str(js),
+                 "--markdown", str(md)]) == 0
     out = capsys.readouterr().out
     assert "GPU peak: 66900 GFLOP/s fp32" in out and "Stand-in GPU" in out
+    # local runs on the CPU only: a note, no records; weighted pooling runs on the device's tensors
+    assert "note: local skipped on cuda" in out and "## Distance-weighted average pooling on the GPU" in out
     assert "Ratios: cudnn_ms / ms" in out and "×cudnn" in out and "summary of backward" in out
     assert "no CUDA kernels yet" not in out
     data = json.loads(js.read_text())
@@ -346,6 +473,10 @@ def test_cuda_path_on_a_stand_in_device(monkeypatch, capsys, tmp_path):
     ops = [p["op"] for p in data["pool"]]
     assert len(ops) == 8 and ops[1] == "max 3×3 s2 p1 backward" and data["pool"][0]["input"][0] == 2
     assert all(not p["wrong"] and p["ratio"] > 0 for p in data["pool"])
+    assert not data["local"] and data["options"]["sections"] == ["conv", "backward", "gemm", "pool", "weighted"]
+    assert len(data["weighted"]) == 8 and data["weighted"][0]["input"][0] == 2
+    assert all(p["device"] == "cuda" and p["checked_against"] == "torch" and not p["wrong"] and p["ratio"] > 0
+               for p in data["weighted"])
     text = md.read_text()
     assert "fastconv's CUDA kernels vs cuDNN" in text and "fastconv._C.cuda_gemm vs torch.matmul (cuBLAS" in text
     assert "% of copy" in text and "Convolution backward" in text

@@ -4,7 +4,10 @@
   shared with the pytest-benchmark suite in ``benchmarks/``;
 - ``networks``: layer shapes of ResNet-50, VGG-16, MobileNet and LeNet-5 (``networks.txt``);
 - ``peers``: torch, torch prepacked (oneDNN), NNPACK, cuDNN, each skipped with a note when missing;
-- ``runner``: measures layers forward and backward (and GEMM, pooling) into plain records;
+- ``runner``: measures layers forward and backward (and GEMM, pooling; locally connected / tiled
+  convolution and weighted pooling, ``--sections local weighted``) into plain records;
+- ``formulations``: the torch code a user would write for the layers torch lacks (unfold + einsum /
+  bmm; a depthwise conv2d with the fixed window) and their shapes, shared with ``benchmarks/``;
 - ``report``: console table and summary, Markdown for RESULTS.md, JSON, PNG plot;
 - ``cli``: the options;
 - ``smoke``: every kernel of a device's table once on small problems, checked against the CPU

@@ -23,8 +23,19 @@ fastconv takes zero-copy and runs on torch's current stream; CUDA events time bo
 of the card's nominal fp32 peak (fastconv._C.cuda_devices()). --sections gemm: a 4096^3 SGEMM,
 fastconv._C.cuda_gemm vs torch.matmul (cuBLAS); pool: pooling forward and backward at batch 32
 vs torch, with GB/s as % of a device-to-device copy measured in the same run; backward:
-conv2d_backward vs autograd's cuDNN backward. Without a GPU (or torch with CUDA) it prints
-"skipped: no CUDA device" and exits with 0.
+conv2d_backward vs autograd's cuDNN backward; weighted (below) at batch 32; local is skipped there
+with a note (CPU only). Without a GPU (or torch with CUDA) it prints "skipped: no CUDA device"
+and exits with 0.
+
+The lecture's other layers (issue 21), which no peer library has, against the torch code a user
+would write instead (fastconv.bench.formulations; torch needed for the peer columns, which say
+"unavailable" without it, while fastconv is still timed):
+--sections local: fastconv.local_conv2d / tiled_conv2d, forward and backward (grad_x, grad_w),
+vs F.unfold + einsum and F.unfold + bmm over the positions (ratio against the faster), with the
+batch-1 forward's floor (weight bytes at the measured copy bandwidth). --sections weighted:
+fastconv.weighted_avg_pool2d, forward and backward, vs a depthwise F.conv2d with the fixed
+normalised window (and torch's autograd through it), with GB/s. Every result is checked against
+the formulation's and marked wrong if it differs.
 
 Whole models: --model resnet18 resnet50 lenet5 times complete networks instead of single
 layers: a torch.nn model converted by fastconv.torch.convert against the same model in torch
@@ -43,7 +54,8 @@ import time
 from . import models, networks, peers, report, runner, timing
 
 NETWORK_NAMES = ("resnet50", "vgg16", "mobilenet", "lenet5")
-SECTIONS = ("conv", "gemm", "pool", "backward")
+SECTIONS = ("conv", "gemm", "pool", "backward", "local", "weighted")
+CPU_ONLY_SECTIONS = {"local": "fastconv's locally connected / tiled convolution is benchmarked on the CPU only"}
 
 
 def _network(text):
@@ -143,7 +155,10 @@ def add_parser(sub):
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=None,
                    help="conv (default), gemm (fastconv's GEMM vs numpy.matmul; on cuda a 4096^3 SGEMM vs "
                         "cuBLAS), pool (forward and backward vs torch), backward (conv2d_backward vs torch "
-                        "autograd; cuDNN on cuda) on the layers of --network")
+                        "autograd; cuDNN on cuda) on the layers of --network, local (locally connected and tiled "
+                        "convolution, forward and backward, vs torch's unfold + einsum / unfold + bmm; CPU only), "
+                        "weighted (weighted_avg_pool2d, forward and backward, vs a depthwise F.conv2d with the "
+                        "fixed window); --peers does not apply to pool, local and weighted: torch when installed")
     p.add_argument("--peak", action="store_true",
                    help="measure the machine's fp32 FMA peak and memory copy bandwidth for 1 s each and print "
                         "them; alone, that is all it does. Every run otherwise measures them briefly (2 x 0.15 s) "
@@ -330,6 +345,13 @@ def run(args, argv=None, allow_reexec=False):
         why = peers.why_unavailable(p, device)
         if why:
             notes.append(f"{p} skipped: {why}")
+    for name, why in CPU_ONLY_SECTIONS.items():
+        if device == "cuda" and name in sections:
+            sections = [s for s in sections if s != name]
+            notes.append(f"{name} skipped on cuda: {why}")
+    if any(s in sections for s in ("local", "weighted")) and peers._torch() is None:
+        notes.append("local/weighted: torch is not installed: fastconv alone is timed, the torch columns say "
+                     "unavailable (local checks against fastconv's NumPy reference, weighted is unchecked)")
     back_algos = [a for a in algos if a in ("auto", "reference") or a in runner.backward_algorithms(device)]
     if "backward" in sections and len(back_algos) < len(algos):
         notes.append("backward: " + ", ".join(a for a in algos if a not in back_algos)
@@ -340,7 +362,8 @@ def run(args, argv=None, allow_reexec=False):
         "options": {"device": device, "quick": quick, "sections": sections, "algorithms": algos,
                     "peers": peer_names, "threads": threads, "threads_applied": applied, "timing": opts,
                     "batches": sorted({b for _, b in work}), "models": args.model, "image_size": args.image_size},
-        "conv": [], "backward": [], "gemm": [], "pool": [], "models": [], "notes": notes,
+        "conv": [], "backward": [], "gemm": [], "pool": [], "local": [], "weighted": [], "models": [],
+        "notes": notes,
     }
     for n in notes:
         print(f"note: {n}")
@@ -348,7 +371,9 @@ def run(args, argv=None, allow_reexec=False):
     gemm_sizes = runner.CUDA_GEMM_SIZES if device == "cuda" else runner.GEMM_SIZES
     total = (len(work) if "conv" in sections else 0) + (len(work) if "backward" in sections else 0) \
         + (len(gemm_sizes) if "gemm" in sections else 0) \
-        + (runner.pool_steps(device) if "pool" in sections else 0) + len(model_cases)
+        + (runner.pool_steps(device) if "pool" in sections else 0) \
+        + (runner.local_steps() if "local" in sections else 0) \
+        + (runner.weighted_steps(device) if "weighted" in sections else 0) + len(model_cases)
     progress = Progress(total, enabled=not args.no_progress)
 
     def checkpoint():
@@ -380,6 +405,12 @@ def run(args, argv=None, allow_reexec=False):
         if "pool" in sections:
             result["pool"] = runner.measure_pool(opts, progress=progress, device=device)
             checkpoint()
+        if "local" in sections:
+            result["local"] = runner.measure_local(opts, progress=progress)
+            checkpoint()
+        if "weighted" in sections:
+            result["weighted"] = runner.measure_weighted(opts, progress=progress, device=device)
+            checkpoint()
         for name, mode, batch in model_cases:
             progress.start(f"{name} {mode} b{batch}")
             result["models"].append(models.measure_model(name, mode, batch, opts, args.image_size))
@@ -401,6 +432,10 @@ def _emit(result, args):
         print("\n" + report.md_gemm(result))
     if result.get("pool"):
         print("\n" + report.md_pool(result))
+    if result.get("local"):
+        print("\n" + report.md_local(result))
+    if result.get("weighted"):
+        print("\n" + report.md_weighted(result))
     if result.get("models"):
         print("\nwhole models: fastconv = the torch.nn model converted by fastconv.torch.convert; "
               "ratio > 1: fastconv is faster\n" + models.table(result["models"]))

@@ -7,7 +7,9 @@ Ratios are ``baseline_ms / contender_ms`` of medians (baseline: torch's F.conv2d
 cuDNN on the GPU; for conv2d_backward torch's autograd, cuDNN's on the GPU; numpy.matmul or
 cuBLAS for GEMM): > 1 means the contender is faster. On the GPU, % of peak is of the card's
 nominal fp32 peak and pooling's GB/s is also given as % of a device-to-device copy measured in
-the same run (on the CPU, of the memory copy measured at the start). Per network: **geo** is the geometric
+the same run (on the CPU, of the memory copy measured at the start); locally connected / tiled
+convolution divide the faster torch formulation (unfold + einsum or + bmm), weighted pooling its
+depthwise-conv2d formulation. Per network: **geo** is the geometric
 mean of the per-layer ratios (each distinct shape once), **Σ** the ratio of the summed times
 with every layer weighted by its count in the network.
 """
@@ -360,28 +362,102 @@ def md_gemm(result):
                        + ([f"rel. error fastconv / {peer}"] if errors else []), rows))
 
 
-def md_pool(result):
+def _bytes_rows(result, key, extra=lambda p: []):
+    """md_pool's rows for result[key]: op, input, output, (extra cells), fastconv and torch
+    `ms (GB/s, % of copy)`, ratio; the geometric mean of the ratios last."""
     copy = peak_of(result, "copy_gbs")
-    gpu = result["machine"].get("device") == "cuda"
     rows, ratios = [], []
-    for p in result["pool"]:
+    for p in result[key]:
         t = p["times"]
         ratios.append(p["ratio"])
-        rows.append([p["op"], "×".join(map(str, p["input"])), "×".join(map(str, p["output"])),
-                     f"{fmt_ms(t['fastconv'])} ({fmt_rate(timing.gbytes(p['bytes'], t['fastconv']), copy)})"
-                     + (" ✗" if p["wrong"] else ""),
-                     (f"{fmt_ms(t['torch'])} ({fmt_rate(timing.gbytes(p['bytes'], t['torch']), copy)})"
-                      if "torch" in t else "—"),
-                     fmt_x(p["ratio"])])
-    rows.append(["**geometric mean**", "", "", "", "", fmt_x(timing.geomean(ratios))])
-    where = ("a device-to-device copy measured in this run" if gpu else "the memory copy measured at the start")
+        rows.append([p["op"], "×".join(map(str, p["input"])), "×".join(map(str, p["output"]))] + extra(p)
+                    + [f"{fmt_ms(t['fastconv'])} ({fmt_rate(timing.gbytes(p['bytes'], t['fastconv']), copy)})"
+                       + (" ✗" if p["wrong"] else ""),
+                       (f"{fmt_ms(t['torch'])} ({fmt_rate(timing.gbytes(p['bytes'], t['torch']), copy)})"
+                        if "torch" in t else "unavailable"),
+                       fmt_x(p["ratio"])])
+    width = len(rows[0]) if rows else 6
+    rows.append(["**geometric mean**"] + [""] * (width - 2) + [fmt_x(timing.geomean(ratios))])
+    return rows
+
+
+def _bytes_note(result):
+    copy = peak_of(result, "copy_gbs")
+    where = ("a device-to-device copy measured in this run" if result["machine"].get("device") == "cuda"
+             else "the memory copy measured at the start")
+    return ("Cells are `median ms (GB/s" + (", % of copy" if copy else "") + ")`; bytes are the fewest a pass "
+            "moves: forward input + output, backward grad_y + grad_x"), \
+        (f"; % of copy: of {where}, {copy:.0f} GB/s (read + write)" if copy else "")
+
+
+def md_pool(result):
+    gpu = result["machine"].get("device") == "cuda"
+    cells, copy = _bytes_note(result)
     return (f"## Pooling{' on the GPU' if gpu else ''}: fastconv vs torch.nn.functional, forward and backward "
             "(autograd) (float32, NCHW)\n\n" + md_header(result)
-            + "\nCells are `median ms (GB/s" + (", % of copy" if copy else "") + ")`; bytes are the fewest a pass "
-              "moves: forward input + output, backward grad_y + grad_x (+ the int64 indices max pooling reads)"
-            + (f"; % of copy: of {where}, {copy:.0f} GB/s (read + write)" if copy else "")
+            + "\n" + cells + " (+ the int64 indices max pooling reads)" + copy
             + ". Ratio is torch_ms / fastconv_ms (> 1: fastconv faster).\n\n"
-            + md_table(["op", "input", "output", "fastconv ms (GB/s)", "torch ms (GB/s)", "torch / fastconv"], rows))
+            + md_table(["op", "input", "output", "fastconv ms (GB/s)", "torch ms (GB/s)", "torch / fastconv"],
+                       _bytes_rows(result, "pool")))
+
+
+def md_weighted(result):
+    """Distance-weighted average pooling (fastconv.weighted_avg_pool2d) vs its torch formulation."""
+    gpu = result["machine"].get("device") == "cuda"
+    cells, copy = _bytes_note(result)
+    unchecked = any(not p.get("checked_against") for p in result["weighted"])
+    return (f"## Distance-weighted average pooling{' on the GPU' if gpu else ''}: fastconv.weighted_avg_pool2d "
+            "vs a depthwise F.conv2d with the fixed window, forward and backward (autograd) (float32, NCHW)\n\n"
+            + md_header(result)
+            + "\ntorch has no such pooling; the formulation a user writes is a depthwise `F.conv2d` (groups = C) "
+              "with the window normalised to sum 1 (with count_include_pad=False then divided by the window's "
+              "share inside the input, a map made once per shape, outside the timing), and its backward torch's "
+              "autograd through that. " + cells + copy + ". Ratio is torch_ms / fastconv_ms (> 1: fastconv "
+              "faster); ✗: fastconv's result differs from the formulation's"
+            + ("; torch not installed: results unchecked, torch unavailable" if unchecked else "") + ".\n\n"
+            + md_table(["op", "input", "output", "window", "fastconv ms (GB/s)", "torch ms (GB/s)",
+                        "torch / fastconv"], _bytes_rows(result, "weighted", lambda p: [p.get("window", "")])))
+
+
+def md_local(result):
+    """Locally connected and tiled convolution vs torch's unfold + einsum / bmm formulations."""
+    peak, copy = peak_of(result), peak_of(result, "copy_gbs")
+    recs = result["local"]
+    rows = []
+    for r in recs:
+        t = r["times"]
+
+        def cell(n):
+            if n not in t:
+                return "unavailable"
+            c = fmt_ms(t[n]) + (f" ({fmt_rate(timing.gflops(r['flops'], t[n]), peak)})" if n == "fastconv" else "")
+            return c + (" ✗" if n in r["wrong"] else "")
+        floor = (fmt_ms(r["floor_bytes"] / (copy * 1e9)) if copy and r.get("floor_bytes") else "—")
+        rows.append([r["op"], "forward" if r["pass"] == "forward" else "grad x, w", "×".join(map(str, r["weight"])),
+                     f"{r['weight_bytes'] / 1e6:.2f}", floor, cell("fastconv"), cell("einsum"), cell("bmm"),
+                     fmt_x(r["ratio"])])
+    for pass_, label in (("forward", "forward"), ("backward", "grad x, w")):
+        rows.append([f"**geometric mean, {label}**"] + [""] * 7
+                    + [fmt_x(timing.geomean(r["ratio"] for r in recs if r["pass"] == pass_))])
+    checked = {r.get("checked_against") for r in recs}
+    check = ("torch's unfold + einsum" if checked == {"einsum"} else "fastconv's NumPy reference (torch not installed)"
+             if checked == {"reference"} else "einsum's, or fastconv's NumPy reference where torch was missing")
+    return ("## Locally connected and tiled convolution: fastconv.local_conv2d / tiled_conv2d vs torch's unfold "
+            "+ einsum and unfold + bmm (float32, CPU)\n\n" + md_header(result)
+            + "\ntorch has no locally connected layer; the formulations a user writes unfold the input "
+              "(`F.unfold`, N × C·R·S × P·Q) and contract it with the position-major weight by "
+              "`einsum('ncl,lkc->nkl')` or by `bmm` over the positions (a tiled weight is indexed per position "
+              "first); *grad x, w* is "
+              "fastconv's backward (grad_x and grad_w) against torch's autograd through each. Ratio: the faster "
+              "torch formulation's ms / fastconv's (> 1: fastconv faster). fastconv cells are `median ms (GFLOP/s, "
+              "% of peak)`, GFLOP = 2·N·K·P·Q·C·R·S (twice that for the backward). *floor*: a locally connected "
+              "forward reads every weight once, weight bytes at the copy bandwidth"
+            + (f" ({copy:.1f} GB/s, read + write, the header's)" if copy else " (not measured in this run: —)")
+            + "; a batch-1 forward does little else (weights that fit the last-level cache can beat it in a timing "
+              "loop). Tiled weights stay in cache (no floor). Results checked "
+              f"against {check}; ✗: a result that differs.\n\n"
+            + md_table(["problem", "pass", "weight", "weights MB", "floor ms", "fastconv ms", "einsum ms", "bmm ms",
+                        "torch best / fastconv"], rows))
 
 
 def markdown(result):
@@ -394,6 +470,10 @@ def markdown(result):
         parts.append(md_gemm(result))
     if result.get("pool"):
         parts.append(md_pool(result))
+    if result.get("local"):
+        parts.append(md_local(result))
+    if result.get("weighted"):
+        parts.append(md_weighted(result))
     if result.get("models"):
         from .models import table  # no torch import: table() only formats
         parts.append("### Whole models: fastconv.torch.convert vs torch eager\n\n" + md_header(result)
@@ -441,7 +521,7 @@ def read_json(path):
         raise ValueError(f"{path}: not a fastconv bench JSON (schema {result.get('schema')!r}, expected {JSON_SCHEMA})")
     for r in result.get("conv", []) + result.get("backward", []):   # null ratios back to NaN for the formatters
         r["ratios"] = {k: (math.nan if v is None else v) for k, v in r.get("ratios", {}).items()}
-    for g in result.get("gemm", []) + result.get("pool", []):
+    for g in result.get("gemm", []) + result.get("pool", []) + result.get("local", []) + result.get("weighted", []):
         g["ratio"] = math.nan if g.get("ratio") is None else g["ratio"]
     return result
 

@@ -1,10 +1,11 @@
 # runner.py: measures what `python -m fastconv bench` reports: per layer and batch every
 # fastconv algorithm and every peer, timed together with timing.compare (interleaved, medians),
 # outputs checked against torch (cuDNN on the GPU); the same for conv2d_backward against torch's
-# autograd; plus GEMM vs NumPy (cuBLAS on the GPU), pooling forward and backward vs torch, and on
-# the GPU its nominal fp32 peak and a measured device-to-device copy. Returns plain dicts
+# autograd; plus GEMM vs NumPy (cuBLAS on the GPU), pooling forward and backward vs torch,
+# locally connected / tiled convolution and weighted pooling vs the torch formulations of
+# formulations.py, and on the GPU its nominal fp32 peak and a measured device-to-device copy. Returns plain dicts
 # (JSON-ready); report.py turns them into tables, Markdown and plots.
-"""Measurement of convolution layers (forward and backward), GEMM and pooling, on the CPU
+"""Measurement of convolution layers (forward and backward), GEMM, pooling and issue 21's layers, on the CPU
 (NumPy arrays) or on a CUDA device (torch CUDA tensors, which fastconv takes zero-copy and
 runs on torch's current stream; timed with CUDA events)."""
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from .. import _C, _cache, algorithms, functional
 from ..plan import plan_conv2d
-from . import peers, timing
+from . import formulations, peers, timing
 
 GEMM_SIZES = ((1024, 1024, 1024), (256, 3136, 64), (64, 3136, 256), (128, 784, 512), (512, 784, 128),
               (1024, 196, 256), (2048, 49, 512), (64, 3136, 576))   # M x N x K
@@ -447,6 +448,153 @@ def measure_pool(options, progress=None, device="cpu"):
         out.append(_pool_record(label + " backward", "backward", y_shape, shape, nbytes, fns, ok, options, device))
         if progress:
             progress(f"pool {label} backward")
+    return out
+
+
+# ---- issue 21's layers: locally connected / tiled convolution, distance-weighted pooling ----------
+
+LOCAL_PEERS = ("einsum", "bmm")   # formulations.local_torch_fns' two torch formulations
+
+
+def local_steps():
+    """Progress steps of the local section: each shape forward and backward."""
+    return 2 * len(formulations.LOCAL_SHAPES)
+
+
+def _local_record(name, pass_, tiles, x, wt, flops, fns, wrong, checked_against, options):
+    """Time `fns` together; the ratio is the faster (right) torch formulation's time over fastconv's."""
+    cmp_ = timing.compare(fns, **options)
+    t = cmp_.medians
+    peer = min((n for n in LOCAL_PEERS if n in t and n not in wrong), key=t.get, default=None)
+    return {"op": name, "kind": "local" if tiles is None else "tiled", "pass": pass_, "input": list(x.shape),
+            "weight": list(wt.shape), "weight_bytes": wt.nbytes, "flops": flops,
+            # a locally connected forward reads every weight once: that many bytes at the copy
+            # bandwidth is its floor (the bound a batch-1 forward sits near); tiled weights stay in cache
+            "floor_bytes": wt.nbytes if tiles is None and pass_ == "forward" else None,
+            "times": t, "samples": cmp_.samples, "rounds": cmp_.rounds, "device": "cpu", "wrong": wrong,
+            "checked_against": checked_against, "peer": peer,
+            "ratio": timing.ratio(t.get(peer), t["fastconv"]) if peer else math.nan}
+
+
+def _as_tuple(v):
+    return v if isinstance(v, tuple) else (v,)
+
+
+def _wrong(fns, ref_name, ref, reductions):
+    """The contenders whose results (one array, or a tuple of them) differ from `ref` (see close())."""
+    ref = tuple(peers.to_numpy(r) for r in _as_tuple(ref))
+    return [n for n, fn in fns.items() if n != ref_name
+            and not all(close(g, r, k) for g, r, k in zip(_as_tuple(fn()), ref, reductions))]
+
+
+def measure_local(options, progress=None):
+    """fastconv.local_conv2d / tiled_conv2d (formulations.LOCAL_SHAPES, float32, CPU), forward and
+    backward (grad_x and grad_w, no bias), against torch's unfold + einsum and unfold + bmm
+    formulations and torch autograd through them (formulations.py); the ratio is against the
+    faster of the two. Every result is checked against einsum's (without torch: against
+    fastconv's NumPy reference algorithm, and only fastconv is timed)."""
+    torch = peers._torch()
+    rng = np.random.default_rng(1)
+    out = []
+    for name, shape, k, r, tiles in formulations.LOCAL_SHAPES:
+        x, wt, pq = formulations.local_problem(shape, k, r, tiles)
+        n, c = shape[:2]
+        gy = rng.standard_normal((n, k) + pq, dtype=np.float32)
+        flops = 2.0 * n * k * pq[0] * pq[1] * c * r * r
+        fwd = {"fastconv": formulations.local_fastconv_fn(x, wt, tiles)}
+        bwd = {"fastconv": formulations.local_fastconv_backward_fn(x, wt, tiles, gy)}
+        if torch is not None:
+            fwd.update(zip(LOCAL_PEERS, formulations.local_torch_fns(x, wt, pq, tiles)))
+            bwd.update(zip(LOCAL_PEERS, formulations.local_torch_backward_fns(x, wt, pq, tiles, gy)))
+            ref_name, ref_fwd, ref_bwd = "einsum", fwd["einsum"], bwd["einsum"]
+        else:
+            ref_name = "reference"
+            ref_fwd = formulations.local_fastconv_fn(x, wt, tiles, "reference")
+            ref_bwd = formulations.local_fastconv_backward_fn(x, wt, tiles, gy, "reference")
+        # grad_x sums K*R*S products per element, grad_w N times the positions that share a weight
+        uses = n * -(-pq[0] // wt.shape[0]) * -(-pq[1] // wt.shape[1])
+        for pass_, fns, ref, reductions, f in (("forward", fwd, ref_fwd, (c * r * r,), flops),
+                                               ("backward", bwd, ref_bwd, (k * r * r, uses), 2 * flops)):
+            wrong = _wrong(fns, ref_name, ref(), reductions)
+            out.append(_local_record(name, pass_, tiles, x, wt, f, fns, wrong, ref_name, options))
+            if progress:
+                progress(f"local {name} {pass_}")
+    return out
+
+
+def weighted_cases(device="cpu"):
+    """formulations.WEIGHTED_LAYERS at batch 1 on the CPU, at batch CUDA_POOL_BATCH on the GPU."""
+    n = CUDA_POOL_BATCH if device == "cuda" else 1
+    return [(name, (n,) + tuple(shape[1:]), k, s, p, cip, kw)
+            for name, shape, k, s, p, cip, kw in formulations.WEIGHTED_LAYERS]
+
+
+def weighted_steps(device="cpu"):
+    """Progress steps of the weighted section: each case forward and backward."""
+    return 2 * len(weighted_cases(device))
+
+
+def window_label(k, s, p, cip, kw):
+    """How a weighted case's window and modes read in the tables."""
+    w = kw.get("weight")
+    text = ("given" if w is not None else f"gauss σ={kw.get('sigma', 1.0):g}") + f" {k}×{k} s{s} p{p}"
+    if not cip:
+        text += ", count_include_pad=False"
+    if not kw.get("normalize", True):
+        text += ", normalize=False"
+    return text
+
+
+def measure_weighted(options, progress=None, device="cpu"):
+    """fastconv.weighted_avg_pool2d and its backward vs the torch formulation
+    (formulations.weighted_torch_formulation: a depthwise F.conv2d with the fixed window) and
+    torch autograd through it, when torch is installed; on device 'cuda' on torch CUDA tensors.
+    Bytes as measure_pool's: forward x + y, backward grad_y + grad_x."""
+    import fastconv as fc
+    torch = peers._torch()
+    if device == "cuda" and cuda_kernels_missing():
+        return []
+    rng = np.random.default_rng(0)
+    out = []
+    for name, shape, k, s, p, cip, kw in weighted_cases(device):
+        args = (k, s, p, False, cip)
+        dev = None
+        if device == "cuda":
+            _, dev = _torch_cuda()
+            g = torch.Generator(device=dev).manual_seed(0)
+            x = torch.randn(shape, device=dev, generator=g)
+        else:
+            x = formulations.weighted_input(shape)
+        y = fc.weighted_avg_pool2d(x, *args, **kw)
+        buf = np.empty_like(y) if device == "cpu" else None   # on the CPU written in place, as a layer reuses it
+        fns = {"fastconv": lambda: fc.weighted_avg_pool2d(x, *args, out=buf, **kw)}
+        ok, form, xt = True, None, None
+        if torch is not None:
+            form = formulations.weighted_torch_formulation(shape, k, s, p, cip, kw, dev)
+            xt = x if device == "cuda" else torch.from_numpy(x)
+            fns["torch"] = lambda: form(xt)
+            ok = close(y, form(xt))
+        y_shape = tuple(y.shape)
+        n_x, n_y = math.prod(shape), math.prod(y_shape)
+        label = dict(window=window_label(k, s, p, cip, kw), checked_against="torch" if form else None)
+        out.append(dict(_pool_record(name, "forward", shape, y_shape, 4 * (n_x + n_y), fns, ok, options, device),
+                        **label))
+        if progress:
+            progress(f"weighted {name}")
+        gy = (torch.randn(y_shape, device=dev, generator=g) if device == "cuda"
+              else rng.standard_normal(y_shape, dtype=np.float32))
+        fns = {"fastconv": lambda: fc.weighted_avg_pool2d_backward(gy, x, *args, **kw)}
+        ok = True
+        if form is not None:
+            xr = xt.detach().clone().requires_grad_(True)
+            yr = form(xr)
+            gyt = gy if device == "cuda" else torch.from_numpy(gy)
+            fns["torch"] = lambda: torch.autograd.grad(yr, xr, gyt, retain_graph=True)[0]
+            ok = close(fns["fastconv"](), fns["torch"]())
+        out.append(dict(_pool_record(name + " backward", "backward", y_shape, shape, 4 * (n_y + n_x), fns, ok,
+                                     options, device), **label))
+        if progress:
+            progress(f"weighted {name} backward")
     return out
 
 
