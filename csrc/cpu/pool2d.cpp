@@ -1257,14 +1257,97 @@ void weighted_avg_pool2d(const PoolParams& p, const T* x, const T* w, T* y) {
   }
 }
 
+namespace {
+
+// One plane of the backward with strides 1, as a gather: with v = grad_y / divisor (zero
+// outside P x Q), grad_x[h][w] = sum over r, s of w[r][s] * v[h + pad_h - r][w + pad_w - s],
+// a correlation of v, zero-padded by R-1-pad_h rows and S-1-pad_w columns, with the window
+// flipped (wf: flipped, as the kernel's layout: separable factors or R x S). Separable: a
+// horizontal pass over each row of v (one flat pass over the padded rows, vb, into u), then
+// each grad_x row sums its counted rows of u: avg_pool2d_backward's order (per column the
+// windows in ascending q, then the rows in ascending p), so a window of ones gives its result
+// bit for bit. 2-D windows: the forward's zero-padded 2-D pass on the transposed problem.
+// Scratch: vb and u, P x (W + S - 1) each (separable); the 2-D pass's own.
+template <class T>
+void weighted_backward_plane_stride1(const PoolParams& p, const Axis& ah, const Axis& aw, const T* div,
+                                     const T* wf, const T* gy, T* gx, T* vb, T* u, T* scratch2d) {
+  const index_t P = p.P, Q = p.Q, H = p.H, W = p.W, R = p.R, S = p.S;
+  const index_t ph = R - 1 - p.pad_h, pw = S - 1 - p.pad_w, Wp = W + S - 1;
+  if (!p.separable) {
+    // v into vb (P x Q), then the forward's 2-D rows on (P x Q) -> (H x W) with pads (ph, pw).
+    for (index_t op = 0; op < P; ++op)
+      for (index_t q = 0; q < Q; ++q) vb[op * Q + q] = div ? gy[op * Q + q] / div[op * Q + q] : gy[op * Q + q];
+    PoolParams t = p;
+    t.H = P, t.W = Q, t.P = H, t.Q = W, t.pad_h = ph, t.pad_w = pw, t.normalize = false;
+    const Axis th = make_axis(P, H, R, 1, ph, 1, false), tw = make_axis(Q, W, S, 1, pw, 1, false);
+    weighted_2d_rows(t, th, tw, wf, static_cast<const T*>(nullptr), true, vb, gx, 0, H, scratch2d);
+    return;
+  }
+  (void)ah, (void)aw;
+  // vb row op: v's row op between zero columns (column c holds v's column c - pw); the zero
+  // columns were set once (the scratch came zeroed), only [pw, pw + Q) is written.
+  for (index_t op = 0; op < P; ++op) {
+    T* b = vb + op * Wp + pw;
+    const T* g = gy + op * Q;
+    if (div) {
+      const T* d = div + op * Q;
+#pragma omp simd
+      for (index_t q = 0; q < Q; ++q) b[q] = g[q] / d[q];
+    } else {
+      copy_short_row(g, Q, b);
+    }
+  }
+  // u[op][w] = sum over s of whf[s] * vb[op][w + s]: flat over the rows (values between rows unused).
+  const T* wvf = wf;
+  const T* whf = wf + R;
+  taps(vb, 1, whf, S, (P - 1) * Wp + W, u, [](T a, index_t) { return a; });
+  for (index_t h = 0; h < H; ++h) {
+    const index_t top = h - ph;  // u's row under the flipped window's first tap
+    const index_t first = std::max<index_t>(0, top), last = std::min(P, top + R);
+    T* gr = gx + h * W;
+    if (first >= last) {
+      std::fill(gr, gr + W, T(0));
+      continue;
+    }
+    taps(u + first * Wp, Wp, wvf + (first - top), last - first, W, gr, [](T a, index_t) { return a; });
+  }
+}
+
+}  // namespace
+
 // grad_x[h][w] = sum over the windows o covering (h, w) of w[tap] * grad_y[o] / divisor[o]; one
 // plane per work item (no two threads write one value), each plane's windows in row order.
+// Strides 1 with finite weights gather (weighted_backward_plane_stride1); otherwise each output
+// row's windows are scattered into grad_x.
 template <class T>
 void weighted_avg_pool2d_backward(const PoolParams& p, const T* grad_y, const T* w, T* grad_x) {
   const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, false);
   const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, false);
   const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
   const Buffer<T> div = p.normalize ? window_divisors(p, ah, aw, w) : Buffer<T>();  // the forward's
+  const index_t n_weights = p.separable ? p.R + p.S : p.R * p.S;
+  // Zero padding (of grad_y) needs finite weights, as in the forward.
+  if (p.stride_h == 1 && p.stride_w == 1 && std::all_of(w, w + n_weights, [](T v) { return std::isfinite(v); })) {
+    Buffer<T> wf(n_weights);  // the window flipped: each factor reversed, or the R x S reversed
+    if (p.separable) {
+      for (index_t r = 0; r < p.R; ++r) wf[r] = w[p.R - 1 - r];
+      for (index_t s = 0; s < p.S; ++s) wf[p.R + s] = w[p.R + p.S - 1 - s];
+    } else {
+      for (index_t i = 0; i < n_weights; ++i) wf[i] = w[n_weights - 1 - i];
+    }
+    const index_t Wp = p.W + p.S - 1;
+    const index_t sep = p.separable ? p.P * Wp : p.P * p.Q;
+    const index_t pad2d = p.separable ? 0 : (p.H - 1 + p.R + p.H) * (p.W + p.S - 1);
+#pragma omp parallel if (pool_parallel(p))
+    {
+      Buffer<T> vb(sep, T(0)), u(p.separable ? p.P * Wp : 0), s2(pad2d, T(0));
+#pragma omp for schedule(static)
+      for (index_t plane = 0; plane < planes; ++plane)
+        weighted_backward_plane_stride1(p, ah, aw, div.data(), wf.data(), grad_y + plane * PQ, grad_x + plane * HW,
+                                        vb.data(), u.data(), s2.data());
+    }
+    return;
+  }
 #pragma omp parallel if (pool_parallel(p))
   {
     Buffer<T> t(p.W), v(p.Q);
