@@ -308,6 +308,13 @@ def test_core_checks_the_window():
     with pytest.raises(ValueError, match="w"):
         _C.run("weighted_avg_pool2d_forward", "direct", prm, {"x": x, "y": y})
     _C.run("weighted_avg_pool2d_forward", "direct", prm, {"x": x, "w": np.ones(4), "y": y})
+    # The CPU kernels read zero padding, which adds nothing only for finite weights.
+    for bad in (np.inf, np.nan):
+        w = np.array([1.0, bad, 1.0, 1.0])
+        with pytest.raises(ValueError, match="weights must be finite"):
+            _C.run("weighted_avg_pool2d_forward", "direct", prm, {"x": x, "w": w, "y": y})
+        with pytest.raises(ValueError, match="weights must be finite"):
+            _C.run("weighted_avg_pool2d_backward", "direct", prm, {"grad_y": y, "w": w, "grad_x": x})
 
 
 # ---- fastconv.torch ------------------------------------------------------------------------------

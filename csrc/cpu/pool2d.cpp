@@ -711,121 +711,6 @@ Buffer<T> window_divisors(const PoolParams& p, const Axis& ah, const Axis& aw, c
   return d;
 }
 
-// y[q] = sum over the taps of column window q of wh[s] * t[col], for every q (t: one row).
-template <class T>
-void weighted_horizontal(const Axis& a, index_t Q, const T* wh, const T* t, T* y) {
-  auto border = [&](index_t q) {
-    const index_t s0 = a.first[q] - (q * a.stride - a.pad);
-    const T* tq = t + a.first[q];
-    T m = 0;
-    for (index_t i = 0; i < a.count[q]; ++i) m += wh[s0 + i] * tq[i];
-    y[q] = m;
-  };
-  for (index_t q = 0; q < a.lo; ++q) border(q);
-  for (index_t q = a.hi; q < Q; ++q) border(q);
-  const index_t lo = a.lo, hi = a.hi, S = a.k, sw = a.stride, pw = a.pad;
-  if (lo >= hi) return;
-  if (sw == 1) {  // S contiguous passes over the output row (in L1)
-    const T* b = t + (lo - pw);
-    T* o = y + lo;
-    const index_t n = hi - lo;
-    const T w0 = wh[0];
-#pragma omp simd
-    for (index_t i = 0; i < n; ++i) o[i] = w0 * b[i];
-    for (index_t s = 1; s < S; ++s) {
-      const T* bs = b + s;
-      const T ws = wh[s];
-#pragma omp simd
-      for (index_t i = 0; i < n; ++i) o[i] += ws * bs[i];
-    }
-  } else if (S == 3 && sw == 2) {  // 3x3/2: the three taps in one pass; the stride a constant,
-    // so the loads are even/odd deinterleaves rather than gathers
-    const T w0 = wh[0], w1 = wh[1], w2 = wh[2];
-    const T* b = t + (2 * lo - pw);
-    T* o = y + lo;
-    const index_t n = hi - lo;
-#pragma omp simd
-    for (index_t i = 0; i < n; ++i) {
-      T v = w0 * b[2 * i];
-      v += w1 * b[2 * i + 1];
-      v += w2 * b[2 * i + 2];
-      o[i] = v;
-    }
-  } else if (S == 2 && sw == 2) {  // 2x2/2
-    const T w0 = wh[0], w1 = wh[1];
-    const T* b = t + (2 * lo - pw);
-    T* o = y + lo;
-    const index_t n = hi - lo;
-#pragma omp simd
-    for (index_t i = 0; i < n; ++i) {
-      T v = w0 * b[2 * i];
-      v += w1 * b[2 * i + 1];
-      o[i] = v;
-    }
-  } else {
-    const T w0 = wh[0];
-#pragma omp simd
-    for (index_t q = lo; q < hi; ++q) y[q] = w0 * t[q * sw - pw];
-    for (index_t s = 1; s < S; ++s) {
-      const index_t c = s - pw;
-      const T ws = wh[s];
-#pragma omp simd
-      for (index_t q = lo; q < hi; ++q) y[q] += ws * t[q * sw + c];
-    }
-  }
-}
-
-// 2-D window, one output row: y[q] = sum over counted-inside rows j and the columns of window q
-// of w[rb + j][s] * x[h0 + j][col]; R*S passes over the output row.
-template <class T>
-void weighted_row_2d(const Axis& ah, const Axis& aw, index_t op, const T* xp, index_t W, index_t Q,
-                     const T* w, T* y) {
-  const index_t n = ah.count[op], h0 = ah.first[op], rb = h0 - (op * ah.stride - ah.pad), S = aw.k;
-  std::fill(y, y + Q, T(0));
-  const index_t lo = aw.lo, hi = aw.hi, sw = aw.stride, pw = aw.pad;
-  for (index_t j = 0; j < n; ++j) {
-    const T* xr = xp + (h0 + j) * W;
-    const T* wr = w + (rb + j) * S;
-    auto border = [&](index_t q) {
-      const index_t s0 = aw.first[q] - (q * sw - pw);
-      T m = 0;
-      for (index_t i = 0; i < aw.count[q]; ++i) m += wr[s0 + i] * xr[aw.first[q] + i];
-      y[q] += m;
-    };
-    for (index_t q = 0; q < lo; ++q) border(q);
-    for (index_t q = hi; q < Q; ++q) border(q);
-    if (lo >= hi) continue;
-    for (index_t s = 0; s < S; ++s) {
-      const T ws = wr[s];
-      const index_t c = s - pw;
-#pragma omp simd
-      for (index_t q = lo; q < hi; ++q) y[q] += ws * xr[q * sw + c];
-    }
-  }
-}
-
-// Adds wh[s] * v[q] into t at every column tap of window q inside the input, for every q. A
-// column receives its windows in ascending q (left border, then the interior by descending s,
-// then the right border): avg_pool2d_backward's order.
-template <class T>
-void weighted_scatter_row(const Axis& a, index_t Q, const T* wh, const T* v, T* t) {
-  auto border = [&](index_t q) {
-    const index_t s0 = a.first[q] - (q * a.stride - a.pad);
-    T* tq = t + a.first[q];
-    for (index_t i = 0; i < a.count[q]; ++i) tq[i] += wh[s0 + i] * v[q];
-  };
-  for (index_t q = 0; q < a.lo; ++q) border(q);
-  const index_t lo = a.lo, hi = a.hi, sw = a.stride, pw = a.pad;
-  for (index_t s = a.k - 1; s >= 0 && lo < hi; --s) {
-    const T ws = wh[s];
-    T* ts = t + (s - pw);
-    // For one s, distinct q write distinct columns: no dependence across the vector lanes.
-#pragma omp simd
-    for (index_t q = lo; q < hi; ++q) ts[q * sw] += ws * v[q];
-  }
-  for (index_t q = a.hi; q < Q; ++q) border(q);
-}
-
 // out[i] = fin(sum over j < n of c[j] * in[i + j*step], i) for i < len, the taps summed first
 // to last. Tap counts up to 7 keep the n products in registers (one load per tap, one store per
 // output); more taps run pass by pass over out.
@@ -993,16 +878,6 @@ inline void copy_short_row(const T* src, index_t n, T* dst) {
   block(n - L);
 }
 
-// Column window q of the row t weighted by wh (its taps inside the input only).
-template <class T>
-inline T weighted_border_column(const Axis& a, index_t q, const T* wh, const T* t) {
-  const index_t s0 = a.first[q] - (q * a.stride - a.pad);
-  const T* tq = t + a.first[q];
-  T m = 0;
-  for (index_t i = 0; i < a.count[q]; ++i) m += wh[s0 + i] * tq[i];
-  return m;
-}
-
 // Normalised windows other than ones run with the window scaled to sum 1, which is every
 // interior output's divisor; the outputs whose windows reach past the input (border rows and
 // columns) are then multiplied by corr = full sum / their divisor.
@@ -1033,8 +908,8 @@ void correct_border(const Axis& ah, const Axis& aw, index_t Q, const T* corr, T*
 // the per-row order (first tap first).
 template <class T>
 void weighted_separable_rows(const PoolParams& p, const Axis& ah, const Axis& aw, const T* wv, const T* wh,
-                             const T* div, const T* corr, bool zero_pad, const T* xp, T* yp, index_t op0,
-                             index_t op1, T* t) {
+                             const T* div, const T* corr, const T* xp, T* yp, index_t op0, index_t op1,
+                             T* t) {
   const index_t W = p.W, Q = p.Q, R = p.R, S = p.S;
   const index_t ilo = std::min(std::max(op0, ah.lo), op1), ihi = std::max(ilo, std::min(op1, ah.hi));
   auto vertical = [&](const T* r0, const T* c, index_t n_rows, index_t n, T* out) {
@@ -1047,20 +922,12 @@ void weighted_separable_rows(const PoolParams& p, const Axis& ah, const Axis& aw
   // the padded path's zero columns in t are never overwritten by the flat path's rows.
   const index_t flat_end = rows * W - (S - 1 - pw);
   const bool flat = aw.stride == 1 && Q == W && aw.lo < aw.hi;
-  auto divide_and_correct = [&] {
-    if (div) {
-      const index_t n = rows * Q;
-#pragma omp simd
-      for (index_t i = 0; i < n; ++i) y0[i] = y0[i] / d0[i];  // division, as avg_pool2d
-    }
-    if (corr) correct_border(ah, aw, Q, corr, yp, op0, op1);
-  };
-  if (!flat && zero_pad) {
+  if (!flat) {
     // Each output row's vertical sums land in t between zero columns (rows Wp wide), so every
     // horizontal window reads a whole row with no border case (short rows had spent more time in
-    // the scalar border windows than in the vector loop). The zeros add nothing, as the weights
-    // are finite (zero_pad), and leave each sum's order: first tap first.
-    // t came zeroed and only columns [pw, pw + nc) are ever written: the others stay zero.
+    // scalar border windows than in the vector loop). The zeros add nothing, as the weights are
+    // finite (checked on entry), and leave each sum's order: first tap first. t came zeroed and
+    // only columns [pw, pw + nc) are ever written: the others stay zero.
     const index_t Wp = padded_width(aw, Q), nc = std::max<index_t>(0, std::min(W, Wp - pw));
     for (index_t op = op0; op < op1; ++op) {
       const index_t h0 = ah.first[op], rb = h0 - (op * ah.stride - ah.pad);
@@ -1068,7 +935,13 @@ void weighted_separable_rows(const PoolParams& p, const Axis& ah, const Axis& aw
     }
     for (index_t r = 0; r < rows; ++r)
       strided_taps(t + r * Wp, aw.stride, wh, S, Q, y0 + r * Q, [](T a, index_t) { return a; });
-    return divide_and_correct();
+    if (div) {
+      const index_t n = rows * Q;
+#pragma omp simd
+      for (index_t i = 0; i < n; ++i) y0[i] = y0[i] / d0[i];  // division, as avg_pool2d
+    }
+    if (corr) correct_border(ah, aw, Q, corr, yp, op0, op1);
+    return;
   }
   auto vertical_row = [&](index_t op) {  // the counted-inside rows of output row op
     const index_t h0 = ah.first[op], rb = h0 - (op * ah.stride - ah.pad);
@@ -1080,8 +953,7 @@ void weighted_separable_rows(const PoolParams& p, const Axis& ah, const Axis& aw
     vertical(xp + (ilo - ah.pad) * W, wv, R, (ihi - ilo) * W, t + (ilo - op0) * W);
   else
     for (index_t op = ilo; op < ihi; ++op) vertical_row(op);
-  if (flat) {
-    // y0[i] reads t[i - pw + s]: as i starts at pw, the loop runs over j = i - pw from 0.
+  {  // flat: y0[i] reads t[i - pw + s]; as i starts at pw, the loop runs over j = i - pw from 0.
     T* yb = y0 + pw;
     const index_t n = flat_end - pw;
     if (!div)
@@ -1103,71 +975,36 @@ void weighted_separable_rows(const PoolParams& p, const Axis& ah, const Axis& aw
     };
     for (index_t q = 0; q < aw.lo; ++q) border(q);
     for (index_t q = aw.hi; q < Q; ++q) border(q);
-    if (corr) correct_border(ah, aw, Q, corr, yp, op0, op1);
-    return;
   }
-  for (index_t r = 0; r < rows; ++r) weighted_horizontal(aw, Q, wh, t + r * W, y0 + r * Q);
-  divide_and_correct();
+  if (corr) correct_border(ah, aw, Q, corr, yp, op0, op1);
 }
 
-// Output rows [op0, op1) of one plane with a 2-D window. With strides 1 and Q == W the rows
-// whose taps are all inside the input are one flat pass over the block (border columns
-// recomputed after), else R*S passes per row.
+// Output rows [op0, op1) of one plane with a 2-D window. The block's input rows are copied
+// between zero rows and columns (xb: rows_in x Wp), so that every window reads whole rows with
+// no border case; the zeros add nothing (finite weights, checked on entry). Strides 1: one flat
+// pass over the block (output (r, q) at tb[r * Wp + q], the values between rows discarded),
+// else one pass per output row. xb came zeroed and only the input's columns [pw, pw + nc) are
+// ever written, so the padding columns stay zero; tb (rows x Wp, strides 1 only) is apart.
 template <class T>
 void weighted_2d_rows(const PoolParams& p, const Axis& ah, const Axis& aw, const T* w, const T* corr,
-                      bool zero_pad, const T* xp, T* yp, index_t op0, index_t op1, T* scratch) {
+                      const T* xp, T* yp, index_t op0, index_t op1, T* xb, T* tb) {
   const index_t W = p.W, Q = p.Q, R = p.R, S = p.S, pw = aw.pad;
-  if (zero_pad) {
-    // The block's input rows are copied between zero rows and columns (xb: rows_in x Wp), so
-    // that every window reads whole rows with no border case; the zeros add nothing (finite
-    // weights). Strides 1: one flat pass over the block (output (r, q) at tb[r * Wp + q], the
-    // values between rows discarded), else one pass per output row.
-    // The scratch came zeroed and only the input's columns [pw, pw + nc) are ever written, so
-    // the padding columns stay zero.
-    const index_t Wp = padded_width(aw, Q), rows = op1 - op0, sh = ah.stride, sw = aw.stride;
-    const index_t rows_in = (rows - 1) * sh + R, h_first = op0 * sh - ah.pad;
-    const index_t nc = std::max<index_t>(0, std::min(W, Wp - pw));
-    T* xb = scratch;
-    for (index_t i = 0; i < rows_in; ++i) {
-      const index_t h = h_first + i;
-      T* b = xb + i * Wp + pw;
-      if (h < 0 || h >= p.H)
-        std::fill(b, b + nc, T(0));
-      else
-        copy_short_row(xp + h * W, nc, b);
-    }
-    if (sh == 1 && sw == 1) {
-      T* tb = xb + rows_in * Wp;
-      window_2d(xb, Wp, 1, w, R, S, (rows - 1) * Wp + Q, tb);
-      for (index_t r = 0; r < rows; ++r) copy_short_row(tb + r * Wp, Q, yp + (op0 + r) * Q);
-    } else {
-      for (index_t r = 0; r < rows; ++r) window_2d(xb + r * sh * Wp, Wp, sw, w, R, S, Q, yp + (op0 + r) * Q);
-    }
-    if (corr) correct_border(ah, aw, Q, corr, yp, op0, op1);
-    return;
+  const index_t Wp = padded_width(aw, Q), rows = op1 - op0, sh = ah.stride, sw = aw.stride;
+  const index_t rows_in = (rows - 1) * sh + R, h_first = op0 * sh - ah.pad;
+  const index_t nc = std::max<index_t>(0, std::min(W, Wp - pw));
+  for (index_t i = 0; i < rows_in; ++i) {
+    const index_t h = h_first + i;
+    T* b = xb + i * Wp + pw;
+    if (h < 0 || h >= p.H)
+      std::fill(b, b + nc, T(0));
+    else
+      copy_short_row(xp + h * W, nc, b);
   }
-  const index_t ilo = std::min(std::max(op0, ah.lo), op1), ihi = std::max(ilo, std::min(op1, ah.hi));
-  const bool flat = ah.stride == 1 && aw.stride == 1 && Q == W && aw.lo < aw.hi;
-  for (index_t op = op0; op < op1; ++op)
-    if (!flat || op < ilo || op >= ihi) weighted_row_2d(ah, aw, op, xp, W, Q, w, yp + op * Q);
-  if (flat && ihi > ilo) {
-    // y[i] (i = op * W + q) reads x[i + (r - pad_h) * W + s - pw]: offsets from x0 = the input
-    // element of i0's first tap, so that no pointer points before the plane.
-    const index_t i0 = ilo * W + pw, n = (ihi - 1) * W + aw.hi - i0;
-    T* y = yp + i0;
-    const T* x0 = xp + (ilo - ah.pad) * W;
-    window_2d(x0, W, 1, w, R, S, n, y);
-    for (index_t op = ilo; op < ihi; ++op) {
-      const T* x0 = xp + (op - ah.pad) * W;
-      T* yr = yp + op * Q;
-      auto border = [&](index_t q) {
-        T m = 0;
-        for (index_t r = 0; r < R; ++r) m += weighted_border_column(aw, q, w + r * S, x0 + r * W);
-        yr[q] = m;
-      };
-      for (index_t q = 0; q < aw.lo; ++q) border(q);
-      for (index_t q = aw.hi; q < Q; ++q) border(q);
-    }
+  if (sh == 1 && sw == 1) {
+    window_2d(xb, Wp, 1, w, R, S, (rows - 1) * Wp + Q, tb);
+    for (index_t r = 0; r < rows; ++r) copy_short_row(tb + r * Wp, Q, yp + (op0 + r) * Q);
+  } else {
+    for (index_t r = 0; r < rows; ++r) window_2d(xb + r * sh * Wp, Wp, sw, w, R, S, Q, yp + (op0 + r) * Q);
   }
   if (corr) correct_border(ah, aw, Q, corr, yp, op0, op1);
 }
@@ -1179,6 +1016,11 @@ void weighted_avg_pool2d(const PoolParams& p, const T* x, const T* w, T* y) {
   const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, false);
   const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, false);
   const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
+  // The passes read zero padding, which adds nothing only while every weight is finite (Python
+  // refuses other windows first).
+  FC_ISA_CHECK(
+      std::all_of(w, w + (p.separable ? p.R + p.S : p.R * p.S), [](T v) { return std::isfinite(v); }),
+      "weighted_avg_pool2d: the window's weights must be finite");
   // A window of ones divides each output by its divisor (avg_pool2d's row divisor times column
   // divisor: the same result bit for bit). Any other normalised window runs scaled to sum 1,
   // the interior outputs' divisor, and corrects the border outputs (correct_border).
@@ -1233,83 +1075,91 @@ void weighted_avg_pool2d(const PoolParams& p, const T* x, const T* w, T* y) {
   const bool big = planes * PQ * (p.separable ? p.R + p.S : p.R * p.S) > 32768;
   const T* d = div.data();
   const T* c = corr.data();
-  // Zero padding serves the windows that reach past the input only while every weight is finite
-  // (Inf * 0 would put a NaN where the taps outside the input count for nothing).
-  const index_t n_weights = p.separable ? p.R + p.S : p.R * p.S;
-  const bool zero_pad = std::all_of(wk, wk + n_weights, [](T v) { return std::isfinite(v); });
   const index_t Wp = padded_width(aw, p.Q);
-  const index_t scratch = p.separable ? rows_per_block * std::max(p.W, Wp)
-                                      : ((rows_per_block - 1) * p.stride_h + p.R + rows_per_block) * Wp;
+  // t: the separable passes' rows, or the 2-D path's padded input rows; tb: the 2-D flat output.
+  const index_t scratch =
+      p.separable ? rows_per_block * std::max(p.W, Wp) : ((rows_per_block - 1) * p.stride_h + p.R) * Wp;
+  const index_t flat_2d = !p.separable && p.stride_h == 1 && p.stride_w == 1 ? rows_per_block * Wp : 0;
 #pragma omp parallel if (big)
   {
-    Buffer<T> t(scratch, T(0));  // zeroed: the padded paths' zero columns
+    Buffer<T> t(scratch, T(0)), tb(flat_2d);  // t zeroed: the padded paths' zero columns
 #pragma omp for schedule(static)
     for (index_t item = 0; item < items; ++item) {
       const index_t plane = item / blocks, b = item % blocks;
       const index_t op0 = b * rows_per_block, op1 = std::min(p.P, op0 + rows_per_block);
       if (op0 >= op1) continue;
       if (p.separable)
-        weighted_separable_rows(p, ah, aw, wk, wk + p.R, d, c, zero_pad, x + plane * HW, y + plane * PQ, op0,
-                                op1, t.data());
+        weighted_separable_rows(p, ah, aw, wk, wk + p.R, d, c, x + plane * HW, y + plane * PQ, op0, op1,
+                                t.data());
       else
-        weighted_2d_rows(p, ah, aw, wk, c, zero_pad, x + plane * HW, y + plane * PQ, op0, op1, t.data());
+        weighted_2d_rows(p, ah, aw, wk, c, x + plane * HW, y + plane * PQ, op0, op1, t.data(), tb.data());
     }
   }
 }
 
 namespace {
 
-// One plane of the backward with strides 1, as a gather: with v = grad_y / divisor (zero
-// outside P x Q), grad_x[h][w] = sum over r, s of w[r][s] * v[h + pad_h - r][w + pad_w - s],
-// a correlation of v, zero-padded by R-1-pad_h rows and S-1-pad_w columns, with the window
-// flipped (wf: flipped, as the kernel's layout: separable factors or R x S). Separable: a
-// horizontal pass over each row of v (one flat pass over the padded rows, vb, into u), then
-// each grad_x row sums its counted rows of u: avg_pool2d_backward's order (per column the
+// One plane of the backward as a gather: with v = grad_y / divisor placed on a grid of the
+// strides (v_up[op * stride_h][q * stride_w] = v[op][q], zero elsewhere and outside),
+// grad_x[h][w] = sum over r, s of w[r][s] * v_up[h + pad_h - r][w + pad_w - s]: a stride-1
+// correlation of v_up, zero-padded by R-1-pad_h rows and S-1-pad_w columns, with the window
+// flipped (wf: flipped, in the kernel's layout: separable factors or R x S). The zeros add
+// nothing (finite weights). Separable: a horizontal pass over each row of v (its row of v_up
+// padded: vb; one flat pass into u), then each grad_x row sums the rows of u whose windows
+// cover it, skipping v_up's zero rows. That is avg_pool2d_backward's order (per column the
 // windows in ascending q, then the rows in ascending p), so a window of ones gives its result
-// bit for bit. 2-D windows: the forward's zero-padded 2-D pass on the transposed problem.
-// Scratch: vb and u, P x (W + S - 1) each (separable); the 2-D pass's own.
+// bit for bit. 2-D windows: the forward's zero-padded 2-D rows on the transposed problem,
+// v_up -> grad_x.
+// Scratch, zeroed once (only v's own positions are ever written): vb and u, P x (W + S - 1)
+// each, and c, R (separable); v_up and the 2-D rows' scratch (2-D).
 template <class T>
-void weighted_backward_plane_stride1(const PoolParams& p, const Axis& ah, const Axis& aw, const T* div,
-                                     const T* wf, const T* gy, T* gx, T* vb, T* u, T* scratch2d) {
-  const index_t P = p.P, Q = p.Q, H = p.H, W = p.W, R = p.R, S = p.S;
-  const index_t ph = R - 1 - p.pad_h, pw = S - 1 - p.pad_w, Wp = W + S - 1;
+void weighted_backward_plane(const PoolParams& p, const T* div, const T* wf, const T* gy, T* gx, T* vb, T* u,
+                             T* scratch2d, T* c) {
+  const index_t P = p.P, Q = p.Q, H = p.H, W = p.W, R = p.R, S = p.S, sh = p.stride_h, sw = p.stride_w;
+  const index_t ph = R - 1 - p.pad_h, pw = S - 1 - p.pad_w;
+  auto v = [&](index_t i) { return div ? gy[i] / div[i] : gy[i]; };
   if (!p.separable) {
-    // v into vb (P x Q), then the forward's 2-D rows on (P x Q) -> (H x W) with pads (ph, pw).
+    const index_t Pu = (P - 1) * sh + 1, Qu = (Q - 1) * sw + 1;
     for (index_t op = 0; op < P; ++op)
-      for (index_t q = 0; q < Q; ++q) vb[op * Q + q] = div ? gy[op * Q + q] / div[op * Q + q] : gy[op * Q + q];
+      for (index_t q = 0; q < Q; ++q) vb[op * sh * Qu + q * sw] = v(op * Q + q);
     PoolParams t = p;
-    t.H = P, t.W = Q, t.P = H, t.Q = W, t.pad_h = ph, t.pad_w = pw, t.normalize = false;
-    const Axis th = make_axis(P, H, R, 1, ph, 1, false), tw = make_axis(Q, W, S, 1, pw, 1, false);
-    weighted_2d_rows(t, th, tw, wf, static_cast<const T*>(nullptr), true, vb, gx, 0, H, scratch2d);
+    t.H = Pu, t.W = Qu, t.P = H, t.Q = W, t.pad_h = ph, t.pad_w = pw, t.stride_h = t.stride_w = 1;
+    t.normalize = false;
+    const Axis th = make_axis(Pu, H, R, 1, ph, 1, false), tw = make_axis(Qu, W, S, 1, pw, 1, false);
+    weighted_2d_rows(t, th, tw, wf, static_cast<const T*>(nullptr), vb, gx, 0, H, scratch2d,
+                     scratch2d + (H - 1 + R) * (W + S - 1));
     return;
   }
-  (void)ah, (void)aw;
-  // vb row op: v's row op between zero columns (column c holds v's column c - pw); the zero
-  // columns were set once (the scratch came zeroed), only [pw, pw + Q) is written.
+  // vb row op: v's row op on the stride grid between zero columns (column c holds v_up's
+  // column c - pw); the last window starts inside the input or its left padding, so
+  // pw + (Q - 1) * sw < Wp.
+  const index_t Wp = W + S - 1;
   for (index_t op = 0; op < P; ++op) {
     T* b = vb + op * Wp + pw;
-    const T* g = gy + op * Q;
-    if (div) {
+    if (sw == 1 && div) {
+      const T* g = gy + op * Q;
       const T* d = div + op * Q;
 #pragma omp simd
       for (index_t q = 0; q < Q; ++q) b[q] = g[q] / d[q];
+    } else if (sw == 1) {
+      copy_short_row(gy + op * Q, Q, b);
     } else {
-      copy_short_row(g, Q, b);
+      for (index_t q = 0; q < Q; ++q) b[q * sw] = v(op * Q + q);
     }
   }
   // u[op][w] = sum over s of whf[s] * vb[op][w + s]: flat over the rows (values between rows unused).
-  const T* wvf = wf;
-  const T* whf = wf + R;
-  taps(vb, 1, whf, S, (P - 1) * Wp + W, u, [](T a, index_t) { return a; });
+  taps(vb, 1, wf + R, S, (P - 1) * Wp + W, u, [](T a, index_t) { return a; });
+  // grad_x row h: the rows op whose windows cover it (0 <= h + pad_h - op * sh < R), ascending.
   for (index_t h = 0; h < H; ++h) {
-    const index_t top = h - ph;  // u's row under the flipped window's first tap
-    const index_t first = std::max<index_t>(0, top), last = std::min(P, top + R);
+    const index_t top = h + p.pad_h;  // = op * sh + r
+    const index_t lo = std::max<index_t>(0, top - R + sh) / sh, hi = std::min(P - 1, top / sh);
     T* gr = gx + h * W;
-    if (first >= last) {
+    if (lo > hi) {
       std::fill(gr, gr + W, T(0));
       continue;
     }
-    taps(u + first * Wp, Wp, wvf + (first - top), last - first, W, gr, [](T a, index_t) { return a; });
+    for (index_t op = lo; op <= hi; ++op) c[op - lo] = wf[R - 1 - (top - op * sh)];  // w[r] = wf[R-1-r]
+    taps(u + lo * Wp, Wp, c, hi - lo + 1, W, gr, [](T a, index_t) { return a; });
   }
 }
 
@@ -1317,8 +1167,8 @@ void weighted_backward_plane_stride1(const PoolParams& p, const Axis& ah, const 
 
 // grad_x[h][w] = sum over the windows o covering (h, w) of w[tap] * grad_y[o] / divisor[o]; one
 // plane per work item (no two threads write one value), each plane's windows in row order.
-// Strides 1 with finite weights gather (weighted_backward_plane_stride1); otherwise each output
-// row's windows are scattered into grad_x.
+// A gather (weighted_backward_plane); the weights must be finite, as its zero padding adds
+// nothing only then (Python refuses other windows first).
 template <class T>
 void weighted_avg_pool2d_backward(const PoolParams& p, const T* grad_y, const T* w, T* grad_x) {
   const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, false);
@@ -1326,57 +1176,26 @@ void weighted_avg_pool2d_backward(const PoolParams& p, const T* grad_y, const T*
   const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
   const Buffer<T> div = p.normalize ? window_divisors(p, ah, aw, w) : Buffer<T>();  // the forward's
   const index_t n_weights = p.separable ? p.R + p.S : p.R * p.S;
-  // Zero padding (of grad_y) needs finite weights, as in the forward.
-  if (p.stride_h == 1 && p.stride_w == 1 && std::all_of(w, w + n_weights, [](T v) { return std::isfinite(v); })) {
-    Buffer<T> wf(n_weights);  // the window flipped: each factor reversed, or the R x S reversed
-    if (p.separable) {
-      for (index_t r = 0; r < p.R; ++r) wf[r] = w[p.R - 1 - r];
-      for (index_t s = 0; s < p.S; ++s) wf[p.R + s] = w[p.R + p.S - 1 - s];
-    } else {
-      for (index_t i = 0; i < n_weights; ++i) wf[i] = w[n_weights - 1 - i];
-    }
-    const index_t Wp = p.W + p.S - 1;
-    const index_t sep = p.separable ? p.P * Wp : p.P * p.Q;
-    const index_t pad2d = p.separable ? 0 : (p.H - 1 + p.R + p.H) * (p.W + p.S - 1);
-#pragma omp parallel if (pool_parallel(p))
-    {
-      Buffer<T> vb(sep, T(0)), u(p.separable ? p.P * Wp : 0), s2(pad2d, T(0));
-#pragma omp for schedule(static)
-      for (index_t plane = 0; plane < planes; ++plane)
-        weighted_backward_plane_stride1(p, ah, aw, div.data(), wf.data(), grad_y + plane * PQ, grad_x + plane * HW,
-                                        vb.data(), u.data(), s2.data());
-    }
-    return;
+  FC_ISA_CHECK(std::all_of(w, w + n_weights, [](T v) { return std::isfinite(v); }),
+               "weighted_avg_pool2d_backward: the window's weights must be finite");
+  Buffer<T> wf(n_weights);  // the window flipped: each factor reversed, or the R x S reversed
+  if (p.separable) {
+    for (index_t r = 0; r < p.R; ++r) wf[r] = w[p.R - 1 - r];
+    for (index_t s = 0; s < p.S; ++s) wf[p.R + s] = w[p.R + p.S - 1 - s];
+  } else {
+    for (index_t i = 0; i < n_weights; ++i) wf[i] = w[n_weights - 1 - i];
   }
+  const index_t Wp = p.W + p.S - 1;
+  const index_t Pu = (p.P - 1) * p.stride_h + 1, Qu = (p.Q - 1) * p.stride_w + 1;
+  const index_t vb_size = p.separable ? p.P * Wp : Pu * Qu;
+  const index_t pad2d = p.separable ? 0 : (p.H - 1 + p.R + p.H) * Wp;
 #pragma omp parallel if (pool_parallel(p))
   {
-    Buffer<T> t(p.W), v(p.Q);
+    Buffer<T> vb(vb_size, T(0)), u(p.separable ? p.P * Wp : 0), s2(pad2d, T(0)), c(p.R);
 #pragma omp for schedule(static)
-    for (index_t plane = 0; plane < planes; ++plane) {
-      T* gxp = grad_x + plane * HW;
-      std::fill(gxp, gxp + HW, T(0));
-      for (index_t op = 0; op < p.P; ++op) {
-        const T* gr = grad_y + plane * PQ + op * p.Q;
-        if (!p.normalize)
-          std::copy(gr, gr + p.Q, v.data());
-        else
-          for (index_t q = 0; q < p.Q; ++q) v[q] = gr[q] / div[op * p.Q + q];
-        const index_t n = ah.count[op], h0 = ah.first[op], rb = h0 - (op * ah.stride - ah.pad);
-        if (p.separable) {  // horizontal transpose into t, then t weighted into each counted row
-          std::fill(t.data(), t.data() + p.W, T(0));
-          weighted_scatter_row(aw, p.Q, w + p.R, v.data(), t.data());
-          for (index_t j = 0; j < n; ++j) {
-            T* row = gxp + (h0 + j) * p.W;
-            const T c = w[rb + j];
-#pragma omp simd
-            for (index_t i = 0; i < p.W; ++i) row[i] += c * t[i];
-          }
-        } else {
-          for (index_t j = 0; j < n; ++j)
-            weighted_scatter_row(aw, p.Q, w + (rb + j) * p.S, v.data(), gxp + (h0 + j) * p.W);
-        }
-      }
-    }
+    for (index_t plane = 0; plane < planes; ++plane)
+      weighted_backward_plane(p, div.data(), wf.data(), grad_y + plane * PQ, grad_x + plane * HW, vb.data(),
+                              u.data(), s2.data(), c.data());
   }
 }
 
