@@ -377,8 +377,11 @@ def test_torch_gradcheck_float64():
     wl = torch.randn(p, q, 3, 4, 3, 2, dtype=torch.float64, generator=g, requires_grad=True)
     bl = torch.randn(p, q, 3, dtype=torch.float64, generator=g, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, w, b: local_conv2d(x, w, b, 1, ((1, 0), (0, 1))), (x, wl, bl))
-    # second derivatives, through the backward op's own formula
-    assert torch.autograd.gradgradcheck(lambda x, w, b: tiled_conv2d(x, w, b, (2, 1), 1, (1, 2), 2), (x, w, b))
+    # second derivatives, through the backward op's own formula; both bias kinds (a channel
+    # bias's gradient is the backward op's per_position_bias=False, summed in the kernel)
+    for b in (torch.randn(6, dtype=torch.float64, generator=g, requires_grad=True),
+              torch.randn(2, 3, 6, dtype=torch.float64, generator=g, requires_grad=True)):
+        assert torch.autograd.gradgradcheck(lambda x, w, b: tiled_conv2d(x, w, b, (2, 1), 1, (1, 2), 2), (x, w, b))
 
 
 def test_torch_ops_have_fake_shapes():
@@ -392,6 +395,11 @@ def test_torch_ops_have_fake_shapes():
                                                                 [True, True, True])
     assert tuple(y.shape) == (2, 5, 5, 6) and tuple(gw.shape) == tuple(w.shape) and tuple(gb.shape) == (2, 3, 5)
     assert tuple(gx.shape) == (2, 4, 9, 8)
+    with FakeTensorMode():
+        _, _, gb = torch.ops.fastconv.tiled_conv2d_backward(torch.empty(2, 5, 5, 6), torch.empty(2, 4, 9, 8),
+                                                             torch.empty(2, 3, 5, 4, 3, 3), [2, 1], [1, 1, 0, 0],
+                                                             [1, 1], 1, [False, False, True], False)
+    assert tuple(gb.shape) == (5,)
 
 
 def test_torch_layers_state_dict_and_training_step():
@@ -520,9 +528,11 @@ def test_torch_custom_ops_pass_opcheck():
         result = torch.library.opcheck(torch.ops.fastconv.tiled_conv2d, (x, w, bias, [2, 1], [1, 0, 0, 1], [1, 2], 2))
         assert all(v == "SUCCESS" for v in result.values()), result
     gy = rand(2, 6, 3, 5)
-    result = torch.library.opcheck(torch.ops.fastconv.tiled_conv2d_backward,
-                                   (gy, x, w, [2, 1], [1, 0, 0, 1], [1, 2], 2, [True, True, True]))
-    assert all(v == "SUCCESS" for v in result.values()), result
+    for per_position_bias in (True, False):
+        result = torch.library.opcheck(torch.ops.fastconv.tiled_conv2d_backward,
+                                       (gy, x, w, [2, 1], [1, 0, 0, 1], [1, 2], 2, [True, True, True],
+                                        per_position_bias))
+        assert all(v == "SUCCESS" for v in result.values()), result
 
 
 # ---- the public API on CUDA arrays (the emulator's here; torch CUDA tensors on a GPU) ------------
