@@ -494,6 +494,7 @@ PYBIND11_MODULE(FASTCONV_MODULE, m) {
       .def_readwrite("groups", &ConvParams::groups)
       .def_readwrite("tiles_h", &ConvParams::tiles_h)
       .def_readwrite("tiles_w", &ConvParams::tiles_w)
+      .def_readwrite("channel_bias", &ConvParams::channel_bias)
       .def("flops", &ConvParams::flops);
 
   py::class_<PoolParams>(m, "PoolParams")

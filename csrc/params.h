@@ -11,7 +11,10 @@
 // Tiled convolution (ops tiled_conv2d_*): tiles_h x tiles_w kernel sets cycled over the
 // outputs, w (tiles_h, tiles_w, K, C/groups, R, S), output (p, q) using set
 // (p % tiles_h, q % tiles_w); 1 x 1 is conv2d, P x Q a locally connected layer. Every other
-// op requires tiles 1 x 1.
+// op requires tiles 1 x 1. With channel_bias the bias (forward) and grad_bias (weight
+// gradient) are (K,), one per output channel shared by every set: the weight gradient then sums
+// the bias gradient over all positions (in double), so no op needs a broadcast or reduction
+// outside the kernel.
 #pragma once
 #include "common.h"
 
@@ -26,6 +29,7 @@ struct ConvParams {
   index_t dil_h = 1, dil_w = 1;
   index_t groups = 1;
   index_t tiles_h = 1, tiles_w = 1;  // kernel sets (tiled_conv2d_* ops only)
+  bool channel_bias = false;         // tiled ops: bias / grad_bias (K,), not (tiles_h, tiles_w, K)
 
   FC_HD index_t C_per_group() const { return C / groups; }
   FC_HD index_t K_per_group() const { return K / groups; }

@@ -497,6 +497,8 @@ void check_params(const Problem& pr) {
     FC_CHECK(is_tiled(pr.op) || (pr.conv.tiles_h == 1 && pr.conv.tiles_w == 1), op_name(pr.op),
              " takes tiles 1 x 1 (got ", pr.conv.tiles_h, " x ", pr.conv.tiles_w,
              "); tiled_conv2d_* take more");
+    FC_CHECK(is_tiled(pr.op) || !pr.conv.channel_bias, op_name(pr.op),
+             " takes no channel_bias (its bias is always per channel); only tiled_conv2d_* take it");
   } else {
     check_pool_params(pr.pool);
   }
@@ -674,12 +676,12 @@ void run(Problem pr, std::string_view algorithm, const ExecContext& ctx, const T
     const auto x_shape = {p.N, p.C, p.H, p.W}, y_shape = {p.N, p.K, p.P, p.Q},
                w_shape = {p.K, p.C_per_group(), p.R, p.S};
     const auto tw_shape = {p.tiles_h, p.tiles_w, p.K, p.C_per_group(), p.R, p.S},
-               tb_shape = {p.tiles_h, p.tiles_w, p.K};
+               tb_shape = {p.tiles_h, p.tiles_w, p.K}, channel_shape = {p.K};
     switch (pr.op) {
       case Op::tiled_conv2d_forward:
         t.x = s.in(&TensorArgs::x, "x", x_shape);
         t.w = s.in(&TensorArgs::w, "weight", tw_shape);
-        t.bias = s.in(&TensorArgs::bias, "bias", tb_shape, false);
+        t.bias = s.in(&TensorArgs::bias, "bias", p.channel_bias ? channel_shape : tb_shape, false);
         t.y = s.out(&TensorArgs::y, "y", y_shape);
         break;
       case Op::tiled_conv2d_backward_data:
@@ -691,7 +693,8 @@ void run(Problem pr, std::string_view algorithm, const ExecContext& ctx, const T
         t.grad_y = s.in(&TensorArgs::grad_y, "grad_y", y_shape);
         t.x = s.in(&TensorArgs::x, "x", x_shape);
         t.grad_w = s.out(&TensorArgs::grad_w, "grad_w", tw_shape, false);
-        t.grad_bias = s.out(&TensorArgs::grad_bias, "grad_bias", tb_shape, false);
+        t.grad_bias =
+            s.out(&TensorArgs::grad_bias, "grad_bias", p.channel_bias ? channel_shape : tb_shape, false);
         FC_CHECK(t.grad_w || t.grad_bias, "tiled_conv2d_backward_weight needs grad_w, grad_bias or both");
         needs_workspace = false;
         skip_empty_batch = false;  // N == 0 runs too: the gradients are then zero

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastconv as fc
+from compare import on_device, to_host
 from fastconv import _C
 from fastconv import reference as ref
 from fastconv.local import _problem
@@ -78,6 +79,32 @@ def test_kernel_rows_match_reference_into_nan(case, dtype, isa):
     _close(gw, want_gw, dtype, "grad_w")
     _close(gb, want_gb, dtype, "grad_bias")
     gb_only = np.full(b.shape, np.nan, dtype)  # the bias gradient alone
+    _C.run("tiled_conv2d_backward_weight", "direct", params, {"grad_y": gy, "x": x, "grad_bias": gb_only})
+    np.testing.assert_array_equal(gb_only, gb)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_kernel_rows_channel_bias_into_nan(case, dtype, isa):
+    """channel_bias: the forward adds a (K,) bias to every set's outputs and the weight gradient
+    sums the bias gradient of every set into (K,), in the kernel (no broadcast or reduction in
+    Python); grad_w is the same as without it."""
+    rng = np.random.default_rng(sum(map(hash, map(str, case))) % 2**32 + 1)
+    x, wt, b, gy, kw = _make(case, dtype, rng, per_position_bias=False)
+    params, pads = _params(x, wt, kw)
+    params.channel_bias = True
+    rkw = dict(stride=(params.stride_h, params.stride_w), pads=pads, dilation=(params.dil_h, params.dil_w),
+               groups=params.groups)
+    y = np.full(gy.shape, np.nan, dtype)
+    _C.run("tiled_conv2d_forward", "direct", params, {"x": x, "w": wt, "bias": b, "y": y})
+    _close(y, ref.tiled_conv2d(x, wt, b, **rkw), dtype, "forward")
+    _, want_gw, _ = ref.tiled_conv2d_backward(gy, x, wt, **rkw)
+    gw = np.full(wt.shape, np.nan, dtype)
+    gb = np.full(b.shape, np.nan, dtype)
+    _C.run("tiled_conv2d_backward_weight", "direct", params, {"grad_y": gy, "x": x, "grad_w": gw, "grad_bias": gb})
+    _close(gw, want_gw, dtype, "grad_w")
+    _close(gb, gy.astype(np.float64).sum(axis=(0, 2, 3)), dtype, "grad_bias")
+    gb_only = np.full(b.shape, np.nan, dtype)
     _C.run("tiled_conv2d_backward_weight", "direct", params, {"grad_y": gy, "x": x, "grad_bias": gb_only})
     np.testing.assert_array_equal(gb_only, gb)
 
@@ -324,6 +351,15 @@ def test_core_rejects_tiles_on_other_ops_and_bad_tiles():
         _C.run("tiled_conv2d_forward", "direct", params, {"x": x, "w": wt, "bias": b[0, 0], "y": np.empty(gy.shape)})
     with pytest.raises(ValueError, match="no cpu kernel 'im2col' for tiled_conv2d_forward"):
         _C.run("tiled_conv2d_forward", "im2col", params, {"x": x, "w": wt, "y": np.empty(gy.shape)})
+    params.channel_bias = True  # the bias is then (K,)
+    with pytest.raises(ValueError, match="bias must have 1 dimensions"):
+        _C.run("tiled_conv2d_forward", "direct", params, {"x": x, "w": wt, "bias": b, "y": np.empty(gy.shape)})
+    with pytest.raises(ValueError, match="grad_bias must have 1 dimensions"):
+        _C.run("tiled_conv2d_backward_weight", "direct", params, {"grad_y": gy, "x": x, "grad_bias": np.empty(b.shape)})
+    conv_params, _ = _params(x, wt[:1, :1], kw)
+    conv_params.channel_bias = True
+    with pytest.raises(ValueError, match="conv2d_forward takes no channel_bias"):
+        _C.run("conv2d_forward", "direct", conv_params, {"x": x, "w": wt[0, 0], "y": np.empty(gy.shape)})
 
 
 # ---- fastconv.torch: ops, autograd, layers ------------------------------------------------------
@@ -341,8 +377,11 @@ def test_torch_gradcheck_float64():
     wl = torch.randn(p, q, 3, 4, 3, 2, dtype=torch.float64, generator=g, requires_grad=True)
     bl = torch.randn(p, q, 3, dtype=torch.float64, generator=g, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, w, b: local_conv2d(x, w, b, 1, ((1, 0), (0, 1))), (x, wl, bl))
-    # second derivatives, through the backward op's own formula
-    assert torch.autograd.gradgradcheck(lambda x, w, b: tiled_conv2d(x, w, b, (2, 1), 1, (1, 2), 2), (x, w, b))
+    # second derivatives, through the backward op's own formula; both bias kinds (a channel
+    # bias's gradient is the backward op's per_position_bias=False, summed in the kernel)
+    for b in (torch.randn(6, dtype=torch.float64, generator=g, requires_grad=True),
+              torch.randn(2, 3, 6, dtype=torch.float64, generator=g, requires_grad=True)):
+        assert torch.autograd.gradgradcheck(lambda x, w, b: tiled_conv2d(x, w, b, (2, 1), 1, (1, 2), 2), (x, w, b))
 
 
 def test_torch_ops_have_fake_shapes():
@@ -356,6 +395,11 @@ def test_torch_ops_have_fake_shapes():
                                                                 [True, True, True])
     assert tuple(y.shape) == (2, 5, 5, 6) and tuple(gw.shape) == tuple(w.shape) and tuple(gb.shape) == (2, 3, 5)
     assert tuple(gx.shape) == (2, 4, 9, 8)
+    with FakeTensorMode():
+        _, _, gb = torch.ops.fastconv.tiled_conv2d_backward(torch.empty(2, 5, 5, 6), torch.empty(2, 4, 9, 8),
+                                                             torch.empty(2, 3, 5, 4, 3, 3), [2, 1], [1, 1, 0, 0],
+                                                             [1, 1], 1, [False, False, True], False)
+    assert tuple(gb.shape) == (5,)
 
 
 def test_torch_layers_state_dict_and_training_step():
@@ -416,7 +460,7 @@ def _cuda_rows(E, params, x, wt, b, gy):
     def dev(a):
         return E.Tensor(a.ctypes.data, a.dtype.name, a.shape, device="cuda")
     p = E.ConvParams()
-    for f in "N C H W K R S P Q pad_h pad_w stride_h stride_w dil_h dil_w groups tiles_h tiles_w".split():
+    for f in "N C H W K R S P Q pad_h pad_w stride_h stride_w dil_h dil_w groups tiles_h tiles_w channel_bias".split():
         setattr(p, f, getattr(params, f))
     y = np.full(gy.shape, np.nan, x.dtype)
     E.run("tiled_conv2d_forward", "direct", p, {"x": dev(x), "w": dev(wt), "bias": dev(b), "y": dev(y)}, None,
@@ -432,16 +476,20 @@ def _cuda_rows(E, params, x, wt, b, gy):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("per_position_bias", [False, True], ids=["channel_bias", "position_bias"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("case", CUDA_CASES, ids=[f"cuda{i}" for i in range(len(CUDA_CASES))])
-def test_cuda_rows_match_reference_in_every_thread_order(case, dtype):
+def test_cuda_rows_match_reference_in_every_thread_order(case, dtype, per_position_bias):
     E = _emulator()
     rng = np.random.default_rng(12)
-    x, wt, b, gy, kw = _make(case, dtype, rng)
+    x, wt, b, gy, kw = _make(case, dtype, rng, per_position_bias)
     params, pads = _params(x, wt, kw)
+    params.channel_bias = not per_position_bias  # bias and grad_bias (K,): broadcast and summed in the kernels
     rkw = dict(stride=(params.stride_h, params.stride_w), pads=pads, dilation=(params.dil_h, params.dil_w),
                groups=params.groups)
     want = (ref.tiled_conv2d(x, wt, b, **rkw),) + ref.tiled_conv2d_backward(gy, x, wt, **rkw)
+    if not per_position_bias:
+        want = want[:3] + (gy.astype(np.float64).sum(axis=(0, 2, 3)),)
     before = E.get_order()
     try:
         results = {}
@@ -480,6 +528,102 @@ def test_torch_custom_ops_pass_opcheck():
         result = torch.library.opcheck(torch.ops.fastconv.tiled_conv2d, (x, w, bias, [2, 1], [1, 0, 0, 1], [1, 2], 2))
         assert all(v == "SUCCESS" for v in result.values()), result
     gy = rand(2, 6, 3, 5)
-    result = torch.library.opcheck(torch.ops.fastconv.tiled_conv2d_backward,
-                                   (gy, x, w, [2, 1], [1, 0, 0, 1], [1, 2], 2, [True, True, True]))
-    assert all(v == "SUCCESS" for v in result.values()), result
+    for per_position_bias in (True, False):
+        result = torch.library.opcheck(torch.ops.fastconv.tiled_conv2d_backward,
+                                       (gy, x, w, [2, 1], [1, 0, 0, 1], [1, 2], 2, [True, True, True],
+                                        per_position_bias))
+        assert all(v == "SUCCESS" for v in result.values()), result
+
+
+# ---- the public API on CUDA arrays (the emulator's here; torch CUDA tensors on a GPU) ------------
+
+def _on_cuda(*arrays):
+    return tuple(on_device(a, "cuda:0") for a in arrays)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("per_position_bias", [False, True], ids=["channel_bias", "position_bias"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CUDA_CASES, ids=[f"cuda{i}" for i in range(len(CUDA_CASES))])
+def test_cuda_arrays_match_the_cpu(case, dtype, per_position_bias):
+    """tiled_conv2d / local_conv2d and their backward on CUDA arrays: the CPU's results (and the
+    reference's) at the file's tolerance, every output on the device, both bias forms (the
+    per-channel bias broadcast and its gradient summed over the sets inside the kernels)."""
+    rng = np.random.default_rng(21)
+    x, wt, b, gy, kw = _make(case, dtype, rng, per_position_bias)
+    local = case[-1] is None
+    fwd, bwd = (fc.local_conv2d, fc.local_conv2d_backward) if local else (fc.tiled_conv2d, fc.tiled_conv2d_backward)
+    dx, dw, db, dgy = _on_cuda(x, wt, b, gy)
+    y = fwd(dx, dw, db, **kw)
+    assert type(y) is type(dx)
+    y = to_host(y)
+    assert y.dtype == dtype
+    _close(y, fwd(x, wt, b, **kw), dtype, "forward vs cpu")
+    _close(y, fwd(x, wt, b, algorithm="reference", **kw), dtype, "forward vs reference")
+    _close(to_host(fwd(dx, dw, None, **kw)), fwd(x, wt, None, **kw), dtype, "forward without bias")
+    got = bwd(dgy, dx, dw, per_position_bias=per_position_bias, **kw)
+    want = bwd(gy, x, wt, per_position_bias=per_position_bias, **kw)
+    want_ref = bwd(gy, x, wt, per_position_bias=per_position_bias, algorithm="reference", **kw)
+    for g, wnt, wref, name in zip(got, want, want_ref, ("grad_x", "grad_w", "grad_bias")):
+        assert type(g) is type(dx), name
+        g = to_host(g)
+        assert g.dtype == dtype and g.shape == wnt.shape, name
+        _close(g, wnt, dtype, name + " vs cpu")
+        _close(g, wref, dtype, name + " vs reference")
+    assert to_host(got[2]).shape == b.shape
+    for needs in ((True, False, False), (False, True, False), (False, False, True)):  # only what is asked for
+        part = bwd(dgy, dx, dw, needs=needs, per_position_bias=per_position_bias, **kw)
+        for need, g, full in zip(needs, part, got):
+            if need:
+                np.testing.assert_array_equal(to_host(g), to_host(full))
+            else:
+                assert g is None
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_cuda_1d_forms_match_the_cpu(dtype):
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((2, 4, 17)).astype(dtype)
+    kw = dict(stride=2, padding=1, dilation=2, groups=2)
+    lout = (17 + 2 * 1 - 2 * (3 - 1) - 1) // 2 + 1
+    for local in (True, False):
+        t = lout if local else 3
+        w = rng.standard_normal((t, 6, 2, 3)).astype(dtype)
+        gy = rng.standard_normal((2, 6, lout)).astype(dtype)
+        fwd, bwd = (fc.local_conv1d, fc.local_conv1d_backward) if local else (fc.tiled_conv1d, fc.tiled_conv1d_backward)
+        for b, per_position_bias in ((rng.standard_normal((t, 6)).astype(dtype), True),
+                                     (rng.standard_normal(6).astype(dtype), False)):
+            dx, dw, db, dgy = _on_cuda(x, w, b, gy)
+            y = to_host(fwd(dx, dw, db, **kw))
+            assert y.shape == (2, 6, lout)
+            _close(y, fwd(x, w, b, **kw), dtype, "forward")
+            got = bwd(dgy, dx, dw, per_position_bias=per_position_bias, **kw)
+            want = bwd(gy, x, w, per_position_bias=per_position_bias, **kw)
+            for g, wnt, name in zip(got, want, ("grad_x", "grad_w", "grad_bias")):
+                _close(to_host(g), wnt, dtype, name)
+            assert to_host(got[2]).shape == b.shape
+
+
+@pytest.mark.cuda
+def test_cuda_bad_input():
+    rng = np.random.default_rng(23)
+    x, wt, b, gy, kw = _make(CASES[0], np.float32, rng, per_position_bias=False)
+    dx, dw, db, dgy = _on_cuda(x, wt, b, gy)
+    with pytest.raises(ValueError, match="arrays must be on one device: input is on cuda:0, weight on cpu"):
+        fc.tiled_conv2d(dx, wt, **kw)
+    with pytest.raises(ValueError, match="arrays must be on one device: input is on cuda:0, bias on cpu"):
+        fc.tiled_conv2d(dx, dw, b, **kw)
+    with pytest.raises(ValueError, match="arrays must be on one device: grad_y is on cpu, input on cuda:0"):
+        fc.tiled_conv2d_backward(gy, dx, dw, **kw)
+    with pytest.raises(ValueError, match="'reference' runs on the CPU only"):
+        fc.tiled_conv2d(dx, dw, db, algorithm="reference", **kw)
+    with pytest.raises(ValueError, match="'reference' runs on the CPU only"):
+        fc.local_conv1d_backward(*_on_cuda(np.zeros((1, 2, 4), np.float32), np.zeros((1, 2, 6), np.float32),
+                                           np.zeros((4, 2, 2, 3), np.float32)), algorithm="reference")
+    with pytest.raises(ValueError, match=r"bias must have shape \(5,\)"):
+        fc.tiled_conv2d(dx, dw, *_on_cuda(np.zeros(4, np.float32)), **kw)
+    with pytest.raises(TypeError, match="dtype"):
+        fc.tiled_conv2d(dx, *_on_cuda(wt.astype(np.float64)), **kw)
+    with pytest.raises(ValueError, match="grad_y must have the output's shape"):
+        fc.tiled_conv2d_backward(*_on_cuda(gy[:, :, 1:]), dx, dw, **kw)

@@ -3,7 +3,8 @@
 //
 //   y[n,k,p,q] = bias[s,k] + sum_{c,r,s'} x[n, g*Cg+c, p*sh - ph + r*dh, q*sw - pw + s'*dw]
 //                                         * w[s, k, c, r, s']
-//   with the kernel set s = (p % tiles_h, q % tiles_w), g = k / (K/groups), x = 0 outside.
+//   with the kernel set s = (p % tiles_h, q % tiles_w), g = k / (K/groups), x = 0 outside
+//   (bias[k] for every set with p.channel_bias).
 // tiles 1x1 is conv2d; tiles P x Q is a locally connected layer (a kernel per position).
 //
 // Idea: a batched GEMM over positions. Each set's weight w[s] is (K, Cg*R*S) row-major, so
@@ -18,7 +19,9 @@
 //   weight: grad_w[s] = sum over the positions of set s (row-major order) and images of
 //           gy[n,:,p,q] (outer) patch[n,p,q]: one work item per (set, block of K rows), so
 //           no two items write the same rows (no atomics) and each sum runs in a fixed
-//           order whatever the thread count. grad_bias[s,k] sums gy in double likewise.
+//           order whatever the thread count. grad_bias[s,k] sums gy in double likewise; a
+//           channel bias's grad_bias[k] (p.channel_bias) sums all of channel k's gy in double,
+//           images then positions, one channel per work item.
 //   data:   two phases, both race-free and independent of the thread count: (1) per position
 //           (parallel), dpatch[n] = sum_k gy[n,k,p,q] * w[s,k,:], streaming each weight row
 //           once per image block, written to the workspace (unrolled gradient, N_blk x P*Q x
@@ -185,7 +188,7 @@ void tiled_conv2d(const ConvParams& p, const T* x, const T* w, const T* bias, T*
         for (index_t j = 0; j < npos; ++j) {
           const index_t pos = pos0 + j, oh = pos / p.Q, ow = pos % p.Q, set = set_of(p, oh, ow);
           const T* ws = w + set * sh.set_elems;
-          const T* bs = bias ? bias + set * p.K : nullptr;
+          const T* bs = bias ? bias + (p.channel_bias ? 0 : set) * p.K : nullptr;
           for (index_t i = 0; i < nn; ++i)
             gather_patch(p, x + (n0 + i) * p.C * p.H * p.W, oh, ow, patches.data() + i * sh.CRS);
           for (index_t g = 0; g < p.groups; ++g) {
@@ -303,8 +306,29 @@ void tiled_conv2d_backward_data(const ConvParams& p, const T* grad_y, const T* w
   }
 }
 
+// grad_bias[k] = sum over images and positions of gy[n,k,:,:] in double (a channel bias, shared
+// by every set): one channel per work item, images then positions in order.
+template <class T>
+void channel_bias_gradient(const ConvParams& p, const T* grad_y, T* grad_bias) {
+  const index_t PQ = p.P * p.Q;
+#pragma omp parallel for schedule(static) if (double(p.N) * double(PQ) * double(p.K) >= kParallelMinMacs)
+  for (index_t k = 0; k < p.K; ++k) {
+    double acc = 0.0;
+    for (index_t n = 0; n < p.N; ++n) {
+      const T* gy = grad_y + (n * p.K + k) * PQ;
+      for (index_t pos = 0; pos < PQ; ++pos) acc += double(gy[pos]);
+    }
+    grad_bias[k] = T(acc);
+  }
+}
+
 template <class T>
 void tiled_conv2d_backward_weight(const ConvParams& p, const T* grad_y, const T* x, T* grad_w, T* grad_bias) {
+  if (grad_bias && p.channel_bias) {
+    channel_bias_gradient(p, grad_y, grad_bias);
+    grad_bias = nullptr;  // the per-set sums below are not wanted
+    if (!grad_w) return;
+  }
   const Shape sh(p);
   const index_t nb = image_block(p, sizeof(T));
   // Work items: (set, block of K rows). Enough of them for every thread even with one set

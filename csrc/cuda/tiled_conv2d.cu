@@ -6,7 +6,8 @@
 //   data     gx[n,c,ih,iw] = sum over the (p, q, r, s') reading (ih, iw) and k of c's group of
 //                            gy[n,k,p,q] * w[set(p,q), k, c % Cg, r, s']
 //   weight   gw[s,k,l]     = sum over the positions of set s and n of gy[n,k,p,q] * patch[n,p,q][g*L + l]
-//            gb[s,k]       = the same sums of gy (in double)
+//            gb[s,k]       = the same sums of gy (in double); with p.channel_bias, bias and gb are
+//                            (K,): gb[k] sums every position's gy of channel k (in double)
 // Idea: forward, a warp per (position, output channel): its lanes read the weight row w[s,k,:]
 //   32 consecutive values at a time (coalesced; at batch 1 the weights are read once, which is
 //   the cost), gather the matching input taps, and a shuffle reduction adds the lanes' sums in a
@@ -52,7 +53,8 @@ __global__ void tiled_forward(const ConvParams p, const T* __restrict__ x, const
       acc += patch_value(p, xn, c, rs / p.S, rs % p.S, oh, ow) * __ldg(wrow + l);
     }
     for (int d = kWarp / 2; d > 0; d /= 2) acc += __shfl_down_sync(0xffffffffu, acc, d);
-    if (lane == 0) y[(n * p.K + k) * PQ + pos] = acc + (bias ? bias[set * p.K + k] : T(0));
+    if (lane == 0)
+      y[(n * p.K + k) * PQ + pos] = acc + (bias ? bias[(p.channel_bias ? 0 : set) * p.K + k] : T(0));
   }
 }
 
@@ -114,6 +116,22 @@ __global__ void tiled_backward_bias(const ConvParams p, const T* __restrict__ gy
   gb[i] = T(acc);
 }
 
+// Grid: a warp per output channel k (a channel bias shared by every set). Lane j sums the
+// elements j, j + 32, ... of channel k's N x P*Q values (images then positions: coalesced), in
+// double; the shuffle adds the lanes in a fixed order.
+template <class T>
+__global__ void tiled_backward_channel_bias(const ConvParams p, const T* __restrict__ gy,
+                                            T* __restrict__ gb) {
+  const index_t k = (index_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
+  const int lane = int(threadIdx.x) % kWarp;
+  if (k >= p.K) return;  // whole warps leave together
+  const index_t PQ = p.P * p.Q;
+  double acc = 0.0;
+  for (index_t i = lane; i < p.N * PQ; i += kWarp) acc += double(gy[((i / PQ) * p.K + k) * PQ + i % PQ]);
+  for (int d = kWarp / 2; d > 0; d /= 2) acc += __shfl_down_sync(0xffffffffu, acc, d);
+  if (lane == 0) gb[k] = T(acc);
+}
+
 template <class T>
 void forward(const ConvParams& p, const Tensors& t, const ExecContext& ctx) {
   const auto kernel = tiled_forward<T>;
@@ -137,7 +155,11 @@ void backward_weight(const ConvParams& p, const Tensors& t, const ExecContext& c
               kThreads, 0, ctx.stream, p, static_cast<const T*>(t.grad_y), static_cast<const T*>(t.x),
               static_cast<T*>(t.grad_w));
   }
-  if (t.grad_bias) {
+  if (t.grad_bias && p.channel_bias) {
+    const auto kernel = tiled_backward_channel_bias<T>;
+    FC_LAUNCH(kernel, blocks_for(p.K * kWarp, kThreads), kThreads, 0, ctx.stream, p,
+              static_cast<const T*>(t.grad_y), static_cast<T*>(t.grad_bias));
+  } else if (t.grad_bias) {
     const auto kernel = tiled_backward_bias<T>;
     FC_LAUNCH(kernel, blocks_for(p.tiles_h * p.tiles_w * p.K, kThreads), kThreads, 0, ctx.stream, p,
               static_cast<const T*>(t.grad_y), static_cast<T*>(t.grad_bias));

@@ -11,6 +11,7 @@ class ConvParams:
     dil_h: int; dil_w: int
     groups: int
     tiles_h: int; tiles_w: int
+    channel_bias: bool
     def __init__(self) -> None: ...
     def flops(self) -> float: ...
 

@@ -4,7 +4,8 @@
 Tiled convolution cycles TP x TQ kernel sets over the output positions: output (p, q)
 uses set (p % TP, q % TQ). TP x TQ = 1 x 1 is conv2d; TP x TQ = P x Q (the output size)
 is a locally connected layer, a kernel per position. One kernel family serves both
-(``tiled_conv2d_*`` rows of the kernel table, csrc/cpu/tiled_conv2d.cpp).
+(``tiled_conv2d_*`` rows of the kernel table: csrc/cpu/tiled_conv2d.cpp on CPU arrays,
+csrc/cuda/tiled_conv2d.cu on CUDA arrays; algorithm='reference' is NumPy, CPU arrays only).
 
 Weight layout, position-major: (TP, TQ, K, C/groups, R, S) (local: (P, Q, K, C/groups,
 R, S)). Each set's (K, C/groups*R*S) block is contiguous and row-major, the operand of
@@ -14,7 +15,10 @@ once, each row a contiguous run along which it vectorises. A channel-major layou
 
 Bias: per output channel, shape (K,), or per set, shape (TP, TQ, K) (local: per
 position (P, Q, K)); 1-D forms drop the height axis ((K,), (T, K), (L_out, K)). The
-backward returns the bias gradient in the shape asked for by ``per_position_bias``.
+backward returns the bias gradient in the shape asked for by ``per_position_bias``. A (K,)
+bias goes to the kernels as it is, with ConvParams.channel_bias: the forward adds it to every
+set and the weight gradient sums its gradient over all positions (float64), on either device,
+so no broadcast or reduction runs around the kernels.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import numpy as np
 from . import _C, reference
 from ._args import as_tuple, check_needs, conv_problem, normalize_padding
 from ._arrays import backend_for, same_dtype
+from .algorithms import _reference_on_host
 
 __all__ = ["tiled_conv2d", "tiled_conv1d", "local_conv2d", "local_conv1d", "tiled_conv2d_backward",
            "tiled_conv1d_backward", "local_conv2d_backward", "local_conv1d_backward", "local_conv2d_output_size"]
@@ -30,11 +35,11 @@ __all__ = ["tiled_conv2d", "tiled_conv1d", "local_conv2d", "local_conv1d", "tile
 _ALGORITHMS = ("direct", "reference")
 
 
-def _host_arrays(op, named):
+def _arrays(op, named, algorithm):
+    """(backend, kind, arrays): the call's arrays on their one device (CPU or CUDA), checked."""
     backend, kind = backend_for(named)
     if backend.device != "cpu":
-        raise ValueError(f"{op}: takes CPU arrays only for now (its CUDA kernel rows are not wired to the "
-                         "Python API); move the arrays with .cpu()")
+        _reference_on_host(algorithm, f"cuda:{backend.index}")
     arrays = [backend.array(a, name) if a is not None else None for name, a in named]
     same_dtype([(name, a) for (name, _), a in zip(named, arrays)])
     return backend, kind, arrays
@@ -80,13 +85,15 @@ def _problem(op, x_arr, w_arr, stride, padding, dilation, groups, local, one_d):
 
 
 def _set_bias(op, b_arr, params, one_d, local):
-    """bias as the kernel's (TP, TQ, K): (K,) broadcast to every set, or per set as given."""
+    """bias as the kernel takes it: (K,) as it is, with ``params.channel_bias`` set (the kernel
+    adds it to every set's outputs), or per set reshaped to (TP, TQ, K)."""
     if b_arr is None:
         return None
     tiles, k = (params.tiles_h, params.tiles_w), params.K
     per_set = (tiles[1], k) if one_d else (tiles[0], tiles[1], k)
     if b_arr.shape == (k,):
-        return np.ascontiguousarray(np.broadcast_to(b_arr, tiles + (k,)))
+        params.channel_bias = True
+        return b_arr
     if b_arr.shape == per_set:
         return b_arr.reshape(tiles + (k,))
     what = "position" if local else "set"
@@ -100,7 +107,7 @@ def _check_algorithm(op, algorithm):
 
 def _forward(op, x, weight, bias, stride, padding, dilation, groups, algorithm, local, one_d):
     _check_algorithm(op, algorithm)
-    backend, kind, (x_arr, w_arr, b_arr) = _host_arrays(op, [("input", x), ("weight", weight), ("bias", bias)])
+    backend, kind, (x_arr, w_arr, b_arr) = _arrays(op, [("input", x), ("weight", weight), ("bias", bias)], algorithm)
     params, pads, x4, w6 = _problem(op, x_arr, w_arr, stride, padding, dilation, groups, local, one_d)
     b_set = _set_bias(op, b_arr, params, one_d, local)
     if algorithm == "reference":
@@ -120,7 +127,8 @@ def _backward(op, grad_y, x, weight, stride, padding, dilation, groups, needs, p
     needs = check_needs(op, needs)
     if not isinstance(per_position_bias, (bool, np.bool_)):
         raise TypeError(f"{op}: per_position_bias must be a bool, got {per_position_bias!r}")
-    backend, kind, (gy_arr, x_arr, w_arr) = _host_arrays(op, [("grad_y", grad_y), ("input", x), ("weight", weight)])
+    backend, kind, (gy_arr, x_arr, w_arr) = _arrays(op, [("grad_y", grad_y), ("input", x), ("weight", weight)],
+                                                    algorithm)
     params, pads, x4, w6 = _problem(op, x_arr, w_arr, stride, padding, dilation, groups, local, one_d)
     y_shape = (params.N, params.K, params.Q) if one_d else (params.N, params.K, params.P, params.Q)
     if gy_arr.shape != y_shape:
@@ -132,6 +140,8 @@ def _backward(op, grad_y, x, weight, stride, padding, dilation, groups, needs, p
         gx, gw, gb = reference.tiled_conv2d_backward(gy, x4, w6, (params.stride_h, params.stride_w), pads,
                                                      (params.dil_h, params.dil_w), params.groups)
         gx, gw, gb = (gx if need_x else None), (gw if need_w else None), (gb if need_b else None)
+        if gb is not None and not per_position_bias:
+            gb = gb.sum(axis=(0, 1), dtype=np.float64).astype(x_arr.dtype)
     else:
         if need_x:
             gx = backend.empty(x4.shape, x_arr.dtype)
@@ -139,12 +149,13 @@ def _backward(op, grad_y, x, weight, stride, padding, dilation, groups, needs, p
                                                            "tiled_conv2d_backward_data"))
             backend.run("tiled_conv2d_backward_data", "direct", params, {"grad_y": gy, "w": w6, "grad_x": gx}, ws)
         if need_w or need_b:
+            # a per-channel grad_bias is summed over the sets by the kernel (channel_bias)
+            params.channel_bias = not per_position_bias
             gw = backend.empty(w6.shape, x_arr.dtype) if need_w else None
-            gb = backend.empty((params.tiles_h, params.tiles_w, params.K), x_arr.dtype) if need_b else None
+            gb_shape = (params.tiles_h, params.tiles_w, params.K) if per_position_bias else (params.K,)
+            gb = backend.empty(gb_shape, x_arr.dtype) if need_b else None
             backend.run("tiled_conv2d_backward_weight", "direct", params,
                         {"grad_y": gy, "x": x4, "grad_w": gw, "grad_bias": gb})
-    if gb is not None and not per_position_bias:
-        gb = gb.sum(axis=(0, 1), dtype=np.float64).astype(x_arr.dtype)
     if one_d:
         gx = gx.reshape(x_arr.shape) if gx is not None else None
         gw = gw.reshape(w_arr.shape) if gw is not None else None

@@ -46,18 +46,22 @@ def _tiled_conv2d_fake(x, weight, bias, stride, padding, dilation, groups):
 
 @_custom_op("fastconv::tiled_conv2d_backward")
 def tiled_conv2d_backward_op(grad_y: Tensor, x: Tensor, weight: Tensor, stride: List[int], padding: List[int],
-                             dilation: List[int], groups: int, needs: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
-    """(grad_x, grad_weight, grad_bias per set (TP, TQ, K)); empty tensors where not needed."""
+                             dilation: List[int], groups: int, needs: List[bool],
+                             per_position_bias: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
+    """(grad_x, grad_weight, grad_bias per set (TP, TQ, K), or per channel (K,) with
+    per_position_bias=False: summed over the sets by the kernel, in float64); empty tensors
+    where not needed."""
     gx, gw, gb = fc.tiled_conv2d_backward(grad_y, x, weight, tuple(stride), _pairs(padding), tuple(dilation),
-                                          groups, needs=tuple(needs), per_position_bias=True)
+                                          groups, needs=tuple(needs), per_position_bias=per_position_bias)
     return (gx if gx is not None else _unused(x), gw if gw is not None else _unused(x),
             gb if gb is not None else _unused(x))
 
 
 @tiled_conv2d_backward_op.register_fake
-def _tiled_conv2d_backward_fake(grad_y, x, weight, stride, padding, dilation, groups, needs):
+def _tiled_conv2d_backward_fake(grad_y, x, weight, stride, padding, dilation, groups, needs, per_position_bias=True):
+    bias_shape = tuple(weight.shape[:3]) if per_position_bias else (weight.shape[2],)
     return (x.new_empty(x.shape) if needs[0] else _unused(x), x.new_empty(weight.shape) if needs[1] else _unused(x),
-            x.new_empty(tuple(weight.shape[:3])) if needs[2] else _unused(x))
+            x.new_empty(bias_shape) if needs[2] else _unused(x))
 
 
 def _setup(ctx, inputs, output):
@@ -72,9 +76,8 @@ def _grad(ctx, grad_y):
     needs = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.bias_dim is not None and ctx.needs_input_grad[2]]
     if not any(needs):
         return (None,) * 7
-    gx, gw, gb = tiled_conv2d_backward_op(grad_y.contiguous(), x, weight, *ctx.args, needs)
-    if needs[2] and ctx.bias_dim == 1:  # a per-channel bias: its gradient sums every set's
-        gb = gb.sum(dim=(0, 1))
+    # a per-channel bias (dim 1): the kernel sums its gradient over every set
+    gx, gw, gb = tiled_conv2d_backward_op(grad_y.contiguous(), x, weight, *ctx.args, needs, ctx.bias_dim != 1)
     return (gx if needs[0] else None, gw if needs[1] else None, gb if needs[2] else None) + (None,) * 4
 
 
@@ -82,16 +85,17 @@ tiled_conv2d_op.register_autograd(_grad, setup_context=_setup)
 
 
 def _backward_setup(ctx, inputs, output):
-    grad_y, x, weight, stride, padding, dilation, groups, needs = inputs
+    grad_y, x, weight, stride, padding, dilation, groups, needs, *_ = inputs  # per_position_bias: gg_b's shape
     ctx.save_for_backward(grad_y, x, weight)
     ctx.args = (stride, padding, dilation, groups)
     ctx.needs = needs
+    ctx.extra = len(inputs) - 3  # non-tensor inputs, whose gradients are None
 
 
 def _backward_grad(ctx, gg_x, gg_w, gg_b):
     """Double backward. The backward's outputs are linear in grad_y, grad_x also in the weight
     and grad_weight in x, so each adjoint is the op again (gg_*: the gradients arriving for
-    grad_x, grad_weight, grad_bias per set):
+    grad_x, grad_weight, grad_bias per set or per channel: tiled_conv2d takes either):
       grad_y <- tiled_conv2d(gg_x, weight, bias=gg_b) + tiled_conv2d(x, gg_w)
       x      <- the grad_x of the backward with gg_w as the weight
       weight <- the grad_weight of the backward with gg_x as the input"""
@@ -109,7 +113,7 @@ def _backward_grad(ctx, gg_x, gg_w, gg_b):
         d_x = tiled_conv2d_backward_op(grad_y, x, gg_w, *ctx.args, [True, False, False])[0]
     if ctx.needs_input_grad[2] and gg_x is not None:
         d_weight = tiled_conv2d_backward_op(grad_y, gg_x, weight, *ctx.args, [False, True, False])[1]
-    return (d_grad_y, d_x, d_weight) + (None,) * 5
+    return (d_grad_y, d_x, d_weight) + (None,) * ctx.extra
 
 
 tiled_conv2d_backward_op.register_autograd(_backward_grad, setup_context=_backward_setup)
