@@ -39,6 +39,7 @@
 // Limits: Lp calls std::pow per element unless p is 1, 2 or +-inf.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -860,22 +861,26 @@ void window_2d(const T* x, index_t W, index_t stride, const T* w, index_t R, ind
 // column c - pad (zero outside the input).
 inline index_t padded_width(const Axis& a, index_t Q) { return (Q - 1) * a.stride + a.k; }
 
-// dst[i] = src[i], i < n, for short rows (7-112 values): 64-byte blocks, the last one
-// overlapping, inline; a memcpy call (what GCC makes of a plain loop) cost more than the copy.
+// dst[i] = src[i], i < n, for short rows (7-112 values), inline: a memcpy call cost more than
+// the copy, and GCC turns plain copy loops into memcpy calls. AVX-512: 64-byte moves, the last
+// one masked; other ISAs: memcpy.
 template <class T>
 inline void copy_short_row(const T* src, index_t n, T* dst) {
+#if defined(__AVX512F__)
   constexpr index_t L = 64 / sizeof(T);
-  auto block = [&](index_t i) {
-    T v[L];
-    for (index_t j = 0; j < L; ++j) v[j] = src[i + j];
-    for (index_t j = 0; j < L; ++j) dst[i + j] = v[j];
-  };
-  if (n < L) {
-    for (index_t i = 0; i < n; ++i) dst[i] = src[i];
-    return;
+  index_t i = 0;
+  for (; i + L <= n; i += L) _mm512_storeu_si512(dst + i, _mm512_loadu_si512(src + i));
+  if (i == n) return;
+  if constexpr (sizeof(T) == 4) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_epi32(dst + i, m, _mm512_maskz_loadu_epi32(m, src + i));
+  } else {
+    const __mmask8 m = static_cast<__mmask8>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_epi64(dst + i, m, _mm512_maskz_loadu_epi64(m, src + i));
   }
-  for (index_t i = 0; i + L < n; i += L) block(i);
-  block(n - L);
+#else
+  std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(T));
+#endif
 }
 
 // Normalised windows other than ones run with the window scaled to sum 1, which is every
@@ -895,6 +900,53 @@ void correct_border(const Axis& ah, const Axis& aw, index_t Q, const T* corr, T*
     for (index_t q = 0; q < aw.lo; ++q) yr[q] *= cr[q];
     for (index_t q = aw.hi; q < Q; ++q) yr[q] *= cr[q];
   }
+}
+
+// How a normalised window is applied, forward and backward alike. A window of ones divides
+// each output by its divisor (div: avg_pool2d's row divisor times column divisor, so the result
+// is avg_pool2d's bit for bit). Any other window runs scaled to sum 1 (scaled), the interior
+// outputs' divisor, and the outputs whose windows reach past the input are multiplied by
+// corr = full sum / their divisor (null when there are none: count_include_pad without
+// ceil_mode's partial windows). A weighted sum (normalize false) uses w as it is.
+template <class T>
+struct WindowNorm {
+  Buffer<T> div, corr, scaled;
+  const T* window = nullptr;  // what the passes use: w or scaled
+};
+template <class T>
+WindowNorm<T> normalise_window(const PoolParams& p, const Axis& ah, const Axis& aw, const T* w) {
+  WindowNorm<T> n;
+  n.window = w;
+  if (!p.normalize) return n;
+  Buffer<T> d = window_divisors(p, ah, aw, w);
+  T full = 0;
+  if (p.separable) {
+    T sv = 0, sh = 0;
+    for (index_t r = 0; r < p.R; ++r) sv += w[r];
+    for (index_t s = 0; s < p.S; ++s) sh += w[p.R + s];
+    full = sv * sh;
+    if (std::all_of(w, w + p.R + p.S, [](T v) { return v == T(1); })) {
+      n.div = std::move(d);
+      return n;
+    }
+    n.scaled.resize(p.R + p.S);
+    for (index_t r = 0; r < p.R; ++r) n.scaled[r] = w[r] / sv;
+    for (index_t s = 0; s < p.S; ++s) n.scaled[p.R + s] = w[p.R + s] / sh;
+  } else {
+    for (index_t i = 0; i < p.R * p.S; ++i) full += w[i];
+    n.scaled.resize(p.R * p.S);
+    for (index_t i = 0; i < p.R * p.S; ++i) n.scaled[i] = w[i] / full;
+  }
+  n.window = n.scaled.data();
+  const index_t PQ = p.P * p.Q;
+  n.corr.resize(PQ);
+  bool any = false;
+  for (index_t i = 0; i < PQ; ++i) {
+    n.corr[i] = full / d[i];
+    any = any || n.corr[i] != T(1);
+  }
+  if (!any) n.corr = Buffer<T>();
+  return n;
 }
 
 // Output rows [op0, op1) of one plane with a separable window; t is scratch of (op1 - op0) * W.
@@ -1021,42 +1073,8 @@ void weighted_avg_pool2d(const PoolParams& p, const T* x, const T* w, T* y) {
   FC_ISA_CHECK(
       std::all_of(w, w + (p.separable ? p.R + p.S : p.R * p.S), [](T v) { return std::isfinite(v); }),
       "weighted_avg_pool2d: the window's weights must be finite");
-  // A window of ones divides each output by its divisor (avg_pool2d's row divisor times column
-  // divisor: the same result bit for bit). Any other normalised window runs scaled to sum 1,
-  // the interior outputs' divisor, and corrects the border outputs (correct_border).
-  Buffer<T> div, corr, scaled;
-  const T* wk = w;  // the window the passes use
-  if (p.normalize) {
-    Buffer<T> d = window_divisors(p, ah, aw, w);
-    T full = 0;
-    if (p.separable) {
-      T sv = 0, sh = 0;
-      for (index_t r = 0; r < p.R; ++r) sv += w[r];
-      for (index_t s = 0; s < p.S; ++s) sh += w[p.R + s];
-      full = sv * sh;
-      if (std::all_of(w, w + p.R + p.S, [](T v) { return v == T(1); })) {
-        div = std::move(d);
-      } else {
-        scaled.resize(p.R + p.S);
-        for (index_t r = 0; r < p.R; ++r) scaled[r] = w[r] / sv;
-        for (index_t s = 0; s < p.S; ++s) scaled[p.R + s] = w[p.R + s] / sh;
-      }
-    } else {
-      for (index_t i = 0; i < p.R * p.S; ++i) full += w[i];
-      scaled.resize(p.R * p.S);
-      for (index_t i = 0; i < p.R * p.S; ++i) scaled[i] = w[i] / full;
-    }
-    if (!div.data()) {
-      corr.resize(PQ);
-      bool any = false;  // count_include_pad without ceil_mode's partial windows: none
-      for (index_t i = 0; i < PQ; ++i) {
-        corr[i] = full / d[i];
-        any = any || corr[i] != T(1);
-      }
-      if (!any) corr = Buffer<T>();
-      wk = scaled.data();
-    }
-  }
+  const WindowNorm<T> norm = normalise_window(p, ah, aw, w);
+  const T* wk = norm.window;
   // Work items: blocks of output rows of one plane; whole planes unless there are fewer planes
   // than a few per thread (one large image), so that every thread gets work.
 #if defined(_OPENMP)
@@ -1073,8 +1091,8 @@ void weighted_avg_pool2d(const PoolParams& p, const T* x, const T* w, T* y) {
   const index_t rows_per_block = (p.P + blocks - 1) / blocks;
   const index_t items = planes * blocks;
   const bool big = planes * PQ * (p.separable ? p.R + p.S : p.R * p.S) > 32768;
-  const T* d = div.data();
-  const T* c = corr.data();
+  const T* d = norm.div.data();
+  const T* c = norm.corr.data();
   const index_t Wp = padded_width(aw, p.Q);
   // t: the separable passes' rows, or the 2-D path's padded input rows; tb: the 2-D flat output.
   const index_t scratch =
@@ -1099,7 +1117,8 @@ void weighted_avg_pool2d(const PoolParams& p, const T* x, const T* w, T* y) {
 
 namespace {
 
-// One plane of the backward as a gather: with v = grad_y / divisor placed on a grid of the
+// One plane of the backward as a gather: with v = grad_y / divisor (WindowNorm: grad_y / div,
+// or grad_y * corr with the scaled window, or grad_y) placed on a grid of the
 // strides (v_up[op * stride_h][q * stride_w] = v[op][q], zero elsewhere and outside),
 // grad_x[h][w] = sum over r, s of w[r][s] * v_up[h + pad_h - r][w + pad_w - s]: a stride-1
 // correlation of v_up, zero-padded by R-1-pad_h rows and S-1-pad_w columns, with the window
@@ -1113,11 +1132,11 @@ namespace {
 // Scratch, zeroed once (only v's own positions are ever written): vb and u, P x (W + S - 1)
 // each, and c, R (separable); v_up and the 2-D rows' scratch (2-D).
 template <class T>
-void weighted_backward_plane(const PoolParams& p, const T* div, const T* wf, const T* gy, T* gx, T* vb, T* u,
-                             T* scratch2d, T* c) {
+void weighted_backward_plane(const PoolParams& p, const T* div, const T* corr, const T* wf, const T* gy,
+                             T* gx, T* vb, T* u, T* scratch2d, T* c) {
   const index_t P = p.P, Q = p.Q, H = p.H, W = p.W, R = p.R, S = p.S, sh = p.stride_h, sw = p.stride_w;
   const index_t ph = R - 1 - p.pad_h, pw = S - 1 - p.pad_w;
-  auto v = [&](index_t i) { return div ? gy[i] / div[i] : gy[i]; };
+  auto v = [&](index_t i) { return div ? gy[i] / div[i] : corr ? gy[i] * corr[i] : gy[i]; };
   if (!p.separable) {
     const index_t Pu = (P - 1) * sh + 1, Qu = (Q - 1) * sw + 1;
     for (index_t op = 0; op < P; ++op)
@@ -1136,13 +1155,17 @@ void weighted_backward_plane(const PoolParams& p, const T* div, const T* wf, con
   const index_t Wp = W + S - 1;
   for (index_t op = 0; op < P; ++op) {
     T* b = vb + op * Wp + pw;
+    const T* g = gy + op * Q;
     if (sw == 1 && div) {
-      const T* g = gy + op * Q;
       const T* d = div + op * Q;
 #pragma omp simd
       for (index_t q = 0; q < Q; ++q) b[q] = g[q] / d[q];
+    } else if (sw == 1 && corr) {
+      const T* k = corr + op * Q;
+#pragma omp simd
+      for (index_t q = 0; q < Q; ++q) b[q] = g[q] * k[q];
     } else if (sw == 1) {
-      copy_short_row(gy + op * Q, Q, b);
+      copy_short_row(g, Q, b);
     } else {
       for (index_t q = 0; q < Q; ++q) b[q * sw] = v(op * Q + q);
     }
@@ -1174,10 +1197,11 @@ void weighted_avg_pool2d_backward(const PoolParams& p, const T* grad_y, const T*
   const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, false);
   const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, false);
   const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
-  const Buffer<T> div = p.normalize ? window_divisors(p, ah, aw, w) : Buffer<T>();  // the forward's
   const index_t n_weights = p.separable ? p.R + p.S : p.R * p.S;
   FC_ISA_CHECK(std::all_of(w, w + n_weights, [](T v) { return std::isfinite(v); }),
                "weighted_avg_pool2d_backward: the window's weights must be finite");
+  const WindowNorm<T> norm = normalise_window(p, ah, aw, w);  // the forward's
+  w = norm.window;
   Buffer<T> wf(n_weights);  // the window flipped: each factor reversed, or the R x S reversed
   if (p.separable) {
     for (index_t r = 0; r < p.R; ++r) wf[r] = w[p.R - 1 - r];
@@ -1194,8 +1218,8 @@ void weighted_avg_pool2d_backward(const PoolParams& p, const T* grad_y, const T*
     Buffer<T> vb(vb_size, T(0)), u(p.separable ? p.P * Wp : 0), s2(pad2d, T(0)), c(p.R);
 #pragma omp for schedule(static)
     for (index_t plane = 0; plane < planes; ++plane)
-      weighted_backward_plane(p, div.data(), wf.data(), grad_y + plane * PQ, grad_x + plane * HW, vb.data(),
-                              u.data(), s2.data(), c.data());
+      weighted_backward_plane(p, norm.div.data(), norm.corr.data(), wf.data(), grad_y + plane * PQ,
+                              grad_x + plane * HW, vb.data(), u.data(), s2.data(), c.data());
   }
 }
 
