@@ -47,13 +47,13 @@ _WINOGRAD_PIXELS = {"avx512": (196, 384)}
 _WINOGRAD_PIXELS_DEFAULT = (49, 196)  # avx2 and scalar
 
 
-def winograd_pixels():
+def winograd_pixels(isa=None):
     """(pixels from which auto takes Winograd, pixels from which it takes F(4x4)) for the
-    active instruction set."""
-    return _WINOGRAD_PIXELS.get(_C.get_isa(), _WINOGRAD_PIXELS_DEFAULT)
+    instruction set ``isa`` (default: the active one)."""
+    return _WINOGRAD_PIXELS.get(isa or _C.get_isa(), _WINOGRAD_PIXELS_DEFAULT)
 
 
-def winograd_tile(params):
+def winograd_tile(params, isa=None):
     """``algorithm="winograd"``'s tile size m of F(m x m, 3 x 3). Larger tiles need fewer
     multiplications per output (2.25x, 4x, 5.06x fewer than direct for m = 2, 4, 6) but
     waste more of the edge tiles, cost more per transform and need a transformed kernel
@@ -65,7 +65,7 @@ def winograd_tile(params):
     bandwidth) m = 4 already wins at 14x14 (256->256: 1.25x m = 2) and m = 2 at 7x7
     (512->512: 1.6-1.8x im2col).
     """
-    if params.N * params.P * params.Q >= winograd_pixels()[1]:
+    if params.N * params.P * params.Q >= winograd_pixels(isa)[1]:
         return 4
     return 2
 
@@ -122,15 +122,16 @@ def prepares(name, device="cpu"):
                if k["algorithm"] == name and k["op"] == "conv2d_forward" and k["device"] == device)
 
 
-def choose(params, dtype, inputs_finite=True, workspace_limit=None, prepared=False, device="cpu"):
+def choose(params, dtype, inputs_finite=True, workspace_limit=None, prepared=False, device="cpu", isa=None):
     """``auto``, within a workspace cap (``workspace_limit`` bytes, else the global
     ``set_workspace_limit``; ``prepared``: sized for a plan's kernels): the rules'
     choice when it fits, else the first of im2col, direct that fits, else the one
-    that needs the least."""
+    that needs the least. ``isa``: the CPU instruction set the rules assume (default: the
+    active one; benchmarks/auto_grid.py evaluates a recorded machine's)."""
     if device not in _RULES:
         raise ValueError(f"no rules for device {device!r}; known: {', '.join(_RULES)}")
     limit = workspace_limit if workspace_limit is not None else _workspace_limit
-    first = _RULES[device](params, dtype, inputs_finite)
+    first = _RULES[device](params, dtype, inputs_finite, isa)
     if limit is None:
         return first
     options = [first] + [a for a in ("im2col", "direct") if a != first]
@@ -141,7 +142,7 @@ def choose(params, dtype, inputs_finite=True, workspace_limit=None, prepared=Fal
     return min(options, key=lambda a: need[a])
 
 
-def _cpu_rules(params, dtype, inputs_finite=True):
+def _cpu_rules(params, dtype, inputs_finite=True, isa=None):
     """``auto``'s rules on the CPU, from the tables in benchmarks/RESULTS.md (2-core Zen 4):
 
     - 3x3 stride 1, float32, >= 16 input channels per group and >= 196 output pixels per
@@ -170,9 +171,9 @@ def _cpu_rules(params, dtype, inputs_finite=True):
     if params.groups > 1 and cg <= 4:
         return "direct"
     dname = np.dtype(dtype).name
-    if (inputs_finite and cg >= 16 and params.N * params.P * params.Q >= winograd_pixels()[0]
+    if (inputs_finite and cg >= 16 and params.N * params.P * params.Q >= winograd_pixels(isa)[0]
             and not _C.supports("winograd:4", params, dname)):
-        return f"winograd:{winograd_tile(params)}"
+        return f"winograd:{winograd_tile(params, isa)}"
     pixels = params.P * params.Q
     big_kernel = max(params.R, params.S) >= 5
     if inputs_finite and big_kernel and cg >= 16 and not _C.supports("fft:16", params, dname):
@@ -190,7 +191,7 @@ def _cpu_rules(params, dtype, inputs_finite=True):
     return "im2col"
 
 
-def _cuda_rules(params, dtype, inputs_finite=True):
+def _cuda_rules(params, dtype, inputs_finite=True, isa=None):
     """``auto``'s rules on a CUDA device (csrc/cuda/). Not measured yet (no GPU has run this
     version): chosen by what each kernel's structure is built for, to be replaced by a measured
     table (benchmarks/RESULTS.md) when a GPU session runs ``bench --device cuda``:

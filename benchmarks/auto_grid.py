@@ -1,0 +1,154 @@
+"""auto's choice against every CPU algorithm on a grid of layers (issue 23, item 2).
+
+    python benchmarks/auto_grid.py --out benchmarks/auto_grid_zen4.json   # measure (about 30 min, 2 cores)
+    python benchmarks/auto_grid.py --load benchmarks/auto_grid_zen4.json  # auto's regret on a recorded grid
+    python benchmarks/auto_grid.py --quick --out /tmp/grid.json           # a few points, a minute
+
+Grid (float32, 2 threads, one process, every algorithm of a point interleaved round-robin, medians
+of fastconv.bench.timing.compare): channels C = K in 16, 64, 128, 256, 384, 512, 1024; maps 7, 13,
+14, 28, 56, 112; kernels 1, 3, 5, 7 (5 and 7 up to 128 channels, and depthwise); stride 1 and 2
+("same" padding k // 2); batch 1 and 8; groups 1 and depthwise (groups = C, kernels > 1). Points
+above --max-gflop (default 0.6 GFLOP a call) are left out: they take minutes each and behave like
+the largest kept ones. Each point times every conv2d kernel of this build that supports it.
+
+--load re-evaluates fastconv.algorithms.choose (the rules as they are now, for the recorded
+instruction set) on the recorded times: the share of points where auto's pick is within 10 % of
+the fastest (issue 23's goal: >= 95 %), the misses, and a table per kernel size for RESULTS.md.
+tests/test_auto_rules.py asserts the same share on the recorded file: the rules' table, never a
+time.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+import fastconv as fc
+from fastconv import algorithms
+from fastconv.bench import networks, runner, timing
+
+CHANNELS = (16, 64, 128, 256, 384, 512, 1024)
+MAPS = (7, 13, 14, 28, 56, 112)
+KERNELS = (1, 3, 5, 7)
+STRIDES = (1, 2)
+BATCHES = (1, 8)
+QUICK = dict(channels=(64, 384), maps=(7, 13), kernels=(1, 3), strides=(1,), batches=(1,))
+TIMING = dict(warmup=1, repeats=3, min_time=0.15, max_time=3.0)
+WITHIN = 1.10       # auto within 10 % of the fastest ...
+GOAL_SHARE = 0.95   # ... at >= 95 % of the points
+
+
+def grid(max_gflop=0.6, channels=CHANNELS, maps=MAPS, kernels=KERNELS, strides=STRIDES, batches=BATCHES):
+    """The grid's layers: [networks.Layer], batch in each layer's N."""
+    out = []
+    for c, m, k, s, n, depthwise in itertools.product(channels, maps, kernels, strides, batches, (False, True)):
+        if (depthwise and k == 1) or m < k or (k >= 5 and c > 128 and not depthwise):
+            continue
+        g = c if depthwise else 1
+        p = (m + 2 * (k // 2) - k) // s + 1
+        if 2 * n * c * (c // g) * k * k * p * p > max_gflop * 1e9:
+            continue
+        out.append(networks.parse_layer(f"{n},{c},{m},{m},{c},{k},{k},{s},{k // 2},{g}"))
+    return out
+
+
+def measure(layers, out_path, progress=True):
+    """Time every supported kernel on each layer; write the JSON after every point."""
+    algos = runner.conv_algorithms("cpu")
+    record = {"machine": {"cpu": runner.cpu_model(), "isa": fc._C.get_isa(), "threads": fc.get_num_threads(),
+                          "python": platform.python_version(), "fastconv": fc.__version__},
+              "timing": TIMING, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "points": []}
+    start = time.perf_counter()
+    for i, layer in enumerate(layers):
+        rec = runner.measure_conv(layer, layer.batch, algos, [], TIMING)
+        record["points"].append({"params": rec["params"], "batch": layer.batch, "flops": rec["flops"],
+                                 "times": rec["times"]})
+        if progress:
+            best = min(rec["times"], key=rec["times"].get)
+            print(f"[{i + 1}/{len(layers)} {time.perf_counter() - start:.0f} s] {layer.name}: {best} "
+                  f"{rec['times'][best] * 1e3:.3f} ms", file=sys.stderr, flush=True)
+        with open(out_path + ".tmp", "w") as f:
+            json.dump(record, f)
+        os.replace(out_path + ".tmp", out_path)
+    return record
+
+
+def point_params(point):
+    """ConvParams of a recorded point."""
+    p = point["params"]
+    return runner.params_of(networks.parse_layer(
+        f"{point['batch']},{p['C']},{p['H']},{p['W']},{p['K']},{p['R']},{p['S']},{p['stride'][0]},"
+        f"{p['pad'][0][0]},{p['groups']}"), point["batch"])
+
+
+def evaluate(record):
+    """[(point, pick, best, regret)]: auto's pick by the current rules for the recorded ISA, the
+    fastest kernel, and t[pick] / t[best] (inf when the pick was not timed)."""
+    isa = record["machine"]["isa"]
+    out = []
+    for point in record["points"]:
+        times = point["times"]
+        if not times:
+            continue
+        pick = algorithms.choose(point_params(point), np.dtype(np.float32), isa=isa)
+        best = min(times, key=times.get)
+        out.append((point, pick, best, times[pick] / times[best] if pick in times else float("inf")))
+    return out
+
+
+def describe(point):
+    p = point["params"]
+    dw = p["groups"] > 1
+    return (f"N{point['batch']} C{p['C']} {p['H']}x{p['W']} k{p['R']} s{p['stride'][0]}"
+            + (" dw" if dw else ""))
+
+
+def report(record):
+    rows = evaluate(record)
+    ok = [r for r in rows if r[3] <= WITHIN]
+    print(f"{record['machine']['cpu']}, ISA {record['machine']['isa']}, {record['machine']['threads']} threads, "
+          f"{record['date']}: {len(rows)} points")
+    print(f"auto within {round((WITHIN - 1) * 100)} % of the fastest at {len(ok)}/{len(rows)} points "
+          f"({len(ok) / max(len(rows), 1):.1%}; goal {GOAL_SHARE:.0%}); geometric mean of t[auto]/t[best] "
+          f"{np.exp(np.mean([np.log(min(r[3], 100.0)) for r in rows])):.3f}")
+    print("\n| kernel | points | auto within 10 % | worst t[auto]/t[best] |\n|---|---|---|---|")
+    for k in sorted({r[0]["params"]["R"] for r in rows}):
+        sub = [r for r in rows if r[0]["params"]["R"] == k]
+        good = sum(r[3] <= WITHIN for r in sub)
+        worst = max(sub, key=lambda r: r[3])
+        print(f"| {k}x{k} | {len(sub)} | {good} ({good / len(sub):.0%}) | {worst[3]:.2f} ({describe(worst[0])}: "
+              f"{worst[1]} vs {worst[2]}) |")
+    misses = sorted((r for r in rows if r[3] > WITHIN), key=lambda r: -r[3])
+    if misses:
+        print(f"\nmisses ({len(misses)}): point, auto's pick, the fastest, t[pick]/t[best]")
+        for point, pick, best, regret in misses:
+            print(f"  {describe(point):<28} {pick:<11} {best:<11} {regret:.2f}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", help="measure and write the grid's times here (JSON)")
+    ap.add_argument("--load", help="evaluate the current rules on a recorded grid")
+    ap.add_argument("--quick", action="store_true", help="a few points only")
+    ap.add_argument("--max-gflop", type=float, default=0.6)
+    args = ap.parse_args(argv)
+    if args.load:
+        with open(args.load) as f:
+            report(json.load(f))
+        return 0
+    if not args.out:
+        ap.error("give --out PATH to measure or --load PATH to evaluate")
+    layers = grid(args.max_gflop, **(QUICK if args.quick else {}))
+    print(f"{len(layers)} points; {timing.__name__} options {TIMING}", file=sys.stderr)
+    report(measure(layers, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
