@@ -59,8 +59,11 @@ def grid(max_gflop=0.6, channels=CHANNELS, maps=MAPS, kernels=KERNELS, strides=S
 
 
 def measure(layers, out_path, progress=True):
-    """Time every supported kernel on each layer; write the JSON after every point."""
-    algos = runner.conv_algorithms("cpu")
+    """Time every supported kernel on each layer, called directly and through a plan
+    ('plan:NAME', weights prepared once) for the kernels that prepare weights, all interleaved;
+    write the JSON after every point."""
+    kernels = runner.conv_algorithms("cpu")
+    algos = kernels + [f"plan:{k}" for k in kernels if algorithms.prepares(k)]
     record = {"machine": {"cpu": runner.cpu_model(), "isa": fc._C.get_isa(), "threads": fc.get_num_threads(),
                           "python": platform.python_version(), "fastconv": fc.__version__},
               "timing": TIMING, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "points": []}
@@ -87,16 +90,20 @@ def point_params(point):
         f"{p['pad'][0][0]},{p['groups']}"), point["batch"])
 
 
-def evaluate(record):
+def evaluate(record, prepared=False):
     """[(point, pick, best, regret)]: auto's pick by the current rules for the recorded ISA, the
-    fastest kernel, and t[pick] / t[best] (inf when the pick was not timed)."""
+    fastest kernel, and t[pick] / t[best] (inf when the pick was not timed). prepared: a plan's
+    pick (choose(prepared=True)) against the kernels' times through plans ('plan:NAME', or the
+    direct call for a kernel that prepares nothing)."""
     isa = record["machine"]["isa"]
     out = []
     for point in record["points"]:
-        times = point["times"]
+        times = {k: v for k, v in point["times"].items() if not k.startswith("plan:")}
+        if prepared:
+            times = {k: point["times"].get(f"plan:{k}", v) for k, v in times.items()}
         if not times:
             continue
-        pick = algorithms.choose(point_params(point), np.dtype(np.float32), isa=isa)
+        pick = algorithms.choose(point_params(point), np.dtype(np.float32), prepared=prepared, isa=isa)
         best = min(times, key=times.get)
         out.append((point, pick, best, times[pick] / times[best] if pick in times else float("inf")))
     return out
@@ -109,11 +116,12 @@ def describe(point):
             + (" dw" if dw else ""))
 
 
-def report(record):
-    rows = evaluate(record)
+def report(record, prepared=False):
+    rows = evaluate(record, prepared)
     ok = [r for r in rows if r[3] <= WITHIN]
-    print(f"{record['machine']['cpu']}, ISA {record['machine']['isa']}, {record['machine']['threads']} threads, "
-          f"{record['date']}: {len(rows)} points")
+    what = "plan_conv2d's auto (weights prepared)" if prepared else "auto (conv2d calls)"
+    print(f"\n{what}: {record['machine']['cpu']}, ISA {record['machine']['isa']}, "
+          f"{record['machine']['threads']} threads, {record['date']}: {len(rows)} points")
     print(f"auto within {round((WITHIN - 1) * 100)} % of the fastest at {len(ok)}/{len(rows)} points "
           f"({len(ok) / max(len(rows), 1):.1%}; goal {GOAL_SHARE:.0%}); geometric mean of t[auto]/t[best] "
           f"{np.exp(np.mean([np.log(min(r[3], 100.0)) for r in rows])):.3f}")
@@ -140,13 +148,17 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.load:
         with open(args.load) as f:
-            report(json.load(f))
+            record = json.load(f)
+        report(record)
+        report(record, prepared=True)
         return 0
     if not args.out:
         ap.error("give --out PATH to measure or --load PATH to evaluate")
     layers = grid(args.max_gflop, **(QUICK if args.quick else {}))
     print(f"{len(layers)} points; {timing.__name__} options {TIMING}", file=sys.stderr)
-    report(measure(layers, args.out))
+    record = measure(layers, args.out)
+    report(record)
+    report(record, prepared=True)
     return 0
 
 

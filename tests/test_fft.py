@@ -254,8 +254,9 @@ def test_kernel_too_large_for_the_tile(algorithm, ksize, words):
 
 
 def test_auto_picks_fft_for_large_kernels_on_large_maps(rng):
-    # auto's rules (algorithms.py): FFT for 5x5+ stride-1 float32 layers with enough output
-    # pixels, never on NaN/Inf inputs, never for float64; direct for 7x7 on small maps.
+    # auto's rules (algorithms.py, fitted to benchmarks/auto_grid_zen4.json): FFT for 5x5+
+    # stride-1 float32 layers with >= 64 channels and enough output pixels (7x7: below 128
+    # channels), never on NaN/Inf inputs, never for float64.
     from fastconv import algorithms
     from fastconv.functional import conv_params
 
@@ -263,8 +264,9 @@ def test_auto_picks_fft_for_large_kernels_on_large_maps(rng):
         params, _ = conv_params(x_shape, w_shape, 1, pad, 1, 1)
         return algorithms.choose(params, np.dtype(dtype), inputs_finite=finite)
 
-    assert pick((1, 64, 56, 56), (64, 64, 5, 5), 2) == "fft:16"
+    assert pick((1, 64, 56, 56), (64, 64, 5, 5), 2) == "fft:8"
     assert pick((1, 128, 28, 28), (128, 128, 5, 5), 2) == "fft:8"
+    assert pick((8, 64, 7, 7), (64, 64, 7, 7), 3) == "fft:16"
     assert pick((1, 64, 56, 56), (64, 64, 7, 7), 3) == "fft:16"
     assert pick((1, 128, 28, 28), (128, 128, 7, 7), 3) == "direct"
     assert pick((1, 64, 56, 56), (64, 64, 5, 5), 2, finite=False) not in ("fft:8", "fft:16")

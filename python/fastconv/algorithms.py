@@ -40,32 +40,31 @@ def available(device="cpu"):
     return POLICIES + aliases + names + ("reference",)
 
 
-# Output pixels per call (batch included) from which auto takes Winograd, and from which its
-# F(4x4) tile beats F(2x2), by the instruction set in use: the FLOPs Winograd saves are worth
-# more where FMAs are slower relative to memory (see winograd_tile).
-_WINOGRAD_PIXELS = {"avx512": (196, 384)}
+# Winograd's thresholds by instruction set, in output pixels per call (batch included):
+# (from, F(4x4) from) for conv2d calls, which transform the kernel every call, and for plans,
+# which transformed it once. AVX-512 (benchmarks/auto_grid_zen4.json, 2-core Zen 4): below 100
+# pixels (7x7 maps at batch 1) see _few_tiles; F(4x4) pays from 300 pixels per call, from 169
+# in a plan. AVX2 and scalar code (slower FMAs, measured on Zen 1): from 49, F(4x4) from 196.
+_WINOGRAD_PIXELS = {("avx512", False): (100, 300), ("avx512", True): (100, 169)}
 _WINOGRAD_PIXELS_DEFAULT = (49, 196)  # avx2 and scalar
 
 
-def winograd_pixels(isa=None):
-    """(pixels from which auto takes Winograd, pixels from which it takes F(4x4)) for the
-    instruction set ``isa`` (default: the active one)."""
-    return _WINOGRAD_PIXELS.get(isa or _C.get_isa(), _WINOGRAD_PIXELS_DEFAULT)
+def winograd_pixels(isa=None, prepared=False):
+    """(pixels per call from which auto takes Winograd, pixels from which it takes F(4x4)) for
+    the instruction set ``isa`` (default: the active one), for conv2d calls or, with
+    ``prepared``, plans."""
+    return _WINOGRAD_PIXELS.get((isa or _C.get_isa(), bool(prepared)), _WINOGRAD_PIXELS_DEFAULT)
 
 
-def winograd_tile(params, isa=None):
+def winograd_tile(params, isa=None, prepared=False):
     """``algorithm="winograd"``'s tile size m of F(m x m, 3 x 3). Larger tiles need fewer
     multiplications per output (2.25x, 4x, 5.06x fewer than direct for m = 2, 4, 6) but
     waste more of the edge tiles, cost more per transform and need a transformed kernel
-    of 16, 36, 64 x K x C/groups floats that few tiles cannot amortise. Measured on VGG-16
-    and ResNet-50 3x3 layers (2 cores, interleaved with torch): with AVX-512 (Zen 4, 234
-    GFLOP/s) m = 4 is best or within noise of the best from about 400 output pixels per
-    call (batch included), m = 6 only ties it on maps of 112 and more, with 4x the error,
-    and m = 2 wins below; with AVX2 (Zen 1, 78 GFLOP/s, the same 25-29 GB/s of memory
-    bandwidth) m = 4 already wins at 14x14 (256->256: 1.25x m = 2) and m = 2 at 7x7
-    (512->512: 1.6-1.8x im2col).
+    of 16, 36, 64 x K x C/groups floats that few tiles cannot amortise. F(6x6) only ties
+    F(4x4) on the largest maps, with 4x the error, so it is never picked; F(4x4) from
+    ``winograd_pixels()[1]`` output pixels per call.
     """
-    if params.N * params.P * params.Q >= winograd_pixels(isa)[1]:
+    if params.N * params.P * params.Q >= winograd_pixels(isa, prepared)[1]:
         return 4
     return 2
 
@@ -128,70 +127,90 @@ def choose(params, dtype, inputs_finite=True, workspace_limit=None, prepared=Fal
     choice when it fits, else the first of im2col, direct that fits, else the one
     that needs the least. ``isa``: the CPU instruction set the rules assume (default: the
     active one; benchmarks/auto_grid.py evaluates a recorded machine's)."""
+    return choose_with_rule(params, dtype, inputs_finite, workspace_limit, prepared, device, isa)[0]
+
+
+def choose_with_rule(params, dtype, inputs_finite=True, workspace_limit=None, prepared=False, device="cpu",
+                     isa=None):
+    """``choose``'s pick and the rule that fired, as a sentence (``explain`` shows it)."""
     if device not in _RULES:
         raise ValueError(f"no rules for device {device!r}; known: {', '.join(_RULES)}")
     limit = workspace_limit if workspace_limit is not None else _workspace_limit
-    first = _RULES[device](params, dtype, inputs_finite, isa)
+    first, rule = _RULES[device](params, dtype, inputs_finite, isa, prepared)
     if limit is None:
-        return first
+        return first, rule
     options = [first] + [a for a in ("im2col", "direct") if a != first]
     need = {a: workspace_bytes(a, params, dtype, prepared, device) for a in options}
     for a in options:
         if need[a] <= limit:
-            return a
-    return min(options, key=lambda a: need[a])
+            return a, (rule if a == first else
+                       f"{rule}; its workspace exceeds the limit of {limit:,} bytes: the first of im2col, direct "
+                       "that fits")
+    return min(options, key=lambda a: need[a]), f"{rule}; nothing fits the limit of {limit:,} bytes: the smallest"
 
 
-def _cpu_rules(params, dtype, inputs_finite=True, isa=None):
-    """``auto``'s rules on the CPU, from the tables in benchmarks/RESULTS.md (2-core Zen 4):
-
-    - 3x3 stride 1, float32, >= 16 input channels per group and >= 196 output pixels per
-      call (batch included): Winograd, F(4x4) from 384 pixels, F(2x2) below
-      (``winograd_tile``): 1.3-2.4x torch on VGG-16 and ResNet-50 (F(2x2) 1.4-1.5x on
-      14x14 maps at batch 1, where im2col is 0.9-1.0x). With AVX2 or scalar code (slower
-      FMAs, measured on Zen 1) from 49 pixels, F(4x4) from 196 (``winograd_pixels``). Not
-      when the inputs hold NaN or Inf (``inputs_finite=False``): a Winograd tile would
-      spread them over the tile;
-    - depthwise-like (<= 4 input channels per group): direct, 1.3-1.6x torch where
-      im2col's unrolled GEMM has a reduction of only 9;
-    - spatial kernels with 16-64 input channels per group on maps of >= 56x56 (or up to
-      128 channels on >= 112x112): direct, 5-20% ahead of im2col, whose unrolled matrix
-      (C*R*S x P*Q) no longer fits in cache;
-    - 5x5 to 15x15 kernels, stride 1, float32, >= 16 channels per group, finite inputs:
-      FFT. 16x16 tiles from 56x56 output pixels per call (batch included): 1.5x torch
-      on 64->64 5x5 at 56x56, 1.7x on 7x7; 8x8 tiles for 5x5 from 28x28 (0.9x torch,
-      but 1.4x im2col); below that the per-call kernel spectra do not pay;
-    - 7x7 and larger kernels otherwise: direct, 1.7-2x torch on 28x28 and smaller maps,
-      where im2col's unroll (49 copies of the input) costs 2-5x more;
-    - spatial kernels on < 16 channels per group at batch >= 4 (VGG conv1_1, LeNet-5):
-      direct, 2.5x ahead of im2col on VGG conv1_1 at batch 8 (a 27-long reduction);
-    - everything else, 1x1 included: im2col (a 1x1 layer is one GEMM, no unroll).
+def _cpu_rules(params, dtype, inputs_finite=True, isa=None, prepared=False):
+    """``auto``'s rules on the CPU, fitted to benchmarks/auto_grid_zen4.json: every kernel timed
+    on 773 layers (channels 16-1024, maps 7-112, kernels 1/3/5/7, stride 1/2, batch 1/8, groups
+    1 and depthwise; 2-core Zen 4, AVX-512), called directly and through plans. On that grid
+    these rules pick a kernel within 10 % of the fastest at 97 % of the points, for calls and
+    for plans alike (tests/test_auto_rules.py; ``python benchmarks/auto_grid.py --load ...``
+    lists the misses). Returns (kernel, the rule as a sentence). Winograd and FFT need float32
+    and finite inputs (``inputs_finite=False``: a tile would spread a NaN or Inf over it).
     """
     cg = params.C // params.groups
     if params.groups > 1 and cg <= 4:
-        return "direct"
+        return "direct", "depthwise-like (<= 4 input channels per group): direct"
     dname = np.dtype(dtype).name
-    if (inputs_finite and cg >= 16 and params.N * params.P * params.Q >= winograd_pixels(isa)[0]
-            and not _C.supports("winograd:4", params, dname)):
-        return f"winograd:{winograd_tile(params, isa)}"
-    pixels = params.P * params.Q
-    big_kernel = max(params.R, params.S) >= 5
-    if inputs_finite and big_kernel and cg >= 16 and not _C.supports("fft:16", params, dname):
-        if params.N * pixels >= 56 * 56:
-            return "fft:16"
-        if params.R * params.S <= 25 and params.N * pixels >= 28 * 28 and not _C.supports("fft:8", params, dname):
-            return "fft:8"
+    pixels = params.P * params.Q           # output pixels of one image
+    per_call = params.N * pixels           # of the whole call
+    k = max(params.R, params.S)
+    isa = isa or _C.get_isa()
+    wide_isa = isa == "avx512"
+    min_cg = 32 if wide_isa else 16
+    if inputs_finite and cg >= min_cg and not _C.supports("winograd:4", params, dname):
+        first, f4 = winograd_pixels(isa, prepared)
+        if per_call >= first:
+            return f"winograd:{winograd_tile(params, isa, prepared)}", (
+                f"3x3 stride 1, >= {min_cg} channels per group, >= {first} output pixels per call: Winograd, "
+                f"F(4x4) from {f4}, else F(2x2)")
+        if wide_isa:
+            return _few_tiles(cg, prepared)
+    if inputs_finite and k >= 5 and cg >= 64 and per_call >= 392:
+        # 5x5: 8x8 tiles, ahead of 16x16 and of direct up to 56x56 maps (64->64 at 56x56, Zen 4:
+        # fft:8 3.0 ms, direct 3.5, fft:16 3.9); 7x7 and up: 16x16 tiles up to 64 channels a
+        # group, past which direct wins (128->128 7x7 on 28x28: direct 7.5 ms, fft:16 8.9).
+        if params.R * params.S <= 25 and not _C.supports("fft:8", params, dname):
+            return "fft:8", "5x5 stride 1, >= 64 channels per group, >= 392 output pixels per call: FFT 8x8"
+        if cg < 128 and not _C.supports("fft:16", params, dname):
+            return "fft:16", "7x7-15x15 stride 1, 64-127 channels per group, >= 392 output pixels per call: FFT 16x16"
+    if k == 1:
+        if params.stride_h > 1 and not prepared:
+            return "direct", "1x1 stride 2 (a call): direct, which reads only the strided pixels"
+        return "im2col", "1x1: im2col (one GEMM, no unroll)"
+    if cg <= 64 and not (prepared and k == 3 and per_call < 36):
+        return "direct", "spatial kernel, <= 64 channels per group: direct (im2col's GEMM is too shallow)"
+    if cg <= 128 and (pixels >= 150 or k >= 5):
+        return "direct", "spatial kernel, <= 128 channels per group, >= 150 output pixels or 5x5 and up: direct"
     if params.R * params.S >= 49:
-        return "direct"
-    spatial = params.R * params.S > 1
-    if spatial and cg < 16 and params.N >= 4:
-        return "direct"
-    if spatial and cg >= 16 and ((cg <= 64 and pixels >= 56 * 56) or (cg <= 128 and pixels >= 112 * 112)):
-        return "direct"
-    return "im2col"
+        return "direct", "7x7 and larger kernels: direct (im2col would unroll the input 49 times)"
+    return "im2col", "everything else: im2col"
 
 
-def _cuda_rules(params, dtype, inputs_finite=True, isa=None):
+def _few_tiles(cg, prepared):
+    """3x3 stride 1 with fewer than 100 output pixels per call (7x7 maps at batch 1), AVX-512:
+    a call transforms the kernel for only 16 tiles, which pays up to 128 channels per group;
+    a plan's transformed kernel pays from 128."""
+    if prepared:
+        if cg >= 128:
+            return "winograd:2", "3x3 stride 1, < 100 output pixels, a plan, >= 128 channels per group: F(2x2)"
+        return "im2col", "3x3 stride 1, < 100 output pixels, a plan, < 128 channels per group: im2col"
+    if cg < 256:
+        return "winograd:2", "3x3 stride 1, < 100 output pixels, 32-255 channels per group: Winograd F(2x2)"
+    return "im2col", "3x3 stride 1, < 100 output pixels, >= 256 channels per group: im2col (kernel transform too dear)"
+
+
+def _cuda_rules(params, dtype, inputs_finite=True, isa=None, prepared=False):
     """``auto``'s rules on a CUDA device (csrc/cuda/). Not measured yet (no GPU has run this
     version): chosen by what each kernel's structure is built for, to be replaced by a measured
     table (benchmarks/RESULTS.md) when a GPU session runs ``bench --device cuda``:
@@ -203,9 +222,11 @@ def _cuda_rules(params, dtype, inputs_finite=True, isa=None):
     - everything else: im2col on the tiled GEMM (register-blocked, shared-memory tiles).
     """
     cg = params.C // params.groups
-    if (params.groups > 1 and cg <= 4) or cg * params.R * params.S < 32:
-        return "direct"
-    return "im2col"
+    if params.groups > 1 and cg <= 4:
+        return "direct", "depthwise-like (<= 4 input channels per group): direct"
+    if cg * params.R * params.S < 32:
+        return "direct", "reduction C/groups*R*S < 32: direct"
+    return "im2col", "everything else: im2col on the tiled GEMM"
 
 
 # ``auto``'s rules per device: a device's kernels win on different problems.

@@ -269,13 +269,17 @@ def conv1d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1, groups=1
 class Explanation:
     """What each algorithm would do with one convolution; ``str()`` gives a table."""
 
-    def __init__(self, problem, rows, auto):
-        self.problem = problem  # dict of the normalised problem
-        self.algorithms = rows  # list of dicts: algorithm, supported, reason, flops, workspace_bytes
-        self.auto = auto        # the algorithm algorithm="auto" runs
+    def __init__(self, problem, rows, auto, auto_rule="", plan=None, plan_rule=""):
+        self.problem = problem      # dict of the normalised problem
+        self.algorithms = rows      # list of dicts: algorithm, supported, reason, flops, workspace_bytes
+        self.auto = auto            # the algorithm algorithm="auto" runs
+        self.auto_rule = auto_rule  # the rule of algorithms.choose that picked it, as a sentence
+        self.plan = plan            # what plan_conv2d's auto picks (weights prepared once)
+        self.plan_rule = plan_rule
 
     def __repr__(self):
-        return f"Explanation(auto={self.auto!r}, algorithms={self.algorithms!r})"
+        return (f"Explanation(auto={self.auto!r}, auto_rule={self.auto_rule!r}, plan={self.plan!r}, "
+                f"algorithms={self.algorithms!r})")
 
     def __str__(self):
         p = self.problem
@@ -291,6 +295,10 @@ class Explanation:
                          f"{r['plan_workspace_bytes']:>12,}  {note}")
         if self.problem.get("workspace_limit") is not None:
             lines.append(f"auto chose within a workspace limit of {self.problem['workspace_limit']:,} bytes")
+        if self.auto_rule:
+            lines.append(f"auto: {self.auto}, by the rule: {self.auto_rule}")
+        if self.plan_rule:
+            lines.append(f"plan_conv2d's auto: {self.plan}, by the rule: {self.plan_rule}")
         return "\n".join(lines)
 
 
@@ -324,7 +332,10 @@ def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
                "dilation": (params.dil_h, params.dil_w), "groups": params.groups, "dtype": dtype.name,
                "device": device,
                "workspace_limit": workspace_limit if workspace_limit is not None else algorithms.get_workspace_limit()}
-    return Explanation(problem, rows, algorithms.choose(params, dtype, workspace_limit=workspace_limit, device=device))
+    auto, auto_rule = algorithms.choose_with_rule(params, dtype, workspace_limit=workspace_limit, device=device)
+    plan, plan_rule = algorithms.choose_with_rule(params, dtype, workspace_limit=workspace_limit, prepared=True,
+                                                  device=device)
+    return Explanation(problem, rows, auto, auto_rule, plan, plan_rule)
 
 
 def set_num_threads(n):
