@@ -70,14 +70,15 @@ def measure(layers, out_path, progress=True):
     start = time.perf_counter()
     for i, layer in enumerate(layers):
         rec = runner.measure_conv(layer, layer.batch, algos, [], TIMING)
-        record["points"].append({"params": rec["params"], "batch": layer.batch, "flops": rec["flops"],
-                                 "times": rec["times"]})
+        params = {k: v for k, v in rec["params"].items() if k not in ("name", "network", "count")}
+        record["points"].append({"params": params, "batch": layer.batch, "flops": rec["flops"],
+                                 "times": {k: float(f"{v:.4g}") for k, v in rec["times"].items()}})
         if progress:
             best = min(rec["times"], key=rec["times"].get)
             print(f"[{i + 1}/{len(layers)} {time.perf_counter() - start:.0f} s] {layer.name}: {best} "
                   f"{rec['times'][best] * 1e3:.3f} ms", file=sys.stderr, flush=True)
         with open(out_path + ".tmp", "w") as f:
-            json.dump(record, f)
+            json.dump(record, f, separators=(",", ":"))
         os.replace(out_path + ".tmp", out_path)
     return record
 
