@@ -184,6 +184,8 @@ def _cpu_rules(params, dtype, inputs_finite=True, isa=None, prepared=False):
             return "fft:8", "5x5 stride 1, >= 64 channels per group, >= 392 output pixels per call: FFT 8x8"
         if cg < 128 and not _C.supports("fft:16", params, dname):
             return "fft:16", "7x7-15x15 stride 1, 64-127 channels per group, >= 392 output pixels per call: FFT 16x16"
+    if pixels <= 4:  # e.g. LeNet-5's conv3, 5x5 on a 5x5 map: 0.04 ms against direct's 0.11
+        return "im2col", "an output map of <= 4 pixels: im2col (a matrix product over the whole map)"
     if k == 1:
         if params.stride_h > 1 and not prepared:
             return "direct", "1x1 stride 2 (a call): direct, which reads only the strided pixels"
