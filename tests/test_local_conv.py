@@ -56,14 +56,20 @@ def _params(x, wt, kw, op="tiled_conv2d"):
     return params, pads
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_kernel_rows_match_reference_into_nan(case, dtype, isa):
-    rng = np.random.default_rng(sum(map(hash, map(str, case))) % 2**32)
-    x, wt, b, gy, kw = _make(case, dtype, rng)
+def _kernel_problem(case, dtype, seed, **make_kw):
+    """(x, w, bias, grad_y, ConvParams, the reference's keyword arguments) of one case."""
+    rng = np.random.default_rng(sum(map(hash, map(str, case))) % 2**32 + seed)
+    x, wt, b, gy, kw = _make(case, dtype, rng, **make_kw)
     params, pads = _params(x, wt, kw)
     rkw = dict(stride=(params.stride_h, params.stride_w), pads=pads, dilation=(params.dil_h, params.dil_w),
                groups=params.groups)
+    return x, wt, b, gy, params, rkw
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_kernel_rows_match_reference_into_nan(case, dtype, isa):
+    x, wt, b, gy, params, rkw = _kernel_problem(case, dtype, 0)
     y = np.full(gy.shape, np.nan, dtype)
     _C.run("tiled_conv2d_forward", "direct", params, {"x": x, "w": wt, "bias": b, "y": y})
     _close(y, ref.tiled_conv2d(x, wt, b, **rkw), dtype, "forward")
@@ -89,12 +95,8 @@ def test_kernel_rows_channel_bias_into_nan(case, dtype, isa):
     """channel_bias: the forward adds a (K,) bias to every set's outputs and the weight gradient
     sums the bias gradient of every set into (K,), in the kernel (no broadcast or reduction in
     Python); grad_w is the same as without it."""
-    rng = np.random.default_rng(sum(map(hash, map(str, case))) % 2**32 + 1)
-    x, wt, b, gy, kw = _make(case, dtype, rng, per_position_bias=False)
-    params, pads = _params(x, wt, kw)
+    x, wt, b, gy, params, rkw = _kernel_problem(case, dtype, 1, per_position_bias=False)
     params.channel_bias = True
-    rkw = dict(stride=(params.stride_h, params.stride_w), pads=pads, dilation=(params.dil_h, params.dil_w),
-               groups=params.groups)
     y = np.full(gy.shape, np.nan, dtype)
     _C.run("tiled_conv2d_forward", "direct", params, {"x": x, "w": wt, "bias": b, "y": y})
     _close(y, ref.tiled_conv2d(x, wt, b, **rkw), dtype, "forward")
@@ -386,6 +388,7 @@ def test_torch_gradcheck_float64():
 
 def test_torch_ops_have_fake_shapes():
     torch = pytest.importorskip("torch")
+    pytest.importorskip("fastconv.torch")  # registers torch.ops.fastconv.* (not only when another test did)
     from torch._subclasses.fake_tensor import FakeTensorMode
     with FakeTensorMode():
         x = torch.empty(2, 4, 9, 8)
