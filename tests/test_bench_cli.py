@@ -395,7 +395,10 @@ def test_cuda_times_fastconv_and_cudnn(capsys, tmp_path, monkeypatch):
     (g,) = data["gemm"]
     assert not g["wrong"] and g["rel_err"]["fastconv"] < 1e-5 and g["rel_err"]["cublas"] < 1e-5   # TF32 off
     assert len(data["pool"]) == 8 and not any(p["wrong"] for p in data["pool"])
-    assert "note: local skipped on cuda" in out and not data["local"]
+    assert "## Locally connected and tiled convolution on the GPU" in out
+    assert len(data["local"]) == 2 * len(formulations.LOCAL_SHAPES)
+    assert all(r["device"] == "cuda" and r["checked_against"] == "einsum" and not r["wrong"]
+               and r["input"][0] == runner.CUDA_POOL_BATCH for r in data["local"])
     assert len(data["weighted"]) == 2 * len(formulations.WEIGHTED_LAYERS)
     assert all(p["device"] == "cuda" and p["checked_against"] == "torch" and not p["wrong"] for p in data["weighted"])
 
@@ -445,14 +448,25 @@ class _FakeDevice:
 
 def test_cuda_path_on_a_stand_in_device(monkeypatch, capsys, tmp_path, small_new_ops):
     fake = _FakeDevice(monkeypatch)
+    local_arrays = []   # what fastconv's local ops are given: the device's tensors, not NumPy arrays
+    right_fwd, right_bwd = formulations.local_fastconv_fn, formulations.local_fastconv_backward_fn
+
+    def recorded(right):
+        def make(*a, **k):
+            local_arrays.extend(type(v) for v in a if v is not None and not isinstance(v, tuple))
+            return right(*a, **k)
+        return make
+    monkeypatch.setattr(formulations, "local_fastconv_fn", recorded(right_fwd))
+    monkeypatch.setattr(formulations, "local_fastconv_backward_fn", recorded(right_bwd))
     js, md = tmp_path / "c.json", tmp_path / "C.md"
     assert main(["bench", "--device", "cuda", "--network", TINY, "2,6,9,11,6,3,3,2,1,3", *FAST[:-2],
                  "--sections", "conv", "backward", "gemm", "pool", "local", "weighted", "--json", str(js),
                  "--markdown", str(md)]) == 0
     out = capsys.readouterr().out
     assert "GPU peak: 66900 GFLOP/s fp32" in out and "Stand-in GPU" in out
-    # local runs on the CPU only: a note, no records; weighted pooling runs on the device's tensors
-    assert "note: local skipped on cuda" in out and "## Distance-weighted average pooling on the GPU" in out
+    # local and weighted run on the device's tensors, at the GPU's batch
+    assert "## Locally connected and tiled convolution on the GPU" in out and "skipped on cuda" not in out
+    assert "## Distance-weighted average pooling on the GPU" in out
     assert "Ratios: cudnn_ms / ms" in out and "×cudnn" in out and "summary of backward" in out
     assert "no CUDA kernels yet" not in out
     data = json.loads(js.read_text())
@@ -473,13 +487,28 @@ def test_cuda_path_on_a_stand_in_device(monkeypatch, capsys, tmp_path, small_new
     ops = [p["op"] for p in data["pool"]]
     assert len(ops) == 8 and ops[1] == "max 3×3 s2 p1 backward" and data["pool"][0]["input"][0] == 2
     assert all(not p["wrong"] and p["ratio"] > 0 for p in data["pool"])
-    assert not data["local"] and data["options"]["sections"] == ["conv", "backward", "gemm", "pool", "weighted"]
+    assert data["options"]["sections"] == ["conv", "backward", "gemm", "pool", "local", "weighted"]
+    loc = data["local"]
+    assert [(r["op"], r["pass"]) for r in loc] == [(name, p) for name in ("local 2x3x7x7 k4", "local 2x4x6x8 k3",
+                                                                          "tiled 2x4x8x8 k5")
+                                                   for p in ("forward", "backward")]
+    import torch
+    assert local_arrays and set(local_arrays) == {torch.Tensor}
+    for r in loc:
+        assert r["device"] == "cuda" and r["input"][0] == 2 and r["checked_against"] == "einsum" and not r["wrong"]
+        assert set(r["times"]) == {"fastconv", "einsum", "bmm"} and r["ratio"] > 0
+        assert r["floor_bytes"] == (r["weight_bytes"] if r["kind"] == "local" and r["pass"] == "forward" else None)
+    (fwd,) = [r for r in loc if r["op"] == "local 2x3x7x7 k4" and r["pass"] == "forward"]
+    assert fwd["weight"] == [5, 5, 4, 3, 3, 3] and fwd["flops"] == 2 * 2 * 4 * 25 * 27
+    floor_cell = report.fmt_ms(fwd["floor_bytes"] / (data["peak"]["copy_gbs"] * 1e9))
+    assert f"| local 2x3x7x7 k4 | forward | 5×5×4×3×3×3 | {fwd['weight_bytes'] / 1e6:.2f} | {floor_cell} |" in out
     assert len(data["weighted"]) == 8 and data["weighted"][0]["input"][0] == 2
     assert all(p["device"] == "cuda" and p["checked_against"] == "torch" and not p["wrong"] and p["ratio"] > 0
                for p in data["weighted"])
     text = md.read_text()
     assert "fastconv's CUDA kernels vs cuDNN" in text and "fastconv._C.cuda_gemm vs torch.matmul (cuBLAS" in text
     assert "% of copy" in text and "Convolution backward" in text
+    assert "unfold + bmm (float32, CUDA tensors)" in text and "weight bytes at the device-to-device copy" in text
     # --peak alone prints the card's ceilings and measures nothing else
     assert main(["bench", "--device", "cuda", "--peak", "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -489,6 +518,13 @@ def test_cuda_path_on_a_stand_in_device(monkeypatch, capsys, tmp_path, small_new
     fns_wrong = runner.measure_backward(networks.parse_layer(TINY), 1, ["direct"], ["cudnn"],
                                         dict(repeats=1, warmup=0, min_time=0.0, max_time=0.1), "cuda")
     assert fns_wrong["wrong"] == ["direct"]
+
+    def scaled_forward(*a):
+        f = right_fwd(*a)
+        return lambda: f() * 1.01
+    monkeypatch.setattr(formulations, "local_fastconv_fn", scaled_forward)
+    loc_wrong = runner.measure_local(dict(repeats=1, warmup=0, min_time=0.0, max_time=0.1), device="cuda")
+    assert [r["wrong"] for r in loc_wrong] == [["fastconv"], []] * 3
 
 
 @pytest.mark.slow

@@ -151,8 +151,10 @@ def test_device_run_end_to_end_on_stand_ins(tmp_path):
     assert "(timed out)" not in log and "skipped" not in log.split("== summary")[0].replace("skipped: no CUDA", "")
     calls = (tmp_path / "calls").read_text().splitlines()
     benches = [c for c in calls if c.startswith("python3 -m fastconv bench")]
-    assert len(benches) == 6                     # conv, gemm+pool, backward, and a --load for each
-    assert any("--sections backward" in c for c in benches) and any("--sections gemm pool" in c for c in benches)
+    assert len(benches) == 6                     # conv, gemm+pool+local+weighted, backward, and a --load for each
+    assert any("--sections backward" in c for c in benches)
+    assert any(c.endswith("--sections gemm pool local weighted --json " + str(out / "Stand-in_GPU_80GB_sections.json"))
+               for c in benches)
     assert any(c.endswith("--algorithms im2col auto") and "-n resnet50 vgg16 -b 1 8" in c for c in benches)
     assert log.count("parsed: bench") == 3 and "rc 2" not in log   # every command line parses
     assert re.findall(r"== (?:bench|markdown) [\w ]+: rc (\d+)", log) == ["0"] * 6
@@ -163,7 +165,7 @@ def test_device_run_end_to_end_on_stand_ins(tmp_path):
     # what comes back: at most 8 files, plain names, the card's name on the benchmark files
     files = sorted(p.name for p in out.iterdir())
     assert files == sorted(["run.log", "tests.txt", "sanitizer.txt", "Stand-in_GPU_80GB_conv.json",
-                            "Stand-in_GPU_80GB_gemm_pool.json", "Stand-in_GPU_80GB_backward.json",
+                            "Stand-in_GPU_80GB_sections.json", "Stand-in_GPU_80GB_backward.json",
                             "Stand-in_GPU_80GB_results.md"])
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", f) for f in files) and len(files) <= 8
     assert (out / "run.log").read_text().count("== summary") == 1

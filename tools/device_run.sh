@@ -6,19 +6,22 @@
 # every CUDA kernel once (python -m fastconv.bench.smoke: small odd-sized problems), then the GPU
 # benchmark (python -m fastconv bench --device cuda): ResNet-50 and VGG-16 layers at batch 1 and 8
 # against cuDNN, conv2d_backward at batch 8 against autograd's cuDNN backward, the 4096^3 SGEMM
-# against cuBLAS, pooling forward/backward against torch with the device-to-device copy roofline.
+# against cuBLAS, pooling forward/backward against torch with the device-to-device copy roofline,
+# and issue 21's layers at batch 32 against the torch code a user writes (locally connected / tiled
+# convolution vs unfold + einsum / bmm, distance-weighted pooling vs a depthwise conv2d).
 # Each step runs under its own timeout, trimmed so that the whole run stays within BUDGET_S
-# (default 420 s); elapsed times are printed. Everything lands in $OUT (at most 8 files, the card's
+# (default 450 s); elapsed times are printed. Everything lands in $OUT (at most 8 files, the card's
 # name in the benchmark files): run.log (this output: machine, steps, tables), tests.txt,
-# sanitizer.txt, <card>_conv.json, <card>_backward.json, <card>_gemm_pool.json (partial if a step
-# was cut short) and <card>_results.md (every table as Markdown); a short summary is printed last.
+# sanitizer.txt, <card>_conv.json, <card>_backward.json, <card>_sections.json (gemm, pool, local,
+# weighted; partial if a step was cut short) and <card>_results.md (every table as Markdown); a
+# short summary is printed last.
 #   usage: here:        bash tools/build_gpu_wheel.sh      (prints the path to carry: dist/gpu)
 #          device tool: run(command="bash tools/device_run.sh", carry=["dist/gpu"], timeout_s=540)
 #          extra arguments are passed to the convolution benchmark (e.g. --algorithms im2col auto)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/fastconv-device}
-BUDGET=${BUDGET_S:-420}
+BUDGET=${BUDGET_S:-450}
 WHEELS=dist/gpu
 SITE=/tmp/fastconv-site
 cd "$(dirname "$0")/.."
@@ -101,7 +104,10 @@ done
 # ---- benchmarks (each --json is rewritten after every layer: a step cut short keeps its layers) -------
 bench=(python3 -m fastconv bench --device cuda --no-progress --warmup 2 --repeats 15 --min-time 0.2 --max-time 2)
 step "bench conv" 100 "${bench[@]}" -n resnet50 vgg16 -b 1 8 --json "$OUT/${CARD}_conv.json" "$@"
-step "bench gemm pool" 45 "${bench[@]}" --sections gemm pool --json "$OUT/${CARD}_gemm_pool.json"
+# one process for the small sections (torch's CUDA start-up once): gemm and pool ~30 s, local and
+# weighted (20 comparisons, ~0.3 s each at --min-time 0.2) ~15 s more
+step "bench gemm pool local weighted" 75 "${bench[@]}" --sections gemm pool local weighted \
+  --json "$OUT/${CARD}_sections.json"
 step "bench backward" 70 "${bench[@]}" --warmup 1 -n resnet50 vgg16 -b 8 --sections backward \
   --json "$OUT/${CARD}_backward.json"
 
@@ -109,7 +115,7 @@ step "bench backward" 70 "${bench[@]}" --warmup 1 -n resnet50 vgg16 -b 8 --secti
 BUDGET=$((BUDGET + 30))   # the report's own allowance
 md=$OUT/${CARD}_results.md
 : >"$md"
-for part in conv gemm_pool backward; do
+for part in conv sections backward; do
   js=$OUT/${CARD}_$part.json
   [[ -f $js ]] || continue
   rm -f "/tmp/fastconv-$part.md"
@@ -120,7 +126,9 @@ echo
 echo "== summary ($CARD, $(($(date +%s) - T0)) s)"
 tail -1 "$OUT/tests.txt"
 grep -hE "ERROR SUMMARY|RACECHECK SUMMARY|^smoke cuda" "$OUT/sanitizer.txt"
-grep -hE "^  (resnet50|vgg16) batch|^GPU peak|WRONG|^\| (4096×|\*\*geometric)" "$OUT/run.log" | head -24
+# each section's title (cut short) above its geometric means
+grep -hE "^  (resnet50|vgg16) batch|^GPU peak|WRONG|^## (GEMM|Pooling|Locally|Distance)|^\| (4096×|\*\*geometric)" \
+  "$OUT/run.log" | cut -c1-110 | head -32
 ls -la "$OUT"
 }
 

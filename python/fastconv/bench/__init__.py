@@ -14,8 +14,8 @@
   (``python -m fastconv.bench.smoke --device cuda``: what tools/device_run.sh runs under
   compute-sanitizer).
 
-``--device cuda`` times fastconv's CUDA kernels against cuDNN, cuBLAS and torch on the same torch
-CUDA tensors (TF32 off, CUDA events).
+``--device cuda`` times fastconv's CUDA kernels against cuDNN, cuBLAS, torch and the torch
+formulations of ``local`` and ``weighted`` on the same torch CUDA tensors (TF32 off, CUDA events).
 
 torch, tqdm and matplotlib are optional and imported only where they are used.
 """

@@ -23,8 +23,9 @@ fastconv takes zero-copy and runs on torch's current stream; CUDA events time bo
 of the card's nominal fp32 peak (fastconv._C.cuda_devices()). --sections gemm: a 4096^3 SGEMM,
 fastconv._C.cuda_gemm vs torch.matmul (cuBLAS); pool: pooling forward and backward at batch 32
 vs torch, with GB/s as % of a device-to-device copy measured in the same run; backward:
-conv2d_backward vs autograd's cuDNN backward; weighted (below) at batch 32; local is skipped there
-with a note (CPU only). Without a GPU (or torch with CUDA) it prints "skipped: no CUDA device"
+conv2d_backward vs autograd's cuDNN backward; local and weighted (below) at batch 32, fastconv and
+the torch formulations on the same CUDA tensors (local's floor at the device-to-device copy
+bandwidth). Without a GPU (or torch with CUDA) it prints "skipped: no CUDA device"
 and exits with 0.
 
 The lecture's other layers (issue 21), which no peer library has, against the torch code a user
@@ -32,7 +33,8 @@ would write instead (fastconv.bench.formulations; torch needed for the peer colu
 "unavailable" without it, while fastconv is still timed):
 --sections local: fastconv.local_conv2d / tiled_conv2d, forward and backward (grad_x, grad_w),
 vs F.unfold + einsum and F.unfold + bmm over the positions (ratio against the faster), with the
-batch-1 forward's floor (weight bytes at the measured copy bandwidth). --sections weighted:
+locally connected forward's floor (weight bytes at the measured copy bandwidth, the bound a
+batch-1 forward sits near). --sections weighted:
 fastconv.weighted_avg_pool2d, forward and backward, vs a depthwise F.conv2d with the fixed
 normalised window (and torch's autograd through it), with GB/s. Every result is checked against
 the formulation's and marked wrong if it differs.
@@ -55,7 +57,6 @@ from . import models, networks, peers, report, runner, timing
 
 NETWORK_NAMES = ("resnet50", "vgg16", "mobilenet", "lenet5")
 SECTIONS = ("conv", "gemm", "pool", "backward", "local", "weighted")
-CPU_ONLY_SECTIONS = {"local": "fastconv's locally connected / tiled convolution is benchmarked on the CPU only"}
 
 
 def _network(text):
@@ -156,7 +157,7 @@ def add_parser(sub):
                    help="conv (default), gemm (fastconv's GEMM vs numpy.matmul; on cuda a 4096^3 SGEMM vs "
                         "cuBLAS), pool (forward and backward vs torch), backward (conv2d_backward vs torch "
                         "autograd; cuDNN on cuda) on the layers of --network, local (locally connected and tiled "
-                        "convolution, forward and backward, vs torch's unfold + einsum / unfold + bmm; CPU only), "
+                        "convolution, forward and backward, vs torch's unfold + einsum / unfold + bmm), "
                         "weighted (weighted_avg_pool2d, forward and backward, vs a depthwise F.conv2d with the "
                         "fixed window); --peers does not apply to pool, local and weighted: torch when installed")
     p.add_argument("--peak", action="store_true",
@@ -345,10 +346,6 @@ def run(args, argv=None, allow_reexec=False):
         why = peers.why_unavailable(p, device)
         if why:
             notes.append(f"{p} skipped: {why}")
-    for name, why in CPU_ONLY_SECTIONS.items():
-        if device == "cuda" and name in sections:
-            sections = [s for s in sections if s != name]
-            notes.append(f"{name} skipped on cuda: {why}")
     if any(s in sections for s in ("local", "weighted")) and peers._torch() is None:
         notes.append("local/weighted: torch is not installed: fastconv alone is timed, the torch columns say "
                      "unavailable (local checks against fastconv's NumPy reference, weighted is unchecked)")
@@ -372,7 +369,7 @@ def run(args, argv=None, allow_reexec=False):
     total = (len(work) if "conv" in sections else 0) + (len(work) if "backward" in sections else 0) \
         + (len(gemm_sizes) if "gemm" in sections else 0) \
         + (runner.pool_steps(device) if "pool" in sections else 0) \
-        + (runner.local_steps() if "local" in sections else 0) \
+        + (runner.local_steps(device) if "local" in sections else 0) \
         + (runner.weighted_steps(device) if "weighted" in sections else 0) + len(model_cases)
     progress = Progress(total, enabled=not args.no_progress)
 
@@ -406,7 +403,7 @@ def run(args, argv=None, allow_reexec=False):
             result["pool"] = runner.measure_pool(opts, progress=progress, device=device)
             checkpoint()
         if "local" in sections:
-            result["local"] = runner.measure_local(opts, progress=progress)
+            result["local"] = runner.measure_local(opts, progress=progress, device=device)
             checkpoint()
         if "weighted" in sections:
             result["weighted"] = runner.measure_weighted(opts, progress=progress, device=device)

@@ -54,22 +54,30 @@ def local_problem(shape, k, r, tiles, seed=0):
     return x, wt, (p, q)
 
 
+def _as_torch(a):
+    """A NumPy array as a torch view of it; a torch tensor (any device) as it is."""
+    import torch
+    return a if isinstance(a, torch.Tensor) else torch.from_numpy(a)
+
+
 def local_torch_fns(x, wt, pq, tiles):
     """(einsum, bmm): the unfold + einsum and unfold + bmm formulations, each a callable
-    (x=..., w=...) -> (N, K, P, Q) tensor, by default on torch views of ``x`` and ``wt``."""
+    (x=..., w=...) -> (N, K, P, Q) tensor, by default on ``x`` and ``wt``: NumPy arrays (torch
+    views of them) or torch tensors (CUDA ones run there)."""
     import torch
     import torch.nn.functional as F
     n = x.shape[0]
     p, q = pq
     sets_h, sets_w, k, _, r, s = wt.shape
-    tx = torch.from_numpy(x)
-    tw = torch.from_numpy(wt)
+    tx = _as_torch(x)
+    tw = _as_torch(wt)
+    # a tiled layer would keep its per-position set indices; made once, on the weight's device
+    ih = torch.arange(p, device=tw.device) % sets_h
+    iw = torch.arange(q, device=tw.device) % sets_w
 
     def weight_per_position(w):
         if tiles is None:
             return w.reshape(p * q, k, -1)
-        ih = torch.arange(p) % sets_h
-        iw = torch.arange(q) % sets_w
         return w[ih[:, None], iw[None, :]].reshape(p * q, k, -1)
 
     def einsum(x=tx, w=tw):
@@ -99,16 +107,17 @@ def local_fastconv_backward_fn(x, wt, tiles, gy, algorithm="direct"):
 
 def local_torch_backward_fns(x, wt, pq, tiles, gy):
     """(einsum, bmm): torch autograd's (grad_x, grad_w) through each formulation, zero-argument
-    callables (a fresh graph per call, as a training step builds one)."""
+    callables (a fresh graph per call, as a training step builds one); the arrays as in
+    local_torch_fns (NumPy or torch tensors on one device)."""
     import torch
     einsum, bmm = local_torch_fns(x, wt, pq, tiles)
-    tgy = torch.from_numpy(gy)
+    tx, tw, tgy = _as_torch(x), _as_torch(wt), _as_torch(gy)
 
     def torch_backward(form):
         def run():
-            tx = torch.from_numpy(x).requires_grad_()
-            tw = torch.from_numpy(wt).requires_grad_()
-            return torch.autograd.grad(form(tx, tw), (tx, tw), tgy)
+            x_leaf = tx.detach().requires_grad_()
+            w_leaf = tw.detach().requires_grad_()
+            return torch.autograd.grad(form(x_leaf, w_leaf), (x_leaf, w_leaf), tgy)
         return run
 
     return torch_backward(einsum), torch_backward(bmm)

@@ -422,6 +422,7 @@ def md_weighted(result):
 def md_local(result):
     """Locally connected and tiled convolution vs torch's unfold + einsum / bmm formulations."""
     peak, copy = peak_of(result), peak_of(result, "copy_gbs")
+    gpu = result["machine"].get("device") == "cuda"
     recs = result["local"]
     rows = []
     for r in recs:
@@ -442,8 +443,9 @@ def md_local(result):
     checked = {r.get("checked_against") for r in recs}
     check = ("torch's unfold + einsum" if checked == {"einsum"} else "fastconv's NumPy reference (torch not installed)"
              if checked == {"reference"} else "einsum's, or fastconv's NumPy reference where torch was missing")
-    return ("## Locally connected and tiled convolution: fastconv.local_conv2d / tiled_conv2d vs torch's unfold "
-            "+ einsum and unfold + bmm (float32, CPU)\n\n" + md_header(result)
+    where = (" on the GPU", "CUDA tensors") if gpu else ("", "CPU")
+    return (f"## Locally connected and tiled convolution{where[0]}: fastconv.local_conv2d / tiled_conv2d vs torch's "
+            f"unfold + einsum and unfold + bmm (float32, {where[1]})\n\n" + md_header(result)
             + "\ntorch has no locally connected layer; the formulations a user writes unfold the input "
               "(`F.unfold`, N × C·R·S × P·Q) and contract it with the position-major weight by "
               "`einsum('ncl,lkc->nkl')` or by `bmm` over the positions (a tiled weight is indexed per position "
@@ -451,10 +453,14 @@ def md_local(result):
               "fastconv's backward (grad_x and grad_w) against torch's autograd through each. Ratio: the faster "
               "torch formulation's ms / fastconv's (> 1: fastconv faster). fastconv cells are `median ms (GFLOP/s, "
               "% of peak)`, GFLOP = 2·N·K·P·Q·C·R·S (twice that for the backward). *floor*: a locally connected "
-              "forward reads every weight once, weight bytes at the copy bandwidth"
+              "forward reads every weight once, weight bytes at the "
+            + ("device-to-device " if gpu else "") + "copy bandwidth"
             + (f" ({copy:.1f} GB/s, read + write, the header's)" if copy else " (not measured in this run: —)")
-            + "; a batch-1 forward does little else (weights that fit the last-level cache can beat it in a timing "
-              "loop). Tiled weights stay in cache (no floor). Results checked "
+            + "; a batch-1 forward does little else (weights that fit the "
+            + ("L2 cache" if gpu else "last-level cache") + " can beat it in a timing loop)"
+            + (f"; the GPU's cases run at batch {recs[0]['input'][0]}, where the floor is a looser bound"
+               if gpu and recs else "")
+            + ". Tiled weights stay in cache (no floor). Results checked "
               f"against {check}; ✗: a result that differs.\n\n"
             + md_table(["problem", "pass", "weight", "weights MB", "floor ms", "fastconv ms", "einsum ms", "bmm ms",
                         "torch best / fastconv"], rows))

@@ -24,7 +24,8 @@ from . import formulations, peers, timing
 GEMM_SIZES = ((1024, 1024, 1024), (256, 3136, 64), (64, 3136, 256), (128, 784, 512), (512, 784, 128),
               (1024, 196, 256), (2048, 49, 512), (64, 3136, 576))   # M x N x K
 CUDA_GEMM_SIZES = ((4096, 4096, 4096),)
-CUDA_POOL_BATCH = 32     # the GPU's pooling cases: the CPU's shapes at this batch (batch 1 is launch-bound)
+CUDA_POOL_BATCH = 32     # the GPU's pooling, weighted and local cases: the CPU's shapes at this batch
+                         # (at batch 1 they are launch-bound)
 CUDA_COPY_BYTES = 256 << 20   # each buffer of the device-to-device copy: far larger than any L2
 BACKWARD_PEERS = {"cpu": "torch", "cuda": "cudnn"}   # the autograd peer of conv2d_backward per device
 
@@ -456,22 +457,38 @@ def measure_pool(options, progress=None, device="cpu"):
 LOCAL_PEERS = ("einsum", "bmm")   # formulations.local_torch_fns' two torch formulations
 
 
-def local_steps():
+def local_cases(device="cpu"):
+    """formulations.LOCAL_SHAPES (name, (N, C, H, W), K, kernel, tiles): as listed on the CPU; on the
+    GPU each at batch CUDA_POOL_BATCH (at batch 1 a call is a few microseconds of launches), the
+    name's shape showing that batch."""
+    if device != "cuda":
+        return list(formulations.LOCAL_SHAPES)
+    out = []
+    for name, shape, k, r, tiles in formulations.LOCAL_SHAPES:
+        gpu_shape = (CUDA_POOL_BATCH,) + tuple(shape[1:])
+        old, new = "x".join(map(str, shape)), "x".join(map(str, gpu_shape))
+        out.append((name.replace(old, new) if old in name else f"{name} b{CUDA_POOL_BATCH}", gpu_shape, k, r, tiles))
+    return out
+
+
+def local_steps(device="cpu"):
     """Progress steps of the local section: each shape forward and backward."""
-    return 2 * len(formulations.LOCAL_SHAPES)
+    return 2 * len(local_cases(device))
 
 
-def _local_record(name, pass_, tiles, x, wt, flops, fns, wrong, checked_against, options):
+def _local_record(name, pass_, tiles, shape, weight_shape, weight_bytes, flops, fns, wrong, checked_against, options,
+                  device):
     """Time `fns` together; the ratio is the faster (right) torch formulation's time over fastconv's."""
-    cmp_ = timing.compare(fns, **options)
+    cmp_ = timing.compare(fns, cuda=(device == "cuda"), **options)
     t = cmp_.medians
     peer = min((n for n in LOCAL_PEERS if n in t and n not in wrong), key=t.get, default=None)
-    return {"op": name, "kind": "local" if tiles is None else "tiled", "pass": pass_, "input": list(x.shape),
-            "weight": list(wt.shape), "weight_bytes": wt.nbytes, "flops": flops,
+    return {"op": name, "kind": "local" if tiles is None else "tiled", "pass": pass_, "input": list(shape),
+            "weight": list(weight_shape), "weight_bytes": weight_bytes, "flops": flops,
             # a locally connected forward reads every weight once: that many bytes at the copy
-            # bandwidth is its floor (the bound a batch-1 forward sits near); tiled weights stay in cache
-            "floor_bytes": wt.nbytes if tiles is None and pass_ == "forward" else None,
-            "times": t, "samples": cmp_.samples, "rounds": cmp_.rounds, "device": "cpu", "wrong": wrong,
+            # bandwidth (the memory copy's on the CPU, the device-to-device copy's on the GPU) is its
+            # floor (the bound a batch-1 forward sits near); tiled weights stay in cache
+            "floor_bytes": weight_bytes if tiles is None and pass_ == "forward" else None,
+            "times": t, "samples": cmp_.samples, "rounds": cmp_.rounds, "device": device, "wrong": wrong,
             "checked_against": checked_against, "peer": peer,
             "ratio": timing.ratio(t.get(peer), t["fastconv"]) if peer else math.nan}
 
@@ -480,26 +497,34 @@ def _as_tuple(v):
     return v if isinstance(v, tuple) else (v,)
 
 
-def _wrong(fns, ref_name, ref, reductions):
-    """The contenders whose results (one array, or a tuple of them) differ from `ref` (see close())."""
-    ref = tuple(peers.to_numpy(r) for r in _as_tuple(ref))
+def _wrong(fns, ref_name, ref, reductions, device="cpu"):
+    """The contenders whose results (one array, or a tuple of them) differ from `ref` (see close();
+    on the GPU compared there, without copies to the host)."""
+    ref = tuple(peers.to_numpy(r) if device == "cpu" else r for r in _as_tuple(ref))
     return [n for n, fn in fns.items() if n != ref_name
             and not all(close(g, r, k) for g, r, k in zip(_as_tuple(fn()), ref, reductions))]
 
 
-def measure_local(options, progress=None):
-    """fastconv.local_conv2d / tiled_conv2d (formulations.LOCAL_SHAPES, float32, CPU), forward and
-    backward (grad_x and grad_w, no bias), against torch's unfold + einsum and unfold + bmm
-    formulations and torch autograd through them (formulations.py); the ratio is against the
-    faster of the two. Every result is checked against einsum's (without torch: against
-    fastconv's NumPy reference algorithm, and only fastconv is timed)."""
+def measure_local(options, progress=None, device="cpu"):
+    """fastconv.local_conv2d / tiled_conv2d (local_cases: formulations.LOCAL_SHAPES, float32),
+    forward and backward (grad_x and grad_w, no bias), against torch's unfold + einsum and unfold +
+    bmm formulations and torch autograd through them (formulations.py); the ratio is against the
+    faster of the two. On device 'cuda' all of them run on the same torch CUDA tensors (the CPU's
+    draws, copied there), timed with CUDA events. Every result is checked against einsum's (without
+    torch, on the CPU only: against fastconv's NumPy reference algorithm, and only fastconv is timed)."""
     torch = peers._torch()
+    if device == "cuda" and cuda_kernels_missing():
+        return []
     rng = np.random.default_rng(1)
     out = []
-    for name, shape, k, r, tiles in formulations.LOCAL_SHAPES:
+    for name, shape, k, r, tiles in local_cases(device):
         x, wt, pq = formulations.local_problem(shape, k, r, tiles)
         n, c = shape[:2]
         gy = rng.standard_normal((n, k) + pq, dtype=np.float32)
+        weight_shape, weight_bytes = wt.shape, wt.nbytes
+        if device == "cuda":
+            _, dev = _torch_cuda()
+            x, wt, gy = (torch.from_numpy(a).to(dev) for a in (x, wt, gy))
         flops = 2.0 * n * k * pq[0] * pq[1] * c * r * r
         fwd = {"fastconv": formulations.local_fastconv_fn(x, wt, tiles)}
         bwd = {"fastconv": formulations.local_fastconv_backward_fn(x, wt, tiles, gy)}
@@ -512,11 +537,12 @@ def measure_local(options, progress=None):
             ref_fwd = formulations.local_fastconv_fn(x, wt, tiles, "reference")
             ref_bwd = formulations.local_fastconv_backward_fn(x, wt, tiles, gy, "reference")
         # grad_x sums K*R*S products per element, grad_w N times the positions that share a weight
-        uses = n * -(-pq[0] // wt.shape[0]) * -(-pq[1] // wt.shape[1])
+        uses = n * -(-pq[0] // weight_shape[0]) * -(-pq[1] // weight_shape[1])
         for pass_, fns, ref, reductions, f in (("forward", fwd, ref_fwd, (c * r * r,), flops),
                                                ("backward", bwd, ref_bwd, (k * r * r, uses), 2 * flops)):
-            wrong = _wrong(fns, ref_name, ref(), reductions)
-            out.append(_local_record(name, pass_, tiles, x, wt, f, fns, wrong, ref_name, options))
+            wrong = _wrong(fns, ref_name, ref(), reductions, device)
+            out.append(_local_record(name, pass_, tiles, shape, weight_shape, weight_bytes, f, fns, wrong, ref_name,
+                                     options, device))
             if progress:
                 progress(f"local {name} {pass_}")
     return out
