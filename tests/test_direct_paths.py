@@ -85,6 +85,11 @@ DEPTHWISE = [
     (1, 1, 6, 7, 16, 5, 5, 1, 2, 1),           # multiplier 16, Q = 7
     (2, 1, 9, 10, 6, 5, 5, 1, 0, 1),           # Q = 6: a full and a half vector (AVX2 double)
     (1, 1, 7, 14, 7, 5, 5, 1, 2, 1),           # Q = 14 (8 + 6: no half vector) and Q = 10 (double: 4+4+2)
+    (2, 19, 14, 14, 1, 3, 3, 2, 1, 1),         # MobileNet conv5_6-like, 19 channels, batch 2
+    (3, 17, 9, 11, 1, 5, 5, 1, 2, 2),          # dilated 5x5, batch 3
+    (1, 18, 13, 10, 1, 3, 5, (2, 1), ((0, 3), (2, 1)), 1),  # asymmetric strides and pads, 3x5
+    (1, 3, 34, 33, 1, 3, 3, 2, 1, 1),          # stride 2, 17 x 17 outputs
+    (1, 2, 24, 22, 1, 5, 5, 1, 2, 2),          # dilated 5x5, larger plane
 ]
 
 
