@@ -15,6 +15,8 @@
 //   adaptive: window o is [floor(o*in/out), ceil((o+1)*in/out)), as torch.
 //   weighted (distance-weighted average): sum of w[r][s] * x over the taps inside the input,
 //        divided (normalize) by the weight of the taps avg counts; see the section below.
+//        Its windows read zero-padded rows (finite weights only: checked), and its backward
+//        is a gather: grad_y on the stride grid correlated with the flipped window.
 //
 // How: a work item is one output row of one plane (OpenMP over all of them). Max and sum
 // are separable, so the window's rows are first combined into a row buffer, then a
