@@ -909,14 +909,20 @@ void correct_border(const Axis& ah, const Axis& aw, index_t Q, const T* corr, T*
 // is avg_pool2d's bit for bit). Any other window runs scaled to sum 1 (scaled), the interior
 // outputs' divisor, and the outputs whose windows reach past the input are multiplied by
 // corr = full sum / their divisor (null when there are none: count_include_pad without
-// ceil_mode's partial windows). A weighted sum (normalize false) uses w as it is.
+// ceil_mode's partial windows). A weighted sum (normalize false) uses w as it is. Both passes
+// read zero padding, which adds nothing only while every weight is finite: checked here, for
+// the forward and the backward alike (Python refuses other windows first); op names the caller.
 template <class T>
 struct WindowNorm {
   Buffer<T> div, corr, scaled;
   const T* window = nullptr;  // what the passes use: w or scaled
 };
 template <class T>
-WindowNorm<T> normalise_window(const PoolParams& p, const Axis& ah, const Axis& aw, const T* w) {
+WindowNorm<T> normalise_window(const PoolParams& p, const Axis& ah, const Axis& aw, const T* w,
+                               const char* op) {
+  FC_ISA_CHECK(
+      std::all_of(w, w + (p.separable ? p.R + p.S : p.R * p.S), [](T v) { return std::isfinite(v); }),
+      "%s: the window's weights must be finite", op);
   WindowNorm<T> n;
   n.window = w;
   if (!p.normalize) return n;
@@ -1070,12 +1076,7 @@ void weighted_avg_pool2d(const PoolParams& p, const T* x, const T* w, T* y) {
   const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, false);
   const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, false);
   const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
-  // The passes read zero padding, which adds nothing only while every weight is finite (Python
-  // refuses other windows first).
-  FC_ISA_CHECK(
-      std::all_of(w, w + (p.separable ? p.R + p.S : p.R * p.S), [](T v) { return std::isfinite(v); }),
-      "weighted_avg_pool2d: the window's weights must be finite");
-  const WindowNorm<T> norm = normalise_window(p, ah, aw, w);
+  const WindowNorm<T> norm = normalise_window(p, ah, aw, w, "weighted_avg_pool2d");
   const T* wk = norm.window;
   // Work items: blocks of output rows of one plane; whole planes unless there are fewer planes
   // than a few per thread (one large image), so that every thread gets work.
@@ -1213,17 +1214,14 @@ void weighted_backward_plane(const PoolParams& p, const T* div, const T* corr, c
 
 // grad_x[h][w] = sum over the windows o covering (h, w) of w[tap] * grad_y[o] / divisor[o]; one
 // plane per work item (no two threads write one value), each plane's windows in row order.
-// A gather (weighted_backward_plane); the weights must be finite, as its zero padding adds
-// nothing only then (Python refuses other windows first).
+// A gather (weighted_backward_plane); the weights must be finite (normalise_window checks).
 template <class T>
 void weighted_avg_pool2d_backward(const PoolParams& p, const T* grad_y, const T* w, T* grad_x) {
   const Axis ah = make_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, 1, false);
   const Axis aw = make_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, 1, false);
   const index_t HW = p.H * p.W, PQ = p.P * p.Q, planes = p.N * p.C;
   const index_t n_weights = p.separable ? p.R + p.S : p.R * p.S;
-  FC_ISA_CHECK(std::all_of(w, w + n_weights, [](T v) { return std::isfinite(v); }),
-               "weighted_avg_pool2d_backward: the window's weights must be finite");
-  const WindowNorm<T> norm = normalise_window(p, ah, aw, w);  // the forward's
+  const WindowNorm<T> norm = normalise_window(p, ah, aw, w, "weighted_avg_pool2d_backward");  // the forward's
   w = norm.window;
   Buffer<T> wf(n_weights);  // the window flipped: each factor reversed, or the R x S reversed
   if (p.separable) {
