@@ -133,6 +133,11 @@ SHAPES = [
     # gather and scatter) span rows of tiles and images; batch 3 puts block edges anywhere.
     ((3, 6, 56, 56), (5, 6, 3, 3), 1, 1),
     ((2, 5, 28, 31), (4, 5, 3, 3), 1, 1),
+    # The kernel transform reads 16 output channels x 16 input channels at a time: 19 x 37
+    # leaves both counts with a remainder (and K >= tiles: the channel-blocked path), and
+    # 20 channels a group start each group's rows mid-block.
+    ((1, 37, 6, 7), (19, 37, 3, 3), 1, 1),
+    ((2, 40, 5, 5), (24, 20, 3, 3), 1, 2),
 ]
 
 
