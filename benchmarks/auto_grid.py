@@ -3,6 +3,8 @@
     python benchmarks/auto_grid.py --out benchmarks/auto_grid_zen4.json   # measure (about 30 min, 2 cores)
     python benchmarks/auto_grid.py --load benchmarks/auto_grid_zen4.json  # auto's regret on a recorded grid
     python benchmarks/auto_grid.py --quick --out /tmp/grid.json           # a few points, a minute
+    python benchmarks/auto_grid.py --update benchmarks/auto_grid_zen4.json --kernels 3 --strides 1
+                                           # re-measure part of a recorded grid after a kernel changed
 
 Grid (float32, 2 threads, one process, every algorithm of a point interleaved round-robin, medians
 of fastconv.bench.timing.compare): channels C = K in 16, 64, 128, 256, 384, 512, 1024; maps 7, 13,
@@ -10,6 +12,10 @@ of fastconv.bench.timing.compare): channels C = K in 16, 64, 128, 256, 384, 512,
 ("same" padding k // 2); batch 1 and 8; groups 1 and depthwise (groups = C, kernels > 1). Points
 above --max-gflop (default 0.6 GFLOP a call) are left out: they take minutes each and behave like
 the largest kept ones. Each point times every conv2d kernel of this build that supports it.
+
+--update re-measures the grid's points with the given kernel sizes, strides and batches (all
+algorithms of each point, interleaved, as --out does), replaces them in the recorded file and
+lists the update under "updates" in it; the file's other points keep their times.
 
 --load re-evaluates fastconv.algorithms.choose (the rules as they are now, for the recorded
 instruction set) on the recorded times: the share of points where auto's pick is within 10 % of
@@ -56,6 +62,29 @@ def grid(max_gflop=0.6, channels=CHANNELS, maps=MAPS, kernels=KERNELS, strides=S
             continue
         out.append(networks.parse_layer(f"{n},{c},{m},{m},{c},{k},{k},{s},{k // 2},{g}"))
     return out
+
+
+def point_key(point):
+    p = point["params"]
+    return (point["batch"], p["C"], p["H"], p["W"], p["K"], p["R"], p["S"], p["stride"][0], p["groups"])
+
+
+def update(path, layers, note):
+    """Re-measure `layers` and put their points into the recorded grid at path in place of the
+    same points (one process; the other points keep their recorded times)."""
+    with open(path) as f:
+        record = json.load(f)
+    fresh = measure(layers, path + ".partial")
+    os.remove(path + ".partial")
+    new = {point_key(pt): pt for pt in fresh["points"]}
+    kept = [pt for pt in record["points"] if point_key(pt) not in new]
+    record["points"] = kept + list(new.values())
+    record.setdefault("updates", []).append({"date": fresh["date"], "machine": fresh["machine"],
+                                             "points": len(new), "what": note})
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, separators=(",", ":"))
+    os.replace(path + ".tmp", path)
+    return record
 
 
 def measure(layers, out_path, progress=True):
@@ -145,8 +174,22 @@ def main(argv=None):
     ap.add_argument("--out", help="measure and write the grid's times here (JSON)")
     ap.add_argument("--load", help="evaluate the current rules on a recorded grid")
     ap.add_argument("--quick", action="store_true", help="a few points only")
+    ap.add_argument("--update", help="re-measure part of a recorded grid (--kernels, --strides, --batches)")
+    ap.add_argument("--kernels", type=int, nargs="+", default=KERNELS)
+    ap.add_argument("--strides", type=int, nargs="+", default=STRIDES)
+    ap.add_argument("--batches", type=int, nargs="+", default=BATCHES)
+    ap.add_argument("--note", default="", help="why --update re-measured (kept in the file)")
     ap.add_argument("--max-gflop", type=float, default=0.6)
     args = ap.parse_args(argv)
+    if args.update:
+        layers = grid(args.max_gflop, kernels=tuple(args.kernels), strides=tuple(args.strides),
+                      batches=tuple(args.batches))
+        print(f"{len(layers)} points to re-measure; {timing.__name__} options {TIMING}", file=sys.stderr)
+        record = update(args.update, layers, f"kernels {args.kernels}, strides {args.strides}, batches "
+                        f"{args.batches}: {args.note}".rstrip(": "))
+        report(record)
+        report(record, prepared=True)
+        return 0
     if args.load:
         with open(args.load) as f:
             record = json.load(f)

@@ -44,8 +44,11 @@ def available(device="cpu"):
 # (from, F(4x4) from) for conv2d calls, which transform the kernel every call, and for plans,
 # which transformed it once. AVX-512 (benchmarks/auto_grid_zen4.json, 2-core Zen 4): below 100
 # pixels (7x7 maps at batch 1) see _few_tiles; F(4x4) pays from 300 pixels per call, from 169
-# in a plan. AVX2 and scalar code (slower FMAs, measured on Zen 1): from 49, F(4x4) from 196.
+# in a plan and in a call with >= 256 channels per group (_F4_WIDE: 384 channels on 13x13,
+# F(4x4) 1.68 ms, F(2x2) 1.75; 128 channels on 14x14, F(2x2) 0.27, F(4x4) 0.30). AVX2 and
+# scalar code (slower FMAs, measured on Zen 1): from 49, F(4x4) from 196.
 _WINOGRAD_PIXELS = {("avx512", False): (100, 300), ("avx512", True): (100, 169)}
+_F4_WIDE = {"avx512": (256, 169)}  # (channels per group, F(4x4) from this many pixels per call)
 _WINOGRAD_PIXELS_DEFAULT = (49, 196)  # avx2 and scalar
 
 
@@ -62,9 +65,14 @@ def winograd_tile(params, isa=None, prepared=False):
     waste more of the edge tiles, cost more per transform and need a transformed kernel
     of 16, 36, 64 x K x C/groups floats that few tiles cannot amortise. F(6x6) only ties
     F(4x4) on the largest maps, with 4x the error, so it is never picked; F(4x4) from
-    ``winograd_pixels()[1]`` output pixels per call.
+    ``winograd_pixels()[1]`` output pixels per call (fewer with many channels, see _F4_WIDE).
     """
-    if params.N * params.P * params.Q >= winograd_pixels(isa, prepared)[1]:
+    isa = isa or _C.get_isa()
+    per_call = params.N * params.P * params.Q
+    if per_call >= winograd_pixels(isa, prepared)[1]:
+        return 4
+    wide_cg, wide_pixels = _F4_WIDE.get(isa, (0, None))
+    if wide_pixels and params.C // params.groups >= wide_cg and per_call >= wide_pixels:
         return 4
     return 2
 
@@ -173,7 +181,7 @@ def _cpu_rules(params, dtype, inputs_finite=True, isa=None, prepared=False):
         if per_call >= first:
             return f"winograd:{winograd_tile(params, isa, prepared)}", (
                 f"3x3 stride 1, >= {min_cg} channels per group, >= {first} output pixels per call: Winograd, "
-                f"F(4x4) from {f4}, else F(2x2)")
+                f"F(4x4) from {f4}" + _f4_wide_text(isa) + ", else F(2x2)")
         if wide_isa:
             return _few_tiles(cg, prepared)
     if inputs_finite and k >= 5 and cg >= 64 and per_call >= 392:
@@ -199,17 +207,20 @@ def _cpu_rules(params, dtype, inputs_finite=True, isa=None, prepared=False):
     return "im2col", "everything else: im2col"
 
 
+def _f4_wide_text(isa):
+    wide_cg, wide_pixels = _F4_WIDE.get(isa, (0, None))
+    return f" (from {wide_pixels} with >= {wide_cg} channels per group)" if wide_pixels else ""
+
+
 def _few_tiles(cg, prepared):
     """3x3 stride 1 with fewer than 100 output pixels per call (7x7 maps at batch 1), AVX-512:
-    a call transforms the kernel for only 16 tiles, which pays up to 128 channels per group;
-    a plan's transformed kernel pays from 128."""
+    a call transforms the kernel for only 16 tiles, which pays from 32 channels per group (512
+    channels: 1.39 ms against im2col's 1.55); a plan's transformed kernel pays from 128."""
     if prepared:
         if cg >= 128:
             return "winograd:2", "3x3 stride 1, < 100 output pixels, a plan, >= 128 channels per group: F(2x2)"
         return "im2col", "3x3 stride 1, < 100 output pixels, a plan, < 128 channels per group: im2col"
-    if cg < 256:
-        return "winograd:2", "3x3 stride 1, < 100 output pixels, 32-255 channels per group: Winograd F(2x2)"
-    return "im2col", "3x3 stride 1, < 100 output pixels, >= 256 channels per group: im2col (kernel transform too dear)"
+    return "winograd:2", "3x3 stride 1, < 100 output pixels, >= 32 channels per group: Winograd F(2x2)"
 
 
 def _cuda_rules(params, dtype, inputs_finite=True, isa=None, prepared=False):
