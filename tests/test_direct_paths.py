@@ -90,6 +90,15 @@ DEPTHWISE = [
     (1, 18, 13, 10, 1, 3, 5, (2, 1), ((0, 3), (2, 1)), 1),  # asymmetric strides and pads, 3x5
     (1, 3, 34, 33, 1, 3, 3, 2, 1, 1),          # stride 2, 17 x 17 outputs
     (1, 2, 24, 22, 1, 5, 5, 1, 2, 2),          # dilated 5x5, larger plane
+    # AVX-512 float's small-plane path: rows of <= 32 input and <= 16 output pixels, <= 32 rows
+    (8, 37, 14, 14, 1, 3, 3, 2, 1, 1),         # MobileNet conv5_6/dw-like at batch 8
+    (2, 5, 28, 28, 1, 3, 3, 2, 1, 1),          # conv4_2/dw-like: a row in two vectors
+    (1, 3, 32, 32, 1, 3, 3, 2, 1, 1),          # the largest plane it takes
+    (1, 3, 32, 31, 1, 3, 3, 2, ((2, 0), (0, 2)), 1),  # one-sided pads, 16 outputs a row
+    (1, 4, 16, 16, 1, 3, 3, 1, 2, 1),          # stride 1, pad 2: 18 outputs (too wide: band path)
+    (1, 4, 16, 16, 1, 3, 3, 1, ((0, 0), (2, 0)), 1),  # 16 outputs, taps left of the row
+    (3, 6, 5, 1, 1, 3, 3, 1, 1, 1),            # one column
+    (1, 5, 17, 15, 1, 3, 3, 1, ((1, 2), (1, 1)), 1),  # 17 rows, a bottom pad of 2
 ]
 
 
