@@ -403,6 +403,26 @@ def test_cuda_times_fastconv_and_cudnn(capsys, tmp_path, monkeypatch):
     assert all(p["device"] == "cuda" and p["checked_against"] == "torch" and not p["wrong"] for p in data["weighted"])
 
 
+def test_rounds_vary_every_contenders_predecessor():
+    """compare()'s rounds: each a permutation, and over a dozen rounds every contender follows
+    several others (a rotation would keep each one's predecessor: the column after fft:16 would
+    always run on caches it emptied)."""
+    names = ["direct", "im2col", "winograd:2", "fft:16", "auto", "torch"]
+    sequence = []
+    for r in range(12):
+        order = runner.timing.round_order(names, r)
+        assert sorted(order) == sorted(names)
+        assert order == runner.timing.round_order(names, r)  # the same every run
+        sequence += order
+    predecessors = {name: set() for name in names}
+    for prev, cur in zip(sequence, sequence[1:]):
+        predecessors[cur].add(prev)
+    assert all(len(p) >= 3 for p in predecessors.values()), predecessors
+    calls = []
+    runner.timing.compare({n: (lambda n=n: calls.append(n)) for n in names}, warmup=1, repeats=4, min_time=0)
+    assert calls[len(names):len(names) * 2] == runner.timing.round_order(names, 0)
+
+
 # ---- --device cuda's code path, on a stand-in device --------------------------------------------
 
 class _FakeDevice:

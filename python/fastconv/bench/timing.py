@@ -9,8 +9,12 @@ then contender B lets drift (frequency, neighbours, page cache) land on one of t
 
 1. warms every callable up (``warmup`` calls each, at least one; the first call
    also pays for lazy allocation, thread-pool start-up, page faults);
-2. runs *rounds*: each round calls every callable once, in an order rotated by one
-   each round (so no contender always runs right after the same neighbour);
+2. runs *rounds*: each round calls every callable once, in an order that changes from
+   round to round (``round_order``: a permutation seeded by the round), so no contender
+   always runs right after the same neighbour. A rotation would not do: it keeps every
+   contender's predecessor, and in ``bench`` the column after fft:16 (a 400 MB workspace
+   that empties the caches) always ran on cold weights (512->512 3x3 on 7x7 at batch 1:
+   auto 2.19 ms where the same kernel, winograd:2, took 1.65 in its own column);
 3. stops once at least ``repeats`` rounds are done and ``min_time`` seconds have
    passed, or when ``max_time`` seconds have passed (after at least ``min_rounds``);
 4. returns every sample and the per-name medians.
@@ -43,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
+import random
 import statistics
 import time
 
@@ -136,6 +141,14 @@ def _cuda_timed(fn):
     return timed
 
 
+def round_order(names, round_index):
+    """The order of round ``round_index``: a permutation of names seeded by the round (the
+    same every run), so each name's predecessor varies over the rounds."""
+    order = list(names)
+    random.Random(round_index).shuffle(order)
+    return order
+
+
 def compare(fns, warmup=2, repeats=10, min_time=0.5, max_time=30.0, min_rounds=3, timer=time.perf_counter,
             cuda=False):
     """Time zero-argument callables interleaved round-robin; see the module docstring.
@@ -165,7 +178,7 @@ def compare(fns, warmup=2, repeats=10, min_time=0.5, max_time=30.0, min_rounds=3
                 break
             if rounds >= min(min_rounds, max(repeats, 1)) and elapsed >= max_time:
                 break
-            order = names[rounds % len(names):] + names[:rounds % len(names)]
+            order = round_order(names, rounds)
             gc.disable()
             for name in order:
                 fn = fns[name]
