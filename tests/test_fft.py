@@ -212,13 +212,20 @@ def test_explicit_fft_nan_spreads_over_the_tile(n, bad, rng):
     np.testing.assert_allclose(clean, want[:, :, ~spoiled], rtol=0, atol=1e-4 * np.abs(want[np.isfinite(want)]).max())
 
 
-def test_auto_never_hands_nonfinite_data_to_fft(rng):
-    x = rng.standard_normal((1, 4, 20, 20)).astype(np.float32)
-    w = rng.standard_normal((4, 4, 5, 5)).astype(np.float32)
+def test_auto_gives_the_reference_nonfinite_pattern_on_an_fft_problem(rng):
+    """auto picks FFT here, finds NaN in its result and reruns the problem exactly
+    (functional._run_policy)."""
+    x = rng.standard_normal((1, 64, 28, 28)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 5, 5)).astype(np.float32)
+    assert fastconv.explain(x.shape, w.shape, padding=2).auto.startswith("fft")
     x[0, 2, 7, 7] = np.nan
     want = fastconv.conv2d(x, w, padding=2, algorithm="reference")
+    spread = fastconv.conv2d(x, w, padding=2, algorithm="fft")
+    assert (~np.isfinite(spread)).sum() > (~np.isfinite(want)).sum()  # FFT alone spreads it
     got = fastconv.conv2d(x, w, padding=2)
     np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=0, atol=1e-4 * np.abs(want[finite]).max())
 
 
 # ---- what FFT does not serve ---------------------------------------------------------
