@@ -19,7 +19,9 @@
 // masked loads, and stride-2 phases come from two permutes per vector pair).
 //   depthwise (Cg == 1, any channel multiplier K/groups): 3x3 with vertical stride 1 uses
 //     row tiles (up to 8 output rows of one column vector share their input rows:
-//     (NR+2)*3 loads per 9*NR FMAs); other shapes use the general tile with Cg = 1.
+//     (NR+2)*3 loads per 9*NR FMAs); other shapes use the general tile with Cg = 1. On
+//     AVX-512, float 3x3 planes of <= 32 x 32 (stride 1 or 2, multiplier 1) skip the band:
+//     each input row is permuted into its three taps once, 9 FMAs an output row.
 //   pointwise (1x1, no top/left pad): y_g (Kg x PQ) = W_g (Kg x Cg) * x_g (Cg x PQ) + bias,
 //     one gemm() per image and group; strided or cropped outputs subsample x first.
 //   general: the band kernel with Cg input channels inside the tap loop.
@@ -721,21 +723,16 @@ void conv_banded(const ConvParams& p, const T* x, const T* w, const T* bias, T* 
 }
 
 // ============================== depthwise ===========================================
-// x (N, C, H, W), w (K, 1, R, S), K = m*C (channel multiplier m >= 1), y (N, K, P, Q).
-// Memory bound: one pass over x and y; the band buffer of one plane stays in L2.
-// kDepthwiseNQ vectors per tile: each broadcast weight feeds that many independent FMA chains.
-// A large multiplier (a first layer on one input channel: LeNet-5's 1->6 5x5) is compute
-// bound instead: kMultiplierKB channels x 2 vectors per tile load fewer x vectors per FMA
-// (Zen 1, 1->6 5x5 on 32x32, 1 thread: 6x2 tiles 747 us, 2x4 tiles 862 us, 3x4 827 us).
 #if defined(__AVX512F__)
 // Small planes (AVX-512, float): 3x3, stride 1 or 2 (both axes), dilation 1, multiplier 1,
 // rows of at most 32 input and 16 output pixels, at most 32 input rows (MobileNet's 28x28
-// stride-2, 14x14 and 7x7 layers). The band path spends more on each plane's band fill, tile setup and task
-// than on its 9 FMAs a vector: 512 channels on 14x14 -> 7x7 at batch 8 took 0.35 ms, torch
-// 0.18 (about 600 cycles a plane). Here a plane is one pass: each input row is one masked
-// or two loads and three permutes, its taps s = 0, 1, 2 as vectors along the output row (lane
-// q holds x[i][q*stride - pad_w + s], zero outside the row), kept in a 6 KiB buffer; then each
-// output row is 9 FMAs from the rows it reads (rows outside the image are skipped).
+// stride-2, 14x14 and 7x7 layers). The band path spends more on each plane's band fill,
+// tile setup and task than on its 9 FMAs a vector: 512 channels on 14x14 -> 7x7 at batch 8
+// took 0.35 ms, torch 0.18 (about 600 cycles a plane). Here a plane is one pass: each input
+// row is one or two masked loads and three permutes, its taps s = 0, 1, 2 as vectors along
+// the output row (lane q holds x[i][q*stride - pad_w + s], zero outside the row), kept in a
+// 6 KiB buffer; then each output row is 9 FMAs from the rows it reads (rows outside the
+// image are skipped).
 //   x (N, C, H, W), w (C, 1, 3, 3), bias (C) or null, y (N, C, P, Q).
 bool depthwise_small_plane(const ConvParams& p) {
   return p.K == p.C && p.groups == p.C && p.R == 3 && p.S == 3 && p.dil_h == 1 && p.dil_w == 1 &&
@@ -792,6 +789,12 @@ void conv_depthwise_small(const ConvParams& p, const float* x, const float* w, c
 }
 #endif
 
+// x (N, C, H, W), w (K, 1, R, S), K = m*C (channel multiplier m >= 1), y (N, K, P, Q).
+// Memory bound: one pass over x and y; the band buffer of one plane stays in L2.
+// kDepthwiseNQ vectors per tile: each broadcast weight feeds that many independent FMA chains.
+// A large multiplier (a first layer on one input channel: LeNet-5's 1->6 5x5) is compute
+// bound instead: kMultiplierKB channels x 2 vectors per tile load fewer x vectors per FMA
+// (Zen 1, 1->6 5x5 on 32x32, 1 thread: 6x2 tiles 747 us, 2x4 tiles 862 us, 3x4 827 us).
 template <class T>
 void conv_depthwise(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
 #if defined(__AVX512F__)
