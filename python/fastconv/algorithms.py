@@ -6,7 +6,8 @@ measurements behind them.
 Winograd and FFT are not exact on non-finite inputs: a NaN or Inf input reaches, through
 their transforms, other outputs of each tile whose window covers it (FFT: all of them; a
 NaN/Inf weight reaches its whole output channel), where the reference may be finite.
-``is_exact_on_nonfinite`` says so, and ``auto`` falls back when the data is not finite.
+``is_exact_on_nonfinite`` says so, and ``auto`` reruns a call on an exact kernel when such a
+kernel's result is not all finite (functional._run_policy).
 """
 from __future__ import annotations
 

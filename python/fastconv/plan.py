@@ -9,9 +9,10 @@ re-prepares itself after ``_C.set_isa``). It keeps its own workspace, per Python
     plan = fastconv.plan_conv2d(w, (1, 64, 56, 56), padding=1)
     y = plan(x)            # x of shape (N, 64, 56, 56); any batch size N
 
-``auto`` in a plan picks as ``conv2d`` does, from the weights' finiteness and within the
-workspace cap; a call whose input holds NaN or Inf runs an algorithm that gives the
-reference's answer instead (from the plan's copy of the weights).
+``auto`` in a plan picks by the rules ``conv2d`` uses (for prepared weights), from the
+weights' finiteness (checked once, here) and within the workspace cap; a call whose input
+holds NaN or Inf runs an algorithm that gives the reference's answer instead (from the
+plan's copy of the weights).
 """
 from __future__ import annotations
 
