@@ -1134,21 +1134,37 @@ namespace {
 // v_up -> grad_x.
 // Scratch, zeroed once (only v's own positions are ever written): vb and u, P x (W + S - 1)
 // each, and c, R (separable); v_up and the 2-D rows' scratch (2-D).
+// The gather as the forward's passes on the transposed problem: input Hu x Wu (v_up, or v when
+// the strides are 1) -> grad_x (H x W), stride 1, pads R-1-pad_h and S-1-pad_w, the flipped
+// window used as it is (normalize off).
+struct TransposedPool {
+  PoolParams t;
+  Axis th, tw;
+};
+TransposedPool transposed_pool(const PoolParams& p, index_t Hu, index_t Wu) {
+  const index_t ph = p.R - 1 - p.pad_h, pw = p.S - 1 - p.pad_w;
+  TransposedPool tp;
+  tp.t = p;
+  tp.t.H = Hu, tp.t.W = Wu, tp.t.P = p.H, tp.t.Q = p.W, tp.t.pad_h = ph, tp.t.pad_w = pw;
+  tp.t.stride_h = tp.t.stride_w = 1;
+  tp.t.normalize = false;
+  tp.th = make_axis(Hu, p.H, p.R, 1, ph, 1, false);
+  tp.tw = make_axis(Wu, p.W, p.S, 1, pw, 1, false);
+  return tp;
+}
+
 template <class T>
 void weighted_backward_plane(const PoolParams& p, const T* div, const T* corr, const T* wf, const T* gy,
                              T* gx, T* vb, T* u, T* scratch2d, T* c) {
   const index_t P = p.P, Q = p.Q, H = p.H, W = p.W, R = p.R, S = p.S, sh = p.stride_h, sw = p.stride_w;
-  const index_t ph = R - 1 - p.pad_h, pw = S - 1 - p.pad_w;
+  const index_t pw = S - 1 - p.pad_w;  // the transposed problem's left pad (transposed_pool)
   auto v = [&](index_t i) { return div ? gy[i] / div[i] : corr ? gy[i] * corr[i] : gy[i]; };
   if (!p.separable) {
     const index_t Pu = (P - 1) * sh + 1, Qu = (Q - 1) * sw + 1;
     for (index_t op = 0; op < P; ++op)
       for (index_t q = 0; q < Q; ++q) vb[op * sh * Qu + q * sw] = v(op * Q + q);
-    PoolParams t = p;
-    t.H = Pu, t.W = Qu, t.P = H, t.Q = W, t.pad_h = ph, t.pad_w = pw, t.stride_h = t.stride_w = 1;
-    t.normalize = false;
-    const Axis th = make_axis(Pu, H, R, 1, ph, 1, false), tw = make_axis(Qu, W, S, 1, pw, 1, false);
-    weighted_2d_rows(t, th, tw, wf, static_cast<const T*>(nullptr), vb, gx, 0, H, scratch2d,
+    const TransposedPool tp = transposed_pool(p, Pu, Qu);
+    weighted_2d_rows(tp.t, tp.th, tp.tw, wf, static_cast<const T*>(nullptr), vb, gx, 0, H, scratch2d,
                      scratch2d + (H - 1 + R) * (W + S - 1));
     return;
   }
@@ -1166,10 +1182,8 @@ void weighted_backward_plane(const PoolParams& p, const T* div, const T* corr, c
       for (index_t i = 0; i < PQ; ++i) vb[i] = gy[i] * corr[i];
       vp = vb;
     }
-    PoolParams t = p;
-    t.H = P, t.W = Q, t.P = H, t.Q = W, t.pad_h = ph, t.pad_w = pw, t.normalize = false;
-    const Axis th = make_axis(P, H, R, 1, ph, 1, false), tw = make_axis(Q, W, S, 1, pw, 1, false);
-    weighted_separable_rows(t, th, tw, wf, wf + R, static_cast<const T*>(nullptr),
+    const TransposedPool tp = transposed_pool(p, P, Q);
+    weighted_separable_rows(tp.t, tp.th, tp.tw, wf, wf + R, static_cast<const T*>(nullptr),
                             static_cast<const T*>(nullptr), vp, gx, 0, H, scratch2d);
     return;
   }
