@@ -325,9 +325,14 @@ bool plain_pairs_parallel(const ConvParams& p, int threads) {
          pairs % threads == 0;
 }
 
+// The forward's pair-by-pair mode: the shared rule (im2col_common.h) or the one above.
+bool forward_pairs_parallel(const ConvParams& p, int threads) {
+  return outer_parallel(p, threads) || plain_pairs_parallel(p, threads);
+}
+
 index_t conv2d_im2col_workspace_bytes(const ConvParams& p, DType dtype) {
   const int elem = dtype_size(dtype), threads = omp_get_max_threads();
-  if (outer_parallel(p, threads) || plain_pairs_parallel(p, threads)) return col_bytes(p, elem) * threads;
+  if (forward_pairs_parallel(p, threads)) return col_bytes(p, elem) * threads;
   const index_t m = images_per_gemm(p, elem);
   return m > 1 ? batch_elems(p, m) * elem : col_bytes(p, elem);
 }
@@ -357,7 +362,7 @@ void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* prepare
     conv_one<T>(p, x + (n * G + g) * x_group, weights_of(p, w, prepared, g), bias ? bias + g * Kg : nullptr,
                 y + (n * G + g) * y_group, col, threaded);
   };
-  if (outer_parallel(p, threads) || plain_pairs_parallel(p, threads)) {
+  if (forward_pairs_parallel(p, threads)) {
     const index_t per_thread = col_bytes(p, sizeof(T)) / index_t(sizeof(T));
 #pragma omp parallel
     {
