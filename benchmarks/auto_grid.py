@@ -1,6 +1,6 @@
-"""auto's choice against every CPU algorithm on a grid of layers (issue 23, item 2).
+"""auto's choice against every CPU algorithm on a grid of layers (issue 23, items 2 and 3).
 
-    python benchmarks/auto_grid.py --out benchmarks/auto_grid_zen4.json   # measure (about 30 min, 2 cores)
+    python benchmarks/auto_grid.py --out benchmarks/auto_grid_zen4.json   # measure (4-30 min, 2 cores)
     python benchmarks/auto_grid.py --load benchmarks/auto_grid_zen4.json  # auto's regret on a recorded grid
     python benchmarks/auto_grid.py --quick --out /tmp/grid.json           # a few points, a minute
     python benchmarks/auto_grid.py --update benchmarks/auto_grid_zen4.json --kernels 3 --strides 1
@@ -17,9 +17,14 @@ the largest kept ones. Each point times every conv2d kernel of this build that s
 algorithms of each point, interleaved, as --out does), replaces them in the recorded file and
 lists the update under "updates" in it; the file's other points keep their times.
 
+Recorded grids: auto_grid_zen4.json (2-core AMD Zen 4) and auto_grid_spr.json (2-core Intel
+Sapphire Rapids-class Xeon, AMX and AVX512-FP16; its 3x3 stride-1 points re-measured once with
+--update, as the first pass's F(4x4)-through-a-plan times were bimodal).
+
 --load re-evaluates fastconv.algorithms.choose (the rules as they are now, for the recorded
-instruction set) on the recorded times: the share of points where auto's pick is within 10 % of
-the fastest (issue 23's goal: >= 95 %), the misses, and a table per kernel size for RESULTS.md.
+instruction set and CPU vendor, fastconv.algorithms.cpu_tuning) on the recorded times: the
+share of points where auto's pick is within 10 % of the fastest (issue 23's goal: >= 95 %),
+the misses, and a table per kernel size for RESULTS.md.
 tests/test_auto_rules.py asserts the same share on the recorded file: the rules' table, never a
 time.
 """
@@ -93,7 +98,9 @@ def measure(layers, out_path, progress=True):
     write the JSON after every point."""
     kernels = runner.conv_algorithms("cpu")
     algos = kernels + [f"plan:{k}" for k in kernels if algorithms.prepares(k)]
-    record = {"machine": {"cpu": runner.cpu_model(), "isa": fc._C.get_isa(), "threads": fc.get_num_threads(),
+    ident = fc._C.cpu_identity()
+    record = {"machine": {"cpu": runner.cpu_model(), "isa": fc._C.get_isa(), "vendor": ident["vendor"],
+                          "family": ident["family"], "model": ident["model"], "threads": fc.get_num_threads(),
                           "python": platform.python_version(), "fastconv": fc.__version__},
               "timing": TIMING, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "points": []}
     start = time.perf_counter()
@@ -121,11 +128,12 @@ def point_params(point):
 
 
 def evaluate(record, prepared=False):
-    """[(point, pick, best, regret)]: auto's pick by the current rules for the recorded ISA, the
+    """[(point, pick, best, regret)]: auto's pick by the current rules for the recorded ISA and
+    CPU vendor (a record without a vendor is auto_grid_zen4.json's first version: AMD), the
     fastest kernel, and t[pick] / t[best] (inf when the pick was not timed). prepared: a plan's
     pick (choose(prepared=True)) against the kernels' times through plans ('plan:NAME', or the
     direct call for a kernel that prepares nothing)."""
-    isa = record["machine"]["isa"]
+    isa, vendor = record["machine"]["isa"], record["machine"].get("vendor", "amd")
     out = []
     for point in record["points"]:
         times = {k: v for k, v in point["times"].items() if not k.startswith("plan:")}
@@ -133,7 +141,8 @@ def evaluate(record, prepared=False):
             times = {k: point["times"].get(f"plan:{k}", v) for k, v in times.items()}
         if not times:
             continue
-        pick = algorithms.choose(point_params(point), np.dtype(np.float32), prepared=prepared, isa=isa)
+        pick = algorithms.choose(point_params(point), np.dtype(np.float32), prepared=prepared, isa=isa,
+                                 vendor=vendor)
         best = min(times, key=times.get)
         out.append((point, pick, best, times[pick] / times[best] if pick in times else float("inf")))
     return out

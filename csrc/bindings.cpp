@@ -697,6 +697,19 @@ PYBIND11_MODULE(FASTCONV_MODULE, m) {
       "Lower (never raise) the instruction set the CPU kernels use.");
   m.def("get_isa", [] { return std::string(isa_name(active_isa())); });
   m.def("detected_isa", [] { return std::string(isa_name(detected_isa())); });
+  m.def(
+      "cpu_identity",
+      [] {
+        const CpuIdentity& id = cpu_identity();
+        py::dict d;
+        d["vendor"] = std::string(cpu_vendor_name(id.vendor));
+        d["vendor_id"] = id.vendor_id;
+        d["family"] = id.family;
+        d["model"] = id.model;
+        return d;
+      },
+      "The CPU as CPUID reports it: {'vendor': 'intel' | 'amd' | 'other', 'vendor_id' (e.g. "
+      "'GenuineIntel'), 'family', 'model'}. auto's rules are tuned per vendor (fastconv.algorithms).");
   m.def("set_num_threads", &cpu::set_num_threads, py::arg("n"), "Threads the CPU kernels use.");
   m.def("get_num_threads", &cpu::num_threads);
   m.def("cuda_devices", &cuda_devices,

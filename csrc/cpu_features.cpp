@@ -5,6 +5,11 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
+
+#if defined(FC_X86) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#endif
 
 #include "common.h"
 
@@ -35,6 +40,28 @@ Isa initial_isa() {
   return best;
 }
 
+CpuIdentity identify() {
+  CpuIdentity id{CpuVendor::other, "", 0, 0};
+#if defined(FC_X86) && (defined(__GNUC__) || defined(__clang__))
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx)) return id;
+  char name[13] = {};
+  std::memcpy(name, &ebx, 4);  // the vendor string is EBX, EDX, ECX
+  std::memcpy(name + 4, &edx, 4);
+  std::memcpy(name + 8, &ecx, 4);
+  id.vendor_id = name;
+  if (id.vendor_id == "GenuineIntel") id.vendor = CpuVendor::intel;
+  if (id.vendor_id == "AuthenticAMD") id.vendor = CpuVendor::amd;
+  if (__get_cpuid(1, &eax, &ebx, &ecx, &edx)) {
+    const int base_family = int((eax >> 8) & 0xF), base_model = int((eax >> 4) & 0xF);
+    id.family = base_family == 0xF ? base_family + int((eax >> 20) & 0xFF) : base_family;
+    id.model =
+        (base_family == 0x6 || base_family == 0xF) ? (int((eax >> 16) & 0xF) << 4) | base_model : base_model;
+  }
+#endif
+  return id;
+}
+
 std::atomic<int>& active() {
   static std::atomic<int> level{int(initial_isa())};
   return level;
@@ -61,6 +88,19 @@ Isa isa_from_name(const std::string& name) {
 Isa detected_isa() {
   static const Isa isa = detect();
   return isa;
+}
+
+const CpuIdentity& cpu_identity() {
+  static const CpuIdentity id = identify();
+  return id;
+}
+
+const char* cpu_vendor_name(CpuVendor vendor) {
+  switch (vendor) {
+    case CpuVendor::intel: return "intel";
+    case CpuVendor::amd: return "amd";
+    default: return "other";
+  }
 }
 
 Isa active_isa() { return Isa(active().load(std::memory_order_relaxed)); }

@@ -14,6 +14,20 @@ Isa detected_isa();
 Isa active_isa();
 void set_isa(Isa isa);  // throws when isa is above detected_isa()
 
+// Who made the CPU and which core it is, from CPUID (never from the build's -march): the choices
+// tuned per microarchitecture key on the vendor (fastconv.algorithms' rules: Intel's AVX-512
+// cores run two full-width FMAs a cycle where Zen 4 splits one zmm FMA in two, so Winograd's
+// transforms weigh more against its products there). family/model are CPUID's display values;
+// a hypervisor may report a model of its own, hence the key is the vendor, not the model.
+enum class CpuVendor : int { other = 0, amd = 1, intel = 2 };
+struct CpuIdentity {
+  CpuVendor vendor;
+  std::string vendor_id;  // CPUID leaf 0's 12 characters, e.g. "GenuineIntel"; "" off x86
+  int family, model;      // display family and model (leaf 1), 0 off x86
+};
+const CpuIdentity& cpu_identity();
+const char* cpu_vendor_name(CpuVendor vendor);  // "intel", "amd", "other"
+
 // Pick the implementation compiled for the active ISA (x86 builds have all three).
 template <class F>
 F pick_isa(F scalar_fn, F avx2_fn, F avx512_fn) {

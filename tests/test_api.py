@@ -1,5 +1,7 @@
 """The Python API's contract: array types, helpers, introspection, ISA selection."""
 import os
+import pathlib
+import platform
 import subprocess
 import sys
 
@@ -85,11 +87,26 @@ def test_torch_tensors_in_torch_tensors_out(rng):
     torch.testing.assert_close(y2, torch.nn.functional.conv1d(xt[:, :, 0], w[:, :, 0], padding="same"))
 
 
+def test_cpu_identity_is_cpuids():
+    """The vendor, family and model that auto's per-vendor rules key on are the ones Linux reads
+    from CPUID (/proc/cpuinfo), on x86 hosts."""
+    cpuinfo = pathlib.Path("/proc/cpuinfo")
+    if platform.machine() not in ("x86_64", "AMD64") or not cpuinfo.exists():
+        pytest.skip("CPUID is read on x86 Linux hosts only")
+    fields = dict(line.split(":", 1) for line in cpuinfo.read_text().split("\n\n")[0].splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    ident = _C.cpu_identity()
+    assert ident["vendor_id"] == fields["vendor_id"]
+    assert (ident["family"], ident["model"]) == (int(fields["cpu family"]), int(fields["model"]))
+    assert ident["vendor"] == {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(fields["vendor_id"], "other")
+
+
 def test_info_and_threads():
     info = fastconv.info()
     assert info["version"] == fastconv.__version__
     assert info["isa"] in ("scalar", "avx2", "avx512") and info["isa_detected"] == _C.detected_isa()
     assert info["threads"] == fastconv.get_num_threads() >= 1
+    assert info["cpu"] == _C.cpu_identity() and info["cpu"]["vendor"] in ("intel", "amd", "other")
     build, status = _C.build_info(), _C.cuda_devices()
     if not build["cuda_kernels"]:
         assert info["cuda"].startswith("none (this build has no CUDA kernels")

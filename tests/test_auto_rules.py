@@ -1,11 +1,12 @@
-"""auto's rules against a measured grid (issue 23, item 2).
+"""auto's rules against measured grids (issue 23, items 2 and 3).
 
-benchmarks/auto_grid_zen4.json holds the median times of every CPU kernel, called directly and
-through a plan, over benchmarks/auto_grid.py's grid of layers, measured once on a 2-core Zen 4
-(`python benchmarks/auto_grid.py --out benchmarks/auto_grid_zen4.json`). These tests time
-nothing: they evaluate the rules as they are now (fastconv.algorithms.choose, for the recorded
-instruction set) on the recorded times, so a rule change that makes auto pick a slow kernel on
-the measured machine fails here.
+benchmarks/auto_grid_zen4.json and auto_grid_spr.json hold the median times of every CPU
+kernel, called directly and through a plan, over benchmarks/auto_grid.py's grid of layers,
+measured on a 2-core AMD Zen 4 and on a 2-core Intel Sapphire Rapids-class Xeon
+(`python benchmarks/auto_grid.py --out ...`). These tests time nothing: they evaluate the rules
+as they are now (fastconv.algorithms.choose, for the recorded instruction set and CPU vendor,
+whatever CPU runs the test) on the recorded times, so a rule change that makes auto pick a slow
+kernel on either measured machine fails here.
 """
 import json
 import pathlib
@@ -17,12 +18,17 @@ import fastconv as fc
 from benchmarks import auto_grid
 from fastconv import algorithms
 
-GRID = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "auto_grid_zen4.json"
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+GRIDS = {"zen4": ("amd", "avx512"), "spr": ("intel", "avx512-intel")}  # file: (vendor, tuning)
 
 
-@pytest.fixture(scope="module")
-def record():
-    return json.loads(GRID.read_text())
+@pytest.fixture(scope="module", params=sorted(GRIDS))
+def record(request):
+    rec = json.loads((BENCHMARKS / f"auto_grid_{request.param}.json").read_text())
+    vendor, tuning = GRIDS[request.param]
+    assert rec["machine"].get("vendor", "amd") == vendor
+    assert algorithms.cpu_tuning(rec["machine"]["isa"], vendor) == tuning
+    return rec
 
 
 def test_the_grid_is_the_issues(record):
@@ -68,6 +74,26 @@ def test_explain_states_the_rule_that_fired():
     assert "exceeds the limit" in tight.auto_rule or "nothing fits" in tight.auto_rule
 
 
-def _params(n, c, m, k):
+def _params(n, c, m, k, stride=1):
     from fastconv.functional import conv_params
-    return conv_params((n, c, m, m), (c, c, k, k), 1, k // 2, 1, 1)[0]
+    return conv_params((n, c, m, m), (c, c, k, k), stride, k // 2, 1, 1)[0]
+
+
+def test_tuning_follows_the_vendor_and_isa():
+    """Intel's AVX-512 cores get their own table; AMD's and other vendors' share Zen 4's; below
+    AVX-512 the ISA alone decides. Calls on Intel never take F(4x4) (its 36-element kernel
+    transform per call lost at every grid point), plans take it from 392 pixels."""
+    assert algorithms.cpu_tuning("avx512", "intel") == "avx512-intel"
+    assert algorithms.cpu_tuning("avx512", "amd") == algorithms.cpu_tuning("avx512", "other") == "avx512"
+    assert algorithms.cpu_tuning("avx2", "intel") == "avx2"
+    p = _params(1, 512, 14, 3)
+    assert algorithms.choose(p, np.float32, isa="avx512", vendor="amd") == "winograd:4"
+    assert algorithms.choose(p, np.float32, isa="avx512", vendor="intel") == "winograd:2"
+    name, rule = algorithms.choose_with_rule(p, np.float32, isa="avx512", vendor="intel")
+    assert "F(4x4) never" in rule
+    assert algorithms.choose(_params(8, 256, 7, 3), np.float32, prepared=True, isa="avx512",
+                             vendor="intel") == "winograd:4"
+    assert algorithms.choose(_params(1, 64, 14, 3, stride=2), np.float32, isa="avx512", vendor="intel") == "im2col"
+    assert algorithms.choose(_params(1, 64, 14, 3, stride=2), np.float32, isa="avx512", vendor="amd") == "direct"
+    # this process's own tuning is its CPU's
+    assert algorithms.cpu_tuning() == algorithms.cpu_tuning(fc._C.get_isa(), fc._C.cpu_identity()["vendor"])

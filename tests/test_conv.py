@@ -112,10 +112,11 @@ def test_auto_uses_winograd_only_on_finite_inputs(rng):
     them: a Winograd tile would spread one over its whole tile, so auto falls back."""
     x = rng.standard_normal((1, 32, 30, 30)).astype(np.float32)
     w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
-    assert fastconv.explain(x.shape, w.shape, padding=1).auto == "winograd:4"
-    assert fastconv.explain(x.shape, w.shape, padding=1, dtype="float64").auto != "winograd:4"
+    auto = fastconv.explain(x.shape, w.shape, padding=1).auto  # F(4x4), F(2x2) on Intel's cores
+    assert auto.startswith("winograd:")
+    assert not fastconv.explain(x.shape, w.shape, padding=1, dtype="float64").auto.startswith("winograd")
     y = fastconv.conv2d(x, w, padding=1)
-    assert_close(y, fastconv.conv2d(x, w, padding=1, algorithm="reference"), tolerance("winograd:4", np.float32, 288))
+    assert_close(y, fastconv.conv2d(x, w, padding=1, algorithm="reference"), tolerance(auto, np.float32, 288))
     for bad in (np.nan, np.inf):
         xb = x.copy()
         xb[0, 3, 10, 10] = bad

@@ -214,8 +214,8 @@ def test_explicit_fft_nan_spreads_over_the_tile(n, bad, rng):
 
 def test_auto_gives_the_reference_nonfinite_pattern_on_an_fft_problem(rng):
     """auto picks FFT here, finds NaN in its result and reruns the problem exactly
-    (functional._run_policy)."""
-    x = rng.standard_normal((1, 64, 28, 28)).astype(np.float32)
+    (functional._run_policy). 56x56: FFT on every CPU's rules (Intel's start there)."""
+    x = rng.standard_normal((1, 64, 56, 56)).astype(np.float32)
     w = rng.standard_normal((64, 64, 5, 5)).astype(np.float32)
     assert fastconv.explain(x.shape, w.shape, padding=2).auto.startswith("fft")
     x[0, 2, 7, 7] = np.nan
@@ -261,23 +261,29 @@ def test_kernel_too_large_for_the_tile(algorithm, ksize, words):
 
 
 def test_auto_picks_fft_for_large_kernels_on_large_maps(rng):
-    # auto's rules (algorithms.py, fitted to benchmarks/auto_grid_zen4.json): FFT for 5x5+
-    # stride-1 float32 layers with >= 64 channels and enough output pixels (7x7: below 128
-    # channels), never on NaN/Inf inputs, never for float64.
+    # auto's rules (algorithms.py, fitted to benchmarks/auto_grid_zen4.json and, for Intel's
+    # AVX-512 cores, auto_grid_spr.json): FFT for 5x5+ stride-1 float32 layers with >= 64
+    # channels and enough output pixels (7x7: below 128 channels), never on NaN/Inf inputs,
+    # never for float64.
     from fastconv import algorithms
     from fastconv.functional import conv_params
 
-    def pick(x_shape, w_shape, pad, dtype=np.float32, finite=True):
+    def pick(x_shape, w_shape, pad, dtype=np.float32, finite=True, vendor="amd"):
         params, _ = conv_params(x_shape, w_shape, 1, pad, 1, 1)
-        return algorithms.choose(params, np.dtype(dtype), inputs_finite=finite)
+        return algorithms.choose(params, np.dtype(dtype), inputs_finite=finite, isa="avx512", vendor=vendor)
 
     assert pick((1, 64, 56, 56), (64, 64, 5, 5), 2) == "fft:8"
     assert pick((1, 128, 28, 28), (128, 128, 5, 5), 2) == "fft:8"
     assert pick((8, 64, 7, 7), (64, 64, 7, 7), 3) == "fft:16"
     assert pick((1, 64, 56, 56), (64, 64, 7, 7), 3) == "fft:16"
     assert pick((1, 128, 28, 28), (128, 128, 7, 7), 3) == "direct"
-    assert pick((1, 64, 56, 56), (64, 64, 5, 5), 2, finite=False) not in ("fft:8", "fft:16")
-    assert pick((1, 64, 56, 56), (64, 64, 5, 5), 2, dtype=np.float64) not in ("fft:8", "fft:16")
+    # Intel: direct below 56x56 maps (3136 output pixels a call), 16x16 tiles from there
+    assert pick((1, 64, 56, 56), (64, 64, 5, 5), 2, vendor="intel") == "fft:16"
+    assert pick((1, 128, 28, 28), (128, 128, 5, 5), 2, vendor="intel") == "direct"
+    assert pick((8, 64, 7, 7), (64, 64, 7, 7), 3, vendor="intel") == "direct"
+    for vendor in ("amd", "intel"):
+        assert pick((1, 64, 56, 56), (64, 64, 5, 5), 2, finite=False, vendor=vendor) not in ("fft:8", "fft:16")
+        assert pick((1, 64, 56, 56), (64, 64, 5, 5), 2, dtype=np.float64, vendor=vendor) not in ("fft:8", "fft:16")
     # And conv2d with auto gives the reference's NaN pattern on such a layer.
     x = rng.standard_normal((1, 16, 60, 60)).astype(np.float32)
     w = rng.standard_normal((16, 16, 5, 5)).astype(np.float32)

@@ -41,38 +41,81 @@ def available(device="cpu"):
     return POLICIES + aliases + names + ("reference",)
 
 
-# Winograd's thresholds by instruction set, in output pixels per call (batch included):
+def cpu_tuning(isa=None, vendor=None):
+    """The key of auto's CPU tables: the instruction set and, on AVX-512, whose cores run it.
+    ``"avx512"``: AMD's (fitted on a 2-core Zen 4, benchmarks/auto_grid_zen4.json; other
+    vendors too); ``"avx512-intel"``: Intel's (a 2-core Sapphire Rapids-class Xeon,
+    benchmarks/auto_grid_spr.json), whose two full-width FMA units a core halve the time of
+    the products against Zen 4's one split zmm FMA, so Winograd's transforms, and F(4x4)'s
+    larger ones most, weigh more; ``"avx2"`` and ``"scalar"``. ``isa`` and ``vendor`` default
+    to the active instruction set and the CPU's vendor (``_C.cpu_identity()``, read from CPUID
+    at run time)."""
+    isa = isa or _C.get_isa()
+    vendor = vendor or _cpu_vendor()
+    return "avx512-intel" if isa == "avx512" and vendor == "intel" else isa
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_vendor():
+    return _C.cpu_identity()["vendor"]
+
+
+# Winograd's thresholds by tuning (cpu_tuning), in output pixels per call (batch included):
 # (from, F(4x4) from) for conv2d calls, which transform the kernel every call, and for plans,
-# which transformed it once. AVX-512 (benchmarks/auto_grid_zen4.json, 2-core Zen 4): below 100
+# which transformed it once. AVX-512 on Zen 4 (benchmarks/auto_grid_zen4.json): below 100
 # pixels (7x7 maps at batch 1) see _few_tiles; F(4x4) pays from 300 pixels per call, from 169
 # in a plan and in a call with >= 256 channels per group (_F4_WIDE: 384 channels on 13x13,
-# F(4x4) 1.68 ms, F(2x2) 1.75; 128 channels on 14x14, F(2x2) 0.27, F(4x4) 0.30). AVX2 and
-# scalar code (slower FMAs, measured on Zen 1): from 49, F(4x4) from 196.
-_WINOGRAD_PIXELS = {("avx512", False): (100, 300), ("avx512", True): (100, 169)}
+# F(4x4) 1.68 ms, F(2x2) 1.75; 128 channels on 14x14, F(2x2) 0.27, F(4x4) 0.30). AVX-512 on
+# Intel (auto_grid_spr.json): a call's F(4x4) lost to F(2x2) at every grid point with >= 32
+# channels per group (e.g. 512 channels on 14x14, 5.8 ms against 3.0: its 36-element kernel
+# transform per call), a plan's paid from 392 pixels (batch 8 on 7x7 maps). AVX2 and scalar
+# code (slower FMAs, measured on Zen 1): from 49, F(4x4) from 196.
+_NEVER = float("inf")
+_WINOGRAD_PIXELS = {("avx512", False): (100, 300), ("avx512", True): (100, 169),
+                    ("avx512-intel", False): (100, _NEVER), ("avx512-intel", True): (100, 392)}
 _F4_WIDE = {"avx512": (256, 169)}  # (channels per group, F(4x4) from this many pixels per call)
+# Intel plans: F(4x4) only below (channels per group, pixels below which it pays with fewer
+# channels, with at least that many): 64-128 channels on 28x28 maps and larger ran F(2x2)
+# 1.2-1.9x faster through a plan (auto_grid_spr.json), as did VGG-16's conv2/conv3 layers
+# (128 -> 256 on 56x56: 4.36 ms against 4.96), while 512 channels on 28x28 took 6.1 ms with
+# F(4x4) against 9.9.
+_F4_BELOW = {("avx512-intel", True): (256, 784, 3136)}
 _WINOGRAD_PIXELS_DEFAULT = (49, 196)  # avx2 and scalar
 
+# Intel's AVX-512 cores (auto_grid_spr.json and bench runs on a Sapphire Rapids-class Xeon):
+# FFT for kernels of 5 and up from this many output pixels per call (elsewhere: 392), in
+# 16x16 tiles (64->64 5x5 on 56x56: fft:16 2.21 ms, direct 2.43, fft:8 3.05; on 28x28 direct
+# 0.69, fft:8 1.06); and 3x3 stride 2 with 16-64 channels per group runs on im2col up to this
+# many output pixels per call, where direct's strided loads lose (64 channels on 14x14, batch
+# 1: direct 1.8x im2col's time; on Zen 4 0.56x).
+_FFT_FROM = {"avx512-intel": 3136}
+_IM2COL_STRIDED = {"avx512-intel": 196}
 
-def winograd_pixels(isa=None, prepared=False):
-    """(pixels per call from which auto takes Winograd, pixels from which it takes F(4x4)) for
-    the instruction set ``isa`` (default: the active one), for conv2d calls or, with
-    ``prepared``, plans."""
-    return _WINOGRAD_PIXELS.get((isa or _C.get_isa(), bool(prepared)), _WINOGRAD_PIXELS_DEFAULT)
+
+def winograd_pixels(tuning=None, prepared=False):
+    """(pixels per call from which auto takes Winograd, pixels from which it takes F(4x4);
+    inf: never) for the tuning ``tuning`` (cpu_tuning(); default: this CPU's), for conv2d
+    calls or, with ``prepared``, plans."""
+    return _WINOGRAD_PIXELS.get((tuning or cpu_tuning(), bool(prepared)), _WINOGRAD_PIXELS_DEFAULT)
 
 
-def winograd_tile(params, isa=None, prepared=False):
+def winograd_tile(params, tuning=None, prepared=False):
     """``algorithm="winograd"``'s tile size m of F(m x m, 3 x 3). Larger tiles need fewer
     multiplications per output (2.25x, 4x, 5.06x fewer than direct for m = 2, 4, 6) but
     waste more of the edge tiles, cost more per transform and need a transformed kernel
     of 16, 36, 64 x K x C/groups floats that few tiles cannot amortise. F(6x6) only ties
     F(4x4) on the largest maps, with 4x the error, so it is never picked; F(4x4) from
-    ``winograd_pixels()[1]`` output pixels per call (fewer with many channels, see _F4_WIDE).
+    ``winograd_pixels()[1]`` output pixels per call (fewer with many channels, see _F4_WIDE;
+    up to a bound on Intel's plans, _F4_BELOW).
     """
-    isa = isa or _C.get_isa()
+    tuning = tuning or cpu_tuning()
     per_call = params.N * params.P * params.Q
-    if per_call >= winograd_pixels(isa, prepared)[1]:
-        return 4
-    wide_cg, wide_pixels = _F4_WIDE.get(isa, (0, None))
+    if per_call >= winograd_pixels(tuning, prepared)[1]:
+        below = _F4_BELOW.get((tuning, bool(prepared)))
+        if below is None or per_call < (below[2] if params.C // params.groups >= below[0] else below[1]):
+            return 4
+        return 2
+    wide_cg, wide_pixels = _F4_WIDE.get(tuning, (0, None))
     if wide_pixels and params.C // params.groups >= wide_cg and per_call >= wide_pixels:
         return 4
     return 2
@@ -130,22 +173,24 @@ def prepares(name, device="cpu"):
                if k["algorithm"] == name and k["op"] == "conv2d_forward" and k["device"] == device)
 
 
-def choose(params, dtype, inputs_finite=True, workspace_limit=None, prepared=False, device="cpu", isa=None):
+def choose(params, dtype, inputs_finite=True, workspace_limit=None, prepared=False, device="cpu", isa=None,
+           vendor=None):
     """``auto``, within a workspace cap (``workspace_limit`` bytes, else the global
     ``set_workspace_limit``; ``prepared``: sized for a plan's kernels): the rules'
     choice when it fits, else the first of im2col, direct that fits, else the one
-    that needs the least. ``isa``: the CPU instruction set the rules assume (default: the
-    active one; benchmarks/auto_grid.py evaluates a recorded machine's)."""
-    return choose_with_rule(params, dtype, inputs_finite, workspace_limit, prepared, device, isa)[0]
+    that needs the least. ``isa``, ``vendor``: the CPU the rules assume (cpu_tuning; default:
+    this one; benchmarks/auto_grid.py evaluates a recorded machine's)."""
+    return choose_with_rule(params, dtype, inputs_finite, workspace_limit, prepared, device, isa, vendor)[0]
 
 
 def choose_with_rule(params, dtype, inputs_finite=True, workspace_limit=None, prepared=False, device="cpu",
-                     isa=None):
+                     isa=None, vendor=None):
     """``choose``'s pick and the rule that fired, as a sentence (``explain`` shows it)."""
     if device not in _RULES:
         raise ValueError(f"no rules for device {device!r}; known: {', '.join(_RULES)}")
     limit = workspace_limit if workspace_limit is not None else _workspace_limit
-    first, rule = _RULES[device](params, dtype, inputs_finite, isa, prepared)
+    tuning = cpu_tuning(isa, vendor) if device == "cpu" else None
+    first, rule = _RULES[device](params, dtype, inputs_finite, tuning, prepared)
     if limit is None:
         return first, rule
     options = [first] + [a for a in ("im2col", "direct") if a != first]
@@ -158,14 +203,16 @@ def choose_with_rule(params, dtype, inputs_finite=True, workspace_limit=None, pr
     return min(options, key=lambda a: need[a]), f"{rule}; nothing fits the limit of {limit:,} bytes: the smallest"
 
 
-def _cpu_rules(params, dtype, inputs_finite=True, isa=None, prepared=False):
+def _cpu_rules(params, dtype, inputs_finite=True, tuning=None, prepared=False):
     """``auto``'s rules on the CPU, fitted to benchmarks/auto_grid_zen4.json: every kernel timed
     on 773 layers (channels 16-1024, maps 7-112, kernels 1/3/5/7, stride 1/2, batch 1/8, groups
     1 and depthwise; 2-core Zen 4, AVX-512), called directly and through plans. On that grid
     these rules pick a kernel within 10 % of the fastest at 97 % of the points, for calls and
     for plans alike (tests/test_auto_rules.py; ``python benchmarks/auto_grid.py --load ...``
-    lists the misses). Returns (kernel, the rule as a sentence). Winograd and FFT need float32
-    and finite inputs (``inputs_finite=False``: a tile would spread a NaN or Inf over it).
+    lists the misses). Intel's AVX-512 cores (``tuning`` "avx512-intel", cpu_tuning) differ
+    where benchmarks/auto_grid_spr.json, the same grid on a Sapphire Rapids-class Xeon, says
+    so. Returns (kernel, the rule as a sentence). Winograd and FFT need float32 and finite
+    inputs (``inputs_finite=False``: a tile would spread a NaN or Inf over it).
     """
     cg = params.C // params.groups
     if params.groups > 1 and cg <= 4:
@@ -174,31 +221,41 @@ def _cpu_rules(params, dtype, inputs_finite=True, isa=None, prepared=False):
     pixels = params.P * params.Q           # output pixels of one image
     per_call = params.N * pixels           # of the whole call
     k = max(params.R, params.S)
-    isa = isa or _C.get_isa()
-    wide_isa = isa == "avx512"
+    tuning = tuning or cpu_tuning()
+    wide_isa = tuning.startswith("avx512")
     min_cg = 32 if wide_isa else 16
     if inputs_finite and cg >= min_cg and not _C.supports("winograd:4", params, dname):
-        first, f4 = winograd_pixels(isa, prepared)
+        first, f4 = winograd_pixels(tuning, prepared)
         if per_call >= first:
-            return f"winograd:{winograd_tile(params, isa, prepared)}", (
+            return f"winograd:{winograd_tile(params, tuning, prepared)}", (
                 f"3x3 stride 1, >= {min_cg} channels per group, >= {first} output pixels per call: Winograd, "
-                f"F(4x4) from {f4}" + _f4_wide_text(isa) + ", else F(2x2)")
+                + _tile_text(tuning, prepared))
         if wide_isa:
             return _few_tiles(cg, prepared)
-    if inputs_finite and k >= 5 and cg >= 64 and per_call >= 392:
+    fft_from = _FFT_FROM.get(tuning, 392)
+    if inputs_finite and k >= 5 and cg >= 64 and per_call >= fft_from:
         # 5x5: 8x8 tiles, ahead of 16x16 and of direct up to 56x56 maps (64->64 at 56x56, Zen 4:
         # fft:8 3.0 ms, direct 3.5, fft:16 3.9); 7x7 and up: 16x16 tiles up to 64 channels a
         # group, past which direct wins (128->128 7x7 on 28x28: direct 7.5 ms, fft:16 8.9).
-        if params.R * params.S <= 25 and not _C.supports("fft:8", params, dname):
-            return "fft:8", "5x5 stride 1, >= 64 channels per group, >= 392 output pixels per call: FFT 8x8"
+        # Intel: direct up to 56x56 maps (_FFT_FROM), then 16x16 tiles for 5x5 too.
+        if (params.R * params.S <= 25 and tuning != "avx512-intel"
+                and not _C.supports("fft:8", params, dname)):
+            return "fft:8", f"5x5 stride 1, >= 64 channels per group, >= {fft_from} output pixels per call: FFT 8x8"
         if cg < 128 and not _C.supports("fft:16", params, dname):
-            return "fft:16", "7x7-15x15 stride 1, 64-127 channels per group, >= 392 output pixels per call: FFT 16x16"
+            return "fft:16", (f"5x5-15x15 stride 1, 64-127 channels per group, >= {fft_from} output pixels per call: "
+                              "FFT 16x16" if tuning == "avx512-intel" else
+                              f"7x7-15x15 stride 1, 64-127 channels per group, >= {fft_from} output pixels per "
+                              "call: FFT 16x16")
     if pixels <= 4:  # e.g. LeNet-5's conv3, 5x5 on a 5x5 map: 0.04 ms against direct's 0.11
         return "im2col", "an output map of <= 4 pixels: im2col (a matrix product over the whole map)"
     if k == 1:
         if params.stride_h > 1 and not prepared:
             return "direct", "1x1 stride 2 (a call): direct, which reads only the strided pixels"
         return "im2col", "1x1: im2col (one GEMM, no unroll)"
+    small_strided = _IM2COL_STRIDED.get(tuning, 0)
+    if k == 3 and params.stride_h > 1 and 16 <= cg <= 64 and per_call <= small_strided:
+        return "im2col", (f"3x3 stride 2, 16-64 channels per group, <= {small_strided} output pixels per call "
+                          f"({tuning}): im2col")
     if cg <= 64 and not (prepared and k == 3 and per_call < 36):
         return "direct", "spatial kernel, <= 64 channels per group: direct (im2col's GEMM is too shallow)"
     if cg <= 128 and (pixels >= 150 or k >= 5):
@@ -208,9 +265,19 @@ def _cpu_rules(params, dtype, inputs_finite=True, isa=None, prepared=False):
     return "im2col", "everything else: im2col"
 
 
-def _f4_wide_text(isa):
-    wide_cg, wide_pixels = _F4_WIDE.get(isa, (0, None))
-    return f" (from {wide_pixels} with >= {wide_cg} channels per group)" if wide_pixels else ""
+def _tile_text(tuning, prepared):
+    """winograd_tile's choice for this tuning, as words."""
+    f4 = winograd_pixels(tuning, prepared)[1]
+    if f4 == _NEVER:
+        return f"F(2x2) (F(4x4) never in a {'plan' if prepared else 'call'} on {tuning})"
+    text = f"F(4x4) from {f4}"
+    below = _F4_BELOW.get((tuning, bool(prepared)))
+    if below:
+        text += f" up to {below[1] - 1} (up to {below[2] - 1} with >= {below[0]} channels per group)"
+    wide_cg, wide_pixels = _F4_WIDE.get(tuning, (0, None))
+    if wide_pixels:
+        text += f" (from {wide_pixels} with >= {wide_cg} channels per group)"
+    return text + ", else F(2x2)"
 
 
 def _few_tiles(cg, prepared):
@@ -224,7 +291,7 @@ def _few_tiles(cg, prepared):
     return "winograd:2", "3x3 stride 1, < 100 output pixels, >= 32 channels per group: Winograd F(2x2)"
 
 
-def _cuda_rules(params, dtype, inputs_finite=True, isa=None, prepared=False):
+def _cuda_rules(params, dtype, inputs_finite=True, tuning=None, prepared=False):
     """``auto``'s rules on a CUDA device (csrc/cuda/). Not measured yet (no GPU has run this
     version): chosen by what each kernel's structure is built for, to be replaced by a measured
     table (benchmarks/RESULTS.md) when a GPU session runs ``bench --device cuda``:

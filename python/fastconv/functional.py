@@ -378,6 +378,7 @@ def info():
         "version": b["version"],
         "isa": _C.get_isa(),
         "isa_detected": _C.detected_isa(),
+        "cpu": _C.cpu_identity(),
         "threads": _C.get_num_threads(),
         "cuda": _cuda_status(b),
         "cuda_devices": _C.cuda_devices()["devices"],
