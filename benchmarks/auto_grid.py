@@ -1,6 +1,6 @@
 """auto's choice against every CPU algorithm on a grid of layers (issue 23, items 2 and 3).
 
-    python benchmarks/auto_grid.py --out benchmarks/auto_grid_zen4.json   # measure (4-30 min, 2 cores)
+    python benchmarks/auto_grid.py --out benchmarks/auto_grid_zen4.json   # measure (about 4 min, 2 cores)
     python benchmarks/auto_grid.py --load benchmarks/auto_grid_zen4.json  # auto's regret on a recorded grid
     python benchmarks/auto_grid.py --quick --out /tmp/grid.json           # a few points, a minute
     python benchmarks/auto_grid.py --update benchmarks/auto_grid_zen4.json --kernels 3 --strides 1
