@@ -199,3 +199,20 @@ def test_plan_errors(rng):
     with pytest.raises(ValueError, match="prepared weight"):
         _C.run("conv2d_forward", "im2col", params, {"x": x, "w": np.zeros(3, np.float32),
                                                     "y": np.zeros((1, 4, 8, 8), np.float32)}, prepared=True)
+
+
+@pytest.mark.parametrize("algorithm", ["winograd:2", "winograd:4", "fft:8", "im2col"])
+def test_buffers_start_on_a_cache_line(algorithm, rng):
+    """Workspaces and a plan's prepared weights start on 64 bytes (NumPy's own start on 16):
+    the kernels read their packed operands as 64-byte vectors, which otherwise straddle two
+    cache lines on every load."""
+    from fastconv import _arrays
+    for nbytes in (1, 1000, 3 << 20):
+        assert _arrays.HOST.workspace(nbytes, slot="alignment-test").ctypes.data % 64 == 0
+        a = _arrays.HOST.empty((nbytes,), np.float32)
+        assert a.ctypes.data % 64 == 0 and a.shape == (nbytes,) and a.flags.c_contiguous and a.flags.writeable
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((2, 16, 12, 12)).astype(np.float32)
+    plan = fc.plan_conv2d(w, x.shape, padding=1, algorithm=algorithm)
+    assert plan._prepared is None or plan._prepared.ctypes.data % 64 == 0
+    np.testing.assert_allclose(plan(x), fc.conv2d(x, w, padding=1, algorithm="reference"), rtol=1e-4, atol=1e-4)
