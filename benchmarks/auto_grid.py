@@ -18,8 +18,8 @@ algorithms of each point, interleaved, as --out does), replaces them in the reco
 lists the update under "updates" in it; the file's other points keep their times.
 
 Recorded grids: auto_grid_zen4.json (2-core AMD Zen 4) and auto_grid_spr.json (2-core Intel
-Sapphire Rapids-class Xeon, AMX and AVX512-FP16; its 3x3 stride-1 points re-measured once with
---update, as the first pass's F(4x4)-through-a-plan times were bimodal).
+Sapphire Rapids-class Xeon, AMX and AVX512-FP16; measured with the workspaces aligned to cache
+lines, e3aec73: before it, F(4x4)'s times there were bimodal, split loads or not).
 
 --load re-evaluates fastconv.algorithms.choose (the rules as they are now, for the recorded
 instruction set and CPU vendor, fastconv.algorithms.cpu_tuning) on the recorded times: the

@@ -46,8 +46,9 @@ def cpu_tuning(isa=None, vendor=None):
     ``"avx512"``: AMD's (fitted on a 2-core Zen 4, benchmarks/auto_grid_zen4.json; other
     vendors too); ``"avx512-intel"``: Intel's (a 2-core Sapphire Rapids-class Xeon,
     benchmarks/auto_grid_spr.json), whose two full-width FMA units a core halve the time of
-    the products against Zen 4's one split zmm FMA, so Winograd's transforms, and F(4x4)'s
-    larger ones most, weigh more; ``"avx2"`` and ``"scalar"``. ``isa`` and ``vendor`` default
+    the products against Zen 4's one split zmm FMA, so the transforms and the memory traffic
+    around them weigh more (F(4x4) pays only from 392 pixels, FFT only on large maps); ``"avx2"``
+    and ``"scalar"``. ``isa`` and ``vendor`` default
     to the active instruction set and the CPU's vendor (``_C.cpu_identity()``, read from CPUID
     at run time)."""
     isa = isa or _C.get_isa()
@@ -66,26 +67,18 @@ def _cpu_vendor():
 # pixels (7x7 maps at batch 1) see _few_tiles; F(4x4) pays from 300 pixels per call, from 169
 # in a plan and in a call with >= 256 channels per group (_F4_WIDE: 384 channels on 13x13,
 # F(4x4) 1.68 ms, F(2x2) 1.75; 128 channels on 14x14, F(2x2) 0.27, F(4x4) 0.30). AVX-512 on
-# Intel (auto_grid_spr.json): a call's F(4x4) lost to F(2x2) at every grid point with >= 32
-# channels per group (e.g. 512 channels on 14x14, 5.8 ms against 3.0: its 36-element kernel
-# transform per call), a plan's paid from 392 pixels (batch 8 on 7x7 maps). AVX2 and scalar
-# code (slower FMAs, measured on Zen 1): from 49, F(4x4) from 196.
-_NEVER = float("inf")
+# Intel (auto_grid_spr.json): F(4x4) from 392 pixels, for calls and plans alike, not from 169
+# with many channels (384 on 13x13: F(4x4) 1.45x F(2x2)'s time per call, 1.23x in a plan).
+# AVX2 and scalar code (slower FMAs, measured on Zen 1): from 49, F(4x4) from 196.
 _WINOGRAD_PIXELS = {("avx512", False): (100, 300), ("avx512", True): (100, 169),
-                    ("avx512-intel", False): (100, _NEVER), ("avx512-intel", True): (100, 392)}
+                    ("avx512-intel", False): (100, 392), ("avx512-intel", True): (100, 392)}
 _F4_WIDE = {"avx512": (256, 169)}  # (channels per group, F(4x4) from this many pixels per call)
-# Intel plans: F(4x4) only below (channels per group, pixels below which it pays with fewer
-# channels, with at least that many): 64-128 channels on 28x28 maps and larger ran F(2x2)
-# 1.2-1.9x faster through a plan (auto_grid_spr.json), as did VGG-16's conv2/conv3 layers
-# (128 -> 256 on 56x56: 4.36 ms against 4.96), while 512 channels on 28x28 took 6.1 ms with
-# F(4x4) against 9.9.
-_F4_BELOW = {("avx512-intel", True): (256, 784, 3136)}
 _WINOGRAD_PIXELS_DEFAULT = (49, 196)  # avx2 and scalar
 
 # Intel's AVX-512 cores (auto_grid_spr.json and bench runs on a Sapphire Rapids-class Xeon):
 # FFT for kernels of 5 and up from this many output pixels per call (elsewhere: 392), in
 # 16x16 tiles (64->64 5x5 on 56x56: fft:16 2.21 ms, direct 2.43, fft:8 3.05; on 28x28 direct
-# 0.69, fft:8 1.06); and 3x3 stride 2 with 16-64 channels per group runs on im2col up to this
+# 0.69, fft:8 1.06); and 3x3 stride 2 with 32-64 channels per group runs on im2col up to this
 # many output pixels per call, where direct's strided loads lose (64 channels on 14x14, batch
 # 1: direct 1.8x im2col's time; on Zen 4 0.56x).
 _FFT_FROM = {"avx512-intel": 3136}
@@ -93,8 +86,8 @@ _IM2COL_STRIDED = {"avx512-intel": 196}
 
 
 def winograd_pixels(tuning=None, prepared=False):
-    """(pixels per call from which auto takes Winograd, pixels from which it takes F(4x4);
-    inf: never) for the tuning ``tuning`` (cpu_tuning(); default: this CPU's), for conv2d
+    """(pixels per call from which auto takes Winograd, pixels from which it takes F(4x4))
+    for the tuning ``tuning`` (cpu_tuning(); default: this CPU's), for conv2d
     calls or, with ``prepared``, plans."""
     return _WINOGRAD_PIXELS.get((tuning or cpu_tuning(), bool(prepared)), _WINOGRAD_PIXELS_DEFAULT)
 
@@ -105,16 +98,12 @@ def winograd_tile(params, tuning=None, prepared=False):
     waste more of the edge tiles, cost more per transform and need a transformed kernel
     of 16, 36, 64 x K x C/groups floats that few tiles cannot amortise. F(6x6) only ties
     F(4x4) on the largest maps, with 4x the error, so it is never picked; F(4x4) from
-    ``winograd_pixels()[1]`` output pixels per call (fewer with many channels, see _F4_WIDE;
-    up to a bound on Intel's plans, _F4_BELOW).
+    ``winograd_pixels()[1]`` output pixels per call (fewer with many channels, see _F4_WIDE).
     """
     tuning = tuning or cpu_tuning()
     per_call = params.N * params.P * params.Q
     if per_call >= winograd_pixels(tuning, prepared)[1]:
-        below = _F4_BELOW.get((tuning, bool(prepared)))
-        if below is None or per_call < (below[2] if params.C // params.groups >= below[0] else below[1]):
-            return 4
-        return 2
+        return 4
     wide_cg, wide_pixels = _F4_WIDE.get(tuning, (0, None))
     if wide_pixels and params.C // params.groups >= wide_cg and per_call >= wide_pixels:
         return 4
@@ -255,8 +244,8 @@ def _cpu_rules(params, dtype, inputs_finite=True, tuning=None, prepared=False):
         return "im2col", ("1x1: im2col (one GEMM, no unroll; at stride 2 with >= 384 channels per group on <= 392 "
                           "output pixels, its gathered GEMM beats direct: 512 channels on 7x7 at batch 8, 1.2-1.45x)")
     small_strided = _IM2COL_STRIDED.get(tuning, 0)
-    if k == 3 and params.stride_h > 1 and 16 <= cg <= 64 and per_call <= small_strided:
-        return "im2col", (f"3x3 stride 2, 16-64 channels per group, <= {small_strided} output pixels per call "
+    if k == 3 and params.stride_h > 1 and 32 <= cg <= 64 and per_call <= small_strided:
+        return "im2col", (f"3x3 stride 2, 32-64 channels per group, <= {small_strided} output pixels per call "
                           f"({tuning}): im2col")
     if cg <= 64 and not (prepared and k == 3 and per_call < 36):
         return "direct", "spatial kernel, <= 64 channels per group: direct (im2col's GEMM is too shallow)"
@@ -269,13 +258,7 @@ def _cpu_rules(params, dtype, inputs_finite=True, tuning=None, prepared=False):
 
 def _tile_text(tuning, prepared):
     """winograd_tile's choice for this tuning, as words."""
-    f4 = winograd_pixels(tuning, prepared)[1]
-    if f4 == _NEVER:
-        return f"F(2x2) (F(4x4) never in a {'plan' if prepared else 'call'} on {tuning})"
-    text = f"F(4x4) from {f4}"
-    below = _F4_BELOW.get((tuning, bool(prepared)))
-    if below:
-        text += f" up to {below[1] - 1} (up to {below[2] - 1} with >= {below[0]} channels per group)"
+    text = f"F(4x4) from {winograd_pixels(tuning, prepared)[1]}"
     wide_cg, wide_pixels = _F4_WIDE.get(tuning, (0, None))
     if wide_pixels:
         text += f" (from {wide_pixels} with >= {wide_cg} channels per group)"
