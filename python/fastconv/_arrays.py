@@ -55,20 +55,21 @@ def device_of(a):
     raise TypeError(f"expected a numpy.ndarray or a torch.Tensor, got {type(a).__name__}")
 
 
-# Host buffers fastconv allocates (workspaces, a plan's prepared weights) start on a cache
-# line. NumPy's start on 16 bytes, and the kernels' packed operands in them (Winograd's and
-# FFT's transformed tiles, read as 64-byte vectors) then straddle two lines on every load: a
-# split 512-bit load costs two on Intel's cores.
+# Host buffers fastconv allocates (outputs, workspaces, a plan's prepared weights) start on a
+# cache line. NumPy's start on 16 bytes, and the kernels' packed operands in them (Winograd's
+# and FFT's transformed tiles, read as 64-byte vectors) then straddle two lines on every load:
+# a split 512-bit load costs two on Intel's cores.
 CACHE_LINE = 64
 
 
 def _aligned_empty(shape, dtype):
     """np.empty(shape, dtype) whose data starts on a CACHE_LINE boundary."""
     dtype = np.dtype(dtype)
-    count = math.prod(shape) if isinstance(shape, tuple) else int(shape)
-    raw = np.empty(count * dtype.itemsize + CACHE_LINE, np.uint8)
+    shape = tuple(int(d) for d in shape) if np.iterable(shape) else (int(shape),)
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = np.empty(nbytes + CACHE_LINE, np.uint8)
     skip = -raw.ctypes.data % CACHE_LINE
-    return raw[skip:skip + count * dtype.itemsize].view(dtype).reshape(shape)
+    return raw[skip:skip + nbytes].view(dtype).reshape(shape)
 
 
 class HostBackend:

@@ -47,10 +47,9 @@ def cpu_tuning(isa=None, vendor=None):
     vendors too); ``"avx512-intel"``: Intel's (a 2-core Sapphire Rapids-class Xeon,
     benchmarks/auto_grid_spr.json), whose two full-width FMA units a core halve the time of
     the products against Zen 4's one split zmm FMA, so the transforms and the memory traffic
-    around them weigh more (F(4x4) pays only from 392 pixels, FFT only on large maps); ``"avx2"``
-    and ``"scalar"``. ``isa`` and ``vendor`` default
-    to the active instruction set and the CPU's vendor (``_C.cpu_identity()``, read from CPUID
-    at run time)."""
+    around them weigh more (F(4x4) pays only from 392 pixels, FFT only on large maps);
+    ``"avx2"`` and ``"scalar"``. ``isa`` and ``vendor`` default to the active instruction set
+    and the CPU's vendor (``_C.cpu_identity()``, read from CPUID at run time)."""
     isa = isa or _C.get_isa()
     vendor = vendor or _cpu_vendor()
     return "avx512-intel" if isa == "avx512" and vendor == "intel" else isa
@@ -231,10 +230,9 @@ def _cpu_rules(params, dtype, inputs_finite=True, tuning=None, prepared=False):
                 and not _C.supports("fft:8", params, dname)):
             return "fft:8", f"5x5 stride 1, >= 64 channels per group, >= {fft_from} output pixels per call: FFT 8x8"
         if cg < 128 and not _C.supports("fft:16", params, dname):
-            return "fft:16", (f"5x5-15x15 stride 1, 64-127 channels per group, >= {fft_from} output pixels per call: "
-                              "FFT 16x16" if tuning == "avx512-intel" else
-                              f"7x7-15x15 stride 1, 64-127 channels per group, >= {fft_from} output pixels per "
-                              "call: FFT 16x16")
+            smallest = "5x5" if tuning == "avx512-intel" else "7x7"
+            return "fft:16", (f"{smallest}-15x15 stride 1, 64-127 channels per group, >= {fft_from} output pixels "
+                              "per call: FFT 16x16")
     if pixels <= 4:  # e.g. LeNet-5's conv3, 5x5 on a 5x5 map: 0.04 ms against direct's 0.11
         return "im2col", "an output map of <= 4 pixels: im2col (a matrix product over the whole map)"
     if k == 1:
@@ -335,7 +333,7 @@ def autotune_cache_path():
 def autotune_key(params, dtype, device="cpu"):
     p = params
     if device == "cpu":
-        machine = f"cpu|{_C.get_isa()}|{_C.get_num_threads()}t"
+        machine = f"cpu|{_cpu_vendor()}|{_C.get_isa()}|{_C.get_num_threads()}t"
     else:  # the GPU's name: a cache shared by machines with different cards keeps them apart
         machine = f"{device}|" + "+".join(d["name"] for d in _C.cuda_devices()["devices"])
     return (f"{_C.build_info()['version']}|{machine}|{np.dtype(dtype).name}|"
