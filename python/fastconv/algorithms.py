@@ -74,13 +74,14 @@ _WINOGRAD_PIXELS = {("avx512", False): (100, 300), ("avx512", True): (100, 169),
 _F4_WIDE = {"avx512": (256, 169)}  # (channels per group, F(4x4) from this many pixels per call)
 _WINOGRAD_PIXELS_DEFAULT = (49, 196)  # avx2 and scalar
 
-# Intel's AVX-512 cores (auto_grid_spr.json and bench runs on a Sapphire Rapids-class Xeon):
-# FFT for kernels of 5 and up from this many output pixels per call (elsewhere: 392), in
-# 16x16 tiles (64->64 5x5 on 56x56: fft:16 2.21 ms, direct 2.43, fft:8 3.05; on 28x28 direct
-# 0.69, fft:8 1.06); and 3x3 stride 2 with 32-64 channels per group runs on im2col up to this
-# many output pixels per call, where direct's strided loads lose (64 channels on 14x14, batch
-# 1: direct 1.8x im2col's time; on Zen 4 0.56x).
-_FFT_FROM = {"avx512-intel": 3136}
+# FFT for kernels of 5 and up: (from this many output pixels per call, the tile of 5x5
+# kernels). Intel's AVX-512 cores (auto_grid_spr.json and bench runs on a Sapphire Rapids-class
+# Xeon) take it from 56x56 maps in 16x16 tiles (64->64 5x5 on 56x56: fft:16 2.21 ms, direct
+# 2.43, fft:8 3.05; on 28x28 direct 0.69, fft:8 1.06). And there 3x3 stride 2 with 32-64
+# channels per group runs on im2col up to this many output pixels per call, where direct's
+# strided loads lose (64 channels on 14x14, batch 1: direct 1.8x im2col's time; on Zen 4 0.56x).
+_FFT = {"avx512-intel": (3136, 16)}
+_FFT_DEFAULT = (392, 8)
 _IM2COL_STRIDED = {"avx512-intel": 196}
 
 
@@ -220,17 +221,16 @@ def _cpu_rules(params, dtype, inputs_finite=True, tuning=None, prepared=False):
                 + _tile_text(tuning, prepared))
         if wide_isa:
             return _few_tiles(cg, prepared)
-    fft_from = _FFT_FROM.get(tuning, 392)
+    fft_from, tile_5x5 = _FFT.get(tuning, _FFT_DEFAULT)
     if inputs_finite and k >= 5 and cg >= 64 and per_call >= fft_from:
         # 5x5: 8x8 tiles, ahead of 16x16 and of direct up to 56x56 maps (64->64 at 56x56, Zen 4:
         # fft:8 3.0 ms, direct 3.5, fft:16 3.9); 7x7 and up: 16x16 tiles up to 64 channels a
         # group, past which direct wins (128->128 7x7 on 28x28: direct 7.5 ms, fft:16 8.9).
-        # Intel: direct up to 56x56 maps (_FFT_FROM), then 16x16 tiles for 5x5 too.
-        if (params.R * params.S <= 25 and tuning != "avx512-intel"
-                and not _C.supports("fft:8", params, dname)):
+        # Intel: direct up to 56x56 maps, then 16x16 tiles for 5x5 too (_FFT).
+        if params.R * params.S <= 25 and tile_5x5 == 8 and not _C.supports("fft:8", params, dname):
             return "fft:8", f"5x5 stride 1, >= 64 channels per group, >= {fft_from} output pixels per call: FFT 8x8"
         if cg < 128 and not _C.supports("fft:16", params, dname):
-            smallest = "5x5" if tuning == "avx512-intel" else "7x7"
+            smallest = "5x5" if tile_5x5 == 16 else "7x7"
             return "fft:16", (f"{smallest}-15x15 stride 1, 64-127 channels per group, >= {fft_from} output pixels "
                               "per call: FFT 16x16")
     if pixels <= 4:  # e.g. LeNet-5's conv3, 5x5 on a 5x5 map: 0.04 ms against direct's 0.11

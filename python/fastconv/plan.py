@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _C, algorithms
 from ._args import as_int, check_flip, conv_problem
-from ._arrays import DTYPE_NAMES, backend_for, same_dtype
+from ._arrays import DTYPE_NAMES, HOST, backend_for, same_dtype
 from .functional import _run_conv
 
 
@@ -139,7 +139,7 @@ class ConvPlan:
     def _tune(self, params, pads, workspace_limit):
         """Time every candidate as a plan runs it, on random input of the planned shape."""
         x = np.random.default_rng(0).standard_normal(self.input_shape).astype(self.dtype)
-        y = np.empty(self.output_shape, self.dtype)
+        y = HOST.empty(self.output_shape, self.dtype)  # aligned, as a call's output is
         trials = {}
 
         def run(name):
