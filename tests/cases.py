@@ -140,6 +140,7 @@ CONV_LARGER = [conv_case(*c[:4], groups=c[4]) for c in [
     ((2, 40, 61, 53), (24, 40, 3, 3), 1, 1, 1),  # many tile blocks (winograd), odd edges
     ((40, 64, 7, 7), (32, 64, 3, 3), 1, 1, 1),   # many small images: several per GEMM, in chunks
     ((19, 200, 5, 5), (24, 200, 1, 1), 1, 0, 1),
+    ((12, 2100, 7, 7), (10, 1050, 1, 1), 1, 0, 2),  # 1x1 grouped small images: gathered, 10 + 2 a GEMM
     ((64, 16, 5, 5), (120, 16, 5, 5), 1, 0, 1),  # LeNet-5's C5: the window is the image
     ((64, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1),   # LeNet-5's C3: batched small images
 ]]

@@ -78,10 +78,11 @@ def test_transposes_and_edges(isa, dtype, ta, tb):
 # 4800 f32) and the register blocks of every ISA.
 # Column mode (A's K block in L2, B over 512 KiB): (67, 3137, 65), (129, 785, 513) in
 # several K blocks, (5, 2048, 1100); the panel mode's B panel in rounds: (261, 2048, 1100),
-# K x N over the 8 MiB B panel with A too tall for column mode.
+# K x N over the 8 MiB B panel with A too tall for column mode; K blocks outermost (a B panel
+# over 1 MiB whose K blocks stay under 512 KiB, gemm.cpp's pc_outer): (251, 197, 1153).
 BLOCK_SHAPES = [(127, 33, 255), (145, 17, 257), (193, 31, 129), (385, 5, 513), (47, 2401, 3),
                 (3, 4801, 2), (3, 4097, 2), (24, 64, 256), (37, 97, 600), (9, 49, 50),
-                (67, 3137, 65), (129, 785, 513), (5, 2048, 1100), (261, 2048, 1100)]
+                (67, 3137, 65), (129, 785, 513), (5, 2048, 1100), (261, 2048, 1100), (251, 197, 1153)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -135,10 +136,10 @@ def test_nan_in_inputs_propagates(isa):
     assert np.isfinite(np.delete(np.delete(C, 3, 0), 33, 1)).all()
 
 
-# Tall (row blocks), wide (column runs), deep (B panel in rounds) products, and column mode
-# (the last three).
+# Tall (row blocks), wide (column runs), deep (B panel in rounds) products, column mode
+# (the next three) and K blocks outermost (the last).
 THREAD_SHAPES = [(500, 40, 100), (64, 1000, 64), (150, 150, 300), (2048, 49, 64),
-                 (261, 2048, 1100), (67, 3137, 65), (129, 785, 513), (40, 2048, 1100)]
+                 (261, 2048, 1100), (67, 3137, 65), (129, 785, 513), (40, 2048, 1100), (251, 197, 1153)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
