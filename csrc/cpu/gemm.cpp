@@ -172,6 +172,12 @@ constexpr index_t kBPanelBytes = index_t(8) << 20;  // packed B panel: a share o
 constexpr index_t kPcOuterMinBPanelBytes = index_t(1) << 20;
 constexpr index_t kPcOuterMaxBBlockBytes = index_t(512) << 10;
 
+// The micro-kernel prefetches its C tile (micro_kernel's prefetch_c) only for products whose
+// C is this big: a smaller one is likely in cache (Winograd's per-frequency products, 50-200
+// KiB, 0.98x with the prefetch), a bigger one is a convolution's output, written once
+// (64->256 1x1 on 56x56: 1.13x with it).
+constexpr index_t kPrefetchCMinBytes = index_t(512) << 10;
+
 struct Plan {
   int nt = 1;                  // threads
   index_t kc = 0, nc = 0;      // K and N blocks actually used
@@ -180,6 +186,7 @@ struct Plan {
   index_t mc_max = 0;          // most rows in a row block
   index_t a_stride = 0;        // elements between the threads' A buffers
   bool pc_outer = false;       // K blocks outside the row blocks (see run_thread)
+  bool prefetch_c = false;     // the micro-kernel prefetches C (kPrefetchCMinBytes)
   std::atomic<index_t>* counters = nullptr;  // two, used alternately (see run_thread)
 };
 
@@ -273,7 +280,7 @@ void run_thread(const GemmKernel<T>& kr, const Plan& pl, int tid, index_t M, ind
             for (index_t ir = 0; ir < mcur; ir += mr) {
               const int m = int(std::min<index_t>(mr, mcur - ir));
               micro(kc, ap + ir * kc, bp, cj + (ic + ir) * ldc, ldc, m, n, alpha, beta_k,
-                    bias_k ? bias_k + ic + ir : nullptr);
+                    bias_k ? bias_k + ic + ir : nullptr, pl.prefetch_c);
             }
           }
         }
@@ -366,7 +373,7 @@ void run_thread_columns(const GemmKernel<T>& kr, const Plan& pl, index_t runs, i
         for (index_t ir = 0; ir < M; ir += mr) {
           const int m = int(std::min<index_t>(mr, M - ir));
           micro(kc, ablk + ir * kc, bbuf, C + ir * ldc + c0, ldc, m, n, alpha, beta_k,
-                bias_k ? bias_k + ir : nullptr);
+                bias_k ? bias_k + ir : nullptr, pl.prefetch_c);
         }
       }
     }
@@ -419,6 +426,7 @@ void gemm_packed(const GemmKernel<T>& kr, index_t M, index_t N, index_t K, T alp
   const double fmas = double(M) * double(N) * double(K);
   nt = int(std::max<double>(1, std::min<double>(nt, fmas / kMinFmaPerThread)));
   pl.nt = nt;
+  pl.prefetch_c = M * N * index_t(sizeof(T)) >= kPrefetchCMinBytes;
 
   // Column mode (see run_thread_columns): A's K block in L2, enough column panels to share.
   const index_t npanels = ceil_div(N, nr);

@@ -45,13 +45,14 @@ struct GemmKernel {
                           const index_t* segment_offsets, index_t segment, index_t c0, T* dst);
   // c[0:m, 0:n] (row stride ldc; m <= mr, n <= nr) = alpha * ap.bp + beta * c + bias[i]
   // ap: one A micro-panel, bp: one B micro-panel, both k long. beta == 0: c is not read.
-  // bias: m values, or nullptr.
+  // bias: m values, or nullptr. prefetch_c: fetch c's tile before the k loop (a C likely out
+  // of the caches; see micro_kernel).
   void (*micro)(index_t k, const T* ap, const T* bp, T* c, index_t ldc, int m, int n, T alpha, T beta,
-                const T* bias);
+                const T* bias, bool prefetch_c);
   // The same, prefetching A ahead (see kPrefetchDepth): for an A packed long before the
   // product (GemmOperand::streamed), which is likely out of the caches.
   void (*micro_streamed_a)(index_t k, const T* ap, const T* bp, T* c, index_t ldc, int m, int n, T alpha,
-                           T beta, const T* bias);
+                           T beta, const T* bias, bool prefetch_c);
 };
 
 // The per-ISA entry points. The scalar ones are defined in gemm.cpp; the AVX2 and AVX-512
@@ -281,7 +282,7 @@ constexpr index_t kPrefetchDepth = 64;
 template <class V, int MRF, int NRF, int MR, int NV, bool PFA>
 void micro_kernel(index_t k, const typename V::T* __restrict ap, const typename V::T* __restrict bp,
                   typename V::T* __restrict c, index_t ldc, int /*m*/, int n, typename V::T alpha,
-                  typename V::T beta, const typename V::T* __restrict bias) {
+                  typename V::T beta, const typename V::T* __restrict bias, bool prefetch_c) {
   using R = typename V::reg;
   using T = typename V::T;
   constexpr int L = V::L;
@@ -290,14 +291,16 @@ void micro_kernel(index_t k, const typename V::T* __restrict ap, const typename 
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
-  // C's tile, fetched now so its lines arrive during the k loop: without it the epilogue's
-  // stores to lines out of cache stalled once the store buffer filled (on shallow products,
-  // a quarter of the kernel's samples). One prefetch per row and vector (a tile is all its
-  // own rows: edge tiles are smaller instances). A read prefetch, as prefetchw measured
-  // 0.9-1.0x of it. Sapphire Rapids-class Xeon, interleaved processes, 1 / 2 threads:
-  // 256 x 3136 x 64 1.12x / 1.12x, 64 x 3136 x 256 1.11x / 1.12x, 512 x 392 x 2048
-  // 1.11x / 1.04x, 1024^3 1.08x / 1.04x, none slower.
-  if constexpr (L > 1) {
+  // prefetch_c: C's tile, fetched now so its lines arrive during the k loop. Without it the
+  // epilogue's stores to lines out of cache stalled once the store buffer filled (on shallow
+  // products, a quarter of the kernel's samples). One prefetch per row and vector (a tile is
+  // all its own rows: edge tiles are smaller instances). A read prefetch: prefetchw measured
+  // 0.9-1.0x of it. Sapphire Rapids-class Xeon, 6 alternating processes each: 64->256 1x1 on
+  // 56x56 at batch 1 (a 256 x 3136 x 64 product) 1.13x (1.06-1.19x per pair), at batch 8
+  // 1.03x; 256 x 3136 x 64 alone 1.05x, 1024^3 1.03x, other shapes within +-3 %. On a C
+  // already in cache it only costs load slots (Winograd's products, C in its workspace,
+  // 0.98x), hence the flag (gemm.cpp).
+  if (L > 1 && prefetch_c) {
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
@@ -408,7 +411,7 @@ void column_kernel(index_t k, const typename V::T* __restrict ap, const typename
 template <class V, int MRF, int NRF>
 struct MicroTable {
   using T = typename V::T;
-  using Fn = void (*)(index_t, const T*, const T*, T*, index_t, int, int, T, T, const T*);
+  using Fn = void (*)(index_t, const T*, const T*, T*, index_t, int, int, T, T, const T*, bool);
   static constexpr int NVF = NRF / V::L;
   Fn fn[MRF][NVF];
   Fn fn_streamed_a[MRF][NVF];  // prefetching A
@@ -442,17 +445,17 @@ struct MicroTable {
   // instance(s) for an m x n tile.
   template <bool PFA>
   static void dispatch(index_t k, const T* ap, const T* bp, T* c, index_t ldc, int m, int n, T alpha, T beta,
-                       const T* bias) {
+                       const T* bias, bool prefetch_c) {
     static constexpr MicroTable table{};
     const auto& fn = PFA ? table.fn_streamed_a : table.fn;
     const int nvf = n / V::L, r = n % V::L;
     if (r != 0 && r <= kColMax) {
-      if (nvf > 0) fn[m - 1][nvf - 1](k, ap, bp, c, ldc, m, nvf * V::L, alpha, beta, bias);
+      if (nvf > 0) fn[m - 1][nvf - 1](k, ap, bp, c, ldc, m, nvf * V::L, alpha, beta, bias, prefetch_c);
       table.col[r - 1](k, ap, bp + nvf * V::L, c + nvf * V::L, ldc, m, alpha, beta, bias);
       return;
     }
     const int nv = (n + V::L - 1) / V::L;
-    fn[m - 1][nv - 1](k, ap, bp, c, ldc, m, n, alpha, beta, bias);
+    fn[m - 1][nv - 1](k, ap, bp, c, ldc, m, n, alpha, beta, bias, prefetch_c);
   }
 };
 
