@@ -173,9 +173,9 @@ constexpr index_t kPcOuterMinBPanelBytes = index_t(1) << 20;
 constexpr index_t kPcOuterMaxBBlockBytes = index_t(512) << 10;
 
 // The micro-kernel prefetches its C tile (micro_kernel's prefetch_c) only for products whose
-// C is this big: a smaller one is likely in cache (Winograd's per-frequency products, 50-200
-// KiB, 0.98x with the prefetch), a bigger one is a convolution's output, written once
-// (64->256 1x1 on 56x56: 1.13x with it).
+// C is this big, a convolution's output written once (64->256 1x1 on 56x56: 1.13x with it),
+// and whose B is not pre-packed: Winograd's per-frequency products (B its transformed tiles)
+// ran 0.94-0.97x with it, their C being read back by the output transform soon after.
 constexpr index_t kPrefetchCMinBytes = index_t(512) << 10;
 
 struct Plan {
@@ -426,7 +426,7 @@ void gemm_packed(const GemmKernel<T>& kr, index_t M, index_t N, index_t K, T alp
   const double fmas = double(M) * double(N) * double(K);
   nt = int(std::max<double>(1, std::min<double>(nt, fmas / kMinFmaPerThread)));
   pl.nt = nt;
-  pl.prefetch_c = M * N * index_t(sizeof(T)) >= kPrefetchCMinBytes;
+  pl.prefetch_c = !B.packed && M * N * index_t(sizeof(T)) >= kPrefetchCMinBytes;
 
   // Column mode (see run_thread_columns): A's K block in L2, enough column panels to share.
   const index_t npanels = ceil_div(N, nr);

@@ -297,9 +297,8 @@ void micro_kernel(index_t k, const typename V::T* __restrict ap, const typename 
   // all its own rows: edge tiles are smaller instances). A read prefetch: prefetchw measured
   // 0.9-1.0x of it. Sapphire Rapids-class Xeon, 6 alternating processes each: 64->256 1x1 on
   // 56x56 at batch 1 (a 256 x 3136 x 64 product) 1.13x (1.06-1.19x per pair), at batch 8
-  // 1.03x; 256 x 3136 x 64 alone 1.05x, 1024^3 1.03x, other shapes within +-3 %. On a C
-  // already in cache it only costs load slots (Winograd's products, C in its workspace,
-  // 0.98x), hence the flag (gemm.cpp).
+  // 1.03x; 256 x 3136 x 64 alone 1.05x, 1024^3 1.03x, other shapes within +-3 %. Winograd's
+  // products ran 0.94-0.98x with it, hence the flag (gemm.cpp's kPrefetchCMinBytes).
   if (L > 1 && prefetch_c) {
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i)
