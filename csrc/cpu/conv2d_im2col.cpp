@@ -83,7 +83,7 @@ index_t forward_batch_elems(const ConvParams& p, index_t m) {
 constexpr index_t kBatchedMaxPixels = 512;
 // 1x1 stride-1 images have no unrolled columns (conv_images gathers them from x), so only the
 // products' buffer bounds a batch: up to this many columns (2048->512 on 7x7 at batch 8: 8
-// images a GEMM, not 5 + 3, 1.13x on a Sapphire Rapids-class Xeon; 1024 columns no better).
+// images a GEMM, not 5 + 3; 512 to 4096 columns measured alike on 7x7 and 14x14 maps).
 constexpr index_t kBatchedPlainCols = 512;
 index_t images_per_gemm(const ConvParams& p, int elem) {
   if (p.P * p.Q >= kBatchedMaxPixels) return 1;
@@ -243,9 +243,10 @@ void conv_images(const ConvParams& p, const T* x, const GemmOperand<T>& w_g, con
   } else if (is_plain_gemm(p)) {
     // 1x1 stride 1: image n's patches are x[n, group g] itself, so the GEMM gathers them
     // (channel c at c*PQ, image n at n*C*PQ) straight into its packed panels, and col
-    // stays unused. Against unrolling them first (Sapphire Rapids-class Xeon, 2 threads,
-    // interleaved): 2048->512 on 7x7 at batch 8 1.21x, 512->2048 1.12x, 256->1024 at
-    // batch 4 1.11x.
+    // stays unused. With 8 images a GEMM (kBatchedPlainCols) and gemm.cpp's K blocks
+    // outermost, against unrolling them (d345c96; Sapphire Rapids-class Xeon, 2 threads, 6
+    // alternating processes): 2048->512 on 7x7 at batch 8 1.44x, 1024->2048 1.12x,
+    // 512->2048 1.06x.
     k_offsets.resize(size_t(rows));
     for (index_t c = 0; c < rows; ++c) k_offsets[size_t(c)] = c * PQ;
     image_offsets.resize(size_t(n1 - n0));
