@@ -712,6 +712,17 @@ PYBIND11_MODULE(FASTCONV_MODULE, m) {
       "'GenuineIntel'), 'family', 'model'}. auto's rules are tuned per vendor (fastconv.algorithms).");
   m.def("set_num_threads", &cpu::set_num_threads, py::arg("n"), "Threads the CPU kernels use.");
   m.def("get_num_threads", &cpu::num_threads);
+  m.def(
+      "all_finite",
+      [](const py::array& a) {
+        const DType dtype = dtype_of(a, "all_finite's array");
+        FC_CHECK(a.flags() & py::array::c_style, "all_finite's array must be C-contiguous");
+        const index_t n = index_t(a.size());
+        return dtype == DType::f32 ? cpu::all_finite(static_cast<const float*>(a.data()), n)
+                                   : cpu::all_finite(static_cast<const double*>(a.data()), n);
+      },
+      py::arg("a"),
+      "False when the C-contiguous float32/float64 array holds NaN or Inf (the CPU threads read it).");
   m.def("cuda_devices", &cuda_devices,
         "The CUDA runtime's view: {'devices': [{index, name, capability, memory_bytes, multiprocessors, "
         "clock_ghz, fp32_peak_tflops, memory_bandwidth_gbs}], 'why_none', 'runtime_version', "

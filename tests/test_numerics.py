@@ -134,3 +134,40 @@ def test_subnormal_inputs_are_computed_not_flushed(algorithm):
         assert np.count_nonzero(got) > got.size // 2, f"{what}: subnormal inputs were flushed to zero"
         # Subnormals carry fewer significant bits: a few ulps of 2^-149 on each product.
         np.testing.assert_allclose(got, want, rtol=0, atol=float(np.abs(want).max()) * 1e-4, err_msg=what)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 17, 40_001])  # 40,001 values: over 64 KiB, read by the team
+def test_all_finite_finds_every_nonfinite_value(dtype, n):
+    """auto's and plans' finiteness check (fastconv._C.all_finite: exponent bits, the CPU
+    threads reading it) at the first, a middle and the last element, for NaN, +Inf, -Inf;
+    finite extremes whose sum overflows and subnormals are finite; a non-contiguous view takes
+    NumPy's path."""
+    from fastconv._arrays import HOST
+    rng = np.random.default_rng(n)
+    info = np.finfo(dtype)
+    a = rng.standard_normal(n).astype(dtype)
+    if n:
+        a[:: max(1, n // 7)] = info.max  # their sum overflows; every value is finite
+        a[n // 2] = info.smallest_subnormal
+    before = fc._C.get_num_threads()
+    try:
+        for t in (1, 2):
+            fc._C.set_num_threads(t)
+            assert fc._C.all_finite(a) and HOST.all_finite(a)
+            for i in sorted({0, n // 2, n - 1}) if n else []:
+                for bad in (np.nan, np.inf, -np.inf):
+                    b = a.copy()
+                    b[i] = bad
+                    assert not fc._C.all_finite(b) and not HOST.all_finite(b), (t, i, bad)
+    finally:
+        fc._C.set_num_threads(before)
+    if n > 2:
+        view = a.copy()[::2]
+        assert not view.flags.c_contiguous
+        with pytest.raises(ValueError, match="C-contiguous"):
+            fc._C.all_finite(view)
+        view[1] = np.nan
+        assert not HOST.all_finite(view)
+    with pytest.raises(TypeError, match="float32, float64"):
+        fc._C.all_finite(np.zeros(3, np.int32))

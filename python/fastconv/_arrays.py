@@ -139,8 +139,11 @@ class HostBackend:
 
     # ---- values -------------------------------------------------------------------------
     def all_finite(self, a):
-        """False when a holds NaN or Inf (one vectorised sum; a finite sum that overflows
-        also says False, which only costs auto its fastest choice)."""
+        """False when a holds NaN or Inf: the C++ check (its exponent bits, read by the CPU
+        threads) for C-contiguous float32/float64 arrays, else one vectorised sum (a finite sum
+        that overflows also says False, which only costs auto its fastest choice)."""
+        if isinstance(a, np.ndarray) and a.dtype in DTYPE_NAMES and a.flags.c_contiguous:
+            return _C.all_finite(a)
         with np.errstate(invalid="ignore", over="ignore"):  # Inf - Inf is the answer here, not a warning
             return bool(np.isfinite(np.add.reduce(a, axis=None)))
 
