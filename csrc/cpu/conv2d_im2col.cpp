@@ -71,9 +71,13 @@ index_t col_bytes(const ConvParams& p, int elem) {
 index_t batch_elems(const ConvParams& p, index_t m) {
   return (col_rows(p) + p.K_per_group()) * m * p.P * p.Q;
 }
-// The forward's batched workspace: 1x1 stride-1 images need no col (conv_images gathers them).
+// The forward's batched workspace for m images: col (none for 1x1 stride-1 images, which
+// conv_images gathers from x), then the products.
+index_t forward_col_elems(const ConvParams& p, index_t m) {
+  return is_plain_gemm(p) ? 0 : col_rows(p) * m * p.P * p.Q;
+}
 index_t forward_batch_elems(const ConvParams& p, index_t m) {
-  return is_plain_gemm(p) ? p.K_per_group() * m * p.P * p.Q : batch_elems(p, m);
+  return forward_col_elems(p, m) + p.K_per_group() * m * p.P * p.Q;
 }
 
 // Whole images per GEMM in the batched mode (1: one image at a time).
@@ -401,7 +405,7 @@ void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* prepare
   }
   const index_t m = images_per_gemm(p, sizeof(T));
   if (m > 1) {
-    T* out = is_plain_gemm(p) ? ws : ws + col_rows(p) * m * p.P * p.Q;  // after col, if any
+    T* out = ws + forward_col_elems(p, m);
     for (index_t g = 0; g < G; ++g)
       for (index_t n0 = 0; n0 < p.N; n0 += m)
         conv_images<T>(p, x, weights_of(p, w, prepared, g), bias, y, g, n0, std::min(p.N, n0 + m), ws, out);

@@ -465,7 +465,7 @@ void gemm_packed(const GemmKernel<T>& kr, index_t M, index_t N, index_t K, T alp
   // K blocks outside the row blocks (see run_thread) when the whole-depth B panel outgrows
   // L2 but one K block of it does not: a static split of the row blocks over the team.
   const index_t b_block_bytes = pl.kc * pl.nc * index_t(sizeof(T));
-  pl.pc_outer = N <= pl.nc && pl.mblocks % nt == 0 && column_runs(pl, ceil_div(pl.nc, nr)) == 1 &&
+  pl.pc_outer = N <= pl.nc && pl.mblocks % nt == 0 && column_runs(pl, npanels) == 1 &&
                 pl.kb * pl.nc * index_t(sizeof(T)) > kPcOuterMinBPanelBytes &&
                 b_block_bytes <= kPcOuterMaxBBlockBytes;
 
