@@ -143,6 +143,9 @@ CONV_LARGER = [conv_case(*c[:4], groups=c[4]) for c in [
     ((12, 2100, 7, 7), (10, 1050, 1, 1), 1, 0, 2),  # 1x1 grouped small images: gathered, 10 + 2 a GEMM
     ((64, 16, 5, 5), (120, 16, 5, 5), 1, 0, 1),  # LeNet-5's C5: the window is the image
     ((64, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1),   # LeNet-5's C3: batched small images
+    # weight-bound Winograd with fewer tiles than a B panel (flipped products): 53 output
+    # channels a group = 48 + 5, 150 input channels = several input blocks + a short one
+    ((1, 300, 11, 13), (106, 150, 3, 3), 1, 1, 2),
 ]]
 
 # 1-D problems: (x shape (N, C, L), w shape (K, C/groups, S), stride, padding, dilation, groups).

@@ -49,6 +49,10 @@ constexpr int kL = 16;                             // lanes of the transforms
 constexpr index_t kBlockBytes = index_t(768) << 10;  // V + M of one tile block, per thread
 constexpr index_t kMinBlockTiles = 128;              // fewer: narrower, less efficient GEMMs
 constexpr index_t kChannelBlock = 32;                // output channels per task when weight-bound
+// A flipped task's block of U (n*n x cb x kb floats): 384 KiB, below Zen 4's 1 MiB L2 with V.
+// Per call at batch 1 (Intel Xeon, 2 threads), against cb = the GEMM's kc (256): F(4x4) on
+// 512 -> 512, 14x14 2.51 ms (cb 48) vs 3.27; F(2x2) on 512 -> 512, 7x7 1.17 (cb 128) vs 1.18.
+constexpr index_t kFlippedBlockBytes = index_t(384) << 10;
 
 using tiles::ceil_div;
 using tiles::round_up;
@@ -76,6 +80,18 @@ struct Plan : tiles::Grid, tiles::Blocks {
   // (V's K block), so that the block (n*n*kb*cb floats) stays in L2 with V for its
   // products. With a plan they read their rows of the prepared U instead.
   bool kblocked = false;
+  // Per call (no plan) with fewer tiles than a B panel (nr), the products of a K block are
+  // flipped: M[xi]^T (T x kb) = V[xi]^T (T x C/g, packed A) . U[xi]^T (C/g x kb, packed B).
+  // The few tiles are the broadcast side and the output channels the vector side, so the
+  // micro-kernel runs its full 8 x nr tile, not 8 x 16 on N = T = 16 columns whose B panels
+  // are padded to 48 (those products ran at 27 % of peak on 512 -> 512, 7x7, batch 1; flipped,
+  // the call is 1.33x faster, 1024 -> 1024 1.47x, F(4x4) on 512 -> 512, 14x14 1.56x; Intel
+  // Xeon). With 49 tiles or more flipping lost (0.74-0.94x). kb is then nr; the products are
+  // transposed into the output transform's (kb, n*n, ldt) layout: n*n*T*kb moves per
+  // n*n*T*kb*C/g FMAs. A plan keeps the unflipped products of its prepared U (one layout
+  // for every batch size), so for these problems its sums run in another order than the
+  // call's: equal within Winograd's tolerance, not bitwise.
+  bool flipped = false;
   index_t kb = 0, cb = 0, ub_floats = 0;
   index_t ub_xi = 0;  // floats per xi of a private block of U (kb x cb, packed)
   index_t floats() const {
@@ -104,18 +120,29 @@ Plan make_plan(const ConvParams& p, int m, int threads, bool prepared) {
     pl.nblocks = 1;
     pl.T = all;
     pl.ldt = round_up(all, kL);
-    pl.kb = std::min(Kg, kChannelBlock);  // a multiple of every ISA's mr: rows of packed U
+    const index_t nr = gemm_pack_b_layout<float>(1, 1).panel;
+    pl.flipped = !prepared && all < nr;
+    // Flipped: one B panel of output channels. Else a multiple of every ISA's mr: rows
+    // of packed U.
+    pl.kb = std::min<index_t>(Kg, pl.flipped ? nr : kChannelBlock);
     pl.workers = threads;
   }
-  pl.vl = gemm_pack_b_layout<float>(Cg, pl.T);
+  pl.vl = pl.flipped ? gemm_pack_a_layout<float>(pl.T, Cg) : gemm_pack_b_layout<float>(Cg, pl.T);
   if (pl.kblocked) {
     pl.cb = std::min(Cg, pl.vl.kc);
-    pl.ub_xi = plane_stride(gemm_pack_a_layout<float>(pl.kb, pl.cb).elems());
+    if (pl.flipped) {  // fewer input channels at a time, so that U's block stays in L2
+      const index_t fit = kFlippedBlockBytes / (nn * pl.kb * index_t(sizeof(float))) / kL * kL;
+      pl.cb = std::min(pl.cb, std::max<index_t>(kL, fit));
+      pl.vl.kc = pl.cb;  // V in K blocks of cb: each block of depth is one product's operand
+    }
+    pl.ub_xi = plane_stride(pl.flipped ? gemm_pack_b_layout<float>(pl.cb, pl.kb).elems()
+                                       : gemm_pack_a_layout<float>(pl.kb, pl.cb).elems());
     pl.ub_floats = nn * pl.ub_xi;
   }
   pl.v_xi = plane_stride(pl.vl.elems());
   pl.v_floats = nn * pl.v_xi;
-  pl.m_floats = nn * (pl.kblocked ? pl.kb : Kg) * pl.ldt;
+  // Flipped: the products (n*n, T, kb) and, after them, their transpose (kb, n*n, ldt).
+  pl.m_floats = (pl.flipped ? 2 : 1) * nn * (pl.kblocked ? pl.kb : Kg) * pl.ldt;
   return pl;
 }
 
@@ -580,6 +607,29 @@ void multiply(const Plan& pl, const float* Ug, index_t u_outer, index_t u_xi, in
   }
 }
 
+// Flipped products of one K block (Plan::flipped): Ct[xi] (T x rows, kb apart) =
+// V[xi]^T (T x depth, packed A from depth c0) . Ub[xi] (depth x rows, packed B), added
+// to Ct when `accumulate`. On the calling thread.
+void multiply_flipped(const Plan& pl, const float* Ub, index_t rows, const float* V, index_t T, float* Ct,
+                      index_t c0, index_t depth, bool accumulate) {
+  const index_t nn = index_t(pl.n) * pl.n;
+  for (index_t xi = 0; xi < nn; ++xi) {
+    const auto a = GemmOperand<float>::prepacked(V + xi * pl.v_xi + c0 * pl.vl.outer_padded, pl.T);
+    const auto b = GemmOperand<float>::prepacked(Ub + xi * pl.ub_xi, pl.kb);
+    gemm_ex<float>(T, rows, depth, 1.f, a, b, accumulate ? 1.f : 0.f, Ct + xi * T * pl.kb, pl.kb);
+  }
+}
+
+// Ct (n*n, T, kb) -> Mb (rows, n*n, ldt): the layout transform_outputs reads.
+void transpose_products(const Plan& pl, const float* Ct, index_t T, index_t rows, float* Mb) {
+  const index_t nn = index_t(pl.n) * pl.n, kb = pl.kb, ldt = pl.ldt;
+  for (index_t xi = 0; xi < nn; ++xi)
+    for (index_t t = 0; t < T; ++t) {
+      const float* src = Ct + (xi * T + t) * kb;
+      for (index_t k = 0; k < rows; ++k) Mb[(k * nn + xi) * ldt + t] = src[k];
+    }
+}
+
 // ---- 4. output transform of one block into y (N, K, P, Q), group g, + bias ------------------
 // Mb holds rows k0 .. k1-1 of the group's output channels, laid out (k1 - k0, n*n, ldt).
 template <int M>
@@ -638,29 +688,36 @@ void run_kblocked(const ConvParams& p, const Plan& pl, const float* x, const flo
   const index_t T = pl.T, nkb = ceil_div(Kg, pl.kb);
   float* V = ws;
   float* bufs = ws + round_up(pl.v_floats, 16);
-  const index_t per_worker = (U ? 0 : pl.ub_floats) + pl.m_floats;
+  const index_t ub_floats = U ? 0 : pl.ub_floats;
   std::vector<TileGeo> geo(T);
   for (index_t g = 0; g < p.groups; ++g) {
     tile_geometry<M>(p, pl, g, 0, T, geo.data());
     transform_inputs<M>(p, pl, x, geo.data(), T, V, threads > 1);
+    const float* Ug = U ? U + g * nn * pl.u_xi : nullptr;
 #pragma omp parallel
     {
-      float* Ut = bufs + omp_get_thread_num() * per_worker;
-      float* Mt = U ? Ut : Ut + pl.ub_floats;
+      float* Ut = bufs + omp_get_thread_num() * (ub_floats + pl.m_floats);
+      float* Mt = Ut + ub_floats;
+      float* Ct = Mt + pl.m_floats / 2;  // flipped products, before their transpose
 #pragma omp for schedule(dynamic)
       for (index_t kbi = 0; kbi < nkb; ++kbi) {
         const index_t k0 = kbi * pl.kb, k1 = std::min(Kg, k0 + pl.kb), rows = k1 - k0;
         if (U) {  // the plan's rows k0 .. k1 of U
-          multiply(pl, U + g * nn * pl.u_xi, Kg, pl.u_xi, k0, rows, V, T, Mt, false, true, 0, Cg, false);
+          multiply(pl, Ug, Kg, pl.u_xi, k0, rows, V, T, Mt, false, true, 0, Cg, false);
         } else {  // transform them now, a K block of input channels at a time, into a private
                   // packed block that stays in L2 for its products
           for (index_t c0 = 0; c0 < Cg; c0 += pl.cb) {
             const index_t cc = std::min(pl.cb, Cg - c0);
-            const PackedLayout ubl = gemm_pack_a_layout<float>(pl.kb, cc);
-            if (rows % ubl.panel) std::memset(Ut, 0, sizeof(float) * pl.ub_floats);
+            const PackedLayout ubl = pl.flipped ? gemm_pack_b_layout<float>(cc, pl.kb)
+                                                : gemm_pack_a_layout<float>(pl.kb, cc);
+            if (rows % ubl.panel) std::memset(Ut, 0, sizeof(float) * ub_floats);
             kernel_block<M>(p, w, g, k0, k1, c0, c0 + cc, Ut, 0, ubl, pl.ub_xi);
-            multiply(pl, Ut, pl.kb, pl.ub_xi, 0, rows, V, T, Mt, false, false, c0, cc, c0 > 0);
+            if (pl.flipped)
+              multiply_flipped(pl, Ut, rows, V, T, Ct, c0, cc, c0 > 0);
+            else
+              multiply(pl, Ut, pl.kb, pl.ub_xi, 0, rows, V, T, Mt, false, false, c0, cc, c0 > 0);
           }
+          if (pl.flipped) transpose_products(pl, Ct, T, rows, Mt);
         }
         transform_outputs<M>(p, pl, Mt, geo.data(), T, k0, k1, bias ? bias + g * Kg : nullptr, y, false);
       }
