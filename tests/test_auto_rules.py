@@ -81,16 +81,17 @@ def _params(n, c, m, k, stride=1):
 
 def test_tuning_follows_the_vendor_and_isa():
     """Intel's AVX-512 cores get their own table; AMD's and other vendors' share Zen 4's; below
-    AVX-512 the ISA alone decides. On Intel F(4x4) pays from 392 pixels, not from 169 with
-    many channels as on Zen 4."""
+    AVX-512 the ISA alone decides. On Intel F(4x4) pays from 392 pixels, and from 169 only in
+    a call with >= 384 channels (from 256 in calls and plans on Zen 4)."""
     assert algorithms.cpu_tuning("avx512", "intel") == "avx512-intel"
     assert algorithms.cpu_tuning("avx512", "amd") == algorithms.cpu_tuning("avx512", "other") == "avx512"
     assert algorithms.cpu_tuning("avx2", "intel") == "avx2"
-    p = _params(1, 512, 14, 3)
-    assert algorithms.choose(p, np.float32, isa="avx512", vendor="amd") == "winograd:4"
-    assert algorithms.choose(p, np.float32, isa="avx512", vendor="intel") == "winograd:2"
-    name, rule = algorithms.choose_with_rule(p, np.float32, isa="avx512", vendor="intel")
-    assert "F(4x4) from 392" in rule and name == "winograd:2"
+    for c, prepared, amd, intel in [(256, False, 4, 2), (256, True, 4, 2), (512, False, 4, 4), (512, True, 4, 2)]:
+        p = _params(1, c, 14, 3)
+        assert algorithms.choose(p, np.float32, prepared=prepared, isa="avx512", vendor="amd") == f"winograd:{amd}"
+        name, rule = algorithms.choose_with_rule(p, np.float32, prepared=prepared, isa="avx512", vendor="intel")
+        assert name == f"winograd:{intel}" and "F(4x4) from 392" in rule
+        assert ("from 169 with >= 384 channels" in rule) == (not prepared)
     assert algorithms.choose(_params(8, 256, 7, 3), np.float32, prepared=True, isa="avx512",
                              vendor="intel") == "winograd:4"
     assert algorithms.choose(_params(1, 64, 14, 3, stride=2), np.float32, isa="avx512", vendor="intel") == "im2col"

@@ -66,12 +66,15 @@ def _cpu_vendor():
 # pixels (7x7 maps at batch 1) see _few_tiles; F(4x4) pays from 300 pixels per call, from 169
 # in a plan and in a call with >= 256 channels per group (_F4_WIDE: 384 channels on 13x13,
 # F(4x4) 1.68 ms, F(2x2) 1.75; 128 channels on 14x14, F(2x2) 0.27, F(4x4) 0.30). AVX-512 on
-# Intel (auto_grid_spr.json): F(4x4) from 392 pixels, for calls and plans alike, not from 169
-# with many channels (384 on 13x13: F(4x4) 1.45x F(2x2)'s time per call, 1.23x in a plan).
+# Intel (auto_grid_spr.json): F(4x4) from 392 pixels, and in a call from 169 with >= 384
+# channels per group, whose 16 tiles a map run flipped products (conv2d_winograd.cpp): 384 on
+# 13x13, F(4x4) 1.51 ms, F(2x2) 1.73; 512 on 14x14 2.57 against 2.87; 256 on 14x14 0.86
+# against 0.77. Plans keep F(2x2) there (384 on 13x13: 1.42 ms, F(4x4) 1.58).
 # AVX2 and scalar code (slower FMAs, measured on Zen 1): from 49, F(4x4) from 196.
 _WINOGRAD_PIXELS = {("avx512", False): (100, 300), ("avx512", True): (100, 169),
                     ("avx512-intel", False): (100, 392), ("avx512-intel", True): (100, 392)}
-_F4_WIDE = {"avx512": (256, 169)}  # (channels per group, F(4x4) from this many pixels per call)
+# (tuning, plan): (channels per group, F(4x4) from this many pixels per call)
+_F4_WIDE = {("avx512", False): (256, 169), ("avx512", True): (256, 169), ("avx512-intel", False): (384, 169)}
 _WINOGRAD_PIXELS_DEFAULT = (49, 196)  # avx2 and scalar
 
 # FFT for kernels of 5 and up: (from this many output pixels per call, the tile of 5x5
@@ -104,7 +107,7 @@ def winograd_tile(params, tuning=None, prepared=False):
     per_call = params.N * params.P * params.Q
     if per_call >= winograd_pixels(tuning, prepared)[1]:
         return 4
-    wide_cg, wide_pixels = _F4_WIDE.get(tuning, (0, None))
+    wide_cg, wide_pixels = _F4_WIDE.get((tuning, bool(prepared)), (0, None))
     if wide_pixels and params.C // params.groups >= wide_cg and per_call >= wide_pixels:
         return 4
     return 2
@@ -257,7 +260,7 @@ def _cpu_rules(params, dtype, inputs_finite=True, tuning=None, prepared=False):
 def _tile_text(tuning, prepared):
     """winograd_tile's choice for this tuning, as words."""
     text = f"F(4x4) from {winograd_pixels(tuning, prepared)[1]}"
-    wide_cg, wide_pixels = _F4_WIDE.get(tuning, (0, None))
+    wide_cg, wide_pixels = _F4_WIDE.get((tuning, bool(prepared)), (0, None))
     if wide_pixels:
         text += f" (from {wide_pixels} with >= {wide_cg} channels per group)"
     return text + ", else F(2x2)"
