@@ -53,8 +53,6 @@ constexpr index_t kChannelBlock = 32;                // output channels per task
 // Per call at batch 1 (Intel Xeon, 2 threads), against cb = the GEMM's kc (256): F(4x4) on
 // 512 -> 512, 14x14 2.51 ms (cb 48) vs 3.27; F(2x2) on 512 -> 512, 7x7 1.17 (cb 128) vs 1.18.
 constexpr index_t kFlippedBlockBytes = index_t(384) << 10;
-// A plan's prepared data: a header (its U's layout: Plan::u_flipped), then U, 64-byte aligned.
-constexpr index_t kHeaderFloats = 16;
 
 using tiles::ceil_div;
 using tiles::round_up;
@@ -82,36 +80,24 @@ struct Plan : tiles::Grid, tiles::Blocks {
   // (V's K block), so that the block (n*n*kb*cb floats) stays in L2 with V for its
   // products. With a plan they read their rows of the prepared U instead.
   bool kblocked = false;
-  // With fewer tiles than a B panel (nr), the products of a K block are flipped:
-  // M[xi]^T (T x kb) = V[xi]^T (T x C/g, packed A) . U[xi]^T (C/g x kb, packed B). The few
-  // tiles are the broadcast side and the output channels the vector side, so the
+  // Per call (no plan) with fewer tiles than a B panel (nr), the products of a K block are
+  // flipped: M[xi]^T (T x kb) = V[xi]^T (T x C/g, packed A) . U[xi]^T (C/g x kb, packed B).
+  // The few tiles are the broadcast side and the output channels the vector side, so the
   // micro-kernel runs its full 8 x nr tile, not 8 x 16 on N = T = 16 columns whose B panels
   // are padded to 48 (those products ran at 27 % of peak on 512 -> 512, 7x7, batch 1; flipped,
   // the call is 1.33x faster, 1024 -> 1024 1.47x, F(4x4) on 512 -> 512, 14x14 1.56x; Intel
   // Xeon). With 49 tiles or more flipping lost (0.74-0.94x). kb is then nr; the products are
   // transposed into the output transform's (kb, n*n, ldt) layout: n*n*T*kb moves per
-  // n*n*T*kb*C/g FMAs.
+  // n*n*T*kb*C/g FMAs. A plan keeps the unflipped products of its prepared U (one layout
+  // for every batch size), so for these problems its sums run in another order than the
+  // call's: equal within Winograd's tolerance, not bitwise.
   bool flipped = false;
-  // A plan prepared for a flipped batch keeps U as the flipped calls' private blocks, one
-  // after another (u_flipped: for each group, K block of fkb output channels and channel
-  // block of fcb, n*n planes fub_xi apart, each a packed B of fcb x fkb), which its flipped
-  // calls read in place, one contiguous stream a task; else U as packed A (ul). A call of
-  // the other kind (another batch size) re-packs its rows of U first, so that every call
-  // runs conv2d's own products in conv2d's order. The layout is recorded in the prepared
-  // data's header (kHeaderFloats); could_flip (one image flips) reserves the workspace for
-  // the re-packing.
-  bool could_flip = false, u_flipped = false;
-  index_t fkb = 0, fcb = 0, fnkb = 0, fncb = 0, fub_xi = 0;
-  index_t prepared_group() const {  // floats of one group of a plan's U
-    return u_flipped ? fnkb * fncb * index_t(n) * n * fub_xi : index_t(n) * n * u_xi;
-  }
   index_t kb = 0, cb = 0, ub_floats = 0;
   index_t ub_xi = 0;  // floats per xi of a private block of U (kb x cb, packed)
-  // U transformed in the call, or a flipped plan's re-packed for unflipped products.
-  bool u_in_workspace() const { return !prepared || could_flip; }
   index_t floats() const {
-    return kblocked ? round_up(v_floats, 16) + workers * ((u_in_workspace() ? ub_floats : 0) + m_floats)
-                    : (u_in_workspace() ? u_floats : 0) + workers * (v_floats + m_floats);
+    const index_t u = prepared ? 0 : u_floats;
+    return kblocked ? round_up(v_floats, 16) + workers * ((prepared ? 0 : ub_floats) + m_floats)
+                    : u + workers * (v_floats + m_floats);
   }
 };
 
@@ -126,47 +112,36 @@ Plan make_plan(const ConvParams& p, int m, int threads, bool prepared) {
   const index_t all = std::max<index_t>(1, p.N * pl.tiles);  // tiles of every image of one group
   static_cast<tiles::Blocks&>(pl) = tiles::split_blocks<kL>(all, tmax, p.groups, threads);
   pl.prepared = prepared;
-  const index_t nr = gemm_pack_b_layout<float>(1, 1).panel;
-  auto weight_bound = [&](index_t tiles) {
-    return Kg >= tiles && nn * Cg * round_up(tiles, kL) * index_t(sizeof(float)) <= (index_t(16) << 20);
-  };
-  pl.could_flip = weight_bound(pl.tiles) && pl.tiles < nr;
   pl.ul = gemm_pack_a_layout<float>(Kg, Cg);
-  // The flipped products' input-channel block (the same for every batch size): fewer
-  // channels than the GEMM's K block, so that a task's block of U stays in L2.
-  pl.fkb = std::min(Kg, nr);
-  const index_t fit = kFlippedBlockBytes / (nn * pl.fkb * index_t(sizeof(float))) / kL * kL;
-  pl.fcb = std::min({Cg, pl.ul.kc, std::max<index_t>(kL, fit)});
-  pl.fnkb = ceil_div(Kg, pl.fkb);
-  pl.fncb = ceil_div(Cg, pl.fcb);
-  pl.fub_xi = plane_stride(gemm_pack_b_layout<float>(pl.fcb, pl.fkb).elems());
   pl.u_xi = plane_stride(pl.ul.elems());
   pl.u_floats = p.groups * nn * pl.u_xi;
-  if (weight_bound(all)) {
+  if (Kg >= all && nn * Cg * round_up(all, kL) * index_t(sizeof(float)) <= (index_t(16) << 20)) {
     pl.kblocked = true;
     pl.nblocks = 1;
     pl.T = all;
     pl.ldt = round_up(all, kL);
-    pl.flipped = all < nr;
-    pl.u_flipped = pl.flipped;  // as a plan for this batch size prepares it
+    const index_t nr = gemm_pack_b_layout<float>(1, 1).panel;
+    pl.flipped = !prepared && all < nr;
     // Flipped: one B panel of output channels. Else a multiple of every ISA's mr: rows
     // of packed U.
-    pl.kb = pl.flipped ? pl.fkb : std::min(Kg, kChannelBlock);
+    pl.kb = std::min<index_t>(Kg, pl.flipped ? nr : kChannelBlock);
     pl.workers = threads;
   }
   pl.vl = pl.flipped ? gemm_pack_a_layout<float>(pl.T, Cg) : gemm_pack_b_layout<float>(Cg, pl.T);
   if (pl.kblocked) {
     pl.cb = std::min(Cg, pl.vl.kc);
-    if (pl.flipped) {
-      pl.cb = pl.fcb;
+    if (pl.flipped) {  // fewer input channels at a time, so that U's block stays in L2
+      const index_t fit = kFlippedBlockBytes / (nn * pl.kb * index_t(sizeof(float))) / kL * kL;
+      pl.cb = std::min(pl.cb, std::max<index_t>(kL, fit));
       pl.vl.kc = pl.cb;  // V in K blocks of cb: each block of depth is one product's operand
     }
-    pl.ub_xi = pl.flipped ? pl.fub_xi : plane_stride(gemm_pack_a_layout<float>(pl.kb, pl.cb).elems());
+    pl.ub_xi = plane_stride(pl.flipped ? gemm_pack_b_layout<float>(pl.cb, pl.kb).elems()
+                                       : gemm_pack_a_layout<float>(pl.kb, pl.cb).elems());
     pl.ub_floats = nn * pl.ub_xi;
   }
   pl.v_xi = plane_stride(pl.vl.elems());
   pl.v_floats = nn * pl.v_xi;
-  // Flipped: the products (n*n, ldt, kb) and, after them, their transpose (kb, n*n, ldt).
+  // Flipped: the products (n*n, T, kb) and, after them, their transpose (kb, n*n, ldt).
   pl.m_floats = (pl.flipped ? 2 : 1) * nn * (pl.kblocked ? pl.kb : Kg) * pl.ldt;
   return pl;
 }
@@ -387,7 +362,7 @@ void kernel_block(const ConvParams& p, const float* w, index_t g, index_t k0, in
                    lay, xi_stride);
 }
 
-// All of U, packed A (the prepared form unless u_flipped): U + (g * nn + xi) * u_xi.
+// All of U, packed (the kernel's prepared form): U + (g * nn + xi) * u_xi.
 template <int M>
 void transform_kernels(const ConvParams& p, const Plan& pl, const float* w, float* U, bool parallel) {
   constexpr int nn = (M + 2) * (M + 2);
@@ -400,20 +375,6 @@ void transform_kernels(const ConvParams& p, const Plan& pl, const float* w, floa
     kernel_block<M>(p, w, g, k0, std::min(Kg, k0 + kL), 0, p.C_per_group(), U + g * nn * pl.u_xi, k0, pl.ul,
                     pl.u_xi);
   }
-}
-
-// One flipped block of U: output channels k0 .. k0 + fkb (clipped), input channels
-// c0 .. c0 + fcb (clipped) of group g, as n*n packed B planes fub_xi apart (the flipped
-// products' operand), padding columns zero. A flipped call transforms it into its private
-// buffer; a plan for flipped calls keeps all of them (Plan::u_flipped).
-template <int M>
-void flipped_block(const ConvParams& p, const Plan& pl, const float* w, index_t g, index_t k0, index_t c0,
-                   float* dst) {
-  const index_t Kg = p.K_per_group(), k1 = std::min(Kg, k0 + pl.fkb),
-                cc = std::min(pl.fcb, p.C_per_group() - c0);
-  const PackedLayout lay = gemm_pack_b_layout<float>(cc, pl.fkb);
-  if ((k1 - k0) % lay.panel) std::memset(dst, 0, sizeof(float) * (index_t(pl.n) * pl.n * pl.fub_xi));
-  kernel_block<M>(p, w, g, k0, k1, c0, c0 + cc, dst, 0, lay, pl.fub_xi);
 }
 
 // ---- strided rows of 16 side-by-side tiles (AVX-512, m = 2 and 4) ---------------------------
@@ -646,85 +607,27 @@ void multiply(const Plan& pl, const float* Ug, index_t u_outer, index_t u_xi, in
   }
 }
 
-// Flipped products of one K block (Plan::flipped): Ct[xi] (T x rows, kb apart; planes ldt*kb apart) =
-// V[xi]^T (T x depth, packed A from depth c0) . Ub[xi] (depth x rows, packed B, ub_xi
-// apart per xi), added to Ct when `accumulate`. On the calling thread.
-void multiply_flipped(const Plan& pl, const float* Ub, index_t ub_xi, index_t rows, const float* V, index_t T,
-                      float* Ct, index_t c0, index_t depth, bool accumulate) {
+// Flipped products of one K block (Plan::flipped): Ct[xi] (T x rows, kb apart) =
+// V[xi]^T (T x depth, packed A from depth c0) . Ub[xi] (depth x rows, packed B), added
+// to Ct when `accumulate`. On the calling thread.
+void multiply_flipped(const Plan& pl, const float* Ub, index_t rows, const float* V, index_t T, float* Ct,
+                      index_t c0, index_t depth, bool accumulate) {
   const index_t nn = index_t(pl.n) * pl.n;
   for (index_t xi = 0; xi < nn; ++xi) {
     const auto a = GemmOperand<float>::prepacked(V + xi * pl.v_xi + c0 * pl.vl.outer_padded, pl.T);
-    const auto b = GemmOperand<float>::prepacked(Ub + xi * ub_xi, pl.kb);
-    gemm_ex<float>(T, rows, depth, 1.f, a, b, accumulate ? 1.f : 0.f, Ct + xi * pl.ldt * pl.kb, pl.kb);
+    const auto b = GemmOperand<float>::prepacked(Ub + xi * pl.ub_xi, pl.kb);
+    gemm_ex<float>(T, rows, depth, 1.f, a, b, accumulate ? 1.f : 0.f, Ct + xi * T * pl.kb, pl.kb);
   }
 }
 
-// Rows k0 .. k0 + rows (k0 a multiple of mr) and depths c0 .. c0 + cc of plane xi of one
-// group of a plan's flipped U (Ug: the flipped calls' blocks, Plan::u_flipped) into dst,
-// packed A by `to` (its rows and depths from 0): what the call would have transformed, for
-// its unflipped products. Runs of mr rows are contiguous in both layouts (fkb is one B panel,
-// a multiple of mr); padding rows come from the blocks' zero padding columns.
-void unflip_rows(const Plan& pl, const float* Ug, index_t xi, index_t k0, index_t rows, index_t c0,
-                 index_t cc, const PackedLayout& to, float* dst) {
-  const index_t nn = index_t(pl.n) * pl.n, mr = to.panel;
-  const index_t nr = gemm_pack_b_layout<float>(1, 1).panel;  // the blocks' column stride
-  for (index_t c = c0; c < c0 + cc; ++c) {
-    const index_t cbi = c / pl.fcb, fc = c - cbi * pl.fcb;
-    const index_t tc = c - c0, tpc = tc / to.kc * to.kc, tdepth = std::min(to.kc, to.K - tpc);
-    const float* s = Ug + (cbi * nn + xi) * pl.fub_xi + fc * nr;  // block (0, cbi)
-    const index_t block_stride = pl.fncb * nn * pl.fub_xi;         // to block (kbi + 1, cbi)
-    float* d = dst + tpc * to.outer_padded + (tc - tpc) * mr;
-    index_t kbi = k0 / pl.fkb, r = k0 % pl.fkb;
-    for (index_t i = 0; i < rows; i += mr) {
-      if (mr == 8)
-        std::memcpy(d + i * tdepth, s + kbi * block_stride + r, sizeof(float) * 8);
-      else
-        std::memcpy(d + i * tdepth, s + kbi * block_stride + r, sizeof(float) * mr);
-      if ((r += mr) == pl.fkb) r = 0, ++kbi;
-    }
-  }
-}
-
-// The converse, for a flipped call of a plan with unflipped U (Ug: one group, packed A by
-// pl.ul): rows k0 .. k0 + rows (one flipped K block) and depths c0 .. c0 + cc into Ub, the
-// block the call would have transformed (padding columns: the caller's zeros).
-void reflip_rows(const Plan& pl, const float* Ug, index_t k0, index_t rows, index_t c0, index_t cc,
-                 float* Ub) {
-  const PackedLayout& ul = pl.ul;
-  const index_t nn = index_t(pl.n) * pl.n, mr = ul.panel, nr = gemm_pack_b_layout<float>(1, 1).panel;
-  for (index_t xi = 0; xi < nn; ++xi)
-    for (index_t c = c0; c < c0 + cc; ++c) {
-      const index_t pc = c / ul.kc * ul.kc, depth = std::min(ul.kc, ul.K - pc);
-      const float* src = Ug + xi * pl.u_xi + pc * ul.outer_padded + (c - pc) * mr + k0 * depth;
-      float* dst = Ub + xi * pl.fub_xi + (c - c0) * nr;
-      for (index_t i = 0; i < rows; i += mr) {
-        if (mr == 8)
-          std::memcpy(dst + i, src + i * depth, sizeof(float) * 8);
-        else
-          std::memcpy(dst + i, src + i * depth, sizeof(float) * mr);
-      }
-    }
-}
-
-// Ct (n*n, ldt, kb) -> Mb (rows, n*n, ldt): the layout transform_outputs reads. 16 x 16
-// blocks are transposed in registers (AVX-512); rows T .. ldt of Ct are never-read padding.
+// Ct (n*n, T, kb) -> Mb (rows, n*n, ldt): the layout transform_outputs reads.
 void transpose_products(const Plan& pl, const float* Ct, index_t T, index_t rows, float* Mb) {
   const index_t nn = index_t(pl.n) * pl.n, kb = pl.kb, ldt = pl.ldt;
-  for (index_t xi = 0; xi < nn; ++xi) {
-    const float* C = Ct + xi * ldt * kb;
-    index_t k = 0;
-#if defined(__AVX512F__)
-    for (; k + kL <= rows; k += kL)
-      for (index_t t = 0; t < T; t += kL) {  // t + 16 <= ldt
-        __m512 r[kL];
-        for (int l = 0; l < kL; ++l) r[l] = _mm512_loadu_ps(C + (t + l) * kb + k);
-        transpose16x16(r);
-        for (int j = 0; j < kL; ++j) _mm512_storeu_ps(Mb + ((k + j) * nn + xi) * ldt + t, r[j]);
-      }
-#endif
-    for (; k < rows; ++k)
-      for (index_t t = 0; t < T; ++t) Mb[(k * nn + xi) * ldt + t] = C[t * kb + k];
-  }
+  for (index_t xi = 0; xi < nn; ++xi)
+    for (index_t t = 0; t < T; ++t) {
+      const float* src = Ct + (xi * T + t) * kb;
+      for (index_t k = 0; k < rows; ++k) Mb[(k * nn + xi) * ldt + t] = src[k];
+    }
 }
 
 // ---- 4. output transform of one block into y (N, K, P, Q), group g, + bias ------------------
@@ -785,12 +688,12 @@ void run_kblocked(const ConvParams& p, const Plan& pl, const float* x, const flo
   const index_t T = pl.T, nkb = ceil_div(Kg, pl.kb);
   float* V = ws;
   float* bufs = ws + round_up(pl.v_floats, 16);
-  const index_t ub_floats = pl.u_in_workspace() ? pl.ub_floats : 0;
+  const index_t ub_floats = U ? 0 : pl.ub_floats;
   std::vector<TileGeo> geo(T);
   for (index_t g = 0; g < p.groups; ++g) {
     tile_geometry<M>(p, pl, g, 0, T, geo.data());
     transform_inputs<M>(p, pl, x, geo.data(), T, V, threads > 1);
-    const float* Ug = U ? U + g * pl.prepared_group() : nullptr;
+    const float* Ug = U ? U + g * nn * pl.u_xi : nullptr;
 #pragma omp parallel
     {
       float* Ut = bufs + omp_get_thread_num() * (ub_floats + pl.m_floats);
@@ -799,38 +702,22 @@ void run_kblocked(const ConvParams& p, const Plan& pl, const float* x, const flo
 #pragma omp for schedule(dynamic)
       for (index_t kbi = 0; kbi < nkb; ++kbi) {
         const index_t k0 = kbi * pl.kb, k1 = std::min(Kg, k0 + pl.kb), rows = k1 - k0;
-        if (pl.flipped) {  // cb input channels at a time
-          for (index_t c0 = 0; c0 < Cg; c0 += pl.cb) {
-            const index_t cc = std::min(pl.cb, Cg - c0);
-            // The plan's block, or this one, transformed now (or re-packed from a plan's
-            // unflipped U) into a private buffer that stays in L2 for its products.
-            const float* Ub = Ut;
-            if (U && pl.u_flipped) {
-              Ub = Ug + (kbi * pl.fncb + c0 / pl.cb) * nn * pl.ub_xi;
-            } else if (U) {
-              if (rows % gemm_pack_b_layout<float>(1, 1).panel) std::memset(Ut, 0, sizeof(float) * ub_floats);
-              reflip_rows(pl, Ug, k0, rows, c0, cc, Ut);
-            } else {
-              flipped_block<M>(p, pl, w, g, k0, c0, Ut);
-            }
-            multiply_flipped(pl, Ub, pl.ub_xi, rows, V, T, Ct, c0, cc, c0 > 0);
-          }
-          transpose_products(pl, Ct, T, rows, Mt);
-        } else if (U && !pl.u_flipped) {  // the plan's rows k0 .. k1 of U
+        if (U) {  // the plan's rows k0 .. k1 of U
           multiply(pl, Ug, Kg, pl.u_xi, k0, rows, V, T, Mt, false, true, 0, Cg, false);
-        } else {  // a K block of input channels at a time, into a private packed block that
-                  // stays in L2 for its products: transformed now, or a flipped plan's, re-packed
+        } else {  // transform them now, a K block of input channels at a time, into a private
+                  // packed block that stays in L2 for its products
           for (index_t c0 = 0; c0 < Cg; c0 += pl.cb) {
             const index_t cc = std::min(pl.cb, Cg - c0);
-            const PackedLayout ubl = gemm_pack_a_layout<float>(pl.kb, cc);
+            const PackedLayout ubl = pl.flipped ? gemm_pack_b_layout<float>(cc, pl.kb)
+                                                : gemm_pack_a_layout<float>(pl.kb, cc);
             if (rows % ubl.panel) std::memset(Ut, 0, sizeof(float) * ub_floats);
-            if (U)
-              for (index_t xi = 0; xi < nn; ++xi)
-                unflip_rows(pl, Ug, xi, k0, rows, c0, cc, ubl, Ut + xi * pl.ub_xi);
+            kernel_block<M>(p, w, g, k0, k1, c0, c0 + cc, Ut, 0, ubl, pl.ub_xi);
+            if (pl.flipped)
+              multiply_flipped(pl, Ut, rows, V, T, Ct, c0, cc, c0 > 0);
             else
-              kernel_block<M>(p, w, g, k0, k1, c0, c0 + cc, Ut, 0, ubl, pl.ub_xi);
-            multiply(pl, Ut, pl.kb, pl.ub_xi, 0, rows, V, T, Mt, false, false, c0, cc, c0 > 0);
+              multiply(pl, Ut, pl.kb, pl.ub_xi, 0, rows, V, T, Mt, false, false, c0, cc, c0 > 0);
           }
+          if (pl.flipped) transpose_products(pl, Ct, T, rows, Mt);
         }
         transform_outputs<M>(p, pl, Mt, geo.data(), T, k0, k1, bias ? bias + g * Kg : nullptr, y, false);
       }
@@ -840,30 +727,23 @@ void run_kblocked(const ConvParams& p, const Plan& pl, const float* x, const flo
 
 // U: the prepared (packed, transformed) kernel, or null to transform w in this call.
 template <int M>
-void run(const ConvParams& p, const float* x, const float* w, const float* prepared, const float* bias,
-         float* y, void* workspace) {
+void run(const ConvParams& p, const float* x, const float* w, const float* U, const float* bias, float* y,
+         void* workspace) {
   if (p.N == 0) return;
   const int threads = omp_get_max_threads();
-  Plan pl = make_plan(p, M, threads, prepared != nullptr);
-  const float* U = prepared ? prepared + kHeaderFloats : nullptr;
-  if (prepared) pl.u_flipped = prepared[0] != 0.f;
+  const Plan pl = make_plan(p, M, threads, U != nullptr);
   const index_t Kg = p.K_per_group(), G = p.groups, nn = index_t(pl.n) * pl.n;
   float* ws = static_cast<float*>(workspace);
   if (pl.kblocked) {
     run_kblocked<M>(p, pl, x, w, U, bias, y, ws);
     return;
   }
-  float* bufs = pl.u_in_workspace() ? ws + pl.u_floats : ws;
-  const bool u_streamed = U && !pl.u_flipped;  // the plan's transformed kernel, else this call's
+  float* bufs = ws;
+  const bool u_streamed = U != nullptr;  // the plan's transformed kernel, else this call's
   if (!U) {
     transform_kernels<M>(p, pl, w, ws, threads > 1);
     U = ws;
-  } else if (pl.u_flipped) {  // a plan's flipped U, re-packed for the unflipped products
-#pragma omp parallel for schedule(static) if (threads > 1)
-    for (index_t i = 0; i < G * nn; ++i)
-      unflip_rows(pl, U + i / nn * pl.prepared_group(), i % nn, 0, Kg, 0, p.C_per_group(), pl.ul,
-                  ws + i * pl.u_xi);
-    U = ws;
+    bufs = ws + pl.u_floats;
   }
   const index_t per_worker = pl.v_floats + pl.m_floats;
 
@@ -893,21 +773,9 @@ void run(const ConvParams& p, const float* x, const float* w, const float* prepa
 }
 
 template <int M>
-void prepare(const ConvParams& p, const float* w, float* prepared) {
-  const Plan pl = make_plan(p, M, 1, false);  // the batch size of p, the plan's
-  std::fill(prepared, prepared + kHeaderFloats, 0.f);
-  prepared[0] = pl.u_flipped ? 1.f : 0.f;
-  float* U = prepared + kHeaderFloats;
-  if (!pl.u_flipped) {
-    transform_kernels<M>(p, pl, w, U, omp_get_max_threads() > 1);
-    return;
-  }
-  const index_t nn = index_t(pl.n) * pl.n, blocks = p.groups * pl.fnkb * pl.fncb;
-#pragma omp parallel for schedule(static) if (omp_get_max_threads() > 1)
-  for (index_t i = 0; i < blocks; ++i) {  // (group, K block, channel block)
-    const index_t cbi = i % pl.fncb, kbi = i / pl.fncb % pl.fnkb, g = i / (pl.fncb * pl.fnkb);
-    flipped_block<M>(p, pl, w, g, kbi * pl.fkb, cbi * pl.fcb, U + i * nn * pl.fub_xi);
-  }
+void prepare(const ConvParams& p, const float* w, float* U) {
+  const Plan pl = make_plan(p, M, 1, false);
+  transform_kernels<M>(p, pl, w, U, omp_get_max_threads() > 1);
 }
 
 }  // namespace
@@ -917,11 +785,7 @@ index_t conv2d_winograd_workspace_bytes(const ConvParams& p, int m, bool prepare
 }
 
 index_t conv2d_winograd_prepared_bytes(const ConvParams& p, int m) {
-  const Plan pl = make_plan(p, m, 1, false);
-  // The same for every batch size (the layout is not): the larger of the two.
-  const index_t nn = index_t(pl.n) * pl.n, unflipped = nn * pl.u_xi;
-  const index_t group = pl.could_flip ? std::max(unflipped, pl.fnkb * pl.fncb * nn * pl.fub_xi) : unflipped;
-  return (kHeaderFloats + p.groups * group) * index_t(sizeof(float));
+  return make_plan(p, m, 1, false).u_floats * index_t(sizeof(float));
 }
 
 void conv2d_winograd_prepare(const ConvParams& p, int m, const float* w, float* prepared) {
