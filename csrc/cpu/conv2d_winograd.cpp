@@ -88,9 +88,11 @@ struct Plan : tiles::Grid, tiles::Blocks {
   // the call is 1.33x faster, 1024 -> 1024 1.47x, F(4x4) on 512 -> 512, 14x14 1.56x; Intel
   // Xeon). With 49 tiles or more flipping lost (0.74-0.94x). kb is then nr; the products are
   // transposed into the output transform's (kb, n*n, ldt) layout: n*n*T*kb moves per
-  // n*n*T*kb*C/g FMAs. A plan keeps the unflipped products of its prepared U (one layout
-  // for every batch size), so for these problems its sums run in another order than the
-  // call's: equal within Winograd's tolerance, not bitwise.
+  // n*n*T*kb*C/g FMAs. A plan keeps the unflipped products of its prepared U, which it
+  // streams with prefetching (the weights are out of the caches in a model): a plan keeping
+  // U as the flipped calls' blocks ran 1.2-1.3x faster with U in cache but 0.75-0.95x with
+  // it in memory (bench, contenders interleaved). So for these problems a plan's sums run in
+  // another order than the call's: equal within Winograd's tolerance, not bitwise.
   bool flipped = false;
   index_t kb = 0, cb = 0, ub_floats = 0;
   index_t ub_xi = 0;  // floats per xi of a private block of U (kb x cb, packed)
@@ -141,7 +143,7 @@ Plan make_plan(const ConvParams& p, int m, int threads, bool prepared) {
   }
   pl.v_xi = plane_stride(pl.vl.elems());
   pl.v_floats = nn * pl.v_xi;
-  // Flipped: the products (n*n, T, kb) and, after them, their transpose (kb, n*n, ldt).
+  // Flipped: the products (n*n, ldt, kb) and, after them, their transpose (kb, n*n, ldt).
   pl.m_floats = (pl.flipped ? 2 : 1) * nn * (pl.kblocked ? pl.kb : Kg) * pl.ldt;
   return pl;
 }
@@ -607,7 +609,7 @@ void multiply(const Plan& pl, const float* Ug, index_t u_outer, index_t u_xi, in
   }
 }
 
-// Flipped products of one K block (Plan::flipped): Ct[xi] (T x rows, kb apart) =
+// Flipped products of one K block (Plan::flipped): Ct[xi] (T x rows, kb apart; planes ldt*kb apart) =
 // V[xi]^T (T x depth, packed A from depth c0) . Ub[xi] (depth x rows, packed B), added
 // to Ct when `accumulate`. On the calling thread.
 void multiply_flipped(const Plan& pl, const float* Ub, index_t rows, const float* V, index_t T, float* Ct,
@@ -616,18 +618,29 @@ void multiply_flipped(const Plan& pl, const float* Ub, index_t rows, const float
   for (index_t xi = 0; xi < nn; ++xi) {
     const auto a = GemmOperand<float>::prepacked(V + xi * pl.v_xi + c0 * pl.vl.outer_padded, pl.T);
     const auto b = GemmOperand<float>::prepacked(Ub + xi * pl.ub_xi, pl.kb);
-    gemm_ex<float>(T, rows, depth, 1.f, a, b, accumulate ? 1.f : 0.f, Ct + xi * T * pl.kb, pl.kb);
+    gemm_ex<float>(T, rows, depth, 1.f, a, b, accumulate ? 1.f : 0.f, Ct + xi * pl.ldt * pl.kb, pl.kb);
   }
 }
 
-// Ct (n*n, T, kb) -> Mb (rows, n*n, ldt): the layout transform_outputs reads.
+// Ct (n*n, ldt, kb) -> Mb (rows, n*n, ldt): the layout transform_outputs reads. 16 x 16
+// blocks are transposed in registers (AVX-512); rows T .. ldt of Ct are never-read padding.
 void transpose_products(const Plan& pl, const float* Ct, index_t T, index_t rows, float* Mb) {
   const index_t nn = index_t(pl.n) * pl.n, kb = pl.kb, ldt = pl.ldt;
-  for (index_t xi = 0; xi < nn; ++xi)
-    for (index_t t = 0; t < T; ++t) {
-      const float* src = Ct + (xi * T + t) * kb;
-      for (index_t k = 0; k < rows; ++k) Mb[(k * nn + xi) * ldt + t] = src[k];
-    }
+  for (index_t xi = 0; xi < nn; ++xi) {
+    const float* C = Ct + xi * ldt * kb;
+    index_t k = 0;
+#if defined(__AVX512F__)
+    for (; k + kL <= rows; k += kL)
+      for (index_t t = 0; t < T; t += kL) {  // t + 16 <= ldt
+        __m512 r[kL];
+        for (int l = 0; l < kL; ++l) r[l] = _mm512_loadu_ps(C + (t + l) * kb + k);
+        transpose16x16(r);
+        for (int j = 0; j < kL; ++j) _mm512_storeu_ps(Mb + ((k + j) * nn + xi) * ldt + t, r[j]);
+      }
+#endif
+    for (; k < rows; ++k)
+      for (index_t t = 0; t < T; ++t) Mb[(k * nn + xi) * ldt + t] = C[t * kb + k];
+  }
 }
 
 // ---- 4. output transform of one block into y (N, K, P, Q), group g, + bias ------------------
@@ -708,8 +721,8 @@ void run_kblocked(const ConvParams& p, const Plan& pl, const float* x, const flo
                   // packed block that stays in L2 for its products
           for (index_t c0 = 0; c0 < Cg; c0 += pl.cb) {
             const index_t cc = std::min(pl.cb, Cg - c0);
-            const PackedLayout ubl = pl.flipped ? gemm_pack_b_layout<float>(cc, pl.kb)
-                                                : gemm_pack_a_layout<float>(pl.kb, cc);
+            const PackedLayout ubl =
+                pl.flipped ? gemm_pack_b_layout<float>(cc, pl.kb) : gemm_pack_a_layout<float>(pl.kb, cc);
             if (rows % ubl.panel) std::memset(Ut, 0, sizeof(float) * ub_floats);
             kernel_block<M>(p, w, g, k0, k1, c0, c0 + cc, Ut, 0, ubl, pl.ub_xi);
             if (pl.flipped)
