@@ -623,7 +623,8 @@ void multiply_flipped(const Plan& pl, const float* Ub, index_t rows, const float
 }
 
 // Ct (n*n, ldt, kb) -> Mb (rows, n*n, ldt): the layout transform_outputs reads. 16 x 16
-// blocks are transposed in registers (AVX-512); rows T .. ldt of Ct are never-read padding.
+// blocks are transposed in registers (AVX-512); they also read Ct's rows T .. ldt, which the
+// products never write, into Mb's padding lanes, whose outputs transform_outputs drops.
 void transpose_products(const Plan& pl, const float* Ct, index_t T, index_t rows, float* Mb) {
   const index_t nn = index_t(pl.n) * pl.n, kb = pl.kb, ldt = pl.ldt;
   for (index_t xi = 0; xi < nn; ++xi) {
