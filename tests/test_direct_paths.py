@@ -167,6 +167,8 @@ GENERAL = [
     (1, 200, 5, 12, 5, 1, 3, 3, 1, 1, 1),      # chunked (later chunks add to y), Q = 12: 8 + a half vector
     (1, 250, 4, 10, 3, 1, 3, 3, 1, 1, 1),      # chunked, Q = 10 (double: 4 + 4 + a half vector)
     (2, 3, 9, 28, 7, 1, 3, 3, 1, 1, 1),        # Q = 28 (8 + 8 + 8 + 4), K = 7: blocks of 4, 2, 1
+    (1, 24, 6, 7, 128, 1, 3, 3, 1, 1, 1),      # channel-vector tiles (Q = 7), weight rows padded to 9 lines
+    (2, 20, 5, 5, 37, 1, 3, 3, 1, 1, 1),       # channel-vector tiles, K = 37: a one-vector tile at the end
 ]
 
 

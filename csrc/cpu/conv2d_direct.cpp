@@ -123,6 +123,17 @@ template <class T>
 using Half = typename HalfOf<T>::type;
 
 constexpr index_t kBandBytes = 256 * 1024;  // target size of one thread's band buffer (L2)
+// Most bytes of weights one channel-vector tile (band_pixels) reads per row of pixels. A tile
+// reads every weight vector once for its NP pixels; on AVX2 (6 pixels, so 12 FMAs per weight
+// line) that pays only while they stay in L1: with them in L2 the row vectors won even at
+// 4 of 8 lanes (Zen 3, 2 threads: 64->64 3x3 on 7x7 0.09 ms against 0.16, 128->128 stride 2
+// on 28x28 0.59 against 1.15; LeNet-5's 6->16 5x5 on 10x10 outputs, 9.6 KB of them, a tie).
+// AVX-512 keeps half the band's budget (16 pixels' lanes idle at Q = 7 otherwise).
+#if defined(__AVX2__) && !defined(__AVX512F__)
+constexpr index_t kPixelsWeightBytes = 32 * 1024;
+#else
+constexpr index_t kPixelsWeightBytes = kBandBytes / 2;
+#endif
 constexpr index_t kPrefetchBytes = 32 * 1024;  // most input (and output) prefetched for a next task
 
 inline index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
@@ -310,7 +321,7 @@ struct Band {
   const T* bias;       // bias of the group's first output channel, or null
   bool accumulate;     // add to y (a later channel chunk) instead of starting from bias
   const T* wt;         // channel-vector tiles: the group's weights as (Cg, R*S, kpad), or null
-  index_t kpad;        // Kg rounded up to whole vectors
+  index_t kpad;        // wt's row stride: Kg rounded up to whole vectors, an odd number of lines
   T* y;                // y[n, group's first k, p0, 0]
   index_t Kg, PQ, Q, prows;
 };
@@ -622,12 +633,19 @@ void conv_banded(const ConvParams& p, const T* x, const T* w, const T* bias, T* 
   const bool rows3 = RSc == 9 && CGc == 1 && sh == 1 && p.dil_h == 1;
   // Channel-vector tiles (band_pixels) where they fill more lanes than row vectors do, the
   // band holds every input channel (one pass, nothing to accumulate), and the weights of
-  // one tile's channel vectors stay in L2: every row of pixels reads them all (512->512 3x3
-  // on 7x7 maps, 590 KiB of them per tile: 11 ms against 3.8 ms with row vectors).
-  const index_t kpad = round_up(Kg, L);
+  // one tile's channel vectors stay in cache (kPixelsWeightBytes): every row of pixels reads
+  // them all (512->512 3x3 on 7x7 maps, 590 KiB of them per tile: 11 ms against 3.8 ms with
+  // row vectors).
   const bool pixels = CGc == 0 && cc == Cg && Kg >= L &&
-                      Cg * RS * 2 * L * index_t(sizeof(T)) <= kBandBytes / 2 &&
-                      double(Kg) / double(kpad) > double(p.Q) / double(round_up(p.Q, L));
+                      Cg * RS * 2 * L * index_t(sizeof(T)) <= kPixelsWeightBytes &&
+                      double(Kg) / double(round_up(Kg, L)) > double(p.Q) / double(round_up(p.Q, L));
+  // wt's rows span an odd number of cache lines: a tile reads one vector pair per row, and rows
+  // of 2^n lines would all fall into a few of L1's sets (128 channels: 512 B rows, 8 of 64
+  // sets; 128->128 3x3 on 14x14 through these tiles, AVX2 on Zen 3: 1.13-1.33 ms, with odd
+  // rows 0.73-0.84).
+  constexpr index_t kLineElems = 64 / index_t(sizeof(T));
+  index_t kpad = round_up(Kg, L);
+  if (round_up(kpad, kLineElems) / kLineElems % 2 == 0) kpad = round_up(kpad, kLineElems) + kLineElems;
   Buffer<T> wt;  // pixels: w as (groups, Cg, R*S, kpad), zero-padded channels
   if (pixels) {
     wt.resize(p.groups * Cg * RS * kpad);
