@@ -17,9 +17,10 @@ the largest kept ones. Each point times every conv2d kernel of this build that s
 algorithms of each point, interleaved, as --out does), replaces them in the recorded file and
 lists the update under "updates" in it; the file's other points keep their times.
 
-Recorded grids: auto_grid_zen4.json (2-core AMD Zen 4) and auto_grid_spr.json (2-core Intel
+Recorded grids: auto_grid_zen4.json (2-core AMD Zen 4), auto_grid_spr.json (2-core Intel
 Sapphire Rapids-class Xeon, AMX and AVX512-FP16; measured with the workspaces aligned to cache
-lines, e3aec73: before it, F(4x4)'s times there were bimodal, split loads or not).
+lines, e3aec73: before it, F(4x4)'s times there were bimodal, split loads or not) and
+auto_grid_zen3.json (2-core AMD Zen 3, EPYC family 25 model 1: AVX2 only, the "avx2" rules).
 
 --load re-evaluates fastconv.algorithms.choose (the rules as they are now, for the recorded
 instruction set and CPU vendor, fastconv.algorithms.cpu_tuning) on the recorded times: the

@@ -1,8 +1,9 @@
 """auto's rules against measured grids (issue 23, items 2 and 3).
 
-benchmarks/auto_grid_zen4.json and auto_grid_spr.json hold the median times of every CPU
-kernel, called directly and through a plan, over benchmarks/auto_grid.py's grid of layers,
-measured on a 2-core AMD Zen 4 and on a 2-core Intel Sapphire Rapids-class Xeon
+benchmarks/auto_grid_zen4.json, auto_grid_spr.json and auto_grid_zen3.json hold the median times
+of every CPU kernel, called directly and through a plan, over benchmarks/auto_grid.py's grid of
+layers, measured on a 2-core AMD Zen 4, a 2-core Intel Sapphire Rapids-class Xeon (both AVX-512)
+and a 2-core AMD Zen 3 (AVX2)
 (`python benchmarks/auto_grid.py --out ...`). These tests time nothing: they evaluate the rules
 as they are now (fastconv.algorithms.choose, for the recorded instruction set and CPU vendor,
 whatever CPU runs the test) on the recorded times, so a rule change that makes auto pick a slow
@@ -19,7 +20,7 @@ from benchmarks import auto_grid
 from fastconv import algorithms
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
-GRIDS = {"zen4": ("amd", "avx512"), "spr": ("intel", "avx512-intel")}  # file: (vendor, tuning)
+GRIDS = {"zen4": ("amd", "avx512"), "spr": ("intel", "avx512-intel"), "zen3": ("amd", "avx2")}  # file: (vendor, tuning)
 
 
 @pytest.fixture(scope="module", params=sorted(GRIDS))
@@ -96,5 +97,16 @@ def test_tuning_follows_the_vendor_and_isa():
                              vendor="intel") == "winograd:4"
     assert algorithms.choose(_params(1, 64, 14, 3, stride=2), np.float32, isa="avx512", vendor="intel") == "im2col"
     assert algorithms.choose(_params(1, 64, 14, 3, stride=2), np.float32, isa="avx512", vendor="amd") == "direct"
+    # AVX2 (Zen 3's grid): F(4x4) from 169 pixels; under 100 a call runs direct or im2col, a plan F(2x2)
+    for c, m, n, prepared, pick in [(256, 13, 1, False, "winograd:4"), (64, 13, 1, True, "winograd:4"),
+                                    (128, 7, 1, False, "direct"), (512, 7, 1, False, "im2col"),
+                                    (64, 7, 1, True, "winograd:2"), (16, 14, 1, False, "direct")]:
+        assert algorithms.choose(_params(n, c, m, 3), np.float32, prepared=prepared, isa="avx2",
+                                 vendor="amd") == pick, (c, m, prepared)
+    # and no per-call FFT on 7x7 maps
+    from fastconv.functional import conv_params
+    p5 = conv_params((8, 64, 7, 7), (64, 64, 5, 5), 1, 2, 1, 1)[0]
+    assert algorithms.choose(p5, np.float32, isa="avx2", vendor="amd") == "direct"
+    assert algorithms.choose(p5, np.float32, isa="avx512", vendor="amd") == "fft:8"
     # this process's own tuning is its CPU's
     assert algorithms.cpu_tuning() == algorithms.cpu_tuning(fc._C.get_isa(), fc._C.cpu_identity()["vendor"])

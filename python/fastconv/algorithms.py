@@ -48,8 +48,9 @@ def cpu_tuning(isa=None, vendor=None):
     benchmarks/auto_grid_spr.json), whose two full-width FMA units a core halve the time of
     the products against Zen 4's one split zmm FMA, so the transforms and the memory traffic
     around them weigh more (F(4x4) pays only from 392 pixels, FFT only on large maps);
-    ``"avx2"`` and ``"scalar"``. ``isa`` and ``vendor`` default to the active instruction set
-    and the CPU's vendor (``_C.cpu_identity()``, read from CPUID at run time)."""
+    ``"avx2"`` (fitted on a 2-core Zen 3, benchmarks/auto_grid_zen3.json) and ``"scalar"``.
+    ``isa`` and ``vendor`` default to the active instruction set and the CPU's vendor
+    (``_C.cpu_identity()``, read from CPUID at run time)."""
     isa = isa or _C.get_isa()
     vendor = vendor or _cpu_vendor()
     return "avx512-intel" if isa == "avx512" and vendor == "intel" else isa
@@ -70,21 +71,27 @@ def _cpu_vendor():
 # channels per group, whose 16 tiles a map run flipped products (conv2d_winograd.cpp): 384 on
 # 13x13, F(4x4) 1.51 ms, F(2x2) 1.73; 512 on 14x14 2.57 against 2.87; 256 on 14x14 0.86
 # against 0.77. Plans keep F(2x2) there (384 on 13x13: 1.42 ms, F(4x4) 1.58).
-# AVX2 and scalar code (slower FMAs, measured on Zen 1): from 49, F(4x4) from 196.
+# AVX2 (benchmarks/auto_grid_zen3.json, a 2-core Zen 3): F(4x4) from 169 pixels, calls and plans
+# alike (384 on 13x13: 3.48 ms against F(2x2)'s 4.76; 64 on 13x13, a plan: 0.15 against 0.19);
+# below 100 pixels see _few_tiles. Scalar code (measured on Zen 1): from 49, F(4x4) from 196.
 _WINOGRAD_PIXELS = {("avx512", False): (100, 300), ("avx512", True): (100, 169),
-                    ("avx512-intel", False): (100, 392), ("avx512-intel", True): (100, 392)}
+                    ("avx512-intel", False): (100, 392), ("avx512-intel", True): (100, 392),
+                    ("avx2", False): (100, 169), ("avx2", True): (100, 169)}
 # (tuning, plan): (channels per group, F(4x4) from this many pixels per call)
 _F4_WIDE = {("avx512", False): (256, 169), ("avx512", True): (256, 169), ("avx512-intel", False): (384, 169)}
-_WINOGRAD_PIXELS_DEFAULT = (49, 196)  # avx2 and scalar
+_WINOGRAD_PIXELS_DEFAULT = (49, 196)  # scalar
 
 # FFT for kernels of 5 and up: (from this many output pixels per call, the tile of 5x5
-# kernels). Intel's AVX-512 cores (auto_grid_spr.json and bench runs on a Sapphire Rapids-class
-# Xeon) take it from 56x56 maps in 16x16 tiles (64->64 5x5 on 56x56: fft:16 2.21 ms, direct
-# 2.43, fft:8 3.05; on 28x28 direct 0.69, fft:8 1.06). And there 3x3 stride 2 with 32-64
+# kernels, from this many output pixels per image). Intel's AVX-512 cores (auto_grid_spr.json
+# and bench runs on a Sapphire Rapids-class Xeon) take it from 56x56 maps in 16x16 tiles
+# (64->64 5x5 on 56x56: fft:16 2.21 ms, direct 2.43, fft:8 3.05; on 28x28 direct 0.69, fft:8
+# 1.06). And there 3x3 stride 2 with 32-64
 # channels per group runs on im2col up to this many output pixels per call, where direct's
 # strided loads lose (64 channels on 14x14, batch 1: direct 1.8x im2col's time; on Zen 4 0.56x).
-_FFT = {"avx512-intel": (3136, 16)}
-_FFT_DEFAULT = (392, 8)
+# AVX2 (auto_grid_zen3.json): not on 7x7 maps, whose 4 tiles an image waste most of each FFT
+# (64->64 5x5 on 7x7 at batch 8: direct 0.65 ms, fft:8 0.97; 7x7 kernels: 1.20, fft:16 2.26).
+_FFT = {"avx512-intel": (3136, 16, 0), "avx2": (392, 8, 100)}
+_FFT_DEFAULT = (392, 8, 0)
 _IM2COL_STRIDED = {"avx512-intel": 196}
 
 
@@ -203,7 +210,8 @@ def _cpu_rules(params, dtype, inputs_finite=True, tuning=None, prepared=False):
     for plans alike (tests/test_auto_rules.py; ``python benchmarks/auto_grid.py --load ...``
     lists the misses). Intel's AVX-512 cores (``tuning`` "avx512-intel", cpu_tuning) differ
     where benchmarks/auto_grid_spr.json, the same grid on a Sapphire Rapids-class Xeon, says
-    so. Returns (kernel, the rule as a sentence). Winograd and FFT need float32 and finite
+    so, and AVX2 code (``tuning`` "avx2") where auto_grid_zen3.json, the grid on a Zen 3 without
+    AVX-512, does. Returns (kernel, the rule as a sentence). Winograd and FFT need float32 and finite
     inputs (``inputs_finite=False``: a tile would spread a NaN or Inf over it).
     """
     cg = params.C // params.groups
@@ -215,17 +223,18 @@ def _cpu_rules(params, dtype, inputs_finite=True, tuning=None, prepared=False):
     k = max(params.R, params.S)
     tuning = tuning or cpu_tuning()
     wide_isa = tuning.startswith("avx512")
-    min_cg = 32 if wide_isa else 16
+    # AVX2 too: at 16 channels direct beats both tiles (Zen 3, 16 on 14x14: 0.05 ms, F(4x4) 0.09)
+    min_cg = 16 if tuning == "scalar" else 32
     if inputs_finite and cg >= min_cg and not _C.supports("winograd:4", params, dname):
         first, f4 = winograd_pixels(tuning, prepared)
         if per_call >= first:
             return f"winograd:{winograd_tile(params, tuning, prepared)}", (
                 f"3x3 stride 1, >= {min_cg} channels per group, >= {first} output pixels per call: Winograd, "
                 + _tile_text(tuning, prepared))
-        if wide_isa:
-            return _few_tiles(cg, prepared)
-    fft_from, tile_5x5 = _FFT.get(tuning, _FFT_DEFAULT)
-    if inputs_finite and k >= 5 and cg >= 64 and per_call >= fft_from:
+        if tuning != "scalar":
+            return _few_tiles(cg, prepared, wide_isa)
+    fft_from, tile_5x5, fft_map = _FFT.get(tuning, _FFT_DEFAULT)
+    if inputs_finite and k >= 5 and cg >= 64 and per_call >= fft_from and pixels >= fft_map:
         # 5x5: 8x8 tiles, ahead of 16x16 and of direct up to 56x56 maps (64->64 at 56x56, Zen 4:
         # fft:8 3.0 ms, direct 3.5, fft:16 3.9); 7x7 and up: 16x16 tiles up to 64 channels a
         # group, past which direct wins (128->128 7x7 on 28x28: direct 7.5 ms, fft:16 8.9).
@@ -248,7 +257,9 @@ def _cpu_rules(params, dtype, inputs_finite=True, tuning=None, prepared=False):
     if k == 3 and params.stride_h > 1 and 32 <= cg <= 64 and per_call <= small_strided:
         return "im2col", (f"3x3 stride 2, 32-64 channels per group, <= {small_strided} output pixels per call "
                           f"({tuning}): im2col")
-    if cg <= 64 and not (prepared and k == 3 and per_call < 36):
+    # A plan's 3x3 on few pixels runs im2col's prepared GEMM: below 36 pixels per call, on AVX2
+    # below 200 (Zen 3, 16 channels on 7x7: 0.020 ms, direct 0.032; on 14x14 a tie)
+    if cg <= 64 and not (prepared and k == 3 and per_call < (200 if tuning == "avx2" else 36)):
         return "direct", "spatial kernel, <= 64 channels per group: direct (im2col's GEMM is too shallow)"
     if cg <= 128 and (pixels >= 150 or k >= 5):
         return "direct", "spatial kernel, <= 128 channels per group, >= 150 output pixels or 5x5 and up: direct"
@@ -266,10 +277,19 @@ def _tile_text(tuning, prepared):
     return text + ", else F(2x2)"
 
 
-def _few_tiles(cg, prepared):
+def _few_tiles(cg, prepared, wide_isa=True):
     """3x3 stride 1 with fewer than 100 output pixels per call (7x7 maps at batch 1), AVX-512:
     a call transforms the kernel for only 16 tiles, which pays from 32 channels per group (512
-    channels: 1.39 ms against im2col's 1.55); a plan's transformed kernel pays from 128."""
+    channels: 1.39 ms against im2col's 1.55); a plan's transformed kernel pays from 128. AVX2
+    (Zen 3): a call's transform does not pay (direct up to 128 channels, 0.28 ms against F(2x2)'s
+    0.35; then im2col, 512 channels 2.39 against 2.55); a plan's F(2x2) does from 32 channels
+    (64: 0.078 ms, direct 0.092)."""
+    if not wide_isa:
+        if prepared:
+            return "winograd:2", "3x3 stride 1, < 100 output pixels, a plan, >= 32 channels per group (AVX2): F(2x2)"
+        if cg <= 128:
+            return "direct", "3x3 stride 1, < 100 output pixels, a call, <= 128 channels per group (AVX2): direct"
+        return "im2col", "3x3 stride 1, < 100 output pixels, a call, > 128 channels per group (AVX2): im2col"
     if prepared:
         if cg >= 128:
             return "winograd:2", "3x3 stride 1, < 100 output pixels, a plan, >= 128 channels per group: F(2x2)"
