@@ -99,6 +99,11 @@ DEPTHWISE = [
     (1, 4, 16, 16, 1, 3, 3, 1, ((0, 0), (2, 0)), 1),  # 16 outputs, taps left of the row
     (3, 6, 5, 1, 1, 3, 3, 1, 1, 1),            # one column
     (1, 5, 17, 15, 1, 3, 3, 1, ((1, 2), (1, 1)), 1),  # 17 rows, a bottom pad of 2
+    # AVX2 float's small-plane path: the same limits and a left pad <= 2; one or two output vectors
+    (8, 19, 7, 7, 1, 3, 3, 1, 1, 1),           # conv6/dw-like at batch 8: Q = 7
+    (1, 3, 8, 8, 1, 3, 3, 1, 1, 1),            # Q = 8: exactly one vector
+    (2, 3, 17, 17, 1, 3, 3, 2, 0, 1),          # stride 2, no pad: Q = 8 from 17 columns
+    (1, 3, 15, 13, 1, 3, 3, 2, ((1, 1), (3, 0)), 1),  # left pad 3: band path
 ]
 
 

@@ -812,6 +812,91 @@ void conv_depthwise_small(const ConvParams& p, const float* x, const float* w, c
     }
   }
 }
+#elif defined(__AVX2__)
+// Small planes (AVX2, float): 3x3, stride 1 or 2 (both axes), dilation 1, multiplier 1, rows
+// of at most 32 input and 16 output pixels (one or two vectors), at most 32 input rows, left
+// pad <= 2 (MobileNet's 28x28 stride-2, 14x14 and 7x7 layers). The band path's per-plane costs
+// (fill, tile setup, task) outweigh a 7x7 plane's 63 FMAs: 512 channels on 14x14 -> 7x7 at
+// batch 8 took 0.67 ms on Zen 3, torch 0.48. As on AVX-512, a plane is one pass: each input row
+// is copied into a zero-padded stack row and turned into its three taps s = 0, 1, 2 as vectors
+// along the output row (lane q holds x[i][q*stride - pad_w + s], zero outside the row; stride 2
+// deinterleaves two loads with a shuffle and a lane permute), kept in a 6 KiB buffer; then each
+// output row is 9 FMAs a vector from the rows it reads (rows outside the image are skipped).
+//   x (N, C, H, W), w (C, 1, 3, 3), bias (C) or null, y (N, C, P, Q).
+bool depthwise_small_plane(const ConvParams& p) {
+  return p.K == p.C && p.groups == p.C && p.R == 3 && p.S == 3 && p.dil_h == 1 && p.dil_w == 1 &&
+         p.stride_h == p.stride_w && (p.stride_h == 1 || p.stride_h == 2) && p.W <= 32 && p.Q <= 16 &&
+         p.H <= 32 && p.pad_w <= 2;
+}
+
+template <int NV>  // output vectors a row: Q <= 8 * NV
+void conv_depthwise_small_nv(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
+  const index_t planes = p.N * p.C, H = p.H, W = p.W, P = p.P, Q = p.Q, sh = p.stride_h;
+  constexpr index_t kRowOffset = 8;  // row[kRowOffset + col] = x[i][col]; zeros around
+#pragma omp parallel
+  {
+    alignas(32) float row[48] = {};  // zero-padded input row: [8 zeros][W values][zeros]
+    alignas(32) float taps[32 * 3 * 16];  // [input row][s][lane]
+#pragma omp for schedule(static)
+    for (index_t pl = 0; pl < planes; ++pl) {
+      const index_t c = pl % p.C;
+      const float* xp = x + pl * H * W;
+      float* yp = y + pl * P * Q;
+      for (index_t i = 0; i < H; ++i) {
+        for (index_t j = 0; j < W; j += 8) {  // the zeros that load_first_n leaves past W stay zeros
+          const int n = int(std::min<index_t>(8, W - j));
+          _mm256_storeu_ps(row + kRowOffset + j, n == 8 ? _mm256_loadu_ps(xp + i * W + j)
+                                                        : load_first_n(xp + i * W + j, n));
+        }
+        for (int s = 0; s < 3; ++s) {
+          const float* r0 = row + kRowOffset - p.pad_w + s;  // column q*sh of this tap
+          for (int v = 0; v < NV; ++v) {
+            __m256 tap;
+            if (sh == 1) {
+              tap = _mm256_loadu_ps(r0 + 8 * v);
+            } else {  // even lanes of two vectors: [a0 a2 b0 b2 | a4 a6 b4 b6] -> [a0 a2 a4 a6 b0 b2 b4 b6]
+              const __m256 a = _mm256_loadu_ps(r0 + 16 * v), b = _mm256_loadu_ps(r0 + 16 * v + 8);
+              const __m256 even = _mm256_shuffle_ps(a, b, 0x88);
+              tap = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), 0xD8));
+            }
+            _mm256_store_ps(taps + (i * 3 + s) * 16 + 8 * v, tap);
+          }
+        }
+      }
+      __m256 wv[9];
+      for (int t = 0; t < 9; ++t) wv[t] = _mm256_set1_ps(w[c * 9 + t]);
+      const __m256 b = _mm256_set1_ps(bias ? bias[c] : 0.f);
+      for (index_t o = 0; o < P; ++o) {
+        __m256 acc[NV];
+        for (int v = 0; v < NV; ++v) acc[v] = b;
+        for (int r = 0; r < 3; ++r) {
+          const index_t i = o * sh - p.pad_h + r;
+          if (i < 0 || i >= H) continue;
+          const float* t = taps + i * 3 * 16;
+          for (int v = 0; v < NV; ++v) {
+            acc[v] = _mm256_fmadd_ps(wv[r * 3], _mm256_load_ps(t + 8 * v), acc[v]);
+            acc[v] = _mm256_fmadd_ps(wv[r * 3 + 1], _mm256_load_ps(t + 16 + 8 * v), acc[v]);
+            acc[v] = _mm256_fmadd_ps(wv[r * 3 + 2], _mm256_load_ps(t + 32 + 8 * v), acc[v]);
+          }
+        }
+        for (int v = 0; v < NV; ++v) {
+          const int n = int(std::min<index_t>(8, Q - 8 * v));
+          if (n == 8)
+            _mm256_storeu_ps(yp + o * Q + 8 * v, acc[v]);
+          else if (n > 0)
+            store_first_n(yp + o * Q + 8 * v, acc[v], n);
+        }
+      }
+    }
+  }
+}
+
+void conv_depthwise_small(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
+  if (p.Q <= 8)
+    conv_depthwise_small_nv<1>(p, x, w, bias, y);
+  else
+    conv_depthwise_small_nv<2>(p, x, w, bias, y);
+}
 #endif
 
 // x (N, C, H, W), w (K, 1, R, S), K = m*C (channel multiplier m >= 1), y (N, K, P, Q).
@@ -822,7 +907,7 @@ void conv_depthwise_small(const ConvParams& p, const float* x, const float* w, c
 // (Zen 1, 1->6 5x5 on 32x32, 1 thread: 6x2 tiles 747 us, 2x4 tiles 862 us, 3x4 827 us).
 template <class T>
 void conv_depthwise(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
   if constexpr (std::is_same_v<T, float>) {
     if (depthwise_small_plane(p)) {
       conv_depthwise_small(p, x, w, bias, y);
