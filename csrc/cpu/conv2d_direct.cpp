@@ -830,7 +830,8 @@ bool depthwise_small_plane(const ConvParams& p) {
 }
 
 template <int NV>  // output vectors a row: Q <= 8 * NV
-void conv_depthwise_small_nv(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
+void conv_depthwise_small_nv(const ConvParams& p, const float* x, const float* w, const float* bias,
+                             float* y) {
   const index_t planes = p.N * p.C, H = p.H, W = p.W, P = p.P, Q = p.Q, sh = p.stride_h;
   constexpr index_t kRowOffset = 8;  // row[kRowOffset + col] = x[i][col]; zeros around
 #pragma omp parallel
@@ -845,8 +846,8 @@ void conv_depthwise_small_nv(const ConvParams& p, const float* x, const float* w
       for (index_t i = 0; i < H; ++i) {
         for (index_t j = 0; j < W; j += 8) {  // the zeros that load_first_n leaves past W stay zeros
           const int n = int(std::min<index_t>(8, W - j));
-          _mm256_storeu_ps(row + kRowOffset + j, n == 8 ? _mm256_loadu_ps(xp + i * W + j)
-                                                        : load_first_n(xp + i * W + j, n));
+          _mm256_storeu_ps(row + kRowOffset + j,
+                           n == 8 ? _mm256_loadu_ps(xp + i * W + j) : load_first_n(xp + i * W + j, n));
         }
         for (int s = 0; s < 3; ++s) {
           const float* r0 = row + kRowOffset - p.pad_w + s;  // column q*sh of this tap
