@@ -104,6 +104,9 @@ DEPTHWISE = [
     (1, 3, 8, 8, 1, 3, 3, 1, 1, 1),            # Q = 8: exactly one vector
     (2, 3, 17, 17, 1, 3, 3, 2, 0, 1),          # stride 2, no pad: Q = 8 from 17 columns
     (1, 3, 15, 13, 1, 3, 3, 2, ((1, 1), (3, 0)), 1),  # left pad 3: band path
+    (2, 5, 56, 56, 1, 3, 3, 2, 1, 1),          # conv3_2/dw-like at stride 2: four output vectors a row
+    (1, 3, 64, 63, 1, 3, 3, 2, ((2, 0), (0, 2)), 1),  # the largest stride-2 plane: 64 rows, 32 outputs
+    (1, 3, 65, 20, 1, 3, 3, 2, 1, 1),          # 65 rows: band path
 ]
 
 

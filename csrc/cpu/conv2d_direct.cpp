@@ -814,19 +814,23 @@ void conv_depthwise_small(const ConvParams& p, const float* x, const float* w, c
 }
 #elif defined(__AVX2__)
 // Small planes (AVX2, float): 3x3, stride 1 or 2 (both axes), dilation 1, multiplier 1, rows
-// of at most 32 input and 16 output pixels (one or two vectors), at most 32 input rows, left
-// pad <= 2 (MobileNet's 28x28 stride-2, 14x14 and 7x7 layers). The band path's per-plane costs
-// (fill, tile setup, task) outweigh a 7x7 plane's 63 FMAs: 512 channels on 14x14 -> 7x7 at
-// batch 8 took 0.67 ms on Zen 3, torch 0.48. As on AVX-512, a plane is one pass: each input row
+// of at most 64 input pixels and of 32 output pixels at stride 2 (one, two or four vectors), 16
+// at stride 1, at most 64 input rows, left pad <= 2 (MobileNet's 56x56 and 28x28 stride-2,
+// 14x14 and 7x7 layers). The band path's per-plane costs (fill, tile setup, task) outweigh a
+// 7x7 plane's 63 FMAs (512 channels on 14x14 -> 7x7 at batch 8 took 0.67 ms on Zen 3, torch
+// 0.48), and its stride-2 fill splits rows column by column (128 channels on 56x56 -> 28x28:
+// 0.21 ms at batch 1, here 0.13). Stride 1 on 28x28 maps stays on the band's row tiles (256
+// channels at batch 1: 0.13 ms, here 0.15). As on AVX-512, a plane is one pass: each input row
 // is copied into a zero-padded stack row and turned into its three taps s = 0, 1, 2 as vectors
 // along the output row (lane q holds x[i][q*stride - pad_w + s], zero outside the row; stride 2
-// deinterleaves two loads with a shuffle and a lane permute), kept in a 6 KiB buffer; then each
-// output row is 9 FMAs a vector from the rows it reads (rows outside the image are skipped).
+// deinterleaves two loads with a shuffle and a lane permute), kept in a buffer of up to 24 KiB;
+// then each output row is 9 FMAs a vector from the rows it reads (rows outside the image are
+// skipped).
 //   x (N, C, H, W), w (C, 1, 3, 3), bias (C) or null, y (N, C, P, Q).
 bool depthwise_small_plane(const ConvParams& p) {
   return p.K == p.C && p.groups == p.C && p.R == 3 && p.S == 3 && p.dil_h == 1 && p.dil_w == 1 &&
-         p.stride_h == p.stride_w && (p.stride_h == 1 || p.stride_h == 2) && p.W <= 32 && p.Q <= 16 &&
-         p.H <= 32 && p.pad_w <= 2;
+         p.stride_h == p.stride_w && (p.stride_h == 1 || p.stride_h == 2) && p.W <= 64 &&
+         p.Q <= (p.stride_w == 2 ? 32 : 16) && p.H <= 64 && p.pad_w <= 2;
 }
 
 template <int NV>  // output vectors a row: Q <= 8 * NV
@@ -836,8 +840,10 @@ void conv_depthwise_small_nv(const ConvParams& p, const float* x, const float* w
   constexpr index_t kRowOffset = 8;  // row[kRowOffset + col] = x[i][col]; zeros around
 #pragma omp parallel
   {
-    alignas(32) float row[48] = {};  // zero-padded input row: [8 zeros][W values][zeros]
-    alignas(32) float taps[32 * 3 * 16];  // [input row][s][lane]
+    constexpr index_t kLanesRow = 8 * NV;  // a tap row's lanes
+    // Zero-padded input row, [8 zeros][W values][zeros]: stride 2 reads up to lane 2 * kLanesRow + 10.
+    alignas(32) float row[kRowOffset + 2 * kLanesRow + 16] = {};
+    alignas(32) float taps[64 * 3 * kLanesRow];  // [input row][s][lane]
 #pragma omp for schedule(static)
     for (index_t pl = 0; pl < planes; ++pl) {
       const index_t c = pl % p.C;
@@ -860,7 +866,7 @@ void conv_depthwise_small_nv(const ConvParams& p, const float* x, const float* w
               const __m256 even = _mm256_shuffle_ps(a, b, 0x88);
               tap = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), 0xD8));
             }
-            _mm256_store_ps(taps + (i * 3 + s) * 16 + 8 * v, tap);
+            _mm256_store_ps(taps + (i * 3 + s) * kLanesRow + 8 * v, tap);
           }
         }
       }
@@ -873,11 +879,11 @@ void conv_depthwise_small_nv(const ConvParams& p, const float* x, const float* w
         for (int r = 0; r < 3; ++r) {
           const index_t i = o * sh - p.pad_h + r;
           if (i < 0 || i >= H) continue;
-          const float* t = taps + i * 3 * 16;
+          const float* t = taps + i * 3 * kLanesRow;
           for (int v = 0; v < NV; ++v) {
             acc[v] = _mm256_fmadd_ps(wv[r * 3], _mm256_load_ps(t + 8 * v), acc[v]);
-            acc[v] = _mm256_fmadd_ps(wv[r * 3 + 1], _mm256_load_ps(t + 16 + 8 * v), acc[v]);
-            acc[v] = _mm256_fmadd_ps(wv[r * 3 + 2], _mm256_load_ps(t + 32 + 8 * v), acc[v]);
+            acc[v] = _mm256_fmadd_ps(wv[r * 3 + 1], _mm256_load_ps(t + kLanesRow + 8 * v), acc[v]);
+            acc[v] = _mm256_fmadd_ps(wv[r * 3 + 2], _mm256_load_ps(t + 2 * kLanesRow + 8 * v), acc[v]);
           }
         }
         for (int v = 0; v < NV; ++v) {
@@ -895,8 +901,10 @@ void conv_depthwise_small_nv(const ConvParams& p, const float* x, const float* w
 void conv_depthwise_small(const ConvParams& p, const float* x, const float* w, const float* bias, float* y) {
   if (p.Q <= 8)
     conv_depthwise_small_nv<1>(p, x, w, bias, y);
-  else
+  else if (p.Q <= 16)
     conv_depthwise_small_nv<2>(p, x, w, bias, y);
+  else
+    conv_depthwise_small_nv<4>(p, x, w, bias, y);
 }
 #endif
 
