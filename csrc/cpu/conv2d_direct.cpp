@@ -818,10 +818,10 @@ void conv_depthwise_small(const ConvParams& p, const float* x, const float* w, c
 // at stride 1, at most 64 input rows, left pad <= 2 (MobileNet's 56x56 and 28x28 stride-2,
 // 14x14 and 7x7 layers). The band path's per-plane costs (fill, tile setup, task) outweigh a
 // 7x7 plane's 63 FMAs (512 channels on 14x14 -> 7x7 at batch 8 took 0.67 ms on Zen 3, torch
-// 0.48), and its stride-2 fill splits rows column by column (128 channels on 56x56 -> 28x28:
-// 0.21 ms at batch 1, here 0.13). Stride 1 on 28x28 maps stays on the band's row tiles (256
-// channels at batch 1: 0.13 ms, here 0.15). As on AVX-512, a plane is one pass: each input row
-// is copied into a zero-padded stack row and turned into its three taps s = 0, 1, 2 as vectors
+// 0.48), and so do they at stride 2 on 56x56 maps (128 channels to 28x28: 0.21 ms at batch
+// 1, here 0.13; not the stride-2 fill: vectorising it by hand changed nothing). Stride 1 on 28x28 maps stays
+// on the band's row tiles (256 channels at batch 1: 0.13 ms, here 0.15). As on AVX-512, a plane is one pass:
+// each input row is copied into a zero-padded stack row and turned into its three taps s = 0, 1, 2 as vectors
 // along the output row (lane q holds x[i][q*stride - pad_w + s], zero outside the row; stride 2
 // deinterleaves two loads with a shuffle and a lane permute), kept in a buffer of up to 24 KiB;
 // then each output row is 9 FMAs a vector from the rows it reads (rows outside the image are
