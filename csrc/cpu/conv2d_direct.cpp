@@ -813,18 +813,18 @@ void conv_depthwise_small(const ConvParams& p, const float* x, const float* w, c
   }
 }
 #elif defined(__AVX2__)
-// Small planes (AVX2, float): 3x3, stride 1 or 2 (both axes), dilation 1, multiplier 1, rows
-// of at most 64 input pixels and of 32 output pixels at stride 2 (one, two or four vectors), 16
-// at stride 1, at most 64 input rows, left pad <= 2 (MobileNet's 56x56 and 28x28 stride-2,
-// 14x14 and 7x7 layers). The band path's per-plane costs (fill, tile setup, task) outweigh a
-// 7x7 plane's 63 FMAs (512 channels on 14x14 -> 7x7 at batch 8 took 0.67 ms on Zen 3, torch
-// 0.48), and so do they at stride 2 on 56x56 maps (128 channels to 28x28: 0.21 ms at batch
-// 1, here 0.13; not the stride-2 fill: vectorising it by hand changed nothing). Stride 1 on 28x28 maps stays
-// on the band's row tiles (256 channels at batch 1: 0.13 ms, here 0.15). As on AVX-512, a plane is one pass:
-// each input row is copied into a zero-padded stack row and turned into its three taps s = 0, 1, 2 as vectors
-// along the output row (lane q holds x[i][q*stride - pad_w + s], zero outside the row; stride 2
-// deinterleaves two loads with a shuffle and a lane permute), kept in a buffer of up to 24 KiB;
-// then each output row is 9 FMAs a vector from the rows it reads (rows outside the image are
+// Small planes (AVX2, float): 3x3, stride 1 or 2 (both axes), dilation 1, multiplier 1, rows of at
+// most 64 input pixels and of 32 output pixels at stride 2 (one, two or four vectors), 16 at stride
+// 1, at most 64 input rows, left pad <= 2 (MobileNet's 56x56 and 28x28 stride-2, 14x14 and 7x7
+// layers). The band path's per-plane costs (fill, tile setup, task) outweigh a 7x7 plane's 63 FMAs
+// (512 channels on 14x14 -> 7x7 at batch 8 took 0.67 ms on Zen 3, torch 0.48), and so do they at
+// stride 2 on 56x56 maps (128 channels to 28x28: 0.21 ms at batch 1, here 0.13; not the stride-2
+// fill: vectorising it by hand changed nothing). Stride 1 on 28x28 maps stays on the band's row
+// tiles (256 channels at batch 1: 0.13 ms, here 0.15). As on AVX-512, a plane is one pass: each
+// input row is copied into a zero-padded stack row and turned into its three taps s = 0, 1, 2 as
+// vectors along the output row (lane q holds x[i][q*stride - pad_w + s], zero outside the row;
+// stride 2 deinterleaves two loads with a shuffle and a lane permute), kept in a buffer of up to 24
+// KiB; then each output row is 9 FMAs a vector from the rows it reads (rows outside the image are
 // skipped).
 //   x (N, C, H, W), w (C, 1, 3, 3), bias (C) or null, y (N, C, P, Q).
 bool depthwise_small_plane(const ConvParams& p) {
