@@ -99,7 +99,8 @@ DEPTHWISE = [
     (1, 4, 16, 16, 1, 3, 3, 1, ((0, 0), (2, 0)), 1),  # 16 outputs, taps left of the row
     (3, 6, 5, 1, 1, 3, 3, 1, 1, 1),            # one column
     (1, 5, 17, 15, 1, 3, 3, 1, ((1, 2), (1, 1)), 1),  # 17 rows, a bottom pad of 2
-    # AVX2 float's small-plane path: the same limits and a left pad <= 2; one or two output vectors
+    # AVX2 float's small-plane path: rows of <= 64 inputs and <= 32 outputs at stride 2 (16 at stride
+    # 1), <= 64 rows, a left pad <= 2; one, two or four output vectors a row
     (8, 19, 7, 7, 1, 3, 3, 1, 1, 1),           # conv6/dw-like at batch 8: Q = 7
     (1, 3, 8, 8, 1, 3, 3, 1, 1, 1),            # Q = 8: exactly one vector
     (2, 3, 17, 17, 1, 3, 3, 2, 0, 1),          # stride 2, no pad: Q = 8 from 17 columns

@@ -820,12 +820,12 @@ void conv_depthwise_small(const ConvParams& p, const float* x, const float* w, c
 // (512 channels on 14x14 -> 7x7 at batch 8 took 0.67 ms on Zen 3, torch 0.48), and so do they at
 // stride 2 on 56x56 maps (128 channels to 28x28: 0.21 ms at batch 1, here 0.13; not the stride-2
 // fill: vectorising it by hand changed nothing). Stride 1 on 28x28 maps stays on the band's row
-// tiles (256 channels at batch 1: 0.13 ms, here 0.15). As on AVX-512, a plane is one pass: each
-// input row is copied into a zero-padded stack row and turned into its three taps s = 0, 1, 2 as
-// vectors along the output row (lane q holds x[i][q*stride - pad_w + s], zero outside the row;
-// stride 2 deinterleaves two loads with a shuffle and a lane permute), kept in a buffer of up to 24
-// KiB; then each output row is 9 FMAs a vector from the rows it reads (rows outside the image are
-// skipped).
+// tiles (256 channels at batch 1: 0.13 ms, here 0.15). As on AVX-512, a plane is one pass: its
+// input rows are copied into zero-padded stack rows (up to 22 KiB), each then turned into its three
+// taps s = 0, 1, 2 as vectors along the output row (lane q holds x[i][q*stride - pad_w + s], zero
+// outside the row; stride 2 deinterleaves two loads with a shuffle and a lane permute), kept in a
+// buffer of up to 24 KiB; then each output row is 9 FMAs a vector from the rows it reads (rows
+// outside the image are skipped).
 //   x (N, C, H, W), w (C, 1, 3, 3), bias (C) or null, y (N, C, P, Q).
 bool depthwise_small_plane(const ConvParams& p) {
   return p.K == p.C && p.groups == p.C && p.R == 3 && p.S == 3 && p.dil_h == 1 && p.dil_w == 1 &&

@@ -85,10 +85,10 @@ _WINOGRAD_PIXELS_DEFAULT = (49, 196)  # scalar
 # kernels, from this many output pixels per image). Intel's AVX-512 cores (auto_grid_spr.json
 # and bench runs on a Sapphire Rapids-class Xeon) take it from 56x56 maps in 16x16 tiles
 # (64->64 5x5 on 56x56: fft:16 2.21 ms, direct 2.43, fft:8 3.05; on 28x28 direct 0.69, fft:8
-# 1.06). And there 3x3 stride 2 with 32-64
-# channels per group runs on im2col up to this many output pixels per call, where direct's
-# strided loads lose (64 channels on 14x14, batch 1: direct 1.8x im2col's time; on Zen 4 0.56x).
-# AVX2 (auto_grid_zen3.json): not on 7x7 maps, whose 4 tiles an image waste most of each FFT
+# 1.06). And there 3x3 stride 2 with 32-64 channels per group runs on im2col up to this many
+# output pixels per call, where direct's strided loads lose (64 channels on 14x14, batch 1:
+# direct 1.8x im2col's time; on Zen 4 0.56x).
+# AVX2 (auto_grid_zen3.json): not on 7x7 maps, whose 49 outputs an image do not pay 4 tiles' FFTs
 # (64->64 5x5 on 7x7 at batch 8: direct 0.65 ms, fft:8 0.97; 7x7 kernels: 1.20, fft:16 2.26).
 _FFT = {"avx512-intel": (3136, 16, 0), "avx2": (392, 8, 100)}
 _FFT_DEFAULT = (392, 8, 0)
