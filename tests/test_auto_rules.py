@@ -97,9 +97,10 @@ def test_tuning_follows_the_vendor_and_isa():
                              vendor="intel") == "winograd:4"
     assert algorithms.choose(_params(1, 64, 14, 3, stride=2), np.float32, isa="avx512", vendor="intel") == "im2col"
     assert algorithms.choose(_params(1, 64, 14, 3, stride=2), np.float32, isa="avx512", vendor="amd") == "direct"
-    # AVX2 (Zen 3's grid): F(4x4) from 169 pixels; under 100 a call runs direct or im2col, a plan F(2x2)
+    # AVX2 (Zen 3's grid): F(4x4) from 169 pixels; under 100 a call runs direct up to 128 channels, else
+    # F(2x2) (Zen 1: 1.8x ahead of im2col at 512 channels), a plan F(2x2)
     for c, m, n, prepared, pick in [(256, 13, 1, False, "winograd:4"), (64, 13, 1, True, "winograd:4"),
-                                    (128, 7, 1, False, "direct"), (512, 7, 1, False, "im2col"),
+                                    (128, 7, 1, False, "direct"), (512, 7, 1, False, "winograd:2"),
                                     (64, 7, 1, True, "winograd:2"), (16, 14, 1, False, "direct")]:
         assert algorithms.choose(_params(n, c, m, 3), np.float32, prepared=prepared, isa="avx2",
                                  vendor="amd") == pick, (c, m, prepared)

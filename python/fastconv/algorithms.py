@@ -280,16 +280,17 @@ def _tile_text(tuning, prepared):
 def _few_tiles(cg, prepared, wide_isa=True):
     """3x3 stride 1 with fewer than 100 output pixels per call (7x7 maps at batch 1), AVX-512:
     a call transforms the kernel for only 16 tiles, which pays from 32 channels per group (512
-    channels: 1.39 ms against im2col's 1.55); a plan's transformed kernel pays from 128. AVX2
-    (Zen 3): a call's transform does not pay (direct up to 128 channels, 0.28 ms against F(2x2)'s
-    0.35; then im2col, 512 channels 2.39 against 2.55); a plan's F(2x2) does from 32 channels
-    (64: 0.078 ms, direct 0.092)."""
+    channels: 1.39 ms against im2col's 1.55); a plan's transformed kernel pays from 128. AVX2:
+    in a call up to 128 channels direct (Zen 3, 128 on 7x7: 0.28 ms against F(2x2)'s 0.35), then
+    F(2x2): on Zen 3 within 7 % of im2col (512: 2.55 ms against 2.39), on Zen 1, whose FMAs are
+    half as wide, 1.8x ahead of it (512: 3.84 ms against 6.77, RESULTS.md's Zen 1 section); a
+    plan's F(2x2) from 32 channels (Zen 3, 64: 0.078 ms, direct 0.092)."""
     if not wide_isa:
         if prepared:
             return "winograd:2", "3x3 stride 1, < 100 output pixels, a plan, >= 32 channels per group (AVX2): F(2x2)"
         if cg <= 128:
             return "direct", "3x3 stride 1, < 100 output pixels, a call, <= 128 channels per group (AVX2): direct"
-        return "im2col", "3x3 stride 1, < 100 output pixels, a call, > 128 channels per group (AVX2): im2col"
+        return "winograd:2", "3x3 stride 1, < 100 output pixels, a call, > 128 channels per group (AVX2): F(2x2)"
     if prepared:
         if cg >= 128:
             return "winograd:2", "3x3 stride 1, < 100 output pixels, a plan, >= 128 channels per group: F(2x2)"
