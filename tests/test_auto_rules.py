@@ -97,10 +97,9 @@ def test_tuning_follows_the_vendor_and_isa():
                              vendor="intel") == "winograd:4"
     assert algorithms.choose(_params(1, 64, 14, 3, stride=2), np.float32, isa="avx512", vendor="intel") == "im2col"
     assert algorithms.choose(_params(1, 64, 14, 3, stride=2), np.float32, isa="avx512", vendor="amd") == "direct"
-    # AVX2 (Zen 3's grid): F(4x4) from 169 pixels; under 100 a call runs direct up to 128 channels, else
-    # F(2x2) (Zen 1: 1.8x ahead of im2col at 512 channels), a plan F(2x2)
+    # AVX2 (Zen 3's grid): F(4x4) from 169 pixels; under 100 a call runs direct or im2col, a plan F(2x2)
     for c, m, n, prepared, pick in [(256, 13, 1, False, "winograd:4"), (64, 13, 1, True, "winograd:4"),
-                                    (128, 7, 1, False, "direct"), (512, 7, 1, False, "winograd:2"),
+                                    (128, 7, 1, False, "direct"), (512, 7, 1, False, "im2col"),
                                     (64, 7, 1, True, "winograd:2"), (16, 14, 1, False, "direct")]:
         assert algorithms.choose(_params(n, c, m, 3), np.float32, prepared=prepared, isa="avx2",
                                  vendor="amd") == pick, (c, m, prepared)
@@ -109,5 +108,15 @@ def test_tuning_follows_the_vendor_and_isa():
     p5 = conv_params((8, 64, 7, 7), (64, 64, 5, 5), 1, 2, 1, 1)[0]
     assert algorithms.choose(p5, np.float32, isa="avx2", vendor="amd") == "direct"
     assert algorithms.choose(p5, np.float32, isa="avx512", vendor="amd") == "fft:8"
+    # Zen 1 and Zen+ (AMD family 23 below model 0x30) keep the AVX2 rules measured there before the grid:
+    # Winograd from 16 channels and 49 pixels, F(4x4) from 196; Zen 2 and later take the grid's
+    assert algorithms.cpu_tuning("avx2", "amd", 23, 1) == algorithms.cpu_tuning("avx2", "amd", 23, 0x18) == "avx2-zen1"
+    assert algorithms.cpu_tuning("avx2", "amd", 23, 0x31) == algorithms.cpu_tuning("avx2", "amd", 25, 1) == "avx2"
+    assert algorithms.cpu_tuning("avx512", "amd", 23, 1) == "avx512"
+    for c, m, pick in [(16, 14, "winograd:4"), (128, 7, "winograd:2"), (512, 7, "winograd:2"), (64, 13, "winograd:2")]:
+        assert algorithms._cpu_rules(_params(1, c, m, 3), np.float32, tuning="avx2-zen1")[0] == pick, (c, m)
+    assert algorithms._cpu_rules(p5, np.float32, tuning="avx2-zen1")[0] == "fft:8"
     # this process's own tuning is its CPU's
-    assert algorithms.cpu_tuning() == algorithms.cpu_tuning(fc._C.get_isa(), fc._C.cpu_identity()["vendor"])
+    ident = fc._C.cpu_identity()
+    assert algorithms.cpu_tuning() == algorithms.cpu_tuning(fc._C.get_isa(), ident["vendor"], ident["family"],
+                                                            ident["model"])

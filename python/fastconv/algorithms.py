@@ -41,24 +41,44 @@ def available(device="cpu"):
     return POLICIES + aliases + names + ("reference",)
 
 
-def cpu_tuning(isa=None, vendor=None):
+def cpu_tuning(isa=None, vendor=None, family=None, model=None):
     """The key of auto's CPU tables: the instruction set and, on AVX-512, whose cores run it.
     ``"avx512"``: AMD's (fitted on a 2-core Zen 4, benchmarks/auto_grid_zen4.json; other
     vendors too); ``"avx512-intel"``: Intel's (a 2-core Sapphire Rapids-class Xeon,
     benchmarks/auto_grid_spr.json), whose two full-width FMA units a core halve the time of
     the products against Zen 4's one split zmm FMA, so the transforms and the memory traffic
     around them weigh more (F(4x4) pays only from 392 pixels, FFT only on large maps);
-    ``"avx2"`` (fitted on a 2-core Zen 3, benchmarks/auto_grid_zen3.json) and ``"scalar"``.
-    ``isa`` and ``vendor`` default to the active instruction set and the CPU's vendor
-    (``_C.cpu_identity()``, read from CPUID at run time)."""
+    ``"avx2"`` (fitted on a 2-core Zen 3, benchmarks/auto_grid_zen3.json); ``"avx2-zen1"``
+    (AMD family 23 below model 0x30: Zen 1 and Zen+, whose FMAs are 128 bits wide), which keeps
+    the rules measured there before the grid (RESULTS.md's Zen 1 sections: Winograd from 16
+    channels and 49 pixels, F(4x4) from 196), none of the grid's AVX2 changes having been
+    measured on it; and ``"scalar"``, which keeps them too. ``isa`` and ``vendor`` default to the
+    active instruction set and the CPU's vendor, and without a vendor ``family`` and ``model``
+    to the CPU's (``_C.cpu_identity()``, read from CPUID at run time)."""
     isa = isa or _C.get_isa()
-    vendor = vendor or _cpu_vendor()
-    return "avx512-intel" if isa == "avx512" and vendor == "intel" else isa
+    if vendor is None:
+        ident = _cpu_identity()
+        vendor = ident["vendor"]
+        family = ident["family"] if family is None else family
+        model = ident["model"] if model is None else model
+    if isa == "avx512" and vendor == "intel":
+        return "avx512-intel"
+    if isa == "avx2" and vendor == "amd" and family == 23 and model is not None and model < 0x30:
+        return "avx2-zen1"
+    return isa
+
+
+# Tunings whose rules predate the measured grids (see cpu_tuning).
+_PRE_GRID = ("scalar", "avx2-zen1")
 
 
 @functools.lru_cache(maxsize=None)
+def _cpu_identity():
+    return dict(_C.cpu_identity())
+
+
 def _cpu_vendor():
-    return _C.cpu_identity()["vendor"]
+    return _cpu_identity()["vendor"]
 
 
 # Winograd's thresholds by tuning (cpu_tuning), in output pixels per call (batch included):
@@ -73,13 +93,14 @@ def _cpu_vendor():
 # against 0.77. Plans keep F(2x2) there (384 on 13x13: 1.42 ms, F(4x4) 1.58).
 # AVX2 (benchmarks/auto_grid_zen3.json, a 2-core Zen 3): F(4x4) from 169 pixels, calls and plans
 # alike (384 on 13x13: 3.48 ms against F(2x2)'s 4.76; 64 on 13x13, a plan: 0.15 against 0.19);
-# below 100 pixels see _few_tiles. Scalar code (measured on Zen 1): from 49, F(4x4) from 196.
+# below 100 pixels see _few_tiles. Zen 1's AVX2 and scalar code (measured on Zen 1): from 49,
+# F(4x4) from 196.
 _WINOGRAD_PIXELS = {("avx512", False): (100, 300), ("avx512", True): (100, 169),
                     ("avx512-intel", False): (100, 392), ("avx512-intel", True): (100, 392),
                     ("avx2", False): (100, 169), ("avx2", True): (100, 169)}
 # (tuning, plan): (channels per group, F(4x4) from this many pixels per call)
 _F4_WIDE = {("avx512", False): (256, 169), ("avx512", True): (256, 169), ("avx512-intel", False): (384, 169)}
-_WINOGRAD_PIXELS_DEFAULT = (49, 196)  # scalar
+_WINOGRAD_PIXELS_DEFAULT = (49, 196)  # _PRE_GRID
 
 # FFT for kernels of 5 and up: (from this many output pixels per call, the tile of 5x5
 # kernels, from this many output pixels per image). Intel's AVX-512 cores (auto_grid_spr.json
@@ -224,14 +245,14 @@ def _cpu_rules(params, dtype, inputs_finite=True, tuning=None, prepared=False):
     tuning = tuning or cpu_tuning()
     wide_isa = tuning.startswith("avx512")
     # AVX2 too: at 16 channels direct beats both tiles (Zen 3, 16 on 14x14: 0.05 ms, F(4x4) 0.09)
-    min_cg = 16 if tuning == "scalar" else 32
+    min_cg = 16 if tuning in _PRE_GRID else 32
     if inputs_finite and cg >= min_cg and not _C.supports("winograd:4", params, dname):
         first, f4 = winograd_pixels(tuning, prepared)
         if per_call >= first:
             return f"winograd:{winograd_tile(params, tuning, prepared)}", (
                 f"3x3 stride 1, >= {min_cg} channels per group, >= {first} output pixels per call: Winograd, "
                 + _tile_text(tuning, prepared))
-        if tuning != "scalar":
+        if tuning not in _PRE_GRID:
             return _few_tiles(cg, prepared, wide_isa)
     fft_from, tile_5x5, fft_map = _FFT.get(tuning, _FFT_DEFAULT)
     if inputs_finite and k >= 5 and cg >= 64 and per_call >= fft_from and pixels >= fft_map:
@@ -280,17 +301,16 @@ def _tile_text(tuning, prepared):
 def _few_tiles(cg, prepared, wide_isa=True):
     """3x3 stride 1 with fewer than 100 output pixels per call (7x7 maps at batch 1), AVX-512:
     a call transforms the kernel for only 16 tiles, which pays from 32 channels per group (512
-    channels: 1.39 ms against im2col's 1.55); a plan's transformed kernel pays from 128. AVX2:
-    in a call up to 128 channels direct (Zen 3, 128 on 7x7: 0.28 ms against F(2x2)'s 0.35), then
-    F(2x2): on Zen 3 within 7 % of im2col (512: 2.55 ms against 2.39), on Zen 1, whose FMAs are
-    half as wide, 1.8x ahead of it (512: 3.84 ms against 6.77, RESULTS.md's Zen 1 section); a
-    plan's F(2x2) from 32 channels (Zen 3, 64: 0.078 ms, direct 0.092)."""
+    channels: 1.39 ms against im2col's 1.55); a plan's transformed kernel pays from 128. AVX2
+    (Zen 3): a call's transform does not pay (direct up to 128 channels, 0.28 ms against F(2x2)'s
+    0.35; then im2col, 512 channels 2.39 against 2.55; on Zen 1, "avx2-zen1", F(2x2) stays: 3.84
+    ms against im2col's 6.77); a plan's F(2x2) does from 32 channels (64: 0.078 ms, direct 0.092)."""
     if not wide_isa:
         if prepared:
             return "winograd:2", "3x3 stride 1, < 100 output pixels, a plan, >= 32 channels per group (AVX2): F(2x2)"
         if cg <= 128:
             return "direct", "3x3 stride 1, < 100 output pixels, a call, <= 128 channels per group (AVX2): direct"
-        return "winograd:2", "3x3 stride 1, < 100 output pixels, a call, > 128 channels per group (AVX2): F(2x2)"
+        return "im2col", "3x3 stride 1, < 100 output pixels, a call, > 128 channels per group (AVX2): im2col"
     if prepared:
         if cg >= 128:
             return "winograd:2", "3x3 stride 1, < 100 output pixels, a plan, >= 128 channels per group: F(2x2)"
