@@ -855,11 +855,8 @@ void conv_depthwise_small_nv(const ConvParams& p, const float* x, const float* w
       // alternating processes of 1000 calls, medians: 512 channels 14x14 -> 7x7 at batch 1
       // 1.35x, at batch 8 1.14x, 1024 on 7x7 at batch 8 1.22x; 56x56 maps 0.97x, within noise).
       for (index_t i = 0; i < H; ++i)
-        for (index_t j = 0; j < W; j += 8) {  // the zeros that load_first_n leaves past W stay zeros
-          const int n = int(std::min<index_t>(8, W - j));
-          _mm256_storeu_ps(rows + i * kRowLen + kRowOffset + j,
-                           n == 8 ? _mm256_loadu_ps(xp + i * W + j) : load_first_n(xp + i * W + j, n));
-        }
+        for (index_t j = 0; j < W; j += 8)  // the zeros that load_n leaves past W stay zeros
+          _mm256_storeu_ps(rows + i * kRowLen + kRowOffset + j, (__m256)load_n(xp + i * W + j, W - j));
       for (index_t i = 0; i < H; ++i) {
         const float* row = rows + i * kRowLen;
         for (int s = 0; s < 3; ++s) {
@@ -893,13 +890,7 @@ void conv_depthwise_small_nv(const ConvParams& p, const float* x, const float* w
             acc[v] = _mm256_fmadd_ps(wv[r * 3 + 2], _mm256_load_ps(t + 2 * kLanesRow + 8 * v), acc[v]);
           }
         }
-        for (int v = 0; v < NV; ++v) {
-          const int n = int(std::min<index_t>(8, Q - 8 * v));
-          if (n == 8)
-            _mm256_storeu_ps(yp + o * Q + 8 * v, acc[v]);
-          else if (n > 0)
-            store_first_n(yp + o * Q + 8 * v, acc[v], n);
-        }
+        for (int v = 0; v < NV && 8 * v < Q; ++v) store_n(yp + o * Q + 8 * v, (Vec<float>)acc[v], Q - 8 * v);
       }
     }
   }
