@@ -104,8 +104,7 @@ def test_tuning_follows_the_vendor_and_isa():
         assert algorithms.choose(_params(n, c, m, 3), np.float32, prepared=prepared, isa="avx2",
                                  vendor="amd") == pick, (c, m, prepared)
     # and no per-call FFT on 7x7 maps
-    from fastconv.functional import conv_params
-    p5 = conv_params((8, 64, 7, 7), (64, 64, 5, 5), 1, 2, 1, 1)[0]
+    p5 = _params(8, 64, 7, 5)
     assert algorithms.choose(p5, np.float32, isa="avx2", vendor="amd") == "direct"
     assert algorithms.choose(p5, np.float32, isa="avx512", vendor="amd") == "fft:8"
     # Zen 1 and Zen+ (AMD family 23 below model 0x30) keep the AVX2 rules measured there before the grid:

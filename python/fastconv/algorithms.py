@@ -114,6 +114,11 @@ _WINOGRAD_PIXELS_DEFAULT = (49, 196)  # _PRE_GRID
 _FFT = {"avx512-intel": (3136, 16, 0), "avx2": (392, 8, 100)}
 _FFT_DEFAULT = (392, 8, 0)
 _IM2COL_STRIDED = {"avx512-intel": 196}
+# A plan's 3x3 with <= 64 channels per group runs im2col's prepared GEMM below this many output
+# pixels per call (else direct); AVX2 (auto_grid_zen3.json): 16 channels on 7x7 0.020 ms, direct
+# 0.032; on 14x14 a tie.
+_PLAN_IM2COL_3X3 = {"avx2": 200}
+_PLAN_IM2COL_3X3_DEFAULT = 36
 
 
 def winograd_pixels(tuning=None, prepared=False):
@@ -278,9 +283,8 @@ def _cpu_rules(params, dtype, inputs_finite=True, tuning=None, prepared=False):
     if k == 3 and params.stride_h > 1 and 32 <= cg <= 64 and per_call <= small_strided:
         return "im2col", (f"3x3 stride 2, 32-64 channels per group, <= {small_strided} output pixels per call "
                           f"({tuning}): im2col")
-    # A plan's 3x3 on few pixels runs im2col's prepared GEMM: below 36 pixels per call, on AVX2
-    # below 200 (Zen 3, 16 channels on 7x7: 0.020 ms, direct 0.032; on 14x14 a tie)
-    if cg <= 64 and not (prepared and k == 3 and per_call < (200 if tuning == "avx2" else 36)):
+    plan_im2col_below = _PLAN_IM2COL_3X3.get(tuning, _PLAN_IM2COL_3X3_DEFAULT)
+    if cg <= 64 and not (prepared and k == 3 and per_call < plan_im2col_below):
         return "direct", "spatial kernel, <= 64 channels per group: direct (im2col's GEMM is too shallow)"
     if cg <= 128 and (pixels >= 150 or k >= 5):
         return "direct", "spatial kernel, <= 128 channels per group, >= 150 output pixels or 5x5 and up: direct"
