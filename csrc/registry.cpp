@@ -130,7 +130,7 @@ void direct_run(const Problem& pr, const Tensors& t, const ExecContext&) {
 
 // ---- im2col + GEMM --------------------------------------------------------------
 index_t im2col_ws(const Problem& pr, const ExecContext&) {
-  return cpu::conv2d_im2col_workspace_bytes(pr.conv, pr.dtype);
+  return cpu::conv2d_im2col_workspace_bytes(pr.conv, pr.dtype, pr.prepared);
 }
 template <class T>
 void im2col_run_t(const Problem& pr, const Tensors& t) {

@@ -208,11 +208,12 @@ index_t packed_group_elems(const ConvParams& p) {
   return round_to_lines(gemm_pack_a_elems<T>(p.K_per_group(), col_rows(p)));
 }
 
-// Group g's weights as the GEMM's A: packed (a plan's, streamed from memory) or plain.
+// Group g's weights as the GEMM's A: packed (a plan's, or a call's packed once for its
+// pairs; streamed: likely out of L2, see gemm.h) or plain.
 template <class T>
-GemmOperand<T> weights_of(const ConvParams& p, const T* w, const T* packed, index_t g) {
+GemmOperand<T> weights_of(const ConvParams& p, const T* w, const T* packed, index_t g, bool streamed = true) {
   if (packed)
-    return GemmOperand<T>::prepacked(packed + g * packed_group_elems<T>(p), p.K_per_group(), 0, true);
+    return GemmOperand<T>::prepacked(packed + g * packed_group_elems<T>(p), p.K_per_group(), 0, streamed);
   return GemmOperand<T>::plain(w + g * p.K_per_group() * col_rows(p), col_rows(p));
 }
 
@@ -361,9 +362,26 @@ bool forward_pairs_parallel(const ConvParams& p, int threads) {
   return outer_parallel(p, threads) || plain_pairs_parallel(p, threads);
 }
 
-index_t conv2d_im2col_workspace_bytes(const ConvParams& p, DType dtype) {
+// Pair by pair, every pair's serial GEMM packed its group's weights again: N times per
+// call, the work a plan does once. A call without prepared weights now packs them once,
+// into the workspace, when each group's weights serve several images. 1024->256 1x1 on 14x14 at
+// batch 8 had spent 4 % of its time in pack_a (Zen 3, perf).
+bool pack_weights_per_call(const ConvParams& p, int threads, bool prepared) {
+  return !prepared && p.N > 1 && forward_pairs_parallel(p, threads);
+}
+// Packed weights bigger than this are read by the pairs from beyond L2 (half of Zen 3's),
+// so the micro-kernel prefetches them, as it does a plan's.
+constexpr index_t kStreamedWeightBytes = index_t(256) << 10;
+
+index_t conv2d_im2col_workspace_bytes(const ConvParams& p, DType dtype, bool prepared) {
   const int elem = dtype_size(dtype), threads = omp_get_max_threads();
-  if (forward_pairs_parallel(p, threads)) return col_bytes(p, elem) * threads;
+  if (forward_pairs_parallel(p, threads)) {
+    const index_t packed =
+        pack_weights_per_call(p, threads, prepared)
+            ? p.groups * (elem == 4 ? packed_group_elems<float>(p) : packed_group_elems<double>(p))
+            : 0;
+    return packed * elem + col_bytes(p, elem) * threads;
+  }
   const index_t m = images_per_gemm(p, elem);
   return m > 1 ? forward_batch_elems(p, m) * elem : col_bytes(p, elem);
 }
@@ -376,9 +394,15 @@ index_t conv2d_im2col_prepared_elems(const ConvParams& p) {
 template <class T>
 void conv2d_im2col_prepare(const ConvParams& p, const T* w, T* prepared) {
   const index_t rows = col_rows(p), Kg = p.K_per_group();
-#pragma omp parallel for schedule(static) if (p.groups > 1)
-  for (index_t g = 0; g < p.groups; ++g)
+  auto pack = [&](index_t g) {
     gemm_pack_a<T>(false, Kg, rows, w + g * Kg * rows, rows, prepared + g * packed_group_elems<T>(p));
+  };
+  if (p.groups == 1) {  // gemm_pack_a shares out its K blocks itself (from outside any team)
+    pack(0);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (index_t g = 0; g < p.groups; ++g) pack(g);
 }
 
 template <class T>
@@ -388,18 +412,27 @@ void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* prepare
   const index_t x_group = Cg * p.H * p.W, y_group = Kg * p.P * p.Q;
   const int threads = omp_get_max_threads();
   T* ws = static_cast<T*>(workspace);
-  auto pair = [&](index_t i, T* col, bool threaded) {
+  auto pair = [&](index_t i, const T* packed, bool streamed, T* col, bool threaded) {
     const index_t n = i / G, g = i % G;
-    conv_one<T>(p, x + (n * G + g) * x_group, weights_of(p, w, prepared, g), bias ? bias + g * Kg : nullptr,
-                y + (n * G + g) * y_group, col, threaded);
+    conv_one<T>(p, x + (n * G + g) * x_group, weights_of(p, w, packed, g, streamed),
+                bias ? bias + g * Kg : nullptr, y + (n * G + g) * y_group, col, threaded);
   };
   if (forward_pairs_parallel(p, threads)) {
+    const T* packed = prepared;
+    T* cols = ws;
+    if (pack_weights_per_call(p, threads, prepared != nullptr)) {
+      conv2d_im2col_prepare(p, w, ws);
+      packed = ws;
+      cols = ws + G * packed_group_elems<T>(p);
+    }
+    const bool streamed =
+        prepared || G * packed_group_elems<T>(p) * index_t(sizeof(T)) > kStreamedWeightBytes;
     const index_t per_thread = col_bytes(p, sizeof(T)) / index_t(sizeof(T));
 #pragma omp parallel
     {
-      T* col = ws ? ws + omp_get_thread_num() * per_thread : nullptr;
+      T* col = cols ? cols + omp_get_thread_num() * per_thread : nullptr;
 #pragma omp for schedule(dynamic)
-      for (index_t i = 0; i < p.N * G; ++i) pair(i, col, false);
+      for (index_t i = 0; i < p.N * G; ++i) pair(i, packed, streamed, col, false);
     }
     return;
   }
@@ -411,7 +444,7 @@ void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* prepare
         conv_images<T>(p, x, weights_of(p, w, prepared, g), bias, y, g, n0, std::min(p.N, n0 + m), ws, out);
     return;
   }
-  for (index_t i = 0; i < p.N * G; ++i) pair(i, ws, true);
+  for (index_t i = 0; i < p.N * G; ++i) pair(i, prepared, true, ws, true);
 }
 
 #define FC_IM2COL_INSTANCES(T)                                             \

@@ -279,6 +279,12 @@ void pack_b(bool trans, index_t k, index_t n, const T* B, index_t ldb, T* dst) {
 // hence only operands marked streamed take it.
 constexpr index_t kPrefetchDepth = 64;
 
+// Edge instances with few accumulators (on AVX2's 4-row tile, the last 1-4 columns of an
+// image: 4 x 1 vectors) are bound by the FMA latency, not its throughput: 4 chains of 4
+// cycles fill half of two pipes. They run KU interleaved k streams instead, summed at the
+// end, so that every instance keeps at least kMinChains FMAs in flight.
+constexpr int kMinChains = 8;
+
 template <class V, int MRF, int NRF, int MR, int NV, bool PFA>
 void micro_kernel(index_t k, const typename V::T* __restrict ap, const typename V::T* __restrict bp,
                   typename V::T* __restrict c, index_t ldc, int /*m*/, int n, typename V::T alpha,
@@ -286,11 +292,14 @@ void micro_kernel(index_t k, const typename V::T* __restrict ap, const typename 
   using R = typename V::reg;
   using T = typename V::T;
   constexpr int L = V::L;
-  R acc[MR][NV];
+  constexpr int KU = std::max(1, std::min(4, kMinChains / (MR * NV)));
+  R acc[KU][MR][NV];
+#pragma GCC unroll 4
+  for (int u = 0; u < KU; ++u)
 #pragma GCC unroll 32
-  for (int i = 0; i < MR; ++i)
+    for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
+      for (int v = 0; v < NV; ++v) acc[u][i][v] = V::zero();
   // prefetch_c: C's tile, fetched now so its lines arrive during the k loop. Without it the
   // epilogue's stores to lines out of cache stalled once the store buffer filled (on shallow
   // products, a quarter of the kernel's samples). One prefetch per row and vector (a tile is
@@ -308,21 +317,39 @@ void micro_kernel(index_t k, const typename V::T* __restrict ap, const typename 
 
   // The inner product: per k, NV vector loads of B, MR broadcasts of A, MR*NV FMAs
   // into independent accumulators (enough of them to hide the FMA latency).
-#pragma GCC unroll 4
-  for (index_t kk = 0; kk < k; ++kk) {
-    if constexpr (PFA && L > 1) __builtin_prefetch(ap + kPrefetchDepth * MRF);
-    R b[NV];
+  auto step = [&](R(&a_acc)[MR][NV], const T* a, const T* b) __attribute__((always_inline)) {
+    if constexpr (PFA && L > 1) __builtin_prefetch(a + kPrefetchDepth * MRF);
+    R bv[NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) b[v] = V::load(bp + v * L);
+    for (int v = 0; v < NV; ++v) bv[v] = V::load(b + v * L);
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
-      const R a = V::bcast(ap + i);
+      const R ai = V::bcast(a + i);
 #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(a, b[v], acc[i][v]);
+      for (int v = 0; v < NV; ++v) a_acc[i][v] = V::fma(ai, bv[v], a_acc[i][v]);
     }
+  };
+  index_t kk = 0;
+  if constexpr (KU > 1) {
+    for (; kk + KU <= k; kk += KU) {
+#pragma GCC unroll 4
+      for (int u = 0; u < KU; ++u) step(acc[u], ap + u * MRF, bp + u * NRF);
+      ap += KU * MRF;
+      bp += KU * NRF;
+    }
+  }
+#pragma GCC unroll 4
+  for (; kk < k; ++kk) {
+    step(acc[0], ap, bp);
     ap += MRF;
     bp += NRF;
   }
+#pragma GCC unroll 4
+  for (int u = 1; u < KU; ++u)
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[0][i][v] = V::add(acc[0][i][v], acc[u][i][v]);
 
   // Epilogue, fused: C = alpha*acc + beta*C + bias, C read only when beta != 0.
   const R va = V::set1(alpha), vb = V::set1(beta);
@@ -333,7 +360,7 @@ void micro_kernel(index_t k, const typename V::T* __restrict ap, const typename 
     const R bi = V::set1(bias ? bias[i] : T(0));
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {
-      R r = V::mul(acc[i][v], va);
+      R r = V::mul(acc[0][i][v], va);
       const bool full = v < NV - 1 || last == L;
       if (beta != T(0)) r = V::fma(vb, full ? V::loadu(ci + v * L) : V::load_n(ci + v * L, last), r);
       if (bias) r = V::add(r, bi);

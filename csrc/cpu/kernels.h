@@ -78,8 +78,9 @@ FC_PER_ISA_DECLARATIONS
 namespace fastconv::cpu {
 // conv2d_im2col.cpp, forward: x (N,C,H,W), w (K,C/groups,R,S), bias (K) or null -> y (N,K,P,Q).
 // prepared: w's GEMM panels (conv2d_im2col_prepared_elems<T> values) from
-// conv2d_im2col_prepare, valid for the ISA active when prepared (then w is unused), or null.
-index_t conv2d_im2col_workspace_bytes(const ConvParams& p, DType dtype);
+// conv2d_im2col_prepare, valid for the ISA active when prepared (then w is unused), or null;
+// the workspace's size depends on which (prepared: whether the run gets them).
+index_t conv2d_im2col_workspace_bytes(const ConvParams& p, DType dtype, bool prepared);
 template <class T>
 index_t conv2d_im2col_prepared_elems(const ConvParams& p);
 template <class T>
