@@ -217,6 +217,59 @@ GemmOperand<T> weights_of(const ConvParams& p, const T* w, const T* packed, inde
   return GemmOperand<T>::plain(w + g * p.K_per_group() * col_rows(p), col_rows(p));
 }
 
+// ---- padded gather -----------------------------------------------------------------
+// With stride 1 along W, patch-matrix row (c, r, s) at column (op, oq) is
+// xpad[c][op*stride_h + r*dil_h][oq + s*dil_w] of a zero-padded copy of the image: runs of Q
+// contiguous values. The GEMM then gathers its B panels from that copy (GemmOperand::gathered:
+// row offsets per (c, r, s), a segment of Q columns per output row) instead of from an
+// unrolled col: no unroll pass (a tenth of 512->512 3x3 on 7x7 at batch 1, Zen 3, perf: 7-pixel
+// rows make it all bookkeeping) and no col written and packed again. Only where the padded
+// copy fits the workspace that col had (one chunk holds all the image's columns).
+index_t padded_rows(const ConvParams& p) { return (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1; }
+index_t padded_cols(const ConvParams& p) { return p.Q + (p.S - 1) * p.dil_w; }
+index_t padded_image_elems(const ConvParams& p) { return p.C_per_group() * padded_rows(p) * padded_cols(p); }
+
+bool gathers_padded(const ConvParams& p, int elem) {
+  return p.stride_w == 1 && !is_plain_gemm(p) && chunk_cols(p, elem) == p.P * p.Q &&
+         padded_image_elems(p) <= col_rows(p) * p.P * p.Q;
+}
+
+// xpad (C/g, padded_rows, padded_cols) from x_g (C/g, H, W): row i, column j holds
+// x_g[c][i - pad_h][j - pad_w], zero outside the image.
+template <class T>
+void pad_image(const ConvParams& p, const T* x_g, T* xpad, bool parallel) {
+  const index_t Hp = padded_rows(p), Wp = padded_cols(p);
+  const index_t lo = std::min(p.pad_w, Wp), hi = std::max(lo, std::min(Wp, p.pad_w + p.W));
+#pragma omp parallel for schedule(static) if (parallel)
+  for (index_t c = 0; c < p.C_per_group(); ++c)
+    for (index_t i = 0; i < Hp; ++i) {
+      T* d = xpad + (c * Hp + i) * Wp;
+      const index_t ih = i - p.pad_h;
+      if (ih < 0 || ih >= p.H) {
+        std::fill(d, d + Wp, T(0));
+        continue;
+      }
+      std::fill(d, d + lo, T(0));
+      std::copy(x_g + (c * p.H + ih) * p.W, x_g + (c * p.H + ih) * p.W + (hi - lo), d + lo);
+      std::fill(d + hi, d + Wp, T(0));
+    }
+}
+
+// The gather's offsets: k_offsets[(c, r, s)] into one padded image, segment_offsets[n*P + op]
+// for images [0, images) side by side, each padded_image_elems apart.
+void padded_offsets(const ConvParams& p, index_t images, std::vector<index_t>& k_offsets,
+                    std::vector<index_t>& segment_offsets) {
+  const index_t Hp = padded_rows(p), Wp = padded_cols(p);
+  k_offsets.resize(size_t(col_rows(p)));
+  for (index_t c = 0, row = 0; c < p.C_per_group(); ++c)
+    for (index_t r = 0; r < p.R; ++r)
+      for (index_t s = 0; s < p.S; ++s) k_offsets[size_t(row++)] = (c * Hp + r * p.dil_h) * Wp + s * p.dil_w;
+  segment_offsets.resize(size_t(images * p.P));
+  for (index_t n = 0; n < images; ++n)
+    for (index_t op = 0; op < p.P; ++op)
+      segment_offsets[size_t(n * p.P + op)] = n * padded_image_elems(p) + op * p.stride_h * Wp;
+}
+
 // y_g (K/g, P*Q) = w_g @ unroll(x_g) + bias_g, chunk by chunk.
 template <class T>
 void conv_one(const ConvParams& p, const T* x_g, const GemmOperand<T>& w_g, const T* bias_g, T* y_g, T* col,
@@ -224,6 +277,15 @@ void conv_one(const ConvParams& p, const T* x_g, const GemmOperand<T>& w_g, cons
   const index_t Kg = p.K_per_group(), rows = col_rows(p), PQ = p.P * p.Q;
   if (is_plain_gemm(p)) {
     gemm_ex<T>(Kg, PQ, rows, T(1), w_g, GemmOperand<T>::plain(x_g, PQ), T(0), y_g, PQ, bias_g);
+    return;
+  }
+  if (gathers_padded(p, sizeof(T))) {  // col holds the padded image instead
+    std::vector<index_t> k_offsets, segment_offsets;
+    padded_offsets(p, 1, k_offsets, segment_offsets);
+    pad_image(p, x_g, col, threaded);
+    gemm_ex<T>(Kg, PQ, rows, T(1), w_g,
+               GemmOperand<T>::gathered(col, k_offsets.data(), segment_offsets.data(), p.Q), T(0), y_g, PQ,
+               bias_g);
     return;
   }
   const index_t step = chunk_cols(p, sizeof(T));
@@ -257,6 +319,13 @@ void conv_images(const ConvParams& p, const T* x, const GemmOperand<T>& w_g, con
     image_offsets.resize(size_t(n1 - n0));
     for (index_t n = n0; n < n1; ++n) image_offsets[size_t(n - n0)] = n * p.C * PQ;
     patches = GemmOperand<T>::gathered(x + g * rows * PQ, k_offsets.data(), image_offsets.data(), PQ);
+  } else if (gathers_padded(p, sizeof(T))) {  // col holds the images padded, side by side
+    padded_offsets(p, n1 - n0, k_offsets, image_offsets);
+#pragma omp parallel for schedule(static)
+    for (index_t n = n0; n < n1; ++n)
+      pad_image(p, x + (n * p.groups + g) * p.C_per_group() * p.H * p.W,
+                col + (n - n0) * padded_image_elems(p), false);
+    patches = GemmOperand<T>::gathered(col, k_offsets.data(), image_offsets.data(), p.Q);
   } else {
     unroll_images(p, x, g, n0, n1, col);
   }
