@@ -106,6 +106,12 @@ def test_tuning_follows_the_vendor_and_isa():
     # and no per-call FFT on 7x7 maps
     p5 = _params(8, 64, 7, 5)
     assert algorithms.choose(p5, np.float32, isa="avx2", vendor="amd") == "direct"
+    # one 7x7 map with a 5x5 or 7x7 kernel: im2col's padded gather, calls from 64 channels, plans from 16
+    for c, n, prepared, pick in [(128, 1, False, "im2col"), (64, 1, False, "im2col"), (16, 1, False, "direct"),
+                                 (16, 1, True, "im2col"), (128, 8, False, "direct")]:
+        assert algorithms.choose(_params(n, c, 7, 5), np.float32, prepared=prepared, isa="avx2",
+                                 vendor="amd") == pick, (c, n, prepared)
+    assert algorithms.choose(_params(1, 128, 7, 5), np.float32, isa="avx512", vendor="amd") == "direct"
     assert algorithms.choose(p5, np.float32, isa="avx512", vendor="amd") == "fft:8"
     # Zen 1 and Zen+ (AMD family 23 below model 0x30) keep the AVX2 rules measured there before the grid:
     # Winograd from 16 channels and 49 pixels, F(4x4) from 196; Zen 2 and later take the grid's

@@ -119,6 +119,12 @@ _IM2COL_STRIDED = {"avx512-intel": 196}
 # 0.032; on 14x14 a tie.
 _PLAN_IM2COL_3X3 = {"avx2": 200}
 _PLAN_IM2COL_3X3_DEFAULT = 36
+# 5x5 and larger kernels on at most this many input pixels per call run im2col from this many
+# channels per group, (call, plan): its GEMM gathers the patches from a padded copy of the
+# image, and on one 7x7 map that beat direct. AVX2 (auto_grid_zen3.json, after 2d040af): 128->128
+# 5x5 on 7x7 at batch 1, a call, im2col 1.27x faster than direct; 64 channels, a plan, 1.29x; at
+# batch 8 direct or FFT wins (64 channels, 5x5: im2col 1.47x the fastest).
+_IM2COL_SMALL_MAP = {"avx2": (49, 64, 16)}
 
 
 def winograd_pixels(tuning=None, prepared=False):
@@ -283,6 +289,10 @@ def _cpu_rules(params, dtype, inputs_finite=True, tuning=None, prepared=False):
     if k == 3 and params.stride_h > 1 and 32 <= cg <= 64 and per_call <= small_strided:
         return "im2col", (f"3x3 stride 2, 32-64 channels per group, <= {small_strided} output pixels per call "
                           f"({tuning}): im2col")
+    small_map, call_cg, plan_cg = _IM2COL_SMALL_MAP.get(tuning, (0, 0, 0))
+    if k >= 5 and params.N * params.H * params.W <= small_map and cg >= (plan_cg if prepared else call_cg):
+        return "im2col", (f"5x5 and larger on <= {small_map} input pixels per call, >= "
+                          f"{plan_cg if prepared else call_cg} channels per group ({tuning}): im2col")
     plan_im2col_below = _PLAN_IM2COL_3X3.get(tuning, _PLAN_IM2COL_3X3_DEFAULT)
     if cg <= 64 and not (prepared and k == 3 and per_call < plan_im2col_below):
         return "direct", "spatial kernel, <= 64 channels per group: direct (im2col's GEMM is too shallow)"
