@@ -112,6 +112,13 @@ def test_tuning_follows_the_vendor_and_isa():
         assert algorithms.choose(_params(n, c, 7, 5), np.float32, prepared=prepared, isa="avx2",
                                  vendor="amd") == pick, (c, n, prepared)
     assert algorithms.choose(_params(1, 128, 7, 5), np.float32, isa="avx512", vendor="amd") == "direct"
+    # 3x3 stride 2: im2col for 64 channels up to 49 output pixels per call, for 65-128 from 784
+    for n, c, m, pick in [(1, 64, 14, "im2col"), (8, 64, 14, "direct"), (1, 128, 56, "im2col"),
+                          (1, 128, 28, "direct"), (8, 128, 28, "im2col")]:
+        for prepared in (False, True):
+            assert algorithms.choose(_params(n, c, m, 3, stride=2), np.float32, prepared=prepared, isa="avx2",
+                                     vendor="amd") == pick, (n, c, m, prepared)
+    assert algorithms.choose(_params(1, 128, 56, 3, stride=2), np.float32, isa="avx512", vendor="amd") == "direct"
     assert algorithms.choose(p5, np.float32, isa="avx512", vendor="amd") == "fft:8"
     # Zen 1 and Zen+ (AMD family 23 below model 0x30) keep the AVX2 rules measured there before the grid:
     # Winograd from 16 channels and 49 pixels, F(4x4) from 196; Zen 2 and later take the grid's

@@ -113,7 +113,14 @@ _WINOGRAD_PIXELS_DEFAULT = (49, 196)  # _PRE_GRID
 # (64->64 5x5 on 7x7 at batch 8: direct 0.65 ms, fft:8 0.97; 7x7 kernels: 1.20, fft:16 2.26).
 _FFT = {"avx512-intel": (3136, 16, 0), "avx2": (392, 8, 100)}
 _FFT_DEFAULT = (392, 8, 0)
-_IM2COL_STRIDED = {"avx512-intel": 196}
+# AVX2 (auto_grid_zen3.json): up to 49 (64 channels on 14x14 -> 7x7 at batch 1, a plan: direct
+# 1.26x im2col's time; a call 1.02x); and 3x3 stride 2 with 65-128 channels per group from
+# _IM2COL_STRIDED_WIDE output pixels per call (128 on 56x56 at batch 1: direct 1.08x im2col's
+# time, a plan 1.15x; on 28x28 at batch 8 1.14x, 1.20x; on 28x28 at batch 1 direct is 1.31x
+# faster). ResNet-50 (v1.5, stride on the 3x3) through convert() at batch 1: its 128->128 3x3
+# stride 2 ran 0.68x torch inside the model on direct.
+_IM2COL_STRIDED = {"avx512-intel": 196, "avx2": 49}
+_IM2COL_STRIDED_WIDE = {"avx2": 784}
 # A plan's 3x3 with <= 64 channels per group runs im2col's prepared GEMM below this many output
 # pixels per call (else direct); AVX2 (auto_grid_zen3.json): 16 channels on 7x7 0.020 ms, direct
 # 0.032; on 14x14 a tie.
@@ -293,6 +300,10 @@ def _cpu_rules(params, dtype, inputs_finite=True, tuning=None, prepared=False):
     if k >= 5 and params.N * params.H * params.W <= small_map and cg >= (plan_cg if prepared else call_cg):
         return "im2col", (f"5x5 and larger on <= {small_map} input pixels per call, >= "
                           f"{plan_cg if prepared else call_cg} channels per group ({tuning}): im2col")
+    wide_strided = _IM2COL_STRIDED_WIDE.get(tuning, 0)
+    if k == 3 and params.stride_h > 1 and 64 < cg <= 128 and wide_strided and per_call >= wide_strided:
+        return "im2col", (f"3x3 stride 2, 65-128 channels per group, >= {wide_strided} output pixels per call "
+                          f"({tuning}): im2col")
     plan_im2col_below = _PLAN_IM2COL_3X3.get(tuning, _PLAN_IM2COL_3X3_DEFAULT)
     if cg <= 64 and not (prepared and k == 3 and per_call < plan_im2col_below):
         return "direct", "spatial kernel, <= 64 channels per group: direct (im2col's GEMM is too shallow)"
