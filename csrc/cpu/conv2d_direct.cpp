@@ -958,8 +958,7 @@ void conv_pointwise(const ConvParams& p, const T* x, const T* w, const T* bias, 
   // of its time there, Zen 3, perf), else plain.
   const T* packed = nullptr;
   const index_t packed_group = (gemm_pack_a_elems<T>(Kg, Cg) + 15) / 16 * 16;  // groups on lines
-  // Streamed (the micro-kernel prefetches them) when they outgrow half an L2, as im2col's.
-  const bool streamed = p.groups * packed_group * index_t(sizeof(T)) > (index_t(256) << 10);
+  const bool streamed = p.groups * packed_group * index_t(sizeof(T)) > kStreamedPackedABytes;
   auto weights = [&](index_t g) {
     return packed ? GemmOperand<T>::prepacked(packed + g * packed_group, Kg, 0, streamed)
                   : GemmOperand<T>::plain(w + g * Kg * Cg, Cg);

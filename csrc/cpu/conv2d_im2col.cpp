@@ -438,9 +438,6 @@ bool forward_pairs_parallel(const ConvParams& p, int threads) {
 bool pack_weights_per_call(const ConvParams& p, int threads, bool prepared) {
   return !prepared && p.N > 1 && forward_pairs_parallel(p, threads);
 }
-// Packed weights bigger than this are read by the pairs from beyond L2 (half of Zen 3's),
-// so the micro-kernel prefetches them, as it does a plan's.
-constexpr index_t kStreamedWeightBytes = index_t(256) << 10;
 
 index_t conv2d_im2col_workspace_bytes(const ConvParams& p, DType dtype, bool prepared) {
   const int elem = dtype_size(dtype), threads = omp_get_max_threads();
@@ -495,7 +492,7 @@ void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* prepare
       cols = ws + G * packed_group_elems<T>(p);
     }
     const bool streamed =
-        prepared || G * packed_group_elems<T>(p) * index_t(sizeof(T)) > kStreamedWeightBytes;
+        prepared || G * packed_group_elems<T>(p) * index_t(sizeof(T)) > kStreamedPackedABytes;
     const index_t per_thread = col_bytes(p, sizeof(T)) / index_t(sizeof(T));
 #pragma omp parallel
     {

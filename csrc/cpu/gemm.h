@@ -116,6 +116,11 @@ struct GemmOperand {
   }
 };
 
+// A packed just before its products (a call's weights, packed once for many images) but bigger
+// than this is read by them from beyond L2 (half of Zen 3's), so they mark it streamed, as a
+// plan's weights are.
+constexpr index_t kStreamedPackedABytes = index_t(256) << 10;
+
 // gemm with either operand possibly pre-packed: C = alpha * A B + beta * C + bias_m.
 template <class T>
 void gemm_ex(index_t M, index_t N, index_t K, T alpha, const GemmOperand<T>& A, const GemmOperand<T>& B,
