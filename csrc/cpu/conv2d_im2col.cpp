@@ -442,10 +442,9 @@ bool pack_weights_per_call(const ConvParams& p, int threads, bool prepared) {
 index_t conv2d_im2col_workspace_bytes(const ConvParams& p, DType dtype, bool prepared) {
   const int elem = dtype_size(dtype), threads = omp_get_max_threads();
   if (forward_pairs_parallel(p, threads)) {
-    const index_t packed =
-        pack_weights_per_call(p, threads, prepared)
-            ? p.groups * (elem == 4 ? packed_group_elems<float>(p) : packed_group_elems<double>(p))
-            : 0;
+    index_t packed = 0;  // elements of the weights packed by the call itself
+    if (pack_weights_per_call(p, threads, prepared))
+      packed = elem == 4 ? conv2d_im2col_prepared_elems<float>(p) : conv2d_im2col_prepared_elems<double>(p);
     return packed * elem + col_bytes(p, elem) * threads;
   }
   const index_t m = images_per_gemm(p, elem);
@@ -484,15 +483,15 @@ void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* prepare
                 bias ? bias + g * Kg : nullptr, y + (n * G + g) * y_group, col, threaded);
   };
   if (forward_pairs_parallel(p, threads)) {
+    const index_t packed_elems = conv2d_im2col_prepared_elems<T>(p);
     const T* packed = prepared;
     T* cols = ws;
     if (pack_weights_per_call(p, threads, prepared != nullptr)) {
       conv2d_im2col_prepare(p, w, ws);
       packed = ws;
-      cols = ws + G * packed_group_elems<T>(p);
+      cols = ws + packed_elems;
     }
-    const bool streamed =
-        prepared || G * packed_group_elems<T>(p) * index_t(sizeof(T)) > kStreamedPackedABytes;
+    const bool streamed = prepared || packed_elems * index_t(sizeof(T)) > kStreamedPackedABytes;
     const index_t per_thread = col_bytes(p, sizeof(T)) / index_t(sizeof(T));
 #pragma omp parallel
     {
