@@ -256,7 +256,8 @@ void pad_image(const ConvParams& p, const T* x_g, T* xpad, bool parallel) {
 }
 
 // The gather's offsets: k_offsets[(c, r, s)] into one padded image, segment_offsets[n*P + op]
-// for images [0, images) side by side, each padded_image_elems apart.
+// for images [0, images) side by side, each padded_image_elems apart. They depend on the
+// problem only: a call computes one image's once for all its (image, group) pairs.
 void padded_offsets(const ConvParams& p, index_t images, std::vector<index_t>& k_offsets,
                     std::vector<index_t>& segment_offsets) {
   const index_t Hp = padded_rows(p), Wp = padded_cols(p);
@@ -270,22 +271,25 @@ void padded_offsets(const ConvParams& p, index_t images, std::vector<index_t>& k
       segment_offsets[size_t(n * p.P + op)] = n * padded_image_elems(p) + op * p.stride_h * Wp;
 }
 
-// y_g (K/g, P*Q) = w_g @ unroll(x_g) + bias_g, chunk by chunk.
+struct PaddedOffsets {
+  std::vector<index_t> k_offsets, segment_offsets;
+};
+
+// y_g (K/g, P*Q) = w_g @ unroll(x_g) + bias_g, chunk by chunk; or, with `padded` (one image's
+// offsets, where gathers_padded), gathered from x_g padded into col.
 template <class T>
 void conv_one(const ConvParams& p, const T* x_g, const GemmOperand<T>& w_g, const T* bias_g, T* y_g, T* col,
-              bool threaded) {
+              bool threaded, const PaddedOffsets* padded) {
   const index_t Kg = p.K_per_group(), rows = col_rows(p), PQ = p.P * p.Q;
   if (is_plain_gemm(p)) {
     gemm_ex<T>(Kg, PQ, rows, T(1), w_g, GemmOperand<T>::plain(x_g, PQ), T(0), y_g, PQ, bias_g);
     return;
   }
-  if (gathers_padded(p, sizeof(T))) {  // col holds the padded image instead
-    std::vector<index_t> k_offsets, segment_offsets;
-    padded_offsets(p, 1, k_offsets, segment_offsets);
+  if (padded) {  // col holds the padded image instead
     pad_image(p, x_g, col, threaded);
     gemm_ex<T>(Kg, PQ, rows, T(1), w_g,
-               GemmOperand<T>::gathered(col, k_offsets.data(), segment_offsets.data(), p.Q), T(0), y_g, PQ,
-               bias_g);
+               GemmOperand<T>::gathered(col, padded->k_offsets.data(), padded->segment_offsets.data(), p.Q),
+               T(0), y_g, PQ, bias_g);
     return;
   }
   const index_t step = chunk_cols(p, sizeof(T));
@@ -477,12 +481,26 @@ void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* prepare
   const index_t x_group = Cg * p.H * p.W, y_group = Kg * p.P * p.Q;
   const int threads = omp_get_max_threads();
   T* ws = static_cast<T*>(workspace);
+  const bool pairs_parallel = forward_pairs_parallel(p, threads);
+  const index_t m = pairs_parallel ? 1 : images_per_gemm(p, sizeof(T));
+  if (m > 1) {  // batched: conv_images gathers its own images
+    T* out = ws + forward_col_elems(p, m);
+    for (index_t g = 0; g < G; ++g)
+      for (index_t n0 = 0; n0 < p.N; n0 += m)
+        conv_images<T>(p, x, weights_of(p, w, prepared, g), bias, y, g, n0, std::min(p.N, n0 + m), ws, out);
+    return;
+  }
+  // Pair by pair: one image's padded-gather offsets serve every pair.
+  PaddedOffsets padded;
+  const bool gathers = gathers_padded(p, sizeof(T));
+  if (gathers) padded_offsets(p, 1, padded.k_offsets, padded.segment_offsets);
   auto pair = [&](index_t i, const T* packed, bool streamed, T* col, bool threaded) {
     const index_t n = i / G, g = i % G;
     conv_one<T>(p, x + (n * G + g) * x_group, weights_of(p, w, packed, g, streamed),
-                bias ? bias + g * Kg : nullptr, y + (n * G + g) * y_group, col, threaded);
+                bias ? bias + g * Kg : nullptr, y + (n * G + g) * y_group, col, threaded,
+                gathers ? &padded : nullptr);
   };
-  if (forward_pairs_parallel(p, threads)) {
+  if (pairs_parallel) {
     const index_t packed_elems = conv2d_im2col_prepared_elems<T>(p);
     const T* packed = prepared;
     T* cols = ws;
@@ -499,14 +517,6 @@ void conv2d_im2col(const ConvParams& p, const T* x, const T* w, const T* prepare
 #pragma omp for schedule(dynamic)
       for (index_t i = 0; i < p.N * G; ++i) pair(i, packed, streamed, col, false);
     }
-    return;
-  }
-  const index_t m = images_per_gemm(p, sizeof(T));
-  if (m > 1) {
-    T* out = ws + forward_col_elems(p, m);
-    for (index_t g = 0; g < G; ++g)
-      for (index_t n0 = 0; n0 < p.N; n0 += m)
-        conv_images<T>(p, x, weights_of(p, w, prepared, g), bias, y, g, n0, std::min(p.N, n0 + m), ws, out);
     return;
   }
   for (index_t i = 0; i < p.N * G; ++i) pair(i, prepared, true, ws, true);
