@@ -557,7 +557,8 @@ def test_help_as_a_module():
 
 def test_model_option_parses_and_plans_cases():
     a = parse("--model", "resnet18", "resnet50", "lenet5", "--image-size", "64")
-    assert a.model == ["resnet18", "resnet50", "lenet5"] and a.image_size == 64
+    assert a.model == ["resnet18", "resnet50", "lenet5"] and a.image_size == 64 and not a.keep_batchnorm
+    assert parse("--model", "resnet50", "--keep-batchnorm").keep_batchnorm
     from fastconv.bench import models
     assert models.cases(["lenet5", "resnet18", "resnet50"]) == [
         ("lenet5", "forward", 1), ("lenet5", "forward", 64), ("resnet18", "forward", 1), ("resnet18", "train", 8),
@@ -579,8 +580,8 @@ def test_model_run_prints_the_table_and_json(tmp_path, capsys):
     assert [(r[0], r[1], r[2]) for r in rows] == [("lenet5", "forward", "2"), ("resnet18", "forward", "2"),
                                                   ("resnet18", "train", "2")]
     result = json.loads(out_json.read_text())
-    assert [(m["model"], m["mode"], m["batch"]) for m in result["models"]] == [
-        ("lenet5", "forward", 2), ("resnet18", "forward", 2), ("resnet18", "train", 2)]
+    assert [(m["model"], m["mode"], m["batch"], m["fold_batchnorm"]) for m in result["models"]] == [
+        ("lenet5", "forward", 2, True), ("resnet18", "forward", 2, True), ("resnet18", "train", 2, True)]
     # The table prints the record's torch ms, fastconv ms and ratio = torch / fastconv, rounded
     # (compared with the record: sub-millisecond times rounded to 0.01 ms are too coarse to
     # recompute the ratio from).

@@ -3,7 +3,8 @@
 # penalty against torch's; float32 outputs and gradients against torch's own on random
 # shapes; modules' constructor, init, state_dict both ways, padding modes and inference plans
 # (made once, dropped when the weights change); convert() on a small CNN (torch's outputs and
-# gradients, same Parameter objects, the report of what it left alone); the custom ops pass
+# gradients, same Parameter objects, the report of what it left alone; BatchNorm2d folded into
+# the conv before it in eval mode, not in training or under hooks); the custom ops pass
 # torch.library.opcheck; no fastconv module but fastconv.torch imports torch.
 import copy
 import subprocess
@@ -530,6 +531,114 @@ def test_convert_reports_what_it_leaves_alone():
     assert type(layer) is ft.Conv2d
     with pytest.raises(TypeError):
         ft.convert(object())
+
+
+class ConvBN(nn.Module):
+    """Conv -> BN pairs of every kind convert() meets: a plain block with a bias-free conv,
+    a grouped conv with a biased conv and BN without affine, a conv whose output feeds a
+    residual sum as well (not foldable), and a BN without running statistics (never folded)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.BatchNorm2d(8, affine=False)
+        self.conv3, self.bn3 = nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8)
+        self.conv4, self.bn4 = nn.Conv2d(8, 5, 3, stride=2), nn.BatchNorm2d(5, track_running_stats=False)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.bn2(self.conv2(x)))
+        y = self.conv3(x)
+        x = torch.relu(self.bn3(y) + y)
+        return self.bn4(self.conv4(x))
+
+
+def _conv_bn_pair(seed=0):
+    """(torch model with random BN statistics, its converted copy)."""
+    torch.manual_seed(seed)
+    theirs = ConvBN()
+    for m in theirs.modules():
+        if isinstance(m, nn.BatchNorm2d) and m.running_var is not None:
+            m.running_mean.normal_(0, 0.5)
+            m.running_var.uniform_(0.3, 3.0)
+            if m.affine:
+                m.weight.data.normal_(1, 0.5)
+                m.bias.data.normal_(0, 0.5)
+    return theirs, ft.convert(copy.deepcopy(theirs))
+
+
+def test_convert_folds_batchnorm_into_the_conv_before_it():
+    theirs, ours = _conv_bn_pair()
+    folded = {name for name, m in ours.named_modules() if type(m) is ft.FoldedBatchNorm2d}
+    assert folded == {"bn1", "bn2"}            # bn3 shares conv3's output; bn4 has no running stats
+    assert ours.conv1._folded_bn is ours.bn1 and ours.bn1.folded_into is ours.conv1
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    assert len(list(ours.modules())) == len(list(theirs.modules()))
+    x = torch.randn(3, 3, 13, 11)
+    theirs.eval(), ours.eval()
+    with torch.no_grad():                      # the plans' path, weights folded once
+        y = torch.full((3, 5, 6, 5), float("nan"))
+        y.copy_(ours(x))
+        _close(y, theirs(x))
+        assert ours.conv1._plans and ours.bn1.folded_into is ours.conv1
+    ours, theirs = copy.deepcopy(ours).double(), theirs.double()
+    assert ours.conv2._folded_bn is ours.bn2
+    xg = x.double().requires_grad_()           # eval with gradients: folded by differentiable torch ops
+    tx = x.double().requires_grad_()
+    y, ty = ours(xg), theirs(tx)
+    _close(y, ty, rtol=1e-10)
+    y.square().sum().backward()
+    ty.square().sum().backward()
+    _close(xg.grad, tx.grad, rtol=1e-10)
+    _close(torch.cat([p.grad.flatten() for p in ours.parameters()]),   # conv4's bias gets ~0: bn4
+           torch.cat([p.grad.flatten() for p in theirs.parameters()]), rtol=1e-10)  # removes the mean
+
+
+def test_folded_batchnorm_follows_training_statistics_and_hooks():
+    theirs, ours = _conv_bn_pair(1)
+    x = torch.randn(2, 3, 9, 9)
+    with torch.no_grad():
+        ours.eval(), theirs.eval()
+        ours(x)                                # plans made with the current statistics
+        ours.train(), theirs.train()           # training: BN normalises by batch and updates its stats
+        _close(ours(x), theirs(x))
+        _close(ours.bn1.running_mean, theirs.bn1.running_mean)
+        ours.eval(), theirs.eval()             # the plans see the new statistics
+        _close(ours(x), theirs(x))
+        theirs.bn2.running_var.mul_(2.0)       # an in-place change drops the plan
+        ours.bn2.running_var.mul_(2.0)
+        _close(ours(x), theirs(x))
+        seen = {}
+        handle = ours.bn1.register_forward_hook(lambda m, i, o: seen.update(ours=i[0]))
+        theirs.bn1.register_forward_hook(lambda m, i, o: seen.update(theirs=i[0]))
+        _close(ours(x), theirs(x))             # a hook sees the unfolded BN input
+        _close(seen["ours"], seen["theirs"])
+        handle.remove()
+        _close(ours(x), theirs(x))
+
+
+def test_convert_without_folding_and_untraceable_models():
+    theirs, ours = _conv_bn_pair()
+    kept = ft.convert(copy.deepcopy(theirs), fold_batchnorm=False)
+    assert not any(type(m) is ft.FoldedBatchNorm2d for m in kept.modules())
+
+    class Branchy(nn.Module):             # data-dependent control flow: torch.fx cannot trace it
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) if x.sum() > 0 else self.bn(self.conv(-x))
+
+    model = ft.convert(Branchy().eval())
+    assert type(model.bn) is nn.BatchNorm2d and type(model.conv) is ft.Conv2d
+    x = torch.randn(1, 2, 7, 7)
+    with torch.no_grad():
+        ref = TF.batch_norm(TF.conv2d(x if x.sum() > 0 else -x, model.conv.weight, model.conv.bias),
+                            model.bn.running_mean, model.bn.running_var, model.bn.weight, model.bn.bias)
+        _close(model(x), ref)
+    again = ft.convert(ours)                    # converting again keeps the folds as they are
+    assert again.bn1.folded_into is again.conv1 and type(again.bn3) is nn.BatchNorm2d
 
 
 # ---- custom ops ------------------------------------------------------------------------------------

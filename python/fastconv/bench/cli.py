@@ -42,7 +42,8 @@ the formulation's and marked wrong if it differs.
 Whole models: --model resnet18 resnet50 lenet5 times complete networks instead of single
 layers: a torch.nn model converted by fastconv.torch.convert against the same model in torch
 eager mode, interleaved: forward at batch 1 (LeNet-5 also at 64) and one ResNet-18 training
-step (forward, backward, SGD) at batch 8; --batch and --image-size change the cases. The
+step (forward, backward, SGD) at batch 8; --batch and --image-size change the cases;
+--keep-batchnorm converts without folding BatchNorm2d into the convolutions. The
 per-layer sections run as well only when --network or --sections is given.
 """
 from __future__ import annotations
@@ -130,6 +131,8 @@ def add_parser(sub):
     p.add_argument("--model", "-m", nargs="+", choices=models.MODELS, default=None, metavar="MODEL",
                    help="end-to-end: " + ", ".join(models.MODELS) + " converted by fastconv.torch.convert vs torch "
                         "eager (needs torch); see above")
+    p.add_argument("--keep-batchnorm", action="store_true",
+                   help="--model: convert(fold_batchnorm=False), BatchNorm2d run apart from the convolutions")
     p.add_argument("--image-size", type=_positive_int, default=None, metavar="PIXELS",
                    help="--model input height and width (default: 32 for lenet5, 224 for the ResNets)")
     p.add_argument("--batch", "-b", nargs="+", type=_positive_int, default=None, metavar="N",
@@ -410,7 +413,8 @@ def run(args, argv=None, allow_reexec=False):
             checkpoint()
         for name, mode, batch in model_cases:
             progress.start(f"{name} {mode} b{batch}")
-            result["models"].append(models.measure_model(name, mode, batch, opts, args.image_size))
+            result["models"].append(models.measure_model(name, mode, batch, opts, args.image_size,
+                                                                fold_batchnorm=not args.keep_batchnorm))
             progress()
     finally:
         progress.close()

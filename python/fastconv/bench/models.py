@@ -10,7 +10,8 @@ Cases per model (``--batch`` replaces the batch sizes):
 - resnet50: forward at batch 1 (224x224)
 
 forward: ``model.eval()`` under ``torch.no_grad()`` (fastconv's layers run their prepared
-plans). train: ``model.train()``; zero_grad, cross-entropy of the logits, backward, SGD step
+plans; convert() folds each BatchNorm2d into the convolution before it, unless
+``--keep-batchnorm``). train: ``model.train()``; zero_grad, cross-entropy of the logits, backward, SGD step
 (fastconv's layers run the custom ops' forward and backward). Both models start from the same
 weights. Ratio = torch_ms / fastconv_ms (> 1: fastconv is faster).
 """
@@ -39,7 +40,7 @@ def cases(names, batches=None):
     return out
 
 
-def build(name, algorithm="auto"):
+def build(name, algorithm="auto", fold_batchnorm=True):
     """(torch.nn model, fastconv-converted copy with the same weights)."""
     import copy
 
@@ -51,7 +52,7 @@ def build(name, algorithm="auto"):
 
     torch.manual_seed(0)
     theirs = getattr(models, name)(layers=nn)
-    ours = ft.convert(copy.deepcopy(theirs), algorithm=algorithm)
+    ours = ft.convert(copy.deepcopy(theirs), algorithm=algorithm, fold_batchnorm=fold_batchnorm)
     return theirs, ours
 
 
@@ -77,12 +78,12 @@ def _train_step(model, x, y):
     return run
 
 
-def measure_model(name, mode, batch, opts, image_size=None, algorithm="auto"):
+def measure_model(name, mode, batch, opts, image_size=None, algorithm="auto", fold_batchnorm=True):
     """One case, torch and fastconv interleaved; a JSON-able record."""
     import torch
 
     size = image_size or IMAGE_SIZE[name]
-    theirs, ours = build(name, algorithm)
+    theirs, ours = build(name, algorithm, fold_batchnorm)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(batch, CHANNELS[name], size, size, generator=g)
     if mode == "forward":
@@ -92,6 +93,7 @@ def measure_model(name, mode, batch, opts, image_size=None, algorithm="auto"):
         fns = {"torch": _train_step(theirs, x, y), "fastconv": _train_step(ours, x, y)}
     c = timing.compare(fns, **opts)
     return {"model": name, "mode": mode, "batch": batch, "image_size": size, "algorithm": algorithm,
+            "fold_batchnorm": fold_batchnorm,
             "rounds": c.rounds, "samples": c.samples,
             "torch_ms": c.ms("torch"), "fastconv_ms": c.ms("fastconv"), "ratio": c.ratio("torch", "fastconv"),
             "spread": {k: c.spread(k) for k in fns}}

@@ -18,14 +18,15 @@ from .functional import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_max_
 from .receptive import receptive_field
 from .local import LocallyConnected2d, TiledConv2d, local_conv2d, tiled_conv2d
 from .modules import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveMaxPool1d, AdaptiveMaxPool2d, AvgPool1d,
-                      AvgPool2d, Conv1d, Conv2d, LPPool1d, LPPool2d, MaxPool1d, MaxPool2d, WeightedAvgPool2d)
+                      AvgPool2d, Conv1d, Conv2d, FoldedBatchNorm2d, LPPool1d, LPPool2d, MaxPool1d, MaxPool2d,
+                      WeightedAvgPool2d)
 
 __all__ = [
     "conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "lp_pool1d", "lp_pool2d",
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d",
     "Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "LPPool1d", "LPPool2d",
     "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d",
-    "convert", "Skipped", "ops", "receptive_field",
+    "convert", "Skipped", "FoldedBatchNorm2d", "ops", "receptive_field",
     "weighted_avg_pool2d", "WeightedAvgPool2d",
     "local_conv2d", "tiled_conv2d", "LocallyConnected2d", "TiledConv2d",
 ]

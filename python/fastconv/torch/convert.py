@@ -17,6 +17,14 @@ hooks and training flag. Left alone, and reported:
 The report is a list of ``Skipped(name, type, reason)``; it is also logged at INFO level on
 the "fastconv.torch" logger. Layers that are not conv/pooling (Linear, BatchNorm, ReLU, ...)
 are neither converted nor reported.
+
+``fold_batchnorm=True`` (the default) also folds each torch.nn.BatchNorm2d into the Conv2d
+whose output it alone reads, found in the model's torch.fx graph: the BatchNorm2d becomes a
+fastconv.torch.modules.FoldedBatchNorm2d (same state), and in eval mode the convolution
+computes the normalisation with its weights scaled and its bias shifted (plans fold them once),
+so the model makes one pass over each activation less. Training mode, and a forward hook on
+either layer, run the two layers as before. A model that torch.fx cannot trace keeps its
+BatchNorm layers as they are (logged at INFO level).
 """
 from __future__ import annotations
 
@@ -24,11 +32,12 @@ import collections
 import logging
 
 import torch
+import torch.fx
 from torch import nn
 
 import fastconv as fc
 
-from .modules import FASTCONV_CLASSES, _FastconvModule
+from .modules import FASTCONV_CLASSES, Conv2d, FoldedBatchNorm2d, _FastconvModule
 
 __all__ = ["convert", "Skipped"]
 
@@ -67,24 +76,79 @@ def _why_not(module):
     return ""
 
 
-def _swap(module, algorithm):
-    """The fastconv layer sharing module's state (parameters, buffers, hooks, flags)."""
-    cls = FASTCONV_CLASSES[type(module)]
+def _retyped(module, cls):
+    """A cls instance sharing module's state (parameters, buffers, hooks, flags)."""
     new = cls.__new__(cls)
     new.__dict__.update(module.__dict__)
     # Own containers, same tensors: the old module (if anyone keeps it) stays independent.
     for attr in ("_parameters", "_buffers", "_modules"):
         new.__dict__[attr] = collections.OrderedDict(module.__dict__[attr])
+    return new
+
+
+def _swap(module, algorithm):
+    """The fastconv layer sharing module's state."""
+    new = _retyped(module, FASTCONV_CLASSES[type(module)])
     new._fastconv_init(algorithm)
     return new
 
 
-def convert(model, algorithm="auto", *, report=False):
+class _Tracer(torch.fx.Tracer):
+    """Keeps fastconv's layers whole (they live outside torch.nn, which fx would trace into)."""
+
+    def is_leaf_module(self, m, qualname):
+        return isinstance(m, (_FastconvModule, FoldedBatchNorm2d)) or super().is_leaf_module(m, qualname)
+
+
+def _conv_batchnorm_pairs(model):
+    """[(conv name, batchnorm name)]: each fastconv Conv2d called once whose output only a
+    torch.nn.BatchNorm2d with running statistics reads, that BatchNorm2d called once, on as
+    many channels."""
+    graph = _Tracer().trace(model)
+    modules = dict(model.named_modules())
+    calls = collections.Counter(n.target for n in graph.nodes if n.op == "call_module")
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or len(node.users) != 1:
+            continue
+        conv, (user,) = modules[node.target], node.users
+        if type(conv) is not Conv2d or conv._folded_bn is not None or user.op != "call_module":
+            continue
+        bn = modules[user.target]
+        if (type(bn) is nn.BatchNorm2d and bn.num_features == conv.out_channels and bn.running_var is not None
+                and user.args[:1] == (node,)
+                and calls[node.target] == 1 and calls[user.target] == 1):
+            pairs.append((node.target, user.target))
+    return pairs
+
+
+def _fold_batchnorms(model):
+    """Link every foldable (Conv2d, BatchNorm2d) pair of model (see the module docstring)."""
+    try:
+        pairs = _conv_batchnorm_pairs(model)
+    except Exception as e:  # noqa: BLE001  fx refuses data-dependent control flow, and more
+        log.info("fastconv.torch.convert folds no BatchNorm2d: torch.fx cannot trace %s (%s: %s)",
+                 type(model).__name__, type(e).__name__, e)
+        return
+    modules = dict(model.named_modules())
+    for conv_name, bn_name in pairs:
+        conv, bn = modules[conv_name], modules[bn_name]
+        folded = _retyped(bn, FoldedBatchNorm2d)
+        # Plain attributes, not submodules: state_dict and modules() are unchanged.
+        folded.__dict__["folded_into"] = conv
+        conv.__dict__["_folded_bn"] = folded
+        parent_name, _, child = bn_name.rpartition(".")
+        modules[parent_name]._modules[child] = folded
+
+
+def convert(model, algorithm="auto", *, fold_batchnorm=True, report=False):
     """Replace every supported torch.nn conv/pooling layer of ``model`` (recursively, in
     place) by fastconv's, keeping its parameters; returns ``model`` (a new module if
     ``model`` itself is such a layer), or ``(model, skipped)`` with ``report=True``:
     ``skipped`` lists ``Skipped(name, type, reason)`` for each conv/pooling layer left alone.
-    ``algorithm`` is given to every converted layer (fastconv.conv2d's names)."""
+    ``algorithm`` is given to every converted layer (fastconv.conv2d's names).
+    ``fold_batchnorm``: fold BatchNorm2d layers into the convolutions before them in eval
+    mode (see the module docstring)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert: expected a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(algorithm, str):
@@ -111,6 +175,8 @@ def convert(model, algorithm="auto", *, report=False):
         if why:
             skipped.append(Skipped("", type(model).__name__, why))
         visit(model, "")
+    if fold_batchnorm and not isinstance(model, _FastconvModule):
+        _fold_batchnorms(model)
     for s in skipped:
         log.info("fastconv.torch.convert left %s (%s) alone: %s", s.name or "the model", s.type, s.reason)
     return (model, skipped) if report else model
