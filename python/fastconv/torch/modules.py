@@ -180,7 +180,7 @@ class Conv2d(_ConvMixin, nn.Conv2d):
         bn = self._folded_bn
         if bn is not None and not batchnorm_folds(self, bn):
             bn = None
-        if x.dim() == 4 and ops.records_nothing((x, w, b) if bn is None else (x, w, b, bn.weight, bn.bias)):
+        if x.dim() == 4 and ops.records_nothing((x, w, b) if bn is None else (x, w, b) + bn.tensors()[:2]):
             def pads():
                 return normalize_padding(padding, tuple(x.shape[2:]), tuple(w.shape[2:]), self.stride,
                                          self.dilation)
@@ -221,19 +221,22 @@ class Conv1d(_ConvMixin, nn.Conv1d):
 # model's torch.fx graph) and links them; both check batchnorm_folds on every call, so they agree
 # on who computes the normalisation.
 
+# These run on every inference call of a folded pair: they read the modules' dicts, as
+# _weight_and_bias does (nn.Module's attribute fallback costs ~1 us a tensor).
+
 def batchnorm_folds(conv, bn):
     """True when conv computes bn's normalisation: both in eval mode, bn normalising with its
     running statistics, and no forward hook that would see the difference (conv's output,
     bn's input or output; torch's global hooks)."""
-    return (not conv.training and not bn.training and bn.running_var is not None
+    return (not conv.training and not bn.training and bn._buffers.get("running_var") is not None
             and not (conv._forward_hooks or bn._forward_hooks or bn._forward_pre_hooks
                      or _global_forward_hooks or _global_forward_pre_hooks))
 
 
 def _batchnorm_key(bn):
-    """What a plan folded from bn depends on: its tensors (identity, version) and eps."""
+    """What a plan folded from bn depends on: its tensors (identity, storage, version) and eps."""
     key = (bn.eps,)
-    for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
+    for t in bn.tensors():
         key += (None,) if t is None else (id(t), t.data_ptr(), t._version)
     return key
 
@@ -241,12 +244,13 @@ def _batchnorm_key(bn):
 def fold_batchnorm(weight, bias, bn):
     """(weight, bias) of a convolution followed by bn in eval mode, as one convolution;
     differentiable in weight, bias, bn.weight and bn.bias."""
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -bn.running_mean * scale if bias is None else (bias - bn.running_mean) * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
+    gamma, beta, mean, var = bn.tensors()
+    scale = torch.rsqrt(var + bn.eps)
+    if gamma is not None:
+        scale = scale * gamma
+    shift = -mean * scale if bias is None else (bias - mean) * scale
+    if beta is not None:
+        shift = shift + beta
     return weight * scale.reshape((-1,) + (1,) * (weight.dim() - 1)).to(weight.dtype), shift.to(weight.dtype)
 
 
@@ -256,6 +260,13 @@ class FoldedBatchNorm2d(nn.BatchNorm2d):
     hooks) it is torch's BatchNorm2d. Made by convert(); shares the original's state."""
 
     folded_into = None
+
+    def tensors(self):
+        """(weight, bias, running_mean, running_var); weight and bias None without affine."""
+        params, buffers = self._parameters, self._buffers
+        return (params["weight"] if "weight" in params else self.weight,
+                params["bias"] if "bias" in params else self.bias,
+                buffers.get("running_mean"), buffers.get("running_var"))
 
     def forward(self, input):
         conv = self.folded_into
