@@ -167,6 +167,40 @@ def test_workspace_limit_makes_auto_choose_within_it(rng):
             fc.plan_conv2d(w, x.shape, workspace_limit=bad)
 
 
+def test_auto_picks_are_kept_per_problem_isa_threads_and_cap(rng, monkeypatch):
+    # fastconv.conv2d keeps auto's pick per problem; the ISA, thread count and workspace cap in
+    # force are part of its key, so changing any of them picks again.
+    x, w, b = _data(rng, (1, 64, 28, 28), (64, 64, 3, 3), np.float32)
+    params, _ = conv_params(x.shape, w.shape, 1, 1, 1, 1)
+    ran, real = [], fc.functional._run_conv
+    monkeypatch.setattr(fc.functional, "_run_conv", lambda *a: ran.append(a[5]) or real(*a))
+
+    def pick():
+        fc.conv2d(x, w, b, padding=1)
+        return ran[-1]
+    first = pick()
+    assert first == pick() == algorithms.choose(params, np.dtype(np.float32)) and first.startswith("winograd")
+    try:
+        fc.set_workspace_limit(0)
+        assert algorithms.workspace_bytes(pick(), params, np.float32) == 0
+    finally:
+        fc.set_workspace_limit(None)
+    assert pick() == first
+    isa = _C.get_isa()
+    try:
+        _C.set_isa("scalar")
+        assert pick() == algorithms.choose(params, np.dtype(np.float32))
+    finally:
+        _C.set_isa(isa)
+    threads = fc.get_num_threads()
+    try:
+        fc.set_num_threads(1)
+        assert pick() == algorithms.choose(params, np.dtype(np.float32))
+    finally:
+        fc.set_num_threads(threads)
+    assert pick() == first
+
+
 def test_autotuned_plan(tmp_path, monkeypatch, rng):
     monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path))
     x, w, b = _data(rng, (1, 16, 20, 20), (16, 16, 3, 3), np.float32)
