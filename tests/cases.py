@@ -118,6 +118,7 @@ CONV_CASES = [ConvCase(*c) for c in [
     ((1, 1, 1, 1), (1, 1, 1, 1), 1, 0, 1, 1, False),
     ((1, 1, 2, 2), (2, 1, 3, 3), 1, 1, 1, 1, False),                   # image smaller than kernel
     ((1, 3, 31, 37), (11, 3, 7, 7), 2, 3, 1, 1, False),                # ResNet stem-like, primes
+    ((1, 2, 7, 103), (5, 2, 5, 3), (1, 2), 1, 1, 1, False),            # a stem on a 51-wide row
     ((1, 29, 7, 7), (31, 29, 3, 3), 1, 1, 1, 1, False),                # prime channels
     ((1, 64, 9, 9), (33, 64, 3, 3), 1, 1, 1, 1, False),                # deeper reduction
     ((2, 12, 10, 11), (12, 3, 3, 3), (1, 2), (2, 1), (2, 1), 4, False),
@@ -136,6 +137,11 @@ CONV_LARGER = [conv_case(*c[:4], groups=c[4]) for c in [
     ((1, 64, 28, 28), (96, 64, 3, 3), 1, 1, 1),
     ((2, 48, 23, 29), (40, 48, 1, 1), 1, 0, 1),
     ((1, 3, 57, 61), (24, 3, 7, 7), 2, 3, 1),
+    # stems on rows of >= 48 outputs (direct's 3-vector tile on AVX2): 13 = 3 x 4 + 1 output
+    # channels, a grouped 5x5 with 2 input channels a group, one input channel
+    ((1, 3, 41, 109), (13, 3, 7, 7), 2, 3, 1),
+    ((2, 8, 13, 59), (12, 2, 5, 5), 1, 2, 4),
+    ((1, 1, 9, 67), (7, 1, 5, 5), 1, 0, 1),
     ((1, 96, 30, 31), (96, 1, 3, 3), 2, 1, 96),
     ((2, 40, 61, 53), (24, 40, 3, 3), 1, 1, 1),  # many tile blocks (winograd), odd edges
     ((40, 64, 7, 7), (32, 64, 3, 3), 1, 1, 1),   # many small images: several per GEMM, in chunks

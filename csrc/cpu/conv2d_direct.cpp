@@ -67,6 +67,8 @@ constexpr int kGeneralKB = 8;    // output channels per register tile: 8 x 2 acc
 // alternating processes: ResNet's 7x7 stem at batch 1 1.07x, 64->64 7x7 on 14x14 at batch 8
 // 1.08x, 5x5 on 28x28 1.03x. The unrolled 3x3 tile keeps 2 (3: 0.81-0.90x at stride 2).
 constexpr int kGeneralNQ = 3;
+constexpr int kStemNQ = kGeneralNQ;  // see the AVX2 one
+constexpr index_t kStemMinQ = 0;
 constexpr int kDepthwiseNQ = 8;  // output vectors per depthwise tile (x 2 for a multiplier)
 constexpr int kMultiplierKB = 8; // output channels per tile of a large channel multiplier (x 2 vectors)
 constexpr int kPixelsNP = 12;    // pixels per channel-vector tile: 12 x 2 accumulators of 32
@@ -74,6 +76,14 @@ constexpr int kPixelsNP = 12;    // pixels per channel-vector tile: 12 x 2 accum
 constexpr int kVecBytes = 32;
 constexpr int kGeneralKB = 4;  // 4 x 2 accumulators + loads fit the 16 ymm registers
 constexpr int kGeneralNQ = 2;
+// Stems (<= 4 input channels a group, kernels other than 3x3, rows of >= kStemMinQ outputs)
+// take 4 x 3 accumulators, all 16 registers with 3 x vectors and a broadcast: 7 loads per 12
+// FMAs a tap instead of 6 per 8. Zen 3, 2 threads, interleaved in one process: ResNet's 7x7
+// stride-2 stem 1.06x at batch 1, 1.08x at batch 8; 64->64 5x5 on 56x56 in groups of 2 1.25x;
+// 3->32 5x5 stride 2 on 112x112 1.02x; on 28-32-wide rows (LeNet-5's first layer, 3->16 7x7 on
+// 32x32) 0.98x, hence the bound.
+constexpr int kStemNQ = 3;
+constexpr index_t kStemMinQ = 48;
 constexpr int kDepthwiseNQ = 4;
 constexpr int kMultiplierKB = 6;  // 6 x 2 accumulators + 2 x vectors + a broadcast of 16
 constexpr int kPixelsNP = 6;   // 6 x 2 accumulators + 2 weight vectors + a broadcast of 16
@@ -81,6 +91,8 @@ constexpr int kPixelsNP = 6;   // 6 x 2 accumulators + 2 weight vectors + a broa
 constexpr int kVecBytes = 16;  // SSE2 on x86-64, NEON on aarch64
 constexpr int kGeneralKB = 4;
 constexpr int kGeneralNQ = 2;
+constexpr int kStemNQ = kGeneralNQ;
+constexpr index_t kStemMinQ = 0;
 constexpr int kDepthwiseNQ = 4;
 constexpr int kMultiplierKB = 6;
 constexpr int kPixelsNP = 6;
@@ -1007,11 +1019,13 @@ void conv_pointwise(const ConvParams& p, const T* x, const T* w, const T* bias, 
 // ============================== general =============================================
 // x (N, C, H, W), w (K, Cg, R, S), y (N, K, P, Q): any groups, kernel, stride, dilation,
 // padding. KB output channels x 2 vectors of Q per register tile, 3x3 taps unrolled; other
-// kernels kGeneralNQ vectors.
+// kernels kGeneralNQ vectors, stems on wide rows kStemNQ.
 template <class T>
 void conv_general(const ConvParams& p, const T* x, const T* w, const T* bias, T* y) {
   if (p.R == 3 && p.S == 3)
     conv_banded<T, kGeneralKB, 2, 9, 0>(p, x, w, bias, y);
+  else if (kStemNQ != kGeneralNQ && p.C / p.groups <= 4 && p.Q >= kStemMinQ)
+    conv_banded<T, kGeneralKB, kStemNQ, 0, 0>(p, x, w, bias, y);
   else
     conv_banded<T, kGeneralKB, kGeneralNQ, 0, 0>(p, x, w, bias, y);
 }
