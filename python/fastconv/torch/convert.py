@@ -100,12 +100,11 @@ class _Tracer(torch.fx.Tracer):
         return isinstance(m, (_FastconvModule, FoldedBatchNorm2d)) or super().is_leaf_module(m, qualname)
 
 
-def _conv_batchnorm_pairs(model):
+def _conv_batchnorm_pairs(model, modules):
     """[(conv name, batchnorm name)]: each fastconv Conv2d called once whose output only a
     torch.nn.BatchNorm2d with running statistics reads, that BatchNorm2d called once, on as
-    many channels."""
+    many channels. ``modules``: model's named_modules() as a dict."""
     graph = _Tracer().trace(model)
-    modules = dict(model.named_modules())
     calls = collections.Counter(n.target for n in graph.nodes if n.op == "call_module")
     pairs = []
     for node in graph.nodes:
@@ -124,13 +123,13 @@ def _conv_batchnorm_pairs(model):
 
 def _fold_batchnorms(model):
     """Link every foldable (Conv2d, BatchNorm2d) pair of model (see the module docstring)."""
+    modules = dict(model.named_modules())
     try:
-        pairs = _conv_batchnorm_pairs(model)
+        pairs = _conv_batchnorm_pairs(model, modules)
     except Exception as e:  # noqa: BLE001  fx refuses data-dependent control flow, and more
         log.info("fastconv.torch.convert folds no BatchNorm2d: torch.fx cannot trace %s (%s: %s)",
                  type(model).__name__, type(e).__name__, e)
         return
-    modules = dict(model.named_modules())
     for conv_name, bn_name in pairs:
         conv, bn = modules[conv_name], modules[bn_name]
         folded = _retyped(bn, FoldedBatchNorm2d)
